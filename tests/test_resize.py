@@ -1,0 +1,181 @@
+"""Surgery: exact widths, function preservation (Net2Wider), highest-norm channels kept."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from widthwise.groups import ChannelGroup, Member
+from widthwise.resize import ResizeError, resize
+
+
+def mlp_and_groups():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    groups = [
+        ChannelGroup(
+            "0",
+            8,
+            (
+                Member("0.weight", 0, "producer"),
+                Member("0.bias", 0, "other"),
+                Member("2.weight", 1, "consumer"),
+            ),
+        ),
+        ChannelGroup(
+            "2",
+            6,
+            (
+                Member("2.weight", 0, "producer"),
+                Member("2.bias", 0, "other"),
+                Member("4.weight", 1, "consumer"),
+            ),
+        ),
+    ]
+    return net, groups, torch.randn(10, 5)
+
+
+def conv_bn_and_groups():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5),
+    )
+    with torch.no_grad():  # non-trivial running statistics
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    group = ChannelGroup(
+        "0",
+        6,
+        (
+            Member("0.weight", 0, "producer"),
+            Member("0.bias", 0, "other"),
+            Member("1.weight", 0, "norm"),
+            Member("1.bias", 0, "norm"),
+            Member("4.weight", 1, "consumer", repeat=16),
+        ),
+    )
+    return net.eval(), [group], torch.randn(4, 3, 4, 4)
+
+
+def gru_and_groups():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(4, 6, batch_first=True)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    h = 6
+    members = []
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        for g, gate in enumerate("rzn"):
+            role = "producer" if name.startswith("weight") else "other"
+            members.append(Member(f"rnn.{name}", 0, role, offset=g * h, gate=gate))
+    members += [Member("rnn.weight_hh_l0", 1, "consumer"), Member("head.weight", 1, "consumer")]
+    return Net(), [ChannelGroup("rnn", h, tuple(members), kind="recurrent")], torch.randn(2, 7, 4)
+
+
+def naive_norms(net, group):
+    params = dict(net.named_parameters())
+    out = []
+    for i in range(group.width):
+        n = 1.0
+        for m in group.members:
+            p = params[m.param].detach().double()
+            if p.dim() < 2:
+                continue
+            idx = torch.arange(m.offset + i * m.repeat, m.offset + (i + 1) * m.repeat)
+            n *= float(p.index_select(m.dim, idx).norm())
+        out.append(n)
+    return out
+
+
+@pytest.mark.parametrize("build", [mlp_and_groups, conv_bn_and_groups, gru_and_groups])
+@pytest.mark.parametrize("init", ["net2net", "prune"])
+def test_widening_preserves_the_function(build, init):
+    net, groups, x = build()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    widths = {g.name: g.width * 2 + 1 for g in groups}
+    wide = resize(net, groups, widths, init=init)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), net(x), atol=1e-5, rtol=1e-5)
+    for k, v in net.state_dict().items():  # the input model is untouched
+        assert torch.equal(v, before[k])
+    params = dict(wide.named_parameters())
+    for g in groups:
+        for m in g.members:
+            size = params[m.param].shape[m.dim]
+            old = before[m.param].shape[m.dim]
+            blocks = sum(1 for o in g.members if (o.param, o.dim) == (m.param, m.dim))
+            assert size == old + blocks * (widths[g.name] - g.width) * m.repeat
+
+
+def test_widened_copies_are_not_identical_after_training():
+    # Net2Wider with equal halves would keep copies identical forever; random splits do not.
+    net, groups, x = mlp_and_groups()
+    wide = resize(net, groups, {"0": 12})
+    opt = torch.optim.SGD(wide.parameters(), lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        wide(x).pow(2).mean().backward()
+        opt.step()
+    rows = wide[0].weight.detach()
+    for j in range(8, 12):
+        assert min(float((rows[j] - rows[i]).norm()) for i in range(8)) > 1e-6
+
+
+@pytest.mark.parametrize("build", [mlp_and_groups, conv_bn_and_groups, gru_and_groups])
+def test_shrinking_keeps_the_highest_norm_channels(build):
+    net, groups, _ = build()
+    g = groups[0]
+    norms = naive_norms(net, g)
+    keep = sorted(sorted(range(g.width), key=lambda i: -norms[i])[: g.width // 2])
+    small = resize(net, groups, {g.name: g.width // 2})
+    old, new = dict(net.named_parameters()), dict(small.named_parameters())
+    for m in g.members:
+        for j, i in enumerate(keep):
+            a = old[m.param].detach().narrow(m.dim, m.offset + i * m.repeat, m.repeat)
+            offset = m.offset * (g.width // 2) // g.width  # gate blocks shrink too
+            b = new[m.param].detach().narrow(m.dim, offset + j * m.repeat, m.repeat)
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_module_attributes_follow_the_weights():
+    net, groups, x = conv_bn_and_groups()
+    small = resize(net, groups, {"0": 4})
+    assert small[0].out_channels == 4 and small[1].num_features == 4
+    assert small[1].running_mean.shape == (4,) and small[4].in_features == 64
+    assert small(x).shape == (4, 5)
+    net, groups, x = gru_and_groups()
+    wide = resize(net, groups, {"rnn": 9})
+    assert wide.rnn.hidden_size == 9 and wide.head.in_features == 9
+    assert wide(x).shape == (2, 7, 3)
+
+
+def test_reinit_gives_a_fresh_model_of_the_new_shape():
+    net, groups, _ = mlp_and_groups()
+    fresh = resize(net, groups, {"0": 8, "2": 3}, init="reinit")
+    assert fresh[2].weight.shape == (3, 8)
+    assert not torch.equal(fresh[0].weight, net[0].weight)
+
+
+def test_bad_plans_are_refused_clearly():
+    net, groups, _ = mlp_and_groups()
+    with pytest.raises(ResizeError, match="no channel group named 'nope'"):
+        resize(net, groups, {"nope": 3})
+    with pytest.raises(ResizeError, match="cannot be resized to 0"):
+        resize(net, groups, {"0": 0})
+    divisible = [ChannelGroup("0", 8, groups[0].members, divisor=4)]
+    with pytest.raises(ResizeError, match="multiple of 4"):
+        resize(net, divisible, {"0": 6})
+    with pytest.raises(ValueError, match="init must be"):
+        resize(net, groups, {"0": 6}, init="magic")
