@@ -1,0 +1,425 @@
+"""Per-channel weight norms and the channel-Matthew-effect statistics, in one pass.
+
+For channel ``i`` of a group, the norm is the product, over the group's members whose parameter
+has two or more dimensions, of the L2 norm of that channel's slice (Chen, Bu & Yan, NeurIPS 2024;
+their reference code multiplies the norms of all coupled tensors and leaves 1-D tensors out):
+
+    n_i = prod_m ||W_m[slice_i]||_2          (mode="product")
+    n_i = prod_{m producer} ||W_m[slice_i]||_2   (mode="incoming")
+
+The group's statistic is the unbiased variance of ``n / mean(n)``.
+
+:class:`NormPlan` compiles the groups once. Each call then reads every parameter once (per needed
+dimension) with a batched reduction, combines the per-member sums of squares with index
+operations on the model's device, and makes one host transfer for all groups. No gradient
+tracking, no copy of the state dict, any device and dtype (``bfloat16`` is reduced in float32).
+Sharded FSDP2 parameters contribute partial sums that are added across ranks with one
+``all_reduce`` per call, so every rank gets the numbers a single process would.
+
+>>> import torch
+>>> from widthwise.groups import ChannelGroup, Member
+>>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+>>> with torch.no_grad():
+...     _ = model[0].weight.copy_(torch.ones(4, 3) * torch.tensor([[1.0], [1.0], [2.0], [2.0]]))
+...     _ = model[2].weight.fill_(1.0)
+>>> group = ChannelGroup("0", 4, (Member("0.weight", 0, "producer"), Member("0.bias", 0, "other"),
+...                               Member("2.weight", 1, "consumer")))
+>>> plan = NormPlan(model, [group])
+>>> plan.channel_norms()[0]  # sqrt(3) * sqrt(2) and 2*sqrt(3) * sqrt(2)
+tensor([2.4495, 2.4495, 4.8990, 4.8990])
+>>> round(float(plan.stats().table.loc[0, "variance"]), 6)  # n / mean = [2/3, 2/3, 4/3, 4/3]
+0.148148
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from widthwise.distributed import canonical_name, local_shard
+from widthwise.groups import ChannelGroup, Member
+
+__all__ = [
+    "STAT_COLUMNS",
+    "GroupStats",
+    "NormPlan",
+    "Series",
+    "channel_norms",
+    "group_stats",
+    "norm_variance",
+]
+
+Mode = Literal["product", "incoming"]
+
+#: Columns of :attr:`GroupStats.table`, in order.
+STAT_COLUMNS = (
+    "group",
+    "gate",
+    "width",
+    "variance",
+    "mean",
+    "max",
+    "min",
+    "n_nonfinite",
+    "n_zero",
+    "flag",
+)
+
+
+def norm_variance(n: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of ``n / mean(n)``; NaN when undefined (fewer than 2 channels, zero mean,
+    non-finite values).
+
+    >>> norm_variance(torch.tensor([1.0, 1.0, 2.0, 2.0]))
+    tensor(0.1481)
+    >>> norm_variance(torch.tensor([3.0]))
+    tensor(nan)
+    """
+    n = n.detach()
+    if n.numel() < 2:
+        return torch.full((), float("nan"), dtype=n.dtype, device=n.device)
+    return torch.var(n / n.mean(), correction=1)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One statistic series: a whole group (``gate == ""``) or one gate of it.
+
+    ``members`` are the members that enter the product (2+ dimensions; producers only in mode
+    ``"incoming"``; for a gate, that gate's members plus the ungated ones).
+    """
+
+    group: str
+    gate: str
+    width: int
+    members: tuple[Member, ...]
+
+
+class GroupStats:
+    """Statistics of every series from one pass: plain arrays, a table on demand.
+
+    Attributes:
+        series: the series, in row order.
+        columns: ``STAT_COLUMNS`` name -> list or array, one entry per series.
+        norms: per-channel norms of each series (float32 arrays, host memory).
+    """
+
+    def __init__(self, series: Sequence[Series], columns: dict, norms: list[np.ndarray]):
+        self.series = tuple(series)
+        self.columns = columns
+        self.norms = norms
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per series with ``STAT_COLUMNS``."""
+        return pd.DataFrame({c: self.columns[c] for c in STAT_COLUMNS})
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+
+def _param_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    # Every name a parameter is reachable under (tied weights included), wrappers stripped.
+    slots: dict[str, tuple[nn.Module, str]] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for leaf, p in module._parameters.items():
+            if p is None:
+                continue
+            full = f"{mod_name}.{leaf}" if mod_name else leaf
+            slots.setdefault(canonical_name(full), (module, leaf))
+    return slots
+
+
+class NormPlan:
+    """Compiled per-channel norm computation for a model and its channel groups.
+
+    Args:
+        model: the model (plain, DDP, ``torch.compile``d or FSDP2-sharded).
+        groups: channel groups with the plain model's parameter names.
+        mode: ``"product"`` (all members with 2+ dims) or ``"incoming"`` (producers only).
+        gates: also compute one series per gate for gated groups (GRU/LSTM/attention).
+
+    Raises:
+        ValueError: a group names a parameter the model does not have, or an unknown mode.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Sequence[ChannelGroup],
+        mode: Mode = "product",
+        *,
+        gates: bool = True,
+    ):
+        if mode not in ("product", "incoming"):
+            raise ValueError(f"mode must be 'product' or 'incoming', not {mode!r}")
+        self.model = model
+        self.groups = tuple(groups)
+        self.mode = mode
+        self.gates = gates
+        self._compile()
+
+    # -- compile -------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        slots = _param_slots(self.model)
+        self._slots = slots
+        self._objects = {}
+        series: list[Series] = []
+        for g in self.groups:
+            for m in g.members:
+                if m.param not in slots:
+                    raise ValueError(
+                        f"group {g.name!r} refers to parameter {m.param!r}, which the model does "
+                        "not have; find the groups on this model (widthwise.find_groups)"
+                    )
+
+            def counts(m: Member) -> bool:
+                p = self._param(m.param)
+                return p.ndim >= 2 and (self.mode == "product" or m.role == "producer")
+
+            used = tuple(m for m in g.members if counts(m))
+            series.append(Series(g.name, "", g.width, used))
+            if self.gates:
+                for gate in g.gates:
+                    sel = tuple(m for m in used if m.gate in (gate, None))
+                    series.append(Series(g.name, gate, g.width, sel))
+        self.series = tuple(series)
+
+        # One reduction per (parameter, dim); the ones of sharded parameters go last, grouped by
+        # process group, so each group's partial sums are one contiguous all_reduce.
+        keys: dict[tuple[str, int], None] = {}
+        for s in series:
+            for m in s.members:
+                keys.setdefault((m.param, m.dim), None)
+        by_param: dict[str, list[int]] = {}
+        for name, dim in keys:
+            by_param.setdefault(name, []).append(dim)
+        sharded = {n: local_shard(self._param(n)).group for n in by_param}
+        complete = [n for n in by_param if sharded[n] is None]
+        partial = [n for n in by_param if sharded[n] is not None]
+        self._params = [(n, sorted(by_param[n])) for n in complete + partial]
+        base: dict[tuple[str, int], int] = {}
+        pos = 0
+        self._partial_ranges: list[tuple[object, int, int]] = []
+        for name, dims in self._params:
+            start = pos
+            for d in dims:
+                base[(name, d)] = pos
+                pos += self._param(name).shape[d]
+            pg = sharded[name]
+            if pg is not None:
+                if self._partial_ranges and self._partial_ranges[-1][0] is pg:
+                    self._partial_ranges[-1] = (pg, self._partial_ranges[-1][1], pos)
+                else:
+                    self._partial_ranges.append((pg, start, pos))
+        self._reduced_len = pos
+
+        # Index maps: gather each member's channel block out of the reductions, sum the block
+        # (flatten -> linear repeats), then multiply the members of a series per channel.
+        gather, block, chan = [], [], []
+        offsets = [0]
+        n_blocks = 0
+        for s in series:
+            c0 = offsets[-1]
+            for m in s.members:
+                start = base[(m.param, m.dim)] + m.offset
+                idx = np.arange(start, start + s.width * m.repeat)
+                gather.append(idx)
+                block.append(n_blocks + np.arange(s.width).repeat(m.repeat))
+                chan.append(c0 + np.arange(s.width))
+                n_blocks += s.width
+            offsets.append(c0 + s.width)
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
+        self._gather = torch.from_numpy(cat(gather).astype(np.int64))
+        self._block = torch.from_numpy(cat(block).astype(np.int64))
+        self._chan = torch.from_numpy(cat(chan).astype(np.int64))
+        self._n_blocks = n_blocks
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._empty = np.array([len(s.members) == 0 for s in series])
+        self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _param(self, name: str) -> torch.Tensor:
+        module, leaf = self._slots[name]
+        return module._parameters[leaf]
+
+    def _indices(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if device not in self._device_cache:
+            self._device_cache[device] = tuple(
+                t.to(device) for t in (self._gather, self._block, self._chan)
+            )
+        return self._device_cache[device]
+
+    # -- compute -------------------------------------------------------------------------------
+    def _scratch(self, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # one reused buffer for the squares: a fresh multi-MB allocation per tensor costs page
+        # faults that take longer than the arithmetic
+        key = (like.device, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < like.numel():
+            buf = self._buffers[key] = torch.empty(like.numel(), dtype=dtype, device=like.device)
+        return buf[: like.numel()].view(like.shape)
+
+    def _sums_of_squares(self, t: torch.Tensor, dims: list[int]) -> list[torch.Tensor]:
+        acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+        if t.numel() == 0:
+            return [torch.zeros(t.shape[d], dtype=acc, device=t.device) for d in dims]
+        if max(dims) > 1:  # rare (channels along a later dim): a general, slower reduction
+            return [
+                torch.linalg.vector_norm(
+                    t, dim=tuple(i for i in range(t.ndim) if i != d), dtype=acc
+                ).square_()
+                for d in dims
+            ]
+        # Reductions along strided dims are slow on CPU; flattening to [rows, cols * kernel]
+        # keeps both sums contiguous or vectorised across columns.
+        m = t.reshape(t.shape[0], -1)
+        if dims == [0]:
+            return [torch.linalg.vector_norm(m, dim=1, dtype=acc).square_()]
+        sq = self._scratch(m, acc)
+        if m.dtype == acc:
+            torch.square(m, out=sq)
+        else:  # bfloat16/float16: convert into the buffer, then square in place
+            sq.copy_(m).square_()
+        cols = sq.sum(0).view(t.shape[1], -1).sum(1)
+        return [cols] if dims == [1] else [sq.sum(1), cols]
+
+    def _flat_norms(self) -> torch.Tensor:
+        """Norms of every series, concatenated, on the model's device (float64 where supported)."""
+        parts: list[torch.Tensor] = []
+        device = None
+        for name, dims in self._params:
+            shard = local_shard(self._param(name))
+            t = shard.tensor
+            device = device or t.device
+            sums = self._sums_of_squares(t, dims)
+            full_shape = self._param(name).shape
+            for d, v in zip(dims, sums):
+                if shard.group is not None and v.numel() != full_shape[d]:
+                    full = torch.zeros(full_shape[d], dtype=v.dtype, device=v.device)
+                    full[shard.offsets[d] : shard.offsets[d] + v.numel()] = v
+                    v = full
+                parts.append(v.to(device=device, dtype=torch.float32))
+        if device is None:  # no member has 2+ dims
+            device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        reduced = torch.cat(parts) if parts else torch.zeros(0, device=device)
+        if self._partial_ranges:
+            import torch.distributed as dist
+
+            pieces, prev = [], 0
+            for pg, a, b in self._partial_ranges:
+                pieces.append(reduced[prev:a])
+                chunk = reduced[a:b].contiguous()
+                dist.all_reduce(chunk, op=dist.ReduceOp.SUM, group=pg)
+                pieces.append(chunk)
+                prev = b
+            pieces.append(reduced[prev:])
+            reduced = torch.cat(pieces)
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        reduced = reduced.to(wide)
+        gather, block, chan = self._indices(device)
+        blocks = torch.zeros(self._n_blocks, dtype=wide, device=device)
+        blocks.index_add_(0, block, reduced[gather])
+        n = torch.ones(int(self._offsets[-1]), dtype=wide, device=device)
+        n.scatter_reduce_(0, chan, blocks.sqrt_(), reduce="prod")
+        return n
+
+    @torch.no_grad()
+    def channel_norms(self) -> list[torch.Tensor]:
+        """Per-channel norms of each group (whole group, not per gate), float32, on the model's
+        device; no host synchronisation."""
+        flat = self._flat_norms().float()
+        return [
+            flat[self._offsets[i] : self._offsets[i + 1]]
+            for i, s in enumerate(self.series)
+            if s.gate == ""
+        ]
+
+    @torch.no_grad()
+    def stats(self) -> GroupStats:
+        """Statistics of every series (one host transfer)."""
+        n = self._flat_norms().cpu().numpy().astype(np.float64, copy=False)
+        return _stats_from_flat(self.series, n, self._offsets, self._empty)
+
+
+def _stats_from_flat(
+    series: Sequence[Series], n: np.ndarray, offsets: np.ndarray, empty: np.ndarray
+) -> GroupStats:
+    widths = np.diff(offsets)
+    k = len(series)
+    cols: dict = {
+        "group": [s.group for s in series],
+        "gate": [s.gate for s in series],
+        "width": widths.copy(),
+    }
+    if k == 0 or n.size == 0:
+        for c in ("variance", "mean", "max", "min"):
+            cols[c] = np.full(k, np.nan)
+        cols["n_nonfinite"] = np.zeros(k, dtype=np.int64)
+        cols["n_zero"] = np.zeros(k, dtype=np.int64)
+        cols["flag"] = ["no_weights" if e else "" for e in empty]
+        return GroupStats(series, cols, [np.zeros(0, np.float32) for _ in series])
+    starts = offsets[:-1]
+    # reduceat misreads zero-width segments; widths are >= 1 for real groups, guard anyway
+    safe = widths > 0
+    starts_c = np.minimum(starts, n.size - 1)
+    with np.errstate(all="ignore"):
+        mean = np.add.reduceat(n, starts_c) / widths
+        mx = np.maximum.reduceat(n, starts_c)
+        mn = np.minimum.reduceat(n, starts_c)
+        x = n / np.repeat(mean, widths)
+        xm = np.add.reduceat(x, starts_c) / widths
+        ss = np.add.reduceat((x - np.repeat(xm, widths)) ** 2, starts_c)
+        var = np.where(widths > 1, ss / (widths - 1), np.nan)
+    nonfinite = np.add.reduceat((~np.isfinite(n)).astype(np.int64), starts_c)
+    zero = np.add.reduceat((n == 0).astype(np.int64), starts_c)
+    for arr in (mean, mx, mn, var):
+        arr[~safe | empty] = np.nan
+    nonfinite[~safe | empty] = 0
+    zero[~safe | empty] = 0
+    flags = []
+    for i in range(k):
+        f = []
+        if empty[i]:
+            f.append("no_weights")
+        else:
+            if nonfinite[i]:
+                f.append("nonfinite")
+            if zero[i] == widths[i]:
+                f.append("all_zero")
+            elif zero[i]:
+                f.append("zero")
+        if widths[i] < 2:
+            f.append("width1")
+        flags.append(",".join(f))
+    cols.update(
+        variance=var, mean=mean, max=mx, min=mn, n_nonfinite=nonfinite, n_zero=zero, flag=flags
+    )
+    with np.errstate(over="ignore"):  # stored vectors are float32; the statistics used float64
+        n32 = n.astype(np.float32)
+    norms = [n32[offsets[i] : offsets[i + 1]] for i in range(k)]
+    for i in np.flatnonzero(empty):
+        norms[i] = np.full(widths[i], np.nan, dtype=np.float32)
+    return GroupStats(series, cols, norms)
+
+
+def channel_norms(
+    model: nn.Module, groups: Sequence[ChannelGroup], mode: Mode = "product"
+) -> dict[str, np.ndarray]:
+    """Per-channel norms of each group, as float32 NumPy arrays keyed by group name."""
+    plan = NormPlan(model, groups, mode, gates=False)
+    st = plan.stats()
+    return {s.group: v for s, v in zip(st.series, st.norms)}
+
+
+def group_stats(
+    model: nn.Module, groups: Sequence[ChannelGroup], mode: Mode = "product", *, gates: bool = True
+) -> pd.DataFrame:
+    """One row of statistics per group (and per gate): ``STAT_COLUMNS``."""
+    return NormPlan(model, groups, mode, gates=gates).stats().table

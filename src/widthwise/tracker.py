@@ -1,0 +1,297 @@
+"""Record the channel-norm statistics of every group during training.
+
+>>> import torch
+>>> from widthwise.groups import ChannelGroup, Member
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+>>> hidden = ChannelGroup("0", 8, (Member("0.weight", 0, "producer"),
+...                                Member("2.weight", 1, "consumer")))
+>>> tracker = WidthTracker(model, groups=[hidden])        # in memory; pass a path to keep a file
+>>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+>>> for step in range(3):
+...     loss = model(torch.randn(16, 4)).square().mean()
+...     opt.zero_grad(); loss.backward(); opt.step()
+...     ok = tracker.snapshot(step, metrics={"loss": loss.item()})
+>>> tracker.history()[["snapshot", "step", "group", "width"]]
+   snapshot  step group  width
+0         0     0     0      8
+1         1     1     0      8
+2         2     2     0      8
+>>> tracker.channel_norms("0")[1].shape
+(3, 8)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from widthwise.distributed import has_sharded_parameters, is_writer, plain_copy, unwrap
+from widthwise.groups import ChannelGroup
+from widthwise.norms import Mode, NormPlan
+from widthwise.store import Run, RunStore
+
+__all__ = ["TrackerWarning", "WidthTracker"]
+
+_STATE_VERSION = 1
+
+
+class TrackerWarning(RuntimeWarning):
+    """A snapshot could not be taken; training goes on and the failure is recorded in the run."""
+
+
+class WidthTracker:
+    """Takes snapshots of per-channel norm statistics while a model trains.
+
+    Args:
+        model: the model being trained; DDP-, FSDP2- or ``torch.compile``-wrapped is fine (group
+            names are those of the plain model).
+        example_inputs: inputs for one forward pass, used to find the channel groups.
+        store: ``None`` (in memory), a path to a run file (created, or appended to when it exists
+            and holds the same groups), or a :class:`RunStore`. Under ``torch.distributed`` only
+            rank 0 writes the file; other ranks keep their record in memory.
+        groups: channel groups to track instead of ``find_groups(model, example_inputs)``.
+        mode: ``"product"`` (the paper's metric) or ``"incoming"`` (producer rows only).
+        keep_channel_norms: store each snapshot's per-channel norm vectors (for distributions and
+            correlations); statistics are always stored.
+        gates: also record per-gate statistics of recurrent and attention groups.
+        meta: extra JSON-serialisable information to keep with the run.
+
+    ``snapshot()`` never raises: a failure becomes one :class:`TrackerWarning` and a snapshot row
+    flagged ``"error"``. Under DDP/FSDP, call ``snapshot()`` on every rank (it runs one collective
+    for sharded parameters).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any = None,
+        store: str | os.PathLike | RunStore | None = None,
+        *,
+        groups: Sequence[ChannelGroup] | None = None,
+        mode: Mode = "product",
+        keep_channel_norms: bool = True,
+        gates: bool = True,
+        meta: Mapping[str, Any] | None = None,
+    ):
+        if groups is None:
+            if example_inputs is None:
+                raise ValueError(
+                    "WidthTracker needs example_inputs (one batch for a forward pass) to find "
+                    "the channel groups, or groups=find_groups(...)"
+                )
+            from widthwise.groups import find_groups
+
+            plain = unwrap(model)
+            if has_sharded_parameters(plain):  # FSDP2: group a gathered, unsharded copy
+                plain = plain_copy(plain)
+            groups = find_groups(plain, example_inputs)
+        self.model = model
+        self.plan = NormPlan(model, groups, mode, gates=gates)
+        self.keep_channel_norms = keep_channel_norms
+        self.n_failed = 0
+        self._warned = False
+        self._loaded = False
+        info = {
+            "mode": mode,
+            "model": _describe(model, self.plan.groups),
+            "torch_version": torch.__version__,
+            "user": dict(meta or {}),
+        }
+        if isinstance(store, RunStore):
+            self.store = store
+        elif store is None or not is_writer():
+            self.store = RunStore.memory(self.plan.groups, info)
+        else:
+            self.store = RunStore.create(store, self.plan.groups, info, append=True)
+        self._preexisting = self.store.n_snapshots
+        self._last_step = self.store.last_step
+
+    # -- recording -----------------------------------------------------------------------------
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        return list(self.plan.groups)
+
+    @property
+    def run(self) -> Run:
+        """A :class:`~widthwise.store.Run` view of what has been recorded."""
+        return self.store.run
+
+    def snapshot(
+        self,
+        step: int | None = None,
+        epoch: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Record the statistics of every group now. Returns ``True`` on success.
+
+        ``step`` defaults to the previous snapshot's step + 1 (0 for the first).
+        """
+        if self._preexisting and not self._loaded:
+            self._preexisting = 0
+            warnings.warn(
+                f"{self.store.path} already holds snapshots of an earlier run; new ones are "
+                "appended. When resuming from a checkpoint, call tracker.load_state_dict(...) "
+                "first so that snapshots taken after the checkpoint are dropped",
+                TrackerWarning,
+                stacklevel=2,
+            )
+        try:
+            step = (0 if self._last_step is None else self._last_step + 1) if step is None else step
+            step = int(step)
+            epoch = None if epoch is None else int(epoch)
+            wall = time.time()
+            stats = self.plan.stats()
+            norms = stats.norms if self.keep_channel_norms else None
+            self.store.append_snapshot(step, epoch, wall, metrics, stats.columns, norms)
+            self._last_step = step
+            return True
+        except Exception as exc:
+            self._failed(exc, step, epoch, metrics)
+            return False
+
+    def _failed(self, exc: Exception, step: Any, epoch: Any, metrics: Any) -> None:
+        self.n_failed += 1
+        msg = f"{type(exc).__name__}: {exc}"
+        if not self._warned:
+            self._warned = True
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            warnings.warn(
+                f"widthwise snapshot failed and was recorded as an error ({msg}, at "
+                f"{os.path.basename(where.filename)}:{where.lineno}); training continues. "
+                "Further failures are recorded without a warning",
+                TrackerWarning,
+                stacklevel=3,
+            )
+        try:
+            step = int(step) if step is not None else (self._last_step or -1) + 1
+            series = self.plan.series
+            k = len(series)
+            nan = np.full(k, np.nan)
+            cols = {
+                "group": [s.group for s in series],
+                "gate": [s.gate for s in series],
+                "variance": nan,
+                "mean": nan,
+                "max": nan,
+                "min": nan,
+                "n_nonfinite": np.zeros(k, dtype=np.int64),
+                "n_zero": np.zeros(k, dtype=np.int64),
+                "flag": ["error"] * k,
+            }
+            try:
+                epoch = None if epoch is None else int(epoch)
+            except (TypeError, ValueError):
+                epoch = None
+            self.store.append_snapshot(step, epoch, time.time(), metrics, cols, None, error=msg)
+            self._last_step = step
+        except Exception:  # the store itself is failing: counting is all that is left
+            pass
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+    ) -> None:
+        """Record user metrics (loss, accuracy, ...) between snapshots; never raises."""
+        try:
+            self.store.log_metrics(self._last_step if step is None else step, epoch, metrics)
+        except Exception as exc:
+            self.n_failed += 1
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"widthwise could not record metrics ({type(exc).__name__}: {exc})",
+                    TrackerWarning,
+                    stacklevel=2,
+                )
+
+    # -- reading -------------------------------------------------------------------------------
+    def history(self, *, gates: bool = False) -> pd.DataFrame:
+        """Statistics per snapshot and group; see :meth:`widthwise.store.Run.history`."""
+        return self.run.history(gates=gates)
+
+    def channel_norms(self, group: str, gate: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, norms[n_snapshots, width])`` for one group."""
+        return self.run.channel_norms(group, gate)
+
+    def metrics(self) -> pd.DataFrame:
+        return self.run.metrics()
+
+    def report(self, **kw):
+        """A :class:`widthwise.report.Report` of the run so far."""
+        from widthwise.report import Report
+
+        return Report.from_run(self.run, **kw)
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume the same record.
+
+        For a file run this is a few counters (the file holds the data); an in-memory run carries
+        its whole database.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "n_snapshots": self.store.n_snapshots,
+            "n_metrics": self.store.n_metrics,
+            "last_step": self._last_step,
+            "path": self.store.path,
+            "records": self.store.serialize() if self.store.path is None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the record saved in ``state``: snapshots and metrics recorded after that
+        checkpoint are dropped, so a resumed run has no duplicated or lost snapshots."""
+        try:
+            n_snap, n_met = int(state["n_snapshots"]), int(state["n_metrics"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                "not a WidthTracker state_dict (expected keys n_snapshots, n_metrics, last_step); "
+                "pass the dict that tracker.state_dict() returned"
+            ) from e
+        if int(state.get("version", 1)) > _STATE_VERSION:
+            raise ValueError("this WidthTracker state_dict comes from a newer widthwise")
+        records = state.get("records")
+        if records is not None and self.store.path is None:
+            self.store.restore(records)
+        elif self.store.path is not None and is_writer():
+            have = self.store.n_snapshots
+            if have < n_snap:
+                warnings.warn(
+                    f"{self.store.path} holds {have} snapshots but the checkpoint was taken after "
+                    f"{n_snap}; the missing ones cannot be recovered",
+                    TrackerWarning,
+                    stacklevel=2,
+                )
+        self.store.truncate(n_snap, n_met)
+        last = state.get("last_step")
+        self._last_step = None if last is None else int(last)
+        self._loaded = True
+
+    def close(self) -> None:
+        """Close the run file (the record stays readable with :func:`widthwise.open_run`)."""
+        self.store.close()
+
+    def __repr__(self) -> str:
+        where = self.store.path or "memory"
+        return (
+            f"WidthTracker({type(unwrap(self.model)).__name__}, groups={len(self.plan.groups)}, "
+            f"snapshots={self.store.n_snapshots}, store={where!r})"
+        )
+
+
+def _describe(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, Any]:
+    inner = unwrap(model)
+    return {
+        "class": f"{type(inner).__module__}.{type(inner).__qualname__}",
+        "n_parameters": int(sum(p.numel() for p in inner.parameters())),
+        "n_groups": len(groups),
+        "widths": {g.name: g.width for g in groups},
+    }

@@ -1,0 +1,282 @@
+"""The SQLite run file: round trips, live reading, crash safety and refusal of bad files."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from widthwise.groups import ChannelGroup, Member
+from widthwise.store import SCHEMA_VERSION, RunFileError, RunStore, open_run
+
+GROUPS = [
+    ChannelGroup("fc1", 3, (Member("fc1.weight", 0, "producer"),), layers=("fc1",), kind="linear"),
+    ChannelGroup(
+        "rnn.l0 (hidden)",
+        2,
+        (
+            Member("rnn.w", 0, "producer", offset=0, gate="r"),
+            Member("rnn.w", 0, "producer", 2, 1, "z"),
+        ),
+        kind="recurrent",
+    ),
+]
+SERIES = [("fc1", ""), ("rnn.l0 (hidden)", ""), ("rnn.l0 (hidden)", "r"), ("rnn.l0 (hidden)", "z")]
+WIDTH = {"fc1": 3, "rnn.l0 (hidden)": 2}
+
+
+def fake_snapshot(rng):
+    """Random statistics and norms for every series, with a NaN and a flag in the mix."""
+    k = len(SERIES)
+    stats = {
+        "group": [g for g, _ in SERIES],
+        "gate": [t for _, t in SERIES],
+        "variance": rng.random(k),
+        "mean": rng.random(k),
+        "max": rng.random(k) + 1,
+        "min": rng.random(k) / 10,
+        "n_nonfinite": rng.integers(0, 2, k),
+        "n_zero": rng.integers(0, 2, k),
+        "flag": rng.choice(["", "zero", "nonfinite"], k).tolist(),
+    }
+    stats["variance"][rng.integers(k)] = np.nan
+    norms = [rng.random(WIDTH[g]).astype(np.float32) for g, _ in SERIES]
+    return stats, norms
+
+
+def write_run(store, n, seed=0):
+    rng = np.random.default_rng(seed)
+    written = []
+    for i in range(n):
+        stats, norms = fake_snapshot(rng)
+        store.append_snapshot(10 * i, i // 2, 1000.0 + i, {"loss": 1.0 / (i + 1)}, stats, norms)
+        written.append((stats, norms))
+    return written
+
+
+def check_round_trip(run, written):
+    assert run.groups == GROUPS
+    hist = run.history(gates=True)
+    assert len(hist) == len(written) * len(SERIES)
+    for i, (stats, norms) in enumerate(written):
+        rows = hist[hist.snapshot == i]
+        assert list(rows.step) == [10 * i] * len(SERIES)
+        assert list(rows.epoch) == [i // 2] * len(SERIES)
+        assert list(zip(rows.group, rows.gate)) == SERIES
+        assert list(rows.width) == [WIDTH[g] for g, _ in SERIES]
+        for col in ("variance", "mean", "max", "min"):
+            np.testing.assert_array_equal(rows[col].to_numpy(), stats[col])
+        assert list(rows.n_zero) == list(stats["n_zero"])
+        assert list(rows.flag) == stats["flag"]
+        for (g, gate), v in zip(SERIES, norms):
+            steps, arr = run.channel_norms(g, gate)
+            np.testing.assert_array_equal(arr[i], v)
+            assert steps[i] == 10 * i
+    whole = run.history()
+    assert set(whole.gate) == {""} and len(whole) == 2 * len(written)
+    m = run.metrics()
+    assert list(m.name) == ["loss"] * len(written)
+    np.testing.assert_allclose(m.value, [1.0 / (i + 1) for i in range(len(written))])
+
+
+def test_file_round_trip(tmp_path):
+    path = tmp_path / "run.wws"
+    store = RunStore.create(path, GROUPS, meta={"model": {"class": "Net"}, "lr": 0.1})
+    written = write_run(store, 4)
+    check_round_trip(store.run, written)
+    store.close()
+    with open_run(path) as run:
+        check_round_trip(run, written)
+        assert run.meta["lr"] == 0.1 and run.meta["model"] == {"class": "Net"}
+        assert len(run) == 4
+
+
+def test_memory_store_uses_the_same_code(tmp_path):
+    store = RunStore.memory(GROUPS)
+    written = write_run(store, 3)
+    check_round_trip(store.run, written)
+    assert store.path is None and not list(tmp_path.iterdir())
+
+
+def test_history_columns_and_dtypes_on_empty_run():
+    run = RunStore.memory(GROUPS).run
+    h = run.history()
+    assert list(h.columns)[:8] == [
+        "snapshot", "step", "epoch", "wall_time", "group", "gate", "width", "variance"
+    ]  # fmt: skip
+    assert h.empty and run.channel_norms("fc1")[1].shape == (0, 3)
+    with pytest.raises(KeyError, match="did you mean 'fc1'"):
+        run.channel_norms("fc2")
+
+
+def test_reader_sees_snapshots_while_writer_is_active(tmp_path):
+    path = tmp_path / "live.wws"
+    store = RunStore.create(path, GROUPS)
+    write_run(store, 1)
+    reader = open_run(path)
+    assert len(reader) == 1
+    write_run(store, 2, seed=1)  # appended while the reader stays open
+    assert len(reader) == 3 and reader.history().snapshot.max() == 2
+    reader.close()
+    store.close()
+
+
+def test_truncate_drops_later_snapshots_and_metrics(tmp_path):
+    store = RunStore.create(tmp_path / "t.wws", GROUPS)
+    write_run(store, 5)
+    store.log_metrics(45, 2, {"acc": 0.5})
+    store.truncate(3, n_metrics=3)
+    h = store.run.history()
+    assert sorted(set(h.snapshot)) == [0, 1, 2]
+    assert store.run.channel_norms("fc1")[1].shape == (3, 3)
+    assert list(store.run.metrics().step) == [0, 10, 20]
+    write_run(store, 1)
+    assert sorted(set(store.run.history().snapshot)) == [0, 1, 2, 3]
+
+
+def test_append_reopens_same_groups_only(tmp_path):
+    path = tmp_path / "a.wws"
+    write_run(RunStore.create(path, GROUPS), 2)
+    with pytest.raises(RunFileError, match="already exists"):
+        RunStore.create(path, GROUPS)
+    store = RunStore.create(path, GROUPS, append=True)
+    write_run(store, 1)
+    assert len(store.run) == 3
+    other = [GROUPS[0], ChannelGroup("fc2", 4, (Member("fc2.weight", 0, "producer"),))]
+    with pytest.raises(RunFileError, match="different channel groups"):
+        RunStore.create(path, other, append=True)
+
+
+def test_nan_and_inf_statistics_survive(tmp_path):
+    store = RunStore.memory(GROUPS)
+    stats, norms = fake_snapshot(np.random.default_rng(0))
+    stats["mean"][:] = [np.inf, np.nan, -np.inf, 1.0]
+    norms[0][1] = np.nan
+    store.append_snapshot(0, None, 0.0, None, stats, norms)
+    h = store.run.history(gates=True)
+    assert math.isinf(h["mean"][0]) and math.isnan(h["mean"][1]) and h["mean"][2] < 0
+    assert h.epoch.isna().all()
+    assert math.isnan(store.run.channel_norms("fc1")[1][0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# files that are not (readable) run files
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RunFileError, match="no such run file"):
+        open_run(tmp_path / "nope.wws")
+    assert not (tmp_path / "nope.wws").exists()
+
+
+def test_text_file(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, this is not a database\n" * 100)
+    with pytest.raises(RunFileError, match="not a readable widthwise run file"):
+        open_run(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.wws"
+    path.touch()
+    with pytest.raises(RunFileError, match="empty file"):
+        open_run(path)
+
+
+def test_other_sqlite_database(tmp_path):
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE people (name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(RunFileError, match="SQLite database of another program"):
+        open_run(path)
+    with pytest.raises(RunFileError):
+        RunStore.create(path, GROUPS, append=True)
+
+
+def test_newer_schema(tmp_path):
+    path = tmp_path / "future.wws"
+    RunStore.create(path, GROUPS).close()
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(RunFileError, match=r"newer widthwise .*upgrade"):
+        open_run(path)
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "bad.wws"
+    store = RunStore.create(path, GROUPS)
+    write_run(store, 30)
+    store.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8192
+    rng = np.random.default_rng(0)
+    data[100:] = rng.integers(0, 256, len(data) - 100, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunFileError, match=str(path.name)):
+        run = open_run(path)
+        run.history()
+
+
+# ---------------------------------------------------------------------------------------------
+# a writer killed with SIGKILL leaves every completed snapshot readable
+
+WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_store import GROUPS, fake_snapshot
+    from widthwise.store import RunStore
+    store = RunStore.create({path!r}, GROUPS)
+    rng = np.random.default_rng(0)
+    i = 0
+    while True:
+        stats, norms = fake_snapshot(rng)
+        store.append_snapshot(i, 0, float(i), {{"loss": float(i)}}, stats, norms)
+        i += 1
+        print(i, flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_sigkill_mid_run_leaves_a_readable_file(tmp_path):
+    path = str(tmp_path / "killed.wws")
+    code = WRITER.format(tests=os.path.dirname(__file__), path=path)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        done = 0
+        deadline = time.monotonic() + 60
+        while done < 40 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            done = int(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert done >= 40, "writer did not get going"
+    assert os.path.exists(path + "-wal")  # killed before a clean close
+    with open_run(path) as run:
+        n = len(run)
+        assert n >= done  # every snapshot the writer reported as committed is there
+        h = run.history(gates=True)
+        counts = h.groupby("snapshot").size()
+        assert (counts == len(SERIES)).all() and len(counts) == n  # no half-written snapshot
+        assert list(run.snapshots().step) == list(range(n))
+        pd.testing.assert_series_equal(
+            run.metrics().value, pd.Series(np.arange(n, dtype=float), name="value")
+        )

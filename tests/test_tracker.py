@@ -1,0 +1,277 @@
+"""WidthTracker: snapshots during training, reading back, resuming, failing softly."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import archs
+from test_norms import cnn_bn_flatten_groups, mlp_groups, naive_norms, naive_stats
+from widthwise.groups import find_groups
+from widthwise.store import open_run
+from widthwise.tracker import TrackerWarning, WidthTracker
+
+
+def train(model, tracker, steps, *, start=0, every=1, seed=0):
+    """A few SGD steps on random data, snapshotting every ``every`` steps."""
+    g = torch.Generator().manual_seed(seed + start)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    n_in = next(model.parameters()).shape[1]
+    for step in range(start, start + steps):
+        x = torch.randn(16, n_in, generator=g)
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % every == 0:
+            assert tracker.snapshot(step, epoch=step // 4, metrics={"loss": loss})
+
+
+def test_snapshots_record_every_group_with_naive_values():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = []
+    for step in range(4):
+        loss = model(torch.randn(8, 5)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        expected.append({g.name: naive_stats(naive_norms(model, g)) for g in groups})
+        tracker.snapshot(step * 10, epoch=step, metrics={"loss": loss.item()})
+    h = tracker.history()
+    assert {"snapshot", "step", "epoch", "group", "width", "variance", "mean", "max"} <= set(h)
+    assert list(h.step) == [0, 0, 10, 10, 20, 20, 30, 30]
+    assert list(h.group) == ["0", "2"] * 4
+    for row in h.itertuples():
+        ref = expected[row.snapshot][row.group]
+        np.testing.assert_allclose(row.variance, ref["variance"], rtol=1e-6)
+        np.testing.assert_allclose(row.mean, ref["mean"], rtol=1e-6)
+    steps, norms = tracker.channel_norms("0")
+    assert list(steps) == [0, 10, 20, 30] and norms.shape == (4, 7)
+    np.testing.assert_allclose(norms[-1], naive_norms(model, groups[0]), rtol=1e-6)
+    m = tracker.metrics()
+    assert list(m.name) == ["loss"] * 4 and list(m.step) == [0, 10, 20, 30]
+
+
+def test_steps_auto_increment():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    tracker.snapshot()
+    tracker.snapshot()
+    tracker.snapshot(step=100)
+    tracker.snapshot()
+    assert list(tracker.run.snapshots().step) == [0, 1, 100, 101]
+
+
+def test_file_run_reads_back_like_the_tracker(tmp_path):
+    model, groups = cnn_bn_flatten_groups()
+    path = tmp_path / "run.wws"
+    tracker = WidthTracker(model, groups=groups, store=path, meta={"lr": 0.05})
+    model.train()
+    x = torch.randn(4, 3, 3, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(3):
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tracker.snapshot(step)
+        tracker.log_metrics({"loss": loss.item()})
+    with open_run(path) as run:  # while the tracker still has the file open
+        assert run.groups == tracker.groups
+        pd.testing.assert_frame_equal(run.history(), tracker.history())
+        pd.testing.assert_frame_equal(run.history(gates=True), tracker.history(gates=True))
+        pd.testing.assert_frame_equal(run.metrics(), tracker.metrics())
+        np.testing.assert_array_equal(run.channel_norms("3")[1], tracker.channel_norms("3")[1])
+        assert run.meta["user"] == {"lr": 0.05} and run.meta["mode"] == "product"
+        assert run.meta["model"]["n_parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_keep_channel_norms_off():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups, keep_channel_norms=False)
+    tracker.snapshot()
+    assert len(tracker.history()) == 2
+    assert tracker.channel_norms("0")[1].shape == (0, 7)
+
+
+def test_snapshot_leaves_the_model_untouched():
+    model, groups = mlp_groups()
+    before = copy.deepcopy(model.state_dict())
+    tracker = WidthTracker(model, groups=groups)
+    tracker.snapshot()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_nan_weights_are_recorded_not_raised():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    with torch.no_grad():
+        model[0].weight.fill_(float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN weights are data, not a failure
+        assert tracker.snapshot()
+    h = tracker.history().set_index("group")
+    assert h.loc["0", "n_nonfinite"] == 7 and "nonfinite" in h.loc["0", "flag"]
+
+
+def test_failure_inside_snapshot_warns_once_and_is_recorded():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    real = tracker.plan.stats
+    tracker.plan.stats = lambda: 1 / 0
+    with pytest.warns(TrackerWarning, match="ZeroDivisionError") as caught:
+        assert tracker.snapshot(5, metrics={"loss": 1.0}) is False
+        assert tracker.snapshot() is False
+    assert len([w for w in caught if w.category is TrackerWarning]) == 1
+    tracker.plan.stats = real
+    assert tracker.snapshot()
+    h = tracker.history()
+    assert list(h.step) == [5, 5, 6, 6, 7, 7]
+    assert list(h.flag[:4]) == ["error"] * 4 and h.variance[:4].isna().all()
+    assert h.flag[4:].tolist() == ["", ""] and tracker.n_failed == 2
+    snaps = tracker.run.snapshots()
+    assert snaps.error[0].startswith("ZeroDivisionError") and pd.isna(snaps.error[2])
+
+
+def test_failing_store_does_not_raise():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    tracker.store.close()
+    with pytest.warns(TrackerWarning):
+        assert tracker.snapshot() is False
+    tracker.log_metrics({"loss": 1.0})  # silently counted after the first warning
+    assert tracker.n_failed == 2
+
+
+def _state_round_trip(state):
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def test_resume_file_run_drops_snapshots_after_checkpoint(tmp_path):
+    path = tmp_path / "resume.wws"
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups, store=path)
+    train(model, tracker, 6)
+    tracker.log_metrics({"acc": 0.5}, step=5)
+    ckpt = {"model": copy.deepcopy(model.state_dict()), "tracker": tracker.state_dict()}
+    train(model, tracker, 3, start=6)  # work lost in the crash
+    reference = tracker.history()[lambda d: d.snapshot < 6]
+    del tracker  # the process dies without closing anything
+
+    ckpt = _state_round_trip(ckpt)
+    model2, _ = mlp_groups()
+    model2.load_state_dict(ckpt["model"])
+    resumed = WidthTracker(model2, groups=groups, store=path)
+    resumed.load_state_dict(ckpt["tracker"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(model2, resumed, 4, start=6)
+    h = resumed.history()
+    assert list(h.drop_duplicates("snapshot").step) == list(range(10))
+    assert not h.duplicated(["step", "group"]).any()
+    pd.testing.assert_frame_equal(h[h.snapshot < 6], reference)
+    with open_run(path) as run:
+        assert len(run) == 10
+        m = run.metrics()
+        assert list(m.step[m.name == "loss"]) == list(range(10))
+        assert list(m.step[m.name == "acc"]) == [5]
+
+
+def test_resume_memory_run_carries_the_record():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    train(model, tracker, 3)
+    state = _state_round_trip(tracker.state_dict())
+    train(model, tracker, 2, start=3)
+    resumed = WidthTracker(model, groups=groups)
+    resumed.load_state_dict(state)
+    resumed.snapshot()
+    assert list(resumed.run.snapshots().step) == [0, 1, 2, 3]
+
+
+def test_reopening_a_file_without_resuming_warns(tmp_path):
+    path = tmp_path / "again.wws"
+    model, groups = mlp_groups()
+    WidthTracker(model, groups=groups, store=path).snapshot()
+    again = WidthTracker(model, groups=groups, store=path)
+    with pytest.warns(TrackerWarning, match="load_state_dict"):
+        again.snapshot()
+    assert list(again.run.snapshots().step) == [0, 1]
+
+
+def test_bad_state_dict_is_a_clear_error():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    with pytest.raises(ValueError, match="state_dict"):
+        tracker.load_state_dict({"model": 1})
+
+
+def test_groups_from_example_inputs():
+    model, x = archs.resnet_small()
+    expected = find_groups(model, x)
+    tracker = WidthTracker(model, x)
+    assert tracker.groups == expected
+    tracker.snapshot()
+    h = tracker.history()
+    assert list(h.group) == [g.name for g in expected]
+    for row, g in zip(h.itertuples(), expected):
+        ref = naive_stats(naive_norms(model, g))
+        np.testing.assert_allclose(row.variance, ref["variance"], rtol=1e-6)
+
+
+def test_needs_inputs_or_groups():
+    with pytest.raises(ValueError, match="example_inputs"):
+        WidthTracker(nn.Linear(2, 2))
+
+
+def test_compiled_model_names_match_the_plain_model():
+    model, groups = mlp_groups()
+    compiled = torch.compile(model)  # only wraps; never run, so nothing is compiled
+    assert any(n.startswith("_orig_mod.") for n, _ in compiled.named_parameters())
+    a = WidthTracker(compiled, groups=groups)
+    b = WidthTracker(model, groups=groups)
+    a.snapshot()
+    b.snapshot()
+    pd.testing.assert_frame_equal(
+        a.history().drop(columns="wall_time"), b.history().drop(columns="wall_time")
+    )
+
+
+def test_report_is_wired(monkeypatch):
+    import widthwise.report
+
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    seen = {}
+
+    def fake_from_run(run, **kw):
+        seen.update(run=run, kw=kw)
+        return "report"
+
+    monkeypatch.setattr(widthwise.report.Report, "from_run", staticmethod(fake_from_run))
+    assert tracker.report(title="x") == "report"
+    assert seen["run"] is tracker.run and seen["kw"] == {"title": "x"}
+
+
+def test_snapshot_value_for_non_numeric_metric_is_kept_as_null():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    assert tracker.snapshot(metrics={"note": "warmup", "lr": torch.tensor(0.1)})
+    m = tracker.metrics().set_index("name")
+    assert math.isnan(m.loc["note", "value"])
+    np.testing.assert_allclose(m.loc["lr", "value"], 0.1)
