@@ -228,7 +228,10 @@ def classify(values: Any, steps: Any = None, *, final: bool = True) -> Verdict:
     # Absolute noise at the peak (multiplicative noise is largest there; conservative).
     noise = rel_noise * float(np.max(sm))
 
-    ipk = int(np.argmax(sm))
+    # The peak is the top of the largest rise above the running minimum, not the global maximum:
+    # a group whose variance starts higher than anything training reaches (a residual stream,
+    # say) still shows its dip and rise.
+    ipk = int(np.argmax(sm - np.minimum.accumulate(sm)))
     peak = float(sm[ipk])
     ib = int(np.argmin(sm[: ipk + 1]))
     base = float(sm[ib])
@@ -274,7 +277,11 @@ def classify(values: Any, steps: Any = None, *, final: bool = True) -> Verdict:
         evidence=evidence,
     )
 
-    if rise < MIN_RISE_SNR * noise or rise == 0:
+    if rise == 0:
+        return Verdict(
+            "undetermined", 0.0, "no stage-2 rise: the variance never rose after its dip", **fields
+        )
+    if rise < MIN_RISE_SNR * noise:
         return Verdict(
             "undetermined",
             0.0,

@@ -238,8 +238,17 @@ def resize(
     unknown = sorted(set(widths) - set(by_name))
     if unknown:
         raise ResizeError(f"no channel group named {unknown[0]!r}; known: {sorted(by_name)}")
+    shapes = {_strip(n): p.shape for n, p in model.named_parameters()}
+    for g in groups:  # groups found on another model would fail deep inside the surgery
+        for m in g.members:
+            if m.param in shapes and shapes[m.param][m.dim] < m.offset + g.width * m.repeat:
+                raise ResizeError(
+                    f"group {g.name!r} does not fit this model: {m.param} has "
+                    f"{shapes[m.param][m.dim]} channels in dim {m.dim}, the group needs "
+                    f"{m.offset + g.width * m.repeat} (were the groups found on another model?)"
+                )
     new = copy.deepcopy(model)
-    params = {_strip(n) for n, _ in new.named_parameters()}
+    params = set(shapes)
     gen = torch.Generator().manual_seed(seed)
     edits: dict[tuple[str, int], list[_Edit]] = defaultdict(list)
     for name, width in widths.items():

@@ -181,25 +181,15 @@ class WidthPlan:
         Works for :mod:`widthwise.zoo` models: each width slot takes the new width of the group
         its layer produces.
         """
-        if not hasattr(model, "width_slots") or not hasattr(model, "config"):
-            raise TypeError("to_config needs a widthwise.zoo model (with width_slots and config)")
+        if not hasattr(model, "width_layers"):
+            raise TypeError("to_config needs a widthwise.zoo model (with width_layers)")
         new = self.widths
         slot_width: dict[str, int] = {}
         for g in self.groups:
             for m in g.producers:
                 slot_width.setdefault(m.param.rpartition(".")[0], new[g.name])
-        # Each entry of widths() sets one or more slots: find which by rebuilding with that one
-        # entry changed, then read its new value from the plan.
-        base, slots = model.widths(), model.width_slots()
-        widths = list(base)
-        for i in range(len(base)):
-            probe = list(base)
-            probe[i] += 1
-            moved = [s for s, w in model.with_widths(probe).width_slots().items() if w != slots[s]]
-            planned = [slot_width[s] for s in moved if s in slot_width]
-            if planned:
-                widths[i] = planned[0]
-        return model._config_with_widths(widths)
+        widths = [slot_width.get(n, w) for n, w in zip(model.width_layers(), model.widths())]
+        return model.config_with_widths(widths)
 
 
 def streamline(
