@@ -10,8 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from widthwise import ResizeError, WidthPlan, count_flops, count_params, find_groups, streamline
-from widthwise import zoo
+from widthwise import (
+    ResizeError,
+    WidthPlan,
+    count_flops,
+    count_params,
+    find_groups,
+    streamline,
+    zoo,
+)
 from widthwise.analysis import channel_vectors, ifm_width
 
 # --- FLOPs against analytic counts, written out by hand --------------------------------------

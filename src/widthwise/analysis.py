@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from widthwise.distributed import canonical_name
 from widthwise.groups import ChannelGroup, Member
 
 __all__ = [
@@ -45,15 +46,8 @@ __all__ = [
 IFM_BETA = 0.5
 
 
-def _strip(name: str) -> str:
-    # DDP / FSDP / torch.compile wrappers prefix parameter names; groups use the plain names.
-    for prefix in ("module.", "_orig_mod.", "_fsdp_wrapped_module."):
-        name = name.replace(prefix, "")
-    return name
-
-
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {_strip(n): p for n, p in model.named_parameters()}
+    return {canonical_name(n): p for n, p in model.named_parameters()}
 
 
 def member_matrix(tensor: torch.Tensor, member: Member, width: int) -> torch.Tensor:

@@ -143,7 +143,7 @@ def train(
     acc = evaluate(model, task)
     if tracker is not None:
         tracker.log_metrics({"test_accuracy": acc}, step=step, epoch=epochs - 1)
-    return {"accuracy": acc, "train_loss": float(loss), "steps": step}
+    return {"accuracy": acc, "train_loss": float(loss.detach()), "steps": step}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from widthwise.analysis import member_matrix
+from widthwise.distributed import canonical_name
 from widthwise.groups import ChannelGroup, Member
 
 Init = Literal["net2net", "prune", "reinit"]
@@ -47,16 +48,10 @@ class ResizeError(RuntimeError):
     """The model could not be resized as planned; the message says which group and why."""
 
 
-def _strip(name: str) -> str:
-    for prefix in ("module.", "_orig_mod.", "_fsdp_wrapped_module."):
-        name = name.replace(prefix, "")
-    return name
-
-
 @torch.no_grad()
 def channel_importance(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     """Per-channel norm: the product of the channel's slice norms over weights with 2+ dims."""
-    params = {_strip(n): p for n, p in model.named_parameters()}
+    params = {canonical_name(n): p for n, p in model.named_parameters()}
     out = torch.ones(group.width, dtype=torch.float64)
     for m in group.members:
         p = params[m.param]
@@ -238,7 +233,7 @@ def resize(
     unknown = sorted(set(widths) - set(by_name))
     if unknown:
         raise ResizeError(f"no channel group named {unknown[0]!r}; known: {sorted(by_name)}")
-    shapes = {_strip(n): p.shape for n, p in model.named_parameters()}
+    shapes = {canonical_name(n): p.shape for n, p in model.named_parameters()}
     for g in groups:  # groups found on another model would fail deep inside the surgery
         for m in g.members:
             if m.param in shapes and shapes[m.param][m.dim] < m.offset + g.width * m.repeat:
@@ -287,6 +282,6 @@ def resize(
 def _strip_to(model: nn.Module, param: str) -> str:
     # Groups use plain names; a wrapped model's parameters carry a prefix.
     for name, _ in model.named_parameters():
-        if _strip(name) == param:
+        if canonical_name(name) == param:
             return name
     raise ResizeError(f"parameter {param!r} not found in the model")

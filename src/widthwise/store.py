@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from widthwise.groups import ChannelGroup
+from widthwise.norms import STAT_COLUMNS
 
 __all__ = ["SCHEMA_VERSION", "Run", "RunFileError", "RunStore", "open_run"]
 
@@ -49,22 +50,7 @@ SCHEMA_VERSION = 1
 #: SQLite ``application_id`` of widthwise run files (ASCII "Wdth").
 APPLICATION_ID = 0x57647468
 
-HISTORY_COLUMNS = (
-    "snapshot",
-    "step",
-    "epoch",
-    "wall_time",
-    "group",
-    "gate",
-    "width",
-    "variance",
-    "mean",
-    "max",
-    "min",
-    "n_nonfinite",
-    "n_zero",
-    "flag",
-)
+HISTORY_COLUMNS = ("snapshot", "step", "epoch", "wall_time", "group", *STAT_COLUMNS[1:])
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -62,14 +62,18 @@ def run(args: argparse.Namespace) -> int:
         widths = fam.quick_widths if args.quick else fam.widths
         seeds = args.seeds or (2 if args.quick else fam.seeds)
         bar = _bar(len(widths) * seeds, name)
+        started = [0]
+
+        def progress(msg: str, bar=bar, started=started) -> None:
+            # Called as each run starts: the bar counts the runs finished before it.
+            bar.update(1 if started[0] else 0)
+            started[0] += 1
+            bar.set_postfix_str(msg)
+
         results = experiments.sweep(
-            name,
-            seeds=seeds,
-            quick=args.quick,
-            out_dir=out / name,
-            progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(0)),
+            name, seeds=seeds, quick=args.quick, out_dir=out / name, progress=progress
         )
-        bar.update(len(results))
+        bar.update(1)
         bar.close()
         table = results[["width", "seed", "label", "confidence", "accuracy", "reason"]]
         summary = experiments.summary(results)
