@@ -491,6 +491,8 @@ def test_find_groups_recovers_configured_widths(name, other):
     assert sorted(found) == sorted(expected)
     # and so the widths a report would show are the configured ones
     assert sorted(g.width for g in groups) == sorted(slots[s[0]] for s in expected)
+    if name in ("gcn", "mlp", "cnn1d"):  # A @ H mixes nodes, not channels: not attention
+        assert all(g.kind != "attention" and "attention" not in g.name for g in groups)
 
 
 def test_flatten_consumers_repeat_over_positions():

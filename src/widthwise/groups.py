@@ -538,7 +538,9 @@ class _Finder:
                     + f" is used by {op}() outside a module"
                 )
             elif sum(w is None for w in weights) >= 2:
-                raw.attention = True  # a product of two activations: q @ k^T, attn @ v
+                # A product of two activations: q @ k^T, attn @ v. Sparse products are message
+                # passing (A @ H mixes nodes, not channels), as in a GCN.
+                raw.attention = raw.attention or not op.startswith("sparse")
         if op.startswith(("add", "sub")) and len(parents) >= 2:
             raw.residual = True
         for f in parents:
