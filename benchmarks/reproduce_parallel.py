@@ -29,7 +29,7 @@ def _sweep(name: str, out: str, seeds: int) -> str:
     folder = Path(out)
     experiments.sweep_figure(res).savefig(folder / f"{name}.png", dpi=110)
     cols = ["family", "width", "seed", "group", "label", "confidence", "accuracy", "reason"]
-    res[cols + ["seconds"]].to_csv(folder / f"{name}.csv", index=False)
+    res[[*cols, "seconds"]].to_csv(folder / f"{name}.csv", index=False)
     experiments.summary(res).to_csv(folder / f"{name}-summary.csv", index=False)
     return f"{name}: {time.perf_counter() - t0:.0f} s"
 
