@@ -1,0 +1,108 @@
+"""`widthwise reproduce`: quick sweeps through the CLI, the stored runs, the streamlining proof."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from widthwise import classify, count_flops, count_params, experiments, open_run, zoo
+from widthwise.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("family", ["teacher", "mlp"])
+def test_quick_sweep_through_the_cli_writes_figure_tables_and_runs(family, tmp_path, capsys):
+    assert main(["reproduce", family, "--quick", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    fam = experiments.FAMILIES[family]
+    for name in (f"{family}.png", f"{family}.csv", f"{family}-summary.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    table = pd.read_csv(tmp_path / f"{family}.csv")
+    assert list(table.width) == fam.quick_widths
+    assert set(table.label) <= {"IS", "DS", "undetermined"}
+    assert table.accuracy.between(0, 1).all()
+    assert fam.description in capsys.readouterr().out
+    # Each row's verdict is what classify says on the stored run's examined group: an
+    # independent path through the run file and the history.
+    for row in table.itertuples():
+        run = open_run(tmp_path / family / f"{family}-w{row.width}-s{row.seed}.sqlite")
+        hist = run.history()
+        groups = {g.name: g for g in run.groups}
+        name = experiments.examined_group(list(groups.values()), fam.examined).name
+        series = hist[(hist.group == name) & (hist.gate.fillna("") == "")]
+        assert groups[name].width == row.width
+        assert classify(series.variance.to_numpy(), series.step.to_numpy()).label == row.label
+
+
+def test_the_teacher_family_reads_ds_when_narrow_and_is_when_wide():
+    # Measured: 2 and 256 hidden units against a teacher of 16 give DS and IS at confidence
+    # ~1 even in the quick setting (docs/reproduction.md has the full sweep).
+    res = experiments.sweep("teacher", seeds=2, quick=True)
+    narrow = res[res.width == 2].label.tolist()
+    wide = res[res.width == 256].label.tolist()
+    assert narrow == ["DS", "DS"]
+    assert wide == ["IS", "IS"]
+
+
+def test_summary_counts_labels_per_width():
+    rows = [
+        {"family": "f", "width": w, "seed": s, "label": lab, "accuracy": a}
+        for w, s, lab, a in [
+            (2, 0, "DS", 0.5),
+            (2, 1, "IS", 0.7),
+            (8, 0, "IS", 0.9),
+            (8, 1, "undetermined", 0.8),
+        ]
+    ]
+    got = experiments.summary(pd.DataFrame(rows)).set_index("width")
+    assert got.loc[2, ["DS", "IS", "undetermined"]].tolist() == [1, 1, 0]
+    assert got.loc[8, ["DS", "IS", "undetermined"]].tolist() == [0, 1, 1]
+    assert got.loc[2, "accuracy"] == pytest.approx(0.6)
+
+
+def test_uniform_widths_match_the_parameter_target():
+    model = zoo.CNN1D([4, 16, 256], length=40, num_classes=10)
+    target = count_params(model) * 0.75
+    widths = experiments.uniform_widths(model, int(target))
+    ratios = np.array(widths) / np.array(model.widths())
+    assert np.ptp(ratios[np.array(model.widths()) > 10]) < 0.1  # one multiplier
+    assert abs(count_params(model.with_widths(widths)) - target) / target < 0.03
+
+
+def test_streamline_proof_quick_keeps_flops_and_matches_params():
+    df = experiments.streamline_proof("cnn1d", seeds=[0], quick=True)
+    assert sorted(df.variant) == ["original", "streamlined", "uniform"]
+    row = df.set_index("variant")
+    assert abs(row.flops["streamlined"] / row.flops["original"] - 1) <= 0.02
+    assert abs(row.params["uniform"] / row.params["streamlined"] - 1) <= 0.03
+    plan = df.attrs["plan"]
+    assert plan.budget["met"]
+    task = experiments.FAMILIES["cnn1d"].build_task(0)
+    rebuilt = zoo.CNN1D.from_config(
+        plan.to_config(zoo.CNN1D([4, 16, 256], length=40, num_classes=10))
+    )
+    assert count_flops(rebuilt, task.example_inputs) == row.flops["streamlined"]
+    table = experiments.proof_table(df)
+    assert table.set_index("variant").params_ratio["original"] == 1.0
+
+
+def test_bad_reproduce_arguments_get_one_line_errors(tmp_path, capsys):
+    assert main(["reproduce", "nosuch", "--out", str(tmp_path)]) != 0
+    assert "unknown family" in capsys.readouterr().err
+    assert main(["reproduce", "mlp", "--seeds", "0", "--out", str(tmp_path)]) != 0
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_training_settings_are_validated():
+    task = experiments.FAMILIES["teacher"].build_task(0)
+    with pytest.raises(ValueError, match="schedule"):
+        experiments.train(torch.nn.Linear(16, 4), task, epochs=1, lr=0.1, schedule="step")
