@@ -100,6 +100,25 @@ def test_file_round_trip(tmp_path):
         assert len(run) == 4
 
 
+def test_a_closed_run_is_one_file_and_reading_it_leaves_nothing_beside_it(tmp_path):
+    path = tmp_path / "run.wws"
+    store = RunStore.create(path, GROUPS)
+    write_run(store, 2)
+    store.close()
+    for _ in range(2):
+        with open_run(path) as run:
+            assert len(run) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.wws"]
+    # appending later switches back to WAL for the writing phase, and closing ends it again
+    store = RunStore.create(path, GROUPS, append=True)
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    write_run(store, 1, seed=3)
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.wws"]
+    with open_run(path) as run:
+        assert len(run) == 3
+
+
 def test_memory_store_uses_the_same_code(tmp_path):
     store = RunStore.memory(GROUPS)
     written = write_run(store, 3)

@@ -516,7 +516,18 @@ class RunStore:
             _check(self._conn, self.path or "checkpointed run")
 
     def close(self) -> None:
+        """Close the file. A finished run goes back to a single file (no ``-wal``/``-shm``).
+
+        WAL mode is for the writing phase (readers while training runs). Left in WAL mode, every
+        later read-only open would leave ``-wal``/``-shm`` files beside the run, which a reader
+        cannot clean up; switching back fails harmlessly while another process still reads.
+        """
         with self._lock:
+            if self.path is not None:
+                try:
+                    self._conn.execute("PRAGMA journal_mode = DELETE")
+                except sqlite3.Error:  # a reader holds the file: it stays in WAL mode
+                    pass
             self._conn.close()
 
 
