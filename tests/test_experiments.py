@@ -31,6 +31,9 @@ def test_quick_sweep_through_the_cli_writes_figure_tables_and_runs(family, tmp_p
     assert set(table.label) <= {"IS", "DS", "undetermined"}
     assert table.accuracy.between(0, 1).all()
     assert fam.description in capsys.readouterr().out
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # the figure was not left open in pyplot
     # Each row's verdict is what classify says on the stored run's examined group: an
     # independent path through the run file and the history.
     for row in table.itertuples():

@@ -447,13 +447,12 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def sweep_figure(results: pd.DataFrame):
     """The paper-style figure: variance against epoch, one panel per width, seeds overlaid."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # A bare Figure, not pyplot: nothing is registered globally, nothing to close.
     widths = sorted(results.width.unique())
-    fig, axes = plt.subplots(1, len(widths), figsize=(3.2 * len(widths), 2.8), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(widths), 2.8))
+    axes = fig.subplots(1, len(widths), squeeze=False)
     for ax, w in zip(axes[0], widths):
         sub = results[results.width == w]
         for r in sub.itertuples():

@@ -514,11 +514,10 @@ def plot_scaling_grids(grids: Sequence[ScalingGrid]) -> Figure:
     """One row per grid: distance to the corner, distance along both orders, distance to the
     infinite-width kernel (init spread if not ReLU), and the first input's kernel row against
     the angle to every other input."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(
-        len(grids), 4, figsize=(19, 3.8 * len(grids)), squeeze=False, constrained_layout=True
-    )
+    fig = Figure(figsize=(19, 3.8 * len(grids)), layout="constrained")
+    axes = fig.subplots(len(grids), 4, squeeze=False)
     vmax = max(float(np.nanmax(g.table[["distance", "theory_distance"]])) for g in grids)
     for row, g in zip(axes, grids):
         label = f"branch scale {g.branch_scale}"

@@ -976,13 +976,14 @@ def cka_heatmap(
     Tick labels carry each layer's output shape, and the subtitle the number of examples,
     minibatch size and estimator: small ``n`` with the biased estimator fakes blocks.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     n_rows, n_cols = result.matrix.shape
-    if ax is None:
+    if ax is None:  # a bare Figure: nothing left open in pyplot
         size = max(4.0, 0.28 * max(n_rows, n_cols) + 2.5)
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        fig = Figure(figsize=(size + 1.2, size))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     im = ax.imshow(result.matrix, origin="lower", cmap="magma", vmin=0.0, vmax=1.0)
