@@ -199,3 +199,47 @@ def test_ifm_width_bad_input():
     v = rng.normal(size=(40, 8))
     widths = [ifm_width(v, beta=b) for b in (0.2, 0.5, 0.8)]
     assert widths == sorted(widths, reverse=True)
+
+
+def test_figures_plot_the_analyses_and_land_in_the_html_report(tmp_path):
+    from widthwise import WidthTracker
+    from widthwise.analysis import figures
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    tracker = WidthTracker(net, x[:2], tmp_path / "r.wws")
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    flips = SignFlips(net, tracker.groups)
+    grads = NormGradCorrelation(net, tracker.groups, opt)
+    for step in range(12):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        tracker.snapshot(step=step)
+        flips.update(step)
+    grads.close()
+    figs = dict(figures(tracker.run, net, tracker.groups, sign_flips=flips, norm_grad=grads))
+    assert set(figs) == {
+        "Early vs final channel norms",
+        "Sign flips since initialisation",
+        "Matthew effect: weight norm vs gradient norm per channel",
+        "Cosine similarity between channels, sorted by norm",
+        "IFM effective width",
+    }
+    g = tracker.groups[0]
+    line = figs["Early vs final channel norms"].axes[0].get_lines()[0]
+    steps, norms = tracker.run.channel_norms(g.name)
+    np.testing.assert_allclose(line.get_ydata(), early_final_correlation(steps, norms).spearman)
+    flipped = figs["Sign flips since initialisation"].axes[0].get_lines()[0].get_ydata()
+    np.testing.assert_allclose(flipped, flips.compute().query("group == @g.name").flipped)
+    bars = [p.get_height() for p in figs["IFM effective width"].axes[0].patches]
+    expected = [h.width for h in tracker.groups]
+    expected += [ifm_width(channel_vectors(net, h)) for h in tracker.groups]
+    assert bars == expected
+    report = tracker.report()
+    for title, fig in figs.items():
+        report.add_figure(title, fig, caption="<measured>")
+    page = report.to_html()
+    assert page.count("data:image/png;base64,") >= len(figs) + len(tracker.groups)
+    assert "&lt;measured&gt;" in page and "<measured>" not in page

@@ -109,3 +109,15 @@ def test_training_settings_are_validated():
     task = experiments.FAMILIES["teacher"].build_task(0)
     with pytest.raises(ValueError, match="schedule"):
         experiments.train(torch.nn.Linear(16, 4), task, epochs=1, lr=0.1, schedule="step")
+
+
+def test_reproduce_streamline_through_the_cli(tmp_path, capsys):
+    args = ["reproduce", "streamline", "--quick", "--seeds", "1", "--families", "cnn1d"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "streamline-summary.csv")
+    assert list(table.variant) == ["original", "streamlined", "uniform"]
+    assert "WidthPlan: flops" in capsys.readouterr().out
+    raw = pd.read_csv(tmp_path / "streamline.csv")
+    assert len(raw) == 3 and raw.accuracy.between(0, 1).all()
+    assert main(["reproduce", "streamline", "--families", "gru", "--out", str(tmp_path)]) != 0
+    assert "no streamlining set-up" in capsys.readouterr().err

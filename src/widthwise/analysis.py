@@ -20,6 +20,7 @@ Channel vectors are read from the members of a :class:`~widthwise.groups.Channel
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ __all__ = [
     "channel_vectors",
     "cosine_matrix",
     "early_final_correlation",
+    "figures",
     "ifm_width",
     "norm_distribution",
 ]
@@ -348,3 +350,86 @@ def ifm_width(
         dist[i], dist[:, i] = d, d
         dist[j], dist[:, j] = float("inf"), float("inf")
     return int(alive.sum())
+
+
+def figures(
+    run: Any,
+    model: nn.Module | None = None,
+    groups: Sequence[ChannelGroup] | None = None,
+    *,
+    sign_flips: SignFlips | None = None,
+    norm_grad: NormGradCorrelation | None = None,
+    max_groups: int = 6,
+) -> list[tuple[str, Any]]:
+    """The paper's side analyses as ``(title, Figure)`` pairs, for ``Report.add_figure``.
+
+    From the run alone: the correlation of each snapshot's channel norms with the final ones.
+    With ``model`` (its weights now): cosine similarity between channels sorted by norm, and the
+    IFM effective width against the real width. With the stateful trackers used during training:
+    sign flips since initialisation, and the weight-norm/gradient-norm correlation. (Channel-norm
+    distributions are in every group's own figure.) Figures are bare matplotlib Figures.
+    """
+    from matplotlib.figure import Figure
+
+    groups = list(groups if groups is not None else run.groups)[:max_groups]
+    out: list[tuple[str, Any]] = []
+
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
+    for g in groups:
+        steps, norms = run.channel_norms(g.name)
+        if len(steps) >= 2 and norms.shape[1] >= 3:
+            c = early_final_correlation(steps, norms)
+            ax.plot(c.step, c.spearman, lw=1.2, label=f"{g.name} (w={g.width})")
+    _finish(ax, "step", "Spearman with final norms", fig)
+    out.append(("Early vs final channel norms", fig))
+
+    if sign_flips is not None and len(sign_flips.compute()):
+        fig = Figure(figsize=(7, 3.2))
+        ax = fig.subplots()
+        for name, d in sign_flips.compute().groupby("group", sort=False):
+            ax.plot(d.step, d.flipped, lw=1.2, label=str(name))
+        _finish(ax, "step", "share of weights with flipped sign", fig)
+        out.append(("Sign flips since initialisation", fig))
+
+    if norm_grad is not None and len(norm_grad.compute()):
+        fig = Figure(figsize=(7, 3.2))
+        ax = fig.subplots()
+        for name, d in norm_grad.compute().groupby("group", sort=False):
+            ax.plot(d.step, d.spearman, lw=1, label=str(name))
+        ax.axhline(0, color="grey", lw=0.8)
+        _finish(ax, "step", "Spearman(weight norm, grad norm)", fig)
+        out.append(("Matthew effect: weight norm vs gradient norm per channel", fig))
+
+    if model is not None and groups:
+        fig = Figure(figsize=(3.2 * len(groups), 3.2))
+        axes = fig.subplots(1, len(groups), squeeze=False)[0]
+        for ax, g in zip(axes, groups):
+            sim, _ = cosine_matrix(model, g)
+            im = ax.imshow(sim, vmin=-1, vmax=1, cmap="RdBu_r")
+            ax.set_title(f"{g.name} (w={g.width})", fontsize=8)
+            ax.set_xlabel("channel, by norm (largest first)", fontsize=7)
+        fig.colorbar(im, ax=list(axes), fraction=0.02)
+        out.append(("Cosine similarity between channels, sorted by norm", fig))
+
+        widths = [g.width for g in groups]
+        ifm = [ifm_width(channel_vectors(model, g)) for g in groups]
+        fig = Figure(figsize=(7, 3.2))
+        ax = fig.subplots()
+        x = np.arange(len(groups))
+        ax.bar(x - 0.2, widths, 0.4, label="width")
+        ax.bar(x + 0.2, ifm, 0.4, label=f"IFM width (beta {IFM_BETA})")
+        ax.set_xticks(x, [g.name for g in groups], rotation=20, fontsize=7)
+        _finish(ax, None, "channels", fig)
+        out.append(("IFM effective width", fig))
+    return out
+
+
+def _finish(ax: Any, xlabel: str | None, ylabel: str, fig: Any) -> None:
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()

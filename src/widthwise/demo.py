@@ -96,6 +96,7 @@ def train_tracked(
     schedule: str = "step",
     meta: dict | None = None,
     progress: Callable[[int], None] | None = None,
+    analyses: dict | None = None,
 ):
     """Train ``model`` on a :class:`~widthwise.data.TensorSplit` with a :class:`WidthTracker`.
 
@@ -104,6 +105,9 @@ def train_tracked(
     the end of every epoch. ``schedule``: ``"constant"`` learning rate, ``"step"`` (divided by 10
     for the last fifth of training, which lets stage 3 settle within a short run) or
     ``"cosine"`` (decays to zero). Returns ``(tracker, test_accuracy)``.
+
+    ``analyses``, a dict, is filled with the paper's stateful side analyses measured along the
+    way (``"sign_flips"``, ``"norm_grad"``; see :mod:`widthwise.analysis`).
     """
     from widthwise.tracker import WidthTracker
 
@@ -121,6 +125,14 @@ def train_tracked(
     if schedule not in factors:
         raise ValueError(f"schedule must be one of {sorted(factors)}, got {schedule!r}")
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, factors[schedule])
+    flips = None
+    if analyses is not None:
+        from widthwise.analysis import NormGradCorrelation, SignFlips
+
+        flips = analyses["sign_flips"] = SignFlips(model, tracker.groups)
+        analyses["norm_grad"] = NormGradCorrelation(
+            model, tracker.groups, opt, every=snapshot_every
+        )
     step, running, count, acc = 0, 0.0, 0, float("nan")
     tracker.snapshot(step=0, epoch=0)
     for epoch in range(epochs):
@@ -138,6 +150,8 @@ def train_tracked(
             if step % snapshot_every == 0:
                 tracker.snapshot(step=step, epoch=epoch, metrics={"train_loss": running / count})
                 running, count = 0.0, 0
+                if flips is not None:
+                    flips.update(step)
             if progress is not None:
                 progress(1)
         acc = _accuracy(model, data.x_test, data.y_test)
@@ -145,6 +159,8 @@ def train_tracked(
     if step % snapshot_every:
         metrics = {"train_loss": running / count} if count else None
         tracker.snapshot(step=step, epoch=epochs - 1, metrics=metrics)
+    if analyses is not None:
+        analyses["norm_grad"].close()
     return tracker, acc
 
 
@@ -184,6 +200,7 @@ def run_demo(
 def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, log, t0):
     from tqdm.auto import tqdm
 
+    from widthwise.analysis import figures
     from widthwise.data import mnist1d
     from widthwise.report import save_html
 
@@ -201,6 +218,7 @@ def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, 
         model = spec.build()
         label = f"{spec.name} {spec.widths}"
         disable = None if progress is None else not progress
+        analyses: dict = {}
         with tqdm(total=epochs * steps_per_epoch, desc=label, unit="step", disable=disable) as bar:
             tracker, acc = train_tracked(
                 model,
@@ -222,9 +240,12 @@ def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, 
                     f"({spec.schedule} schedule), batch 100",
                 },
                 progress=bar.update,
+                analyses=analyses,
             )
             bar.set_postfix(test_acc=f"{acc:.3f}")
         report = tracker.report(name=spec.name)
+        for title, fig in figures(tracker.run, model, tracker.groups, **analyses):
+            report.add_figure(f"{spec.name}: {title}", fig)
         trackers.append(tracker)
         result.runs[spec.name] = path
         result.reports[spec.name] = report

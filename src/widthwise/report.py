@@ -403,6 +403,22 @@ class Report:
         self.sections.append((str(title), str(html_fragment)))
         return self
 
+    def add_figure(self, title: str, fig: Any, caption: str = "") -> Report:
+        """Append a matplotlib Figure as its own section (embedded PNG; title and caption are
+        escaped). Returns ``self``.
+
+        >>> from matplotlib.figure import Figure
+        >>> fig = Figure(); _ = fig.subplots().plot([0, 1], [1, 0])
+        >>> r = Report.__new__(Report); r.sections = []
+        >>> "data:image/png;base64," in r.add_figure("A <b>test</b>", fig).sections[0][1]
+        True
+        """
+        img = (
+            f'<img alt="{html.escape(str(title))}" src="data:image/png;base64,{_png_base64(fig)}">'
+        )
+        note = f"<p>{html.escape(caption)}</p>" if caption else ""
+        return self.add_section(title, f"{note}{img}")
+
     def to_html(self, *, title: str | None = None) -> str:
         """The whole report as one self-contained HTML document."""
         return render_html([self], title=title)

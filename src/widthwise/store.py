@@ -26,6 +26,7 @@ array([[0.1, 1. , 2. ]], dtype=float32)
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
@@ -524,10 +525,9 @@ class RunStore:
         """
         with self._lock:
             if self.path is not None:
-                try:
+                # a reader holding the file makes this fail: the file then stays in WAL mode
+                with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA journal_mode = DELETE")
-                except sqlite3.Error:  # a reader holds the file: it stays in WAL mode
-                    pass
             self._conn.close()
 
 
