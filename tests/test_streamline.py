@@ -20,6 +20,7 @@ from widthwise import (
     zoo,
 )
 from widthwise.analysis import channel_vectors, ifm_width
+from widthwise.resize import resize, shrink_with_torch_pruning
 
 # --- FLOPs against analytic counts, written out by hand --------------------------------------
 
@@ -224,3 +225,47 @@ def test_a_plan_that_no_longer_fits_the_model_is_refused(cnn):
     other = zoo.CNN1D([8, 32, 16], length=40, num_classes=10)
     with pytest.raises(ResizeError):
         plan.apply(other)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: (zoo.ResNet("basic", [4, 8], [1, 1], in_channels=1), torch.randn(2, 1, 8, 8)),
+        lambda: (zoo.UNet([4, 8], in_channels=1, num_classes=2), torch.randn(2, 1, 8, 8)),
+        lambda: (zoo.VGG([6, "M", 8], in_channels=1, image_size=8), torch.randn(2, 1, 8, 8)),
+        lambda: (zoo.MLP(5, [8, 6], 3), torch.randn(4, 5)),
+    ],
+    ids=["resnet", "unet", "vgg", "mlp"],
+)
+def test_torch_pruning_cuts_exactly_what_our_surgery_would(build):
+    torch.manual_seed(0)
+    net, x = build()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    net.eval()
+    groups = find_groups(net, x)
+    widths = {g.name: max(2, g.width // 2) for g in groups}
+    cut_model, cut = shrink_with_torch_pruning(net, groups, widths, x)
+    assert cut == set(widths)  # every group of these models is Torch-Pruning's to cut
+    own = resize(net, groups, widths, init="net2net")
+    assert {k: v.shape for k, v in cut_model.state_dict().items()} == {
+        k: v.shape for k, v in own.state_dict().items()
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(cut_model.eval()(x), own.eval()(x), atol=1e-6, rtol=1e-6)
+    assert {g.name: g.width for g in find_groups(cut_model, x)} == widths
+
+
+def test_recurrent_models_are_narrowed_by_our_own_surgery():
+    net = zoo.GRULM(20, 8, [12])
+    x = torch.randint(0, 20, (2, 5))
+    groups = find_groups(net, x)
+    widths = {g.name: 6 for g in groups}
+    _, cut = shrink_with_torch_pruning(net, groups, widths, x)
+    assert cut == set()
+    table = verdict_table({g.name: ("IS", 1.0) for g in groups})
+    plan = streamline(net, table, x, budget=0.5 * count_params(net), budget_kind="params")
+    new = plan.apply(net, init="net2net")
+    assert {g.name: g.width for g in find_groups(new, x)} == plan.widths

@@ -249,11 +249,7 @@ class _Finder:
         }
 
     def _call(self, model, inputs):
-        if isinstance(inputs, Mapping):
-            return model(**inputs)
-        if isinstance(inputs, (tuple, list)):
-            return model(*inputs)
-        return model(inputs)
+        return _call_model(model, inputs)
 
     def _with_grad(self, obj):
         """Floating inputs as leaves that require grad, so ops on them are visible in the graph."""
@@ -903,6 +899,15 @@ def _weight_leaves(grad_fn, params, depth: int = 6) -> list | None:
             return None
         leaves += sub
     return leaves
+
+
+def _call_model(model, inputs):
+    """Call ``model`` on example inputs: a dict as keywords, a tuple/list as positionals."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 def _common_prefix(names: list[str]) -> str:

@@ -27,6 +27,7 @@ it is approximate.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,13 @@ from widthwise.groups import ChannelGroup, Member
 
 Init = Literal["net2net", "prune", "reinit"]
 
-__all__ = ["ResizeError", "channel_importance", "channel_map", "resize"]
+__all__ = [
+    "ResizeError",
+    "channel_importance",
+    "channel_map",
+    "resize",
+    "shrink_with_torch_pruning",
+]
 
 
 class ResizeError(RuntimeError):
@@ -285,3 +292,79 @@ def _strip_to(model: nn.Module, param: str) -> str:
         if canonical_name(name) == param:
             return name
     raise ResizeError(f"parameter {param!r} not found in the model")
+
+
+def _tp_producer(model: nn.Module, group: ChannelGroup) -> nn.Module | None:
+    """The Linear/Conv whose output channels are the group's, if Torch-Pruning can cut it."""
+    if group.kind in ("recurrent", "attention") or any(m.gate for m in group.members):
+        return None
+    for m in group.producers:
+        if m.offset or m.repeat != 1 or not m.param.endswith(".weight"):
+            continue
+        try:
+            module = model.get_submodule(m.param.rpartition(".")[0])
+        except AttributeError:
+            continue
+        if not isinstance(module, nn.Linear | nn.modules.conv._ConvNd):
+            continue
+        if m.dim == (1 if getattr(module, "transposed", False) else 0):  # its output channels
+            return module
+    return None
+
+
+def shrink_with_torch_pruning(
+    model: nn.Module,
+    groups: Sequence[ChannelGroup],
+    widths: Mapping[str, int],
+    example_inputs: object,
+) -> tuple[nn.Module, set[str]]:
+    """Narrow groups with Torch-Pruning, keeping each group's highest-norm channels.
+
+    Returns ``(new_model, done)``: a copy of ``model`` in which every group named in ``done`` has
+    its new width; the others (wider, unchanged, or not cuttable by Torch-Pruning: recurrent and
+    attention-internal groups, models with GRU/LSTM or ``nn.MultiheadAttention``) are left to
+    :func:`resize`. Which channels go is decided on ``model`` before any cut (the same choice as
+    :func:`resize`), and the dependency graph is rebuilt after every cut, because Torch-Pruning
+    caches concat offsets that a cut makes stale.
+    """
+    import torch_pruning as tp
+
+    from widthwise.groups import _call_model
+
+    new = copy.deepcopy(model)
+    if any(isinstance(m, nn.RNNBase | nn.MultiheadAttention) for m in new.modules()):
+        return new, set()
+    by_name = {g.name: g for g in groups}
+    cuts = []
+    for name, width in widths.items():
+        g = by_name[name]
+        if int(width) >= g.width:
+            continue
+        module_name = None
+        producer = _tp_producer(model, g)
+        if producer is None:
+            continue
+        module_name = next(n for n, m in model.named_modules() if m is producer)
+        keep = channel_map(channel_importance(model, g), int(width))
+        drop = sorted(set(range(g.width)) - set(keep.tolist()))
+        cuts.append((name, module_name, drop))
+    done: set[str] = set()
+    was_training = new.training
+    new.eval()
+    for name, module_name, drop in cuts:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
+            graph = tp.DependencyGraph().build_dependency(
+                new,
+                example_inputs=example_inputs,
+                forward_fn=_call_model,
+                verbose=False,
+            )
+            module = new.get_submodule(module_name)
+            pruner = graph.get_pruner_of_module(module)
+            cut = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=drop)
+            cut.prune()
+        del graph, cut
+        done.add(name)
+    new.train(was_training)
+    return new, done

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from widthwise.analysis import channel_vectors, ifm_width
 from widthwise.groups import ChannelGroup, find_groups
-from widthwise.resize import Init, ResizeError, resize
+from widthwise.groups import _call_model as _call
+from widthwise.resize import Init, ResizeError, resize, shrink_with_torch_pruning
 
 __all__ = ["FlopCountWarning", "WidthPlan", "count_flops", "count_params", "streamline"]
 
@@ -73,14 +74,6 @@ class _OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.add(func.overloadpacket)
         return func(*args, **(kwargs or {}))
-
-
-def _call(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple):
-        return model(*inputs)
-    return model(inputs)
 
 
 def count_flops(model: nn.Module, example_inputs: Any, *, warn: bool = True) -> int:
@@ -162,10 +155,26 @@ class WidthPlan:
     def apply(self, model: nn.Module, init: Init = "reinit", *, seed: int = 0) -> nn.Module:
         """A new model with the planned widths (``model`` is not changed), verified.
 
+        Groups that narrow are cut by Torch-Pruning (highest-norm channels kept) where it can;
+        widening (Torch-Pruning has none) and recurrent or attention-internal groups go through
+        :func:`widthwise.resize.resize`.
+
         After the surgery the new model's groups are found again and their widths compared with
         the plan, and a forward pass is run; any mismatch raises :class:`ResizeError`.
         """
-        new = resize(model, self.groups, self.widths, init=init, seed=seed)
+        groups, widths, base = self.groups, self.widths, model
+        if self.example_inputs is not None:
+            # Narrowing is Torch-Pruning's job where it can cut the group; the rest (widening,
+            # recurrent and attention-internal groups) is widthwise's own surgery.
+            base, cut = shrink_with_torch_pruning(model, groups, widths, self.example_inputs)
+            if cut:
+                found = {g.name: g for g in find_groups(base, self.example_inputs)}
+                lost = sorted(set(widths) - set(found))
+                if lost:
+                    raise ResizeError(f"after Torch-Pruning's cuts, groups not found again: {lost}")
+                groups = list(found.values())
+                widths = {k: v for k, v in widths.items() if k not in cut}
+        new = resize(base, groups, widths, init=init, seed=seed)
         if self.example_inputs is not None:
             try:
                 with torch.no_grad():
