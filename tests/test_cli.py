@@ -188,7 +188,11 @@ def test_demo_writes_runs_and_report(capsys, tmp_path):
         assert run.meta["user"]["name"] == name
         assert f"widthwise report: {name}" in out
     page = (out_dir / "report.html").read_text(encoding="utf-8")
-    assert page.count("<img") == 6
+    extra = page.count('<section class="extra">')
+    assert page.count("<img") == 6 + extra  # one figure per group, one per extra section
+    for name in ("mlp", "cnn"):  # the paper's side analyses, per model
+        for title in ("Early vs final channel norms", "Cosine similarity", "IFM effective width"):
+            assert f"<h3>{name}: {title}" in page
     assert str(out_dir / "report.html") in out
 
 
