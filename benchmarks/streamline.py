@@ -39,14 +39,7 @@ def main() -> None:
     fam_name, build = experiments.PROOF_FAMILIES[a.family]
     fam = experiments.FAMILIES[fam_name]
     task = fam.build_task(0)
-    kw = dict(
-        epochs=fam.epochs,
-        lr=fam.lr,
-        optimizer=fam.optimizer,
-        weight_decay=fam.weight_decay,
-        batch_size=fam.batch_size,
-        schedule=fam.schedule,
-    )
+    kw = fam.train_settings()
     torch.manual_seed(0)
     original = build(task)
     tracker = WidthTracker(original, task.example_inputs)

@@ -384,22 +384,22 @@ def figures(
     _finish(ax, "step", "Spearman with final norms", fig)
     out.append(("Early vs final channel norms", fig))
 
-    if sign_flips is not None and len(sign_flips.compute()):
+    per_group = [
+        (sign_flips, "flipped", "share of weights with flipped sign",
+         "Sign flips since initialisation"),
+        (norm_grad, "spearman", "Spearman(weight norm, grad norm)",
+         "Matthew effect: weight norm vs gradient norm per channel"),
+    ]  # fmt: skip
+    for tracker, column, ylabel, title in per_group:
+        if tracker is None or not len(table := tracker.compute()):
+            continue
         fig = Figure(figsize=(7, 3.2))
         ax = fig.subplots()
-        for name, d in sign_flips.compute().groupby("group", sort=False):
-            ax.plot(d.step, d.flipped, lw=1.2, label=str(name))
-        _finish(ax, "step", "share of weights with flipped sign", fig)
-        out.append(("Sign flips since initialisation", fig))
-
-    if norm_grad is not None and len(norm_grad.compute()):
-        fig = Figure(figsize=(7, 3.2))
-        ax = fig.subplots()
-        for name, d in norm_grad.compute().groupby("group", sort=False):
-            ax.plot(d.step, d.spearman, lw=1, label=str(name))
+        for name, d in table.groupby("group", sort=False):
+            ax.plot(d.step, d[column], lw=1.2, label=str(name))
         ax.axhline(0, color="grey", lw=0.8)
-        _finish(ax, "step", "Spearman(weight norm, grad norm)", fig)
-        out.append(("Matthew effect: weight norm vs gradient norm per channel", fig))
+        _finish(ax, "step", ylabel, fig)
+        out.append((title, fig))
 
     if model is not None and groups:
         fig = Figure(figsize=(3.2 * len(groups), 3.2))

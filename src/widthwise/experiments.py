@@ -188,6 +188,17 @@ class Family:
     seeds: int = 5
     schedule: str = "cosine"
 
+    def train_settings(self, quick: bool = False) -> dict[str, Any]:
+        """The keyword arguments of :func:`train` for this family."""
+        return {
+            "epochs": self.quick_epochs if quick else self.epochs,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "schedule": self.schedule,
+        }
+
 
 def _mnist1d_task(seed: int) -> Task:
     d = wdata.mnist1d(num_samples=4000, seed=42)
@@ -370,17 +381,7 @@ def _run_one(
     )
     t0 = time.perf_counter()
     metrics = train(
-        model,
-        task,
-        epochs=family.quick_epochs if quick else family.epochs,
-        lr=family.lr,
-        optimizer=family.optimizer,
-        weight_decay=family.weight_decay,
-        batch_size=family.batch_size,
-        schedule=family.schedule,
-        seed=seed,
-        tracker=tracker,
-        progress=progress,
+        model, task, seed=seed, tracker=tracker, progress=progress, **family.train_settings(quick)
     )
     group = examined_group(tracker.groups, family.examined)
     hist = tracker.history()
@@ -537,15 +538,7 @@ def streamline_proof(
     fam_name, build = PROOF_FAMILIES[name]
     fam = FAMILIES[fam_name]
     task = fam.build_task(0)
-    epochs = fam.quick_epochs if quick else fam.epochs
-    kw = dict(
-        epochs=epochs,
-        lr=fam.lr,
-        optimizer=fam.optimizer,
-        weight_decay=fam.weight_decay,
-        batch_size=fam.batch_size,
-        schedule=fam.schedule,
-    )
+    kw = fam.train_settings(quick)
     torch.manual_seed(0)
     original = build(task)
     tracker = WidthTracker(original, task.example_inputs)
