@@ -36,9 +36,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from widthwise.analysis import member_matrix
 from widthwise.distributed import canonical_name
 from widthwise.groups import ChannelGroup, Member
+from widthwise.norms import channel_norms
 
 Init = Literal["net2net", "prune", "reinit"]
 
@@ -55,16 +55,11 @@ class ResizeError(RuntimeError):
     """The model could not be resized as planned; the message says which group and why."""
 
 
-@torch.no_grad()
 def channel_importance(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Per-channel norm: the product of the channel's slice norms over weights with 2+ dims."""
-    params = {canonical_name(n): p for n, p in model.named_parameters()}
-    out = torch.ones(group.width, dtype=torch.float64)
-    for m in group.members:
-        p = params[m.param]
-        if p.dim() >= 2:
-            out *= member_matrix(p.detach().double(), m, group.width).norm(dim=1).cpu()
-    return torch.nan_to_num(out, nan=0.0)
+    """Per-channel norm (:func:`widthwise.norms.channel_norms`: the product of the channel's
+    slice norms over weights with 2+ dims); non-finite norms count as 0."""
+    norms = channel_norms(model, [group])[group.name]
+    return torch.nan_to_num(torch.from_numpy(norms).double(), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def channel_map(importance: torch.Tensor, new_width: int) -> torch.Tensor:
