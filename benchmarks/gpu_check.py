@@ -17,8 +17,10 @@ import torch
 
 
 def main() -> None:
-    if not torch.cuda.is_available():
+    dev = sys.argv[1] if len(sys.argv) > 1 else "cuda"  # "cpu" dry-runs the script
+    if dev == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: nothing to check")
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     from widthwise import WidthTracker, find_groups, group_stats, zoo
 
     torch.manual_seed(0)
@@ -28,7 +30,7 @@ def main() -> None:
     ref = group_stats(cpu, groups).set_index(["group", "gate"])
     gpu = zoo.ResNet("basic", [16, 32, 64], [2, 2, 2], in_channels=3)
     gpu.load_state_dict(cpu.state_dict())
-    gpu = gpu.cuda()
+    gpu = gpu.to(dev)
     got = group_stats(gpu, groups).set_index(["group", "gate"])
     err = float(((got.variance - ref.variance).abs() / ref.variance).max())
     print(f"float32 cuda vs cpu: max relative variance error {err:.2e} over {len(ref)} series")
@@ -38,26 +40,27 @@ def main() -> None:
     err_bf = float(((got_bf.variance - ref_bf.variance).abs() / ref_bf.variance).max())
     print(f"bfloat16 cuda vs the same weights in float32 on cpu: max relative error {err_bf:.2e}")
 
-    big = zoo.resnet50(num_classes=1000, stem="imagenet").cuda()
-    tracker = WidthTracker(big, torch.randn(1, 3, 64, 64, device="cuda"))
+    big = zoo.resnet50(num_classes=1000, stem="imagenet").to(dev)
+    tracker = WidthTracker(big, torch.randn(1, 3, 64, 64, device=dev))
     weights = [p for g in tracker.groups for m in g.members
                for n, p in big.named_parameters() if n == m.param and p.ndim >= 2]  # fmt: skip
     weights = list({id(w): w for w in weights}.values())
 
     def timed(fn, repeats=30):
         fn()
-        torch.cuda.synchronize()
+        sync()
         ts = []
         for _ in range(repeats):
             t = time.perf_counter()
             fn()
-            torch.cuda.synchronize()
+            sync()
             ts.append(time.perf_counter() - t)
         return sorted(ts)[repeats // 2] * 1e3
 
     floor = timed(lambda: torch._foreach_norm(weights))
     snap = timed(lambda: tracker.snapshot())
-    print(f"ResNet-50 on {torch.cuda.get_device_name()}: floor {floor:.2f} ms, "
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    print(f"ResNet-50 on {name}: floor {floor:.2f} ms, "
           f"snapshot {snap:.2f} ms, ratio {snap / floor:.2f}")  # fmt: skip
     print("OK" if err < 1e-5 and err_bf < 1e-3 else "MISMATCH")
 
