@@ -121,3 +121,28 @@ def test_reproduce_streamline_through_the_cli(tmp_path, capsys):
     assert len(raw) == 3 and raw.accuracy.between(0, 1).all()
     assert main(["reproduce", "streamline", "--families", "gru", "--out", str(tmp_path)]) != 0
     assert "no streamlining set-up" in capsys.readouterr().err
+
+
+def test_streamline_example_runs_as_is(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "streamline_mnist1d.py"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), "--epochs", "6", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [g["group"] for g in plan["groups"]] == ["convs.0", "convs.1", "convs.2"]
+    assert plan["budget"]["met"]
+    assert len(open_run(tmp_path / "original.wwrun")) > 8
+    assert "test accuracy: original" in done.stdout
