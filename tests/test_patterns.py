@@ -207,10 +207,7 @@ def test_verdict_is_frozen_and_serialisable():
 
 
 def _layer_variances(linears) -> list[float]:
-    """Design metric for an MLP hidden layer, written out with loops (independent of widthwise).
-
-    TODO(lead): switch to widthwise.WidthTracker once it lands (and keep this as the reference).
-    """
+    """The metric for each MLP hidden layer, written out with loops (independent of widthwise)."""
     out = []
     for w_in, w_out in itertools.pairwise([m.weight.detach() for m in linears]):
         norms = [float(w_in[i].norm() * w_out[:, i].norm()) for i in range(w_in.shape[0])]
@@ -243,21 +240,15 @@ def test_real_mlp():
 
 
 def _train_and_check(torch, x, y):
+    from widthwise import WidthTracker
+
     nn = torch.nn
     linears = [nn.Linear(40, 1024), nn.Linear(1024, 8), nn.Linear(8, 10)]
     model = nn.Sequential(linears[0], nn.ReLU(), linears[1], nn.ReLU(), linears[2])
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     g = torch.Generator().manual_seed(0)
-
-    def variances() -> list[float]:
-        # Vectorised twin of _layer_variances (checked against it below), fast enough per snapshot.
-        out = []
-        for a, b in itertools.pairwise(linears):
-            n = a.weight.detach().norm(dim=1) * b.weight.detach().norm(dim=0)
-            out.append(float((n / n.mean()).var()))
-        return out
-
-    steps, series = [0], [variances()]
+    tracker = WidthTracker(model, x[:2], keep_channel_norms=False)
+    tracker.snapshot(step=0)
     for step in range(1, 3001):
         idx = torch.randint(0, x.shape[0], (128,), generator=g)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -265,11 +256,14 @@ def _train_and_check(torch, x, y):
         loss.backward()
         opt.step()
         if step % 10 == 0:
-            steps.append(step)
-            series.append(variances())
-    assert np.allclose(series[-1], _layer_variances(linears), rtol=1e-4)
-    series_arr = np.array(series)
-    wide, narrow = classify(series_arr[:, 0], steps), classify(series_arr[:, 1], steps)
+            tracker.snapshot(step=step)
+    hist = tracker.history()
+    last = hist[hist.step == 3000].set_index("group").variance
+    # the tracker's last snapshot equals the metric written out with loops
+    np.testing.assert_allclose([last["0"], last["2"]], _layer_variances(linears), rtol=1e-4)
+    series = {name: d.sort_values("step") for name, d in hist.groupby("group")}
+    wide = classify(series["0"].variance.to_numpy(), series["0"].step.to_numpy())
+    narrow = classify(series["2"].variance.to_numpy(), series["2"].step.to_numpy())
     assert wide.label == "IS", wide
     assert narrow.label == "DS", narrow
     assert narrow.retained < wide.retained
