@@ -8,9 +8,9 @@ widths, optimisers, learning rates and seeds, records each hidden layer's weight
     python benchmarks/verdicts_mnist1d.py --seeds 1       # one seed
     python benchmarks/verdicts_mnist1d.py --save runs.npz # keep the curves for calibration
 
-TODO(lead): switch `layer_variances` to `widthwise.WidthTracker` once it lands; the metric here is
-the design's definition for an MLP hidden layer l: n_i = ||W_in[i, :]|| * ||W_out[:, i]||,
-variance = unbiased var(n / mean(n)).
+The variance is widthwise's own (`widthwise.group_stats` on the groups `find_groups` gives; for
+an MLP hidden layer n_i = ||W_in[i, :]|| * ||W_out[:, i]||, variance = unbiased var(n / mean(n)),
+which tests/test_patterns.py checks against explicit loops).
 """
 
 from __future__ import annotations
@@ -46,14 +46,10 @@ def make_mlp(widths, n_in=40, n_out=10):
     return nn.Sequential(*layers[:-1])
 
 
-@torch.no_grad()
-def layer_variances(model: nn.Sequential) -> list[float]:
-    lin = [m for m in model if isinstance(m, nn.Linear)]
-    out = []
-    for w_in, w_out in itertools.pairwise(lin):
-        n = w_in.weight.norm(dim=1) * w_out.weight.norm(dim=0)
-        out.append(float((n / n.mean()).var(unbiased=True)))
-    return out
+def layer_variances(model: nn.Sequential, groups) -> list[float]:
+    from widthwise import group_stats
+
+    return group_stats(model, groups, gates=False).variance.tolist()
 
 
 def train(widths, opt_name, lr, seed, data, steps=3000, every=10, batch=128):
@@ -66,7 +62,10 @@ def train(widths, opt_name, lr, seed, data, steps=3000, every=10, batch=128):
         else torch.optim.Adam(model.parameters(), lr=lr)
     )
     g = torch.Generator().manual_seed(seed)
-    rec_steps, rec_vals = [0], [layer_variances(model)]
+    from widthwise import find_groups
+
+    groups = find_groups(model, x[:2])
+    rec_steps, rec_vals = [0], [layer_variances(model, groups)]
     for step in range(1, steps + 1):
         idx = torch.randint(0, x.shape[0], (batch,), generator=g)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -75,7 +74,7 @@ def train(widths, opt_name, lr, seed, data, steps=3000, every=10, batch=128):
         opt.step()
         if step % every == 0:
             rec_steps.append(step)
-            rec_vals.append(layer_variances(model))
+            rec_vals.append(layer_variances(model, groups))
     with torch.no_grad():
         acc = float((model(xt).argmax(1) == yt).float().mean())
     return np.array(rec_steps), np.array(rec_vals), acc
