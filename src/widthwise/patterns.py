@@ -84,6 +84,11 @@ NOT_SATURATED_SLOPE = 1.0
 #: flat line gives about 2-3; real runs give hundreds.
 MIN_RISE_SNR = 4.0
 
+#: "No stage-2 rise": the rise from the dip to the peak is less than this share of the peak. On
+#: smooth curves the noise estimate is tiny, so the signal-to-noise test alone would let a wiggle
+#: of 0.1 % count as a rise (BatchNorm'd ResNet layers whose variance only decays from init).
+MIN_RISE_FRACTION = 0.05
+
 #: Confidence softness: a retained share this far from DS_MAX_RETAINED gives confidence ~0.68
 #: (one standard deviation of a normal), twice as far ~0.95, on a noise-free series.
 CONFIDENCE_SCALE = 0.1
@@ -280,6 +285,14 @@ def classify(values: Any, steps: Any = None, *, final: bool = True) -> Verdict:
     if rise == 0:
         return Verdict(
             "undetermined", 0.0, "no stage-2 rise: the variance never rose after its dip", **fields
+        )
+    if rise < MIN_RISE_FRACTION * peak:
+        return Verdict(
+            "undetermined",
+            0.0,
+            f"no clear stage-2 rise: it is {rise / peak:.1%} of the peak "
+            f"(< {MIN_RISE_FRACTION:.0%})",
+            **fields,
         )
     if rise < MIN_RISE_SNR * noise:
         return Verdict(
