@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+
 from widthwise.tracker import WidthTracker
 
 

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
 from widthwise.tracker import WidthTracker
 
 

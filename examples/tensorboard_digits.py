@@ -16,9 +16,9 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
-from widthwise.tracker import WidthTracker
 
 from widthwise.integrations.tensorboard import TensorBoardLogger
+from widthwise.tracker import WidthTracker
 
 
 def main() -> None:

@@ -22,6 +22,9 @@ PATHS = ["src", "tests", "benchmarks", "examples"]
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff_is_clean(args):
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", *args, *PATHS], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "ruff", *args, "--no-cache", *PATHS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
