@@ -385,3 +385,24 @@ def test_norm_variance_matches_naive(values):
         assert math.isnan(got)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_weights_reduced_in_blocks_match_naive(dtype, monkeypatch):
+    # Weights above CHUNK_ELEMENTS take the blocked CPU path (row and column sums per block of
+    # rows, the last block partial); both reductions of one tensor, conv kernels included.
+    from widthwise import norms
+    from widthwise.groups import find_groups
+
+    monkeypatch.setattr(norms, "CHUNK_ELEMENTS", 50_000)  # blocks of a few rows, last one partial
+    CHUNK_ELEMENTS = norms.CHUNK_ELEMENTS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(3, 130, 5), nn.ReLU(), nn.Conv1d(130, 117, 5), nn.ReLU(), nn.Flatten(),
+        nn.Linear(117 * 12, 301), nn.ReLU(), nn.Linear(301, 7),
+    )  # fmt: skip
+    assert model[2].weight.numel() > CHUNK_ELEMENTS and model[5].weight.numel() > CHUNK_ELEMENTS
+    groups = find_groups(model, torch.randn(2, 3, 20))
+    model = model.to(dtype)
+    assert_matches_naive(model, groups, rtol=1e-5)
