@@ -146,3 +146,10 @@ def test_streamline_example_runs_as_is(tmp_path):
     assert plan["budget"]["met"]
     assert len(open_run(tmp_path / "original.wwrun")) > 8
     assert "test accuracy: original" in done.stdout
+
+
+def test_cli_names_match_the_experiment_definitions():
+    from widthwise.commands import reproduce
+
+    assert set(reproduce.FAMILY_NAMES) == set(experiments.FAMILIES)
+    assert list(reproduce.PROOF_FAMILY_NAMES) == list(experiments.PROOF_FAMILIES)
