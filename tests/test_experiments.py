@@ -112,13 +112,14 @@ def test_training_settings_are_validated():
 
 
 def test_reproduce_streamline_through_the_cli(tmp_path, capsys):
-    args = ["reproduce", "streamline", "--quick", "--seeds", "1", "--families", "cnn1d"]
+    args = ["reproduce", "streamline", "--quick", "--seeds", "1", "--families", "cnn1d", "vgg"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "streamline-summary.csv")
-    assert list(table.variant) == ["original", "streamlined", "uniform"]
-    assert "WidthPlan: flops" in capsys.readouterr().out
+    assert list(table.family) == ["cnn1d"] * 3 + ["vgg"] * 3
+    assert list(table.variant) == ["original", "streamlined", "uniform"] * 2
+    assert capsys.readouterr().out.count("WidthPlan: flops") == 2
     raw = pd.read_csv(tmp_path / "streamline.csv")
-    assert len(raw) == 3 and raw.accuracy.between(0, 1).all()
+    assert len(raw) == 6 and raw.accuracy.between(0, 1).all()
     assert main(["reproduce", "streamline", "--families", "gru", "--out", str(tmp_path)]) != 0
     assert "no streamlining set-up" in capsys.readouterr().err
 

@@ -109,7 +109,7 @@ def _streamline(args: argparse.Namespace, out: Path) -> int:
             progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1)),
         )
         bar.close()
-        print(df.attrs["plan"])
+        print(df.attrs.pop("plan"))  # concat compares attrs, and a plan holds DataFrames
         frames.append(df)
     results = pd.concat(frames, ignore_index=True)
     results.to_csv(out / "streamline.csv", index=False)
