@@ -258,7 +258,10 @@ def resize(
         missing = [m.param for m in g.members if m.param not in params]
         if missing:
             raise ResizeError(f"group {name!r} names parameters the model lacks: {missing[:3]}")
-        mapping = channel_map(channel_importance(model, g), width)
+        # reinit resets every weight, so which old channel a new one comes from does not matter:
+        # skip the norms (the budget search resizes this way once per trial)
+        importance = torch.zeros(g.width) if init == "reinit" else channel_importance(model, g)
+        mapping = channel_map(importance, width)
         widening = width > g.width
         ratios = _split_ratios(mapping, g.width, gen) if widening else None
         fresh = None
@@ -289,8 +292,9 @@ def _strip_to(model: nn.Module, param: str) -> str:
     raise ResizeError(f"parameter {param!r} not found in the model")
 
 
-def _tp_producer(model: nn.Module, group: ChannelGroup) -> nn.Module | None:
-    """The Linear/Conv whose output channels are the group's, if Torch-Pruning can cut it."""
+def _tp_producer(model: nn.Module, group: ChannelGroup) -> str | None:
+    """The name of the Linear/Conv whose output channels are the group's, if Torch-Pruning can
+    cut it."""
     if group.kind in ("recurrent", "attention") or any(m.gate for m in group.members):
         return None
     for m in group.producers:
@@ -303,7 +307,7 @@ def _tp_producer(model: nn.Module, group: ChannelGroup) -> nn.Module | None:
         if not isinstance(module, nn.Linear | nn.modules.conv._ConvNd):
             continue
         if m.dim == (1 if getattr(module, "transposed", False) else 0):  # its output channels
-            return module
+            return m.param.rpartition(".")[0]
     return None
 
 
@@ -335,11 +339,9 @@ def shrink_with_torch_pruning(
         g = by_name[name]
         if int(width) >= g.width:
             continue
-        module_name = None
-        producer = _tp_producer(model, g)
-        if producer is None:
+        module_name = _tp_producer(model, g)
+        if module_name is None:
             continue
-        module_name = next(n for n, m in model.named_modules() if m is producer)
         keep = channel_map(channel_importance(model, g), int(width))
         drop = sorted(set(range(g.width)) - set(keep.tolist()))
         cuts.append((name, module_name, drop))
