@@ -99,8 +99,9 @@ def test_streamline_proof_quick_keeps_flops_and_matches_params():
 
 
 def test_bad_reproduce_arguments_get_one_line_errors(tmp_path, capsys):
-    assert main(["reproduce", "nosuch", "--out", str(tmp_path)]) != 0
+    assert main(["reproduce", "nosuch", "--out", str(tmp_path / "new")]) != 0
     assert "unknown family" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # nothing written for a typo
     assert main(["reproduce", "mlp", "--seeds", "0", "--out", str(tmp_path)]) != 0
     assert "--seeds" in capsys.readouterr().err
 

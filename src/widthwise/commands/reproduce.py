@@ -52,13 +52,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    # check every name before anything is written: a typo leaves no empty --out folder behind
     if args.family == "streamline":
+        known = ", ".join(experiments.PROOF_FAMILIES)
+        for name in args.families:
+            if name not in experiments.PROOF_FAMILIES:
+                raise CLIError(f"no streamlining set-up for {name!r}; choose from {known}")
+        out.mkdir(parents=True, exist_ok=True)
         return _streamline(args, out)
     names = list(FAMILY_NAMES) if args.family == "all" else [args.family]
     unknown = [n for n in names if n not in experiments.FAMILIES]
     if unknown:
         raise CLIError(f"unknown family {unknown[0]!r}; choose from {', '.join(FAMILY_NAMES)}")
+    out.mkdir(parents=True, exist_ok=True)
     for name in names:
         fam = experiments.FAMILIES[name]
         widths = fam.quick_widths if args.quick else fam.widths
@@ -97,9 +103,6 @@ def _streamline(args: argparse.Namespace, out: Path) -> int:
 
     frames = []
     for name in args.families:
-        if name not in experiments.PROOF_FAMILIES:
-            known = ", ".join(experiments.PROOF_FAMILIES)
-            raise CLIError(f"no streamlining set-up for {name!r}; choose from {known}")
         seeds = args.seeds or (2 if args.quick else 5)
         bar = _bar(1 + 3 * seeds, f"streamline {name}")
         df = experiments.streamline_proof(
