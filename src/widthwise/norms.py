@@ -103,8 +103,8 @@ class Series:
 
 #: On the CPU, weights larger than this many elements are reduced a block of rows at a time: a
 #: 4 MiB float32 block stays in the last-level cache between its row and column sums, so the
-#: weight is read from memory once. Measured (benchmarks/snapshot.py, docs/benchmarks.md): 1 << 20
-#: beat whole-tensor squaring on ResNet-50 and ViT-B; 1 << 16 was slower (per-block overhead).
+#: weight is read from memory once. Measured (benchmarks/chunk_ab.py, docs/benchmarks.md): 1 << 20
+#: was the best block size or close to it; 1 << 16 was slower (per-block overhead).
 CHUNK_ELEMENTS = 1 << 20
 
 
