@@ -81,7 +81,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from torch_cka import CKA
 
-    from widthwise.similarity import cka_matrix
+    from widthwise.probes.similarity import cka_matrix
 
     # warm up the kernels outside the measurement
     with torch.no_grad():

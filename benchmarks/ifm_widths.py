@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from widthwise import experiments, find_groups
+from widthwise.reproduction import experiments, find_groups
 from widthwise.analysis import channel_vectors, ifm_width
 
 BETAS = (0.3, 0.5, 0.7, 0.8, 0.9)

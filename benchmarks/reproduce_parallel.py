@@ -21,7 +21,7 @@ def _sweep(name: str, out: str, seeds: int) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from widthwise import experiments
+    from widthwise.reproduction import experiments
 
     t0 = time.perf_counter()
     res = experiments.sweep(name, seeds=seeds, out_dir=None)
@@ -39,7 +39,7 @@ def _proof(name: str, seed: int, out: str) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from widthwise import experiments
+    from widthwise.reproduction import experiments
 
     t0 = time.perf_counter()
     df = experiments.streamline_proof(name, seeds=[seed])
@@ -50,7 +50,7 @@ def _proof(name: str, seed: int, out: str) -> str:
 
 
 def main() -> None:
-    from widthwise import experiments
+    from widthwise.reproduction import experiments
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", nargs="*", default=list(experiments.FAMILIES))

@@ -31,8 +31,8 @@ from torch import nn
 from widthwise import find_groups
 from widthwise.norms import NormPlan
 from widthwise.tracker import WidthTracker
-from widthwise.zoo import ViT
-from widthwise.zoo.resnet import resnet50
+from widthwise.reproduction.zoo import ViT
+from widthwise.reproduction.zoo.resnet import resnet50
 
 
 def timed(fn, repeats: int) -> float:

@@ -1,6 +1,6 @@
 """Why does (or doesn't) a family show "narrow -> DS, wide -> IS"? Sweep its training settings.
 
-Each configuration is a family of :data:`widthwise.experiments.FAMILIES` with some fields
+Each configuration is a family of :data:`widthwise.reproduction.experiments.FAMILIES` with some fields
 overridden (learning rate, weight decay, epochs, schedule) or a variant of its model (another
 examined layer). For every configuration the narrowest and the widest width are trained for a
 few seeds; the output is one row per configuration with the share of DS verdicts at the narrow
@@ -32,7 +32,7 @@ VARIANTS = {
 
 
 def _variant(name: str):
-    from widthwise import experiments, zoo
+    from widthwise.reproduction import experiments, zoo
 
     if name == "vgg-mid":
         return replace(
@@ -67,7 +67,7 @@ def run(job: tuple[str, dict, int, int]) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from widthwise import experiments
+    from widthwise.reproduction import experiments
 
     family, overrides, width, seed = job
     fam = replace(_variant(family), **overrides)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import widthwise
-from widthwise import experiments, zoo
+from widthwise.reproduction import experiments, zoo
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from test_report import train_tracked
 from widthwise.cli import main
 from widthwise.groups import find_groups
 from widthwise.store import open_run
-from widthwise.zoo.mlp import MLP
+from widthwise.reproduction.zoo.mlp import MLP
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,7 +104,7 @@ def test_report_errors(capsys, tmp_path, run_file):
 def test_groups_of_a_zoo_model(capsys):
     kwargs = '{"in_features": 40, "widths": [64, 8], "out_features": 10}'
     code, out, err = run_cli(
-        capsys, "groups", "widthwise.zoo.mlp:MLP", "--kwargs", kwargs, "--input-shape", "2,40"
+        capsys, "groups", "widthwise.reproduction.zoo.mlp:MLP", "--kwargs", kwargs, "--input-shape", "2,40"
     )
     assert code == 0, err
     expected = find_groups(MLP(40, [64, 8], 10), torch.randn(2, 40))
@@ -142,12 +142,12 @@ def test_groups_of_a_user_file(capsys, tmp_path):
     [
         (["nocolon", "--input-shape", "2,4"], ["MODULE:CALLABLE"]),
         (["no_such_module_xyz:f", "--input-shape", "2,4"], ["cannot import", "no_such_module_xyz"]),
-        (["widthwise.zoo.mlp:Nope", "--input-shape", "2,4"], ["no attribute", "Nope"]),
+        (["widthwise.reproduction.zoo.mlp:Nope", "--input-shape", "2,4"], ["no attribute", "Nope"]),
         (["missing/net.py:build", "--input-shape", "2,4"], ["no such file"]),
-        (["widthwise.zoo.mlp:MLP", "--input-shape", "2,x"], ["--input-shape"]),
-        (["widthwise.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "{bad"], ["--kwargs"]),
-        (["widthwise.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "[1]"], ["JSON object"]),
-        (["widthwise.zoo.mlp:MLP", "--input-shape", "2,4"], ["failed", "TypeError"]),
+        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,x"], ["--input-shape"]),
+        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "{bad"], ["--kwargs"]),
+        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "[1]"], ["JSON object"]),
+        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4"], ["failed", "TypeError"]),
         (
             ["builtins:dict", "--input-shape", "2,4", "--kwargs", '{"x": 4}'],
             ["not a torch.nn.Module"],
@@ -197,8 +197,8 @@ def test_demo_writes_runs_and_report(capsys, tmp_path):
 
 
 def test_demo_training_is_deterministic_given_the_seed():
-    from widthwise.data import mnist1d
-    from widthwise.demo import train_tracked as demo_train
+    from widthwise.reproduction.data import mnist1d
+    from widthwise.reproduction.demo import train_tracked as demo_train
 
     data = mnist1d(num_samples=200, seed=0)
     histories = []

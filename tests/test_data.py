@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from widthwise import data
-from widthwise.data import DataFileError
+from widthwise.reproduction import data
+from widthwise.reproduction.data import DataFileError
 
 
 def rng_states():
@@ -336,7 +336,7 @@ def test_tiny_imagenet_reads_directory_format(tmp_path):
 
 
 def test_small_models_learn_digits_and_sbm():
-    from widthwise.zoo import GCN, MLP
+    from widthwise.reproduction.zoo import GCN, MLP
 
     torch.manual_seed(0)
     d = data.digits(seed=0)

@@ -1,4 +1,4 @@
-"""Tests for widthwise.kernel, the ResidualMLP zoo model and `widthwise kernel`.
+"""Tests for widthwise.probes.kernel, the ResidualMLP zoo model and `widthwise kernel`.
 
 References (arc-cosine kernel, infinite-width recursion, cosine matrix, residual forward pass)
 are written here from their definitions with explicit loops, independently of the library.
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from widthwise.cli import main
-from widthwise.kernel import (
+from widthwise.probes.kernel import (
     circle_inputs,
     covariance_kernel,
     infinite_width_kernel,
@@ -24,7 +24,7 @@ from widthwise.kernel import (
     normalized_gram,
     scaling_grid,
 )
-from widthwise.zoo.residual_mlp import ResidualMLP, resolve_branch_scale
+from widthwise.probes.residual_mlp import ResidualMLP, resolve_branch_scale
 
 # --- independent references ----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for widthwise.similarity against naive references written here with explicit loops."""
+"""Tests for widthwise.probes.similarity against naive references written here with explicit loops."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from widthwise.similarity import (
+from widthwise.probes.similarity import (
     MinibatchCKA,
     block_structure,
     cka_cross,
@@ -293,7 +293,7 @@ def test_cka_matrix_default_layers_and_limits():
 
 
 def test_default_layers_of_zoo_resnet_in_execution_order():
-    zoo = pytest.importorskip("widthwise.zoo")
+    zoo = pytest.importorskip("widthwise.reproduction.zoo")
     net = zoo.ResNet("basic", [4, 8], [2, 1], in_channels=1, num_classes=3)
     r = cka_matrix(net, torch.randn(40, 1, 8, 8), batch_size=20)
     assert r.rows == ["layer1.0", "layer1.1", "layer2.0"]
@@ -533,7 +533,7 @@ def test_cli_help_and_one_line_errors(capsys, tmp_path):
 def test_cli_end_to_end(tmp_path, capsys):
     from widthwise.cli import main
 
-    pytest.importorskip("widthwise.zoo")
+    pytest.importorskip("widthwise.reproduction.zoo")
     out = tmp_path / "cka"
     argv = ["cka", "--widths", "0.25", "0.5", "--depths", "8", "--epochs", "1", "--size", "8"]
     argv += ["--cka-batch", "128", "--quiet", "--out", str(out)]

@@ -264,8 +264,8 @@ def test_report_is_wired(monkeypatch):
         return "report"
 
     monkeypatch.setattr(widthwise.report.Report, "from_run", staticmethod(fake_from_run))
-    assert tracker.report(title="x") == "report"
-    assert seen["run"] is tracker.run and seen["kw"] == {"title": "x"}
+    assert tracker.report(name="x") == "report"
+    assert seen["run"] is tracker.run and seen["kw"] == {"name": "x"}
 
 
 def test_snapshot_value_for_non_numeric_metric_is_kept_as_null():

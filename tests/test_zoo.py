@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from widthwise.zoo import (
+from widthwise.reproduction.zoo import (
     CNN1D,
     GCN,
     GRULM,

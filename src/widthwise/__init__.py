@@ -20,6 +20,8 @@ The framework integrations (:mod:`widthwise.integrations`) are imported on deman
 
 from __future__ import annotations
 
+from widthwise import _moved
+from widthwise._version import __version__
 from widthwise.groups import ChannelGroup, GroupingError, GroupingWarning, Member, find_groups
 from widthwise.norms import GroupStats, NormPlan, channel_norms, group_stats
 from widthwise.patterns import Verdict, classify, stable_from, synthetic_series
@@ -29,7 +31,7 @@ from widthwise.store import Run, RunFileError, RunStore, open_run
 from widthwise.streamline import WidthPlan, count_flops, count_params, streamline
 from widthwise.tracker import TrackerWarning, WidthTracker
 
-__version__ = "0.1.0"
+_moved.install()  # old paths: widthwise.zoo, widthwise.kernel, ... (moved to sub-packages)
 
 __all__ = [
     "ChannelGroup",

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"widthwise {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # an optional dependency is missing: say which and how to get it
+        print(f"widthwise {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

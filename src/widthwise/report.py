@@ -33,43 +33,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SUGGESTION = {"DS": "widen", "IS": "narrow", "undetermined": "keep"}
-
-TABLE_COLUMNS = [
-    "group",
-    "kind",
-    "layers",
-    "width",
-    "label",
-    "confidence",
-    "stage1_end",
-    "stage2_end",
-    "peak",
-    "peak_at",
-    "final_to_peak",
-    "retained",
-    "stable_from",
-    "suggestion",
-    "snapshots",
-    "reason",
-]
-GATE_COLUMNS = [
-    "group",
-    "gate",
-    "label",
-    "confidence",
-    "peak",
-    "peak_at",
-    "final_to_peak",
-    "suggestion",
-    "reason",
-]
+from widthwise.patterns import DS_MAX_RETAINED
+from widthwise.verdicts import (
+    RunLike,
+    _finite,
+    _present,
+    judge,
+)
 
 
 def legend() -> tuple[str, ...]:
     """What the verdicts and the terminal table's columns mean (lines under 100 characters)."""
-    from widthwise.patterns import DS_MAX_RETAINED
-
     return (
         "IS: variance rises and stays high: wide enough, can narrow.  DS: variance rises, then",
         "falls back low: would gain from width.  undetermined: neither is clear: keep.",
@@ -137,46 +111,20 @@ class Report:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_run(cls, run: Any, *, name: str | None = None) -> Report:
-        """Classify every group of ``run`` (anything with the ``Run`` interface)."""
-        from widthwise.patterns import classify, stable_from
-
+    def from_run(cls, run: RunLike, *, name: str | None = None) -> Report:
+        """Judge every group of ``run`` (:func:`widthwise.verdicts.judge`) and view the result."""
         # read once: the report describes the run as it was at this moment, even if it grows
         history = run.history(gates=True)
-        metrics = run.metrics()
-        if name is None:
-            name = _run_name(run)
-        rows, gate_rows, verdicts = [], [], {}
-        for group in run.groups:
-            steps, values = _series(history, group.name, "")
-            verdict = classify(values, steps) if len(values) else None
-            stable = stable_from(values, steps) if len(values) else None
-            verdicts[group.name] = verdict
-            rows.append(
-                {
-                    "group": group.name,
-                    "kind": group.kind,
-                    "layers": ", ".join(group.layers),
-                    "width": int(group.width),
-                    **_verdict_fields(verdict),
-                    "stable_from": _opt_int(stable),
-                    "snapshots": len(values),
-                }
-            )
-            for gate in _gates_of(history, group.name):
-                g_steps, g_values = _series(history, group.name, gate)
-                gv = classify(g_values, g_steps) if len(g_values) else None
-                fields = _verdict_fields(gv)
-                gate_rows.append(
-                    {"group": group.name, "gate": gate, **{k: fields[k] for k in GATE_COLUMNS[2:]}}
-                )
-        table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-        table["width"] = table["width"].astype("int64")
-        table["snapshots"] = table["snapshots"].astype("int64")
-        for col in ("stage1_end", "stage2_end", "peak_at", "stable_from"):
-            table[col] = table[col].astype("Int64")
-        gates = pd.DataFrame(gate_rows, columns=GATE_COLUMNS)
-        return cls(run, table, gates, verdicts, name, history, metrics)
+        judged = judge(run, history=history)
+        return cls(
+            run,
+            judged.table,
+            judged.gates,
+            judged.verdicts,
+            name if name is not None else _run_name(run),
+            history,
+            run.metrics(),
+        )
 
     # ------------------------------------------------------------------ terminal
     def to_text(self, width: int = 100) -> str:
@@ -534,53 +482,6 @@ img{max-width:100%;height:auto}.meta{color:#6c757d;font-size:.85em}
 """
 
 
-def _series(history: pd.DataFrame, group: str, gate: str) -> tuple[np.ndarray, np.ndarray]:
-    """Finite (step, variance) points of one group/gate, in step order."""
-    if not len(history):
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    sub = history[(history["group"] == group) & (history["gate"] == gate)].sort_values("step")
-    steps = sub["step"].to_numpy(dtype=np.int64)
-    values = sub["variance"].to_numpy(dtype=float)
-    keep = np.isfinite(values)
-    return steps[keep], values[keep]
-
-
-def _gates_of(history: pd.DataFrame, group: str) -> list[str]:
-    if not len(history):
-        return []
-    gates = history.loc[(history["group"] == group) & (history["gate"] != ""), "gate"]
-    return list(dict.fromkeys(gates))
-
-
-def _verdict_fields(verdict: Any) -> dict[str, Any]:
-    if verdict is None:
-        return {
-            "label": "undetermined",
-            "confidence": 0.0,
-            "stage1_end": None,
-            "stage2_end": None,
-            "peak": math.nan,
-            "peak_at": None,
-            "final_to_peak": math.nan,
-            "retained": math.nan,
-            "suggestion": SUGGESTION["undetermined"],
-            "reason": "no snapshots recorded",
-        }
-    label = str(verdict.label)
-    return {
-        "label": label,
-        "confidence": _opt_float(verdict.confidence),
-        "stage1_end": _opt_int(verdict.stage1_end),
-        "stage2_end": _opt_int(verdict.stage2_end),
-        "peak": _opt_float(verdict.peak),
-        "peak_at": _opt_int(verdict.peak_at),
-        "final_to_peak": _opt_float(verdict.final_to_peak),
-        "retained": _opt_float(getattr(verdict, "retained", None)),
-        "suggestion": SUGGESTION.get(label, "keep"),
-        "reason": verdict.reason,
-    }
-
-
 def _pick_snapshots(steps: np.ndarray, verdict: Any, k: int) -> list[int]:
     """Snapshot indices at the start, the stage boundaries and the end (then evenly spaced)."""
     n = len(steps)
@@ -671,22 +572,6 @@ def _meta_items(run: Any) -> list[tuple[str, str]]:
     user = meta.get("user") if isinstance(meta.get("user"), dict) else {}
     items += [(str(k), str(v)) for k, v in user.items() if k != "name"]
     return items
-
-
-def _present(v: Any) -> bool:
-    return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))
-
-
-def _finite(v: Any) -> bool:
-    return _present(v) and math.isfinite(float(v))
-
-
-def _opt_int(v: Any) -> int | None:
-    return int(v) if _finite(v) else None
-
-
-def _opt_float(v: Any) -> float:
-    return float(v) if _finite(v) else math.nan
 
 
 def _fmt(v: Any, spec: str = "d") -> str:

@@ -36,13 +36,16 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from widthwise.groups import ChannelGroup
 from widthwise.norms import STAT_COLUMNS
+
+if TYPE_CHECKING:
+    from widthwise.report import Report
 
 __all__ = ["SCHEMA_VERSION", "Run", "RunFileError", "RunStore", "open_run"]
 
@@ -240,11 +243,15 @@ class Run:
             {"step": "Int64", "epoch": "Int64", "wall_time": "float64", "value": "float64"}
         )
 
-    def report(self, **kw):
-        """A :class:`widthwise.report.Report` of this run."""
+    def report(self, *, name: str | None = None) -> Report:
+        """A :class:`widthwise.report.Report` of this run (``Report.from_run``).
+
+        A convenience for users: the one place where a lower layer reaches up to the view, so
+        the import happens here, at call time (see docs/design.md).
+        """
         from widthwise.report import Report
 
-        return Report.from_run(self, **kw)
+        return Report.from_run(self, name=name)
 
 
 def _check(conn: sqlite3.Connection, path: str) -> None:
@@ -534,7 +541,7 @@ class RunStore:
 def _initialise(
     conn: sqlite3.Connection, groups: Sequence[ChannelGroup], meta: Mapping[str, Any] | None
 ) -> None:
-    from widthwise import __version__
+    from widthwise._version import __version__
 
     names = [g.name for g in groups]
     dup = {n for n in names if names.count(n) > 1}

@@ -30,7 +30,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 import torch
@@ -43,7 +43,7 @@ from widthwise.groups import ChannelGroup, find_groups
 from widthwise.groups import _call_model as _call
 from widthwise.resize import Init, ResizeError, resize, shrink_with_torch_pruning
 
-__all__ = ["FlopCountWarning", "WidthPlan", "count_flops", "count_params", "streamline"]
+__all__ = ["FlopCountWarning", "HasVerdicts", "WidthPlan", "count_flops", "count_params", "streamline"]
 
 #: Default DS widening strength: a DS group at confidence 1 doubles before the budget search.
 WIDEN = 1.0
@@ -193,11 +193,11 @@ class WidthPlan:
     def to_config(self, model: nn.Module) -> dict[str, Any]:
         """The zoo model's constructor arguments with the planned widths.
 
-        Works for :mod:`widthwise.zoo` models: each width slot takes the new width of the group
+        Works for :mod:`widthwise.reproduction.zoo` models: each width slot takes the new width of the group
         its layer produces.
         """
         if not hasattr(model, "width_layers"):
-            raise TypeError("to_config needs a widthwise.zoo model (with width_layers)")
+            raise TypeError("to_config needs a widthwise.reproduction.zoo model (with width_layers)")
         new = self.widths
         slot_width: dict[str, int] = {}
         for g in self.groups:
@@ -207,9 +207,16 @@ class WidthPlan:
         return model.config_with_widths(widths)
 
 
+class HasVerdicts(Protocol):
+    """Anything that carries a verdict table (a :class:`widthwise.report.Report`)."""
+
+    @property
+    def table(self) -> pd.DataFrame: ...
+
+
 def streamline(
     model: nn.Module,
-    report: Any,
+    verdicts: pd.DataFrame | HasVerdicts,
     example_inputs: Any,
     budget: Literal["flops", "params"] | float | int = "flops",
     *,
@@ -226,13 +233,13 @@ def streamline(
 ) -> WidthPlan:
     """Plan new widths: widen DS groups, narrow IS groups, meet the budget.
 
-    ``report`` is a :class:`~widthwise.report.Report` (or its ``table``, a DataFrame with
-    ``group``, ``label`` and ``confidence``). ``budget`` is ``"flops"`` or ``"params"`` (keep
+    ``verdicts`` is the table of :func:`widthwise.verdicts.verdicts` (a DataFrame with
+    ``group``, ``label`` and ``confidence``) or a :class:`~widthwise.report.Report`. ``budget`` is ``"flops"`` or ``"params"`` (keep
     today's cost) or a number: a target cost, smaller or larger than today's, counted in
     ``budget_kind`` (default FLOPs). Verdicts below ``min_confidence`` count as undetermined.
     """
-    table = report.table if hasattr(report, "table") else report
-    verdicts = {r.group: (r.label, float(r.confidence)) for r in table.itertuples()}
+    table = verdicts if isinstance(verdicts, pd.DataFrame) else verdicts.table
+    labels = {r.group: (r.label, float(r.confidence)) for r in table.itertuples()}
     groups = list(groups) if groups is not None else find_groups(model, example_inputs)
     if isinstance(budget, str):
         if budget not in ("flops", "params"):
@@ -251,7 +258,7 @@ def streamline(
 
     moves: dict[str, tuple[int, float, int]] = {}  # name -> (direction, confidence, floor)
     for g in groups:
-        label, conf = verdicts.get(g.name, ("undetermined", 0.0))
+        label, conf = labels.get(g.name, ("undetermined", 0.0))
         if conf < min_confidence or label not in ("IS", "DS"):
             continue
         step = _lcm(max(g.divisor, 1), max(round_to, 1))
@@ -310,7 +317,7 @@ def streamline(
 
     rows = []
     for g in groups:
-        label, conf = verdicts.get(g.name, ("undetermined", 0.0))
+        label, conf = labels.get(g.name, ("undetermined", 0.0))
         new = best[g.name]
         if g.name in moves:
             why = f"{label} (confidence {conf:.2f}): " + (

@@ -27,7 +27,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from widthwise.distributed import has_sharded_parameters, is_writer, plain_copy,
 from widthwise.groups import ChannelGroup
 from widthwise.norms import Mode, NormPlan
 from widthwise.store import Run, RunStore
+
+if TYPE_CHECKING:
+    from widthwise.report import Report
 
 __all__ = ["TrackerWarning", "WidthTracker"]
 
@@ -224,11 +227,15 @@ class WidthTracker:
     def metrics(self) -> pd.DataFrame:
         return self.run.metrics()
 
-    def report(self, **kw):
-        """A :class:`widthwise.report.Report` of the run so far."""
+    def report(self, *, name: str | None = None) -> Report:
+        """A :class:`widthwise.report.Report` of the run so far (``Report.from_run``).
+
+        A convenience for users: the one place where a lower layer reaches up to the view, so
+        the import happens here, at call time (see docs/design.md).
+        """
         from widthwise.report import Report
 
-        return Report.from_run(self.run, **kw)
+        return Report.from_run(self.run, name=name)
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

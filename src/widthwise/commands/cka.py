@@ -121,7 +121,7 @@ def _check(args: argparse.Namespace) -> None:
 def _data(args: argparse.Namespace) -> Any:
     import torch.nn.functional as F
 
-    from widthwise.data import digits
+    from widthwise.reproduction.data import digits
 
     d = digits(seed=args.seed, flatten=False)
 
@@ -176,14 +176,14 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from widthwise.similarity import (
+    from widthwise.probes.similarity import (
         block_structure,
         cka_matrix,
         compare_predictions,
         pc1_share,
         report_section,
     )
-    from widthwise.zoo import ResNet
+    from widthwise.reproduction.zoo import ResNet
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from widthwise.demo import run_demo
+    from widthwise.reproduction.demo import run_demo
 
     if args.epochs < 1:
         raise CLIError(f"--epochs must be at least 1, got {args.epochs}")

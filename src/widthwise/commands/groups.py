@@ -19,9 +19,9 @@ def register(subparsers) -> None:
         "groups",
         help="list the channel groups (channels resized together) of a model",
         description="Build a model from MODULE:CALLABLE (an importable module such as "
-        "widthwise.zoo:MLP, or a file path such as path/to/net.py:build), trace it on a random "
+        "widthwise.reproduction.zoo:MLP, or a file path such as path/to/net.py:build), trace it on a random "
         "input and print its channel groups.",
-        epilog="example: widthwise groups widthwise.zoo:MLP --kwargs "
+        epilog="example: widthwise groups widthwise.reproduction.zoo:MLP --kwargs "
         '\'{"in_features": 40, "widths": [64, 8], "out_features": 10}\' --input-shape 2,40',
     )
     p.add_argument("target", metavar="MODULE:CALLABLE", help="what builds the model")
@@ -49,7 +49,7 @@ def load_callable(target: str):
     """Resolve ``module.path:name`` or ``file.py:name`` to the object it names."""
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
-        raise CLIError(f"expected MODULE:CALLABLE (e.g. widthwise.zoo:MLP), got {target!r}")
+        raise CLIError(f"expected MODULE:CALLABLE (e.g. widthwise.reproduction.zoo:MLP), got {target!r}")
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)
         if not path.is_file():

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--inits must be >= 1; got {args.inits}")
     if args.points < 2:
         raise CLIError(f"--points must be >= 2; got {args.points}")
-    from widthwise.zoo.residual_mlp import resolve_branch_scale
+    from widthwise.probes.residual_mlp import resolve_branch_scale
 
     scales = [s.strip() for s in args.branch_scale.split(",") if s.strip()]
     if not scales:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from widthwise.kernel import circle_inputs, plot_scaling_grids, scaling_grid
+    from widthwise.probes.kernel import circle_inputs, plot_scaling_grids, scaling_grid
 
     inputs = circle_inputs(args.points)
     grids = []
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         cells = dist.map(lambda v: f"{v:.3f}") + noise.map(lambda v: f" ({v:.3f})")
         print(cells.rename_axis(index="depth", columns="width").to_string())
         if g.limit is not None:
-            from widthwise.kernel import kernel_distance
+            from widthwise.probes.kernel import kernel_distance
 
             print(
                 f"corner to the common width/depth limit (ODE): "

@@ -45,7 +45,7 @@ def _bar(total: int, desc: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from widthwise import experiments
+    from widthwise.reproduction import experiments
 
     if args.seeds is not None and args.seeds < 1:
         raise CLIError(f"--seeds must be at least 1, got {args.seeds}")
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def _streamline(args: argparse.Namespace, out: Path) -> int:
     import pandas as pd
 
-    from widthwise import experiments
+    from widthwise.reproduction import experiments
 
     frames = []
     for name in args.families:

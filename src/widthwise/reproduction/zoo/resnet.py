@@ -8,7 +8,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from widthwise.zoo._base import WidthConfigurable, check_positive, check_widths, scale_width
+from widthwise.reproduction.zoo._base import (
+    WidthConfigurable,
+    check_positive,
+    check_widths,
+    scale_width,
+)
 
 Block = Literal["basic", "bottleneck"]
 Stem = Literal["cifar", "imagenet"]

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from widthwise.zoo._base import WidthConfigurable, check_positive, check_widths, make_activation
+from widthwise.reproduction.zoo._base import (
+    WidthConfigurable,
+    check_positive,
+    check_widths,
+    make_activation,
+)
 
 
 class CNN1D(WidthConfigurable):
@@ -25,7 +30,7 @@ class CNN1D(WidthConfigurable):
         num_classes: classifier outputs.
         kernel_size: odd kernel size of every conv.
         batch_norm: add BatchNorm1d after every conv.
-        activation: see :class:`~widthwise.zoo.MLP`.
+        activation: see :class:`~widthwise.reproduction.zoo.MLP`.
 
     ``widths()`` is the conv widths; ``width_slots()`` maps ``"convs.i"`` to ``widths[i]``.
 

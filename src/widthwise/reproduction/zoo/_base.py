@@ -1,4 +1,4 @@
-"""The rebuild contract shared by every zoo model (see :mod:`widthwise.zoo`)."""
+"""The rebuild contract shared by every zoo model (see :mod:`widthwise.reproduction.zoo`)."""
 
 from __future__ import annotations
 

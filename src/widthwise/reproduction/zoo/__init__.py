@@ -20,7 +20,7 @@ Families: :class:`MLP`, :class:`CNN1D` (MNIST-1D), :class:`VGG` (``vgg11`` … `
 :class:`GCN` (with :func:`normalize_adjacency`), :class:`UNet`, and :class:`ResidualMLP`, the
 model of the width/depth kernel probe (constructor arguments only; it has no ``widths()``).
 
->>> from widthwise.zoo import MLP
+>>> from widthwise.reproduction.zoo import MLP
 >>> net = MLP(10, [32, 16], 3)
 >>> wider = MLP.from_config({**net.config(), "widths": [64, 16]})
 >>> wider.widths() == net.with_widths([64, 16]).widths() == [64, 16]
@@ -32,16 +32,16 @@ True
 
 from __future__ import annotations
 
-from widthwise.zoo._base import WidthConfigurable
-from widthwise.zoo.cnn1d import CNN1D
-from widthwise.zoo.gcn import GCN, normalize_adjacency
-from widthwise.zoo.gru import GRULM
-from widthwise.zoo.mlp import MLP
-from widthwise.zoo.residual_mlp import ResidualMLP
-from widthwise.zoo.resnet import ResNet, resnet18, resnet20, resnet50
-from widthwise.zoo.unet import UNet
-from widthwise.zoo.vgg import VGG, vgg11, vgg13, vgg16, vgg19
-from widthwise.zoo.vit import ViT
+from widthwise.probes.residual_mlp import ResidualMLP
+from widthwise.reproduction.zoo._base import WidthConfigurable
+from widthwise.reproduction.zoo.cnn1d import CNN1D
+from widthwise.reproduction.zoo.gcn import GCN, normalize_adjacency
+from widthwise.reproduction.zoo.gru import GRULM
+from widthwise.reproduction.zoo.mlp import MLP
+from widthwise.reproduction.zoo.resnet import ResNet, resnet18, resnet20, resnet50
+from widthwise.reproduction.zoo.unet import UNet
+from widthwise.reproduction.zoo.vgg import VGG, vgg11, vgg13, vgg16, vgg19
+from widthwise.reproduction.zoo.vit import ViT
 
 __all__ = [
     "CNN1D",

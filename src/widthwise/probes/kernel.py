@@ -7,7 +7,7 @@ symmetric, positive semi-definite), averaged over independent random initialisat
 Hayou & Yang (2023) and Hayou (2023) show that for a residual network whose branches are scaled
 by ``1/sqrt(depth)`` this kernel converges to one deterministic limit however width and depth go
 to infinity (width first, depth first, or together); without the scaling the limits disagree.
-:func:`scaling_grid` measures the kernel of :class:`~widthwise.zoo.residual_mlp.ResidualMLP`
+:func:`scaling_grid` measures the kernel of :class:`~widthwise.probes.residual_mlp.ResidualMLP`
 over a grid of widths and depths and its distance to the kernel at the largest width and depth,
 along both orders, so the claim can be checked on your own sizes.
 
@@ -16,7 +16,7 @@ For ReLU residual MLPs the infinite-width kernel is known exactly
 commuting limit of the scaled network (:func:`limit_kernel`, the ODE of Hayou & Yang).
 
 >>> import torch
->>> from widthwise.zoo.residual_mlp import ResidualMLP
+>>> from widthwise.probes.residual_mlp import ResidualMLP
 >>> x = circle_inputs(4)
 >>> K = covariance_kernel(lambda: ResidualMLP(2, width=64, depth=4), x, n_inits=4, seed=0)
 >>> tuple(K.shape), bool(torch.allclose(K.diagonal(), torch.ones(4, dtype=K.dtype)))
@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from widthwise.zoo.residual_mlp import BranchScale, ResidualMLP, resolve_branch_scale
+from widthwise.probes.residual_mlp import BranchScale, ResidualMLP, resolve_branch_scale
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -422,7 +422,7 @@ def scaling_grid(
     Args:
         widths, depths: grid values (sorted and de-duplicated); the largest pair is the
             reference every cell is compared with.
-        branch_scale: see :class:`~widthwise.zoo.residual_mlp.ResidualMLP`.
+        branch_scale: see :class:`~widthwise.probes.residual_mlp.ResidualMLP`.
         inputs: ``[m, in_features]``; default :func:`circle_inputs` ``(8)``.
         n_inits: initialisations per cell.
         seed: every cell uses the same seed (its own weights differ by shape anyway).

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from widthwise.zoo._base import WidthConfigurable, check_positive, check_widths
+from widthwise.reproduction.zoo._base import WidthConfigurable, check_positive, check_widths
 
 
 def normalize_adjacency(

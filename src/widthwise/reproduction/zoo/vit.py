@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from widthwise.zoo._base import WidthConfigurable, check_positive, check_widths
+from widthwise.reproduction.zoo._base import WidthConfigurable, check_positive, check_widths
 
 
 class Attention(nn.Module):

@@ -16,7 +16,7 @@ measured with seed 0): a verdict is evidence about a training run, not a law of 
 The run files (``mlp.sqlite``, ``cnn.sqlite``) and one HTML page covering both (``report.html``)
 go to the output directory. Everything is seeded: the same ``seed`` gives the same runs.
 
->>> from widthwise.demo import DEMO_MODELS
+>>> from widthwise.reproduction.demo import DEMO_MODELS
 >>> [(m.name, m.widths) for m in DEMO_MODELS]
 [('mlp', [512, 8, 256]), ('cnn', [4, 64, 128])]
 """
@@ -48,8 +48,8 @@ class DemoModel:
     note: str = ""
 
     def build(self) -> nn.Module:
-        from widthwise.zoo.cnn1d import CNN1D
-        from widthwise.zoo.mlp import MLP
+        from widthwise.reproduction.zoo.cnn1d import CNN1D
+        from widthwise.reproduction.zoo.mlp import MLP
 
         if self.family == "mlp":
             return MLP(40, list(self.widths), 10)
@@ -98,7 +98,7 @@ def train_tracked(
     progress: Callable[[int], None] | None = None,
     analyses: dict | None = None,
 ):
-    """Train ``model`` on a :class:`~widthwise.data.TensorSplit` with a :class:`WidthTracker`.
+    """Train ``model`` on a :class:`~widthwise.reproduction.data.TensorSplit` with a :class:`WidthTracker`.
 
     A snapshot is taken before the first step, every ``snapshot_every`` steps and after the last
     one, with the mean training loss since the previous snapshot; the test accuracy is logged at
@@ -201,8 +201,8 @@ def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, 
     from tqdm.auto import tqdm
 
     from widthwise.analysis import figures
-    from widthwise.data import mnist1d
     from widthwise.report import save_html
+    from widthwise.reproduction.data import mnist1d
 
     out = Path(out_dir)
     trackers = []

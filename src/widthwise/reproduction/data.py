@@ -7,7 +7,7 @@ Nothing here downloads. Generators take a ``seed`` and leave the global random s
 * :func:`digits` — scikit-learn's bundled 8x8 digits;
 * :func:`teacher_student` — Gaussian inputs labelled by a random teacher MLP of known widths;
 * :func:`sbm_graph` — stochastic-block-model graph for node classification;
-* :func:`char_corpus` — character-level text shipped with Python, for :class:`~widthwise.zoo.GRULM`;
+* :func:`char_corpus` — character-level text shipped with Python, for :class:`~widthwise.reproduction.zoo.GRULM`;
 * :func:`cifar10`, :func:`cifar100`, :func:`tiny_imagenet` — readers of the usual file formats.
 
 Supervised sets come back as a :class:`TensorSplit`:
@@ -36,6 +36,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from widthwise.reproduction import require_extra
 
 __all__ = [
     "CharCorpus",
@@ -144,7 +146,7 @@ class TeacherStudent:
 
     Attributes:
         data: the :class:`TensorSplit`.
-        teacher: the teacher (:class:`~widthwise.zoo.MLP`, in eval mode).
+        teacher: the teacher (:class:`~widthwise.reproduction.zoo.MLP`, in eval mode).
         teacher_widths: the teacher's hidden widths.
     """
 
@@ -177,8 +179,8 @@ class GraphData:
         return self.x.shape[0]
 
     def adjacency(self) -> torch.Tensor:
-        """The normalised sparse adjacency for :class:`~widthwise.zoo.GCN`."""
-        from widthwise.zoo.gcn import normalize_adjacency
+        """The normalised sparse adjacency for :class:`~widthwise.reproduction.zoo.GCN`."""
+        from widthwise.reproduction.zoo.gcn import normalize_adjacency
 
         return normalize_adjacency(self.edge_index, self.num_nodes)
 
@@ -213,6 +215,7 @@ def mnist1d(
     >>> tuple(d.x_train.shape), tuple(d.x_test.shape), d.num_classes
     ((80, 40), (20, 40), 10)
     """
+    require_extra("MNIST-1D")
     with preserve_random_state():
         from mnist1d.data import get_dataset_args, make_dataset
         from mnist1d.utils import ObjectView
@@ -275,6 +278,7 @@ def digits(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    require_extra("the digits data set")
     with preserve_random_state():  # importing scikit-learn draws from the global `random`
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -315,7 +319,7 @@ def teacher_student(
 ) -> TeacherStudent:
     """Gaussian inputs labelled by a random teacher MLP whose hidden widths are known.
 
-    The teacher is a :class:`~widthwise.zoo.MLP` with weights drawn from N(0, 1/fan_in) and
+    The teacher is a :class:`~widthwise.reproduction.zoo.MLP` with weights drawn from N(0, 1/fan_in) and
     zero biases. For ``task="regression"`` the targets are the teacher's outputs plus
     ``noise``-scaled Gaussian noise, shape ``[N, out_features]``; for ``"classification"`` the
     label is the argmax of ``out_features >= 2`` teacher outputs (plus noise before the argmax).
@@ -324,7 +328,7 @@ def teacher_student(
     >>> tuple(ts.data.x_train.shape), tuple(ts.data.y_test.shape), ts.teacher_widths
     ((10, 5), (6, 1), [8, 4])
     """
-    from widthwise.zoo.mlp import MLP
+    from widthwise.reproduction.zoo.mlp import MLP
 
     if task not in ("regression", "classification"):
         raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from widthwise import data as wdata
-from widthwise import zoo
 from widthwise.groups import ChannelGroup
 from widthwise.patterns import classify
+from widthwise.reproduction import data as wdata
+from widthwise.reproduction import zoo
 
 __all__ = ["FAMILIES", "Family", "Task", "examined_group", "streamline_proof", "sweep", "train"]
 

@@ -8,7 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from widthwise.zoo._base import WidthConfigurable, check_positive, check_widths, make_activation
+from widthwise.reproduction.zoo._base import (
+    WidthConfigurable,
+    check_positive,
+    check_widths,
+    make_activation,
+)
 
 
 class MLP(WidthConfigurable):

@@ -8,7 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from widthwise.zoo._base import WidthConfigurable, check_positive, check_widths, scale_width
+from widthwise.reproduction.zoo._base import (
+    WidthConfigurable,
+    check_positive,
+    check_widths,
+    scale_width,
+)
 
 
 def _parse(spec: str) -> list[int | str]:
