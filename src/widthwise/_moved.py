@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from types import ModuleType
 
 #: old module name -> new module name (prefixes: ``widthwise.zoo.mlp`` follows ``widthwise.zoo``).
@@ -51,7 +53,12 @@ class _AliasLoader(importlib.abc.Loader):
 class AliasFinder(importlib.abc.MetaPathFinder):
     """Finds the old names; installed once by ``widthwise/__init__.py``."""
 
-    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
         new = new_name(fullname) if fullname.startswith("widthwise.") else None
         if new is None:
             return None

@@ -19,7 +19,7 @@ Channel vectors are read from the members of a :class:`~widthwise.groups.Channel
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,10 @@ class SignFlips:
     def __init__(self, model: nn.Module, groups: Iterable[ChannelGroup]):
         self.model = model
         self.groups = [g for g in groups if self._has_matrix(model, g)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Start again: the signs of the weights *now* become the reference; no rows."""
         self._initial = self._signs()
         self._rows: list[dict] = []
 
@@ -146,10 +150,10 @@ class SignFlips:
         """A long DataFrame: ``step, group, flipped``."""
         return pd.DataFrame(self._rows, columns=["step", "group", "flipped"])
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"initial": {k: v.cpu() for k, v in self._initial.items()}, "rows": list(self._rows)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         device = next(iter(self._initial.values())).device if self._initial else "cpu"
         self._initial = {k: v.to(device) for k, v in state["initial"].items()}
         self._rows = list(state["rows"])
@@ -254,8 +258,7 @@ class NormGradCorrelation:
             if any(m.role == "producer" and params[m.param].dim() >= 2 for m in g.members)
         ]
         self.every = max(1, int(every))
-        self._calls = 0
-        self._rows: list[dict] = []
+        self.reset()
         self._handle = (
             optimizer.register_step_pre_hook(lambda *_: self.update()) if optimizer else None
         )
@@ -294,6 +297,18 @@ class NormGradCorrelation:
     def compute(self) -> pd.DataFrame:
         """A long DataFrame: ``step, group, pearson, spearman``."""
         return pd.DataFrame(self._rows, columns=["step", "group", "pearson", "spearman"])
+
+    def reset(self) -> None:
+        """Forget every measurement (the optimiser hook stays)."""
+        self._calls = 0
+        self._rows: list[dict] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"calls": self._calls, "rows": list(self._rows)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._calls = int(state["calls"])
+        self._rows = list(state["rows"])
 
     def close(self) -> None:
         """Remove the optimiser hook."""

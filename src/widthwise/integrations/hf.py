@@ -43,7 +43,7 @@ _LIVE: weakref.WeakValueDictionary[str, WidthTrainerCallback] = weakref.WeakValu
 _UNRESOLVED: weakref.WeakSet[WidthTrainerCallback] = weakref.WeakSet()
 
 
-class WidthTrainerCallback(_trainer_callback.TrainerCallback, _trainer_callback.ExportableState):
+class WidthTrainerCallback(_trainer_callback.TrainerCallback, _trainer_callback.ExportableState):  # type: ignore[name-defined]
     """Record a widthwise run while a Hugging Face ``Trainer`` trains.
 
     Args:

@@ -26,6 +26,7 @@ commuting limit of the scaled network (:func:`limit_kernel`, the ODE of Hayou & 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from widthwise.probes.residual_mlp import BranchScale, ResidualMLP, resolve_branch_scale
+from widthwise.probes.residual_mlp import Block, BranchScale, ResidualMLP, resolve_branch_scale
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -102,13 +104,15 @@ def _init_seeds(seed: int, n_inits: int) -> list[int]:
 
 
 def _reinitialise(model: nn.Module) -> None:
-    if callable(getattr(model, "reset_parameters", None)):
-        model.reset_parameters()
+    reset = getattr(model, "reset_parameters", None)
+    if callable(reset):
+        reset()
         return
     found = False
     for module in model.modules():
-        if module is not model and callable(getattr(module, "reset_parameters", None)):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if module is not model and callable(reset):
+            reset()
             found = True
     if not found:
         raise ValueError(
@@ -185,11 +189,11 @@ def kernel_samples(
         raise ValueError(f"n_inits must be an integer >= 1, got {n_inits!r}")
     if not reinit and n_inits != 1:
         raise ValueError("reinit=False measures one fixed model: use n_inits=1")
-    is_module = isinstance(model_or_factory, nn.Module)
-    if not is_module and not callable(model_or_factory):
+    given = model_or_factory if isinstance(model_or_factory, nn.Module) else None
+    if given is None and not callable(model_or_factory):
         raise TypeError("model_or_factory must be an nn.Module or a callable returning one")
-    if is_module and not reinit:
-        model = model_or_factory
+    if given is not None and not reinit:
+        model = given
         was_training = model.training
         model.eval()
         try:
@@ -198,11 +202,11 @@ def kernel_samples(
             model.train(was_training)
     if isinstance(layer, nn.Module):
         # Samples run on copies or fresh models, so a module given by identity must be named.
-        names = {id(m): n for n, m in model_or_factory.named_modules()} if is_module else {}
+        names = {id(m): n for n, m in given.named_modules()} if given is not None else {}
         if id(layer) not in names:
             raise ValueError("layer must be given by name (as in named_modules()) here")
         layer = names[id(layer)]
-    work = copy.deepcopy(model_or_factory) if is_module else None
+    work = copy.deepcopy(given) if given is not None else None
     kernels = []
     devices = [inputs.device] if inputs.device.type == "cuda" else []
     for s in _init_seeds(seed, n_inits):
@@ -212,7 +216,8 @@ def kernel_samples(
                 _reinitialise(work)
                 model = work
             else:
-                model = model_or_factory()  # type: ignore[operator]
+                assert callable(model_or_factory)
+                model = model_or_factory()
                 if not isinstance(model, nn.Module):
                     raise TypeError("the factory must return an nn.Module")
         model.eval()
@@ -364,7 +369,7 @@ class ScalingGrid:
     paths: pd.DataFrame
     limit: np.ndarray | None = None
     activation: str = "relu"
-    block: str = "single"
+    block: Block = "single"
     meta: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -414,7 +419,7 @@ def scaling_grid(
     n_inits: int = 16,
     seed: int = 0,
     activation: str = "relu",
-    block: str = "single",
+    block: Block = "single",
     progress: bool = False,
 ) -> ScalingGrid:
     """Measure the kernel of ``ResidualMLP(width, depth)`` for every width and depth.
@@ -451,8 +456,14 @@ def scaling_grid(
         cells, desc=f"kernel grid, branch scale {branch_scale}", unit="cell", disable=not progress
     ):
         samples[(w, d)] = kernel_samples(
-            lambda w=w, d=d: ResidualMLP(
-                x.shape[1], w, d, branch_scale=branch_scale, activation=activation, block=block
+            functools.partial(
+                ResidualMLP,
+                x.shape[1],
+                w,
+                d,
+                branch_scale=branch_scale,
+                activation=activation,
+                block=block,
             ),
             x,
             n_inits=n_inits,
@@ -578,7 +589,7 @@ def plot_scaling_grids(grids: Sequence[ScalingGrid]) -> Figure:
     return fig
 
 
-def _plot_rows(ax: object, g: ScalingGrid, label: str) -> None:
+def _plot_rows(ax: Axes, g: ScalingGrid, label: str) -> None:
     angle = np.degrees(np.arccos(normalized_gram(g.inputs).numpy()[0]))
     w1 = g.widths[-1]
     for d in g.depths:

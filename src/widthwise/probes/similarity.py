@@ -37,7 +37,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -247,6 +247,52 @@ class MinibatchCKA:
         if self.cross is None:
             raise ValueError("no minibatch was added; call update() first")
         return _normalise(self.cross, self.self_a, self.self_b)  # type: ignore[arg-type]
+
+    _SUMS = ("cross", "self_a", "self_b")
+    _COUNTS = ("n_examples", "n_batches", "max_batch")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accumulated sums (on the CPU) and counts: enough to resume or merge."""
+        state: dict[str, Any] = {"unbiased": self.unbiased, "symmetric": self.symmetric}
+        for name in self._SUMS:
+            t = getattr(self, name)
+            state[name] = None if t is None else t.detach().cpu()
+        state.update({name: getattr(self, name) for name in self._COUNTS})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if bool(state["unbiased"]) != self.unbiased:
+            raise ValueError("the state was accumulated with the other estimator (unbiased=...)")
+        self.symmetric = state["symmetric"]
+        for name in self._SUMS:
+            setattr(self, name, None if state[name] is None else state[name].clone())
+        for name in self._COUNTS:
+            setattr(self, name, int(state[name]))
+
+    def sync(self, group: Any = None) -> None:
+        """Sum the state over the ranks of a ``torch.distributed`` process group.
+
+        Every rank must have seen its own examples (e.g. a ``DistributedSampler``) and the
+        same number of layers; afterwards every rank's :meth:`compute` gives the CKA over all
+        examples, the number one process would get from the union of the minibatches.
+        A no-op when ``torch.distributed`` is not initialised.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        if self.cross is None:
+            raise ValueError("sync() needs at least one update() on every rank")
+        for name in self._SUMS:
+            dist.all_reduce(getattr(self, name), group=group)
+        counts = torch.tensor(
+            [self.n_examples, self.n_batches], dtype=torch.int64, device=self.cross.device
+        )
+        dist.all_reduce(counts, group=group)
+        biggest = torch.tensor([self.max_batch], dtype=torch.int64, device=self.cross.device)
+        dist.all_reduce(biggest, op=dist.ReduceOp.MAX, group=group)
+        self.n_examples, self.n_batches = (int(v) for v in counts.tolist())
+        self.max_batch = int(biggest.item())
 
 
 # --------------------------------------------------------------------------------------------
@@ -715,7 +761,7 @@ def block_structure(
     names = list(names) if names is not None else [str(i) for i in range(n)]
     ok = np.nan_to_num(np.minimum(mat, mat.T), nan=-np.inf) >= threshold
     # Farthest end of a valid run from each start; the valid property is inherited by sub-runs.
-    candidates = []
+    candidates: list[tuple[int, int, float, float]] = []
     for s in range(n):
         e = s
         while e + 1 < n and ok[s : e + 2, e + 1].all():
@@ -919,9 +965,9 @@ def compare_predictions(
             pb.append(outs[1])
     if not labels:
         raise ValueError("data yielded no batches")
-    y, a, b = (torch.cat(t).numpy() for t in (labels, pa, pb))
+    y_np, a, b = (torch.cat(t).numpy() for t in (labels, pa, pb))
     ex = pd.DataFrame(
-        {"label": y, "pred_a": a, "pred_b": b, "correct_a": a == y, "correct_b": b == y}
+        {"label": y_np, "pred_a": a, "pred_b": b, "correct_a": a == y_np, "correct_b": b == y_np}
     )
     ex["disagree"] = ex.pred_a != ex.pred_b
     ex["only_a_correct"] = ex.correct_a & ~ex.correct_b
