@@ -13,8 +13,8 @@ import warnings
 
 import torch
 
-from widthwise.reproduction import experiments, find_groups
 from widthwise.analysis import channel_vectors, ifm_width
+from widthwise.reproduction import experiments, find_groups
 
 BETAS = (0.3, 0.5, 0.7, 0.8, 0.9)
 

@@ -30,9 +30,9 @@ from torch import nn
 
 from widthwise import find_groups
 from widthwise.norms import NormPlan
-from widthwise.tracker import WidthTracker
 from widthwise.reproduction.zoo import ViT
 from widthwise.reproduction.zoo.resnet import resnet50
+from widthwise.tracker import WidthTracker
 
 
 def timed(fn, repeats: int) -> float:

@@ -14,8 +14,8 @@ import torch
 from test_report import train_tracked
 from widthwise.cli import main
 from widthwise.groups import find_groups
-from widthwise.store import open_run
 from widthwise.reproduction.zoo.mlp import MLP
+from widthwise.store import open_run
 
 
 @pytest.fixture(scope="module", autouse=True)
