@@ -23,6 +23,7 @@ SRC = Path(widthwise.__file__).parent
 #: report / plan -> resize. A module may import only those before it.
 ORDER = [
     "_version",
+    "_extras",
     "groups",
     "_recurrent",
     "distributed",

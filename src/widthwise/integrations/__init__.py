@@ -13,37 +13,12 @@ is imported, so ``import widthwise`` never needs them:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
+from widthwise._extras import MissingExtraError, require
+
 __all__ = ["MissingExtraError", "require", "scalar_metrics"]
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of an integration is not installed; the message gives the fix."""
-
-
-def require(module: str, extra: str, what: str) -> ModuleType:
-    """Import ``module`` or raise a one-line :class:`MissingExtraError` naming the install command.
-
-    >>> require("math", "none", "nothing").pi > 3
-    True
-    >>> require("no_such_module_xyz", "lightning", "WidthCallback")
-    Traceback (most recent call last):
-    ...
-    widthwise.integrations.MissingExtraError: WidthCallback needs no_such_module_xyz, which could not be imported (No module named 'no_such_module_xyz'): pip install "widthwise[lightning]"
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        # Name what actually failed: the framework itself, or a dependency of an installed one.
-        missing = err.name or module
-        raise MissingExtraError(
-            f"{what} needs {missing}, which could not be imported ({err}): "
-            f'pip install "widthwise[{extra}]"'
-        ) from None
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import importlib.util
 
-#: import name -> distribution name of what the ``reproduce`` extra installs
-EXTRA = {"mnist1d": "mnist1d", "sklearn": "scikit-learn"}
+from widthwise._extras import MissingExtraError
 
 
 def require_extra(what: str) -> None:
-    """Raise one clear ImportError when the ``reproduce`` extra is not installed."""
-    missing = [dist for mod, dist in EXTRA.items() if importlib.util.find_spec(mod) is None]
+    """Raise one clear :class:`~widthwise._extras.MissingExtraError` when the ``reproduce``
+    extra (MNIST-1D, scikit-learn) is not installed. Nothing is imported here: importing
+    scikit-learn draws from the global ``random``, which the data generators protect."""
+    missing = [m for m in ("mnist1d", "sklearn") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ImportError(
-            f"{what} needs {', '.join(missing)}: install the harness extra with "
-            "pip install 'widthwise[reproduce]'"
+        raise MissingExtraError(
+            f"{what} needs {', '.join(missing)}, which is not installed: "
+            'pip install "widthwise[reproduce]"'
         )
