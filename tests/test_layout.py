@@ -146,3 +146,22 @@ def test_old_import_paths_still_work() -> None:
     assert widthwise.kernel is widthwise.probes.kernel
     assert MLP is widthwise.reproduction.zoo.mlp.MLP
     assert ResidualMLP.__module__ == "widthwise.probes.residual_mlp"
+
+
+def test_a_missing_harness_extra_is_one_line_with_the_install_command(
+    monkeypatch, capsys, tmp_path
+) -> None:
+    import importlib.util as util
+
+    from widthwise.cli import main
+    from widthwise.reproduction import data
+
+    real = util.find_spec
+    monkeypatch.setattr(
+        util, "find_spec", lambda name, *a: None if name == "mnist1d" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r'needs mnist1d.*pip install "widthwise\[reproduce\]"'):
+        data.mnist1d(num_samples=10)
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "widthwise[reproduce]" in err, err
