@@ -1,0 +1,29 @@
+"""Channel groups: the sets of channels that must be permuted or resized together.
+
+* :mod:`~widthwise.groups.types`: the plain data (:class:`Member`, :class:`ChannelGroup`) and
+  :class:`GroupingError` / :class:`GroupingWarning`.
+* :mod:`~widthwise.groups.finder`: :func:`find_groups` (Torch-Pruning's dependency graph turned
+  into members through a table from op type to member builders).
+* :mod:`~widthwise.groups.verify`: the permutation check every group must pass, and
+  :func:`call_model`.
+* :mod:`~widthwise.groups.recurrent`: GRU/LSTM/RNN and ``nn.MultiheadAttention``, which
+  Torch-Pruning cannot trace, written from their definition.
+
+Imports run one way: types <- verify, recurrent <- finder <- this package.
+"""
+
+from widthwise.groups.finder import find_groups
+from widthwise.groups.types import ChannelGroup, GroupingError, GroupingWarning, Member
+from widthwise.groups.verify import call_model
+
+# old private name, still imported by streamline and resize
+_call_model = call_model
+
+__all__ = [
+    "ChannelGroup",
+    "GroupingError",
+    "GroupingWarning",
+    "Member",
+    "call_model",
+    "find_groups",
+]
