@@ -342,6 +342,9 @@ class _Finder:
         self.modules = dict(model.named_modules())
         self.ignored = self._resolve_ignore(ignore)
         self.left_out: dict[str, str] = {}
+        self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
+        self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
+        self.fallbacks: list[tuple] = []  # (consumer name, module, [(producer name, module)])
 
     # -- input / output plumbing ------------------------------------------------------------
 
@@ -407,6 +410,7 @@ class _Finder:
             with (
                 rec.CutHooks(self.model) as cuts,
                 _no_new_hooks(self.model),
+                _tolerant_index_mapping(),
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore")
@@ -488,8 +492,10 @@ class _Finder:
         # parameters outside any module Torch-Pruning understands (it guesses their channel dim)
         self.unwrapped = {p: self.param_name[p] for p, _ in dg.unwrapped_parameters}
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
-        tp.dependency.index_mapping.update_index_mapping(dg)
+        _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
+        # no index list can be longer than the longest tensor dimension it could address
+        self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
         visited: set = set()
         late: list[str] = []
         raws: list[_Raw] = []
@@ -508,13 +514,17 @@ class _Finder:
                 if time.monotonic() > self.deadline:
                     late.append(rname)
                 else:
+                    self.unfinished.append(root)
+                    self.root_keys.setdefault(rname, set()).add(rname)
                     self.left_out[rname] = (
                         f"the dependency walk from it did not end within {budget} steps "
-                        "(Torch-Pruning's index maps cycle here, e.g. repeated key/value heads)"
+                        "(Torch-Pruning's index maps cycle or multiply here: reshaped heads, "
+                        "rotary embeddings, repeated key/value heads)"
                     )
                 continue
             except Exception as e:
                 self.left_out[rname] = f"Torch-Pruning failed on it ({type(e).__name__}: {e})"
+                self.unfinished.append(root)
                 continue
             raw = _Raw(width, rname)
             for node, handler, idxs, roots_ in items:
@@ -524,6 +534,10 @@ class _Finder:
             raws.append(raw)
         if late:
             self._late(late)
+        retry = set(self.unfinished) | {
+            self.modules[r.root] for r in raws if r.reasons or r.attention or r.rearranged
+        }
+        self.fallbacks = _projection_specs(dg, retry, self.module_name)
         # groups inside the recurrent and attention modules
         for module, mname in self.module_name.items():
             if isinstance(module, nn.RNNBase):
@@ -565,7 +579,7 @@ class _Finder:
         steps = 0
         while stack:
             steps += 1
-            if steps > budget or (steps % 64 == 0 and time.monotonic() > self.deadline):
+            if steps > budget or time.monotonic() > self.deadline:
                 raise _OutOfTime
             dep, idxs = stack.pop()
             node, handler = dep.target, dep.handler
@@ -578,6 +592,8 @@ class _Finder:
                         new = mapping(new)
                 if len(new) == 0:
                     continue
+                if len(new) > self.max_idxs:  # a flatten/reshape map that multiplies indices
+                    raise _OutOfTime
                 key = (new_dep.target, new_dep.handler)
                 fs = frozenset(new)
                 done = seen.setdefault(key, set())
@@ -766,9 +782,9 @@ class _Finder:
             members = self._canonical_members(raw)
             if not members:
                 if raw.reasons:  # every item refused: still say so
-                    self.left_out[raw.name or raw.root or "?"] = "; ".join(
-                        dict.fromkeys(raw.reasons)
-                    )
+                    key = raw.name or raw.root or "?"
+                    self.left_out[key] = "; ".join(dict.fromkeys(raw.reasons))
+                    self.root_keys.setdefault(raw.root, set()).add(key)
                 continue
             layers = sorted(
                 {m.param.rpartition(".")[0] for m in members},
@@ -789,14 +805,17 @@ class _Finder:
             )
             if raw.reasons:
                 self.left_out[group.name] = "; ".join(dict.fromkeys(raw.reasons))
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
                 continue
             problem = self._shape_problem(group)
             if problem:
                 self.left_out[group.name] = problem
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
                 continue
             cands.append((raw, group))
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
+        groups += self._projections(groups)
         groups.sort(
             key=lambda g: min(self.param_order[m.param] for m in (g.producers or g.members))
         )
@@ -894,6 +913,47 @@ class _Finder:
             self.left_out[cands[k][1].name] = why
         return [c for k, c in enumerate(cands) if k not in bad]
 
+    # -- fused projections and attention heads, where the walk failed -------------------------
+
+    def _projections(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        """Groups written from the layers around an attention or gated block whose dependency
+        walk failed: producers P (q/k/v, a fused qkv or gate/up) read by one consumer o.
+
+        Candidates, each kept only if the permutation check passes: (1) every channel, gates
+        of a fused producer at their offsets, permuted within heads; (2) whole heads (rotary
+        embeddings, grouped key/value heads): q rows in blocks of ``r * head_dim``, k/v rows in
+        blocks of ``head_dim``, o columns like q.
+        """
+        if not self.fallbacks or time.monotonic() > self.deadline:
+            return []
+        sym = None
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        out: list[ChannelGroup] = []
+        for oname, omod, prods in self.fallbacks:
+            if time.monotonic() > self.deadline:
+                break
+            owners = [self.modules.get(n.rpartition(".")[0]) for n in [oname, *dict(prods)]]
+            cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            cands = [
+                c
+                for c in cands
+                if not any((m.param, m.dim) in claimed for m in c.members)
+                and self._shape_problem(c) is None
+            ]
+            if not cands:
+                continue
+            if sym is None:
+                sym = Symmetry(self.model, self.example_inputs)
+            for c in cands:
+                if sym.passes([c]):
+                    out.append(c)
+                    claimed |= {(m.param, m.dim) for m in c.members}
+                    for pname, _ in prods:
+                        for key in self.root_keys.pop(pname, ()):
+                            self.left_out.pop(key, None)
+                    break
+        return out
+
     # -- verification by permutation symmetry ------------------------------------------------
 
     def _verify(self, cands) -> list[ChannelGroup]:
@@ -929,12 +989,193 @@ class _Finder:
                 "the tracer cannot see)"
             )
             self.left_out[g.name] = why
+            self.root_keys.setdefault(raw.root, set()).add(g.name)
             groups[k] = None
         return [g for g in groups if g is not None]
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+_HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_value_proj_dim")
+_HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
+
+
+def _is_weight_layer(module: Any) -> bool:
+    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or _is_conv1d(module)
+
+
+def _out_width(m: Any) -> int:
+    if _is_conv1d(m):
+        return m.weight.shape[1]
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+
+def _in_width(m: Any) -> int:
+    if _is_conv1d(m):
+        return m.weight.shape[0]
+    return m.in_features if isinstance(m, nn.Linear) else m.in_channels
+
+
+def _rows(name: str, m: Any, offset: int, repeat: int, gate: str | None) -> list[Member]:
+    """The members that compute output channels [offset, ...) of a weight layer."""
+    dim = 1 if _is_conv1d(m) or getattr(m, "transposed", False) else 0
+    out = [Member(f"{name}.weight", dim, "producer", offset, repeat, gate)]
+    if getattr(m, "bias", None) is not None:
+        out.append(Member(f"{name}.bias", 0, "other", offset, repeat, gate))
+    return out
+
+
+def _cols(name: str, m: Any, repeat: int) -> Member:
+    dim = 0 if _is_conv1d(m) or getattr(m, "transposed", False) else 1
+    return Member(f"{name}.weight", dim, "consumer", 0, repeat)
+
+
+def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
+    """For each layer in ``retry``: the weight layers that read it through parameter-free ops
+    (reshape, rotary embedding, q @ k, softmax, ...), and for each such reader o, every weight
+    layer that o reads that way. Walks Torch-Pruning's node graph, not its index maps."""
+
+    def reach(node, forward: bool, limit: int = 400) -> list:
+        found, seen, stack = [], {node}, [node]
+        while stack and len(seen) < limit:
+            n = stack.pop()
+            for nxt in n.outputs if forward else n.inputs:
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                mod = nxt.module
+                if _is_weight_layer(mod) and mod in module_name:
+                    found.append(mod)
+                elif (mod not in module_name and not isinstance(mod, nn.Parameter)) or isinstance(
+                    mod, nn.LayerNorm
+                ):
+                    stack.append(nxt)  # a parameter-free op (Torch-Pruning's op wrappers)
+        return found
+
+    specs: dict[nn.Module, list] = {}
+    for root in retry:
+        node = dg.module2node.get(root)
+        if node is None or not _is_weight_layer(root):
+            continue
+        for o in reach(node, True):
+            if o in specs or getattr(o, "groups", 1) != 1:
+                continue
+            prods = [p for p in reach(dg.module2node[o], False) if getattr(p, "groups", 1) == 1]
+            if root in prods:
+                specs[o] = [(module_name[p], p) for p in dict.fromkeys(prods)]
+    return [(module_name[o], o, prods) for o, prods in specs.items()]
+
+
+def _head_dims(owners: list[Any], din: int, kv: int) -> list[int]:
+    """Head sizes to try: declared on the attention module (or its config), else divisors."""
+    for m in owners:
+        for src in (m, getattr(m, "config", None)):
+            if src is None:
+                continue
+            for a in _HEAD_DIM_ATTRS:
+                v = getattr(src, a, None)
+                if isinstance(v, int) and v > 0 and kv % v == 0 and din % v == 0:
+                    return [v]
+            for a in _HEADS_ATTRS:
+                v = getattr(src, a, None)
+                if isinstance(v, int) and v > 0 and din % v == 0 and kv % (din // v) == 0:
+                    return [din // v]
+    return [d for d in range(1, kv + 1) if kv % d == 0 and din % d == 0]
+
+
+def _projection_candidates(oname, o, prods, canonical, owners) -> list[ChannelGroup]:
+    """Candidate groups for producers ``prods`` read by ``o`` (see ``_Finder._projections``)."""
+    din = _in_width(o)
+    widths = [_out_width(p) for _, p in prods]
+    parts: list[tuple[str, Any, int, int]] = []  # (name, module, offset, width) per gate block
+    if len(prods) == 1 and widths[0] % din == 0 and widths[0] > din:
+        name, p = prods[0]
+        parts = [(name, p, k * din, din) for k in range(widths[0] // din)]
+    elif len(prods) > 1 and all(w <= din and din % w == 0 for w in widths):
+        parts = [(name, p, 0, w) for (name, p), w in zip(prods, widths)]
+    else:
+        return []
+    gates = ("q", "k", "v") if len(parts) == 3 else (None,) * len(parts)
+    # two halves of one producer read through a product (SwiGLU's gate * up): not attention
+    gated = len(prods) == 1 and len(parts) == 2
+    kv = min(w for *_, w in parts)
+    pnames = list(dict(prods))
+    label = _common_prefix(pnames) if len(pnames) > 1 else pnames[0].rpartition(".")[0]
+    label = label or "+".join(pnames)
+    layers = tuple(dict.fromkeys([*pnames, oname]))
+    dims = _head_dims([m for m in owners if m is not None], din, kv)  # ascending
+
+    def group(width, members, divisor, note):
+        members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
+        plain = gated and divisor == 1
+        return ChannelGroup(
+            name=pnames[0] if plain else f"{label} (attention)",
+            width=width,
+            members=tuple(dict.fromkeys(members)),
+            layers=layers,
+            kind="linear" if plain else "attention",
+            divisor=divisor,
+            notes=(note,),
+        )
+
+    cands = []
+    if all(w == din for *_, w in parts):
+        members = [m for (n, p, off, _), g in zip(parts, gates) for m in _rows(n, p, off, 1, g)]
+        members.append(_cols(oname, o, 1))
+        for hd in [d for d in [*dims[::-1], din] if d > 1]:  # a block of 1 permutes nothing
+            note = "channels permute within each head" if hd < din else "channels permute freely"
+            cands.append(group(din, members, din // hd, note))
+    for hd in dims:
+        heads = kv // hd
+        if heads < 2:
+            continue
+        members = [
+            m
+            for (n, p, off, w), g in zip(parts, gates)
+            for m in _rows(n, p, off, w // heads, g)
+        ]
+        members.append(_cols(oname, o, din // heads))
+        note = f"one channel is one key/value head ({din // heads} columns of '{oname}')"
+        cands.append(group(heads, members, 1, note))
+    return cands
+
+
+def _update_index_mapping(dg) -> None:
+    """Torch-Pruning's ``update_index_mapping``, one node at a time: a node whose channel count
+    cannot be inferred (a cache ``torch.cat`` in Hugging Face attention) keeps no mapping
+    instead of failing the whole trace; the permutation check catches what that misses."""
+    import torch_pruning as tp
+
+    im, t = tp.dependency.index_mapping, tp.ops.OPTYPE
+    update = {
+        t.CONCAT: im.update_concat_index_mapping,
+        t.SPLIT: im.update_split_index_mapping,
+        t.RESHAPE: im.update_reshape_index_mapping,
+        t.UNBIND: im.update_unbind_index_mapping,
+        t.EXPAND: im.update_expand_index_mapping,
+        t.SLICE: im.update_slice_index_mapping,
+    }
+    for node in list(dg.module2node.values()):
+        fn = update.get(node.type)
+        if fn is not None:
+            with contextlib.suppress(Exception):
+                fn(dg, node)
+
+
+@contextlib.contextmanager
+def _tolerant_index_mapping():
+    """Use :func:`_update_index_mapping` inside ``build_dependency`` for the block."""
+    from torch_pruning.dependency import graph
+
+    before = graph.index_mapping
+    shim = type("index_mapping", (), {"update_index_mapping": staticmethod(_update_index_mapping)})
+    graph.index_mapping = shim
+    try:
+        yield
+    finally:
+        graph.index_mapping = before
 
 
 @contextlib.contextmanager
