@@ -433,7 +433,13 @@ def hf_t5_tiny(seed: int = 0):
 
     g = _seed(seed)
     cfg = T5Config(
-        vocab_size=40, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4, decoder_start_token_id=0
+        vocab_size=40,
+        d_model=16,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
     )
     ids = torch.randint(0, 40, (1, 5), generator=g)
     return T5ForConditionalGeneration(cfg), {"input_ids": ids, "decoder_input_ids": ids[:, :3]}

@@ -474,7 +474,6 @@ class _Finder:
     # -- Torch-Pruning groups -> raw groups --------------------------------------------------
 
     def _collect(self, dg, out_fns) -> list[_Raw]:
-        import torch_pruning as tp
 
         from widthwise.groups import recurrent as rec
 
@@ -1132,9 +1131,7 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[ChannelGr
         if heads < 2:
             continue
         members = [
-            m
-            for (n, p, off, w), g in zip(parts, gates)
-            for m in _rows(n, p, off, w // heads, g)
+            m for (n, p, off, w), g in zip(parts, gates) for m in _rows(n, p, off, w // heads, g)
         ]
         members.append(_cols(oname, o, din // heads))
         note = f"one channel is one key/value head ({din // heads} columns of '{oname}')"
