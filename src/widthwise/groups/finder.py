@@ -127,6 +127,7 @@ class _Raw:
         self.residual = False
         self.attention = False
         self.rearranged = False
+        self.input_product = False
         self.divisor = 1
         self.notes: list[str] = []
         self.name: str | None = None
@@ -248,7 +249,8 @@ def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
             if getattr(mod, "bias", None) is not None:
                 raw.add([Member(f"{mname}.bias", 0, "other", off, rep)])
         return
-    if mname in f.cuts.problems:
+    # an RNN's initial-state problem spoils its hidden units, not the group that feeds it
+    if mname in f.cuts.problems and not (it.is_in and isinstance(mod, nn.RNNBase)):
         raw.reasons.append(f.cuts.problems[mname])
     if it.is_in and mname in f.cuts.input_problems:
         raw.reasons.append(f.cuts.input_problems[mname])
@@ -636,6 +638,11 @@ class _Finder:
         builder, needs_layout = entry
         layout = _layout(idxs, roots, raw.width)
         if needs_layout and layout is None:
+            blocks = _blocks(idxs, roots, raw.width)
+            if blocks:  # the group reaches this layer twice (a concat of x and f(x))
+                for b in blocks:
+                    builder(self, raw, _Item(node, module, mname, is_in, b))
+                return
             what = mname if mname is not None else self.param_name.get(module, "?")
             if not is_in and t in (tp.ops.OPTYPE.LINEAR, tp.ops.OPTYPE.CUSTOMIZED):
                 raw.fused.append((mname, module))
@@ -673,6 +680,10 @@ class _Finder:
                 # A product of two activations: q @ k^T, attn @ v. Sparse products are message
                 # passing (A @ H mixes nodes, not channels), as in a GCN.
                 raw.attention = raw.attention or not op.startswith("sparse")
+        if op.startswith(("mul", "div")) and any(
+            id(getattr(f, "variable", None)) in self.leaves for f in parents
+        ):
+            raw.input_product = True
         if op.startswith(("add", "sub")) and len(parents) >= 2:
             raw.residual = True
             for f in parents:
@@ -690,17 +701,19 @@ class _Finder:
         from widthwise.groups import recurrent as rec
 
         problems = self.cuts.problems
-        if getattr(rnn, "proj_size", 0):
-            self.left_out[name] = "LSTM with proj_size > 0 is not supported"
-            for raw in raws:
-                if any(r[1] is rnn for r in raw.rnn_out):
-                    raw.reasons.append(f"'{name}' (LSTM with proj_size) is not supported")
-            return []
-        h = rnn.hidden_size
+        proj = getattr(rnn, "proj_size", 0)
+        h = proj or rnn.hidden_size  # the units the next layer and the output read
         dirs = ("", "_reverse") if rnn.bidirectional else ("",)
         out: list[_Raw] = []
         for layer in range(rnn.num_layers):
             for d, sfx in enumerate(dirs):
+                if proj:  # the cell units, read only by this layer's projection
+                    cell = _Raw(rnn.hidden_size, name)
+                    cell.add(rec.lstm_cell_members(name, rnn, layer, sfx))
+                    cell.kind, cell.name = "recurrent", f"{name}.l{layer}{sfx} (cell)"
+                    if name in problems:
+                        cell.reasons.append(problems[name])
+                    out.append(cell)
                 members = rec.rnn_layer_members(name, rnn, layer, sfx)
                 label = f"{name}.l{layer}{sfx} (hidden)"
                 if layer + 1 < rnn.num_layers:
@@ -731,6 +744,16 @@ class _Finder:
                 raw.kind, raw.name = "recurrent", label
                 if name in problems:
                     raw.reasons.append(problems[name])
+                for p in self.cuts.learned.get(name, ()) if layer == 0 else ():
+                    pname = self.param_name.get(p, "?")
+                    if p.shape[-1] != h or p.numel() != h:
+                        raw.reasons.append(f"'{name}' starts from '{pname}' {tuple(p.shape)}")
+                    elif rnn.num_layers * len(dirs) > 1:
+                        raw.reasons.append(
+                            f"'{name}' starts all its layers from one learned state '{pname}'"
+                        )
+                    else:
+                        raw.add([Member(pname, p.ndim - 1, "other")])
         for r in raws:
             if len(dirs) == 2 and any(x[1] is rnn for x in r.rnn_out):
                 r.members.clear()  # replaced by the per-direction copies above
@@ -981,7 +1004,10 @@ class _Finder:
                 groups[k] = fixed
                 continue
             why = (
-                "its channels are rearranged between layers (view/transpose/permute, "
+                "its channels are multiplied element-wise by a model input (a per-channel mask "
+                "or scale), so they are tied to the input's channels"
+                if raw.input_product
+                else "its channels are rearranged between layers (view/transpose/permute, "
                 "e.g. a channel shuffle)"
                 if raw.rearranged
                 else "permuting its channels together changes the model output (a coupling "
@@ -1198,6 +1224,22 @@ def _layout(idxs, roots, width: int) -> tuple[int, int] | None:
         if not (0 <= r < width) or (i - off) // rep != r:
             return None
     return (off, rep) if len(set(idxs)) == len(idxs) else None
+
+
+def _blocks(idxs, roots, width: int) -> list[tuple[int, int]] | None:
+    """``[(offset, 1), ...]`` if the indices are several blocks that each hold channels
+    ``0..width-1`` in order (GhostNet's ``cat([x, cheap(x)])`` read by one conv)."""
+    if not idxs or len(idxs) % width or len(idxs) == width:
+        return None
+    pairs = sorted(zip(idxs, roots))
+    out = []
+    for k in range(0, len(pairs), width):
+        seg = pairs[k : k + width]
+        off = seg[0][0]
+        if any(i != off + r or r != j for j, (i, r) in enumerate(seg)):
+            return None
+        out.append((off, 1))
+    return out
 
 
 def _weight_leaves(grad_fn, params, depth: int = 6) -> list | None:

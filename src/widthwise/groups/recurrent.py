@@ -37,6 +37,7 @@ __all__ = [
     "boundary_in_members",
     "boundary_out_members",
     "gate_labels",
+    "lstm_cell_members",
     "mha_inner_members",
     "rnn_layer_members",
 ]
@@ -68,7 +69,7 @@ class BoundaryPruner(tp.pruner.BasePruningFunc):
 
     def get_out_channels(self, layer: nn.Module) -> int:
         if isinstance(layer, nn.RNNBase):
-            return layer.hidden_size * len(_directions(layer))
+            return (getattr(layer, "proj_size", 0) or layer.hidden_size) * len(_directions(layer))
         return layer.embed_dim
 
     def get_in_channels(self, layer: nn.Module) -> int:
@@ -98,6 +99,8 @@ class CutHooks:
     # that feed the module (cross-attention: the key/value columns read another stream)
     problems: dict[str, str] = field(default_factory=dict)
     input_problems: dict[str, str] = field(default_factory=dict)
+    # module name -> the parameters its initial hidden state is read from (a learned h0)
+    learned: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> CutHooks:
@@ -119,7 +122,11 @@ class CutHooks:
             if isinstance(module, nn.RNNBase):
                 x = args[0] if args else kwargs.get("input")
                 hx = args[1] if len(args) > 1 else kwargs.get("hx")
-                if any(t.requires_grad for t in _tensors(hx)):
+                states = [t for t in _tensors(hx) if t.requires_grad]
+                learned = [_learned_state(t) for t in states]
+                if states and all(p is not None for p in learned):
+                    self.learned[name] = learned  # nn.Parameter h0 (expanded over the batch)
+                elif states:
                     self.problems[name] = (
                         f"'{name}' receives an initial hidden state computed by the model"
                     )
@@ -142,6 +149,29 @@ class CutHooks:
             return rebuild(outs)
 
         return hook
+
+
+_SHAPE_OPS = ("expand", "view", "reshape", "unsqueeze", "repeat", "clone", "select", "slice")
+
+
+def _learned_state(t: torch.Tensor) -> torch.Tensor | None:
+    """The parameter ``t`` is read from if only shape ops (expand over the batch, ...) lie
+    between them, else None (a state computed from the input or from other layers)."""
+    fn, leaf = t.grad_fn, None
+    if fn is None:
+        return t if isinstance(t, nn.Parameter) else None
+    for _ in range(16):
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            leaf = var
+            break
+        if not any(k in fn.name().lower() for k in _SHAPE_OPS):
+            return None
+        parents = [f for f, _ in fn.next_functions if f is not None]
+        if len(parents) != 1:
+            return None
+        fn = parents[0]
+    return leaf if isinstance(leaf, nn.Parameter) else None
 
 
 def _tensors(obj) -> Iterator[torch.Tensor]:
@@ -212,11 +242,22 @@ def boundary_out_members(name: str, module: nn.Module) -> list[Member]:
 def rnn_layer_members(name: str, rnn: nn.RNNBase, layer: int, direction: str) -> list[Member]:
     """One hidden unit of ``layer``/``direction``: gate rows of W_ih, W_hh (+ biases), W_hh columns,
     and the next layer's W_ih columns. The last layer's downstream consumers come from the trace.
+    With ``proj_size`` these are the projected units: W_hr rows, W_hh and next W_ih columns.
     """
     p = f"{name}." if name else ""
     h = rnn.hidden_size
     sfx = f"_l{layer}{direction}"
     members: list[Member] = []
+    if getattr(rnn, "proj_size", 0):
+        members.append(Member(f"{p}weight_hr{sfx}", 0, "producer"))
+        members.append(Member(f"{p}weight_hh{sfx}", 1, "consumer"))
+        if layer + 1 < rnn.num_layers:
+            d = _directions(rnn).index(direction)
+            for s in _directions(rnn):
+                members.append(
+                    Member(f"{p}weight_ih_l{layer + 1}{s}", 1, "consumer", offset=d * rnn.proj_size)
+                )
+        return members
     for g, gate in enumerate(gate_labels(rnn)):
         members.append(Member(f"{p}weight_ih{sfx}", 0, "producer", offset=g * h, gate=gate))
         members.append(Member(f"{p}weight_hh{sfx}", 0, "producer", offset=g * h, gate=gate))
@@ -228,6 +269,23 @@ def rnn_layer_members(name: str, rnn: nn.RNNBase, layer: int, direction: str) ->
         d = _directions(rnn).index(direction)
         for s in _directions(rnn):
             members.append(Member(f"{p}weight_ih_l{layer + 1}{s}", 1, "consumer", offset=d * h))
+    return members
+
+
+def lstm_cell_members(name: str, rnn: nn.LSTM, layer: int, direction: str) -> list[Member]:
+    """The cell units of an LSTM with ``proj_size``: gate rows of W_ih, W_hh (+ biases) and the
+    columns of the projection W_hr that reads them."""
+    p = f"{name}." if name else ""
+    h = rnn.hidden_size
+    sfx = f"_l{layer}{direction}"
+    members: list[Member] = []
+    for g, gate in enumerate(gate_labels(rnn)):
+        members.append(Member(f"{p}weight_ih{sfx}", 0, "producer", offset=g * h, gate=gate))
+        members.append(Member(f"{p}weight_hh{sfx}", 0, "producer", offset=g * h, gate=gate))
+        if rnn.bias:
+            members.append(Member(f"{p}bias_ih{sfx}", 0, "other", offset=g * h, gate=gate))
+            members.append(Member(f"{p}bias_hh{sfx}", 0, "other", offset=g * h, gate=gate))
+    members.append(Member(f"{p}weight_hr{sfx}", 1, "consumer"))
     return members
 
 
