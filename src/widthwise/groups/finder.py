@@ -233,7 +233,11 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     off, rep = it.layout
     p = it.module
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
-    raw.add([Member(f.param_name[p], dim, "other", off, rep)])
+    name = f.param_name[p]
+    owner = f.modules.get(name.rpartition(".")[0])
+    # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
+    norm = p.ndim == 1 and owner is not None and "norm" in type(owner).__name__.lower()
+    raw.add([Member(name, dim, "norm" if norm else "other", off, rep)])
 
 
 def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
@@ -1080,7 +1084,8 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
         return found
 
     specs: dict[nn.Module, list] = {}
-    for root in retry:
+    order = {n: i for i, n in enumerate(module_name.values())}
+    for root in sorted(retry, key=lambda m: order.get(module_name.get(m), -1)):
         node = dg.module2node.get(root)
         if node is None or not _is_weight_layer(root):
             continue
@@ -1090,6 +1095,7 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
             prods = [p for p in reach(dg.module2node[o], False) if getattr(p, "groups", 1) == 1]
             if root in prods:
                 specs[o] = [(module_name[p], p) for p in dict.fromkeys(prods)]
+                specs[o].sort(key=lambda np: order[np[0]])
     return [(module_name[o], o, prods) for o, prods in specs.items()]
 
 
@@ -1122,7 +1128,8 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[ChannelGr
         parts = [(name, p, 0, w) for (name, p), w in zip(prods, widths)]
     else:
         return []
-    gates = ("q", "k", "v") if len(parts) == 3 else (None,) * len(parts)
+    # gate labels only where the order is known: the blocks of one fused q/k/v projection
+    gates = ("q", "k", "v") if len(parts) == 3 and len(prods) == 1 else (None,) * len(parts)
     # two halves of one producer read through a product (SwiGLU's gate * up): not attention
     gated = len(prods) == 1 and len(parts) == 2
     kv = min(w for *_, w in parts)
