@@ -952,75 +952,147 @@ class _Finder:
         """
         if not self.fallbacks or time.monotonic() > self.deadline:
             return []
-        sym = None
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
-        out: list[ChannelGroup] = []
+        specs, options = [], []
         for oname, omod, prods in self.fallbacks:
-            if time.monotonic() > self.deadline:
-                break
-            owners = [self.modules.get(n.rpartition(".")[0]) for n in [oname, *dict(prods)]]
+            owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
             cands = [
-                c
-                for c in cands
+                (key, c)
+                for key, c in cands
                 if not any((m.param, m.dim) in claimed for m in c.members)
                 and self._shape_problem(c) is None
             ]
-            if not cands:
+            if cands:
+                specs.append(prods)
+                options.append(cands)
+        if not options:
+            return []
+        out: list[ChannelGroup] = []
+        sym = Symmetry(self.model, self.example_inputs)
+        for prods, g in zip(specs, self._search(sym, options)):
+            spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
+            if g is None or spans & claimed:  # two readers of one producer: keep the first
                 continue
-            if sym is None:
-                sym = Symmetry(self.model, self.example_inputs)
-            for c in cands:
-                if sym.passes([c]):
-                    out.append(c)
-                    claimed |= {(m.param, m.dim) for m in c.members}
-                    for pname, _ in prods:
-                        for key in self.root_keys.pop(pname, ()):
-                            self.left_out.pop(key, None)
-                    break
+            out.append(g)
+            claimed |= spans
+            for pname, _ in prods:
+                for key in self.root_keys.pop(pname, ()):
+                    self.left_out.pop(key, None)
         return out
 
     # -- verification by permutation symmetry ------------------------------------------------
 
     def _verify(self, cands) -> list[ChannelGroup]:
-        """Keep the groups whose joint channel permutation leaves the model output unchanged."""
+        """Keep the groups whose joint channel permutation leaves the model output unchanged.
+
+        All groups are checked in one forward (halving only on failure); an attention group
+        starts from the head count its module declares. Failing attention groups then search
+        their head count with :meth:`_search`, which costs a few forwards per model, not per
+        group."""
         if not cands:
             return []
         if time.monotonic() > self.deadline:
             self._late([g.name for _, g in cands])
             return []
         sym = Symmetry(self.model, self.example_inputs)
-        groups: list[ChannelGroup | None] = [g for _, g in cands]
-        failing = sym.failing(groups)
+        groups: list[ChannelGroup | None] = []
+        search: list[int] = []  # attention groups whose head count is not declared
+        for k, (raw, g) in enumerate(cands):
+            if raw.attention and g.divisor == 1:
+                hd = _declared_head_dim(self._owners(g.layers), g.width, g.width)
+                if hd and 1 < hd < g.width:
+                    g = replace(g, divisor=g.width // hd)
+                elif hd is None:
+                    search.append(k)
+            groups.append(g)
+        first = [k for k in range(len(groups)) if k not in set(search)]
+        failing = sorted([first[j] for j in sym.failing([groups[k] for k in first])] + search)
+        retry = [k for k in failing if cands[k][0].attention or cands[k][1].kind == "attention"]
+        options = [
+            [
+                (d, replace(groups[k], divisor=d))
+                for d in [1, *_divisors(groups[k].width)]
+                if d % cands[k][1].divisor == 0 and (d > 1 or k in search)
+            ]
+            for k in retry
+        ]
+        for k, fixed in zip(retry, self._search(sym, options)):
+            groups[k] = fixed
         for k in failing:
             raw, g = cands[k]
+            if k in retry and groups[k] is not None:
+                continue  # a head count that passes was found
             if time.monotonic() > self.deadline:
-                self.left_out[g.name] = f"not verified within timeout={self.timeout:g} s"
-                groups[k] = None
-                continue
-            fixed = None
-            if raw.attention or g.kind == "attention":
-                for d in _divisors(g.width):
-                    if d % g.divisor == 0 and sym.passes([replace(g, divisor=d)]):
-                        fixed = replace(g, divisor=d)
-                        break
-            if fixed is not None:
-                groups[k] = fixed
-                continue
-            why = (
-                "its channels are multiplied element-wise by a model input (a per-channel mask "
-                "or scale), so they are tied to the input's channels"
-                if raw.input_product
-                else "its channels are rearranged between layers (view/transpose/permute, "
-                "e.g. a channel shuffle)"
-                if raw.rearranged
-                else "permuting its channels together changes the model output (a coupling "
-                "the tracer cannot see)"
-            )
+                why = f"not verified within timeout={self.timeout:g} s"
+            elif raw.input_product:
+                why = (
+                    "its channels are multiplied element-wise by a model input (a per-channel "
+                    "mask or scale), so they are tied to the input's channels"
+                )
+            elif raw.rearranged:
+                why = (
+                    "its channels are rearranged between layers (view/transpose/permute, "
+                    "e.g. a channel shuffle)"
+                )
+            else:
+                why = (
+                    "permuting its channels together changes the model output (a coupling "
+                    "the tracer cannot see)"
+                )
             self.left_out[g.name] = why
             self.root_keys.setdefault(raw.root, set()).add(g.name)
             groups[k] = None
         return [g for g in groups if g is not None]
+
+    def _owners(self, layers: Iterable[str]) -> list[nn.Module]:
+        """The modules around ``layers``, nearest first up to the model (where a head count or
+        a config is declared)."""
+        out: dict[nn.Module, None] = {}
+        for n in layers:
+            while n:
+                n = n.rpartition(".")[0]
+                m = self.modules.get(n)
+                if m is not None:
+                    out.setdefault(m, None)
+        return list(out)
+
+    def _search(self, sym: Symmetry, options: list[list[tuple[Any, ChannelGroup]]]):
+        """For each entry, the first option that passes the permutation check, or None.
+
+        Options carry a key (a head count, a candidate kind): once one entry passes with a key,
+        that key is tried for every other entry in one batch, since the blocks of one model are
+        alike. Groups in a batch never overlap, so a batch that passes vouches for each."""
+        result: list[ChannelGroup | None] = [None] * len(options)
+        tried: list[set] = [set() for _ in options]
+        pending = list(range(len(options)))
+        while pending and time.monotonic() <= self.deadline:
+            probe = pending[0]
+            left = [(k, g) for k, g in options[probe] if k not in tried[probe]]
+            if not left:
+                pending.pop(0)
+                continue
+            key, g = left[0]
+            tried[probe].add(key)
+            if not sym.passes([g]):
+                continue
+            result[probe] = g
+            pending.pop(0)
+            batch, used = [], {(m.param, m.dim) for m in g.members}
+            for i in pending:
+                gi = next((x for k, x in options[i] if k == key and k not in tried[i]), None)
+                spans = {(m.param, m.dim) for m in gi.members} if gi is not None else set()
+                if gi is not None and not spans & used:
+                    tried[i].add(key)
+                    batch.append((i, gi))
+                    used |= spans
+            if batch:
+                bad = set(sym.failing([gi for _, gi in batch]))
+                for j, (i, gi) in enumerate(batch):
+                    if j not in bad:
+                        result[i] = gi
+                pending = [i for i in pending if result[i] is None]
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1101,6 +1173,12 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
 
 def _head_dims(owners: list[Any], din: int, kv: int) -> list[int]:
     """Head sizes to try: declared on the attention module (or its config), else divisors."""
+    hd = _declared_head_dim(owners, din, kv)
+    return [hd] if hd else [d for d in range(1, kv + 1) if kv % d == 0 and din % d == 0]
+
+
+def _declared_head_dim(owners: list[Any], din: int, kv: int) -> int | None:
+    """The head size an attention module (or its config) declares, if it fits the widths."""
     for m in owners:
         for src in (m, getattr(m, "config", None)):
             if src is None:
@@ -1108,15 +1186,15 @@ def _head_dims(owners: list[Any], din: int, kv: int) -> list[int]:
             for a in _HEAD_DIM_ATTRS:
                 v = getattr(src, a, None)
                 if isinstance(v, int) and v > 0 and kv % v == 0 and din % v == 0:
-                    return [v]
+                    return v
             for a in _HEADS_ATTRS:
                 v = getattr(src, a, None)
                 if isinstance(v, int) and v > 0 and din % v == 0 and kv % (din // v) == 0:
-                    return [din // v]
-    return [d for d in range(1, kv + 1) if kv % d == 0 and din % d == 0]
+                    return din // v
+    return None
 
 
-def _projection_candidates(oname, o, prods, canonical, owners) -> list[ChannelGroup]:
+def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
     """Candidate groups for producers ``prods`` read by ``o`` (see ``_Finder._projections``)."""
     din = _in_width(o)
     widths = [_out_width(p) for _, p in prods]
@@ -1158,7 +1236,7 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[ChannelGr
         members.append(_cols(oname, o, 1))
         for hd in [d for d in [*dims[::-1], din] if d > 1]:  # a block of 1 permutes nothing
             note = "channels permute within each head" if hd < din else "channels permute freely"
-            cands.append(group(din, members, din // hd, note))
+            cands.append((("channels", hd), group(din, members, din // hd, note)))
     for hd in dims:
         heads = kv // hd
         if heads < 2:
@@ -1168,7 +1246,7 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[ChannelGr
         ]
         members.append(_cols(oname, o, din // heads))
         note = f"one channel is one key/value head ({din // heads} columns of '{oname}')"
-        cands.append(group(heads, members, 1, note))
+        cands.append((("heads", hd), group(heads, members, 1, note)))
     return cands
 
 
