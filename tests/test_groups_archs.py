@@ -321,3 +321,29 @@ def test_every_group_is_a_symmetry(arch):
         out = outputs(_permute_copy(model, [g], seed=k).eval(), x)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=g.name)
         assert all(len(g.members) == len(set(g.members)) for g in groups)
+
+
+def test_csp_chunk_splits_the_stem_into_its_two_halves():
+    model, _, groups, msgs = run("csp_block")
+    assert msgs == []
+    h = model.a.in_channels  # x.chunk(2): x1 = channels [0, h) goes to trans, x2 = [h, 2h)
+    got = {g.name: g for g in groups}
+    assert set(got["stem"].members) == {*rows("stem"), *consumer("trans")}
+    assert set(got["stem+b (residual)"].members) == {
+        *rows("stem", h),
+        *consumer("a"),
+        *rows("b"),
+        *consumer("trans", h),
+    }
+    assert got["stem"].width == got["stem+b (residual)"].width == h
+
+
+def test_res2net_split_pieces_are_separate_groups():
+    model, _, groups, msgs = run("res2net_block")
+    assert msgs == []
+    w = model.w
+    # piece i of conv1's output (offset i*w) is read by convs.(i-1)'s residual sum, or by
+    # conv3 directly (the last piece); every group has the piece width
+    pieces = {m.offset for g in groups for m in g.members if m.param == "conv1.weight"}
+    assert pieces == {0, w, 2 * w, 3 * w}
+    assert all(g.width == w for g in groups if any(m.param == "conv1.weight" for m in g.members))

@@ -536,11 +536,16 @@ class _Finder:
                 if dg.is_out_channel_pruning_fn(handler):
                     visited.add(node.module)
                 self._convert_item(raw, node, handler, idxs, roots_)
-            raws.append(raw)
+            if raw.rearranged and any("split or rearranged" in r for r in raw.reasons):
+                raws.extend(self._refine(raw, items))
+            else:
+                raws.append(raw)
         if late:
             self._late(late)
         retry = set(self.unfinished) | {
-            self.modules[r.root] for r in raws if r.reasons or r.attention or r.rearranged
+            self.modules[r.root]
+            for r in raws
+            if r.reasons or r.attention or r.rearranged or not self._fits(r)
         }
         self.fallbacks = _projection_specs(dg, retry, self.module_name)
         # groups inside the recurrent and attention modules
@@ -556,6 +561,39 @@ class _Finder:
                     raw.reasons.append(self.cuts.problems[mname])
                 raws.append(raw)
         return raws
+
+    def _fits(self, raw: _Raw) -> bool:
+        """Every member lies inside its tensor (else Torch-Pruning's index maps went wrong)."""
+        for m in raw.members:
+            p = self.params.get(self.canonical.get(m.param, m.param))
+            if p is None or m.dim >= p.ndim or p.shape[m.dim] < m.offset + raw.width * m.repeat:
+                return False
+        return True
+
+    def _refine(self, raw: _Raw, items: list[tuple]) -> list[_Raw]:
+        """Split a group whose channels go different ways (``torch.split``/``chunk`` in CSP and
+        Res2Net blocks) into the classes of root channels that every layer treats alike; each
+        class is converted again on its own (and verified like any group)."""
+        sig: dict[int, list[int]] = {r: [] for r in range(raw.width)}
+        for k, (_, _, _, roots) in enumerate(items):
+            for r in set(roots):
+                if r in sig:
+                    sig[r].append(k)
+        classes: dict[tuple, list[int]] = {}
+        for r, ks in sig.items():
+            classes.setdefault(tuple(ks), []).append(r)
+        if len(classes) < 2:
+            return [raw]
+        subs = []
+        for cls in classes.values():
+            pos = {r: k for k, r in enumerate(cls)}
+            sub = _Raw(len(cls), raw.root)
+            for node, handler, idxs, roots in items:
+                sel = [(i, pos[r]) for i, r in zip(idxs, roots) if r in pos]
+                if sel:
+                    self._convert_item(sub, node, handler, [i for i, _ in sel], [r for _, r in sel])
+            subs.append(sub)
+        return subs
 
     def _late(self, names: list[str]) -> None:
         shown = ", ".join(f"'{n}'" for n in names[:5]) + (
@@ -1259,17 +1297,60 @@ def _update_index_mapping(dg) -> None:
     im, t = tp.dependency.index_mapping, tp.ops.OPTYPE
     update = {
         t.CONCAT: im.update_concat_index_mapping,
-        t.SPLIT: im.update_split_index_mapping,
+        t.SPLIT: _split_index_mapping,
         t.RESHAPE: im.update_reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
         t.EXPAND: im.update_expand_index_mapping,
         t.SLICE: im.update_slice_index_mapping,
     }
-    for node in list(dg.module2node.values()):
+    nodes = list(dg.module2node.values())
+    # splits first: a concat of split pieces reads the piece sizes they set
+    for node in sorted(nodes, key=lambda n: n.type != t.SPLIT):
         fn = update.get(node.type)
         if fn is not None:
             with contextlib.suppress(Exception):
                 fn(dg, node)
+
+
+def _split_index_mapping(dg, node) -> None:
+    """Index maps of a ``torch.split``/``chunk`` on channels, each reader mapped to the piece it
+    actually reads (the autograd edge's output number). Torch-Pruning assumes its readers come
+    in piece order and infers ``chunk`` sizes from the graph, which goes wrong in CSP and
+    Res2Net blocks."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    shape = getattr(gf, "_saved_self_sym_sizes", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if shape is None or dim is None:
+        return tp.dependency.index_mapping.update_split_index_mapping(dg, node)
+    dim = dim + len(shape) if dim < 0 else dim
+    if dim != 1:  # not the channel dimension: no index map
+        return None
+    total = int(shape[dim])
+    sizes = getattr(gf, "_saved_split_sizes", None)
+    if sizes is None:
+        step = int(gf._saved_split_size)
+        sizes = [min(step, total - a) for a in range(0, total, step)]
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + int(n))
+    piece = {}
+    for out in node.outputs:
+        nrs = {nr for f, nr in getattr(out.grad_fn, "next_functions", ()) if f is gf}
+        if len(nrs) != 1:
+            return None  # a reader of several pieces: leave it to the permutation check
+        piece[out] = nrs.pop()
+    node.module.split_sizes, node.module.offsets = list(sizes), offsets
+    Map = tp.dependency.index_mapping._SplitIndexMapping
+    for out, i in piece.items():
+        for dep in node.dependencies:
+            if dep.target is out:
+                dep.index_mapping[0] = Map(offset=offsets[i : i + 2], reverse=False)
+        for dep in out.dependencies:
+            if dep.target is node:
+                dep.index_mapping[0] = Map(offset=offsets[i : i + 2], reverse=True)
+    return None
 
 
 @contextlib.contextmanager

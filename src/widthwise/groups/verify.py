@@ -97,10 +97,16 @@ class Symmetry:
         return [t.float() for t in out_tensors(out)]
 
     def _perm(self, g: ChannelGroup) -> torch.Tensor:
+        """A random permutation within each block that moves something in every block of 2+
+        (an identity draw, half the time for 2 channels, would pass any group)."""
         block = g.width // g.divisor
-        return torch.cat(
-            [b * block + torch.randperm(block, generator=self.gen) for b in range(g.divisor)]
-        )
+        parts = []
+        for b in range(g.divisor):
+            p = torch.randperm(block, generator=self.gen)
+            if block > 1 and bool((p == torch.arange(block)).all()):
+                p = p.roll(1)
+            parts.append(b * block + p)
+        return torch.cat(parts)
 
     def passes(self, groups: Sequence[ChannelGroup]) -> bool:
         """One forward with every group of ``groups`` permuted (groups must not overlap)."""
