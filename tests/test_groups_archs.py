@@ -344,6 +344,13 @@ def test_res2net_split_pieces_are_separate_groups():
     w = model.w
     # piece i of conv1's output (offset i*w) is read by convs.(i-1)'s residual sum, or by
     # conv3 directly (the last piece); every group has the piece width
-    pieces = {m.offset for g in groups for m in g.members if m.param == "conv1.weight"}
-    assert pieces == {0, w, 2 * w, 3 * w}
-    assert all(g.width == w for g in groups if any(m.param == "conv1.weight" for m in g.members))
+    rows_of = {
+        m.offset: g for g in groups for m in g.members if m.param == "conv1.weight" and m.dim == 0
+    }
+    assert sorted(rows_of) == [0, w, 2 * w, 3 * w]
+    assert all(g.width == w for g in rows_of.values())
+    assert len({g.name for g in rows_of.values()}) == 4
+    # piece 1 is added to convs.0's output: one group with convs.0's rows and convs.1's columns
+    assert M("convs.0.weight", 0, "producer") in rows_of[w].members
+    assert M("convs.1.weight", 1, "consumer") in rows_of[w].members
+    assert M("conv3.weight", 1, "consumer", 3 * w) in rows_of[3 * w].members
