@@ -836,9 +836,50 @@ class _Finder:
         raw.width, raw.divisor = a, div
         raw.notes.append(f"each channel is one channel in each of the {big} conv groups")
 
+    def _merge_shared(self, raws: list[_Raw]) -> list[_Raw]:
+        """One group for raw groups that hold the same slice of one tensor: a tied weight used
+        twice (T5's shared embedding starts the encoder and the decoder stream; Torch-Pruning
+        links a reused module to one of its calls only)."""
+        owner: dict[tuple, _Raw] = {}
+        parent: dict[int, _Raw] = {}
+
+        def find(r: _Raw) -> _Raw:
+            while id(r) in parent:
+                r = parent[id(r)]
+            return r
+
+        for raw in raws:
+            if raw.grouped_in or raw.name is not None:
+                continue
+            for m in raw.members:
+                key = (self.canonical.get(m.param, m.param), m.dim, m.offset, m.repeat, raw.width)
+                other = owner.setdefault(key, raw)
+                a, b = find(other), find(raw)
+                if a is not b:
+                    parent[id(b)] = a
+        if not parent:
+            return raws
+        out: list[_Raw] = []
+        for raw in raws:
+            root = find(raw)
+            if root is raw:
+                out.append(raw)
+                continue
+            root.add(raw.members)
+            root.reasons += raw.reasons
+            root.notes += raw.notes
+            root.output |= raw.output
+            root.tied_input |= raw.tied_input
+            root.residual = True
+            root.attention |= raw.attention
+            root.rearranged |= raw.rearranged
+            root.input_product |= raw.input_product
+            root.divisor = math.lcm(root.divisor, raw.divisor)
+        return out
+
     def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
         cands: list[tuple[_Raw, ChannelGroup]] = []
-        for raw in raws:
+        for raw in self._merge_shared(raws):
             if raw.output or raw.tied_input:
                 continue
             if raw.grouped_in and not raw.reasons:
