@@ -837,3 +837,159 @@ PATTERNS = {
     "bot_block": bot_block,
     "single_linear": single_linear,
 }
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt: depthwise 7x7 conv, permute to channels-last, LayerNorm, Linear 4x, GELU,
+    Linear back, per-channel layer scale ``gamma``, permute back, residual."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 4 * dim)
+        self.pw2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.pw2(F.gelu(self.pw1(self.norm(y))))
+        x = x + y.permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def convnext_block(seed: int = 0):
+    g = _seed(seed)
+    return ConvNeXtBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class SEBlock(nn.Module):
+    """MobileNetV2/EfficientNet block: expand 1x1, depthwise 3x3, squeeze-excitation (pool,
+    reduce 1x1, expand 1x1, sigmoid gate), project 1x1, residual."""
+
+    def __init__(self, c: int = 8, e: int = 24, r: int = 6):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.expand = nn.Conv2d(c, e, 1)
+        self.bn1 = nn.BatchNorm2d(e)
+        self.dw = nn.Conv2d(e, e, 3, padding=1, groups=e)
+        self.bn2 = nn.BatchNorm2d(e)
+        self.se_reduce = nn.Conv2d(e, r, 1)
+        self.se_expand = nn.Conv2d(r, e, 1)
+        self.project = nn.Conv2d(e, c, 1)
+        self.fc = nn.Linear(c, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = F.silu(self.bn2(self.dw(F.silu(self.bn1(self.expand(x))))))
+        s = torch.sigmoid(self.se_expand(F.silu(self.se_reduce(y.mean((2, 3), keepdim=True)))))
+        x = x + self.project(y * s)
+        return self.fc(x.mean((2, 3)))
+
+
+def se_block(seed: int = 0):
+    g = _seed(seed)
+    return SEBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class WindowAttention(nn.Module):
+    """Swin-style attention: fused qkv, a learned relative-position bias table (heads columns)
+    indexed and added to the attention logits, proj; residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, n: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(6, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.table = nn.Parameter(torch.randn(2 * n - 1, heads) * 0.1)
+        idx = torch.arange(n)
+        self.register_buffer("rel", (idx[:, None] - idx[None, :] + n - 1).flatten())
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.table[self.rel].view(n, n, -1).permute(2, 0, 1)
+        a = (q @ k.transpose(-2, -1) / (c // self.heads) ** 0.5 + bias).softmax(-1)
+        x = x + self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+        return self.head(x.mean(1))
+
+
+def window_attention(seed: int = 0):
+    g = _seed(seed)
+    return WindowAttention(), torch.randn(2, 4, 6, generator=g)
+
+
+PATTERNS.update(
+    {"convnext_block": convnext_block, "se_block": se_block, "window_attention": window_attention}
+)
+
+
+class SpatialReductionAttention(nn.Module):
+    """PVT-style attention: q = Linear(d, d) on all tokens; keys and values from one fused
+    kv = Linear(d, 2d) on tokens reduced by a strided conv; proj; residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(3, dim, 1)
+        self.q = nn.Linear(dim, dim)
+        self.sr = nn.Conv2d(dim, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        q = self.q(t).reshape(b, h * w, self.heads, -1).transpose(1, 2)
+        r = self.norm(self.sr(x).flatten(2).transpose(1, 2))
+        k, v = self.kv(r).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        t = t + self.proj(a)
+        return self.head(t.mean(1))
+
+
+def spatial_reduction_attention(seed: int = 0):
+    g = _seed(seed)
+    return SpatialReductionAttention(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+class DenseBlock(nn.Module):
+    """DenseNet: each layer reads the concat of all earlier feature maps."""
+
+    def __init__(self, c: int = 8, growth: int = 4, n: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.BatchNorm2d(c + i * growth),
+                nn.ReLU(),
+                nn.Conv2d(c + i * growth, growth, 3, padding=1),
+            )
+            for i in range(n)
+        )
+        self.fc = nn.Linear(c + n * growth, 4)
+
+    def forward(self, x):
+        feats = [self.stem(x)]
+        for layer in self.layers:
+            feats.append(layer(torch.cat(feats, 1)))
+        return self.fc(torch.cat(feats, 1).mean((2, 3)))
+
+
+def dense_block(seed: int = 0):
+    g = _seed(seed)
+    return DenseBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS.update(
+    {"spatial_reduction_attention": spatial_reduction_attention, "dense_block": dense_block}
+)

@@ -1278,12 +1278,14 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
     din = _in_width(o)
     widths = [_out_width(p) for _, p in prods]
     parts: list[tuple[str, Any, int, int]] = []  # (name, module, offset, width) per gate block
-    if len(prods) == 1 and widths[0] % din == 0 and widths[0] > din:
-        name, p = prods[0]
-        parts = [(name, p, k * din, din) for k in range(widths[0] // din)]
-    elif len(prods) > 1 and all(w <= din and din % w == 0 for w in widths):
-        parts = [(name, p, 0, w) for (name, p), w in zip(prods, widths)]
-    else:
+    for (name, p), w in zip(prods, widths):
+        if w <= din and din % w == 0:  # q, k, v (k/v narrower with grouped key/value heads)
+            parts.append((name, p, 0, w))
+        elif w % din == 0:  # a fused projection: qkv, kv, gate/up
+            parts += [(name, p, k * din, din) for k in range(w // din)]
+        else:
+            return []
+    if len(parts) < 2:
         return []
     # gate labels only where the order is known: the blocks of one fused q/k/v projection
     gates = ("q", "k", "v") if len(parts) == 3 and len(prods) == 1 else (None,) * len(parts)
