@@ -253,6 +253,24 @@ def test_t5_shared_embedding_is_named_once():
         assert any(m.param == f"{p}.weight" for m in stream.members), p
 
 
+def test_raw_weight_and_bias_in_f_linear_are_a_linear_layer():
+    model, _, groups, msgs = run("raw_linear_bias")
+    assert msgs == []
+    check(
+        groups,
+        {
+            "w": (
+                model.w.shape[0],
+                "linear",
+                1,
+                [M("w", 0, "producer"), M("b", 0, "other"), *consumer("fc2")],
+            ),
+            "fc1": (model.fc1.out_features, "linear", 1, [*rows("fc1"), M("w", 1, "consumer")]),
+        },
+    )
+    assert not hasattr(model, "_widthwise_linear0")  # the stand-in is gone again
+
+
 def test_token_mask_keeps_the_group_and_a_channel_mask_is_named():
     _, _, groups, msgs = run("masked_mlp")
     assert [g.name for g in groups] == ["fc1"] and msgs == []
@@ -268,7 +286,6 @@ def test_token_mask_keeps_the_group_and_a_channel_mask_is_named():
 @pytest.mark.parametrize(
     "arch, named",
     [
-        ("raw_linear_bias", ["'w'", "'b'"]),
         ("bot_block", ["qkv"]),
         ("single_linear", ["no channel group"]),
     ],

@@ -387,6 +387,57 @@ class _Finder:
             if pname not in ("weight", "bias") and p.ndim >= 1 and p.shape[0] == width:
                 yield Member(f"{mname}.{pname}", 0, "other", off, rep)
 
+    @contextlib.contextmanager
+    def _linear_shadows(self):
+        """``F.linear(x, w, b)`` on a raw weight and a raw bias is traced as an ``nn.Linear``:
+        for the trace, a stand-in Linear holding the same two tensors is attached to the model
+        and the call is routed through it (Torch-Pruning would treat the product as
+        element-wise). The stand-in's members are renamed to ``w`` and ``b``."""
+        pairs = self._raw_linear_pairs()
+        if not pairs:
+            yield
+            return
+        shadows = {}
+        for k, (w, b) in enumerate(pairs):
+            name = f"_widthwise_linear{k}"
+            sh = nn.Linear(1, 1)
+            sh._parameters["weight"], sh._parameters["bias"] = w, b
+            sh.in_features, sh.out_features = w.shape[1], w.shape[0]
+            self.model._modules[name] = sh
+            shadows[(id(w), id(b))] = sh
+            self.module_name[sh] = name
+            self.modules[name] = sh
+            self.module_order[name] = len(self.module_order)
+            self.canonical[f"{name}.weight"] = self.param_name[w]
+            self.canonical[f"{name}.bias"] = self.param_name[b]
+        try:
+            with _RouteLinear(shadows):
+                yield
+        finally:
+            for sh in shadows.values():
+                self.model._modules.pop(self.module_name[sh], None)
+
+    def _raw_linear_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(weight, bias) raw parameters that the forward passes to ``F.linear`` together."""
+        known = (
+            nn.Linear,
+            nn.modules.conv._ConvNd,
+            nn.Embedding,
+            nn.RNNBase,
+            nn.MultiheadAttention,
+        )
+        raw: dict[int, nn.Parameter] = {}
+        for n, p in self.params.items():
+            owner = self.modules.get(n.rpartition(".")[0])
+            if not isinstance(owner, known) and not _is_conv1d(owner):
+                raw[id(p)] = p
+        if not any(p.ndim == 2 for p in raw.values()):
+            return []
+        finder = _RouteLinear({}, raw)
+        with contextlib.suppress(Exception), torch.no_grad(), finder:
+            call_model(self.model, map_tensors(self.example_inputs))
+        return list(dict.fromkeys(finder.seen))
+
     # -- main --------------------------------------------------------------------------------
 
     def run(self) -> list[ChannelGroup]:
@@ -417,6 +468,7 @@ class _Finder:
                 rec.CutHooks(self.model) as cuts,
                 _no_new_hooks(self.model),
                 _tolerant_index_mapping(),
+                self._linear_shadows(),
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore")
@@ -946,10 +998,12 @@ class _Finder:
 
     def _name(self, raw: _Raw, members: list[Member]) -> str:
         producers = list(
-            dict.fromkeys(m.param.rpartition(".")[0] for m in members if m.role == "producer")
+            dict.fromkeys(
+                m.param.rpartition(".")[0] or m.param for m in members if m.role == "producer"
+            )
         )
         if not producers:
-            producers = [members[0].param.rpartition(".")[0]]
+            producers = [members[0].param.rpartition(".")[0] or members[0].param]
         if raw.attention:
             base = _common_prefix(producers) or "+".join(producers)
             return f"{base} (attention)"
@@ -976,6 +1030,8 @@ class _Finder:
             return "conv"
         if isinstance(first, nn.Linear) or _is_conv1d(first):
             return "linear"
+        if producers and producers[0].dim == 0 and self.params[producers[0].param].ndim == 2:
+            return "linear"  # F.linear on a raw weight
         if isinstance(first, nn.Embedding):
             return "embedding"
         return "other"
@@ -1394,6 +1450,28 @@ def _split_index_mapping(dg, node) -> None:
             if dep.target is node:
                 dep.index_mapping[0] = Map(offset=offsets[i : i + 2], reverse=True)
     return None
+
+
+class _RouteLinear(torch.overrides.TorchFunctionMode):
+    """Routes ``F.linear`` on known (weight, bias) pairs through stand-in modules, or (with
+    ``raw``) records the pairs of raw parameters it is called with."""
+
+    def __init__(self, shadows: dict, raw: dict | None = None):
+        super().__init__()
+        self.shadows, self.raw, self.seen = shadows, raw, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear:
+            x = args[0] if args else kwargs.get("input")
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            if self.raw is not None:
+                if id(w) in self.raw and id(b) in self.raw and w.ndim == 2:
+                    self.seen.append((w, b))
+            elif (id(w), id(b)) in self.shadows:
+                return self.shadows[(id(w), id(b))](x)
+        return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
