@@ -993,3 +993,41 @@ def dense_block(seed: int = 0):
 PATTERNS.update(
     {"spatial_reduction_attention": spatial_reduction_attention, "dense_block": dense_block}
 )
+
+
+def hf_gpt_neox_tiny(seed: int = 0):
+    """GPTNeoXForCausalLM: one fused query_key_value whose rows are grouped by head
+    ([q_h, k_h, v_h] per head), partial rotary embeddings."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    g = _seed(seed)
+    cfg = GPTNeoXConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=32,
+    )
+    return GPTNeoXForCausalLM(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+def hf_gemma_mqa(seed: int = 0):
+    """GemmaForCausalLM with multi-query attention: 4 query heads share 1 key/value head."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    g = _seed(seed)
+    cfg = GemmaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=32,
+    )
+    return GemmaForCausalLM(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+PATTERNS.update({"hf_gpt_neox_tiny": hf_gpt_neox_tiny, "hf_gemma_mqa": hf_gemma_mqa})

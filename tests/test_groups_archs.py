@@ -376,3 +376,30 @@ def test_res2net_split_pieces_are_separate_groups():
     assert M("convs.0.weight", 0, "producer") in rows_of[w].members
     assert M("convs.1.weight", 1, "consumer") in rows_of[w].members
     assert M("conv3.weight", 1, "consumer", 3 * w) in rows_of[3 * w].members
+
+
+def test_fused_qkv_grouped_by_head_and_multi_query_attention():
+    model, _, groups, msgs = run("hf_gpt_neox_tiny")
+    assert msgs == []
+    cfg = model.config
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    a = "gpt_neox.layers.0.attention"
+    g = next(g for g in groups if g.kind == "attention")
+    # query_key_value rows are [q_h, k_h, v_h] per head: one channel = 3*hd rows, hd columns
+    assert g.width == cfg.num_attention_heads
+    assert set(g.members) == {
+        *rows(f"{a}.query_key_value", repeat=3 * hd),
+        M(f"{a}.dense.weight", 1, "consumer", 0, hd),
+    }
+
+    model, _, groups, msgs = run("hf_gemma_mqa")
+    assert msgs == []
+    hd = model.config.head_dim
+    a = "model.layers.0.self_attn"
+    g = next(g for g in groups if g.kind == "attention")
+    # one shared key/value head: the query heads permute with their o_proj columns
+    assert g.width == model.config.num_attention_heads
+    assert set(g.members) == {
+        *rows(f"{a}.q_proj", repeat=hd, bias=False),
+        M(f"{a}.o_proj.weight", 1, "consumer", 0, hd),
+    }

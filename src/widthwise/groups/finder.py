@@ -434,6 +434,7 @@ class _Finder:
         if not any(p.ndim == 2 for p in raw.values()):
             return []
         finder = _RouteLinear({}, raw)
+        self.model.eval()  # no running statistics updated (find_groups restores the flags)
         with contextlib.suppress(Exception), torch.no_grad(), finder:
             call_model(self.model, map_tensors(self.example_inputs))
         return list(dict.fromkeys(finder.seen))
@@ -1376,14 +1377,28 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
             cands.append((("channels", hd), group(din, members, din // hd, note)))
     for hd in dims:
         heads = kv // hd
-        if heads < 2:
+        if heads < 1 or (heads == 1 and din == kv):
             continue
         members = [
             m for (n, p, off, w), g in zip(parts, gates) for m in _rows(n, p, off, w // heads, g)
         ]
         members.append(_cols(oname, o, din // heads))
         note = f"one channel is one key/value head ({din // heads} columns of '{oname}')"
-        cands.append((("heads", hd), group(heads, members, 1, note)))
+        if heads >= 2:
+            cands.append((("heads", hd), group(heads, members, 1, note)))
+        elif din // hd >= 2:  # one key/value head: the query heads permute alone
+            members = [m for n, p, off, w in parts if w == din for m in _rows(n, p, off, hd, None)]
+            members.append(_cols(oname, o, hd))
+            note = f"one channel is one query head ({hd} columns of '{oname}')"
+            cands.append((("query heads", hd), group(din // hd, members, 1, note)))
+    if len(prods) == 1 and len(parts) > 1:  # rows grouped by head: [q_h, k_h, v_h] (GPT-NeoX)
+        (name, p), w = prods[0], widths[0]
+        for hd in dims:
+            heads = din // hd
+            if heads >= 2 and w % heads == 0:
+                members = [*_rows(name, p, 0, w // heads, None), _cols(oname, o, hd)]
+                note = f"one channel is one head ({w // heads} rows of '{name}')"
+                cands.append((("interleaved heads", hd), group(heads, members, 1, note)))
     return cands
 
 
