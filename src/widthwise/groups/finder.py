@@ -10,21 +10,32 @@ How it works:
 1. Torch-Pruning's ``DependencyGraph`` traces the model once. GRU/LSTM/RNN and
    ``nn.MultiheadAttention`` are cut out of that trace first (:mod:`.recurrent`: Torch-Pruning
    mis-groups or crashes on them) and their inner groups are written from their definition.
-   Hugging Face's ``Conv1D`` (a Linear with a transposed weight) gets its own pruner.
+   Hugging Face's ``Conv1D`` (a Linear with a transposed weight) gets its own pruner, and
+   ``F.linear`` on a raw weight and bias is routed through a stand-in ``nn.Linear``. Index maps
+   that Torch-Pruning cannot infer are skipped instead of failing the trace; ``split``/``chunk``
+   pieces are mapped by the autograd edge they are read through.
 2. From every root layer the dependency graph is walked (our own walk: Torch-Pruning's
-   ``get_pruning_group`` can loop forever, so this one has a step and a time bound). Each item
-   reached is turned into members by a table from op type to member builder (``_BUILDERS``):
-   the index map must be one contiguous block per channel, which gives ``offset`` and
-   ``repeat``. Members are named as ``named_parameters()`` names them, so a tied tensor appears
-   once.
-3. Groups that reach the model's output, or are added to its input (``x + f(x)``), are dropped:
-   their width is fixed by the data. Matrix products on parameters outside a module are refused
-   (Torch-Pruning treats them as element-wise). A group read by a grouped convolution
-   (``groups = G``) becomes ``width / G`` channels, each one a channel in every block.
+   ``get_pruning_group`` can loop forever, so this one has a step and a time bound, and runs the
+   index-map update once, not once per root). Each item reached is turned into members by a
+   table from op type to member builder (:func:`_builders`): the index map must be one
+   contiguous block per channel (or several such blocks: ``cat([x, f(x)])``), which gives
+   ``offset`` and ``repeat``. A group whose channels go different ways after a split is cut into
+   the channel classes every layer treats alike. Members are named as ``named_parameters()``
+   names them, so a tied tensor appears once, and groups holding one slice of a tied tensor are
+   merged.
+3. Groups that reach the model's output (the logits of a Hugging Face output), or are added to
+   its input (``x + f(x)``), are dropped: their width is fixed by the data. Matrix products on
+   other raw parameters are refused (Torch-Pruning treats them as element-wise). A group read by
+   a grouped convolution (``groups = G``) becomes ``width / G`` channels, each one a channel in
+   every block; the grouped conv's own outputs permute within blocks (``divisor = G``).
 4. Every remaining group is verified in one batch: all groups permuted at once must leave the
-   output unchanged; only on failure is the batch halved. A failing attention group gets the
-   smallest head count that passes as its ``divisor``; a failing fused projection is retried as
-   ``n`` gate blocks (fused q/k/v, fused gate/up); otherwise it is left out.
+   output unchanged; only on failure is the batch halved. An attention group starts from the
+   head count its module declares, or searches one. Where the walk failed or a group was
+   refused, the layers around an attention or gated block (producers read by one consumer
+   through parameter-free ops) are tried as candidates: every channel within heads, whole
+   key/value heads (rotary embeddings, grouped-query attention), query heads (multi-query),
+   heads of a fused projection. Candidate searches cost a few forwards per model, not per block.
+   Whatever still fails is left out and named in the one warning.
 """
 
 from __future__ import annotations
