@@ -1031,3 +1031,15 @@ def hf_gemma_mqa(seed: int = 0):
 
 
 PATTERNS.update({"hf_gpt_neox_tiny": hf_gpt_neox_tiny, "hf_gemma_mqa": hf_gemma_mqa})
+
+
+def hf_falcon_mqa(seed: int = 0):
+    """FalconForCausalLM: one fused query_key_value [q | k | v] with a single key/value head."""
+    from transformers import FalconConfig, FalconForCausalLM
+
+    g = _seed(seed)
+    cfg = FalconConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    return FalconForCausalLM(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+PATTERNS["hf_falcon_mqa"] = hf_falcon_mqa

@@ -403,3 +403,19 @@ def test_fused_qkv_grouped_by_head_and_multi_query_attention():
         *rows(f"{a}.q_proj", repeat=hd, bias=False),
         M(f"{a}.o_proj.weight", 1, "consumer", 0, hd),
     }
+
+
+# every pattern not named in test_left_out_with_one_warning or the mask test is fully grouped
+FULLY_GROUPED = sorted(
+    set(archs.PATTERNS) - {"bot_block", "single_linear", "masked_mlp_per_channel"}
+)
+
+
+@pytest.mark.parametrize("arch", FULLY_GROUPED)
+def test_fully_grouped_without_a_warning(arch):
+    model, _, groups, msgs = run(arch)
+    assert msgs == [], msgs
+    assert groups
+    # members name parameters as named_parameters() does (tied tensors once)
+    tracked = {m.param for g in groups for m in g.members}
+    assert tracked <= {n for n, _ in model.named_parameters()}

@@ -1351,6 +1351,9 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
             parts.append((name, p, 0, w))
         elif w % din == 0:  # a fused projection: qkv, kv, gate/up
             parts += [(name, p, k * din, din) for k in range(w // din)]
+        elif len(prods) == 1 and w > din and (w - din) % 2 == 0 and din % ((w - din) // 2) == 0:
+            kvw = (w - din) // 2  # fused [q | k | v] with fewer key/value heads (Falcon, Phi-3)
+            parts += [(name, p, 0, din), (name, p, din, kvw), (name, p, din + kvw, kvw)]
         else:
             return []
     if len(parts) < 2:
