@@ -1043,3 +1043,29 @@ def hf_falcon_mqa(seed: int = 0):
 
 
 PATTERNS["hf_falcon_mqa"] = hf_falcon_mqa
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging, channels-last: each 2x2 neighbourhood of C channels becomes 4C
+    features (``reshape`` + ``permute`` + ``flatten``), LayerNorm(4C), Linear(4C, 2C)."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.embed = nn.Linear(3, c)
+        self.norm = nn.LayerNorm(4 * c)
+        self.reduction = nn.Linear(4 * c, 2 * c, bias=False)
+        self.head = nn.Linear(2 * c, 3)
+
+    def forward(self, x):
+        x = self.embed(x)  # [B, H, W, C]
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.head(self.reduction(self.norm(x)).mean((1, 2)))
+
+
+def patch_merging(seed: int = 0):
+    g = _seed(seed)
+    return PatchMerging(), torch.randn(2, 4, 4, 3, generator=g)
+
+
+PATTERNS["patch_merging"] = patch_merging

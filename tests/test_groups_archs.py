@@ -419,3 +419,26 @@ def test_fully_grouped_without_a_warning(arch):
     # members name parameters as named_parameters() does (tied tensors once)
     tracked = {m.param for g in groups for m in g.members}
     assert tracked <= {n for n, _ in model.named_parameters()}
+
+
+def test_patch_merging_channels_are_four_features_apart():
+    model, _, groups, msgs = run("patch_merging")
+    assert msgs == []
+    c = model.embed.out_features
+    g = next(g for g in groups if g.name == "embed")
+    # reshape(b, h/2, 2, w/2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3): feature = k*c + ch
+    placed = [(o, 1) for o in range(0, 4 * c, c)]
+    assert set(g.members) == {
+        *rows("embed"),
+        *(M("reduction.weight", 1, "consumer", o, r) for o, r in placed),
+        *(M(f"norm.{q}", 0, "norm", o, r) for o, r in placed for q in ("weight", "bias")),
+    }
+
+
+def test_ignore_applies_to_attention_found_around_a_failed_walk():
+    model, x = archs.hf_llama_tiny()
+    a = "model.layers.0.self_attn"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = [g.name for g in find_groups(model, x, ignore=[f"{a}.q_proj"])]
+    assert f"{a} (attention)" not in names and "model (residual)" in names

@@ -146,6 +146,8 @@ class _Raw:
         self.rnn_out: list[tuple[str, object, int, int]] = []  # (name, rnn, offset, repeat)
         self.grouped_in: list[tuple[str, nn.Module, int, int]] = []  # (name, conv, offset, repeat)
         self.fused: list[tuple[str, nn.Module]] = []  # producers whose rows feed a split/reshape
+        # layers reached through a reshape Torch-Pruning cannot map: (builder, item, size)
+        self.unplaced: list[tuple[Callable, _Item, int]] = []
 
     def add(self, members: Iterable[Member]) -> None:
         for m in members:
@@ -752,6 +754,9 @@ class _Finder:
             what = mname if mname is not None else self.param_name.get(module, "?")
             if not is_in and t in (tp.ops.OPTYPE.LINEAR, tp.ops.OPTYPE.CUSTOMIZED):
                 raw.fused.append((mname, module))
+            size = _channel_size(module, is_in) if mname is not None else None
+            if size and size % raw.width == 0 and size > raw.width:
+                raw.unplaced.append((builder, _Item(node, module, mname, is_in, None), size))
             raw.reasons.append(f"channels reaching '{what}' are split or rearranged")
             raw.rearranged = True
             return
@@ -943,6 +948,7 @@ class _Finder:
 
     def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
         cands: list[tuple[_Raw, ChannelGroup]] = []
+        placements: list[tuple] = []
         for raw in self._merge_shared(raws):
             if raw.output or raw.tied_input:
                 continue
@@ -973,7 +979,12 @@ class _Finder:
                 notes=tuple(dict.fromkeys(raw.notes)),
             )
             if raw.reasons:
-                self.left_out[group.name] = "; ".join(dict.fromkeys(raw.reasons))
+                why = "; ".join(dict.fromkeys(raw.reasons))
+                options = self._placements(raw, group) if raw.unplaced else []
+                if options:  # decided after verification, when the layouts have been tried
+                    placements.append((raw, group, why, options))
+                    continue
+                self.left_out[group.name] = why
                 self.root_keys.setdefault(raw.root, set()).add(group.name)
                 continue
             problem = self._shape_problem(group)
@@ -984,7 +995,25 @@ class _Finder:
             cands.append((raw, group))
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
-        groups += self._projections(groups)
+        extra = self._projections(groups)
+        extra += self._place(placements, groups + extra)
+        groups += [  # ignore= applies to these too
+            g
+            for g in extra
+            if not any(m.param.rpartition(".")[0] in self.ignored for m in g.producers)
+        ]
+        groups = [
+            replace(
+                g,
+                members=tuple(
+                    sorted(
+                        g.members,
+                        key=lambda m: (self.param_order.get(m.param, -1), m.dim, m.offset),
+                    )
+                ),
+            )
+            for g in groups
+        ]
         groups.sort(
             key=lambda g: min(self.param_order[m.param] for m in (g.producers or g.members))
         )
@@ -1101,9 +1130,10 @@ class _Finder:
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         specs, options = [], []
-        for oname, omod, prods in self.fallbacks:
+        for oname, omod, prods, norms in self.fallbacks:
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)
                 for key, c in cands
@@ -1192,6 +1222,49 @@ class _Finder:
             groups[k] = None
         return [g for g in groups if g is not None]
 
+    def _placements(self, raw: _Raw, group: ChannelGroup) -> list[tuple[str, ChannelGroup]]:
+        """Where a group's channels may sit in the layers Torch-Pruning could not map (``k``
+        blocks of the width, or ``k`` consecutive entries per channel: Swin's patch merging,
+        a flatten), when that was the only problem. Each is a candidate for the check."""
+        if len(raw.unplaced) != len(raw.reasons) or raw.grouped_in or raw.rnn_out:
+            return []
+        out = []
+        for key in ("blocks", "repeat"):
+            extra = _Raw(raw.width, raw.root)
+            for builder, it, size in raw.unplaced:
+                k = size // raw.width
+                for layout in (
+                    [(j * raw.width, 1) for j in range(k)] if key == "blocks" else [(0, k)]
+                ):
+                    builder(self, extra, replace(it, layout=layout))
+            if extra.reasons:
+                return []
+            members = [*group.members, *self._canonical_members(extra)]
+            g = replace(group, members=tuple(dict.fromkeys(members)))
+            if self._shape_problem(g) is None:
+                out.append((key, g))
+        return out
+
+    def _place(self, placements: list[tuple], accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        if not placements:
+            return []
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        sym = Symmetry(self.model, self.example_inputs)
+        options = [
+            [(k, g) for k, g in opts if not any((m.param, m.dim) in claimed for m in g.members)]
+            for *_, opts in placements
+        ]
+        out = []
+        for (raw, group, why, _), g in zip(placements, self._search(sym, options)):
+            spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
+            if g is None or spans & claimed:
+                self.left_out[group.name] = why
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
+                continue
+            out.append(replace(g, notes=(*g.notes, "placed by the permutation check")))
+            claimed |= spans
+        return out
+
     def _owners(self, layers: Iterable[str]) -> list[nn.Module]:
         """The modules around ``layers``, nearest first up to the model (where a head count or
         a config is declared)."""
@@ -1250,6 +1323,20 @@ _HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
 
 
+def _channel_size(module: Any, is_in: bool) -> int | None:
+    """Entries along the channel dimension a member of ``module`` would index."""
+    if _is_conv1d(module):
+        return module.weight.shape[0 if is_in else 1]
+    if isinstance(module, nn.Linear):
+        return module.in_features if is_in else module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1:
+        return module.in_channels if is_in else module.out_channels
+    w = getattr(module, "weight", None)
+    if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+        return w.shape[0] if w is not None and w.ndim == 1 else None
+    return None
+
+
 def _is_weight_layer(module: Any) -> bool:
     return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or _is_conv1d(module)
 
@@ -1285,6 +1372,8 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
     (reshape, rotary embedding, q @ k, softmax, ...), and for each such reader o, every weight
     layer that o reads that way. Walks Torch-Pruning's node graph, not its index maps."""
 
+    norms: list = []  # LayerNorms passed on the way (patch merging normalises 4C features)
+
     def reach(node, forward: bool, limit: int = 400) -> list:
         found, seen, stack = [], {node}, [node]
         while stack and len(seen) < limit:
@@ -1300,6 +1389,8 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
                     mod, nn.LayerNorm
                 ):
                     stack.append(nxt)  # a parameter-free op (Torch-Pruning's op wrappers)
+                    if forward and isinstance(mod, nn.LayerNorm) and mod in module_name:
+                        norms.append(mod)
         return found
 
     specs: dict[nn.Module, list] = {}
@@ -1308,14 +1399,43 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
         node = dg.module2node.get(root)
         if node is None or not _is_weight_layer(root):
             continue
-        for o in reach(node, True):
+        norms.clear()
+        readers = reach(node, True)
+        passed = [(module_name[n], n) for n in dict.fromkeys(norms)]
+        for o in readers:
             if o in specs or getattr(o, "groups", 1) != 1:
                 continue
             prods = [p for p in reach(dg.module2node[o], False) if getattr(p, "groups", 1) == 1]
             if root in prods:
-                specs[o] = [(module_name[p], p) for p in dict.fromkeys(prods)]
-                specs[o].sort(key=lambda np: order[np[0]])
-    return [(module_name[o], o, prods) for o, prods in specs.items()]
+                ps = sorted({module_name[p]: p for p in prods}.items(), key=lambda x: order[x[0]])
+                specs[o] = (ps, passed if len(readers) == 1 else [])
+    return [(module_name[o], o, ps, ns) for o, (ps, ns) in specs.items()]
+
+
+def _placed_candidates(oname, o, prods, norms, canonical) -> list[tuple]:
+    """One producer of ``w`` channels read by ``o`` as ``k*w`` features after a reshape
+    (Swin's patch merging, a channels-last flatten): each channel is ``k`` blocks apart or ``k``
+    consecutive features in ``o``'s columns and in any LayerNorm on the way."""
+    if len(prods) != 1:
+        return []
+    (name, p), din = prods[0], _in_width(o)
+    w = _out_width(p)
+    if din % w or din == w:
+        return []
+    k, out = din // w, []
+    for key, places in (("blocks", [(j * w, 1) for j in range(k)]), ("repeat", [(0, k)])):
+        members = _rows(name, p, 0, 1, None)
+        for off, rep in places:
+            members.append(replace(_cols(oname, o, rep), offset=off))
+            for n, ln in norms:
+                if ln.weight is not None and ln.weight.shape == (din,):
+                    members += [Member(f"{n}.{q}", 0, "norm", off, rep) for q in ("weight", "bias")]
+        members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
+        kind = "conv" if isinstance(p, nn.modules.conv._ConvNd) else "linear"
+        note = f"each channel is {k} features of '{oname}' ({key})"
+        g = ChannelGroup(name, w, tuple(dict.fromkeys(members)), (name, oname), kind, 1, (note,))
+        out.append((("placed", key), g))
+    return out
 
 
 def _head_dims(owners: list[Any], din: int, kv: int) -> list[int]:
