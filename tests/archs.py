@@ -1069,3 +1069,24 @@ def patch_merging(seed: int = 0):
 
 
 PATTERNS["patch_merging"] = patch_merging
+
+
+class PixelShuffleNet(nn.Module):
+    """conv 3->16, pixel_shuffle(2) (4 consecutive channels -> one channel at 2x2), conv 4->4."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.b(F.pixel_shuffle(self.a(x), 2))).mean((2, 3)))
+
+
+def pixel_shuffle_net(seed: int = 0):
+    g = _seed(seed)
+    return PixelShuffleNet(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["pixel_shuffle_net"] = pixel_shuffle_net

@@ -442,3 +442,11 @@ def test_ignore_applies_to_attention_found_around_a_failed_walk():
         warnings.simplefilter("ignore")
         names = [g.name for g in find_groups(model, x, ignore=[f"{a}.q_proj"])]
     assert f"{a} (attention)" not in names and "model (residual)" in names
+
+
+def test_pixel_shuffle_reads_four_consecutive_channels():
+    _, _, groups, msgs = run("pixel_shuffle_net")
+    assert msgs == []
+    g = next(g for g in groups if g.name == "a")
+    assert (g.width, g.kind) == (4, "conv")
+    assert set(g.members) == {*rows("a", repeat=4), *consumer("b")}

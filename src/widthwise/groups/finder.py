@@ -1480,8 +1480,9 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
         return []
     # gate labels only where the order is known: the blocks of one fused q/k/v projection
     gates = ("q", "k", "v") if len(parts) == 3 and len(prods) == 1 else (None,) * len(parts)
-    # two halves of one producer read through a product (SwiGLU's gate * up): not attention
-    gated = len(prods) == 1 and len(parts) == 2
+    # blocks of one producer that are not q/k/v (SwiGLU's gate * up, a pixel shuffle's
+    # sub-pixels): named and kinded after the producer, not attention
+    gated = len(prods) == 1 and len(parts) != 3
     kv = min(w for *_, w in parts)
     pnames = list(dict(prods))
     label = _common_prefix(pnames) if len(pnames) > 1 else pnames[0].rpartition(".")[0]
@@ -1492,12 +1493,13 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
     def group(width, members, divisor, note):
         members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
         plain = gated and divisor == 1
+        kind = "conv" if isinstance(prods[0][1], nn.modules.conv._ConvNd) else "linear"
         return ChannelGroup(
             name=pnames[0] if plain else f"{label} (attention)",
             width=width,
             members=tuple(dict.fromkeys(members)),
             layers=layers,
-            kind="linear" if plain else "attention",
+            kind=kind if plain else "attention",
             divisor=divisor,
             notes=(note,),
         )
