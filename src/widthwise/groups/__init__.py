@@ -8,8 +8,13 @@
   :func:`call_model`.
 * :mod:`~widthwise.groups.recurrent`: GRU/LSTM/RNN and ``nn.MultiheadAttention``, which
   Torch-Pruning cannot trace, written from their definition.
+* :mod:`~widthwise.groups.tracing`: repairs and glue around Torch-Pruning's trace (index maps,
+  HF ``Conv1D``, ``F.linear`` on raw parameters, layouts of index lists).
+* :mod:`~widthwise.groups.candidates`: candidate groups around attention and gated blocks where
+  the dependency walk failed (kept only if the permutation check passes).
 
-Imports run one way: types <- verify, recurrent <- finder <- this package.
+Imports run one way: types <- verify, recurrent, tracing <- candidates <- finder <- this
+package (tests/test_groups_layout.py checks it).
 """
 
 from widthwise.groups.finder import find_groups
