@@ -1090,3 +1090,18 @@ def pixel_shuffle_net(seed: int = 0):
 
 
 PATTERNS["pixel_shuffle_net"] = pixel_shuffle_net
+
+
+def hf_swin_tiny(seed: int = 0):
+    """SwinForImageClassification: window attention with a relative-position bias table, patch
+    merging between two stages (2x2 neighbourhoods concatenated to 4C, LayerNorm, Linear)."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    g = _seed(seed)
+    cfg = SwinConfig(
+        image_size=16, patch_size=2, embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=4
+    )
+    return SwinForImageClassification(cfg), {"pixel_values": torch.randn(1, 3, 16, 16, generator=g)}
+
+
+PATTERNS["hf_swin_tiny"] = hf_swin_tiny

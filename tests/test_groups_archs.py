@@ -450,3 +450,13 @@ def test_pixel_shuffle_reads_four_consecutive_channels():
     g = next(g for g in groups if g.name == "a")
     assert (g.width, g.kind) == (4, "conv")
     assert set(g.members) == {*rows("a", repeat=4), *consumer("b")}
+
+
+def test_hf_swin_patch_merging_places_the_first_stage_stream():
+    model, _, groups, msgs = run("hf_swin_tiny")
+    assert msgs == []
+    c = model.config.embed_dim
+    stream = next(g for g in groups if g.width == c and g.kind == "residual")
+    red = "swin.encoder.layers.0.downsample.reduction.weight"
+    # the 4 neighbours are concatenated: stage-1 channel ch is feature k*c + ch of the merge
+    assert {m.offset for m in stream.members if m.param == red} == {0, c, 2 * c, 3 * c}

@@ -589,7 +589,8 @@ class _Finder:
                 if dg.is_out_channel_pruning_fn(handler):
                     visited.add(node.module)
                 self._convert_item(raw, node, handler, idxs, roots_)
-            if raw.rearranged and any("split or rearranged" in r for r in raw.reasons):
+            misplaced = sum("split or rearranged" in r for r in raw.reasons)
+            if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
                 raws.extend(self._refine(raw, items))
             else:
                 raws.append(raw)
