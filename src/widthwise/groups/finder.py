@@ -59,6 +59,7 @@ from widthwise.groups.candidates import (
     _placed_candidates,
     _projection_candidates,
     _projection_specs,
+    _rows,
 )
 from widthwise.groups.tracing import (
     _blocks,
@@ -1119,6 +1120,9 @@ class _Finder:
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         specs, options = [], []
         for oname, omod, prods, norms in self.fallbacks:
+            rows = [_rows(n, p, 0, 1, None)[0] for n, p in prods]
+            if all((self.canonical.get(m.param, m.param), m.dim) in claimed for m in rows):
+                continue  # every producer is already in a verified group
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
