@@ -81,6 +81,9 @@ __all__ = ["DEFAULT_TIMEOUT", "find_groups"]
 DEFAULT_TIMEOUT = 60.0
 #: dependency-walk steps per root layer: a healthy walk visits each (node, handler) a few times
 _STEPS_PER_NODE = 20
+#: distinct index lists one (layer, handler) may be reached with in one walk: concat/split give a
+#: few; a walk that keeps finding new ones is cycling through rotary or head reshapes
+_SETS_PER_NODE = 16
 
 IgnoreSpec = Iterable[nn.Module | str | type[nn.Module]]
 
@@ -697,6 +700,8 @@ class _Finder:
                 done = seen.setdefault(key, set())
                 if fs in done:
                     continue
+                if len(done) >= _SETS_PER_NODE:  # the same layer reached with ever new indices
+                    raise _OutOfTime
                 done.add(fs)
                 if key not in merged:
                     merged[key] = {}
