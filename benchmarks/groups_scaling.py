@@ -1,6 +1,7 @@
 """How find_groups' cost grows with model size, against Torch-Pruning's graph build, same run.
 
-For each family (an MLP, a ResNet-style CNN with residual blocks, a pre-norm transformer) and
+For each family (an MLP, a ResNet-style CNN with residual blocks, a pre-norm transformer, a
+Hugging Face Mistral with rotary grouped-query attention, where Torch-Pruning's walk cycles) and
 depths 2, 4, ..., find_groups and ``tp.DependencyGraph().build_dependency`` are timed (best of
 ``--repeats``) on the same model and input. Prints per depth the two times and their ratio, and
 per family the slope of log(time) against log(depth) (1.0 = linear, 2.0 = quadratic).
@@ -98,8 +99,34 @@ class Transformer(nn.Module):
         return self.head(h.mean(1))
 
 
+def Mistral(depth: int) -> nn.Module:
+    """Hugging Face Mistral (rotary, 4 query heads on 2 key/value heads), returning logits."""
+    import transformers as tf
+
+    cfg = tf.MistralConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=depth,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+
+    class Logits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = tf.MistralForCausalLM(cfg)
+
+        def forward(self, ids):
+            return self.m(input_ids=ids).logits
+
+    return Logits()
+
+
 FAMILIES = {
     "mlp": (MLP, lambda: torch.randn(2, 16)),
+    "mistral": (Mistral, lambda: torch.randint(0, 40, (1, 6))),
     "resnet": (ResNet, lambda: torch.randn(1, 3, 8, 8)),
     "transformer": (Transformer, lambda: torch.randn(2, 5, 8)),
 }
