@@ -410,3 +410,698 @@ ARCHS = {
     "gru_model": gru_model,
     "lstm_model": lstm_model,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# patterns of public architectures (issue 13), written out: torchvision/timm are not installed.
+# Each reproduces one way real models couple channels; Hugging Face ones are built from tiny
+# configs (no download).
+
+
+def hf_gpt2_tiny(seed: int = 0):
+    """GPT2LMHeadModel: Conv1D layers (weight [in, out]), fused c_attn, lm_head tied to wte."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    g = _seed(seed)
+    cfg = GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=1, n_head=4)
+    return GPT2LMHeadModel(cfg), {"input_ids": torch.randint(0, 50, (1, 6), generator=g)}
+
+
+def hf_t5_tiny(seed: int = 0):
+    """T5ForConditionalGeneration: shared embedding tied to encoder, decoder and lm_head."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    g = _seed(seed)
+    cfg = T5Config(
+        vocab_size=40,
+        d_model=16,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
+    )
+    ids = torch.randint(0, 40, (1, 5), generator=g)
+    return T5ForConditionalGeneration(cfg), {"input_ids": ids, "decoder_input_ids": ids[:, :3]}
+
+
+def _hf_causal(kind: str, kv_heads: int, seed: int):
+    import transformers as tf
+
+    g = _seed(seed)
+    Config, Model = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+    }[kind]
+    cfg = Config(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+    )
+    return Model(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+def hf_llama_tiny(seed: int = 0):
+    """LlamaForCausalLM: RoPE attention (4 heads), SwiGLU MLP, RMSNorm."""
+    return _hf_causal("llama", 4, seed)
+
+
+def hf_mistral_gqa(seed: int = 0):
+    """MistralForCausalLM with grouped-query attention: 4 query heads share 2 key/value heads."""
+    return _hf_causal("mistral", 2, seed)
+
+
+def hf_qwen2_gqa(seed: int = 0):
+    """Qwen2ForCausalLM (q/k/v biases) with 4 query heads on 2 key/value heads."""
+    return _hf_causal("qwen2", 2, seed)
+
+
+class ResNeXtBlock(nn.Module):
+    """stem 16 -> [1x1 16->16, 3x3 groups=4 16->16, 1x1 16->16] + identity -> fc."""
+
+    def __init__(self, width: int = 16, groups: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(16, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, 16, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.stem(x)))
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        x = F.relu(x + self.bn3(self.conv3(y)))
+        return self.fc(x.mean((2, 3)))
+
+
+def resnext_block(seed: int = 0):
+    g = _seed(seed)
+    return ResNeXtBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class FusedQKVViT(nn.Module):
+    """timm-style ViT block: qkv = Linear(d, 3d) -> reshape(B, N, 3, H, hd) -> permute -> unbind,
+    scaled_dot_product_attention, transpose/reshape -> proj; MLP; residual stream."""
+
+    def __init__(self, dim: int = 16, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Linear(12, dim)
+        self.pos = nn.Parameter(torch.randn(1, 5, dim) * 0.02)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x) + self.pos
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, n, c))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+def fused_qkv_vit(seed: int = 0):
+    g = _seed(seed)
+    return FusedQKVViT(), torch.randn(2, 5, 12, generator=g)
+
+
+class RawLinearBias(nn.Module):
+    """fc1 -> F.linear(h, w, b) with raw weight and bias parameters -> fc2."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.w = nn.Parameter(torch.randn(12, 16) * 0.25)
+        self.b = nn.Parameter(torch.randn(12) * 0.1)
+        self.fc2 = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.fc2(F.relu(F.linear(F.relu(self.fc1(x)), self.w, self.b)))
+
+
+def raw_linear_bias(seed: int = 0):
+    g = _seed(seed)
+    return RawLinearBias(), torch.randn(2, 8, generator=g)
+
+
+class SwiGLU(nn.Module):
+    """Llama MLP: down(silu(gate(x)) * up(x)), and a fused variant (one Linear, then chunk)."""
+
+    def __init__(self, fused: bool = False, dim: int = 8, hidden: int = 12):
+        super().__init__()
+        self.fused = fused
+        self.embed = nn.Linear(6, dim)
+        if fused:
+            self.gate_up = nn.Linear(dim, 2 * hidden)
+        else:
+            self.gate = nn.Linear(dim, hidden)
+            self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        if self.fused:
+            a, b = self.gate_up(h).chunk(2, dim=-1)
+        else:
+            a, b = self.gate(h), self.up(h)
+        return self.head(h + self.down(F.silu(a) * b))
+
+
+def swiglu(seed: int = 0):
+    g = _seed(seed)
+    return SwiGLU(), torch.randn(2, 6, generator=g)
+
+
+def swiglu_fused(seed: int = 0):
+    g = _seed(seed)
+    return SwiGLU(fused=True), torch.randn(2, 6, generator=g)
+
+
+class GhostModule(nn.Module):
+    """GhostNet: primary 1x1 conv (c/2), cheap depthwise conv on it (c/2), cat, then a 1x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.primary = nn.Conv2d(8, 6, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.cheap = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.out = nn.Conv2d(12, 10, 1)
+        self.fc = nn.Linear(10, 4)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        a = F.relu(self.bn1(self.primary(x)))
+        b = F.relu(self.bn2(self.cheap(a)))
+        x = F.relu(self.out(torch.cat([a, b], dim=1)))
+        return self.fc(x.mean((2, 3)))
+
+
+def ghost_module(seed: int = 0):
+    g = _seed(seed)
+    return GhostModule(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class Res2NetBlock(nn.Module):
+    """Res2Net: 1x1 conv to 4 splits of 4, a 3x3 conv per split fed by the previous one, cat."""
+
+    def __init__(self, scale: int = 4, w: int = 4):
+        super().__init__()
+        self.w = w
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(8, scale * w, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(scale * w)
+        self.convs = nn.ModuleList(nn.Conv2d(w, w, 3, padding=1) for _ in range(scale - 1))
+        self.conv3 = nn.Conv2d(scale * w, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        parts = torch.split(F.relu(self.bn1(self.conv1(x))), self.w, dim=1)
+        outs, sp = [], None
+        for i, conv in enumerate(self.convs):
+            sp = parts[i] if i == 0 else sp + parts[i]
+            sp = F.relu(conv(sp))
+            outs.append(sp)
+        outs.append(parts[-1])
+        x = x + self.conv3(torch.cat(outs, dim=1))
+        return self.fc(x.mean((2, 3)))
+
+
+def res2net_block(seed: int = 0):
+    g = _seed(seed)
+    return Res2NetBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class CSPBlock(nn.Module):
+    """CSP: 1x1 conv, chunk in two halves, one half through two convs, cat, 1x1 transition."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.trans = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x1, x2 = x.chunk(2, dim=1)
+        x2 = x2 + self.b(F.relu(self.a(x2)))
+        x = F.relu(self.trans(torch.cat([x1, x2], dim=1)))
+        return self.fc(x.mean((2, 3)))
+
+
+def csp_block(seed: int = 0):
+    g = _seed(seed)
+    return CSPBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """NFNet's weight-standardised conv (timm's ScaledStdConv2d) with a per-channel ``gain``."""
+
+    def __init__(self, cin: int, cout: int, k: int, padding: int = 0):
+        super().__init__(cin, cout, k, padding=padding)
+        self.gain = nn.Parameter(torch.ones(cout, 1, 1, 1))
+        self.scale = (cin * k * k) ** -0.5
+
+    def forward(self, x):
+        w = F.batch_norm(
+            self.weight.reshape(1, self.out_channels, -1),
+            None,
+            None,
+            weight=(self.gain * self.scale).view(-1),
+            training=True,
+            momentum=0.0,
+            eps=1e-6,
+        ).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class NFNetTiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = ScaledStdConv2d(3, 8, 3, padding=1)
+        self.conv2 = ScaledStdConv2d(8, 12, 3, padding=1)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def nfnet_tiny(seed: int = 0):
+    g = _seed(seed)
+    return NFNetTiny(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class ProjLSTM(nn.Module):
+    """embed -> LSTM(hidden 8, proj_size 5, 2 layers) -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 10)
+        self.rnn = nn.LSTM(10, 8, num_layers=2, proj_size=5, batch_first=True)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.embed(x))[0][:, -1])
+
+
+def proj_lstm(seed: int = 0):
+    g = _seed(seed)
+    return ProjLSTM(), torch.randn(2, 4, 6, generator=g)
+
+
+class LearnedH0GRU(nn.Module):
+    """embed -> GRU(hidden 8) started from a learned nn.Parameter h0 -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 10)
+        self.h0 = nn.Parameter(torch.randn(1, 1, 8) * 0.1)
+        self.rnn = nn.GRU(10, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h0 = self.h0.expand(1, x.shape[0], 8).contiguous()
+        return self.head(self.rnn(self.embed(x), h0)[0][:, -1])
+
+
+def learned_h0_gru(seed: int = 0):
+    g = _seed(seed)
+    return LearnedH0GRU(), torch.randn(2, 4, 6, generator=g)
+
+
+class MaskedMLP(nn.Module):
+    """fc1 -> hidden * mask (an input: per token [B, T, 1], or per channel [B, 16]) -> fc2."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x, mask):
+        return self.fc2(F.relu(self.fc1(x)) * mask)
+
+
+def masked_mlp(seed: int = 0, per_channel: bool = False):
+    g = _seed(seed)
+    x = torch.randn(2, 4, 8, generator=g)
+    if per_channel:
+        mask = (torch.rand(2, 4, 16, generator=g) > 0.5).float()
+    else:
+        mask = (torch.rand(2, 4, 1, generator=g) > 0.5).float()
+    return MaskedMLP(), (x, mask)
+
+
+class BoTBlock(nn.Module):
+    """BoTNet-style self-attention over the pixels of a feature map: one 1x1 conv makes q/k/v
+    (split), relative-position logits from raw height/width parameters, 4 heads."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, size: int = 4):
+        super().__init__()
+        self.heads, self.hd = heads, dim // heads
+        self.stem = nn.Conv2d(3, dim, 3, stride=2, padding=1)
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
+        self.rel_h = nn.Parameter(torch.randn(size, self.hd) * 0.1)
+        self.rel_w = nn.Parameter(torch.randn(size, self.hd) * 0.1)
+        self.bn = nn.BatchNorm2d(dim)
+        self.fc = nn.Linear(dim, 4)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        b, c, h, w = x.shape
+        q, k, v = torch.split(self.qkv(x), c, dim=1)
+        q = q.reshape(b * self.heads, self.hd, h * w).transpose(1, 2)
+        k = k.reshape(b * self.heads, self.hd, h * w)
+        v = v.reshape(b * self.heads, self.hd, h * w).transpose(1, 2)
+        pos = (self.rel_h[:, None, :] + self.rel_w[None, :, :]).reshape(h * w, self.hd)
+        logits = q @ k / self.hd**0.5 + q @ pos.t()
+        o = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, c, h, w)
+        x = F.relu(x + self.bn(o))
+        return self.fc(x.mean((2, 3)))
+
+
+def bot_block(seed: int = 0):
+    g = _seed(seed)
+    return BoTBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def single_linear(seed: int = 0):
+    """nn.Linear(8, 3): every width is fixed by the input or the output."""
+    g = _seed(seed)
+    return nn.Linear(8, 3), torch.randn(2, 8, generator=g)
+
+
+# issue 13 patterns; tests/test_groups_archs.py states what each must give
+PATTERNS = {
+    "hf_gpt2_tiny": hf_gpt2_tiny,
+    "hf_t5_tiny": hf_t5_tiny,
+    "hf_llama_tiny": hf_llama_tiny,
+    "hf_mistral_gqa": hf_mistral_gqa,
+    "hf_qwen2_gqa": hf_qwen2_gqa,
+    "resnext_block": resnext_block,
+    "fused_qkv_vit": fused_qkv_vit,
+    "raw_linear_bias": raw_linear_bias,
+    "swiglu": swiglu,
+    "swiglu_fused": swiglu_fused,
+    "ghost_module": ghost_module,
+    "res2net_block": res2net_block,
+    "csp_block": csp_block,
+    "nfnet_tiny": nfnet_tiny,
+    "proj_lstm": proj_lstm,
+    "learned_h0_gru": learned_h0_gru,
+    "masked_mlp": masked_mlp,
+    "masked_mlp_per_channel": lambda seed=0: masked_mlp(seed, per_channel=True),
+    "bot_block": bot_block,
+    "single_linear": single_linear,
+}
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt: depthwise 7x7 conv, permute to channels-last, LayerNorm, Linear 4x, GELU,
+    Linear back, per-channel layer scale ``gamma``, permute back, residual."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 4 * dim)
+        self.pw2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.pw2(F.gelu(self.pw1(self.norm(y))))
+        x = x + y.permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def convnext_block(seed: int = 0):
+    g = _seed(seed)
+    return ConvNeXtBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class SEBlock(nn.Module):
+    """MobileNetV2/EfficientNet block: expand 1x1, depthwise 3x3, squeeze-excitation (pool,
+    reduce 1x1, expand 1x1, sigmoid gate), project 1x1, residual."""
+
+    def __init__(self, c: int = 8, e: int = 24, r: int = 6):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.expand = nn.Conv2d(c, e, 1)
+        self.bn1 = nn.BatchNorm2d(e)
+        self.dw = nn.Conv2d(e, e, 3, padding=1, groups=e)
+        self.bn2 = nn.BatchNorm2d(e)
+        self.se_reduce = nn.Conv2d(e, r, 1)
+        self.se_expand = nn.Conv2d(r, e, 1)
+        self.project = nn.Conv2d(e, c, 1)
+        self.fc = nn.Linear(c, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = F.silu(self.bn2(self.dw(F.silu(self.bn1(self.expand(x))))))
+        s = torch.sigmoid(self.se_expand(F.silu(self.se_reduce(y.mean((2, 3), keepdim=True)))))
+        x = x + self.project(y * s)
+        return self.fc(x.mean((2, 3)))
+
+
+def se_block(seed: int = 0):
+    g = _seed(seed)
+    return SEBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class WindowAttention(nn.Module):
+    """Swin-style attention: fused qkv, a learned relative-position bias table (heads columns)
+    indexed and added to the attention logits, proj; residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, n: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(6, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.table = nn.Parameter(torch.randn(2 * n - 1, heads) * 0.1)
+        idx = torch.arange(n)
+        self.register_buffer("rel", (idx[:, None] - idx[None, :] + n - 1).flatten())
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.table[self.rel].view(n, n, -1).permute(2, 0, 1)
+        a = (q @ k.transpose(-2, -1) / (c // self.heads) ** 0.5 + bias).softmax(-1)
+        x = x + self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+        return self.head(x.mean(1))
+
+
+def window_attention(seed: int = 0):
+    g = _seed(seed)
+    return WindowAttention(), torch.randn(2, 4, 6, generator=g)
+
+
+PATTERNS.update(
+    {"convnext_block": convnext_block, "se_block": se_block, "window_attention": window_attention}
+)
+
+
+class SpatialReductionAttention(nn.Module):
+    """PVT-style attention: q = Linear(d, d) on all tokens; keys and values from one fused
+    kv = Linear(d, 2d) on tokens reduced by a strided conv; proj; residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(3, dim, 1)
+        self.q = nn.Linear(dim, dim)
+        self.sr = nn.Conv2d(dim, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        q = self.q(t).reshape(b, h * w, self.heads, -1).transpose(1, 2)
+        r = self.norm(self.sr(x).flatten(2).transpose(1, 2))
+        k, v = self.kv(r).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        t = t + self.proj(a)
+        return self.head(t.mean(1))
+
+
+def spatial_reduction_attention(seed: int = 0):
+    g = _seed(seed)
+    return SpatialReductionAttention(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+class DenseBlock(nn.Module):
+    """DenseNet: each layer reads the concat of all earlier feature maps."""
+
+    def __init__(self, c: int = 8, growth: int = 4, n: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.BatchNorm2d(c + i * growth),
+                nn.ReLU(),
+                nn.Conv2d(c + i * growth, growth, 3, padding=1),
+            )
+            for i in range(n)
+        )
+        self.fc = nn.Linear(c + n * growth, 4)
+
+    def forward(self, x):
+        feats = [self.stem(x)]
+        for layer in self.layers:
+            feats.append(layer(torch.cat(feats, 1)))
+        return self.fc(torch.cat(feats, 1).mean((2, 3)))
+
+
+def dense_block(seed: int = 0):
+    g = _seed(seed)
+    return DenseBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS.update(
+    {"spatial_reduction_attention": spatial_reduction_attention, "dense_block": dense_block}
+)
+
+
+def hf_gpt_neox_tiny(seed: int = 0):
+    """GPTNeoXForCausalLM: one fused query_key_value whose rows are grouped by head
+    ([q_h, k_h, v_h] per head), partial rotary embeddings."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    g = _seed(seed)
+    cfg = GPTNeoXConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=32,
+    )
+    return GPTNeoXForCausalLM(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+def hf_gemma_mqa(seed: int = 0):
+    """GemmaForCausalLM with multi-query attention: 4 query heads share 1 key/value head."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    g = _seed(seed)
+    cfg = GemmaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=32,
+    )
+    return GemmaForCausalLM(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+PATTERNS.update({"hf_gpt_neox_tiny": hf_gpt_neox_tiny, "hf_gemma_mqa": hf_gemma_mqa})
+
+
+def hf_falcon_mqa(seed: int = 0):
+    """FalconForCausalLM: one fused query_key_value [q | k | v] with a single key/value head."""
+    from transformers import FalconConfig, FalconForCausalLM
+
+    g = _seed(seed)
+    cfg = FalconConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    return FalconForCausalLM(cfg), {"input_ids": torch.randint(0, 40, (1, 6), generator=g)}
+
+
+PATTERNS["hf_falcon_mqa"] = hf_falcon_mqa
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging, channels-last: each 2x2 neighbourhood of C channels becomes 4C
+    features (``reshape`` + ``permute`` + ``flatten``), LayerNorm(4C), Linear(4C, 2C)."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.embed = nn.Linear(3, c)
+        self.norm = nn.LayerNorm(4 * c)
+        self.reduction = nn.Linear(4 * c, 2 * c, bias=False)
+        self.head = nn.Linear(2 * c, 3)
+
+    def forward(self, x):
+        x = self.embed(x)  # [B, H, W, C]
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.head(self.reduction(self.norm(x)).mean((1, 2)))
+
+
+def patch_merging(seed: int = 0):
+    g = _seed(seed)
+    return PatchMerging(), torch.randn(2, 4, 4, 3, generator=g)
+
+
+PATTERNS["patch_merging"] = patch_merging
+
+
+class PixelShuffleNet(nn.Module):
+    """conv 3->16, pixel_shuffle(2) (4 consecutive channels -> one channel at 2x2), conv 4->4."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.b(F.pixel_shuffle(self.a(x), 2))).mean((2, 3)))
+
+
+def pixel_shuffle_net(seed: int = 0):
+    g = _seed(seed)
+    return PixelShuffleNet(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["pixel_shuffle_net"] = pixel_shuffle_net
+
+
+def hf_swin_tiny(seed: int = 0):
+    """SwinForImageClassification: window attention with a relative-position bias table, patch
+    merging between two stages (2x2 neighbourhoods concatenated to 4C, LayerNorm, Linear)."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    g = _seed(seed)
+    cfg = SwinConfig(
+        image_size=16, patch_size=2, embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=4
+    )
+    return SwinForImageClassification(cfg), {"pixel_values": torch.randn(1, 3, 16, 16, generator=g)}
+
+
+PATTERNS["hf_swin_tiny"] = hf_swin_tiny

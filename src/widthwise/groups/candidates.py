@@ -1,0 +1,251 @@
+"""Candidate groups around an attention or gated block, for where the dependency walk failed.
+
+Contract: these functions only *propose* groups, from the layers around a block (producers read
+by one consumer through parameter-free ops) and the head sizes the modules declare; the finder
+keeps a candidate only if the permutation check (:mod:`.verify`) passes. Kinds proposed: every
+channel within heads (fused q/k/v at their offsets), whole key/value heads (rotary embeddings,
+grouped-query attention), query heads (multi-query), heads of a projection whose rows are
+grouped by head (GPT-NeoX), and a producer read as ``k`` features after a reshape (Swin's patch
+merging, pixel shuffle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from torch import nn
+
+from widthwise.groups.tracing import _is_conv1d
+from widthwise.groups.types import ChannelGroup, Member
+
+_HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_value_proj_dim")
+
+
+_HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
+
+
+def _channel_size(module: Any, is_in: bool) -> int | None:
+    """Entries along the channel dimension a member of ``module`` would index."""
+    if _is_conv1d(module):
+        return module.weight.shape[0 if is_in else 1]
+    if isinstance(module, nn.Linear):
+        return module.in_features if is_in else module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1:
+        return module.in_channels if is_in else module.out_channels
+    w = getattr(module, "weight", None)
+    if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+        return w.shape[0] if w is not None and w.ndim == 1 else None
+    return None
+
+
+def _is_weight_layer(module: Any) -> bool:
+    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or _is_conv1d(module)
+
+
+def _out_width(m: Any) -> int:
+    if _is_conv1d(m):
+        return m.weight.shape[1]
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+
+def _in_width(m: Any) -> int:
+    if _is_conv1d(m):
+        return m.weight.shape[0]
+    return m.in_features if isinstance(m, nn.Linear) else m.in_channels
+
+
+def _rows(name: str, m: Any, offset: int, repeat: int, gate: str | None) -> list[Member]:
+    """The members that compute output channels [offset, ...) of a weight layer."""
+    dim = 1 if _is_conv1d(m) or getattr(m, "transposed", False) else 0
+    out = [Member(f"{name}.weight", dim, "producer", offset, repeat, gate)]
+    if getattr(m, "bias", None) is not None:
+        out.append(Member(f"{name}.bias", 0, "other", offset, repeat, gate))
+    return out
+
+
+def _cols(name: str, m: Any, repeat: int) -> Member:
+    dim = 0 if _is_conv1d(m) or getattr(m, "transposed", False) else 1
+    return Member(f"{name}.weight", dim, "consumer", 0, repeat)
+
+
+def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
+    """For each layer in ``retry``: the weight layers that read it through parameter-free ops
+    (reshape, rotary embedding, q @ k, softmax, ...), and for each such reader o, every weight
+    layer that o reads that way. Walks Torch-Pruning's node graph, not its index maps."""
+
+    norms: list = []  # LayerNorms passed on the way (patch merging normalises 4C features)
+
+    def reach(node, forward: bool, limit: int = 400) -> list:
+        found, seen, stack = [], {node}, [node]
+        while stack and len(seen) < limit:
+            n = stack.pop()
+            for nxt in n.outputs if forward else n.inputs:
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                mod = nxt.module
+                if _is_weight_layer(mod) and mod in module_name:
+                    found.append(mod)
+                elif (mod not in module_name and not isinstance(mod, nn.Parameter)) or isinstance(
+                    mod, nn.LayerNorm
+                ):
+                    stack.append(nxt)  # a parameter-free op (Torch-Pruning's op wrappers)
+                    if forward and isinstance(mod, nn.LayerNorm) and mod in module_name:
+                        norms.append(mod)
+        return found
+
+    specs: dict[nn.Module, list] = {}
+    order = {n: i for i, n in enumerate(module_name.values())}
+    for root in sorted(retry, key=lambda m: order.get(module_name.get(m), -1)):
+        node = dg.module2node.get(root)
+        if node is None or not _is_weight_layer(root):
+            continue
+        norms.clear()
+        readers = reach(node, True)
+        passed = [(module_name[n], n) for n in dict.fromkeys(norms)]
+        for o in readers:
+            if o in specs or getattr(o, "groups", 1) != 1:
+                continue
+            prods = [p for p in reach(dg.module2node[o], False) if getattr(p, "groups", 1) == 1]
+            if root in prods:
+                ps = sorted({module_name[p]: p for p in prods}.items(), key=lambda x: order[x[0]])
+                specs[o] = (ps, passed if len(readers) == 1 else [])
+    return [(module_name[o], o, ps, ns) for o, (ps, ns) in specs.items()]
+
+
+def _placed_candidates(oname, o, prods, norms, canonical) -> list[tuple]:
+    """One producer of ``w`` channels read by ``o`` as ``k*w`` features after a reshape
+    (Swin's patch merging, a channels-last flatten): each channel is ``k`` blocks apart or ``k``
+    consecutive features in ``o``'s columns and in any LayerNorm on the way."""
+    if len(prods) != 1:
+        return []
+    (name, p), din = prods[0], _in_width(o)
+    w = _out_width(p)
+    if din % w or din == w:
+        return []
+    k, out = din // w, []
+    for key, places in (("blocks", [(j * w, 1) for j in range(k)]), ("repeat", [(0, k)])):
+        members = _rows(name, p, 0, 1, None)
+        for off, rep in places:
+            members.append(replace(_cols(oname, o, rep), offset=off))
+            for n, ln in norms:
+                if ln.weight is not None and ln.weight.shape == (din,):
+                    members += [Member(f"{n}.{q}", 0, "norm", off, rep) for q in ("weight", "bias")]
+        members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
+        kind = "conv" if isinstance(p, nn.modules.conv._ConvNd) else "linear"
+        note = f"each channel is {k} features of '{oname}' ({key})"
+        g = ChannelGroup(name, w, tuple(dict.fromkeys(members)), (name, oname), kind, 1, (note,))
+        out.append((("placed", key), g))
+    return out
+
+
+def _head_dims(owners: list[Any], din: int, kv: int) -> list[int]:
+    """Head sizes to try: declared on the attention module (or its config), else divisors."""
+    hd = _declared_head_dim(owners, din, kv)
+    return [hd] if hd else [d for d in range(1, kv + 1) if kv % d == 0 and din % d == 0]
+
+
+def _declared_head_dim(owners: list[Any], din: int, kv: int) -> int | None:
+    """The head size an attention module (or its config) declares, if it fits the widths."""
+    for m in owners:
+        for src in (m, getattr(m, "config", None)):
+            if src is None:
+                continue
+            for a in _HEAD_DIM_ATTRS:
+                v = getattr(src, a, None)
+                if isinstance(v, int) and v > 0 and kv % v == 0 and din % v == 0:
+                    return v
+            for a in _HEADS_ATTRS:
+                v = getattr(src, a, None)
+                if isinstance(v, int) and v > 0 and din % v == 0 and kv % (din // v) == 0:
+                    return din // v
+    return None
+
+
+def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
+    """Candidate groups for producers ``prods`` read by ``o`` (see ``_Finder._projections``)."""
+    din = _in_width(o)
+    widths = [_out_width(p) for _, p in prods]
+    parts: list[tuple[str, Any, int, int]] = []  # (name, module, offset, width) per gate block
+    for (name, p), w in zip(prods, widths):
+        if w <= din and din % w == 0:  # q, k, v (k/v narrower with grouped key/value heads)
+            parts.append((name, p, 0, w))
+        elif w % din == 0:  # a fused projection: qkv, kv, gate/up
+            parts += [(name, p, k * din, din) for k in range(w // din)]
+        elif len(prods) == 1 and w > din and (w - din) % 2 == 0 and din % ((w - din) // 2) == 0:
+            kvw = (w - din) // 2  # fused [q | k | v] with fewer key/value heads (Falcon, Phi-3)
+            parts += [(name, p, 0, din), (name, p, din, kvw), (name, p, din + kvw, kvw)]
+        else:
+            return []
+    if len(parts) < 2:
+        return []
+    # gate labels only where the order is known: the blocks of one fused q/k/v projection
+    gates = ("q", "k", "v") if len(parts) == 3 and len(prods) == 1 else (None,) * len(parts)
+    # blocks of one producer that are not q/k/v (SwiGLU's gate * up, a pixel shuffle's
+    # sub-pixels): named and kinded after the producer, not attention
+    gated = len(prods) == 1 and len(parts) != 3
+    kv = min(w for *_, w in parts)
+    pnames = list(dict(prods))
+    label = _common_prefix(pnames) if len(pnames) > 1 else pnames[0].rpartition(".")[0]
+    label = label or "+".join(pnames)
+    layers = tuple(dict.fromkeys([*pnames, oname]))
+    dims = _head_dims([m for m in owners if m is not None], din, kv)  # ascending
+
+    def group(width, members, divisor, note):
+        members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
+        plain = gated and divisor == 1
+        kind = "conv" if isinstance(prods[0][1], nn.modules.conv._ConvNd) else "linear"
+        return ChannelGroup(
+            name=pnames[0] if plain else f"{label} (attention)",
+            width=width,
+            members=tuple(dict.fromkeys(members)),
+            layers=layers,
+            kind=kind if plain else "attention",
+            divisor=divisor,
+            notes=(note,),
+        )
+
+    cands = []
+    if all(w == din for *_, w in parts):
+        members = [m for (n, p, off, _), g in zip(parts, gates) for m in _rows(n, p, off, 1, g)]
+        members.append(_cols(oname, o, 1))
+        for hd in [d for d in [*dims[::-1], din] if d > 1]:  # a block of 1 permutes nothing
+            note = "channels permute within each head" if hd < din else "channels permute freely"
+            cands.append((("channels", hd), group(din, members, din // hd, note)))
+    for hd in dims:
+        heads = kv // hd
+        if heads < 1 or (heads == 1 and din == kv):
+            continue
+        members = [
+            m for (n, p, off, w), g in zip(parts, gates) for m in _rows(n, p, off, w // heads, g)
+        ]
+        members.append(_cols(oname, o, din // heads))
+        note = f"one channel is one key/value head ({din // heads} columns of '{oname}')"
+        if heads >= 2:
+            cands.append((("heads", hd), group(heads, members, 1, note)))
+        elif din // hd >= 2:  # one key/value head: the query heads permute alone
+            members = [m for n, p, off, w in parts if w == din for m in _rows(n, p, off, hd, None)]
+            members.append(_cols(oname, o, hd))
+            note = f"one channel is one query head ({hd} columns of '{oname}')"
+            cands.append((("query heads", hd), group(din // hd, members, 1, note)))
+    if len(prods) == 1 and len(parts) > 1:  # rows grouped by head: [q_h, k_h, v_h] (GPT-NeoX)
+        (name, p), w = prods[0], widths[0]
+        for hd in dims:
+            heads = din // hd
+            if heads >= 2 and w % heads == 0:
+                members = [*_rows(name, p, 0, w // heads, None), _cols(oname, o, hd)]
+                note = f"one channel is one head ({w // heads} rows of '{name}')"
+                cands.append((("interleaved heads", hd), group(heads, members, 1, note)))
+    return cands
+
+
+def _common_prefix(names: list[str]) -> str:
+    """The dotted module path all ``names`` share ("" if none)."""
+    parts = [n.split(".") for n in names]
+    common: list[str] = []
+    for segs in zip(*parts):
+        if len(set(segs)) != 1:
+            break
+        common.append(segs[0])
+    return ".".join(common)

@@ -1,0 +1,1325 @@
+"""find_groups: Torch-Pruning's dependency graph turned into verified, plain channel groups.
+
+Contract: :func:`find_groups` returns only groups whose joint channel permutation was checked to
+leave the model's output unchanged; whatever it cannot group is left out with exactly one
+:class:`GroupingWarning` that names each part and says why. It never hangs (``timeout``) and
+never changes the model (weights, buffers, train/eval flags, hooks).
+
+How it works:
+
+1. Torch-Pruning's ``DependencyGraph`` traces the model once. GRU/LSTM/RNN and
+   ``nn.MultiheadAttention`` are cut out of that trace first (:mod:`.recurrent`: Torch-Pruning
+   mis-groups or crashes on them) and their inner groups are written from their definition.
+   Hugging Face's ``Conv1D`` (a Linear with a transposed weight) gets its own pruner, and
+   ``F.linear`` on a raw weight and bias is routed through a stand-in ``nn.Linear``. Index maps
+   that Torch-Pruning cannot infer are skipped instead of failing the trace; ``split``/``chunk``
+   pieces are mapped by the autograd edge they are read through.
+2. From every root layer the dependency graph is walked (our own walk: Torch-Pruning's
+   ``get_pruning_group`` can loop forever, so this one has a step and a time bound, and runs the
+   index-map update once, not once per root). Each item reached is turned into members by a
+   table from op type to member builder (:func:`_builders`): the index map must be one
+   contiguous block per channel (or several such blocks: ``cat([x, f(x)])``), which gives
+   ``offset`` and ``repeat``. A group whose channels go different ways after a split is cut into
+   the channel classes every layer treats alike. Members are named as ``named_parameters()``
+   names them, so a tied tensor appears once, and groups holding one slice of a tied tensor are
+   merged.
+3. Groups that reach the model's output (the logits of a Hugging Face output), or are added to
+   its input (``x + f(x)``), are dropped: their width is fixed by the data. Matrix products on
+   other raw parameters are refused (Torch-Pruning treats them as element-wise). A group read by
+   a grouped convolution (``groups = G``) becomes ``width / G`` channels, each one a channel in
+   every block; the grouped conv's own outputs permute within blocks (``divisor = G``).
+4. Every remaining group is verified in one batch: all groups permuted at once must leave the
+   output unchanged; only on failure is the batch halved. An attention group starts from the
+   head count its module declares, or searches one. Where the walk failed or a group was
+   refused, the layers around an attention or gated block (producers read by one consumer
+   through parameter-free ops) are tried as candidates: every channel within heads, whole
+   key/value heads (rotary embeddings, grouped-query attention), query heads (multi-query),
+   heads of a fused projection. Candidate searches cost a few forwards per model, not per block.
+   Whatever still fails is left out and named in the one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from widthwise.groups.candidates import (
+    _channel_size,
+    _common_prefix,
+    _declared_head_dim,
+    _placed_candidates,
+    _projection_candidates,
+    _projection_specs,
+    _rows,
+)
+from widthwise.groups.tracing import (
+    _blocks,
+    _conv1d_pruner,
+    _is_conv1d,
+    _layout,
+    _no_new_hooks,
+    _RouteLinear,
+    _tolerant_index_mapping,
+    _update_index_mapping,
+    _weight_leaves,
+)
+from widthwise.groups.types import ChannelGroup, GroupingError, GroupingWarning, Member
+from widthwise.groups.verify import Symmetry, call_model, map_tensors, out_tensors
+
+__all__ = ["DEFAULT_TIMEOUT", "find_groups"]
+
+#: seconds; a ResNet-50 takes about 3 s on one core, so this only stops pathological graphs
+DEFAULT_TIMEOUT = 60.0
+#: dependency-walk steps per root layer: a healthy walk visits each (node, handler) a few times
+_STEPS_PER_NODE = 20
+#: distinct index lists one (layer, handler) may be reached with in one walk: concat/split give a
+#: few; a walk that keeps finding new ones is cycling through rotary or head reshapes
+_SETS_PER_NODE = 16
+
+IgnoreSpec = Iterable[nn.Module | str | type[nn.Module]]
+
+
+def find_groups(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ignore: IgnoreSpec = (),
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> list[ChannelGroup]:
+    """Find every channel group of ``model`` whose width can be tuned.
+
+    Traces ``model`` once on ``example_inputs`` with Torch-Pruning's ``DependencyGraph``, adds
+    the groups inside GRU/LSTM/RNN and ``nn.MultiheadAttention`` modules (which Torch-Pruning
+    cannot trace), and copies the result into plain :class:`ChannelGroup` objects. The model's
+    input channels and its outputs are never part of a group. Every group is then *verified*: its
+    channels are permuted together (on randomised copies of the weights) and the model's output
+    must not change. Whatever fails that check is left out, with one :class:`GroupingWarning`
+    that names it, rather than reported wrongly.
+
+    The model's weights and ``train``/``eval`` flags are left as they were.
+
+    Args:
+        model: the network.
+        example_inputs: a tiny input: a tensor, a tuple/list of positional arguments, or a dict
+            of keyword arguments (Hugging Face models).
+        ignore: modules, module names, or module classes (and their submodules) whose output
+            groups should be left out: a group is dropped when one of them computes it.
+        timeout: seconds for the work after tracing (dependency walks and verification); the
+            groups not finished in time are left out with the warning. ``None``: no bound.
+
+    Raises:
+        GroupingError: the model cannot be run or traced on ``example_inputs``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> [(g.name, g.width, g.kind) for g in find_groups(model, torch.randn(1, 4))]
+        [('0', 8, 'linear')]
+        >>> [(m.param, m.dim, m.role) for m in find_groups(model, torch.randn(1, 4))[0].members]
+        [('0.weight', 0, 'producer'), ('0.bias', 0, 'other'), ('2.weight', 1, 'consumer')]
+    """
+    if not isinstance(model, nn.Module):
+        raise GroupingError(f"find_groups needs a torch.nn.Module, got {type(model).__name__}")
+    if timeout is not None and not timeout > 0:
+        raise GroupingError(f"timeout must be a positive number of seconds or None, got {timeout}")
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.enable_grad():
+            return _Finder(model, example_inputs, ignore, timeout).run()
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+_MATMUL_OPS = ("mm", "matmul", "einsum", "linear", "convolution", "dot", "attention", "embedding")
+
+
+class _OutOfTime(Exception):
+    """The dependency walk of one root went over its step budget or the deadline."""
+
+
+class _Raw:
+    """A group while it is being assembled (still holds module references)."""
+
+    def __init__(self, width: int, root: str = ""):
+        self.width = width
+        self.root = root
+        self.members: dict[Member, None] = {}  # ordered set: residual streams have many members
+        self.reasons: list[str] = []
+        self.output = False
+        self.tied_input = False
+        self.residual = False
+        self.attention = False
+        self.rearranged = False
+        self.input_product = False
+        self.divisor = 1
+        self.notes: list[str] = []
+        self.name: str | None = None
+        self.kind: str | None = None
+        self.rnn_out: list[tuple[str, object, int, int]] = []  # (name, rnn, offset, repeat)
+        self.grouped_in: list[tuple[str, nn.Module, int, int]] = []  # (name, conv, offset, repeat)
+        self.fused: list[tuple[str, nn.Module]] = []  # producers whose rows feed a split/reshape
+        # layers reached through a reshape Torch-Pruning cannot map: (builder, item, size)
+        self.unplaced: list[tuple[Callable, _Item, int]] = []
+
+    def add(self, members: Iterable[Member]) -> None:
+        for m in members:
+            self.members.setdefault(m, None)
+
+
+@dataclass
+class _Item:
+    """One element of a dependency walk, as the member builders see it."""
+
+    node: Any
+    module: Any
+    mname: str | None
+    is_in: bool
+    layout: tuple[int, int] | None
+
+
+# ---------------------------------------------------------------------------------------------
+# the table: Torch-Pruning op type -> member builder
+
+
+def _conv(f: _Finder, raw: _Raw, it: _Item) -> None:
+    mod = it.module
+    off, rep = it.layout
+    if mod.groups > 1:
+        if mod.transposed:
+            raw.reasons.append(f"grouped transposed convolution '{it.mname}'")
+        elif it.is_in:
+            raw.grouped_in.append((it.mname, mod, off, rep))
+        else:  # rows of block g compute outputs [g*C/G, (g+1)*C/G): permutable within blocks
+            raw.divisor = math.lcm(raw.divisor, mod.groups)
+            raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
+            if mod.bias is not None:
+                raw.add([Member(f"{it.mname}.bias", 0, "other", off, rep)])
+        return
+    wdim = 1 if mod.transposed else 0
+    if not it.is_in:
+        raw.add([Member(f"{it.mname}.weight", wdim, "producer", off, rep)])
+        if mod.bias is not None:
+            raw.add([Member(f"{it.mname}.bias", 0, "other", off, rep)])
+        raw.add(f._extra_rows(it.mname, mod, mod.out_channels, off, rep))
+    else:
+        raw.add([Member(f"{it.mname}.weight", 1 - wdim, "consumer", off, rep)])
+
+
+def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
+    mod = it.module
+    off, rep = it.layout
+    if mod.in_channels != mod.out_channels:
+        raw.reasons.append(f"depthwise convolution '{it.mname}' changes the width")
+        return
+    raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
+    if mod.bias is not None:
+        raw.add([Member(f"{it.mname}.bias", 0, "other", off, rep)])
+    raw.add(f._extra_rows(it.mname, mod, mod.out_channels, off, rep))
+
+
+def _linear(f: _Finder, raw: _Raw, it: _Item) -> None:
+    mod = it.module
+    off, rep = it.layout
+    if not it.is_in:
+        raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
+        if mod.bias is not None:
+            raw.add([Member(f"{it.mname}.bias", 0, "other", off, rep)])
+        raw.add(f._extra_rows(it.mname, mod, mod.out_features, off, rep))
+    else:
+        raw.add([Member(f"{it.mname}.weight", 1, "consumer", off, rep)])
+
+
+def _norm(f: _Finder, raw: _Raw, it: _Item) -> None:
+    mod = it.module
+    off, rep = it.layout
+    if isinstance(mod, nn.GroupNorm):
+        raw.divisor = math.lcm(raw.divisor, mod.num_groups)
+    w = getattr(mod, "weight", None)
+    if w is not None and w.ndim != 1:
+        raw.reasons.append(f"'{it.mname}' normalises over several dimensions")
+        return
+    for pname in ("weight", "bias"):
+        if getattr(mod, pname, None) is not None:
+            raw.add([Member(f"{it.mname}.{pname}", 0, "norm", off, rep)])
+
+
+def _prelu(f: _Finder, raw: _Raw, it: _Item) -> None:
+    off, rep = it.layout
+    if it.module.weight.numel() > 1:
+        raw.add([Member(f"{it.mname}.weight", 0, "other", off, rep)])
+
+
+def _embed(f: _Finder, raw: _Raw, it: _Item) -> None:
+    off, rep = it.layout
+    raw.add([Member(f"{it.mname}.weight", 1, "producer", off, rep)])
+
+
+def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
+    off, rep = it.layout
+    p = it.module
+    dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
+    name = f.param_name[p]
+    owner = f.modules.get(name.rpartition(".")[0])
+    # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
+    norm = p.ndim == 1 and owner is not None and "norm" in type(owner).__name__.lower()
+    raw.add([Member(name, dim, "norm" if norm else "other", off, rep)])
+
+
+def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
+    from widthwise.groups import recurrent as rec
+
+    mod, mname = it.module, it.mname
+    off, rep = it.layout
+    if _is_conv1d(mod):  # Hugging Face Conv1D: y = x @ W + b with W [in, out]
+        if it.is_in:
+            raw.add([Member(f"{mname}.weight", 0, "consumer", off, rep)])
+        else:
+            raw.add([Member(f"{mname}.weight", 1, "producer", off, rep)])
+            if getattr(mod, "bias", None) is not None:
+                raw.add([Member(f"{mname}.bias", 0, "other", off, rep)])
+        return
+    # an RNN's initial-state problem spoils its hidden units, not the group that feeds it
+    if mname in f.cuts.problems and not (it.is_in and isinstance(mod, nn.RNNBase)):
+        raw.reasons.append(f.cuts.problems[mname])
+    if it.is_in and mname in f.cuts.input_problems:
+        raw.reasons.append(f.cuts.input_problems[mname])
+    if it.is_in:
+        raw.add(replace(x, offset=off, repeat=rep) for x in rec.boundary_in_members(mname, mod))
+    elif hasattr(mod, "embed_dim"):
+        raw.add(rec.boundary_out_members(mname, mod))
+        raw.notes.append(f"nn.MultiheadAttention '{mname}' needs this width equal to its embed_dim")
+        raw.divisor = math.lcm(raw.divisor, mod.num_heads)
+    else:
+        raw.rnn_out.append((mname, mod, off, rep))
+
+
+def _op(f: _Finder, raw: _Raw, it: _Item) -> None:
+    f._inspect_op(raw, it.node)
+
+
+@functools.cache
+def _builders() -> dict[Any, tuple[Callable[[_Finder, _Raw, _Item], None], bool]]:
+    """op type -> (builder, whether it needs one contiguous block per channel)."""
+    import torch_pruning as tp
+
+    t = tp.ops.OPTYPE
+    return {
+        t.CONV: (_conv, True),
+        t.DEPTHWISE_CONV: (_depthwise, True),
+        t.LINEAR: (_linear, True),
+        t.BN: (_norm, True),
+        t.LN: (_norm, True),
+        t.GN: (_norm, True),
+        t.IN: (_norm, True),
+        t.PRELU: (_prelu, True),
+        t.EMBED: (_embed, True),
+        t.PARAMETER: (_parameter, True),
+        t.CUSTOMIZED: (_customized, True),
+        t.ELEMENTWISE: (_op, False),
+        t.RESHAPE: (_op, False),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class _Finder:
+    def __init__(self, model: nn.Module, example_inputs: Any, ignore: IgnoreSpec, timeout):
+        self.model = model
+        self.example_inputs = example_inputs
+        self.timeout = timeout
+        self.deadline = float("inf")
+        self.module_name = {m: n for n, m in model.named_modules()}
+        self.module_order = {n: i for i, n in enumerate(self.module_name.values())}
+        self.param_name = {p: n for n, p in model.named_parameters()}
+        self.param_order = {n: i for i, n in enumerate(self.param_name.values())}
+        self.params = dict(model.named_parameters())
+        # every path to a tensor -> the name named_parameters() gives it (tied weights)
+        self.canonical = {
+            n: self.param_name[p] for n, p in model.named_parameters(remove_duplicate=False)
+        }
+        self.modules = dict(model.named_modules())
+        self.ignored = self._resolve_ignore(ignore)
+        self.left_out: dict[str, str] = {}
+        self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
+        self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
+        self.fallbacks: list[tuple] = []  # (consumer name, module, [(producer name, module)])
+
+    # -- input / output plumbing ------------------------------------------------------------
+
+    def _resolve_ignore(self, ignore: IgnoreSpec) -> set[str]:
+        names: set[str] = set()
+        for item in ignore:
+            if isinstance(item, str):
+                if item not in self.module_order:
+                    raise GroupingError(f"ignore: the model has no module named {item!r}")
+                names.add(item)
+            elif isinstance(item, type):
+                names.update(n for m, n in self.module_name.items() if isinstance(m, item))
+            elif item in self.module_name:
+                names.add(self.module_name[item])
+            else:
+                raise GroupingError(f"ignore: {item!r} is not a module of this model")
+        return {n for n in names if n} | {
+            m for m in self.module_order if any(m.startswith(n + ".") for n in names if n)
+        }
+
+    def _with_grad(self, obj):
+        """Floating inputs as leaves that require grad, so ops on them are visible in the graph."""
+
+        def leaf(t):
+            t = t.requires_grad_(True)
+            self.input_leaves.append(t)
+            return t
+
+        return map_tensors(obj, lambda t: leaf(t) if t.is_floating_point() else t)
+
+    def _extra_rows(self, mname: str, module: nn.Module, width: int, off: int, rep: int):
+        """Per-output-channel parameters of a layer beyond weight/bias (NFNet's ``gain``)."""
+        for pname, p in module.named_parameters(recurse=False):
+            if pname not in ("weight", "bias") and p.ndim >= 1 and p.shape[0] == width:
+                yield Member(f"{mname}.{pname}", 0, "other", off, rep)
+
+    @contextlib.contextmanager
+    def _linear_shadows(self):
+        """``F.linear(x, w, b)`` on a raw weight and a raw bias is traced as an ``nn.Linear``:
+        for the trace, a stand-in Linear holding the same two tensors is attached to the model
+        and the call is routed through it (Torch-Pruning would treat the product as
+        element-wise). The stand-in's members are renamed to ``w`` and ``b``."""
+        pairs = self._raw_linear_pairs()
+        if not pairs:
+            yield
+            return
+        shadows = {}
+        for k, (w, b) in enumerate(pairs):
+            name = f"_widthwise_linear{k}"
+            sh = nn.Linear(1, 1)
+            sh._parameters["weight"], sh._parameters["bias"] = w, b
+            sh.in_features, sh.out_features = w.shape[1], w.shape[0]
+            self.model._modules[name] = sh
+            shadows[(id(w), id(b))] = sh
+            self.module_name[sh] = name
+            self.modules[name] = sh
+            self.module_order[name] = len(self.module_order)
+            self.canonical[f"{name}.weight"] = self.param_name[w]
+            self.canonical[f"{name}.bias"] = self.param_name[b]
+        try:
+            with _RouteLinear(shadows):
+                yield
+        finally:
+            for sh in shadows.values():
+                self.model._modules.pop(self.module_name[sh], None)
+
+    def _raw_linear_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(weight, bias) raw parameters that the forward passes to ``F.linear`` together."""
+        known = (
+            nn.Linear,
+            nn.modules.conv._ConvNd,
+            nn.Embedding,
+            nn.RNNBase,
+            nn.MultiheadAttention,
+        )
+        raw: dict[int, nn.Parameter] = {}
+        for n, p in self.params.items():
+            owner = self.modules.get(n.rpartition(".")[0])
+            if not isinstance(owner, known) and not _is_conv1d(owner):
+                raw[id(p)] = p
+        if not any(p.ndim == 2 for p in raw.values()):
+            return []
+        finder = _RouteLinear({}, raw)
+        self.model.eval()  # no running statistics updated (find_groups restores the flags)
+        with contextlib.suppress(Exception), torch.no_grad(), finder:
+            call_model(self.model, map_tensors(self.example_inputs))
+        return list(dict.fromkeys(finder.seen))
+
+    # -- main --------------------------------------------------------------------------------
+
+    def run(self) -> list[ChannelGroup]:
+        import torch_pruning as tp
+
+        from widthwise.groups import recurrent as rec
+
+        outputs: list = []
+
+        def forward_fn(model, inputs):
+            out = call_model(model, inputs)
+            outputs.extend(t for t in out_tensors(out) if t.grad_fn is not None)
+            return outputs
+
+        pruners: dict[type, Any] = {}
+        for m in self.model.modules():
+            if isinstance(m, rec.BOUNDARY_TYPES):
+                pruners[type(m)] = rec.BoundaryPruner()
+            elif _is_conv1d(m):
+                pruners[type(m)] = _conv1d_pruner()
+        self.input_leaves: list = []
+        # inputs as grad-requiring leaves reveal x + f(x) on the input; a model that writes
+        # into its input in place cannot take them, so it is traced on the plain inputs
+        attempts = [self._with_grad(self.example_inputs), map_tensors(self.example_inputs)]
+        for k, traced_inputs in enumerate(attempts):
+            outputs.clear()
+            with (
+                rec.CutHooks(self.model) as cuts,
+                _no_new_hooks(self.model),
+                _tolerant_index_mapping(),
+                self._linear_shadows(),
+                warnings.catch_warnings(),
+            ):
+                warnings.simplefilter("ignore")
+                try:
+                    dg = tp.DependencyGraph().build_dependency(
+                        self.model,
+                        example_inputs=traced_inputs,
+                        forward_fn=forward_fn,
+                        customized_pruners=pruners,
+                        verbose=False,
+                    )
+                    break
+                except Exception as e:
+                    if k + 1 < len(attempts):
+                        continue
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    raise GroupingError(
+                        f"could not trace {type(self.model).__name__} on the example inputs "
+                        f"({type(e).__name__}: {first}); check that the model runs on them "
+                        "(tensor: model(x), tuple/list: model(*x), dict: model(**x)) and that "
+                        "its forward builds an autograd graph"
+                    ) from e
+        del attempts
+        if not outputs:
+            raise GroupingError(
+                f"{type(self.model).__name__} returned no tensor that depends on its parameters; "
+                "is its forward wrapped in torch.no_grad()?"
+            )
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+        self.cuts = cuts
+        try:
+            raws = self._collect(dg, {t.grad_fn for t in outputs})
+        finally:
+            # the graph holds the autograd graph of the trace (and the model): drop it now
+            dg.module2node.clear()
+            outputs.clear()
+            self.input_leaves.clear()
+            del dg, traced_inputs
+        groups = self._finish(raws)
+        name = type(self.model).__name__
+        if self.left_out:
+            items = "; ".join(f"{k}: {v}" for k, v in self.left_out.items())
+            warnings.warn(
+                f"find_groups left out {len(self.left_out)} part(s) of {name} it cannot group "
+                f"reliably ({items}). The groups it returns are verified; these channels are "
+                "simply not tracked.",
+                GroupingWarning,
+                stacklevel=3,
+            )
+        elif not groups:
+            warnings.warn(
+                f"find_groups found no channel group in {name}: every layer's width is fixed by "
+                "the model's inputs or outputs (or it has no Linear, Conv, Embedding or "
+                "recurrent layer)",
+                GroupingWarning,
+                stacklevel=3,
+            )
+        return groups
+
+    # -- Torch-Pruning groups -> raw groups --------------------------------------------------
+
+    def _collect(self, dg, out_fns) -> list[_Raw]:
+
+        from widthwise.groups import recurrent as rec
+
+        root_types = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, *rec.BOUNDARY_TYPES)
+        roots = sorted(
+            (
+                m
+                for m in dg.module2node
+                if (isinstance(m, root_types) or _is_conv1d(m)) and m in self.module_name
+            ),
+            key=lambda m: self.module_order[self.module_name[m]],
+        )
+        self.leaves = {id(t) for t in self.input_leaves}
+        self.out_fns = out_fns
+        # parameters outside any module Torch-Pruning understands (it guesses their channel dim)
+        self.unwrapped = {p: self.param_name[p] for p, _ in dg.unwrapped_parameters}
+        # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
+        _update_index_mapping(dg)
+        budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
+        # no index list can be longer than the longest tensor dimension it could address
+        self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
+        visited: set = set()
+        late: list[str] = []
+        raws: list[_Raw] = []
+        for root in roots:
+            if root in visited:
+                continue
+            rname = self.module_name[root]
+            if time.monotonic() > self.deadline:
+                late.append(rname)
+                continue
+            pruner = dg.get_pruner_of_module(root)
+            width = pruner.get_out_channels(root)
+            try:
+                items = self._walk(dg, root, pruner.prune_out_channels, width, budget)
+            except _OutOfTime:
+                if time.monotonic() > self.deadline:
+                    late.append(rname)
+                else:
+                    self.unfinished.append(root)
+                    self.root_keys.setdefault(rname, set()).add(rname)
+                    self.left_out[rname] = (
+                        f"the dependency walk from it did not end within {budget} steps "
+                        "(Torch-Pruning's index maps cycle or multiply here: reshaped heads, "
+                        "rotary embeddings, repeated key/value heads)"
+                    )
+                continue
+            except Exception as e:
+                self.left_out[rname] = f"Torch-Pruning failed on it ({type(e).__name__}: {e})"
+                self.unfinished.append(root)
+                continue
+            raw = _Raw(width, rname)
+            for node, handler, idxs, roots_ in items:
+                if dg.is_out_channel_pruning_fn(handler):
+                    visited.add(node.module)
+                self._convert_item(raw, node, handler, idxs, roots_)
+            misplaced = sum("split or rearranged" in r for r in raw.reasons)
+            if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
+                raws.extend(self._refine(raw, items))
+            else:
+                raws.append(raw)
+        if late:
+            self._late(late)
+        retry = set(self.unfinished) | {
+            self.modules[r.root]
+            for r in raws
+            if r.reasons or r.attention or r.rearranged or not self._fits(r)
+        }
+        self.fallbacks = _projection_specs(dg, retry, self.module_name)
+        # groups inside the recurrent and attention modules
+        for module, mname in self.module_name.items():
+            if isinstance(module, nn.RNNBase):
+                raws.extend(self._recurrent(mname, module, raws))
+            elif isinstance(module, nn.MultiheadAttention) and module in dg.module2node:
+                raw = _Raw(module.embed_dim, mname)
+                raw.add(rec.mha_inner_members(mname, module))
+                raw.kind, raw.name = "attention", f"{mname} (attention)"
+                raw.divisor = module.num_heads
+                if mname in self.cuts.problems:
+                    raw.reasons.append(self.cuts.problems[mname])
+                raws.append(raw)
+        return raws
+
+    def _fits(self, raw: _Raw) -> bool:
+        """Every member lies inside its tensor (else Torch-Pruning's index maps went wrong)."""
+        for m in raw.members:
+            p = self.params.get(self.canonical.get(m.param, m.param))
+            if p is None or m.dim >= p.ndim or p.shape[m.dim] < m.offset + raw.width * m.repeat:
+                return False
+        return True
+
+    def _refine(self, raw: _Raw, items: list[tuple]) -> list[_Raw]:
+        """Split a group whose channels go different ways (``torch.split``/``chunk`` in CSP and
+        Res2Net blocks) into the classes of root channels that every layer treats alike; each
+        class is converted again on its own (and verified like any group)."""
+        sig: dict[int, list[int]] = {r: [] for r in range(raw.width)}
+        for k, (_, _, _, roots) in enumerate(items):
+            for r in set(roots):
+                if r in sig:
+                    sig[r].append(k)
+        classes: dict[tuple, list[int]] = {}
+        for r, ks in sig.items():
+            classes.setdefault(tuple(ks), []).append(r)
+        if len(classes) < 2:
+            return [raw]
+        subs = []
+        for cls in classes.values():
+            pos = {r: k for k, r in enumerate(cls)}
+            sub = _Raw(len(cls), raw.root)
+            for node, handler, idxs, roots in items:
+                sel = [(i, pos[r]) for i, r in zip(idxs, roots) if r in pos]
+                if sel:
+                    self._convert_item(sub, node, handler, [i for i, _ in sel], [r for _, r in sel])
+            subs.append(sub)
+        return subs
+
+    def _late(self, names: list[str]) -> None:
+        shown = ", ".join(f"'{n}'" for n in names[:5]) + (
+            f" and {len(names) - 5} more" if len(names) > 5 else ""
+        )
+        self.left_out[f"{len(names)} layer(s)"] = (
+            f"not examined within timeout={self.timeout:g} s ({shown}); pass a larger timeout"
+        )
+
+    def _walk(self, dg, root, fn, width: int, budget: int) -> list[tuple]:
+        """Torch-Pruning's ``get_pruning_group`` with a step and time bound and O(1) dedup.
+
+        Returns ``(node, handler, idxs, root_idxs)`` per (node, handler), indices merged in
+        first-seen order as Torch-Pruning merges them.
+        """
+        from torch_pruning import _helpers
+        from torch_pruning.dependency.dependency import Dependency
+
+        node0 = dg.module2node[root]
+        start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
+        dep0 = Dependency(fn, fn, source=node0, target=node0)
+        order: list[tuple] = [(node0, fn)]
+        merged: dict[tuple, dict[int, int]] = {(node0, fn): {i: i for i in range(width)}}
+        seen: dict[tuple, set] = {(node0, fn): {frozenset(start)}}
+        stack = [(dep0, start)]
+        steps = 0
+        while stack:
+            steps += 1
+            if steps > budget or time.monotonic() > self.deadline:
+                raise _OutOfTime
+            dep, idxs = stack.pop()
+            node, handler = dep.target, dep.handler
+            for new_dep in node.dependencies:
+                if not new_dep.is_triggered_by(handler):
+                    continue
+                new = idxs
+                for mapping in new_dep.index_mapping:
+                    if mapping is not None:
+                        new = mapping(new)
+                if len(new) == 0:
+                    continue
+                if len(new) > self.max_idxs:  # a flatten/reshape map that multiplies indices
+                    raise _OutOfTime
+                key = (new_dep.target, new_dep.handler)
+                fs = frozenset(new)
+                done = seen.setdefault(key, set())
+                if fs in done:
+                    continue
+                if len(done) >= _SETS_PER_NODE:  # the same layer reached with ever new indices
+                    raise _OutOfTime
+                done.add(fs)
+                if key not in merged:
+                    merged[key] = {}
+                    order.append(key)
+                slot = merged[key]
+                for h in new:
+                    slot.setdefault(h.idx, h.root_idx)
+                stack.append((new_dep, new))
+        out = []
+        for key in order:
+            node, handler = key
+            if isinstance(node.module, nn.Parameter) and any(
+                node.module is p for p in dg.ignored_params
+            ):
+                continue
+            slot = merged[key]
+            out.append((node, handler, list(slot), list(slot.values())))
+        return out
+
+    def _convert_item(self, raw: _Raw, node, handler, idxs, roots) -> None:
+        import torch_pruning as tp
+
+        t = node.type
+        module = node.module
+        mname = self.module_name.get(module) if t != tp.ops.OPTYPE.PARAMETER else None
+        # a pruner whose in and out functions are one (norms, element-wise ops) reports "out"
+        is_in = handler.__name__ == "prune_in_channels"
+        if node.grad_fn in self.out_fns and not is_in:
+            raw.output = True
+        if t == tp.ops.OPTYPE.OUTPUT:
+            raw.output = True
+            return
+        entry = _builders().get(t)
+        if entry is None:
+            return
+        builder, needs_layout = entry
+        layout = _layout(idxs, roots, raw.width)
+        if needs_layout and layout is None:
+            blocks = _blocks(idxs, roots, raw.width)
+            if blocks:  # the group reaches this layer twice (a concat of x and f(x))
+                for b in blocks:
+                    builder(self, raw, _Item(node, module, mname, is_in, b))
+                return
+            what = mname if mname is not None else self.param_name.get(module, "?")
+            if not is_in and t in (tp.ops.OPTYPE.LINEAR, tp.ops.OPTYPE.CUSTOMIZED):
+                raw.fused.append((mname, module))
+            size = _channel_size(module, is_in) if mname is not None else None
+            if size and size % raw.width == 0 and size > raw.width:
+                raw.unplaced.append((builder, _Item(node, module, mname, is_in, None), size))
+            raw.reasons.append(f"channels reaching '{what}' are split or rearranged")
+            raw.rearranged = True
+            return
+        builder(self, raw, _Item(node, module, mname, is_in, layout))
+
+    def _inspect_op(self, raw: _Raw, node) -> None:
+        gf = node.grad_fn
+        if gf is None or not hasattr(gf, "name"):
+            return
+        op = gf.name().lower().replace("backward", "").rstrip("0123456789")
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        if any(k in op for k in ("view", "reshape", "transpose", "permute")):
+            raw.rearranged = True
+        if any(k in op for k in _MATMUL_OPS):
+            weights = [_weight_leaves(f, self.param_name) for f in parents]
+            params = sorted(
+                {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
+            )
+            if params:
+                for p in params:
+                    self.left_out.setdefault(
+                        f"parameter '{p}'",
+                        f"used by {op}() outside a module (F.linear/matmul/einsum on a raw "
+                        "nn.Parameter); wrap it in nn.Linear to have it grouped",
+                    )
+                raw.reasons.append(
+                    "parameter "
+                    + ", ".join(f"'{p}'" for p in params)
+                    + f" is used by {op}() outside a module"
+                )
+            elif sum(w is None for w in weights) >= 2:
+                # A product of two activations: q @ k^T, attn @ v. Sparse products are message
+                # passing (A @ H mixes nodes, not channels), as in a GCN.
+                raw.attention = raw.attention or not op.startswith("sparse")
+        if op.startswith(("mul", "div")) and any(
+            id(getattr(f, "variable", None)) in self.leaves for f in parents
+        ):
+            raw.input_product = True
+        if op.startswith(("add", "sub")) and len(parents) >= 2:
+            raw.residual = True
+            for f in parents:
+                var = getattr(f, "variable", None)
+                # x + f(x) on the model input: these channels are the input's, not tunable
+                if (
+                    var is not None
+                    and id(var) in self.leaves
+                    and var.ndim >= 2
+                    and raw.width in (var.shape[1], var.shape[-1])
+                ):
+                    raw.tied_input = True
+
+    def _recurrent(self, name: str, rnn: nn.RNNBase, raws: list[_Raw]) -> list[_Raw]:
+        from widthwise.groups import recurrent as rec
+
+        problems = self.cuts.problems
+        proj = getattr(rnn, "proj_size", 0)
+        h = proj or rnn.hidden_size  # the units the next layer and the output read
+        dirs = ("", "_reverse") if rnn.bidirectional else ("",)
+        out: list[_Raw] = []
+        for layer in range(rnn.num_layers):
+            for d, sfx in enumerate(dirs):
+                if proj:  # the cell units, read only by this layer's projection
+                    cell = _Raw(rnn.hidden_size, name)
+                    cell.add(rec.lstm_cell_members(name, rnn, layer, sfx))
+                    cell.kind, cell.name = "recurrent", f"{name}.l{layer}{sfx} (cell)"
+                    if name in problems:
+                        cell.reasons.append(problems[name])
+                    out.append(cell)
+                members = rec.rnn_layer_members(name, rnn, layer, sfx)
+                label = f"{name}.l{layer}{sfx} (hidden)"
+                if layer + 1 < rnn.num_layers:
+                    raw = _Raw(h, name)
+                    raw.add(members)
+                    out.append(raw)
+                else:  # the last layer joins the group that Torch-Pruning built downstream
+                    host = next((r for r in raws if any(x[1] is rnn for x in r.rnn_out)), None)
+                    if host is None:
+                        raw = _Raw(h, name)
+                        raw.add(members)
+                        out.append(raw)
+                    elif len(dirs) == 1:
+                        host.add(members)
+                        raw = host
+                    else:
+                        raw = _Raw(h, name)
+                        raw.add(members)
+                        raw.output, raw.tied_input = host.output, host.tied_input
+                        raw.reasons = list(host.reasons)
+                        if any(mm.role == "producer" for mm in host.members):
+                            raw.reasons.append(f"bidirectional '{name}' feeds a residual sum")
+                        # direction d reads entries [d*h, (d+1)*h) of the output channels
+                        raw.add(
+                            replace(mm, offset=mm.offset + d * h * mm.repeat) for mm in host.members
+                        )
+                        out.append(raw)
+                raw.kind, raw.name = "recurrent", label
+                if name in problems:
+                    raw.reasons.append(problems[name])
+                for p in self.cuts.learned.get(name, ()) if layer == 0 else ():
+                    pname = self.param_name.get(p, "?")
+                    if p.shape[-1] != h or p.numel() != h:
+                        raw.reasons.append(f"'{name}' starts from '{pname}' {tuple(p.shape)}")
+                    elif rnn.num_layers * len(dirs) > 1:
+                        raw.reasons.append(
+                            f"'{name}' starts all its layers from one learned state '{pname}'"
+                        )
+                    else:
+                        raw.add([Member(pname, p.ndim - 1, "other")])
+        for r in raws:
+            if len(dirs) == 2 and any(x[1] is rnn for x in r.rnn_out):
+                r.members.clear()  # replaced by the per-direction copies above
+                r.output = False
+        return out
+
+    # -- raw groups -> verified ChannelGroups ------------------------------------------------
+
+    def _regroup_grouped_conv(self, raw: _Raw) -> None:
+        """A group read by convolutions with ``groups = G``: channel ``i`` becomes channel ``i``
+        of every block (the conv's weight columns are shared by the blocks)."""
+        big = 1
+        for mname, conv, off, rep in raw.grouped_in:
+            if off != 0 or rep != 1 or conv.in_channels != raw.width:
+                raw.reasons.append(f"grouped convolution '{mname}' reads part of these channels")
+                return
+            big = math.lcm(big, conv.groups)
+        if raw.width % big:
+            raw.reasons.append(f"width {raw.width} is not a multiple of the conv groups {big}")
+            return
+        a = raw.width // big
+        if a == 1:
+            names = ", ".join(f"'{n}'" for n, *_ in raw.grouped_in)
+            raw.reasons.append(f"depthwise convolution {names} multiplies its channels")
+            return
+        div = raw.divisor // math.gcd(raw.divisor, big)
+        if a % div:
+            raw.reasons.append(f"the conv groups {big} and the divisor {raw.divisor} disagree")
+            return
+        members = [
+            replace(m, offset=m.offset + k * a * m.repeat) for m in raw.members for k in range(big)
+        ]
+        for mname, conv, _, _ in raw.grouped_in:
+            members += [
+                Member(f"{mname}.weight", 1, "consumer", j * a) for j in range(big // conv.groups)
+            ]
+        raw.members = dict.fromkeys(members)
+        raw.width, raw.divisor = a, div
+        raw.notes.append(f"each channel is one channel in each of the {big} conv groups")
+
+    def _merge_shared(self, raws: list[_Raw]) -> list[_Raw]:
+        """One group for raw groups that hold the same slice of one tensor: a tied weight used
+        twice (T5's shared embedding starts the encoder and the decoder stream; Torch-Pruning
+        links a reused module to one of its calls only)."""
+        owner: dict[tuple, _Raw] = {}
+        parent: dict[int, _Raw] = {}
+
+        def find(r: _Raw) -> _Raw:
+            while id(r) in parent:
+                r = parent[id(r)]
+            return r
+
+        for raw in raws:
+            if raw.grouped_in or raw.name is not None:
+                continue
+            for m in raw.members:
+                key = (self.canonical.get(m.param, m.param), m.dim, m.offset, m.repeat, raw.width)
+                other = owner.setdefault(key, raw)
+                a, b = find(other), find(raw)
+                if a is not b:
+                    parent[id(b)] = a
+        if not parent:
+            return raws
+        out: list[_Raw] = []
+        for raw in raws:
+            root = find(raw)
+            if root is raw:
+                out.append(raw)
+                continue
+            root.add(raw.members)
+            root.reasons += raw.reasons
+            root.notes += raw.notes
+            root.output |= raw.output
+            root.tied_input |= raw.tied_input
+            root.residual = True
+            root.attention |= raw.attention
+            root.rearranged |= raw.rearranged
+            root.input_product |= raw.input_product
+            root.divisor = math.lcm(root.divisor, raw.divisor)
+        return out
+
+    def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
+        cands: list[tuple[_Raw, ChannelGroup]] = []
+        placements: list[tuple] = []
+        for raw in self._merge_shared(raws):
+            if raw.output or raw.tied_input:
+                continue
+            if raw.grouped_in and not raw.reasons:
+                self._regroup_grouped_conv(raw)
+            members = self._canonical_members(raw)
+            if not members:
+                if raw.reasons:  # every item refused: still say so
+                    key = raw.name or raw.root or "?"
+                    self.left_out[key] = "; ".join(dict.fromkeys(raw.reasons))
+                    self.root_keys.setdefault(raw.root, set()).add(key)
+                continue
+            layers = sorted(
+                {m.param.rpartition(".")[0] for m in members},
+                key=lambda n: self.module_order.get(n, -1),
+            )
+            if any(
+                m.role == "producer" and m.param.rpartition(".")[0] in self.ignored for m in members
+            ):
+                continue
+            group = ChannelGroup(
+                name=raw.name or self._name(raw, members),
+                width=raw.width,
+                members=tuple(members),
+                layers=tuple(layers),
+                kind=raw.kind or self._kind(raw, members),
+                divisor=raw.divisor,
+                notes=tuple(dict.fromkeys(raw.notes)),
+            )
+            if raw.reasons:
+                why = "; ".join(dict.fromkeys(raw.reasons))
+                options = self._placements(raw, group) if raw.unplaced else []
+                if options:  # decided after verification, when the layouts have been tried
+                    placements.append((raw, group, why, options))
+                    continue
+                self.left_out[group.name] = why
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
+                continue
+            problem = self._shape_problem(group)
+            if problem:
+                self.left_out[group.name] = problem
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
+                continue
+            cands.append((raw, group))
+        cands = self._drop_overlaps(cands)
+        groups = self._verify(cands)
+        extra = self._projections(groups)
+        extra += self._place(placements, groups + extra)
+        groups += [  # ignore= applies to these too
+            g
+            for g in extra
+            if not any(m.param.rpartition(".")[0] in self.ignored for m in g.producers)
+        ]
+        groups = [
+            replace(
+                g,
+                members=tuple(
+                    sorted(
+                        g.members,
+                        key=lambda m: (self.param_order.get(m.param, -1), m.dim, m.offset),
+                    )
+                ),
+            )
+            for g in groups
+        ]
+        groups.sort(
+            key=lambda g: min(self.param_order[m.param] for m in (g.producers or g.members))
+        )
+        seen: dict[str, int] = {}
+        named = []
+        for g in groups:
+            k = seen[g.name] = seen.get(g.name, 0) + 1
+            named.append(g if k == 1 else replace(g, name=f"{g.name} #{k}"))
+        return named
+
+    def _canonical_members(self, raw: _Raw) -> list[Member]:
+        """Members under the names ``named_parameters()`` uses; a tied slice appears once (the
+        first role seen wins: an embedding's producer rows over a tied head's consumer rows)."""
+        out: dict[tuple, Member] = {}
+        for m in raw.members:
+            name = self.canonical.get(m.param, m.param)
+            key = (name, m.dim, m.offset, m.repeat, m.gate)
+            if key not in out:
+                out[key] = m if name == m.param else replace(m, param=name)
+        return sorted(
+            out.values(), key=lambda m: (self.param_order.get(m.param, -1), m.dim, m.offset)
+        )
+
+    def _name(self, raw: _Raw, members: list[Member]) -> str:
+        producers = list(
+            dict.fromkeys(
+                m.param.rpartition(".")[0] or m.param for m in members if m.role == "producer"
+            )
+        )
+        if not producers:
+            producers = [members[0].param.rpartition(".")[0] or members[0].param]
+        if raw.attention:
+            base = _common_prefix(producers) or "+".join(producers)
+            return f"{base} (attention)"
+        if len(producers) > 1 and raw.residual:
+            base = _common_prefix(producers)
+            if not base:
+                tops = [p.split(".")[0] for p in producers]
+                top = max(tops, key=lambda t: (tops.count(t), -tops.index(t)))
+                if tops.count(top) > 1:
+                    base = _common_prefix([p for p in producers if p.split(".")[0] == top])
+                else:
+                    base = "+".join(producers)
+            return f"{base} (residual)"
+        return producers[0]
+
+    def _kind(self, raw: _Raw, members: list[Member]) -> str:
+        if raw.attention:
+            return "attention"
+        producers = [m for m in members if m.role == "producer"]
+        if len({m.param for m in producers}) > 1 and raw.residual:
+            return "residual"
+        first = self.modules.get(producers[0].param.rpartition(".")[0]) if producers else None
+        if isinstance(first, nn.modules.conv._ConvNd):
+            return "conv"
+        if isinstance(first, nn.Linear) or _is_conv1d(first):
+            return "linear"
+        if producers and producers[0].dim == 0 and self.params[producers[0].param].ndim == 2:
+            return "linear"  # F.linear on a raw weight
+        if isinstance(first, nn.Embedding):
+            return "embedding"
+        return "other"
+
+    def _shape_problem(self, g: ChannelGroup) -> str | None:
+        for m in g.members:
+            p = self.params.get(m.param)
+            if p is None:
+                return f"'{m.param}' is not a parameter of the model"
+            need = m.offset + g.width * m.repeat
+            if m.dim >= p.ndim or p.shape[m.dim] < need:
+                size = p.shape[m.dim] if m.dim < p.ndim else "no"
+                return (
+                    f"'{m.param}' has {size} entries along dim {m.dim} but the group needs {need}"
+                )
+        return None
+
+    def _drop_overlaps(self, cands):
+        spans: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
+        for k, (_, g) in enumerate(cands):
+            for m in g.members:
+                spans.setdefault((m.param, m.dim), []).append(
+                    (m.offset, m.offset + g.width * m.repeat, k)
+                )
+        bad: dict[int, str] = {}
+        for (param, dim), s in spans.items():
+            s = sorted(set(s))
+            # sorted by start: only neighbours whose spans still reach can overlap
+            for i, (a0, a1, ka) in enumerate(s):
+                for b0, b1, kb in s[i + 1 :]:
+                    if b0 >= a1:
+                        break
+                    if ka != kb or (a0, a1) != (b0, b1):
+                        for k in (ka, kb):
+                            bad.setdefault(
+                                k,
+                                f"it claims '{param}' dim {dim} indices that overlap another group",
+                            )
+        for k, why in bad.items():
+            self.left_out[cands[k][1].name] = why
+        return [c for k, c in enumerate(cands) if k not in bad]
+
+    # -- fused projections and attention heads, where the walk failed -------------------------
+
+    def _projections(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        """Groups written from the layers around an attention or gated block whose dependency
+        walk failed: producers P (q/k/v, a fused qkv or gate/up) read by one consumer o.
+
+        Candidates, each kept only if the permutation check passes: (1) every channel, gates
+        of a fused producer at their offsets, permuted within heads; (2) whole heads (rotary
+        embeddings, grouped key/value heads): q rows in blocks of ``r * head_dim``, k/v rows in
+        blocks of ``head_dim``, o columns like q.
+        """
+        if not self.fallbacks or time.monotonic() > self.deadline:
+            return []
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        specs, options = [], []
+        for oname, omod, prods, norms in self.fallbacks:
+            rows = [_rows(n, p, 0, 1, None)[0] for n, p in prods]
+            if all((self.canonical.get(m.param, m.param), m.dim) in claimed for m in rows):
+                continue  # every producer is already in a verified group
+            owners = self._owners([oname, *dict(prods)])
+            cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
+            cands = [
+                (key, c)
+                for key, c in cands
+                if not any((m.param, m.dim) in claimed for m in c.members)
+                and self._shape_problem(c) is None
+            ]
+            if cands:
+                specs.append(prods)
+                options.append(cands)
+        if not options:
+            return []
+        out: list[ChannelGroup] = []
+        sym = Symmetry(self.model, self.example_inputs)
+        for prods, g in zip(specs, self._search(sym, options)):
+            spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
+            if g is None or spans & claimed:  # two readers of one producer: keep the first
+                continue
+            out.append(g)
+            claimed |= spans
+            for pname, _ in prods:
+                for key in self.root_keys.pop(pname, ()):
+                    self.left_out.pop(key, None)
+        return out
+
+    # -- verification by permutation symmetry ------------------------------------------------
+
+    def _verify(self, cands) -> list[ChannelGroup]:
+        """Keep the groups whose joint channel permutation leaves the model output unchanged.
+
+        All groups are checked in one forward (halving only on failure); an attention group
+        starts from the head count its module declares. Failing attention groups then search
+        their head count with :meth:`_search`, which costs a few forwards per model, not per
+        group."""
+        if not cands:
+            return []
+        if time.monotonic() > self.deadline:
+            self._late([g.name for _, g in cands])
+            return []
+        sym = Symmetry(self.model, self.example_inputs)
+        groups: list[ChannelGroup | None] = []
+        search: list[int] = []  # attention groups whose head count is not declared
+        for k, (raw, g) in enumerate(cands):
+            if raw.attention and g.divisor == 1:
+                hd = _declared_head_dim(self._owners(g.layers), g.width, g.width)
+                if hd and 1 < hd < g.width:
+                    g = replace(g, divisor=g.width // hd)
+                elif hd is None:
+                    search.append(k)
+            groups.append(g)
+        first = [k for k in range(len(groups)) if k not in set(search)]
+        failing = sorted([first[j] for j in sym.failing([groups[k] for k in first])] + search)
+        retry = [k for k in failing if cands[k][0].attention or cands[k][1].kind == "attention"]
+        options = [
+            [
+                (d, replace(groups[k], divisor=d))
+                for d in [1, *_divisors(groups[k].width)]
+                if d % cands[k][1].divisor == 0 and (d > 1 or k in search)
+            ]
+            for k in retry
+        ]
+        for k, fixed in zip(retry, self._search(sym, options)):
+            groups[k] = fixed
+        for k in failing:
+            raw, g = cands[k]
+            if k in retry and groups[k] is not None:
+                continue  # a head count that passes was found
+            if time.monotonic() > self.deadline:
+                why = f"not verified within timeout={self.timeout:g} s"
+            elif raw.input_product:
+                why = (
+                    "its channels are multiplied element-wise by a model input (a per-channel "
+                    "mask or scale), so they are tied to the input's channels"
+                )
+            elif raw.rearranged:
+                why = (
+                    "its channels are rearranged between layers (view/transpose/permute, "
+                    "e.g. a channel shuffle)"
+                )
+            else:
+                why = (
+                    "permuting its channels together changes the model output (a coupling "
+                    "the tracer cannot see)"
+                )
+            self.left_out[g.name] = why
+            self.root_keys.setdefault(raw.root, set()).add(g.name)
+            groups[k] = None
+        return [g for g in groups if g is not None]
+
+    def _placements(self, raw: _Raw, group: ChannelGroup) -> list[tuple[str, ChannelGroup]]:
+        """Where a group's channels may sit in the layers Torch-Pruning could not map (``k``
+        blocks of the width, or ``k`` consecutive entries per channel: Swin's patch merging,
+        a flatten), when that was the only problem. Each is a candidate for the check."""
+        if len(raw.unplaced) != len(raw.reasons) or raw.grouped_in or raw.rnn_out:
+            return []
+        out = []
+        for key in ("blocks", "repeat"):
+            extra = _Raw(raw.width, raw.root)
+            for builder, it, size in raw.unplaced:
+                k = size // raw.width
+                for layout in (
+                    [(j * raw.width, 1) for j in range(k)] if key == "blocks" else [(0, k)]
+                ):
+                    builder(self, extra, replace(it, layout=layout))
+            if extra.reasons:
+                return []
+            members = [*group.members, *self._canonical_members(extra)]
+            g = replace(group, members=tuple(dict.fromkeys(members)))
+            if self._shape_problem(g) is None:
+                out.append((key, g))
+        return out
+
+    def _place(self, placements: list[tuple], accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        if not placements:
+            return []
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        sym = Symmetry(self.model, self.example_inputs)
+        options = [
+            [(k, g) for k, g in opts if not any((m.param, m.dim) in claimed for m in g.members)]
+            for *_, opts in placements
+        ]
+        out = []
+        for (raw, group, why, _), g in zip(placements, self._search(sym, options)):
+            spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
+            if g is None or spans & claimed:
+                self.left_out[group.name] = why
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
+                continue
+            out.append(replace(g, notes=(*g.notes, "placed by the permutation check")))
+            claimed |= spans
+        return out
+
+    def _owners(self, layers: Iterable[str]) -> list[nn.Module]:
+        """The modules around ``layers``, nearest first up to the model (where a head count or
+        a config is declared)."""
+        out: dict[nn.Module, None] = {}
+        for n in layers:
+            while n:
+                n = n.rpartition(".")[0]
+                m = self.modules.get(n)
+                if m is not None:
+                    out.setdefault(m, None)
+        return list(out)
+
+    def _search(self, sym: Symmetry, options: list[list[tuple[Any, ChannelGroup]]]):
+        """For each entry, the first option that passes the permutation check, or None.
+
+        Options carry a key (a head count, a candidate kind): once one entry passes with a key,
+        that key is tried for every other entry in one batch, since the blocks of one model are
+        alike. Groups in a batch never overlap, so a batch that passes vouches for each."""
+        result: list[ChannelGroup | None] = [None] * len(options)
+        tried: list[set] = [set() for _ in options]
+        pending = list(range(len(options)))
+        while pending and time.monotonic() <= self.deadline:
+            probe = pending[0]
+            left = [(k, g) for k, g in options[probe] if k not in tried[probe]]
+            if not left:
+                pending.pop(0)
+                continue
+            key, g = left[0]
+            tried[probe].add(key)
+            if not sym.passes([g]):
+                continue
+            result[probe] = g
+            pending.pop(0)
+            batch, used = [], {(m.param, m.dim) for m in g.members}
+            for i in pending:
+                gi = next((x for k, x in options[i] if k == key and k not in tried[i]), None)
+                spans = {(m.param, m.dim) for m in gi.members} if gi is not None else set()
+                if gi is not None and not spans & used:
+                    tried[i].add(key)
+                    batch.append((i, gi))
+                    used |= spans
+            if batch:
+                bad = set(sym.failing([gi for _, gi in batch]))
+                for j, (i, gi) in enumerate(batch):
+                    if j not in bad:
+                        result[i] = gi
+                pending = [i for i in pending if result[i] is None]
+        return result
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n // 2 + 1) if n % d == 0]
+
+
+# old private names, still imported from here by callers of the former single module
+_call_model = call_model
+_map_tensors = map_tensors

@@ -1,0 +1,209 @@
+"""Glue between a model's trace and Torch-Pruning's dependency graph, used by the finder.
+
+Contract: nothing here changes the model for longer than one trace. It holds the index-map
+repairs (maps that cannot be inferred are skipped; ``split``/``chunk`` pieces are mapped by the
+autograd edge they are read through), the Hugging Face ``Conv1D`` pruner, the routing of
+``F.linear`` on raw parameters through stand-in modules, and the helpers that turn a
+Torch-Pruning index list into ``(offset, repeat)`` layouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _update_index_mapping(dg) -> None:
+    """Torch-Pruning's ``update_index_mapping``, one node at a time: a node whose channel count
+    cannot be inferred (a cache ``torch.cat`` in Hugging Face attention) keeps no mapping
+    instead of failing the whole trace; the permutation check catches what that misses."""
+    import torch_pruning as tp
+
+    im, t = tp.dependency.index_mapping, tp.ops.OPTYPE
+    update = {
+        t.CONCAT: im.update_concat_index_mapping,
+        t.SPLIT: _split_index_mapping,
+        t.RESHAPE: im.update_reshape_index_mapping,
+        t.UNBIND: im.update_unbind_index_mapping,
+        t.EXPAND: im.update_expand_index_mapping,
+        t.SLICE: im.update_slice_index_mapping,
+    }
+    nodes = list(dg.module2node.values())
+    # splits first: a concat of split pieces reads the piece sizes they set
+    for node in sorted(nodes, key=lambda n: n.type != t.SPLIT):
+        fn = update.get(node.type)
+        if fn is not None:
+            with contextlib.suppress(Exception):
+                fn(dg, node)
+
+
+def _split_index_mapping(dg, node) -> None:
+    """Index maps of a ``torch.split``/``chunk`` on channels, each reader mapped to the piece it
+    actually reads (the autograd edge's output number). Torch-Pruning assumes its readers come
+    in piece order and infers ``chunk`` sizes from the graph, which goes wrong in CSP and
+    Res2Net blocks."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    shape = getattr(gf, "_saved_self_sym_sizes", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if shape is None or dim is None:
+        return tp.dependency.index_mapping.update_split_index_mapping(dg, node)
+    dim = dim + len(shape) if dim < 0 else dim
+    if dim != 1:  # not the channel dimension: no index map
+        return None
+    total = int(shape[dim])
+    sizes = getattr(gf, "_saved_split_sizes", None)
+    if sizes is None:
+        step = int(gf._saved_split_size)
+        sizes = [min(step, total - a) for a in range(0, total, step)]
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + int(n))
+    piece = {}
+    for out in node.outputs:
+        nrs = {nr for f, nr in getattr(out.grad_fn, "next_functions", ()) if f is gf}
+        if len(nrs) != 1:
+            return None  # a reader of several pieces: leave it to the permutation check
+        piece[out] = nrs.pop()
+    node.module.split_sizes, node.module.offsets = list(sizes), offsets
+    Map = tp.dependency.index_mapping._SplitIndexMapping
+    for out, i in piece.items():
+        for dep in node.dependencies:
+            if dep.target is out:
+                dep.index_mapping[0] = Map(offset=offsets[i : i + 2], reverse=False)
+        for dep in out.dependencies:
+            if dep.target is node:
+                dep.index_mapping[0] = Map(offset=offsets[i : i + 2], reverse=True)
+    return None
+
+
+class _RouteLinear(torch.overrides.TorchFunctionMode):
+    """Routes ``F.linear`` on known (weight, bias) pairs through stand-in modules, or (with
+    ``raw``) records the pairs of raw parameters it is called with."""
+
+    def __init__(self, shadows: dict, raw: dict | None = None):
+        super().__init__()
+        self.shadows, self.raw, self.seen = shadows, raw, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear:
+            x = args[0] if args else kwargs.get("input")
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            if self.raw is not None:
+                if id(w) in self.raw and id(b) in self.raw and w.ndim == 2:
+                    self.seen.append((w, b))
+            elif (id(w), id(b)) in self.shadows:
+                return self.shadows[(id(w), id(b))](x)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _tolerant_index_mapping():
+    """Use :func:`_update_index_mapping` inside ``build_dependency`` for the block."""
+    from torch_pruning.dependency import graph
+
+    before = graph.index_mapping
+    shim = type("index_mapping", (), {"update_index_mapping": staticmethod(_update_index_mapping)})
+    graph.index_mapping = shim
+    try:
+        yield
+    finally:
+        graph.index_mapping = before
+
+
+@contextlib.contextmanager
+def _no_new_hooks(model: nn.Module):
+    """Remove forward hooks added inside the block (Torch-Pruning leaves its own behind when the
+    forward raises)."""
+    before = {m: set(m._forward_hooks) for m in model.modules()}
+    try:
+        yield
+    finally:
+        for m, keys in before.items():
+            for k in set(m._forward_hooks) - keys:
+                m._forward_hooks.pop(k, None)
+
+
+def _layout(idxs, roots, width: int) -> tuple[int, int] | None:
+    """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
+    if not idxs or len(idxs) % width:
+        return None
+    rep = len(idxs) // width
+    off = min(idxs)
+    for i, r in zip(idxs, roots):
+        if not (0 <= r < width) or (i - off) // rep != r:
+            return None
+    return (off, rep) if len(set(idxs)) == len(idxs) else None
+
+
+def _blocks(idxs, roots, width: int) -> list[tuple[int, int]] | None:
+    """``[(offset, 1), ...]`` if the indices are several blocks that each hold channels
+    ``0..width-1`` in order (GhostNet's ``cat([x, cheap(x)])`` read by one conv)."""
+    if not idxs or len(idxs) % width or len(idxs) == width:
+        return None
+    pairs = sorted(zip(idxs, roots))
+    out = []
+    for k in range(0, len(pairs), width):
+        seg = pairs[k : k + width]
+        off = seg[0][0]
+        if any(i != off + r or r != j for j, (i, r) in enumerate(seg)):
+            return None
+        out.append((off, 1))
+    return out
+
+
+def _weight_leaves(grad_fn, params, depth: int = 6) -> list | None:
+    """The parameters behind ``grad_fn`` if it is computed from parameters alone (a weight such
+    as ``w`` or ``w.t()``), or None if it depends on an activation or an input."""
+    var = getattr(grad_fn, "variable", None)
+    if var is not None:
+        return [var] if var in params else None
+    parents = [f for f, _ in grad_fn.next_functions if f is not None]
+    if depth == 0 or not parents:
+        return None
+    leaves: list = []
+    for f in parents:
+        sub = _weight_leaves(f, params, depth - 1)
+        if sub is None:
+            return None
+        leaves += sub
+    return leaves
+
+
+def _is_conv1d(module: Any) -> bool:
+    """Hugging Face's ``Conv1D`` (GPT-2 family): a Linear whose weight is stored [in, out]."""
+    return (
+        type(module).__name__ == "Conv1D"
+        and hasattr(module, "nf")
+        and getattr(module, "weight", None) is not None
+        and module.weight.ndim == 2
+    )
+
+
+@functools.cache
+def _conv1d_pruner():
+    import torch_pruning as tp
+
+    class Conv1DPruner(tp.pruner.BasePruningFunc):
+        """Torch-Pruning handler for HF Conv1D: channels are weight columns (out), rows (in)."""
+
+        def prune_out_channels(self, layer, idxs):  # pragma: no cover - never pruned
+            return layer
+
+        def prune_in_channels(self, layer, idxs):  # pragma: no cover - never pruned
+            return layer
+
+        def get_out_channels(self, layer):
+            return layer.weight.shape[1]
+
+        def get_in_channels(self, layer):
+            return layer.weight.shape[0]
+
+    return Conv1DPruner()

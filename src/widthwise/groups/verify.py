@@ -1,0 +1,163 @@
+"""The permutation check: is permuting a group's channels a symmetry of the model?
+
+:class:`Symmetry` runs the model functionally on jittered copies of its parameters and compares
+the output before and after permuting channels in every member of the groups under test. All
+candidate groups are permuted at once in one forward; only when that fails is the set halved
+(group testing), so a model whose groups are all right costs two forwards, whatever its size.
+
+Also here: :func:`call_model` (how example inputs are passed to a model) and the small helpers
+that copy nested inputs and collect output tensors, shared with the finder and with resizing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from widthwise.groups.types import ChannelGroup
+
+__all__ = ["Symmetry", "call_model", "map_tensors", "out_tensors"]
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on example inputs: a dict as keywords, a tuple/list as positionals."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any:
+    """Copy of a (nested) input structure with every tensor detached, cloned and passed to fn."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().clone()
+        return fn(t) if fn is not None else t
+    if isinstance(obj, Mapping):  # dict, or e.g. a tokenizer's BatchEncoding
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def out_tensors(out: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of a model output (tensor, dict, dataclass-like, nested); of a
+    Hugging Face output with ``logits``, the logits alone (T5 also returns its encoder's last
+    hidden state, which would pin the whole residual stream)."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, Mapping):  # dict, or a Hugging Face ModelOutput
+        if "logits" in out:  # the prediction; hidden states returned beside it are not outputs
+            return out_tensors(out["logits"])
+        return [t for v in out.values() for t in out_tensors(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in out_tensors(v)]
+    return []
+
+
+class Symmetry:
+    """Checks that permuting groups' channels (in every member) leaves the model output unchanged.
+
+    Runs the model functionally on jittered copies of its parameters (so that ones-initialised
+    norm weights or zero biases cannot hide a missing member), in eval mode and without grad.
+    BatchNorm running statistics are permuted with their norm's affine members. A tied parameter
+    appears once (``named_parameters()``), so permuting it permutes every use.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any):
+        self.model = model
+        self.inputs = example_inputs
+        gen = torch.Generator().manual_seed(0)
+        self.params: dict[str, torch.Tensor] = {}
+        for n, p in model.named_parameters():
+            p = p.detach()
+            if p.is_floating_point() and p.numel():
+                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+                if p.ndim >= 2:  # fresh weights at the usual init scale: O(1) attention scores
+                    p = noise * (p.shape[0] / p.numel()) ** 0.5
+                else:
+                    p = p + (0.5 * p.abs().mean().item() + 0.1) * noise
+            self.params[n] = p
+        self.buffers = dict(model.named_buffers())
+        self.gen = torch.Generator().manual_seed(1)
+        model.eval()
+        self.base = self._run(self.params, self.buffers)
+
+    def _run(self, params, buffers) -> list[torch.Tensor]:
+        from torch.func import functional_call
+
+        with torch.no_grad():
+            inputs = map_tensors(self.inputs)  # fresh copies: a forward may write into them
+            state = {**params, **buffers}
+            if isinstance(inputs, Mapping):
+                out = functional_call(self.model, state, (), dict(inputs))
+            elif isinstance(inputs, (tuple, list)):
+                out = functional_call(self.model, state, tuple(inputs))
+            else:
+                out = functional_call(self.model, state, (inputs,))
+        return [t.float() for t in out_tensors(out)]
+
+    def _perm(self, g: ChannelGroup) -> torch.Tensor:
+        """A random permutation within each block that moves something in every block of 2+
+        (an identity draw, half the time for 2 channels, would pass any group)."""
+        block = g.width // g.divisor
+        parts = []
+        for b in range(g.divisor):
+            p = torch.randperm(block, generator=self.gen)
+            if block > 1 and bool((p == torch.arange(block)).all()):
+                p = p.roll(1)
+            parts.append(b * block + p)
+        return torch.cat(parts)
+
+    def passes(self, groups: Sequence[ChannelGroup]) -> bool:
+        """One forward with every group of ``groups`` permuted (groups must not overlap)."""
+        params, buffers = dict(self.params), dict(self.buffers)
+        index: dict[tuple[str, int], torch.Tensor] = {}
+        for g in groups:
+            perm = self._perm(g)
+            for m in g.members:
+                key = (m.param, m.dim)
+                if key not in index:
+                    index[key] = torch.arange(self.params[m.param].shape[m.dim])
+                r = torch.arange(m.repeat)
+                dst = (m.offset + torch.arange(g.width)[:, None] * m.repeat + r).flatten()
+                src = (m.offset + perm[:, None] * m.repeat + r).flatten()
+                index[key][dst] = src
+                if m.role == "norm" and m.param.endswith(".weight"):
+                    mod = m.param.rpartition(".")[0]
+                    for b in ("running_mean", "running_var"):
+                        if f"{mod}.{b}" in self.buffers:
+                            index[(f"{mod}.{b}", 0)] = index[key]
+        for (name, dim), idx in index.items():
+            src = params if name in params else buffers
+            src[name] = src[name].index_select(dim, idx.to(src[name].device))
+        try:
+            out = self._run(params, buffers)
+        except Exception:  # a permutation that breaks a shape contract is not a symmetry
+            return False
+        if len(out) != len(self.base):
+            return False
+        for a, b in zip(self.base, out):
+            finite = a[a.isfinite()]
+            tol = 1e-4 * finite.abs().max().item() + 1e-7 if finite.numel() else 0.0
+            if a.shape != b.shape:
+                return False
+            # equal where both are the same inf or both NaN (a NaN in the base output must not
+            # fail every group)
+            same = ((a - b).abs() <= tol) | (a == b) | (a.isnan() & b.isnan())
+            if not bool(same.all()):
+                return False
+        return True
+
+    def failing(self, groups: Sequence[ChannelGroup], ks: list[int] | None = None) -> list[int]:
+        """Indices of the groups that break the symmetry: all at once, halving only on failure."""
+        ks = list(range(len(groups))) if ks is None else ks
+        if not ks or self.passes([groups[k] for k in ks]):
+            return []
+        if len(ks) == 1:
+            return ks
+        mid = len(ks) // 2
+        return self.failing(groups, ks[:mid]) + self.failing(groups, ks[mid:])
