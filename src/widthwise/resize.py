@@ -143,8 +143,6 @@ class _Layout:
     unit: int = 1  # ... and move in whole units of this many channels (attention heads)
     within_heads: bool = False  # nn.MultiheadAttention: q rows scaled, k rows split
     hf: list[tuple[str, int, int | None]] = field(default_factory=list)  # (module, head_dim, kv)
-    kv_of: int | None = None  # a GQA key/value group: its head count must divide this
-    head_dim: int = 1
     refuse: str | None = None  # why any resize of this group is refused
 
 
@@ -154,6 +152,14 @@ _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 _WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim")
 _OUT_PROJ = ("o_proj", "out_proj", "c_proj", "wo", "dense")
 _RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
+
+
+def _some(names: Sequence[str]) -> str:
+    """``"a"``, ``"a and b"`` or ``"a and 3 more"``."""
+    names = list(dict.fromkeys(names))
+    if len(names) <= 2:
+        return " and ".join(names)
+    return f"{names[0]} and {len(names) - 1} more"
 
 
 def _named_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -210,7 +216,7 @@ class _Rules:
         no_widen: dict[str, list[str]] = {}
         self.layouts: dict[str, _Layout] = {}
         keys: dict[str, set[tuple[str, str]]] = {}
-        tie_reasons: dict[tuple[str, str], str] = {}
+        tie_reasons: dict[tuple[str, str], tuple[str, str]] = {}
         for g in self.groups:
             lay = _Layout()
             mult = max(g.divisor, 1)
@@ -238,23 +244,27 @@ class _Rules:
                         if hidden:
                             key = (mod_name, "hidden")
                             tie_reasons[key] = (
-                                f"{what} has one hidden_size for all its layers and directions"
+                                what,
+                                "one hidden_size for all layers and directions",
                             )
                             ks.add(key)
                         elif proj and kind == "weight":
                             key = (mod_name, "proj")
-                            tie_reasons[key] = f"{what} has one proj_size for all its layers"
+                            tie_reasons[key] = (what, "one proj_size for all layers and directions")
                             ks.add(key)
                 elif isinstance(mod, nn.MultiheadAttention) or (
-                    isinstance(parent, nn.MultiheadAttention) and attr == "weight" and m.dim == 1
+                    isinstance(parent, nn.MultiheadAttention) and mod is parent.out_proj
                 ):
                     mha = mod if isinstance(mod, nn.MultiheadAttention) else parent
                     mha_name = mod_name if mha is mod else str(parent_name)
                     assert isinstance(mha, nn.MultiheadAttention)
+                    # input (in_proj columns), attention (q/k/v rows, out_proj columns) and
+                    # output (out_proj rows) channels: torch needs the first two equal to
+                    # embed_dim; find_groups reads the output width as embed_dim too
                     key = (mha_name, "embed")
                     tie_reasons[key] = (
-                        f"nn.MultiheadAttention '{mha_name}' has one embed_dim: its input "
-                        "and attention widths are equal"
+                        f"nn.MultiheadAttention '{mha_name}'",
+                        "one embed_dim for its input, attention and output channels",
                     )
                     if not mha._qkv_same_embed_dim:
                         lay.refuse = (
@@ -264,18 +274,12 @@ class _Rules:
                     ks.add(key)
                     mult = math.lcm(mult, mha.num_heads)
                     explained = True
-                    inner = (
-                        (attr in ("in_proj_weight", "in_proj_bias") and m.dim == 0)
-                        or attr
-                        in (
-                            "bias_k",
-                            "bias_v",
-                        )
-                        or mha is parent
-                    )  # out_proj columns: the attention channels
+                    if mha is mod:
+                        inner = m.dim == 0 or attr in ("bias_k", "bias_v")
+                    else:
+                        inner = attr == "weight" and m.dim == 1
                     if inner:
                         lay.within_heads = True
-                        lay.head_dim = 1
                         blocks.append(mha.num_heads)
                         why.append(
                             f"nn.MultiheadAttention '{mha_name}' keeps {mha.num_heads} heads: "
@@ -297,16 +301,12 @@ class _Rules:
                     explained = True
                     why.append(f"GroupNorm '{mod_name}' has {mod.num_groups} groups")
                 if _normalises_over_channels(mod) and not _is_channelwise_norm(mod):
-                    nw.append(
-                        f"{type(mod).__name__} '{mod_name}' normalises over the group's channels, "
-                        "so widening changes its statistics"
-                    )
+                    nw.append(f"{type(mod).__name__} '{mod_name}'")
             if g.kind == "attention" and not lay.within_heads:
                 hf = self._hf_layout(g, modules)
                 if hf is not None:
                     lay_hf, mult_hf, why_hf = hf
-                    lay.hf, lay.unit, lay.head_dim = lay_hf.hf, lay_hf.unit, lay_hf.head_dim
-                    lay.kv_of = lay_hf.kv_of
+                    lay.hf, lay.unit, lay.refuse = lay_hf.hf, lay_hf.unit, lay_hf.refuse
                     blocks.append(lay_hf.blocks)
                     mult = mult_hf  # replaces the head-count divisor: HF keeps the head size
                     explained = True
@@ -350,15 +350,24 @@ class _Rules:
             for n in members:
                 mult = math.lcm(mult, multiple[n])
             widen = all(not no_widen[n] for n in members)
-            tie_why = sorted({tie_reasons[k] for n in members for k in keys[n]})
+            by_what: dict[str, list[str]] = defaultdict(list)
+            for k in sorted({k for n in members for k in keys[n]}):
+                by_what[tie_reasons[k][1]].append(tie_reasons[k][0])
+            tie_why = [f"{_some(labels)}: {what}" for what, labels in by_what.items()]
             for n in members:
-                own = list(dict.fromkeys(reasons[n] + no_widen[n]))
+                own = list(dict.fromkeys(reasons[n]))
                 others = [x for x in members if x != n]
                 if others:
-                    blocked = [w for x in others for w in no_widen[x]]
                     own += tie_why
-                    if blocked and not no_widen[n]:
-                        own.append(f"tied to a group that cannot widen ({blocked[0]})")
+                if no_widen[n]:
+                    own.append(
+                        f"cannot widen exactly: {_some(no_widen[n])} normalise(s) over its channels"
+                    )
+                elif not widen:
+                    blocked = [w for x in others for w in no_widen[x]]
+                    own.append(
+                        f"cannot widen exactly: tied to channels normalised by {_some(blocked)}"
+                    )
                 lay = self.layouts[n]
                 if lay.refuse:
                     own.insert(0, lay.refuse)
@@ -386,7 +395,7 @@ class _Rules:
                 d, heads, kv_groups = info
                 if g.width % d:
                     return None
-                lay = _Layout(unit=d, head_dim=d)
+                lay = _Layout(unit=d)
                 here = g.width // d
                 total = heads if heads is not None else here
                 if kv_groups and kv_groups > 1 and total % kv_groups == 0:
@@ -400,15 +409,12 @@ class _Rules:
                             f"attention '{name}' keeps head size {d} and {kv} key/value heads "
                             f"(grouped-query): width = heads × {d}, heads a multiple of {kv}",
                         )
-                    if here == kv:  # the key/value side: query heads are kept
-                        lay.kv_of = total
-                        lay.hf = [(name, d, None)]
-                        return (
-                            lay,
-                            d,
-                            f"attention '{name}' keeps head size {d}; its {total} query heads "
-                            "must share the key/value heads evenly",
+                    if here == kv:  # the key/value side
+                        lay.refuse = (
+                            f"resizing the key/value heads of grouped-query attention '{name}' "
+                            "is not supported"
                         )
+                        return lay, d, f"attention '{name}' keeps head size {d}"
                     return None
                 lay.hf = [(name, d, None)]
                 return lay, d, f"attention '{name}' keeps head size {d}: width = heads × {d}"
@@ -463,11 +469,6 @@ class _Rules:
                 )
             if w < rule.minimum:
                 raise ResizeError(f"group {g.name!r} needs at least {rule.minimum}, got {w}{why}")
-            if lay.kv_of is not None and lay.kv_of % (w // lay.head_dim):
-                raise ResizeError(
-                    f"group {g.name!r}: {w // lay.head_dim} key/value heads do not divide "
-                    f"{lay.kv_of} query heads{why}"
-                )
             if init in ("net2net", "prune") and w > g.width and not rule.widen:
                 raise ResizeError(
                     f"group {g.name!r} cannot be widened function-preservingly{why}; "
