@@ -452,7 +452,9 @@ class _Rules:
 
     def check(self, widths: Mapping[str, int], init: Init | None) -> dict[str, int]:
         full = self.resolve(widths)
-        for g in self.groups:
+        # named groups first, so that an error names the group the caller asked for
+        order = [self.by_name[n] for n in widths] + [g for g in self.groups if g.name not in widths]
+        for g in order:
             w = full[g.name]
             if w == g.width:
                 continue
