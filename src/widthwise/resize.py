@@ -676,11 +676,12 @@ def _sync_rnn(name: str, rnn: nn.RNNBase) -> None:
     """Read an RNN's sizes back from its weights and check that every layer agrees."""
     proj = getattr(rnn, "proj_size", 0)
     gates = {"LSTM": 4, "GRU": 3}.get(rnn.mode, 1)
-    hidden = rnn.weight_hr_l0.shape[1] if proj else rnn.weight_hh_l0.shape[1]
+    w = {n: p.shape for n, p in rnn.named_parameters(recurse=False)}
+    hidden = int(w["weight_hr_l0"][1] if proj else w["weight_hh_l0"][1])
     if proj:
-        rnn.proj_size = rnn.weight_hr_l0.shape[0]
+        rnn.proj_size = int(w["weight_hr_l0"][0])
     rnn.hidden_size = hidden
-    rnn.input_size = rnn.weight_ih_l0.shape[1]
+    rnn.input_size = int(w["weight_ih_l0"][1])
     dirs = ("", "_reverse") if rnn.bidirectional else ("",)
     out = rnn.proj_size if proj else hidden
     for layer in range(rnn.num_layers):
@@ -688,17 +689,17 @@ def _sync_rnn(name: str, rnn: nn.RNNBase) -> None:
             want_in = rnn.input_size if layer == 0 else out * len(dirs)
             got = {
                 f"weight_ih_l{layer}{sfx}": (
-                    getattr(rnn, f"weight_ih_l{layer}{sfx}").shape,
+                    w[f"weight_ih_l{layer}{sfx}"],
                     (gates * hidden, want_in),
                 ),
                 f"weight_hh_l{layer}{sfx}": (
-                    getattr(rnn, f"weight_hh_l{layer}{sfx}").shape,
+                    w[f"weight_hh_l{layer}{sfx}"],
                     (gates * hidden, out),
                 ),
             }
             if proj:
                 got[f"weight_hr_l{layer}{sfx}"] = (
-                    getattr(rnn, f"weight_hr_l{layer}{sfx}").shape,
+                    w[f"weight_hr_l{layer}{sfx}"],
                     (out, hidden),
                 )
             for pname, (shape, want) in got.items():
@@ -737,7 +738,8 @@ def _sync_attributes(model: nn.Module) -> None:
                     f"{module.in_channels} -> {module.out_channels} channels",
                 )
         elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # Hugging Face
-            module.nx, module.nf = module.weight.shape
+            conv1d: Any = module  # attributes torch's stubs do not know
+            conv1d.nx, conv1d.nf = (int(n) for n in module.get_parameter("weight").shape)
         elif isinstance(module, nn.modules.batchnorm._NormBase):
             if module.weight is not None:
                 module.num_features = module.weight.shape[0]
@@ -781,7 +783,7 @@ def _sync_hf_attention(
 ) -> None:
     """Head count and width attributes of a Hugging Face attention module after a resize of its
     attention group from ``old`` to ``new`` channels (head size fixed)."""
-    module = model.get_submodule(name)
+    module: Any = model.get_submodule(name)
     old_heads, new_heads = old // head_dim, new // head_dim
     for attr in _HEADS_ATTRS:
         if getattr(module, attr, None) == old_heads:
@@ -913,18 +915,18 @@ def resize(
     if example_inputs is not None and changed:
         from widthwise.groups import _call_model
 
-        modes = {m: m.training for m in new.modules()}
+        modes = {mod: mod.training for mod in new.modules()}
         try:
             with torch.no_grad():
-                _call_model(new.eval(), example_inputs)
+                _call_model(new.eval(), example_inputs)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise ResizeError(
                 f"the model resized at group(s) {[g.name for g in changed]} fails its forward "
                 f"pass ({type(exc).__name__}: {exc})"
             ) from exc
         finally:
-            for m, training in modes.items():
-                m.training = training
+            for mod, training in modes.items():
+                mod.training = training
     return new
 
 
@@ -939,7 +941,7 @@ def _strip_to(model: nn.Module, param: str) -> str:
 def _strip_module(model: nn.Module, module: str) -> str:
     for name, _ in model.named_modules():
         if canonical_name(name) == module:
-            return name
+            return str(name)
     raise ResizeError(f"module {module!r} not found in the model")
 
 
@@ -972,8 +974,9 @@ def shrink_with_torch_pruning(
 
     Returns ``(new_model, done)``: a copy of ``model`` in which every group named in ``done`` has
     its new width; the others (wider, unchanged, or not cuttable by Torch-Pruning: recurrent and
-    attention-internal groups, models with GRU/LSTM or ``nn.MultiheadAttention``) are left to
-    :func:`resize`. Which channels go is decided on ``model`` before any cut (the same choice as
+    attention-internal groups, groups whose channels stay in blocks (heads, conv groups) or that
+    are tied to others, models with GRU/LSTM or ``nn.MultiheadAttention``) are left to
+    :func:`resize`. The plan is checked against :func:`width_rules` first (:class:`ResizeError`). Which channels go is decided on ``model`` before any cut (the same choice as
     :func:`resize`), and the dependency graph is rebuilt after every cut, because Torch-Pruning
     caches concat offsets that a cut makes stale.
     """
@@ -981,6 +984,8 @@ def shrink_with_torch_pruning(
 
     from widthwise.groups import _call_model
 
+    rules = _Rules(model, groups)
+    rules.check(widths, None)  # refuse a plan that breaks a rule before cutting anything
     new = copy.deepcopy(model)
     if any(isinstance(m, nn.RNNBase | nn.MultiheadAttention) for m in new.modules()):
         return new, set()
@@ -988,7 +993,9 @@ def shrink_with_torch_pruning(
     cuts = []
     for name, width in widths.items():
         g = by_name[name]
-        if int(width) >= g.width:
+        lay = rules.layouts[name]
+        # Torch-Pruning picks channels without regard to heads or conv groups, and cuts one group
+        if int(width) >= g.width or lay.blocks > 1 or lay.unit > 1 or rules.tied[name]:
             continue
         module_name = _tp_producer(model, g)
         if module_name is None:
