@@ -567,3 +567,51 @@ def test_check_widths_and_resize_share_defaults():
     with pytest.raises(ResizeError, match="must be an integer"):
         check_widths(net, groups, {"rnn.l0 (hidden)": 6.5})
     assert inspect.signature(resize).parameters["init"].default == "net2net"
+
+
+def test_tied_input_and_output_embeddings_stay_tied():
+    torch.manual_seed(0)
+
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(20, 8)
+            self.body = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 20, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            h = self.emb(ids)
+            return self.head(h + torch.tanh(self.body(h)))
+
+    net, x = LM().eval(), torch.randint(0, 20, (2, 5))
+    # the residual stream, its output layer named by the tied tensor's second name
+    stream = ChannelGroup(
+        "stream",
+        8,
+        (
+            Member("emb.weight", 1, "producer"),
+            Member("body.weight", 1, "consumer"),
+            Member("body.weight", 0, "producer"),
+            Member("body.bias", 0, "other"),
+            Member("head.weight", 1, "consumer"),
+        ),
+        kind="residual",
+    )
+    rule = width_rules(net, [stream])["stream"]
+    assert not rule.widen and "tied weight 'emb.weight'" in rule.reason
+    with pytest.raises(ResizeError, match="cannot be widened function-preservingly"):
+        resize(net, [stream], {"stream": 10})
+    keep = channel_map(torch.from_numpy(_norms(net, stream)), 6)
+    small = resize(net, [stream], {"stream": 6}, example_inputs=x)
+    assert small.head.weight is small.emb.weight
+    torch.testing.assert_close(small.emb.weight, net.emb.weight[:, keep], rtol=0, atol=0)
+    assert _out(small, x).shape == (2, 5, 20)
+    wide = resize(net, [stream], {"stream": 12}, init="reinit", example_inputs=x)
+    assert wide.head.weight is wide.emb.weight and wide.emb.weight.shape == (20, 12)
+
+
+def _norms(net: nn.Module, group: ChannelGroup):
+    from widthwise.norms import channel_norms
+
+    return channel_norms(net, [group])[group.name]

@@ -162,6 +162,16 @@ def _some(names: Sequence[str]) -> str:
     return f"{names[0]} and {len(names) - 1} more"
 
 
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Every parameter name, tied copies included (an output layer sharing the input embedding),
+    mapped to the name ``named_parameters()`` lists it under."""
+    primary: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        out[canonical_name(n)] = primary.setdefault(id(p), canonical_name(n))
+    return out
+
+
 def _named_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {canonical_name(n): m for n, m in model.named_modules()}
 
@@ -211,6 +221,7 @@ class _Rules:
         self.groups = list(groups)
         self.by_name = {g.name: g for g in self.groups}
         modules = _named_modules(model)
+        aliases = _aliases(model)
         multiple: dict[str, int] = {}
         reasons: dict[str, list[str]] = {}
         no_widen: dict[str, list[str]] = {}
@@ -302,6 +313,12 @@ class _Rules:
                     why.append(f"GroupNorm '{mod_name}' has {mod.num_groups} groups")
                 if _normalises_over_channels(mod) and not _is_channelwise_norm(mod):
                     nw.append(f"{type(mod).__name__} '{mod_name}'")
+            seen: dict[tuple[str, int, int], str] = {}
+            for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
+                key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
+                if key3 in seen and (seen[key3] == "consumer") != (m.role == "consumer"):
+                    nw.append(f"tied weight '{key3[0]}' (it both computes and reads them)")
+                seen.setdefault(key3, m.role)
             if g.kind == "attention" and not lay.within_heads:
                 hf = self._hf_layout(g, modules)
                 if hf is not None:
@@ -658,7 +675,10 @@ def _apply_dim(
         else:
             data = torch.where(mask, torch.zeros_like(data), data)
     new = nn.Parameter(data.contiguous(), requires_grad=p.requires_grad)
-    setattr(module, attr, new)
+    for holder in model.modules():  # every module that shares the tensor (tied weights)
+        for name, q in list(holder._parameters.items()):
+            if q is p:
+                holder._parameters[name] = new
     if dim == 0:
         # Per-channel buffers (BatchNorm running statistics) follow the same map.
         for bname, buf in list(module.named_buffers(recurse=False)):
@@ -836,7 +856,8 @@ def resize(
         raise ValueError(f"init must be 'net2net', 'prune' or 'reinit', got {init!r}")
     rules = _Rules(model, groups)
     full = rules.check(widths, init)
-    shapes = {canonical_name(n): p.shape for n, p in model.named_parameters()}
+    aliases = _aliases(model)
+    shapes = {canonical_name(n): p.shape for n, p in model.named_parameters(remove_duplicate=False)}
     for g in groups:  # groups found on another model would fail deep inside the surgery
         for m in g.members:
             if m.param in shapes and (
@@ -872,14 +893,19 @@ def resize(
         # nn.MultiheadAttention heads change size: scores are q·k / sqrt(head_dim), so the query
         # rows absorb the new temperature and the key rows play the outgoing side of q·k
         q_scale = math.sqrt(width / g.width) if lay.within_heads else 1.0
+        done: set[tuple[str, int, int]] = set()
         for m in g.members:
+            param = aliases[m.param]
+            if (param, m.dim, m.offset) in done:  # a tied weight listed under both its names
+                continue
+            done.add((param, m.dim, m.offset))
             outgoing = m.role == "consumer" or (lay.within_heads and m.gate == "k")
             scale = None
             if outgoing and widening:
                 scale = ratios if fresh is None else (~fresh).double()
             if lay.within_heads and m.gate == "q" and q_scale != 1.0:
                 scale = torch.full((width,), q_scale, dtype=torch.float64)
-            edits[(m.param, m.dim)].append(
+            edits[(param, m.dim)].append(
                 _Edit(m, g.width, mapping, scale, None if outgoing else fresh, g.name)
             )
     for (param, dim), es in edits.items():
