@@ -401,6 +401,10 @@ def test_gpt2_attention_updates_what_its_forward_reads():
     assert small.h[0].attn.num_heads == 2
     with pytest.raises(ResizeError, match=r"'h.0.attn \(attention\)' needs a multiple of 8"):
         resize(model, groups, {"h.0.attn (attention)": 20})
+    fresh = resize(model, groups, {"h.0.attn (attention)": 48}, init="reinit", example_inputs=x)
+    old_w, new_w = model.h[0].attn.c_attn.weight, fresh.h[0].attn.c_attn.weight
+    assert new_w.shape == (32, 144) and not torch.equal(new_w[:, :32], old_w[:, :32])
+    assert not torch.equal(fresh.wte.weight, model.wte.weight)  # Hugging Face's own initialiser
 
 
 def test_grouped_query_attention_adds_query_heads_per_key_value_head():

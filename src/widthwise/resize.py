@@ -20,7 +20,9 @@ live in:
 * grouped convolutions (``groups > 1``) and ``GroupNorm`` need multiples of their group count,
   and channels never move between their groups;
 * a ``divisor`` that no module above explains is kept as a multiple, and channels stay within
-  its blocks (the blocks the group was verified on).
+  its blocks (the blocks the group was verified on);
+* a weight tied to another (an output layer sharing the input embedding) is resized once and
+  stays shared; it both computes and reads the group's channels, so it cannot widen exactly.
 
 ``resize`` checks every width first (:func:`check_widths`); a group not named in ``widths`` takes
 the width of a tied group that is named. Whatever breaks a rule, and anything the surgery or
@@ -49,7 +51,8 @@ their blocks (heads of ``nn.MultiheadAttention``, key/value groups, conv groups)
   outgoing weights (zero key rows inside ``nn.MultiheadAttention`` heads): again the same
   function;
 * ``init="reinit"`` returns a freshly initialised model of the new shape, as the paper trains
-  streamlined models from scratch.
+  streamlined models from scratch (``reset_parameters`` of every layer, then a Hugging Face
+  model's own initialiser).
 
 Both function-preserving inits are exact (tested to 1e-5) for linear consumers, per-channel norms
 (BatchNorm, InstanceNorm), recurrent hidden units and attention. A group normalised over its
@@ -938,6 +941,15 @@ def resize(
             )
             if callable(reset) and module is not new:
                 reset()
+        # Hugging Face layers (Conv1D, embeddings with padding) have no reset_parameters; their
+        # model's own initialiser covers them, with its initialiser's scale
+        done_hf: list[nn.Module] = []
+        for module in new.modules():
+            init_fn = getattr(module, "_init_weights", None)
+            inside = any(any(m is module for m in d.modules()) for d in done_hf)
+            if callable(init_fn) and hasattr(module, "config") and not inside:
+                module.apply(init_fn)
+                done_hf.append(module)
     if example_inputs is not None and changed:
         from widthwise.groups import _call_model
 
