@@ -236,6 +236,7 @@ class _Rules:
             mult = max(g.divisor, 1)
             why: list[str] = []
             nw: list[str] = []
+            tied_w: list[str] = []
             ks: set[tuple[str, str]] = set()
             blocks: list[int] = []
             explained = False
@@ -315,12 +316,12 @@ class _Rules:
                     explained = True
                     why.append(f"GroupNorm '{mod_name}' has {mod.num_groups} groups")
                 if _normalises_over_channels(mod) and not _is_channelwise_norm(mod):
-                    nw.append(f"{type(mod).__name__} '{mod_name}'")
+                    nw.append(f"{type(mod).__name__} '{mod_name}'")  # normalises over them
             seen: dict[tuple[str, int, int], str] = {}
             for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
                 key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
                 if key3 in seen and (seen[key3] == "consumer") != (m.role == "consumer"):
-                    nw.append(f"tied weight '{key3[0]}' (it both computes and reads them)")
+                    tied_w.append(f"tied weight '{key3[0]}' both computes and reads them")
                 seen.setdefault(key3, m.role)
             if g.kind == "attention" and not lay.within_heads:
                 hf = self._hf_layout(g, modules)
@@ -342,7 +343,7 @@ class _Rules:
             self.layouts[g.name] = lay
             multiple[g.name] = mult
             reasons[g.name] = why
-            no_widen[g.name] = nw
+            no_widen[g.name] = ([f"{_some(nw)} normalise(s) over them"] if nw else []) + tied_w
             keys[g.name] = ks
         # tied groups: union-find over the shared keys
         parent_of = {g.name: g.name for g in self.groups}
@@ -380,13 +381,11 @@ class _Rules:
                 if others:
                     own += tie_why
                 if no_widen[n]:
-                    own.append(
-                        f"cannot widen exactly: {_some(no_widen[n])} normalise(s) over its channels"
-                    )
+                    own.append(f"cannot widen exactly: {'; '.join(no_widen[n])}")
                 elif not widen:
-                    blocked = [w for x in others for w in no_widen[x]]
+                    blocked = next(x for x in others if no_widen[x])
                     own.append(
-                        f"cannot widen exactly: tied to channels normalised by {_some(blocked)}"
+                        f"cannot widen exactly: tied to '{blocked}' ({no_widen[blocked][0]})"
                     )
                 lay = self.layouts[n]
                 if lay.refuse:
