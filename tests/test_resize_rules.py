@@ -412,7 +412,7 @@ def test_grouped_query_attention_adds_query_heads_per_key_value_head():
     qo, kv = (g.name for g in groups)
     rules = width_rules(model, groups)
     assert rules[qo].multiple_of == 16 and rules[qo].widen  # head size 8 × 2 key/value heads
-    assert not rules[kv].widen and "not supported" in rules[kv].reason
+    assert not rules[kv].resizable and "not supported" in rules[kv].reason
     new = assert_preserved(model, groups, {qo: 48}, x)
     attn = new.layers[0].self_attn
     assert attn.num_key_value_groups == 3 and attn.q_proj.out_features == 48
@@ -619,3 +619,47 @@ def _norms(net: nn.Module, group: ChannelGroup):
     from widthwise.norms import channel_norms
 
     return channel_norms(net, [group])[group.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# trial resizes (width_rules with example_inputs)
+
+
+def test_trial_resizes_tie_groups_coupled_by_a_reshape():
+    import archs
+
+    # its attention output is reshaped to the residual width: neither group resizes alone
+    model, x = archs.handwritten_attention()
+    groups = _groups(model, x)
+    names = {g.name for g in groups}
+    assert names == {"embed+proj (residual)", "q+k+v (attention)"}
+    static = width_rules(model, groups)
+    assert all(not r.tied for r in static.values())
+    probed = width_rules(model, groups, example_inputs=x)
+    for name in names:
+        assert set(probed[name].tied) == names - {name} and probed[name].resizable
+        assert "alone it breaks the forward pass" in probed[name].reason
+    with pytest.raises(ResizeError, match="fails its forward pass"):
+        resize(model, groups, {"q+k+v (attention)": 20}, init="reinit", example_inputs=x)
+    new = resize(model, groups, dict.fromkeys(names, 20), init="reinit", example_inputs=x)
+    assert _found(new, x) == dict.fromkeys(names, 20)
+
+
+def test_trial_resizes_fix_a_group_nothing_can_resize():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(3, 8), nn.Linear(8, 6), nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.fc1(x)).view(-1, 2, 4).flatten(1)  # a literal shape
+            return self.fc3(torch.relu(self.fc2(h)))
+
+    net, x = Net(), torch.randn(4, 3)
+    groups = _groups(net, x)
+    rules = width_rules(net, groups, example_inputs=x)
+    assert not rules["fc1"].resizable and not rules["fc1"].allows(9)
+    assert "shape '[-1, 2, 4]' is invalid" in rules["fc1"].reason
+    assert rules["fc2"] == WidthRule()

@@ -125,6 +125,8 @@ class WidthRule:
         widen: ``False`` when net2net (and ``prune``) cannot widen the group without changing
             the model's function; :func:`resize` then refuses to widen it with those inits.
         reason: why the rule holds, for users.
+        resizable: ``False`` when the group must keep its width (a module resize does not
+            support, or, with ``example_inputs``, a trial resize that breaks the forward pass).
     """
 
     multiple_of: int = 1
@@ -132,10 +134,12 @@ class WidthRule:
     tied: tuple[str, ...] = ()
     widen: bool = True
     reason: str = ""
+    resizable: bool = True
 
     def allows(self, width: int) -> bool:
-        """Whether ``width`` is legal (ties aside)."""
-        return width >= self.minimum and width % self.multiple_of == 0
+        """Whether ``width`` is legal (ties aside; a fixed group allows no other width, which
+        :func:`check_widths` checks against its current width)."""
+        return self.resizable and width >= self.minimum and width % self.multiple_of == 0
 
 
 @dataclass
@@ -220,7 +224,13 @@ def _normalises_over_channels(module: nn.Module) -> bool:
 class _Rules:
     """Width rules and layouts of a model's groups (derived once per :func:`resize`)."""
 
-    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Sequence[ChannelGroup],
+        ties: Sequence[Sequence[str]] = (),
+        fixed: Mapping[str, str] | None = None,
+    ) -> None:
         self.groups = list(groups)
         self.by_name = {g.name: g for g in self.groups}
         modules = _named_modules(model)
@@ -236,7 +246,7 @@ class _Rules:
             mult = max(g.divisor, 1)
             why: list[str] = []
             nw: list[str] = []
-            tied_w: list[str] = []
+            exact_no: list[str] = []
             ks: set[tuple[str, str]] = set()
             blocks: list[int] = []
             explained = False
@@ -321,7 +331,7 @@ class _Rules:
             for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
                 key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
                 if key3 in seen and (seen[key3] == "consumer") != (m.role == "consumer"):
-                    tied_w.append(f"tied weight '{key3[0]}' both computes and reads them")
+                    exact_no.append(f"tied weight '{key3[0]}' both computes and reads them")
                 seen.setdefault(key3, m.role)
             if g.kind == "attention" and not lay.within_heads:
                 hf = self._hf_layout(g, modules)
@@ -332,6 +342,9 @@ class _Rules:
                     mult = mult_hf  # replaces the head-count divisor: HF keeps the head size
                     explained = True
                     why.append(why_hf)
+            if g.kind == "attention" and not lay.within_heads and not lay.hf and not lay.refuse:
+                # heads of unknown size and temperature: new channels may land in any head
+                exact_no.append("its attention module keeps no head size resize knows")
             if g.divisor > 1 and not explained:
                 blocks.append(g.divisor)
                 why.append(f"verified as {g.divisor} blocks of equal width (its divisor)")
@@ -343,8 +356,18 @@ class _Rules:
             self.layouts[g.name] = lay
             multiple[g.name] = mult
             reasons[g.name] = why
-            no_widen[g.name] = ([f"{_some(nw)} normalise(s) over them"] if nw else []) + tied_w
+            no_widen[g.name] = ([f"{_some(nw)} normalise(s) over them"] if nw else []) + exact_no
             keys[g.name] = ks
+        for i, names in enumerate(ties):  # found by trial resizes (width_rules' probe)
+            key = ("", f"trial {i}")
+            tie_reasons[key] = (
+                "trial resizes",
+                "alone it breaks the forward pass, together it runs",
+            )
+            for n in names:
+                keys[n].add(key)
+        for n, why_fixed in (fixed or {}).items():
+            self.layouts[n].refuse = why_fixed
         # tied groups: union-find over the shared keys
         parent_of = {g.name: g.name for g in self.groups}
 
@@ -371,6 +394,7 @@ class _Rules:
             for n in members:
                 mult = math.lcm(mult, multiple[n])
             widen = all(not no_widen[n] for n in members)
+            refused = [n for n in members if self.layouts[n].refuse]
             by_what: dict[str, list[str]] = defaultdict(list)
             for k in sorted({k for n in members for k in keys[n]}):
                 by_what[tie_reasons[k][1]].append(tie_reasons[k][0])
@@ -390,12 +414,16 @@ class _Rules:
                 lay = self.layouts[n]
                 if lay.refuse:
                     own.insert(0, lay.refuse)
+                elif refused:
+                    lay.refuse = f"tied to '{refused[0]}', which cannot be resized"
+                    own.insert(0, lay.refuse)
                 self.rules[n] = WidthRule(
                     multiple_of=mult,
                     minimum=mult,
                     tied=tuple(others),
-                    widen=widen and lay.refuse is None,
+                    widen=widen and not refused,
                     reason="; ".join(dict.fromkeys(own)),
+                    resizable=not refused,
                 )
                 self.tied[n] = tuple(others)
 
@@ -482,6 +510,8 @@ class _Rules:
             why = f" ({rule.reason})" if rule.reason else ""
             if lay.refuse:
                 raise ResizeError(f"group {g.name!r} cannot be resized: {lay.refuse}")
+            if not rule.resizable:
+                raise ResizeError(f"group {g.name!r} cannot be resized{why}")
             if w < 1:
                 raise ResizeError(f"group {g.name!r} cannot be resized to {w} channels")
             if w % rule.multiple_of:
@@ -498,8 +528,17 @@ class _Rules:
         return full
 
 
-def width_rules(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, WidthRule]:
+def width_rules(
+    model: nn.Module, groups: Sequence[ChannelGroup], example_inputs: Any = None
+) -> dict[str, WidthRule]:
     """The :class:`WidthRule` of every group, by group name.
+
+    The rules come from the groups and the modules they live in. With ``example_inputs``, every
+    resizable group is also resized once by trial (one multiple wider, ``init="reinit"``) and
+    the model run on them: a group whose trial breaks the forward pass is tied to the groups of
+    its width that make it run when resized with it (a coupling the groups do not record, such as
+    a reshape to the residual width), or else marked ``resizable=False``. This costs one resize
+    and one forward pass per group, and more for the groups that fail.
 
     >>> import torch
     >>> from widthwise.groups import find_groups
@@ -509,7 +548,67 @@ def width_rules(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, W
     >>> rule.multiple_of, rule.widen
     (4, False)
     """
-    return dict(_Rules(model, groups).rules)
+    rules = _Rules(model, groups)
+    if example_inputs is None:
+        return dict(rules.rules)
+    ties, fixed = _probe(model, groups, rules, example_inputs)
+    return dict(_Rules(model, groups, ties, fixed).rules)
+
+
+def _probe(
+    model: nn.Module, groups: Sequence[ChannelGroup], rules: _Rules, example_inputs: Any
+) -> tuple[list[tuple[str, ...]], dict[str, str]]:
+    """Ties and fixed groups found by trial resizes (see :func:`width_rules`)."""
+
+    def fails(names: Sequence[str], width: int) -> str | None:
+        try:
+            resize(
+                model,
+                groups,
+                dict.fromkeys(names, width),
+                init="reinit",
+                example_inputs=example_inputs,
+            )
+        except ResizeError as exc:
+            return str(exc)
+        return None
+
+    def step(names: Sequence[str]) -> int:
+        m = 1
+        for n in names:
+            m = math.lcm(m, rules.rules[n].multiple_of)
+        return m
+
+    failing: dict[str, str] = {}
+    for g in groups:
+        rule = rules.rules[g.name]
+        if not rule.resizable or g.name in failing or any(t in failing for t in rule.tied):
+            continue
+        why = fails([g.name], g.width + rule.multiple_of)
+        if why is not None:
+            failing[g.name] = why
+    ties: list[tuple[str, ...]] = []
+    fixed: dict[str, str] = {}
+    pending = [g for g in groups if g.name in failing]
+    while pending:
+        g = pending.pop(0)
+        same = [h for h in pending if h.width == g.width]
+        found: tuple[str, ...] | None = None
+        for h in same:
+            pair = (g.name, h.name)
+            if fails(pair, g.width + step(pair)) is None:
+                found = pair
+                break
+        if found is None and len(same) > 1:
+            every = (g.name, *(h.name for h in same))
+            if fails(every, g.width + step(every)) is None:
+                found = every
+        if found is None:
+            fixed[g.name] = f"a trial resize breaks the model: {failing[g.name]}"
+            continue
+        ties.append(found)
+        pending = [h for h in pending if h.name not in found]
+    return ties, fixed
 
 
 def resolve_widths(
