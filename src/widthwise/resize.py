@@ -755,8 +755,23 @@ def _owner(model: nn.Module, param: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
+def _holders(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """Every (module, attribute) that holds each parameter tensor (tied weights: several)."""
+    out: dict[int, list[tuple[nn.Module, str]]] = defaultdict(list)
+    for module in model.modules():
+        for name, q in module._parameters.items():
+            if q is not None:
+                out[id(q)].append((module, name))
+    return out
+
+
 def _apply_dim(
-    model: nn.Module, param: str, dim: int, edits: Sequence[_Edit], gen: torch.Generator
+    model: nn.Module,
+    param: str,
+    dim: int,
+    edits: Sequence[_Edit],
+    gen: torch.Generator,
+    holders: dict[int, list[tuple[nn.Module, str]]],
 ) -> None:
     module, attr = _owner(model, param)
     p = getattr(module, attr)
@@ -776,10 +791,11 @@ def _apply_dim(
         else:
             data = torch.where(mask, torch.zeros_like(data), data)
     new = nn.Parameter(data.contiguous(), requires_grad=p.requires_grad)
-    for holder in model.modules():  # every module that shares the tensor (tied weights)
-        for name, q in list(holder._parameters.items()):
-            if q is p:
-                holder._parameters[name] = new
+    # tied weights: every holder gets the new tensor; the map follows it (keys stay live ids)
+    targets = holders.pop(id(p), [(module, attr)])
+    for holder, name in targets:
+        holder._parameters[name] = new
+    holders[id(new)] = targets
     if dim == 0:
         # Per-channel buffers (BatchNorm running statistics) follow the same map.
         for bname, buf in list(module.named_buffers(recurse=False)):
@@ -1009,10 +1025,11 @@ def resize(
             edits[(param, m.dim)].append(
                 _Edit(m, g.width, mapping, scale, None if outgoing else fresh, g.name)
             )
+    holders = _holders(new)
     for (param, dim), es in edits.items():
         names = sorted({e.group for e in es})
         try:
-            _apply_dim(new, _strip_to(new, param), dim, es, gen)
+            _apply_dim(new, _strip_to(new, param), dim, es, gen, holders)
         except ResizeError as exc:
             raise ResizeError(f"group(s) {names}: {exc}") from None
         except Exception as exc:  # a member torch cannot index: name the group, not the tensor
