@@ -10,19 +10,24 @@ live in:
 * ``nn.GRU``/``nn.LSTM``/``nn.RNN`` have one ``hidden_size`` (and one ``proj_size``): the hidden
   groups of all layers and directions of one module are *tied* and resized together (the module
   is not split);
-* ``nn.MultiheadAttention`` has one ``embed_dim`` and a fixed head count: its attention group and
-  the group of its input channels are tied, and their width is a multiple of ``num_heads`` (the
-  head size changes); an ``nn.TransformerEncoder``'s residual stream is its layers' input, so it
+* ``nn.MultiheadAttention`` has one ``embed_dim`` and a fixed head count: the groups of its input,
+  attention and output channels are tied (torch needs the first two equal; ``find_groups`` reads
+  the output width as ``embed_dim``), a multiple of ``num_heads`` (the head size changes); an ``nn.TransformerEncoder``'s residual stream is its layers' input, so it
   is tied to every layer's attention width;
 * Hugging Face attention modules (GPT-2, BERT, Llama-style, ...) keep ``head_dim`` fixed and
   derive the head count, so their attention group's width is a multiple of the head size (times
-  the number of key/value heads under grouped-query attention, whose count is kept);
+  the number of key/value heads under grouped-query attention, whose count is kept); an
+  attention group in a module with no known head size cannot widen exactly;
 * grouped convolutions (``groups > 1``) and ``GroupNorm`` need multiples of their group count,
   and channels never move between their groups;
 * a ``divisor`` that no module above explains is kept as a multiple, and channels stay within
   its blocks (the blocks the group was verified on);
 * a weight tied to another (an output layer sharing the input embedding) is resized once and
   stays shared; it both computes and reads the group's channels, so it cannot widen exactly.
+
+With example inputs, :func:`width_rules` also resizes each group once by trial: a coupling the
+groups do not record (a reshape to another group's width) shows up as a failing forward pass and
+becomes a tie, or ``resizable=False`` when no tie makes it run.
 
 ``resize`` checks every width first (:func:`check_widths`); a group not named in ``widths`` takes
 the width of a tied group that is named. Whatever breaks a rule, and anything the surgery or
@@ -137,8 +142,8 @@ class WidthRule:
     resizable: bool = True
 
     def allows(self, width: int) -> bool:
-        """Whether ``width`` is legal (ties aside; a fixed group allows no other width, which
-        :func:`check_widths` checks against its current width)."""
+        """Whether ``width`` is a legal new width (ties aside). A group that is not resizable
+        allows none: it keeps its current width."""
         return self.resizable and width >= self.minimum and width % self.multiple_of == 0
 
 
@@ -153,10 +158,10 @@ class _Layout:
     refuse: str | None = None  # why any resize of this group is refused
 
 
-_HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size")
+_HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim")
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 # attributes of a Hugging Face attention module equal to its attention width
-_WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim")
+_WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim", "hidden_size")
 _OUT_PROJ = ("o_proj", "out_proj", "c_proj", "wo", "dense")
 _RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
