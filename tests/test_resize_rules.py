@@ -663,3 +663,48 @@ def test_trial_resizes_fix_a_group_nothing_can_resize():
     assert not rules["fc1"].resizable and not rules["fc1"].allows(9)
     assert "shape '[-1, 2, 4]' is invalid" in rules["fc1"].reason
     assert rules["fc2"] == WidthRule()
+
+
+def test_depthwise_convolution_with_a_channel_multiplier_follows_its_input():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, padding=1, groups=4),  # 2 output channels per input channel
+        nn.ReLU(),
+        nn.Conv2d(8, 2, 1),
+    ).eval()
+    x = torch.randn(1, 3, 5, 5)
+    group = ChannelGroup(
+        "0",
+        4,
+        (
+            Member("0.weight", 0, "producer"),
+            Member("0.bias", 0, "other"),
+            Member("2.weight", 0, "producer", repeat=2),
+            Member("2.bias", 0, "other", repeat=2),
+            Member("4.weight", 1, "consumer", repeat=2),
+        ),
+        kind="conv",
+    )
+    assert width_rules(net, [group])["0"] == WidthRule()
+    wide = assert_preserved(net, [group], {"0": 6}, x)
+    assert (wide[2].in_channels, wide[2].out_channels, wide[2].groups) == (6, 12, 6)
+    small = resize(net, [group], {"0": 3}, example_inputs=x)
+    assert (small[2].in_channels, small[2].out_channels, small[2].groups) == (3, 6, 3)
+
+
+def test_vit_attention_from_find_groups():
+    import archs
+
+    model, x = archs.hf_vit_tiny()
+    model.eval()
+    groups = _groups(model, x)
+    attention = [g.name for g in groups if g.kind == "attention"]
+    assert len(attention) == 2
+    rules = width_rules(model, groups)
+    assert all(rules[n].multiple_of == 8 and rules[n].widen for n in attention)
+    new = assert_preserved(model, groups, {attention[0]: 32}, x)
+    assert _found(new, x)[attention[0]] == 32
+    with pytest.raises(ResizeError, match="needs a multiple of 8"):
+        resize(model, groups, {attention[1]: 12})
