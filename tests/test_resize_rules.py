@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -378,6 +379,17 @@ def test_bert_attention_keeps_the_head_size_and_adds_whole_heads():
     assert _found(new, x)[name] == 48
     small = resize(model, groups, {name: 24}, example_inputs=x)  # 3 heads: not a multiple of 4
     assert _found(small, x)[name] == 24
+    # a group holding only v (and o): heads cannot change in v alone, so it is not resizable
+    g = next(g for g in groups if g.name == name)
+    vo = replace(
+        g,
+        name="vo",
+        members=tuple(m for m in g.members if ".query." not in m.param and ".key." not in m.param),
+    )
+    rule = width_rules(model, [vo])["vo"]
+    assert not rule.resizable and "1 of the query/key/value projections" in rule.reason
+    with pytest.raises(ResizeError, match="group 'vo' cannot be resized"):
+        resize(model, [vo], {"vo": 40})
     for bad in (20, 36):  # 20 = 2.5 heads; 36: heads of 9
         with pytest.raises(
             ResizeError, match=r"attention.self \(attention\)' needs a multiple of 8"

@@ -448,6 +448,16 @@ class _Rules:
                 if g.width % d:
                     return None
                 lay = _Layout(unit=d)
+                # q, k and v rows (slices of one fused weight, or three weights) must all be in
+                # the group: with one head size, heads come and go in all of them together
+                inside = [x for x in g.producers if x.param.startswith(f"{name}." if name else "")]
+                gqa = bool(kv_groups and kv_groups > 1)
+                if len(inside) < (1 if gqa else 3):
+                    lay.refuse = (
+                        f"it holds {len(inside)} of the query/key/value projections of attention "
+                        f"'{name}', whose head size {d} is shared by all of them"
+                    )
+                    return lay, d, f"attention '{name}' keeps head size {d}"
                 here = g.width // d
                 total = heads if heads is not None else here
                 if kv_groups and kv_groups > 1 and total % kv_groups == 0:
