@@ -1014,7 +1014,12 @@ def resize(
         lay = rules.layouts[g.name]
         # reinit resets every weight, so which old channel a new one comes from does not matter:
         # skip the norms (the budget search resizes this way once per trial)
-        importance = torch.zeros(g.width) if init == "reinit" else channel_importance(model, g)
+        try:
+            importance = torch.zeros(g.width) if init == "reinit" else channel_importance(model, g)
+        except Exception as exc:
+            raise ResizeError(
+                f"group {g.name!r}: its channel norms failed ({type(exc).__name__}: {exc})"
+            ) from exc
         try:
             mapping = channel_map(importance, width, blocks=lay.blocks, unit=lay.unit)
         except ResizeError as exc:
@@ -1065,21 +1070,13 @@ def resize(
         for mod_name, d, kv in rules.layouts[g.name].hf:
             _sync_hf_attention(new, _strip_module(new, mod_name), d, kv, g.width, full[g.name])
     if init == "reinit":
-        for module in new.modules():
-            reset = getattr(module, "reset_parameters", None) or getattr(
-                module, "_reset_parameters", None
-            )
-            if callable(reset) and module is not new:
-                reset()
-        # Hugging Face layers (Conv1D, embeddings with padding) have no reset_parameters; their
-        # model's own initialiser covers them, with its initialiser's scale
-        done_hf: list[nn.Module] = []
-        for module in new.modules():
-            init_fn = getattr(module, "_init_weights", None)
-            inside = any(any(m is module for m in d.modules()) for d in done_hf)
-            if callable(init_fn) and hasattr(module, "config") and not inside:
-                module.apply(init_fn)
-                done_hf.append(module)
+        try:
+            _reinitialise(new)
+        except Exception as exc:
+            raise ResizeError(
+                f"the model resized at group(s) {[g.name for g in changed]} cannot be "
+                f"re-initialised ({type(exc).__name__}: {exc})"
+            ) from exc
     if example_inputs is not None and changed:
         from widthwise.groups import _call_model
 
@@ -1096,6 +1093,24 @@ def resize(
             for mod, training in modes.items():
                 mod.training = training
     return new
+
+
+def _reinitialise(model: nn.Module) -> None:
+    """Fresh weights for every layer of ``model`` (its shapes as they are)."""
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None) or getattr(
+            module, "_reset_parameters", None
+        )
+        if callable(reset) and module is not model:
+            reset()
+    # Hugging Face layers (Conv1D, embeddings with padding) have no reset_parameters; their
+    # model's own initialiser covers them, at its scale (the outermost such model, once)
+    covered: set[int] = set()
+    for module in model.modules():
+        init_fn = getattr(module, "_init_weights", None)
+        if callable(init_fn) and hasattr(module, "config") and id(module) not in covered:
+            module.apply(init_fn)
+            covered.update(id(m) for m in module.modules())
 
 
 def _strip_to(model: nn.Module, param: str) -> str:
