@@ -262,12 +262,19 @@ def test_recurrent_hidden_groups_are_tied_and_move_together(cls, kw):
 
 
 def test_one_layer_of_a_stacked_rnn_alone_is_refused_not_crashed():
-    # groups that do not know their tie (hand-written, only layer 0): the sync check catches it
+    # groups for layer 0 only (layer 1 left out, e.g. it reaches the output): not resizable
     torch.manual_seed(0)
     net, x = RNNNet(nn.GRU, num_layers=2).eval(), torch.randn(2, 5, 4)
     l0 = next(g for g in _groups(net, x) if g.name == "rnn.l0 (hidden)")
-    with pytest.raises(ResizeError, match=r"rnn.l0 \(hidden\).*one hidden size"):
+    rule = width_rules(net, [l0])[l0.name]
+    assert not rule.resizable and "units of l1 are not a group" in rule.reason
+    with pytest.raises(ResizeError, match=r"group 'rnn.l0 \(hidden\)' cannot be resized"):
         resize(net, [l0], {l0.name: 8})
+    # a group resize cannot read as hidden units (columns only): the shape check after the
+    # surgery names it
+    cols = ChannelGroup("cols", 6, tuple(m for m in l0.members if m.role == "consumer"))
+    with pytest.raises(ResizeError, match=r"\['cols'\].*one hidden size"):
+        resize(net, [cols], {"cols": 8})
 
 
 def test_lstm_with_projection_ties_hidden_and_projection_groups():

@@ -246,6 +246,8 @@ class _Rules:
         self.layouts: dict[str, _Layout] = {}
         keys: dict[str, set[tuple[str, str]]] = {}
         tie_reasons: dict[tuple[str, str], tuple[str, str]] = {}
+        covered: dict[tuple[str, str], set[tuple[int, str]]] = defaultdict(set)
+        rnns: dict[tuple[str, str], nn.RNNBase] = {}
         for g in self.groups:
             lay = _Layout()
             mult = max(g.divisor, 1)
@@ -271,6 +273,8 @@ class _Rules:
                             which in ("ih", "hh") and m.dim == 0 and m.role != "consumer"
                         ) or (which == "hr" and m.dim == 1)
                         what = f"nn.{type(mod).__name__} '{mod_name}'"
+                        # the (layer, direction) whose units these rows compute
+                        where = (int(hit.group(3)), hit.group(4) or "")
                         if hidden:
                             key = (mod_name, "hidden")
                             tie_reasons[key] = (
@@ -278,10 +282,14 @@ class _Rules:
                                 "one hidden_size for all layers and directions",
                             )
                             ks.add(key)
+                            covered[key].add(where)
+                            rnns[key] = mod
                         elif proj and kind == "weight":
                             key = (mod_name, "proj")
                             tie_reasons[key] = (what, "one proj_size for all layers and directions")
                             ks.add(key)
+                            covered[key].add(where)
+                            rnns[key] = mod
                 elif isinstance(mod, nn.MultiheadAttention) or (
                     isinstance(parent, nn.MultiheadAttention) and mod is parent.out_proj
                 ):
@@ -363,6 +371,21 @@ class _Rules:
             reasons[g.name] = why
             no_widen[g.name] = ([f"{_some(nw)} normalise(s) over them"] if nw else []) + exact_no
             keys[g.name] = ks
+        for key, rnn in rnns.items():  # one size for all layers: every layer must be a group
+            dirs = ("", "_reverse") if rnn.bidirectional else ("",)
+            missing = [
+                f"l{k}{d}"
+                for k in range(rnn.num_layers)
+                for d in dirs
+                if (k, d) not in covered[key]
+            ]
+            if missing:
+                for g in self.groups:
+                    if key in keys[g.name]:
+                        self.layouts[g.name].refuse = (
+                            f"nn.{type(rnn).__name__} '{key[0]}' has one {key[1]} size, but the "
+                            f"units of {', '.join(missing)} are not a group here"
+                        )
         for i, names in enumerate(ties):  # found by trial resizes (width_rules' probe)
             key = ("", f"trial {i}")
             tie_reasons[key] = (
