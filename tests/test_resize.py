@@ -185,3 +185,47 @@ def test_bad_plans_are_refused_clearly():
         resize(net, divisible, {"0": 6})
     with pytest.raises(ValueError, match="init must be"):
         resize(net, groups, {"0": 6}, init="magic")
+
+
+def test_widening_an_attention_group_copies_whole_heads():
+    # Hugging Face attention keeps its head size: a widened group gains whole heads, each a copy
+    # of an existing head (rows of q, k and v together), the highest-norm heads first
+    transformers = pytest.importorskip("transformers")
+    from widthwise.groups import find_groups
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        num_hidden_layers=1,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=16,
+        vocab_size=50,
+        max_position_embeddings=16,
+    )
+    model = transformers.BertModel(cfg).eval()
+    x = {"input_ids": torch.randint(0, 50, (1, 5))}
+    g = next(g for g in find_groups(model, x) if g.kind == "attention")
+    norms = naive_norms(model, g)
+    head_norm = [sum(norms[h * 8 : (h + 1) * 8]) for h in range(4)]
+    best = sorted(range(4), key=lambda h: -head_norm[h])[:2]
+    wide = resize(model, [g], {g.name: 48})
+    old, new = model.encoder.layer[0].attention.self, wide.encoder.layer[0].attention.self
+    for proj in ("query", "key", "value"):
+        w_old, w_new = getattr(old, proj).weight, getattr(new, proj).weight
+        torch.testing.assert_close(w_new[:32], w_old, rtol=0, atol=0)
+        for k, h in enumerate(best):  # new heads 4 and 5 copy the two highest-norm heads
+            torch.testing.assert_close(
+                w_new[32 + 8 * k : 40 + 8 * k], w_old[8 * h : 8 * h + 8], rtol=0, atol=0
+            )
+
+
+def test_torch_pruning_path_refuses_an_illegal_plan_before_cutting():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(4, 8), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    from widthwise.groups import find_groups
+    from widthwise.resize import shrink_with_torch_pruning
+
+    x = torch.randn(1, 3, 5, 5)
+    groups = find_groups(net, x)
+    with pytest.raises(ResizeError, match="group '0' needs a multiple of 4"):
+        shrink_with_torch_pruning(net, groups, {"0": 6}, x)
