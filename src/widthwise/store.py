@@ -20,10 +20,9 @@ epoch keeps its distance from it. The step the caller passed is kept as ``user_s
 global step (``epoch * len(loader) + step``) when exact spacing across epochs matters. Files of
 schema 1 (before ``user_step``) are renumbered the same way when read.
 
-**The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; every
-:data:`CHECKPOINT_SECONDS` (or :data:`CHECKPOINT_SNAPSHOTS` snapshots) a passive checkpoint copies
-them into the run file itself, so copying only the run file, after a kill or while training runs,
-loses at most that much. :meth:`RunStore.close` folds the whole log back (waiting at most
+**The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
+background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
+copying only the run file, after a kill or while training runs, loses at most that much. :meth:`RunStore.close` folds the whole log back (waiting at most
 :data:`CLOSE_TIMEOUT_SECONDS` for readers in the middle of a query).
 
 >>> from widthwise.groups import ChannelGroup, Member
@@ -78,12 +77,14 @@ APPLICATION_ID = 0x57647468
 
 HISTORY_COLUMNS = ("snapshot", "step", "epoch", "wall_time", "group", *STAT_COLUMNS[1:])
 
-#: A passive checkpoint (WAL -> run file) runs after a commit when this much time or this many
-#: snapshots passed since the last one: the bound on what a copy of the run file alone can miss.
-#: Cost measured by benchmarks/soak.py (docs/reliability.md): a checkpoint of one second of
-#: snapshots costs about as much as one or two snapshots, i.e. well under 1 % at these settings.
-CHECKPOINT_SECONDS = 1.0
-CHECKPOINT_SNAPSHOTS = 100
+#: A background thread copies committed snapshots from the ``-wal`` log into the run file itself
+#: (a passive checkpoint, which never waits for readers) at most this long after they were
+#: committed: the bound on what a copy of the run file alone can miss. The thread, not the
+#: training loop, pays the checkpoint's fsyncs (about 15 ms each on the shared 2-core machine,
+#: benchmarks/soak.py; paid in the loop after every snapshot taken more than a second apart, they
+#: would cost more than the snapshot itself).
+#: ``None`` leaves it to SQLite's own auto-checkpoint (every 1000 pages, in the training thread).
+CHECKPOINT_SECONDS: float | None = 1.0
 #: close() waits at most this long for readers to leave the log before giving up on TRUNCATE.
 CLOSE_TIMEOUT_SECONDS = 2.0
 #: The log file is cut back to this size after a checkpoint (it otherwise keeps its largest size).
@@ -611,9 +612,10 @@ class RunStore:
         self._lock = threading.RLock()
         self.run = Run(conn, self._lock, path)
         self._index = {g.name: i for i, g in enumerate(self.run.groups)}
-        self._since_checkpoint = 0
-        self._checkpoint_at = time.monotonic()
         self._reclock()
+        self._checkpointer = (
+            _Checkpointer(path) if path is not None and CHECKPOINT_SECONDS is not None else None
+        )
 
     def _reclock(self) -> None:
         with self._lock:
@@ -763,27 +765,14 @@ class RunStore:
             # the clock moves only once the snapshot is committed
             self.clock = clock
             self._next_snapshot = snap + 1
-            self._maybe_checkpoint()
+        if self._checkpointer is not None:
+            self._checkpointer.dirty.set()
         return snap
-
-    def _maybe_checkpoint(self) -> None:
-        if self.path is None:
-            return
-        self._since_checkpoint += 1
-        now = time.monotonic()
-        if (
-            self._since_checkpoint < CHECKPOINT_SNAPSHOTS
-            and now - self._checkpoint_at < CHECKPOINT_SECONDS
-        ):
-            return
-        self.checkpoint()
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy committed snapshots from the ``-wal`` log into the run file now (passive: never
         waits for readers). Returns SQLite's ``(busy, log frames, checkpointed frames)``."""
         with self._lock:
-            self._since_checkpoint = 0
-            self._checkpoint_at = time.monotonic()
             if self.path is None:
                 return (0, 0, 0)
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -844,6 +833,8 @@ class RunStore:
             glob = self.clock.peek(user, epoch)
             with self._transaction() as c:
                 self._insert_metrics(c, None, glob, user, epoch, wall, metrics)
+        if self._checkpointer is not None:
+            self._checkpointer.dirty.set()
 
     def truncate(self, n_snapshots: int, n_metrics: int | None = None) -> None:
         """Keep the first ``n_snapshots`` snapshots (and metric rows up to id ``n_metrics``);
@@ -896,6 +887,8 @@ class RunStore:
         fails harmlessly (the run file is complete anyway). Only a reader that holds a read
         transaction open for longer keeps frames in the log; a warning then names the ``-wal``.
         """
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             if self.path is not None:
                 try:
@@ -922,6 +915,46 @@ class RunStore:
         if not busy:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA journal_mode = DELETE")
+
+
+class _Checkpointer:
+    """A daemon thread with its own connection: a passive checkpoint at most
+    :data:`CHECKPOINT_SECONDS` after each commit. sqlite releases the GIL while it copies and
+    syncs, so training does not wait for it; a failure (disk full, file gone) is left to the
+    next commit or to close(), never raised."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="widthwise-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        conn = None
+        try:
+            while not self._stopping.is_set():
+                if not self.dirty.wait(timeout=1.0):
+                    continue
+                if self._stopping.wait(CHECKPOINT_SECONDS or 1.0):
+                    break
+                self.dirty.clear()
+                try:
+                    if conn is None:
+                        conn = _connect(self.path, readonly=False)
+                        conn.execute("PRAGMA busy_timeout = 0")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    pass
+        finally:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.dirty.set()
+        self._thread.join(timeout=10)
 
 
 def _why(exc: BaseException) -> str:
