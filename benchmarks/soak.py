@@ -113,7 +113,9 @@ def _phase(
     if not policy:
         store_mod.CHECKPOINT_SECONDS = None
     stop = tmp / f"stop-{policy}"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(store_mod.__file__).resolve().parents[1])  # the reader runs this widthwise
+    pythonpath = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(path), str(stop)],
         stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from widthwise import store as store_module
 from widthwise.groups import ChannelGroup, Member
 from widthwise.store import SCHEMA_VERSION, RunFileError, RunStore, open_run
 
@@ -274,7 +275,14 @@ WRITER = textwrap.dedent(
 def test_sigkill_mid_run_leaves_a_readable_file(tmp_path):
     path = str(tmp_path / "killed.wws")
     code = WRITER.format(tests=os.path.dirname(__file__), path=path)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(store_module.__file__)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )  # the child imports the widthwise under test, not another installed copy
     try:
         done = 0
         deadline = time.monotonic() + 60
