@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from widthwise.distributed import canonical_name, local_shard
+from widthwise.distributed import _dtensor_type, canonical_name, local_shard
 from widthwise.groups import ChannelGroup, Member
 
 __all__ = [
@@ -244,6 +244,18 @@ class NormPlan:
         self._params = [(n, sorted(by_param[n])) for n in complete + partial]
         self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
         self._shapes = {n: tuple(self._param(n).shape) for n in by_param}
+        dtensor = _dtensor_type()
+        self._readers = [
+            (
+                slots[n][0],
+                slots[n][1],
+                n,
+                dims,
+                self._param(n).shape,
+                not isinstance(self._param(n), dtensor),
+            )
+            for n, dims in self._params
+        ]
         base: dict[tuple[str, int], int] = {}
         pos = 0
         self._partial_ranges: list[tuple[object, int, int]] = []
@@ -397,24 +409,29 @@ class NormPlan:
         """Norms of every series, concatenated, on the model's device (float64 where supported)."""
         parts: list[torch.Tensor] = []
         device = None
-        for name, dims in self._params:
-            shard = local_shard(self._param(name))
-            t = shard.tensor
-            device = device or t.device
-            full_shape = self._param(name).shape
-            if tuple(full_shape) != self._shapes[name]:
+        f32 = torch.float32
+        for module, leaf, name, dims, shape, plain in self._readers:
+            param = module._parameters[leaf]
+            if param.shape != shape:
                 raise ModelChangedError(
-                    f"parameter {name!r} now has shape {tuple(full_shape)}, the channel groups "
-                    f"expect {self._shapes[name]}; channel groups are fixed per run: start a new "
+                    f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
+                    f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
                     "WidthTracker (a new run file) for the changed model"
                 )
+            # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
+            # dominates a small model's snapshot)
+            shard = None if plain else local_shard(param)
+            t = param.detach() if shard is None else shard.tensor
+            device = device or t.device
             sums = self._sums_of_squares(t, dims)
             for d, v in zip(dims, sums):
-                if shard.group is not None and v.numel() != full_shape[d]:
-                    full = torch.zeros(full_shape[d], dtype=v.dtype, device=v.device)
+                if shard is not None and shard.group is not None and v.numel() != shape[d]:
+                    full = torch.zeros(shape[d], dtype=v.dtype, device=v.device)
                     full[shard.offsets[d] : shard.offsets[d] + v.numel()] = v
                     v = full
-                parts.append(v.to(device=device, dtype=torch.float32))
+                if v.dtype != f32 or v.device != device:
+                    v = v.to(device=device, dtype=f32)
+                parts.append(v)
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         reduced = torch.cat(parts) if parts else torch.zeros(0, device=device)

@@ -680,23 +680,8 @@ class RunStore:
         return cls(conn, None)
 
     # -- writing -------------------------------------------------------------------------------
-    def _transaction(self) -> Any:
-        store = self
-
-        class _Tx:
-            def __enter__(self) -> sqlite3.Connection:
-                store._lock.acquire()
-                store._conn.execute("BEGIN IMMEDIATE")
-                return store._conn
-
-            def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
-                try:
-                    store._conn.execute("ROLLBACK" if typ else "COMMIT")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Tx()
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def append_snapshot(
         self,
@@ -915,6 +900,32 @@ class RunStore:
         if not busy:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA journal_mode = DELETE")
+
+
+class _Transaction:
+    """``with store._transaction() as conn``: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error),
+    under the store's lock."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: RunStore):
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
+        return self.store._conn
+
+    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self.store._conn.execute("ROLLBACK" if typ else "COMMIT")
+        finally:
+            self.store._lock.release()
+        return False
 
 
 class _Checkpointer:
