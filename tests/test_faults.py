@@ -548,3 +548,41 @@ def test_log_metrics_takes_metrics_first_on_the_store_too_and_the_old_order_stil
     assert list(m.name) == ["a", "b"] and list(m.step) == [3, 4]
     with pytest.raises(TypeError, match="mapping"):
         store.log_metrics(5, 0, 7)
+
+
+def test_two_trackers_writing_one_file_neither_raises_nor_loses_a_snapshot(tmp_path):
+    path = tmp_path / "shared.wwrun"
+    model, groups = mlp()
+    a = WidthTracker(model, groups=groups, store=path)
+    b = WidthTracker(model, groups=groups, store=path)
+    for i in range(5):
+        assert a.snapshot(i) and b.snapshot(i)
+    assert len(a.run) == 10
+    assert (np.diff(a.run.snapshots().snapshot) == 1).all()
+    assert (np.diff(a.run.snapshots().step) > 0).all()  # interleaved steps are renumbered
+    assert len(verdicts(a.run)) == 2
+    a.close()
+    b.close()
+
+
+def test_a_snapshot_after_close_is_counted_not_raised():
+    model, groups = mlp()
+    tracker = WidthTracker(model, groups=groups)
+    tracker.close()
+    with pytest.warns(TrackerWarning, match="snapshot failed"):
+        assert tracker.snapshot(0) is False
+    assert tracker.n_failed == 1
+
+
+def test_python_dash_m_cli_prints_one_line(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "widthwise.cli", "demo", "--out", str(blocker / "sub")],
+        capture_output=True,
+        text=True,
+        env=this_widthwise(),
+        timeout=120,
+    )
+    line = one_line(proc.returncode, proc.stderr)
+    assert "--out" in line

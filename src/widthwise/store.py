@@ -623,11 +623,6 @@ class RunStore:
                 "SELECT step, coalesce(user_step, step), epoch FROM snapshots "
                 "ORDER BY snapshot DESC LIMIT 2"
             ).fetchall()
-            self._next_snapshot = int(
-                self._conn.execute(
-                    "SELECT coalesce(max(snapshot) + 1, 0) FROM snapshots"
-                ).fetchone()[0]
-            )
         self.clock = StepClock.from_rows(rows[::-1])
 
     # -- construction --------------------------------------------------------------------------
@@ -734,8 +729,11 @@ class RunStore:
             clock = copy.copy(self.clock)
             user = clock.next_user() if step is None else int(step)
             glob = clock.advance(user, epoch)
-            snap = self._next_snapshot
             with self._transaction() as c:
+                # read inside the transaction: another writer of the same file may have added one
+                snap = c.execute("SELECT coalesce(max(snapshot) + 1, 0) FROM snapshots").fetchone()[
+                    0
+                ]
                 c.execute(
                     "INSERT INTO snapshots (snapshot, step, epoch, wall_time, error, user_step) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -749,7 +747,6 @@ class RunStore:
                 self._insert_metrics(c, snap, glob, user, epoch, wall_time, metrics)
             # the clock moves only once the snapshot is committed
             self.clock = clock
-            self._next_snapshot = snap + 1
         if self._checkpointer is not None:
             self._checkpointer.dirty.set()
         return snap
