@@ -586,3 +586,13 @@ def test_python_dash_m_cli_prints_one_line(tmp_path):
     )
     line = one_line(proc.returncode, proc.stderr)
     assert "--out" in line
+
+
+def test_metrics_that_are_not_a_dict_cost_the_metrics_not_the_snapshot():
+    model, groups = mlp()
+    tracker = WidthTracker(model, groups=groups)
+    with pytest.warns(TrackerWarning, match="metrics"):
+        assert tracker.snapshot(0, metrics="loss=3")
+    assert len(tracker.history()) == 2 and tracker.n_failed == 1
+    tracker.log_metrics(["not", "a", "dict"])  # counted, not raised
+    assert tracker.n_failed == 2

@@ -22,7 +22,7 @@ from widthwise.store import RunFileError, open_run
 
 TABLES = ("meta", "groups", "snapshots", "stats", "norms", "metrics")
 FUZZ = settings(
-    max_examples=40,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

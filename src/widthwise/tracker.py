@@ -164,6 +164,10 @@ class WidthTracker:
                 TrackerWarning,
                 stacklevel=2,
             )
+        if metrics is not None and not isinstance(metrics, Mapping):
+            # a bad metrics argument must not cost the statistics: they are recorded without it
+            self._failed_metrics(TypeError(f"metrics must be a dict, not {type(metrics).__name__}"))
+            metrics = None
         try:
             step = None if step is None else int(step)
             epoch = None if epoch is None else int(epoch)
@@ -218,7 +222,9 @@ class WidthTracker:
                 where_txt = ""
             else:
                 tb = traceback.extract_tb(exc.__traceback__)
-                where_txt = f", at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+                where_txt = (
+                    f", at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+                )
             warnings.warn(
                 f"widthwise snapshot failed and was recorded as an error ({msg}{where_txt}); "
                 "training continues. Further failures are recorded without a warning",
@@ -263,14 +269,17 @@ class WidthTracker:
         try:
             self.store.log_metrics(metrics, step=step, epoch=epoch)
         except Exception as exc:
-            self.n_failed += 1
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"widthwise could not record metrics ({type(exc).__name__}: {exc})",
-                    TrackerWarning,
-                    stacklevel=2,
-                )
+            self._failed_metrics(exc)
+
+    def _failed_metrics(self, exc: Exception) -> None:
+        self.n_failed += 1
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"widthwise could not record metrics ({type(exc).__name__}: {exc})",
+                TrackerWarning,
+                stacklevel=3,
+            )
 
     # -- reading -------------------------------------------------------------------------------
     def history(self, *, gates: bool = False) -> pd.DataFrame:
