@@ -14,8 +14,8 @@ import torch
 from test_report import train_tracked
 from widthwise.cli import main
 from widthwise.groups import find_groups
-from widthwise.store import open_run
 from widthwise.reproduction.zoo.mlp import MLP
+from widthwise.store import open_run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,7 +104,13 @@ def test_report_errors(capsys, tmp_path, run_file):
 def test_groups_of_a_zoo_model(capsys):
     kwargs = '{"in_features": 40, "widths": [64, 8], "out_features": 10}'
     code, out, err = run_cli(
-        capsys, "groups", "widthwise.reproduction.zoo.mlp:MLP", "--kwargs", kwargs, "--input-shape", "2,40"
+        capsys,
+        "groups",
+        "widthwise.reproduction.zoo.mlp:MLP",
+        "--kwargs",
+        kwargs,
+        "--input-shape",
+        "2,40",
     )
     assert code == 0, err
     expected = find_groups(MLP(40, [64, 8], 10), torch.randn(2, 40))
@@ -145,8 +151,14 @@ def test_groups_of_a_user_file(capsys, tmp_path):
         (["widthwise.reproduction.zoo.mlp:Nope", "--input-shape", "2,4"], ["no attribute", "Nope"]),
         (["missing/net.py:build", "--input-shape", "2,4"], ["no such file"]),
         (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,x"], ["--input-shape"]),
-        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "{bad"], ["--kwargs"]),
-        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "[1]"], ["JSON object"]),
+        (
+            ["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "{bad"],
+            ["--kwargs"],
+        ),
+        (
+            ["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "[1]"],
+            ["JSON object"],
+        ),
         (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4"], ["failed", "TypeError"]),
         (
             ["builtins:dict", "--input-shape", "2,4", "--kwargs", '{"x": 4}'],

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -299,7 +299,7 @@ class NormPlan:
 
     def _param(self, name: str) -> torch.Tensor:
         module, leaf, _ = self._slots[name]
-        return module._parameters[leaf]
+        return cast(torch.Tensor, module._parameters[leaf])
 
     # -- a model changed under the plan ------------------------------------------------------
     def stale(self) -> list[str]:
@@ -411,7 +411,7 @@ class NormPlan:
         device = None
         f32 = torch.float32
         for module, leaf, name, dims, shape, plain in self._readers:
-            param = module._parameters[leaf]
+            param = cast(torch.Tensor, module._parameters[leaf])
             if param.shape != shape:
                 raise ModelChangedError(
                     f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
@@ -530,8 +530,8 @@ def _stats_from_flat(
     with np.errstate(over="ignore"):  # stored vectors are float32; the statistics used float64
         n32 = n.astype(np.float32)
     norms = [n32[offsets[i] : offsets[i + 1]] for i in range(k)]
-    for i in np.flatnonzero(empty):
-        norms[i] = np.full(widths[i], np.nan, dtype=np.float32)
+    for j in np.flatnonzero(empty):
+        norms[j] = np.full(widths[j], np.nan, dtype=np.float32)
     return GroupStats(series, cols, norms)
 
 

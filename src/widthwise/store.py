@@ -22,8 +22,9 @@ schema 1 (before ``user_step``) are renumbered the same way when read.
 
 **The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
 background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
-copying only the run file, after a kill or while training runs, loses at most that much. :meth:`RunStore.close` folds the whole log back (waiting at most
-:data:`CLOSE_TIMEOUT_SECONDS` for readers in the middle of a query).
+copying only the run file, after a kill or while training runs, loses at most that much.
+:meth:`RunStore.close` folds the whole log back (waiting at most :data:`CLOSE_TIMEOUT_SECONDS`
+for readers in the middle of a query).
 
 >>> from widthwise.groups import ChannelGroup, Member
 >>> g = ChannelGroup("fc1", 3, (Member("fc1.weight", 0, "producer"),))
@@ -257,6 +258,7 @@ class Run:
         self._conn = conn
         self._lock = lock
         self.path = path
+        self._owns = False  # open_run's runs close their connection; a store's view does not
         try:
             with self._read():
                 rows = conn.execute("SELECT idx, spec FROM groups ORDER BY idx").fetchall()
@@ -304,11 +306,10 @@ class Run:
             self.run._lock.acquire()
             return self.run._conn
 
-        def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+        def __exit__(self, typ: Any, exc: Any, tb: Any) -> None:
             self.run._lock.release()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise self.run._damaged(exc) from exc
-            return False
 
     def _read(self) -> Run._Reading:
         return Run._Reading(self)
@@ -334,7 +335,7 @@ class Run:
 
     def close(self) -> None:
         """Close the file (only for runs from :func:`open_run`; a store's view stays open)."""
-        if getattr(self, "_owns", False):
+        if self._owns:
             self._conn.close()
 
     def _group_index(self, group: str) -> int:
@@ -488,8 +489,9 @@ class Run:
         ids, steps, users, renumbered = self._steps()
         if renumbered and len(df):
             with self._read() as c:
-                info = c.execute("SELECT epoch, wall_time FROM snapshots ORDER BY snapshot")
-                info = info.fetchall()[: ids.size]
+                info = c.execute(
+                    "SELECT epoch, wall_time FROM snapshots ORDER BY snapshot"
+                ).fetchall()[: ids.size]
             rows = [(int(g), int(u), r[0]) for g, u, r in zip(steps, users, info)]
             walls = np.maximum.accumulate(np.array([float(r[1]) for r in info]))
             placed = _metric_steps(df, snap, rows, ids[: len(rows)], walls)
@@ -917,12 +919,11 @@ class _Transaction:
             raise
         return self.store._conn
 
-    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, typ: Any, exc: Any, tb: Any) -> None:
         try:
             self.store._conn.execute("ROLLBACK" if typ else "COMMIT")
         finally:
             self.store._lock.release()
-        return False
 
 
 class _Checkpointer:
@@ -989,8 +990,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN user_step INTEGER")
         conn.execute("UPDATE snapshots SET user_step = step")
         conn.execute("UPDATE metrics SET user_step = step")
-        rows = conn.execute("SELECT snapshot, step, epoch FROM snapshots ORDER BY snapshot")
-        rows = rows.fetchall()
+        rows = conn.execute(
+            "SELECT snapshot, step, epoch FROM snapshots ORDER BY snapshot"
+        ).fetchall()
         glob, _ = _renumber([(r[1], r[2]) for r in rows])
         conn.executemany(
             "UPDATE snapshots SET step = ? WHERE snapshot = ?",

@@ -239,7 +239,7 @@ class WidthTracker:
             series = self.plan.series
             k = len(series)
             nan = np.full(k, np.nan)
-            cols = {
+            cols: dict[str, Any] = {
                 "group": [s.group for s in series],
                 "gate": [s.gate for s in series],
                 "variance": nan,
