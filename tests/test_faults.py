@@ -596,3 +596,23 @@ def test_metrics_that_are_not_a_dict_cost_the_metrics_not_the_snapshot():
     assert len(tracker.history()) == 2 and tracker.n_failed == 1
     tracker.log_metrics(["not", "a", "dict"])  # counted, not raised
     assert tracker.n_failed == 2
+
+
+def test_a_truncated_run_file_is_a_run_file_error_and_one_cli_line(capsys, tmp_path):
+    path = written_run(tmp_path / "r.wwrun")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunFileError):
+        read_all(path)
+    one_line(main(["report", str(path), "--no-html"]), capsys.readouterr().err)
+
+
+def test_a_device_file_is_not_taken_for_a_missing_one():
+    with pytest.raises(RunFileError, match="not a regular file"):
+        open_run("/dev/null")
+
+
+def test_a_run_store_for_other_groups_is_refused_when_the_tracker_is_made():
+    model, groups = mlp()
+    with pytest.raises(ValueError, match="other channel groups"):
+        WidthTracker(model, groups=groups, store=RunStore.memory(groups[:1]))

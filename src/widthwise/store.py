@@ -579,8 +579,11 @@ def open_run(path: str | os.PathLike) -> Run:
         RunFileError: the file is missing, damaged, not a run file, or from a newer widthwise.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise RunFileError(f"{path}: no such run file")
+    if not os.path.isfile(path):
+        what = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise RunFileError(f"{path} is {what}; pass a run file written by WidthTracker")
     try:
         try:
             conn = _connect(path, readonly=True)

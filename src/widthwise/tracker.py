@@ -126,6 +126,11 @@ class WidthTracker:
             "user": dict(meta or {}),
         }
         if isinstance(store, RunStore):
+            if store.run.groups != list(self.plan.groups):
+                raise ValueError(
+                    "the RunStore was created for other channel groups than this tracker's; "
+                    "create it with RunStore.create(path, tracker_groups) or pass a path"
+                )
             self.store = store
         elif store is None or not is_writer():
             self.store = RunStore.memory(self.plan.groups, info)
