@@ -68,6 +68,11 @@ class WidthTracker:
         gates: also record per-gate statistics of recurrent and attention groups.
         meta: extra JSON-serialisable information to keep with the run.
 
+    Raises:
+        RunFileError: ``store`` cannot be created or written, is not a run file, or holds
+            other channel groups (one line that says what to do).
+        ValueError: a :class:`RunStore` made for other channel groups, or no way to find groups.
+
     ``snapshot()`` never raises: a failure becomes one :class:`TrackerWarning` and a snapshot row
     flagged ``"error"``. Under DDP/FSDP, call ``snapshot()`` on every rank (it runs one collective
     for sharded parameters).
