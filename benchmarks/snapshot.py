@@ -16,6 +16,8 @@ median floor time) within the round, with the standard error over rounds. Target
 <= 3x the floor on models above 1M parameters, <= 4x below.
 
     python benchmarks/snapshot.py [--repeats 21] [--rounds 5] [--large] [--reference] [--training]
+    python benchmarks/snapshot.py --parts     # where a small model's snapshot time goes, and the
+                                              # row+column reduction options on a 1024x1024 weight
 """
 
 from __future__ import annotations
@@ -233,6 +235,110 @@ def bench_training(steps: int, every: int, rounds: int) -> dict:
     }
 
 
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median microseconds of each function, timed round-robin (same load for all)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1e6 for k, v in times.items()}
+
+
+def parts(repeats: int) -> None:
+    """Breakdown of one snapshot of MLP 64x3, and the options for row + column sums."""
+    from widthwise.norms import _stats_from_flat
+    from widthwise.store import RunStore
+
+    model = mlp([64] * 3)
+    groups = find_groups(model, torch.randn(2, 100))
+    plan = NormPlan(model, groups)
+    weights = [p.detach() for p in model.parameters() if p.ndim >= 2]
+    with torch.no_grad():
+        flat = plan._flat_norms().numpy()
+        st = plan.stats()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = RunStore.create(Path(tmp) / "x.wwrun", groups)
+        mem = RunStore.memory(groups)
+        tracker = WidthTracker(model, groups=groups, store=Path(tmp) / "y.wwrun")
+
+        def sums() -> None:
+            for name, dims in plan._params:
+                plan._sums_of_squares(plan._param(name).detach(), dims)
+
+        fns = {
+            "floor": lambda: [v.item() for v in torch._foreach_norm(weights)],
+            "reductions": sums,
+            "reductions+combine": plan._flat_norms,
+            "numpy statistics": lambda: _stats_from_flat(
+                plan.series, flat, plan._offsets, plan._empty
+            ),
+            "stats()": plan.stats,
+            "transaction (memory)": lambda: mem.append_snapshot(
+                None, None, 0.0, None, st.columns, st.norms
+            ),
+            "transaction (file)": lambda: store.append_snapshot(
+                None, None, 0.0, None, st.columns, st.norms
+            ),
+            "snapshot()": tracker.snapshot,
+        }
+        with torch.no_grad():
+            res = interleaved(fns, repeats)
+        tracker.close()
+        store.close()
+    print("MLP 64x3, one snapshot, by part (median us, interleaved):")
+    for k, v in res.items():
+        print(f"  {k:<22} {v:8.0f}")
+    w = torch.randn(1024, 1024)
+    buf = torch.empty_like(w)
+    ones = torch.ones(1024)
+
+    def current() -> None:
+        torch.square(w, out=buf)
+        buf.sum(1), buf.sum(0)
+
+    def norm_rows_then_square() -> None:
+        torch.linalg.vector_norm(w, dim=1)
+        torch.square(w, out=buf)
+        buf.sum(0)
+
+    def blas_mv() -> None:
+        torch.square(w, out=buf)
+        torch.mv(buf, ones), torch.mv(buf.t(), ones)
+
+    def vecdot() -> None:
+        torch.linalg.vector_norm(w, dim=1), torch.linalg.vecdot(w, w, dim=0)
+
+    def blocks(per: int) -> None:
+        rows, cols, part = torch.empty(1024), torch.zeros(1024), torch.empty(1024)
+        for i in range(0, 1024, per):
+            s = buf[i : i + per]
+            torch.square(w[i : i + per], out=s)
+            torch.sum(s, 1, out=rows[i : i + per])
+            cols.add_(torch.sum(s, 0, out=part))
+
+    opts = {
+        "floor (_foreach_norm)": lambda: torch._foreach_norm([w]),
+        "square, sum(1), sum(0)": current,
+        "vector_norm rows + square": norm_rows_then_square,
+        "square, BLAS mv x2": blas_mv,
+        "vector_norm + vecdot(dim=0)": vecdot,
+        "row blocks of 128": lambda: blocks(128),
+        "row blocks of 32": lambda: blocks(32),
+        "einsum x2": lambda: (
+            torch.einsum("ij,ij->i", w, w),
+            torch.einsum("ij,ij->j", w, w),
+        ),
+    }
+    res = interleaved(opts, max(5, repeats // 5))
+    print("\nrow and column sums of squares of a 1024x1024 float32 weight (median us):")
+    for k, v in res.items():
+        print(f"  {k:<28} {v:9.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
@@ -243,8 +349,12 @@ def main() -> None:
     ap.add_argument("--training", action="store_true", help="measure the training overhead")
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--only", default=None, help="models whose name contains this")
+    ap.add_argument("--parts", action="store_true", help="where the time goes (see above)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.parts:
+        parts(max(args.repeats, 200))
+        return
     torch.manual_seed(0)
     print(
         f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} per round, "
