@@ -191,13 +191,42 @@ def _phase(
     }
 
 
+def checkpoint_cost(tmp: Path, rounds: int = 10, between: int = 70) -> dict[str, float]:
+    """Median cost of one passive checkpoint of ``between`` fresh snapshots (about one second of
+    this soak's snapshots), and of those snapshots: what the checkpoint would add to the loop if
+    the training thread ran it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU())
+    saved = store_mod.CHECKPOINT_SECONDS
+    store_mod.CHECKPOINT_SECONDS = None  # no thread: time the checkpoint itself
+    try:
+        tracker = WidthTracker(model, torch.randn(2, 64), store=tmp / "ckpt.wwrun")
+        ck, snap = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for _ in range(between):
+                tracker.snapshot()
+            snap.append((time.perf_counter() - t) / between)
+            t = time.perf_counter()
+            tracker.store.checkpoint()
+            ck.append(time.perf_counter() - t)
+        tracker.close()
+    finally:
+        store_mod.CHECKPOINT_SECONDS = saved
+    return {
+        "checkpoint_ms": float(np.median(ck) * 1e3),
+        "snapshot_ms": float(np.median(snap) * 1e3),
+    }
+
+
 def run_soak(steps: int, *, width: int = 128, seed: int = 0, tmp: Path | None = None) -> dict:
     """Both phases (policy on, then off) in one process; results as a dict."""
     with tempfile.TemporaryDirectory() as d:
         base = Path(tmp or d)
         on = _phase(base / "on.wwrun", base, steps, width, True, seed)
         off = _phase(base / "off.wwrun", base, steps, width, False, seed)
-    return {"on": on, "off": off}
+        ck = checkpoint_cost(base)
+    return {"on": on, "off": off, "checkpoint": ck}
 
 
 def main() -> None:
@@ -237,6 +266,11 @@ def main() -> None:
             f"{'':<38} reader: {rd.get('reads')} reads, {rd.get('errors')} errors, "
             f"count went backwards {rd.get('went_backwards')} times"
         )
+    ck = res["checkpoint"]
+    print(
+        f"one passive checkpoint of 70 fresh snapshots (with its fsyncs): "
+        f"{ck['checkpoint_ms']:.1f} ms, against {ck['snapshot_ms']:.2f} ms per snapshot"
+    )
     print(f"wall time {res['wall_s']:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
