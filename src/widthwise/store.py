@@ -81,9 +81,9 @@ HISTORY_COLUMNS = ("snapshot", "step", "epoch", "wall_time", "group", *STAT_COLU
 #: A background thread copies committed snapshots from the ``-wal`` log into the run file itself
 #: (a passive checkpoint, which never waits for readers) at most this long after they were
 #: committed: the bound on what a copy of the run file alone can miss. The thread, not the
-#: training loop, pays the checkpoint's fsyncs (about 15 ms each on the shared 2-core machine,
-#: benchmarks/soak.py; paid in the loop after every snapshot taken more than a second apart, they
-#: would cost more than the snapshot itself).
+#: training loop, pays the checkpoint and its fsyncs: 12 ms for a second of snapshots against
+#: 0.9 ms per snapshot on the shared 2-core machine (benchmarks/soak.py, docs/reliability.md);
+#: paid in the loop after every snapshot taken over a second apart, it would cost 13x the snapshot.
 #: ``None`` leaves it to SQLite's own auto-checkpoint (every 1000 pages, in the training thread).
 CHECKPOINT_SECONDS: float | None = 1.0
 #: close() waits at most this long for readers to leave the log before giving up on TRUNCATE.
