@@ -9,6 +9,7 @@ steps that do not increase.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from widthwise.store import RunFileError, open_run
 
 TABLES = ("meta", "groups", "snapshots", "stats", "norms", "metrics")
 FUZZ = settings(
-    max_examples=80,
+    max_examples=int(os.environ.get("WIDTHWISE_FUZZ_EXAMPLES", "80")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -96,3 +97,41 @@ def delete_rows(con: sqlite3.Connection, data: st.DataObject) -> None:
             f"(SELECT snapshot, group_idx, gate FROM {table} LIMIT ? OFFSET ?)",
             (k, start),
         )
+
+
+@pytest.fixture(scope="module")
+def with_log(tmp_path_factory) -> tuple[Pristine, Pristine]:
+    """A run file and its ``-wal`` as a killed writer leaves them (no checkpoint since)."""
+    from test_faults import epoch_loop, mlp
+    from widthwise import store as store_mod
+    from widthwise.tracker import WidthTracker
+
+    saved = store_mod.CHECKPOINT_SECONDS
+    store_mod.CHECKPOINT_SECONDS = None
+    try:
+        path = tmp_path_factory.mktemp("wal") / "run.wwrun"
+        model, groups = mlp()
+        tracker = WidthTracker(model, groups=groups, store=path)
+        epoch_loop(tracker, model, epochs=3)
+        data, log = path.read_bytes(), Path(f"{path}-wal").read_bytes()
+        tracker.close()
+    finally:
+        store_mod.CHECKPOINT_SECONDS = saved
+    assert len(log) > 0
+    return Pristine(data), Pristine(log)
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_log_of_a_killed_writer_overwritten_at_random_offsets(tmp_path, with_log, data):
+    run_bytes, log = with_log
+    buf = bytearray(log.data)
+    at = data.draw(st.integers(0, len(buf) - 1), label="offset")
+    new = data.draw(st.binary(min_size=1, max_size=64), label="bytes")
+    buf[at : at + len(new)] = new[: len(buf) - at]
+    path = tmp_path / "killed.wwrun"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(run_bytes.data)
+    Path(f"{path}-wal").write_bytes(bytes(buf))
+    reads_or_refuses(path)

@@ -540,7 +540,7 @@ def _check(conn: sqlite3.Connection, path: str) -> None:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:
         kind = "not an SQLite database" if "not a database" in str(e) else str(e)
         raise RunFileError(
             f"{path} is not a readable widthwise run file ({kind}); pass the file a "
@@ -596,6 +596,9 @@ def open_run(path: str | os.PathLike) -> Run:
     try:
         _check(conn, path)
         run = Run(conn, threading.RLock(), path)
+    except _DAMAGE as exc:  # anything a damaged file makes sqlite3 or decoding raise
+        conn.close()
+        raise RunFileError(f"{path}: cannot read the run file ({exc}); it is damaged") from exc
     except BaseException:
         conn.close()
         raise
@@ -668,6 +671,8 @@ class RunStore:
             _initialise(conn, groups, meta)
         except (OSError, sqlite3.Error) as exc:
             raise RunFileError(f"cannot write the run file {path}: {_why(exc)}") from exc
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise RunFileError(f"{path} is a damaged run file ({exc}); use a new path") from exc
         return cls(conn, path)
 
     @classmethod
