@@ -60,7 +60,7 @@ def test_no_command_prints_help_and_fails(capsys):
 
 @pytest.fixture(scope="module")
 def run_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("runs") / "tiny.sqlite"
+    path = tmp_path_factory.mktemp("runs") / "tiny.wwrun"
     train_tracked(path, steps=40).close()
     return path
 
@@ -79,7 +79,7 @@ def test_report_prints_the_table_and_writes_html(capsys, run_file, tmp_path):
 
 
 def test_report_defaults_to_html_beside_the_run(capsys, run_file, tmp_path):
-    copy = tmp_path / "copy.sqlite"
+    copy = tmp_path / "copy.wwrun"
     shutil.copy(run_file, copy)
     code, _, err = run_cli(capsys, "report", str(copy))
     assert code == 0, err
@@ -89,8 +89,8 @@ def test_report_defaults_to_html_beside_the_run(capsys, run_file, tmp_path):
 
 
 def test_report_errors(capsys, tmp_path, run_file):
-    code, _, err = run_cli(capsys, "report", str(tmp_path / "missing.sqlite"))
-    assert_one_line_error(code, err, "widthwise report: error:", "no such file", "missing.sqlite")
+    code, _, err = run_cli(capsys, "report", str(tmp_path / "missing.wwrun"))
+    assert_one_line_error(code, err, "widthwise report: error:", "no such file", "missing.wwrun")
     text = tmp_path / "notes.txt"
     text.write_text("this is not a run\n" * 50)
     code, _, err = run_cli(capsys, "report", str(text))
@@ -104,7 +104,13 @@ def test_report_errors(capsys, tmp_path, run_file):
 def test_groups_of_a_zoo_model(capsys):
     kwargs = '{"in_features": 40, "widths": [64, 8], "out_features": 10}'
     code, out, err = run_cli(
-        capsys, "groups", "widthwise.reproduction.zoo.mlp:MLP", "--kwargs", kwargs, "--input-shape", "2,40"
+        capsys,
+        "groups",
+        "widthwise.reproduction.zoo.mlp:MLP",
+        "--kwargs",
+        kwargs,
+        "--input-shape",
+        "2,40",
     )
     assert code == 0, err
     expected = find_groups(MLP(40, [64, 8], 10), torch.randn(2, 40))
@@ -145,8 +151,14 @@ def test_groups_of_a_user_file(capsys, tmp_path):
         (["widthwise.reproduction.zoo.mlp:Nope", "--input-shape", "2,4"], ["no attribute", "Nope"]),
         (["missing/net.py:build", "--input-shape", "2,4"], ["no such file"]),
         (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,x"], ["--input-shape"]),
-        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "{bad"], ["--kwargs"]),
-        (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "[1]"], ["JSON object"]),
+        (
+            ["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "{bad"],
+            ["--kwargs"],
+        ),
+        (
+            ["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4", "--kwargs", "[1]"],
+            ["JSON object"],
+        ),
         (["widthwise.reproduction.zoo.mlp:MLP", "--input-shape", "2,4"], ["failed", "TypeError"]),
         (
             ["builtins:dict", "--input-shape", "2,4", "--kwargs", '{"x": 4}'],
@@ -218,9 +230,9 @@ def test_installed_entry_point(tmp_path):
     ok = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "usage: widthwise" in ok.stdout
     bad = subprocess.run(
-        [exe, "report", str(tmp_path / "nope.sqlite")], capture_output=True, text=True, timeout=120
+        [exe, "report", str(tmp_path / "nope.wwrun")], capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        f"widthwise report: error: no such file: {tmp_path / 'nope.sqlite'}"
+        f"widthwise report: error: no such file: {tmp_path / 'nope.wwrun'}"
     ]

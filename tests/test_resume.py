@@ -28,6 +28,14 @@ from widthwise.store import open_run
 STATS = ["variance", "mean", "max", "min", "n_nonfinite", "n_zero"]
 
 
+def _this_src() -> str:
+    """PYTHONPATH for a child that imports the widthwise under test (not another installed copy)."""
+    import widthwise
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(widthwise.__file__)))
+    return os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+
+
 def assert_same_run(
     resumed: Path, reference: Path, steps: list[int], metrics: set[str] | None = None
 ) -> None:
@@ -76,7 +84,7 @@ def test_plain_loop_killed_with_sigkill_resumes_without_duplicates(tmp_path):
             capture_output=True,
             text=True,
             timeout=180,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _this_src()},
         )
 
     # The uninterrupted reference runs in this process (same code, no second interpreter start).

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from widthwise import store as store_module
 from widthwise.groups import ChannelGroup, Member
 from widthwise.store import SCHEMA_VERSION, RunFileError, RunStore, open_run
 
@@ -89,7 +90,7 @@ def check_round_trip(run, written):
 
 
 def test_file_round_trip(tmp_path):
-    path = tmp_path / "run.wws"
+    path = tmp_path / "run.wwrun"
     store = RunStore.create(path, GROUPS, meta={"model": {"class": "Net"}, "lr": 0.1})
     written = write_run(store, 4)
     check_round_trip(store.run, written)
@@ -101,20 +102,20 @@ def test_file_round_trip(tmp_path):
 
 
 def test_a_closed_run_is_one_file_and_reading_it_leaves_nothing_beside_it(tmp_path):
-    path = tmp_path / "run.wws"
+    path = tmp_path / "run.wwrun"
     store = RunStore.create(path, GROUPS)
     write_run(store, 2)
     store.close()
     for _ in range(2):
         with open_run(path) as run:
             assert len(run) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.wws"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.wwrun"]
     # appending later switches back to WAL for the writing phase, and closing ends it again
     store = RunStore.create(path, GROUPS, append=True)
     assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     write_run(store, 1, seed=3)
     store.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.wws"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.wwrun"]
     with open_run(path) as run:
         assert len(run) == 3
 
@@ -138,7 +139,7 @@ def test_history_columns_and_dtypes_on_empty_run():
 
 
 def test_reader_sees_snapshots_while_writer_is_active(tmp_path):
-    path = tmp_path / "live.wws"
+    path = tmp_path / "live.wwrun"
     store = RunStore.create(path, GROUPS)
     write_run(store, 1)
     reader = open_run(path)
@@ -150,7 +151,7 @@ def test_reader_sees_snapshots_while_writer_is_active(tmp_path):
 
 
 def test_truncate_drops_later_snapshots_and_metrics(tmp_path):
-    store = RunStore.create(tmp_path / "t.wws", GROUPS)
+    store = RunStore.create(tmp_path / "t.wwrun", GROUPS)
     write_run(store, 5)
     store.log_metrics(45, 2, {"acc": 0.5})
     store.truncate(3, n_metrics=3)
@@ -163,7 +164,7 @@ def test_truncate_drops_later_snapshots_and_metrics(tmp_path):
 
 
 def test_append_reopens_same_groups_only(tmp_path):
-    path = tmp_path / "a.wws"
+    path = tmp_path / "a.wwrun"
     write_run(RunStore.create(path, GROUPS), 2)
     with pytest.raises(RunFileError, match="already exists"):
         RunStore.create(path, GROUPS)
@@ -193,8 +194,8 @@ def test_nan_and_inf_statistics_survive(tmp_path):
 
 def test_missing_file(tmp_path):
     with pytest.raises(RunFileError, match="no such run file"):
-        open_run(tmp_path / "nope.wws")
-    assert not (tmp_path / "nope.wws").exists()
+        open_run(tmp_path / "nope.wwrun")
+    assert not (tmp_path / "nope.wwrun").exists()
 
 
 def test_text_file(tmp_path):
@@ -205,7 +206,7 @@ def test_text_file(tmp_path):
 
 
 def test_empty_file(tmp_path):
-    path = tmp_path / "empty.wws"
+    path = tmp_path / "empty.wwrun"
     path.touch()
     with pytest.raises(RunFileError, match="empty file"):
         open_run(path)
@@ -224,7 +225,7 @@ def test_other_sqlite_database(tmp_path):
 
 
 def test_newer_schema(tmp_path):
-    path = tmp_path / "future.wws"
+    path = tmp_path / "future.wwrun"
     RunStore.create(path, GROUPS).close()
     con = sqlite3.connect(path)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
@@ -235,7 +236,7 @@ def test_newer_schema(tmp_path):
 
 
 def test_corrupt_file(tmp_path):
-    path = tmp_path / "bad.wws"
+    path = tmp_path / "bad.wwrun"
     store = RunStore.create(path, GROUPS)
     write_run(store, 30)
     store.close()
@@ -272,9 +273,16 @@ WRITER = textwrap.dedent(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_sigkill_mid_run_leaves_a_readable_file(tmp_path):
-    path = str(tmp_path / "killed.wws")
+    path = str(tmp_path / "killed.wwrun")
     code = WRITER.format(tests=os.path.dirname(__file__), path=path)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(store_module.__file__)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )  # the child imports the widthwise under test, not another installed copy
     try:
         done = 0
         deadline = time.monotonic() + 60

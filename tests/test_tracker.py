@@ -74,7 +74,7 @@ def test_steps_auto_increment():
 
 def test_file_run_reads_back_like_the_tracker(tmp_path):
     model, groups = cnn_bn_flatten_groups()
-    path = tmp_path / "run.wws"
+    path = tmp_path / "run.wwrun"
     tracker = WidthTracker(model, groups=groups, store=path, meta={"lr": 0.05})
     model.train()
     x = torch.randn(4, 3, 3, 3)
@@ -163,7 +163,7 @@ def _state_round_trip(state):
 
 
 def test_resume_file_run_drops_snapshots_after_checkpoint(tmp_path):
-    path = tmp_path / "resume.wws"
+    path = tmp_path / "resume.wwrun"
     model, groups = mlp_groups()
     tracker = WidthTracker(model, groups=groups, store=path)
     train(model, tracker, 6)
@@ -205,7 +205,7 @@ def test_resume_memory_run_carries_the_record():
 
 
 def test_reopening_a_file_without_resuming_warns(tmp_path):
-    path = tmp_path / "again.wws"
+    path = tmp_path / "again.wwrun"
     model, groups = mlp_groups()
     WidthTracker(model, groups=groups, store=path).snapshot()
     again = WidthTracker(model, groups=groups, store=path)

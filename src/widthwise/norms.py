@@ -35,19 +35,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from widthwise.distributed import canonical_name, local_shard
+from widthwise.distributed import _dtensor_type, canonical_name, local_shard
 from widthwise.groups import ChannelGroup, Member
 
 __all__ = [
     "STAT_COLUMNS",
     "GroupStats",
+    "ModelChangedError",
     "NormPlan",
     "Series",
     "channel_norms",
@@ -131,16 +132,47 @@ class GroupStats:
         return len(self.series)
 
 
-def _param_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    # Every name a parameter is reachable under (tied weights included), wrappers stripped.
-    slots: dict[str, tuple[nn.Module, str]] = {}
+def _param_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str, str]]:
+    # Every name a parameter is reachable under (tied weights included), wrappers stripped:
+    # canonical name -> (module, parameter name in it, the module's path in the wrapped model).
+    slots: dict[str, tuple[nn.Module, str, str]] = {}
     for mod_name, module in model.named_modules(remove_duplicate=False):
         for leaf, p in module._parameters.items():
             if p is None:
                 continue
             full = f"{mod_name}.{leaf}" if mod_name else leaf
-            slots.setdefault(canonical_name(full), (module, leaf))
+            slots.setdefault(canonical_name(full), (module, leaf, mod_name))
     return slots
+
+
+def _path_of(module: nn.Module, root: nn.Module) -> str:
+    """``"a.b."``: where ``module`` sits in ``root`` (empty for the root, ``?.`` if detached)."""
+    if module is root:
+        return ""
+    for name, m in root.named_modules(remove_duplicate=False):
+        if m is module:
+            return f"{name}."
+    return "?."
+
+
+def _links(model: nn.Module, paths: Sequence[str]) -> list[tuple[nn.Module, str, nn.Module]]:
+    """``(parent, child name, child)`` along the path to every module in ``paths``: if any
+    parent no longer holds that child (``net[2] = nn.Linear(...)``), the plan reads a module
+    that is not the model's any more."""
+    seen: dict[tuple[int, str], tuple[nn.Module, str, nn.Module]] = {}
+    for path in paths:
+        parent = model
+        for part in path.split(".") if path else ():
+            child = parent._modules[part]
+            if child is None:
+                break
+            seen.setdefault((id(parent), part), (parent, part, child))
+            parent = child
+    return list(seen.values())
+
+
+class ModelChangedError(ValueError):
+    """The model no longer has the parameters (or shapes) its channel groups were found on."""
 
 
 class NormPlan:
@@ -176,7 +208,6 @@ class NormPlan:
     def _compile(self) -> None:
         slots = _param_slots(self.model)
         self._slots = slots
-        self._objects = {}
         series: list[Series] = []
         for g in self.groups:
             for m in g.members:
@@ -211,6 +242,20 @@ class NormPlan:
         complete = [n for n in by_param if sharded[n] is None]
         partial = [n for n in by_param if sharded[n] is not None]
         self._params = [(n, sorted(by_param[n])) for n in complete + partial]
+        self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
+        self._shapes = {n: tuple(self._param(n).shape) for n in by_param}
+        dtensor = _dtensor_type()
+        self._readers = [
+            (
+                slots[n][0],
+                slots[n][1],
+                n,
+                dims,
+                self._param(n).shape,
+                not isinstance(self._param(n), dtensor),
+            )
+            for n, dims in self._params
+        ]
         base: dict[tuple[str, int], int] = {}
         pos = 0
         self._partial_ranges: list[tuple[object, int, int]] = []
@@ -253,8 +298,45 @@ class NormPlan:
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def _param(self, name: str) -> torch.Tensor:
-        module, leaf = self._slots[name]
-        return module._parameters[leaf]
+        module, leaf, _ = self._slots[name]
+        return cast(torch.Tensor, module._parameters[leaf])
+
+    # -- a model changed under the plan ------------------------------------------------------
+    def stale(self) -> list[str]:
+        """Paths of modules the plan reads that the model no longer holds (cheap: one identity
+        check per module on the way to a member)."""
+        return [
+            f"{_path_of(parent, self.model)}{name}"
+            for parent, name, child in self._links
+            if parent._modules.get(name) is not child
+        ]
+
+    def rebind(self) -> None:
+        """Read the parameters from the model's current modules (after a module was replaced).
+
+        Raises:
+            ModelChangedError: a member parameter is gone or has another shape; the channel
+                groups do not describe this model any more.
+        """
+        before = dict(self.__dict__)
+        old = self._shapes
+        try:
+            self._compile()
+        except (ValueError, KeyError) as exc:
+            self.__dict__.update(before)
+            raise ModelChangedError(
+                f"the model changed since its channel groups were found: {exc}"
+            ) from None
+        for name, shape in old.items():
+            if self._shapes.get(name) != shape:
+                got = self._shapes.get(name, ())
+                self.__dict__.update(before)
+                raise ModelChangedError(
+                    f"the model changed since its channel groups were found: parameter {name!r} "
+                    f"has shape {got}, the groups expect {shape}; "
+                    "channel groups are fixed per run: start a new WidthTracker (a new run file) "
+                    "for the changed model"
+                )
 
     def _indices(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if device not in self._device_cache:
@@ -327,18 +409,29 @@ class NormPlan:
         """Norms of every series, concatenated, on the model's device (float64 where supported)."""
         parts: list[torch.Tensor] = []
         device = None
-        for name, dims in self._params:
-            shard = local_shard(self._param(name))
-            t = shard.tensor
+        f32 = torch.float32
+        for module, leaf, name, dims, shape, plain in self._readers:
+            param = cast(torch.Tensor, module._parameters[leaf])
+            if param.shape != shape:
+                raise ModelChangedError(
+                    f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
+                    f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
+                    "WidthTracker (a new run file) for the changed model"
+                )
+            # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
+            # dominates a small model's snapshot)
+            shard = None if plain else local_shard(param)
+            t = param.detach() if shard is None else shard.tensor
             device = device or t.device
             sums = self._sums_of_squares(t, dims)
-            full_shape = self._param(name).shape
             for d, v in zip(dims, sums):
-                if shard.group is not None and v.numel() != full_shape[d]:
-                    full = torch.zeros(full_shape[d], dtype=v.dtype, device=v.device)
+                if shard is not None and shard.group is not None and v.numel() != shape[d]:
+                    full = torch.zeros(shape[d], dtype=v.dtype, device=v.device)
                     full[shard.offsets[d] : shard.offsets[d] + v.numel()] = v
                     v = full
-                parts.append(v.to(device=device, dtype=torch.float32))
+                if v.dtype != f32 or v.device != device:
+                    v = v.to(device=device, dtype=f32)
+                parts.append(v)
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         reduced = torch.cat(parts) if parts else torch.zeros(0, device=device)
@@ -437,8 +530,8 @@ def _stats_from_flat(
     with np.errstate(over="ignore"):  # stored vectors are float32; the statistics used float64
         n32 = n.astype(np.float32)
     norms = [n32[offsets[i] : offsets[i + 1]] for i in range(k)]
-    for i in np.flatnonzero(empty):
-        norms[i] = np.full(widths[i], np.nan, dtype=np.float32)
+    for j in np.flatnonzero(empty):
+        norms[j] = np.full(widths[j], np.nan, dtype=np.float32)
     return GroupStats(series, cols, norms)
 
 

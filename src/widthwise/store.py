@@ -8,7 +8,23 @@ can read it while training is still writing.
 
 Files are marked with SQLite's ``application_id`` and carry a schema version in ``user_version``;
 anything else (another database, a text file, a damaged file, a newer schema) is refused with a
-:class:`RunFileError` that says what to do.
+:class:`RunFileError` that says what to do. Every reader method either returns well-typed data or
+raises :class:`RunFileError` (a damaged row never escapes as an ``IndexError`` or ``ValueError``).
+
+**Steps.** The ``step`` of every snapshot is a *global* step, strictly increasing in snapshot
+order, so the verdicts can always be computed. Training loops often count steps per epoch
+(``for step, batch in enumerate(loader)`` inside ``for epoch in ...``); when a step repeats or
+goes back, :class:`StepClock` continues the count: the new step is placed one usual snapshot
+interval (the last gap between snapshots) after the previous one, and every later step of that
+epoch keeps its distance from it. The step the caller passed is kept as ``user_step``. Pass a
+global step (``epoch * len(loader) + step``) when exact spacing across epochs matters. Files of
+schema 1 (before ``user_step``) are renumbered the same way when read.
+
+**The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
+background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
+copying only the run file, after a kill or while training runs, loses at most that much.
+:meth:`RunStore.close` folds the whole log back (waiting at most :data:`CLOSE_TIMEOUT_SECONDS`
+for readers in the middle of a query).
 
 >>> from widthwise.groups import ChannelGroup, Member
 >>> g = ChannelGroup("fc1", 3, (Member("fc1.weight", 0, "producer"),))
@@ -27,16 +43,19 @@ array([[0.1, 1. , 2. ]], dtype=float32)
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
+import functools
 import json
 import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -47,14 +66,30 @@ from widthwise.norms import STAT_COLUMNS
 if TYPE_CHECKING:
     from widthwise.report import Report
 
-__all__ = ["SCHEMA_VERSION", "Run", "RunFileError", "RunStore", "open_run"]
+__all__ = ["SCHEMA_VERSION", "Run", "RunFileError", "RunStore", "StepClock", "open_run"]
 
-#: Version of the table layout; readers refuse files with a larger number.
-SCHEMA_VERSION = 1
+#: Version of the table layout; readers refuse files with a larger number. 2 added ``user_step``
+#: (the caller's step) beside the global ``step`` of snapshots and metrics.
+SCHEMA_VERSION = 2
+#: Schemas this version reads (1 is renumbered on reading, and migrated when appended to).
+READABLE_SCHEMAS = (1, 2)
 #: SQLite ``application_id`` of widthwise run files (ASCII "Wdth").
 APPLICATION_ID = 0x57647468
 
 HISTORY_COLUMNS = ("snapshot", "step", "epoch", "wall_time", "group", *STAT_COLUMNS[1:])
+
+#: A background thread copies committed snapshots from the ``-wal`` log into the run file itself
+#: (a passive checkpoint, which never waits for readers) at most this long after they were
+#: committed: the bound on what a copy of the run file alone can miss. The thread, not the
+#: training loop, pays the checkpoint and its fsyncs: 12 ms for a second of snapshots against
+#: 0.9 ms per snapshot on the shared 2-core machine (benchmarks/soak.py, docs/reliability.md);
+#: paid in the loop after every snapshot taken over a second apart, it would cost 13x the snapshot.
+#: ``None`` leaves it to SQLite's own auto-checkpoint (every 1000 pages, in the training thread).
+CHECKPOINT_SECONDS: float | None = 1.0
+#: close() waits at most this long for readers to leave the log before giving up on TRUNCATE.
+CLOSE_TIMEOUT_SECONDS = 2.0
+#: The log file is cut back to this size after a checkpoint (it otherwise keeps its largest size).
+JOURNAL_SIZE_LIMIT = 4 << 20
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,7 +98,7 @@ CREATE TABLE groups (
     spec TEXT NOT NULL);
 CREATE TABLE snapshots (
     snapshot INTEGER PRIMARY KEY, step INTEGER NOT NULL, epoch INTEGER,
-    wall_time REAL NOT NULL, error TEXT);
+    wall_time REAL NOT NULL, error TEXT, user_step INTEGER);
 CREATE TABLE stats (
     snapshot INTEGER NOT NULL, group_idx INTEGER NOT NULL, gate TEXT NOT NULL, pos INTEGER NOT NULL,
     variance REAL, mean REAL, max REAL, min REAL, n_nonfinite INTEGER NOT NULL,
@@ -75,12 +110,81 @@ CREATE TABLE norms (
     PRIMARY KEY (snapshot, group_idx, gate)) WITHOUT ROWID;
 CREATE TABLE metrics (
     id INTEGER PRIMARY KEY, snapshot INTEGER, step INTEGER, epoch INTEGER,
-    wall_time REAL NOT NULL, name TEXT NOT NULL, value REAL);
+    wall_time REAL NOT NULL, name TEXT NOT NULL, value REAL, user_step INTEGER);
 """
 
 
 class RunFileError(RuntimeError):
     """A run file that cannot be used: missing, damaged, foreign, newer, or for another model."""
+
+
+class StepClock:
+    """Turns the caller's step numbers into strictly increasing global steps.
+
+    A step above the previous one keeps its distance from the last restart; a step that repeats
+    or goes back (a new epoch of ``enumerate(loader)``, a loop restarted without resuming) starts
+    a new segment one usual snapshot interval (the last gap seen, else 1) after the previous
+    global step; a repeat within the same epoch is placed 1 after it.
+
+    >>> clock = StepClock()
+    >>> [clock.advance(s, e) for s, e in [(0, 0), (50, 0), (100, 0), (0, 1), (50, 1), (0, 2)]]
+    [0, 50, 100, 150, 200, 250]
+    >>> clock.peek(20, 2)  # a metric logged between snapshots: placed without advancing
+    270
+    """
+
+    def __init__(self) -> None:
+        self.last_user: int | None = None
+        self.last_global: int | None = None
+        self.last_epoch: int | None = None
+        self.offset = 0
+        self.gap: int | None = None
+
+    def _place(self, user: int, epoch: int | None, *, strict: bool) -> int:
+        if self.last_user is None or self.last_global is None:
+            return user
+        new_epoch = epoch is not None and self.last_epoch is not None and epoch > self.last_epoch
+        if user > self.last_user or (not strict and user == self.last_user and not new_epoch):
+            return user + self.offset
+        restart = user < self.last_user or new_epoch
+        return self.last_global + (self.gap if restart and self.gap else 1)
+
+    def peek(self, user: int | None, epoch: int | None = None) -> int | None:
+        """The global step of a metric logged at ``user`` now (None: the last snapshot's)."""
+        if user is None:
+            return self.last_global
+        return self._place(int(user), epoch, strict=False)
+
+    def next_user(self) -> int:
+        """The caller's step when none is given: the previous one + 1 (0 for the first)."""
+        return 0 if self.last_user is None else self.last_user + 1
+
+    def advance(self, user: int, epoch: int | None = None) -> int:
+        """The global step of a snapshot at ``user``; the clock moves on."""
+        user = int(user)
+        glob = self._place(user, epoch, strict=True)
+        if self.last_user is not None and user > self.last_user and glob - user == self.offset:
+            self.gap = user - self.last_user
+        self.offset = glob - user
+        self.last_user, self.last_global = user, glob
+        if epoch is not None:
+            self.last_epoch = epoch
+        return glob
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, int, int | None]]) -> StepClock:
+        """A clock continuing the last snapshots ``(global, user, epoch)``, oldest first."""
+        clock = cls()
+        if not rows:
+            return clock
+        g, u, e = rows[-1]
+        clock.last_global, clock.last_user, clock.last_epoch = int(g), int(u), e
+        clock.offset = int(g) - int(u)
+        if len(rows) > 1:
+            g0, u0, _ = rows[-2]
+            if int(g0) - int(u0) == clock.offset and int(u) > int(u0):
+                clock.gap = int(u) - int(u0)
+        return clock
 
 
 def _real(x: Any) -> float | None:
@@ -96,85 +200,204 @@ def _metric_value(v: Any) -> float | None:
         return None
 
 
+#: What decoding a damaged row can raise; a reader turns these into RunFileError.
+_DAMAGE = (
+    sqlite3.DatabaseError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    UnicodeDecodeError,
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _reader(fn: _F) -> _F:
+    """Reader methods return good data or raise RunFileError, never a decoding error."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Run, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except RunFileError:
+            raise
+        except _DAMAGE as exc:
+            if isinstance(exc, KeyError) and getattr(exc, "_user_error", False):
+                raise
+            raise self._damaged(exc) from exc
+
+    return cast(_F, wrapper)
+
+
+class _GroupNotFound(KeyError):
+    _user_error = True
+
+
+def _renumber(rows: Sequence[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """Global steps for ``(user_step, epoch)`` rows in snapshot order (see StepClock)."""
+    clock = StepClock()
+    users = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    glob = np.array(
+        [clock.advance(int(u), None if e is None else int(e)) for u, e in rows], dtype=np.int64
+    )
+    return glob, users
+
+
 class Run:
     """Read access to a run: the groups, the statistics history, channel norms and metrics.
 
     Obtain one with :func:`open_run` (a file, possibly still being written) or from a
     :class:`RunStore` / :class:`~widthwise.tracker.WidthTracker` (``.run``). Every query reads the
-    current contents, so a reader sees new snapshots as soon as they are committed.
+    current contents, so a reader sees new snapshots as soon as they are committed. Every method
+    returns well-typed data or raises :class:`RunFileError`.
     """
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, path: str | None):
         self._conn = conn
         self._lock = lock
         self.path = path
-        with self._read():
-            rows = conn.execute("SELECT spec FROM groups ORDER BY idx").fetchall()
+        self._owns = False  # open_run's runs close their connection; a store's view does not
+        try:
+            with self._read():
+                rows = conn.execute("SELECT idx, spec FROM groups ORDER BY idx").fetchall()
+                meta = conn.execute("SELECT key, value FROM meta").fetchall()
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(snapshots)")}
+            self.meta: dict[str, Any] = {str(k): json.loads(v) for k, v in meta}
             self.groups: list[ChannelGroup] = [
-                ChannelGroup.from_dict(json.loads(r[0])) for r in rows
+                ChannelGroup.from_dict(json.loads(spec)) for _, spec in rows
             ]
-            meta = conn.execute("SELECT key, value FROM meta").fetchall()
-            self.meta: dict[str, Any] = {k: json.loads(v) for k, v in meta}
+        except RunFileError:
+            raise
+        except _DAMAGE as exc:
+            raise self._damaged(exc) from exc
+        idx = [r[0] for r in rows]
+        if idx != list(range(len(rows))):
+            gaps = sorted(
+                set(range(max([i for i in idx if isinstance(i, int)] + [0]) + 1)) - set(idx)
+            )
+            raise self._damaged(f"rows of the groups table are missing (index {gaps[:3]})")
+        recorded = self.meta.get("model", {}) if isinstance(self.meta.get("model"), dict) else {}
+        n_rec = recorded.get("n_groups")
+        if isinstance(n_rec, int) and n_rec != len(self.groups):
+            raise self._damaged(
+                f"the run was recorded with {n_rec} channel groups but the groups table has "
+                f"{len(self.groups)} rows"
+            )
+        self._has_user_step = "user_step" in cols
         self._index = {g.name: i for i, g in enumerate(self.groups)}
+        if len(self._index) != len(self.groups):
+            raise self._damaged("two rows of the groups table have the same name")
+        self._widths = np.array([g.width for g in self.groups], dtype=np.int64)
+
+    def _damaged(self, why: Any) -> RunFileError:
+        return RunFileError(
+            f"{self.path or 'run'}: cannot read the run file ({why}); "
+            "it is damaged — open a copy or record the run again"
+        )
 
     # sqlite errors while reading become RunFileError (damaged file), everything else passes
     class _Reading:
         def __init__(self, run: Run):
             self.run = run
 
-        def __enter__(self):
+        def __enter__(self) -> sqlite3.Connection:
             self.run._lock.acquire()
             return self.run._conn
 
-        def __exit__(self, typ, exc, tb):
+        def __exit__(self, typ: Any, exc: Any, tb: Any) -> None:
             self.run._lock.release()
             if isinstance(exc, sqlite3.DatabaseError):
-                raise RunFileError(
-                    f"{self.run.path or 'run'}: cannot read the run file ({exc}); "
-                    "it is damaged — open a copy or record the run again"
-                ) from exc
-            return False
+                raise self.run._damaged(exc) from exc
 
     def _read(self) -> Run._Reading:
         return Run._Reading(self)
 
+    @_reader
     def __len__(self) -> int:
         with self._read() as c:
             return int(c.execute("SELECT count(*) FROM snapshots").fetchone()[0])
 
     def __repr__(self) -> str:
         where = self.path or "memory"
-        return f"Run({where!r}, groups={len(self.groups)}, snapshots={len(self)})"
+        try:
+            n: Any = len(self)
+        except RunFileError:
+            n = "?"
+        return f"Run({where!r}, groups={len(self.groups)}, snapshots={n})"
 
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def close(self) -> None:
         """Close the file (only for runs from :func:`open_run`; a store's view stays open)."""
-        if getattr(self, "_owns", False):
+        if self._owns:
             self._conn.close()
 
     def _group_index(self, group: str) -> int:
         if group not in self._index:
             close = difflib.get_close_matches(group, list(self._index), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(f"no channel group {group!r} in this run{hint}")
+            raise _GroupNotFound(f"no channel group {group!r} in this run{hint}")
         return self._index[group]
 
-    def snapshots(self) -> pd.DataFrame:
-        """One row per snapshot: ``snapshot, step, epoch, wall_time, error``."""
+    def _steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """``(snapshot ids, global steps, user steps, renumbered)`` in snapshot order.
+
+        Stored steps are global already (schema 2); files of schema 1, or damaged ones, whose
+        steps repeat or go back are renumbered with :class:`StepClock`.
+        """
+        user_col = "user_step" if self._has_user_step else "NULL"
         with self._read() as c:
             rows = c.execute(
-                "SELECT snapshot, step, epoch, wall_time, error FROM snapshots ORDER BY snapshot"
+                f"SELECT snapshot, step, {user_col}, epoch FROM snapshots ORDER BY snapshot"
             ).fetchall()
-        df = pd.DataFrame(rows, columns=["snapshot", "step", "epoch", "wall_time", "error"])
-        return df.astype(
-            {"snapshot": "int64", "step": "int64", "epoch": "Int64", "wall_time": "float64"}
-        )
+        ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+        steps = np.array([int(r[1]) for r in rows], dtype=np.int64)
+        users = np.array([int(r[1] if r[2] is None else r[2]) for r in rows], dtype=np.int64)
+        if steps.size < 2 or bool(np.all(np.diff(steps) > 0)):
+            return ids, steps, users, False
+        glob, users = _renumber([(u, r[3]) for u, r in zip(users.tolist(), rows)])
+        return ids, glob, users, True
 
+    def _step_of(self, snapshot: np.ndarray) -> np.ndarray:
+        ids, steps, _, _ = self._steps()
+        pos = np.searchsorted(ids, snapshot)
+        if pos.size and (pos.max() >= ids.size or np.any(ids[pos] != snapshot)):
+            raise self._damaged("statistics of a snapshot the snapshots table does not have")
+        return steps[pos]
+
+    @_reader
+    def snapshots(self) -> pd.DataFrame:
+        """One row per snapshot: ``snapshot, step, epoch, wall_time, error, user_step``.
+
+        ``step`` is the global step (strictly increasing); ``user_step`` the step the caller
+        passed (they differ when a loop's steps restart every epoch).
+        """
+        ids, steps, users, _ = self._steps()
+        with self._read() as c:
+            rows = c.execute(
+                "SELECT epoch, wall_time, error FROM snapshots ORDER BY snapshot"
+            ).fetchall()
+        if len(rows) != ids.size:  # written between the two queries: read again
+            return self.snapshots()
+        df = pd.DataFrame(
+            {
+                "snapshot": ids,
+                "step": steps,
+                "epoch": pd.array([r[0] for r in rows], dtype="Int64"),
+                "wall_time": np.array([float(r[1]) for r in rows], dtype=np.float64),
+                "error": [None if r[2] is None else str(r[2]) for r in rows],
+                "user_step": users,
+            }
+        )
+        return df
+
+    @_reader
     def history(self, *, gates: bool = False) -> pd.DataFrame:
         """The statistics, one row per snapshot and group: ``HISTORY_COLUMNS``.
 
@@ -194,8 +417,13 @@ class Run:
         cols += ["mean", "max", "min", "n_nonfinite", "n_zero", "flag"]
         df = pd.DataFrame(rows, columns=cols)
         idx = df.pop("group_idx").to_numpy(dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self.groups)):
+            raise self._damaged(
+                f"statistics of channel group index {int(idx.max())}, which the groups table "
+                "does not have"
+            )
         df.insert(4, "group", [self.groups[i].name for i in idx])
-        df.insert(6, "width", np.array([self.groups[i].width for i in idx], dtype=np.int64))
+        df.insert(6, "width", self._widths[idx])
         df = df.astype(
             {
                 "snapshot": "int64",
@@ -210,8 +438,15 @@ class Run:
                 "n_zero": "int64",
             }
         )
+        df["gate"] = df["gate"].astype(str)
+        df["flag"] = df["flag"].astype(str)
+        if bool((df["variance"] < 0).any()):  # a variance is never negative: a damaged value
+            raise self._damaged("a negative variance")
+        if len(df):
+            df["step"] = self._step_of(df["snapshot"].to_numpy())
         return df[list(HISTORY_COLUMNS)]
 
+    @_reader
     def channel_norms(self, group: str, gate: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Per-channel norms of one group over the snapshots that kept them.
 
@@ -222,26 +457,46 @@ class Run:
         width = self.groups[gi].width
         with self._read() as c:
             rows = c.execute(
-                "SELECT s.step, n.norms FROM norms n JOIN snapshots s ON s.snapshot = n.snapshot "
-                "WHERE n.group_idx = ? AND n.gate = ? ORDER BY n.snapshot",
+                "SELECT n.snapshot, n.norms FROM norms n JOIN snapshots s "
+                "ON s.snapshot = n.snapshot WHERE n.group_idx = ? AND n.gate = ? "
+                "ORDER BY n.snapshot",
                 (gi, gate),
             ).fetchall()
-        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        snaps = np.array([int(r[0]) for r in rows], dtype=np.int64)
         norms = np.zeros((len(rows), width), dtype=np.float32)
         for i, (_, blob) in enumerate(rows):
+            if not isinstance(blob, bytes) or len(blob) != 4 * width:
+                raise self._damaged(f"a channel-norm vector of {group!r} has the wrong size")
             norms[i] = np.frombuffer(blob, dtype="<f4")
-        return steps, norms
+        return self._step_of(snaps), norms
 
+    @_reader
     def metrics(self) -> pd.DataFrame:
-        """User metrics, long format: ``step, epoch, wall_time, name, value``."""
+        """User metrics, long format: ``step, epoch, wall_time, name, value``.
+
+        ``step`` is on the same global scale as the snapshots' steps.
+        """
         with self._read() as c:
             rows = c.execute(
-                "SELECT step, epoch, wall_time, name, value FROM metrics ORDER BY id"
+                "SELECT step, epoch, wall_time, name, value, snapshot FROM metrics ORDER BY id"
             ).fetchall()
-        df = pd.DataFrame(rows, columns=["step", "epoch", "wall_time", "name", "value"])
-        return df.astype(
+        df = pd.DataFrame(rows, columns=["step", "epoch", "wall_time", "name", "value", "snap"])
+        df = df.astype(
             {"step": "Int64", "epoch": "Int64", "wall_time": "float64", "value": "float64"}
         )
+        df["name"] = df["name"].astype(str)
+        snap = df.pop("snap")
+        ids, steps, users, renumbered = self._steps()
+        if renumbered and len(df):
+            with self._read() as c:
+                info = c.execute(
+                    "SELECT epoch, wall_time FROM snapshots ORDER BY snapshot"
+                ).fetchall()[: ids.size]
+            rows = [(int(g), int(u), r[0]) for g, u, r in zip(steps, users, info)]
+            walls = np.maximum.accumulate(np.array([float(r[1]) for r in info]))
+            placed = _metric_steps(df, snap, rows, ids[: len(rows)], walls)
+            df["step"] = pd.array(placed, dtype="Int64")
+        return df
 
     def report(self, *, name: str | None = None) -> Report:
         """A :class:`widthwise.report.Report` of this run (``Report.from_run``).
@@ -254,13 +509,38 @@ class Run:
         return Report.from_run(self, name=name)
 
 
+def _metric_steps(
+    df: pd.DataFrame,
+    snap: pd.Series,
+    clock_rows: list[tuple[int, int, int | None]],
+    ids: np.ndarray,
+    walls: np.ndarray,
+) -> list[int | None]:
+    """Global steps of the metric rows of a renumbered run: a row written with a snapshot takes
+    its step; one logged between snapshots is placed as the writer's clock would have placed it
+    (the clock just after the last snapshot before it in wall time)."""
+    where = {int(i): k for k, i in enumerate(ids)}
+    out: list[int | None] = []
+    for i in range(len(df)):
+        s, u, e = snap.iloc[i], df["step"].iloc[i], df["epoch"].iloc[i]
+        if not pd.isna(s) and int(s) in where:
+            out.append(clock_rows[where[int(s)]][0])
+        elif pd.isna(u):
+            out.append(None)
+        else:
+            k = int(np.searchsorted(walls, df["wall_time"].iloc[i], side="right")) - 1
+            clock = StepClock.from_rows(clock_rows[max(0, k - 1) : k + 1] if k >= 0 else [])
+            out.append(clock.peek(int(u), None if pd.isna(e) else int(e)))
+    return out
+
+
 def _check(conn: sqlite3.Connection, path: str) -> None:
     """Raise RunFileError unless ``conn`` is a widthwise run file this version can read."""
     try:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:
         kind = "not an SQLite database" if "not a database" in str(e) else str(e)
         raise RunFileError(
             f"{path} is not a readable widthwise run file ({kind}); pass the file a "
@@ -271,6 +551,8 @@ def _check(conn: sqlite3.Connection, path: str) -> None:
         raise RunFileError(
             f"{path} is {what}, not a widthwise run file; pass the file a WidthTracker wrote"
         )
+    if version not in READABLE_SCHEMAS and version < SCHEMA_VERSION:
+        raise RunFileError(f"{path} is a damaged widthwise run file (schema version {version})")
     if version > SCHEMA_VERSION:
         raise RunFileError(
             f"{path} was written by a newer widthwise (run-file schema {version}; this version "
@@ -297,17 +579,26 @@ def open_run(path: str | os.PathLike) -> Run:
         RunFileError: the file is missing, damaged, not a run file, or from a newer widthwise.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise RunFileError(f"{path}: no such run file")
+    if not os.path.isfile(path):
+        what = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise RunFileError(f"{path} is {what}; pass a run file written by WidthTracker")
     try:
-        conn = _connect(path, readonly=True)
-        conn.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError:
-        # a read-only handle cannot recover a WAL left by a killed writer; a read-write one can
-        conn = _connect(path, readonly=False)
+        try:
+            conn = _connect(path, readonly=True)
+            conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError:
+            # a read-only handle cannot recover a WAL left by a killed writer; a read-write one can
+            conn = _connect(path, readonly=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise RunFileError(f"{path}: cannot open the run file ({_why(exc)})") from exc
     try:
         _check(conn, path)
         run = Run(conn, threading.RLock(), path)
+    except _DAMAGE as exc:  # anything a damaged file makes sqlite3 or decoding raise
+        conn.close()
+        raise RunFileError(f"{path}: cannot read the run file ({exc}); it is damaged") from exc
     except BaseException:
         conn.close()
         raise
@@ -319,7 +610,8 @@ class RunStore:
     """Writer of a run: one transaction per snapshot.
 
     Create with :meth:`create` (a file) or :meth:`memory` (an in-memory database, same code).
-    Thread-safe; ``run`` is a :class:`Run` view over the same database.
+    Thread-safe; ``run`` is a :class:`Run` view over the same database. Steps go through a
+    :class:`StepClock`, so the stored steps increase strictly whatever the caller passes.
     """
 
     def __init__(self, conn: sqlite3.Connection, path: str | None):
@@ -328,6 +620,18 @@ class RunStore:
         self._lock = threading.RLock()
         self.run = Run(conn, self._lock, path)
         self._index = {g.name: i for i, g in enumerate(self.run.groups)}
+        self._reclock()
+        self._checkpointer = (
+            _Checkpointer(path) if path is not None and CHECKPOINT_SECONDS is not None else None
+        )
+
+    def _reclock(self) -> None:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT step, coalesce(user_step, step), epoch FROM snapshots "
+                "ORDER BY snapshot DESC LIMIT 2"
+            ).fetchall()
+        self.clock = StepClock.from_rows(rows[::-1])
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -342,30 +646,33 @@ class RunStore:
         """Create a run file, or with ``append=True`` reopen an existing one for the same groups.
 
         Raises:
-            RunFileError: the file exists (and ``append`` is false), is not a run file, or was
-                recorded with different channel groups.
+            RunFileError: the file exists (and ``append`` is false), is not a run file, was
+                recorded with different channel groups, or cannot be written.
         """
         path = os.fspath(path)
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            if not append:
-                raise RunFileError(f"{path} already exists; choose a new path for a new run")
-            conn = _connect(path, readonly=False)
-            try:
-                _check(conn, path)
-                _same_groups(conn, groups, path)
-            except BaseException:
-                conn.close()
-                raise
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            return cls(conn, path)
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        conn.execute("PRAGMA journal_mode = WAL")
-        # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync
-        conn.execute("PRAGMA synchronous = NORMAL")
-        _initialise(conn, groups, meta)
+        try:
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                if not append:
+                    raise RunFileError(f"{path} already exists; choose a new path for a new run")
+                conn = _connect(path, readonly=False)
+                try:
+                    _check(conn, path)
+                    _same_groups(conn, groups, path)
+                    _writer_pragmas(conn)
+                    _migrate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                return cls(conn, path)
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+            _writer_pragmas(conn)
+            _initialise(conn, groups, meta)
+        except (OSError, sqlite3.Error) as exc:
+            raise RunFileError(f"cannot write the run file {path}: {_why(exc)}") from exc
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise RunFileError(f"{path} is a damaged run file ({exc}); use a new path") from exc
         return cls(conn, path)
 
     @classmethod
@@ -378,27 +685,12 @@ class RunStore:
         return cls(conn, None)
 
     # -- writing -------------------------------------------------------------------------------
-    def _transaction(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._lock.acquire()
-                store._conn.execute("BEGIN IMMEDIATE")
-                return store._conn
-
-            def __exit__(self, typ, exc, tb):
-                try:
-                    store._conn.execute("ROLLBACK" if typ else "COMMIT")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Tx()
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def append_snapshot(
         self,
-        step: int,
+        step: int | None,
         epoch: int | None,
         wall_time: float,
         metrics: Mapping[str, Any] | None,
@@ -410,6 +702,8 @@ class RunStore:
         """Record one snapshot in one transaction; returns its index.
 
         Args:
+            step: the caller's step (``None``: the previous one + 1); stored as ``user_step``,
+                and placed on the global scale by the store's :class:`StepClock`.
             stats: columns ``group, gate, variance, mean, max, min, n_nonfinite, n_zero, flag``
                 (a dict of sequences, ``GroupStats.columns`` or a DataFrame), one row per series.
             channel_norms: per-channel norms, one array per row of ``stats`` (or ``None``).
@@ -417,46 +711,80 @@ class RunStore:
         """
         groups, gates = list(stats["group"]), list(stats["gate"])
         idx = [self._index[g] for g in groups]
+        var, mean, mx, mn = (stats[c] for c in ("variance", "mean", "max", "min"))
+        nf, nz, flag = stats["n_nonfinite"], stats["n_zero"], stats["flag"]
         rows = [
             (
                 g,
                 gate,
                 pos,
-                _real(stats["variance"][pos]),
-                _real(stats["mean"][pos]),
-                _real(stats["max"][pos]),
-                _real(stats["min"][pos]),
-                int(stats["n_nonfinite"][pos]),
-                int(stats["n_zero"][pos]),
-                str(stats["flag"][pos]),
+                _real(var[pos]),
+                _real(mean[pos]),
+                _real(mx[pos]),
+                _real(mn[pos]),
+                int(nf[pos]),
+                int(nz[pos]),
+                str(flag[pos]),
             )
             for pos, (g, gate) in enumerate(zip(idx, gates))
         ]
-        with self._transaction() as c:
-            snap = c.execute("SELECT coalesce(max(snapshot) + 1, 0) FROM snapshots").fetchone()[0]
-            c.execute(
-                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)",
-                (snap, int(step), None if epoch is None else int(epoch), float(wall_time), error),
-            )
-            c.executemany(f"INSERT INTO stats VALUES ({snap}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            if channel_norms is not None:
-                c.executemany(
-                    f"INSERT INTO norms VALUES ({snap}, ?, ?, ?)",
-                    [
-                        (g, gate, np.asarray(v, dtype="<f4").tobytes())
-                        for g, gate, v in zip(idx, gates, channel_norms)
-                    ],
+        epoch = None if epoch is None else int(epoch)
+        blobs = None
+        if channel_norms is not None:
+            blobs = [
+                (g, gate, np.asarray(v, dtype="<f4").tobytes())
+                for g, gate, v in zip(idx, gates, channel_norms)
+            ]
+        with self._lock:
+            clock = copy.copy(self.clock)
+            user = clock.next_user() if step is None else int(step)
+            glob = clock.advance(user, epoch)
+            with self._transaction() as c:
+                # read inside the transaction: another writer of the same file may have added one
+                snap = c.execute("SELECT coalesce(max(snapshot) + 1, 0) FROM snapshots").fetchone()[
+                    0
+                ]
+                c.execute(
+                    "INSERT INTO snapshots (snapshot, step, epoch, wall_time, error, user_step) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (snap, glob, epoch, float(wall_time), error, user),
                 )
-            self._insert_metrics(c, snap, step, epoch, wall_time, metrics)
+                c.executemany(
+                    f"INSERT INTO stats VALUES ({snap}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                if blobs is not None:
+                    c.executemany(f"INSERT INTO norms VALUES ({snap}, ?, ?, ?)", blobs)
+                self._insert_metrics(c, snap, glob, user, epoch, wall_time, metrics)
+            # the clock moves only once the snapshot is committed
+            self.clock = clock
+        if self._checkpointer is not None:
+            self._checkpointer.dirty.set()
         return snap
 
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy committed snapshots from the ``-wal`` log into the run file now (passive: never
+        waits for readers). Returns SQLite's ``(busy, log frames, checkpointed frames)``."""
+        with self._lock:
+            if self.path is None:
+                return (0, 0, 0)
+            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return (int(row[0]), int(row[1]), int(row[2]))
+
     @staticmethod
-    def _insert_metrics(c, snap, step, epoch, wall_time, metrics) -> None:
+    def _insert_metrics(
+        c: sqlite3.Connection,
+        snap: int | None,
+        step: int | None,
+        user_step: int | None,
+        epoch: int | None,
+        wall_time: float,
+        metrics: Mapping[str, Any] | None,
+    ) -> None:
         if not metrics:
             return
         c.executemany(
-            "INSERT INTO metrics (snapshot, step, epoch, wall_time, name, value) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO metrics (snapshot, step, epoch, wall_time, name, value, user_step) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     snap,
@@ -465,6 +793,7 @@ class RunStore:
                     float(wall_time),
                     str(k),
                     _metric_value(v),
+                    None if user_step is None else int(user_step),
                 )
                 for k, v in metrics.items()
             ],
@@ -472,15 +801,32 @@ class RunStore:
 
     def log_metrics(
         self,
-        step: int | None,
-        epoch: int | None,
-        metrics: Mapping[str, Any],
+        metrics: Mapping[str, Any] | int | None,
+        step: Any = None,
+        epoch: Any = None,
         wall_time: float | None = None,
     ) -> None:
-        """Record user metrics (loss, accuracy, ...) outside a snapshot."""
+        """Record user metrics (loss, accuracy, ...) outside a snapshot.
+
+        ``log_metrics(metrics, step=None, epoch=None)``, as ``WidthTracker.log_metrics``;
+        ``step`` is the caller's step (placed like a snapshot's), ``None`` for the last
+        snapshot's. The older order ``log_metrics(step, epoch, metrics)`` still works.
+        """
+        if not isinstance(metrics, Mapping) and isinstance(epoch, Mapping):
+            metrics, step, epoch = epoch, metrics, step  # the pre-0.x order (step, epoch, metrics)
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                f"metrics must be a mapping of names to numbers, not {type(metrics).__name__}"
+            )
         wall = time.time() if wall_time is None else wall_time
-        with self._transaction() as c:
-            self._insert_metrics(c, None, step, epoch, wall, metrics)
+        epoch = None if epoch is None else int(epoch)
+        user = None if step is None else int(step)
+        with self._lock:
+            glob = self.clock.peek(user, epoch)
+            with self._transaction() as c:
+                self._insert_metrics(c, None, glob, user, epoch, wall, metrics)
+        if self._checkpointer is not None:
+            self._checkpointer.dirty.set()
 
     def truncate(self, n_snapshots: int, n_metrics: int | None = None) -> None:
         """Keep the first ``n_snapshots`` snapshots (and metric rows up to id ``n_metrics``);
@@ -492,6 +838,7 @@ class RunStore:
                 c.execute("DELETE FROM metrics WHERE snapshot >= ?", (int(n_snapshots),))
             else:
                 c.execute("DELETE FROM metrics WHERE id > ?", (int(n_metrics),))
+        self._reclock()
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -506,11 +853,8 @@ class RunStore:
 
     @property
     def last_step(self) -> int | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT step FROM snapshots ORDER BY snapshot DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else int(row[0])
+        """Global step of the last snapshot (None before the first)."""
+        return self.clock.last_global
 
     def serialize(self) -> bytes:
         """The whole database as bytes (for checkpointing an in-memory run)."""
@@ -522,20 +866,155 @@ class RunStore:
         with self._lock:
             self._conn.deserialize(data)
             _check(self._conn, self.path or "checkpointed run")
+            _migrate(self._conn)
+            self._reclock()
 
     def close(self) -> None:
-        """Close the file. A finished run goes back to a single file (no ``-wal``/``-shm``).
+        """Close the file, with every committed snapshot folded back into the run file itself.
 
-        WAL mode is for the writing phase (readers while training runs). Left in WAL mode, every
-        later read-only open would leave ``-wal``/``-shm`` files beside the run, which a reader
-        cannot clean up; switching back fails harmlessly while another process still reads.
+        A TRUNCATE checkpoint copies the whole log into the run file and empties it, waiting at
+        most :data:`CLOSE_TIMEOUT_SECONDS` for readers in the middle of a query. Then the file
+        leaves WAL mode, so a finished run is a single file and later read-only opens leave no
+        ``-wal``/``-shm`` beside it; while another process still has the file open that switch
+        fails harmlessly (the run file is complete anyway). Only a reader that holds a read
+        transaction open for longer keeps frames in the log; a warning then names the ``-wal``.
         """
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             if self.path is not None:
-                # a reader holding the file makes this fail: the file then stays in WAL mode
+                try:
+                    self._fold_back()
+                finally:
+                    self._conn.close()
+            else:
+                self._conn.close()
+
+    def _fold_back(self) -> None:
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(CLOSE_TIMEOUT_SECONDS * 1000)}")
+            busy, log, done = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return
+        if busy and log > done >= 0:
+            warnings.warn(
+                f"{self.path}: a reader kept a read transaction open, so {log - done} log frames "
+                f"stay in {self.path}-wal; copy it with the run file (or open the run once "
+                "more to fold it back)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not busy:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA journal_mode = DELETE")
+
+
+class _Transaction:
+    """``with store._transaction() as conn``: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error),
+    under the store's lock."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: RunStore):
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
+        return self.store._conn
+
+    def __exit__(self, typ: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.store._conn.execute("ROLLBACK" if typ else "COMMIT")
+        finally:
+            self.store._lock.release()
+
+
+class _Checkpointer:
+    """A daemon thread with its own connection: a passive checkpoint at most
+    :data:`CHECKPOINT_SECONDS` after each commit. sqlite releases the GIL while it copies and
+    syncs, so training does not wait for it; a failure (disk full, file gone) is left to the
+    next commit or to close(), never raised."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="widthwise-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        conn = None
+        try:
+            while not self._stopping.is_set():
+                if not self.dirty.wait(timeout=1.0):
+                    continue
+                if self._stopping.wait(CHECKPOINT_SECONDS or 1.0):
+                    break
+                self.dirty.clear()
+                try:
+                    if conn is None:
+                        conn = _connect(self.path, readonly=False)
+                        conn.execute("PRAGMA busy_timeout = 0")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    pass
+        finally:
+            if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("PRAGMA journal_mode = DELETE")
-            self._conn.close()
+                    conn.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.dirty.set()
+        self._thread.join(timeout=10)
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+def _writer_pragmas(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync;
+    # checkpoints (CHECKPOINT_SECONDS) bring the commits into the run file itself
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 file to schema 2 (adds ``user_step``, renumbers repeated steps)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= 2:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in ("snapshots", "metrics"):
+            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if "user_step" not in cols:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN user_step INTEGER")
+        conn.execute("UPDATE snapshots SET user_step = step")
+        conn.execute("UPDATE metrics SET user_step = step")
+        rows = conn.execute(
+            "SELECT snapshot, step, epoch FROM snapshots ORDER BY snapshot"
+        ).fetchall()
+        glob, _ = _renumber([(r[1], r[2]) for r in rows])
+        conn.executemany(
+            "UPDATE snapshots SET step = ? WHERE snapshot = ?",
+            [(int(g), r[0]) for g, r in zip(glob, rows)],
+        )
+        conn.execute(
+            "UPDATE metrics SET step = (SELECT s.step FROM snapshots s "
+            "WHERE s.snapshot = metrics.snapshot) WHERE snapshot IS NOT NULL"
+        )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _initialise(

@@ -36,7 +36,7 @@ from torch import nn
 
 from widthwise.distributed import has_sharded_parameters, is_writer, plain_copy, unwrap
 from widthwise.groups import ChannelGroup
-from widthwise.norms import Mode, NormPlan
+from widthwise.norms import Mode, ModelChangedError, NormPlan
 from widthwise.store import Run, RunStore
 
 if TYPE_CHECKING:
@@ -68,9 +68,21 @@ class WidthTracker:
         gates: also record per-gate statistics of recurrent and attention groups.
         meta: extra JSON-serialisable information to keep with the run.
 
+    Raises:
+        RunFileError: ``store`` cannot be created or written, is not a run file, or holds
+            other channel groups (one line that says what to do).
+        ValueError: a :class:`RunStore` made for other channel groups, or no way to find groups.
+
     ``snapshot()`` never raises: a failure becomes one :class:`TrackerWarning` and a snapshot row
     flagged ``"error"``. Under DDP/FSDP, call ``snapshot()`` on every rank (it runs one collective
     for sharded parameters).
+
+    Steps may restart every epoch (``for step, batch in enumerate(loader)``): the run keeps a
+    global step that always increases and the step you passed as ``user_step`` (see
+    :class:`widthwise.store.StepClock`). If a module is replaced while training
+    (``model[2] = nn.Linear(...)``), the next snapshot reads the new module, warns once and flags
+    its groups ``model_changed``; if the new module has other shapes, snapshots fail (recorded,
+    one warning) until a new tracker is made for the changed model.
     """
 
     def __init__(
@@ -102,7 +114,16 @@ class WidthTracker:
         self.keep_channel_norms = keep_channel_norms
         self.n_failed = 0
         self._warned = False
+        self._warned_swap = False
         self._loaded = False
+        if not self.plan.groups:
+            warnings.warn(
+                f"no channel groups in {type(unwrap(model)).__name__}: nothing will be tracked "
+                "(find_groups found no layer whose output channels can be resized; its warnings "
+                "say what was left out)",
+                TrackerWarning,
+                stacklevel=2,
+            )
         info = {
             "mode": mode,
             "model": _describe(model, self.plan.groups),
@@ -110,13 +131,17 @@ class WidthTracker:
             "user": dict(meta or {}),
         }
         if isinstance(store, RunStore):
+            if store.run.groups != list(self.plan.groups):
+                raise ValueError(
+                    "the RunStore was created for other channel groups than this tracker's; "
+                    "create it with RunStore.create(path, tracker_groups) or pass a path"
+                )
             self.store = store
         elif store is None or not is_writer():
             self.store = RunStore.memory(self.plan.groups, info)
         else:
             self.store = RunStore.create(store, self.plan.groups, info, append=True)
         self._preexisting = self.store.n_snapshots
-        self._last_step = self.store.last_step
 
     # -- recording -----------------------------------------------------------------------------
     @property
@@ -136,50 +161,95 @@ class WidthTracker:
     ) -> bool:
         """Record the statistics of every group now. Returns ``True`` on success.
 
-        ``step`` defaults to the previous snapshot's step + 1 (0 for the first).
+        ``step`` defaults to the previous snapshot's step + 1 (0 for the first); a step that
+        repeats or goes back (steps counted per epoch) continues the run's global step.
         """
         if self._preexisting and not self._loaded:
             self._preexisting = 0
             warnings.warn(
                 f"{self.store.path} already holds snapshots of an earlier run; new ones are "
-                "appended. When resuming from a checkpoint, call tracker.load_state_dict(...) "
-                "first so that snapshots taken after the checkpoint are dropped",
+                "appended after them. When resuming from a checkpoint, call "
+                "tracker.load_state_dict(...) first so that snapshots taken after the checkpoint "
+                "are dropped",
                 TrackerWarning,
                 stacklevel=2,
             )
+        if metrics is not None and not isinstance(metrics, Mapping):
+            # a bad metrics argument must not cost the statistics: they are recorded without it
+            self._failed_metrics(TypeError(f"metrics must be a dict, not {type(metrics).__name__}"))
+            metrics = None
         try:
-            step = (0 if self._last_step is None else self._last_step + 1) if step is None else step
-            step = int(step)
+            step = None if step is None else int(step)
             epoch = None if epoch is None else int(epoch)
             wall = time.time()
+            swapped = self._check_model()
             stats = self.plan.stats()
+            if swapped:
+                cols = stats.columns
+                cols["flag"] = [
+                    ",".join(filter(None, (f, "model_changed"))) if g in swapped else f
+                    for g, f in zip(cols["group"], cols["flag"])
+                ]
             norms = stats.norms if self.keep_channel_norms else None
             self.store.append_snapshot(step, epoch, wall, metrics, stats.columns, norms)
-            self._last_step = step
             return True
         except Exception as exc:
             self._failed(exc, step, epoch, metrics)
             return False
+
+    def _check_model(self) -> set[str]:
+        """Rebind the plan when a module it reads was replaced; the names of the groups that
+        read a replaced module (empty when nothing changed)."""
+        gone = self.plan.stale()
+        if not gone:
+            return set()
+        self.plan.rebind()  # ModelChangedError when the shapes changed: recorded as a failure
+        prefixes = tuple(f"{p}." for p in gone)
+        swapped = {
+            g.name
+            for g in self.plan.groups
+            if any(m.param.startswith(prefixes) or m.param in gone for m in g.members)
+        }
+        swapped = swapped or {g.name for g in self.plan.groups}
+        if not self._warned_swap:
+            self._warned_swap = True
+            warnings.warn(
+                f"module {', '.join(gone)} of the model was replaced since the last snapshot; the "
+                "tracker now reads the new module (same parameter shapes), and this snapshot of "
+                f"{', '.join(sorted(swapped))} is flagged 'model_changed'. If the new module "
+                "changes the architecture, start a new WidthTracker with a new run file",
+                TrackerWarning,
+                stacklevel=3,
+            )
+        return swapped
 
     def _failed(self, exc: Exception, step: Any, epoch: Any, metrics: Any) -> None:
         self.n_failed += 1
         msg = f"{type(exc).__name__}: {exc}"
         if not self._warned:
             self._warned = True
-            where = traceback.extract_tb(exc.__traceback__)[-1]
+            if isinstance(exc, ModelChangedError):
+                where_txt = ""
+            else:
+                tb = traceback.extract_tb(exc.__traceback__)
+                where_txt = (
+                    f", at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+                )
             warnings.warn(
-                f"widthwise snapshot failed and was recorded as an error ({msg}, at "
-                f"{os.path.basename(where.filename)}:{where.lineno}); training continues. "
-                "Further failures are recorded without a warning",
+                f"widthwise snapshot failed and was recorded as an error ({msg}{where_txt}); "
+                "training continues. Further failures are recorded without a warning",
                 TrackerWarning,
                 stacklevel=3,
             )
         try:
-            step = int(step) if step is not None else (self._last_step or -1) + 1
+            try:
+                step = None if step is None else int(step)
+            except (TypeError, ValueError):
+                step = None
             series = self.plan.series
             k = len(series)
             nan = np.full(k, np.nan)
-            cols = {
+            cols: dict[str, Any] = {
                 "group": [s.group for s in series],
                 "gate": [s.gate for s in series],
                 "variance": nan,
@@ -195,25 +265,31 @@ class WidthTracker:
             except (TypeError, ValueError):
                 epoch = None
             self.store.append_snapshot(step, epoch, time.time(), metrics, cols, None, error=msg)
-            self._last_step = step
         except Exception:  # the store itself is failing: counting is all that is left
             pass
 
     def log_metrics(
         self, metrics: Mapping[str, Any], step: int | None = None, epoch: int | None = None
     ) -> None:
-        """Record user metrics (loss, accuracy, ...) between snapshots; never raises."""
+        """Record user metrics (loss, accuracy, ...) between snapshots; never raises.
+
+        ``step`` is your step, placed on the run's global scale like a snapshot's (``None``:
+        the last snapshot's step).
+        """
         try:
-            self.store.log_metrics(self._last_step if step is None else step, epoch, metrics)
+            self.store.log_metrics(metrics, step=step, epoch=epoch)
         except Exception as exc:
-            self.n_failed += 1
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"widthwise could not record metrics ({type(exc).__name__}: {exc})",
-                    TrackerWarning,
-                    stacklevel=2,
-                )
+            self._failed_metrics(exc)
+
+    def _failed_metrics(self, exc: Exception) -> None:
+        self.n_failed += 1
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"widthwise could not record metrics ({type(exc).__name__}: {exc})",
+                TrackerWarning,
+                stacklevel=3,
+            )
 
     # -- reading -------------------------------------------------------------------------------
     def history(self, *, gates: bool = False) -> pd.DataFrame:
@@ -248,7 +324,7 @@ class WidthTracker:
             "version": _STATE_VERSION,
             "n_snapshots": self.store.n_snapshots,
             "n_metrics": self.store.n_metrics,
-            "last_step": self._last_step,
+            "last_step": self.store.last_step,
             "path": self.store.path,
             "records": self.store.serialize() if self.store.path is None else None,
         }
@@ -277,9 +353,7 @@ class WidthTracker:
                     TrackerWarning,
                     stacklevel=2,
                 )
-        self.store.truncate(n_snap, n_met)
-        last = state.get("last_step")
-        self._last_step = None if last is None else int(last)
+        self.store.truncate(n_snap, n_met)  # also resets the store's step clock to the checkpoint
         self._loaded = True
 
     def close(self) -> None:

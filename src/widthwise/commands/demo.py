@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from widthwise.cli import CLIError
+from widthwise.cli import CLIError, check_writable
 
 
 def register(subparsers) -> None:
@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 100:
         raise CLIError(f"--samples must be at least 100, got {args.samples}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder; choose another path")
+    check_writable(out)
     result = run_demo(
         out,
         epochs=args.epochs,

@@ -49,7 +49,9 @@ def load_callable(target: str):
     """Resolve ``module.path:name`` or ``file.py:name`` to the object it names."""
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
-        raise CLIError(f"expected MODULE:CALLABLE (e.g. widthwise.reproduction.zoo:MLP), got {target!r}")
+        raise CLIError(
+            f"expected MODULE:CALLABLE (e.g. widthwise.reproduction.zoo:MLP), got {target!r}"
+        )
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)
         if not path.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from widthwise.cli import CLIError
+from widthwise.cli import CLIError, check_writable
 
 OUTPUTS = ("kernel_grid.csv", "kernel_paths.csv", "kernel_grid.png", "kernel_kernels.npz")
 
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     clash = [name for name in OUTPUTS if (out / name).exists()]
     if clash and not args.force:
         raise CLIError(f"{out} already holds {', '.join(clash)}; pass --force or another --out")
+    check_writable(out)  # before minutes of work, not after
 
     import numpy as np
     import pandas as pd

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         description="Analyse a run file written by WidthTracker (it may still be growing): "
         "print one verdict per channel group and write a self-contained HTML report.",
     )
-    p.add_argument("run", metavar="RUN", help="run file (.sqlite) written by WidthTracker")
+    p.add_argument("run", metavar="RUN", help="run file (.wwrun) written by WidthTracker")
     p.add_argument(
         "--html",
         metavar="PATH",
@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     except RunFileError as exc:
         raise CLIError(str(exc)) from None
     print(report)
+    if not stored.groups:
+        print(
+            "\nThis run has no channel groups: find_groups found no layer whose output channels "
+            "can be resized (its warnings, when the tracker was created, said what was left out)."
+        )
     if not args.no_html:
         out = Path(args.html) if args.html else path.with_suffix(".html")
         if out.is_dir():
