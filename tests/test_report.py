@@ -362,7 +362,7 @@ def test_from_run_takes_a_plan_and_checks_it(tracker, report, plan):
 # ---------------------------------------------------------------------- paper_label column
 def with_paper(report: Report, labels: list) -> Report:
     """The report as it looks once verdicts.py also returns the paper's shape verdict."""
-    out = report.with_plan(None)
+    out = report.with_plan(report.plan)  # a copy
     out.table = report.table.assign(paper_label=labels, paper_confidence=0.5)
     return out
 
