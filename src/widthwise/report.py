@@ -529,7 +529,7 @@ class Report:
         finite = rel[picks][np.isfinite(rel[picks])]
         hi = float(finite.max()) if finite.size else 1.0
         n_bins = int(np.clip(round(2 * math.sqrt(width)), 6, 30))
-        bins = np.linspace(0.0, max(hi, 1e-9) * 1.02, n_bins + 1)
+        bins = np.linspace(0.0, max(hi, 1e-9) * 1.02, n_bins + 1).tolist()
         for j, i in enumerate(picks):
             values = rel[i][np.isfinite(rel[i])]
             ax.hist(
@@ -644,6 +644,7 @@ _NO_GROUPS_TEXT = (
 
 
 def _legend(*, paper: bool, plan: bool) -> tuple[str, ...]:
+    # for to_text, whose ``legend`` argument hides the module-level function
     return legend(paper=paper, plan=plan)
 
 
@@ -1081,7 +1082,7 @@ def _get(row: Any, name: str) -> Any:
 def _run_name(run: Any) -> str:
     """``meta={"name": ...}`` given to the tracker, else the run file's stem, else "run"."""
     meta = dict(getattr(run, "meta", {}) or {})
-    user = meta.get("user") if isinstance(meta.get("user"), dict) else {}
+    user: dict[str, Any] = meta["user"] if isinstance(meta.get("user"), dict) else {}
     name = user.get("name") or meta.get("name")
     if not name and getattr(run, "path", None):
         name = Path(run.path).stem
@@ -1100,7 +1101,7 @@ def _meta_items(run: Any) -> list[tuple[str, str]]:
             items.append(("parameters", f"{int(model['n_parameters']):,}"))
     if meta.get("mode"):
         items.append(("norm", str(meta["mode"])))
-    user = meta.get("user") if isinstance(meta.get("user"), dict) else {}
+    user: dict[str, Any] = meta["user"] if isinstance(meta.get("user"), dict) else {}
     items += [(str(k), str(v)) for k, v in user.items() if k != "name"]
     return items
 

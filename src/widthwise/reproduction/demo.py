@@ -37,12 +37,16 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from widthwise.report import Report
+
+if TYPE_CHECKING:
+    from widthwise.reproduction.data import TensorSplit
+    from widthwise.tracker import WidthTracker
 
 __all__ = ["DEMO_MODELS", "DemoModel", "DemoResult", "run_demo", "train_tracked"]
 
@@ -97,7 +101,7 @@ class DemoResult:
 
 def train_tracked(
     model: nn.Module,
-    data,
+    data: TensorSplit,
     store: str | Path | None,
     *,
     epochs: int,
@@ -107,10 +111,10 @@ def train_tracked(
     batch_size: int = 100,
     snapshot_every: int = 10,
     schedule: str = "step",
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
-    analyses: dict | None = None,
-):
+    analyses: dict[str, Any] | None = None,
+) -> tuple[WidthTracker, float]:
     """Train ``model`` on a :class:`~widthwise.reproduction.data.TensorSplit` with a :class:`WidthTracker`.
 
     A snapshot is taken before the first step, every ``snapshot_every`` steps and after the last
@@ -213,7 +217,17 @@ def run_demo(
         torch.set_num_threads(threads)
 
 
-def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, log, t0):
+def _run_demo(
+    out_dir: str | Path,
+    epochs: int,
+    seed: int,
+    samples: int,
+    models: Sequence[DemoModel],
+    snapshot_every: int,
+    progress: bool | None,
+    log: Callable[[str], None],
+    t0: float,
+) -> DemoResult:
     from widthwise.analysis import figures
     from widthwise.report import legend, save_html
     from widthwise.reproduction.data import mnist1d
@@ -230,7 +244,7 @@ def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, 
             stale.unlink(missing_ok=True)
         torch.manual_seed(seed)
         model = spec.build()
-        analyses: dict = {}
+        analyses: dict[str, Any] = {}
         with _Progress(epochs * steps_per_epoch, f"{spec.name} {spec.widths}", progress) as bar:
             tracker, acc = train_tracked(
                 model,
