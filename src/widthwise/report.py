@@ -244,7 +244,7 @@ class Report:
 
         The plan must be for this run's model: a group the plan lists with another old width
         than the run recorded raises :class:`ValueError`. Groups the plan does not list are shown
-        as unchanged-unknown ("-"). The extra sections are shared with the copy.
+        as "-". The copy starts with the same extra sections (a new list).
         """
         if plan is not None:
             _check_plan(plan, self.table)
