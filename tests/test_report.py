@@ -382,6 +382,14 @@ def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report, t
     page = paper.to_html()
     assert ">paper&#x27;s verdict</th>" in page
     assert "The paper&#x27;s shape rule alone reads DS." in page  # differs from the verdict
+    # an IS verdict the shape rule calls DS: the shape told neutrally, then the verdict
+    all_ds = with_paper(report, ["DS"] * n)
+    why = all_ds._why(next(r for r in all_ds.table.itertuples() if r.label == "IS"))
+    assert "alone reads DS; the verdict is IS: it is wide enough" in why
+    assert "it stayed high" not in why and "it fell back" not in why
+    is_row = next(r for r in report.table.itertuples() if r.label == "IS")
+    agree = report._why(is_row)  # no paper column: the shape explains the verdict
+    assert "it stayed high" in agree and "wide enough" in agree
     assert "<th>paper&#x27;s verdict</th>" in paper._repr_html_()
     # without the column (verdicts.py before the new verdict), nothing about it
     assert "paper" not in str(report).split("\n\n")[0]

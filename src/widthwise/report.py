@@ -603,35 +603,45 @@ class Report:
         return f"{verb} {old} → {w}{pct}"
 
     def _why(self, r: Any) -> str:
-        """The verdict in words, from the shape of the group's spread."""
+        """The verdict in words: the shape of the group's spread and what it means.
+
+        When the table's ``paper_label`` (the shape rule alone) differs from ``label`` (the
+        verdict to act on), the shape is told neutrally and the verdict's own reason follows.
+        """
         label = str(r.label)
         peak, at, end = _get(r, "peak"), _get(r, "peak_at"), _get(r, "final_to_peak")
+        reason = r.reason if isinstance(r.reason, str) and r.reason else ""
+        paper = _get(r, "paper_label")
+        paper = paper if isinstance(paper, str) and paper else None
         shape = ""
         if _finite(peak) and _present(at) and _finite(end):
             shape = (
                 f"the spread of its channel norms peaked at {float(peak):.3g} (step {int(at)}) "
                 f"and ended at {float(end):.0%} of that peak"
             )
+        if label not in ("IS", "DS"):
+            text = f"neither pattern is clear ({reason or 'no clear pattern'}): keep its width."
+            if shape:
+                text = f"{shape[:1].upper()}{shape[1:]}; {text}"
+            if paper is not None and paper != label:
+                text += f" The paper's shape rule alone reads {paper}."
+            return text[:1].upper() + text[1:]
+        meaning = {
+            "DS": "the layer is too narrow and would gain from more width",
+            "IS": "it is wide enough and has width to spare",
+        }[label]
+        if paper is not None and paper != label:  # the shape alone says otherwise
+            text = (f"{shape[:1].upper()}{shape[1:]}. " if shape else "") + (
+                f"The paper's shape rule alone reads {paper}; the verdict is {label}: {meaning}"
+            )
+            return text + (f" ({reason})." if reason else ".")
         if label == "DS":
-            text = (
-                (shape + ": it " if shape else "Its spread ")
-                + "fell back, so all its channels grew alike and every one is in use: the layer "
-                "is too narrow and would gain from more width"
-            )
-        elif label == "IS":
-            text = (
-                (shape + ": it " if shape else "Its spread ")
-                + "stayed high, so a few channels carry the layer while the others lag behind: "
-                "it is wide enough and has width to spare"
-            )
+            told = "fell back, so all its channels grew alike and every one is in use"
         else:
-            reason = r.reason if isinstance(r.reason, str) and r.reason else "no clear pattern"
-            text = f"neither pattern is clear ({reason}): keep its width"
-        text = text[:1].upper() + text[1:] + "."
-        paper = _get(r, "paper_label")
-        if isinstance(paper, str) and paper and paper != label:
-            text += f" The paper's shape rule alone reads {paper}."
-        return text
+            told = "stayed high, so a few channels carry the layer while the others lag behind"
+        text = (shape + ": it " if shape else "its spread ") + f"{told}: {meaning}"
+        text = text[:1].upper() + text[1:]
+        return text + (f" ({reason})." if reason else ".")
 
 
 _NO_GROUPS_TEXT = (
