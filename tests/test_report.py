@@ -136,8 +136,11 @@ def test_table_has_one_row_per_group_with_the_classifier_verdict(tracker, report
     for row, group in zip(table.to_dict("records"), tracker.groups):
         steps, values = series_by_loops(history, group.name)
         expected = classify(values, steps)
-        assert row["label"] == expected.label
-        assert row["confidence"] == pytest.approx(expected.confidence)
+        # the paper's shape verdict: "label" until verdicts.py adds its evidence-based verdict
+        # beside it, then "paper_label" (the columns below describe the shape either way)
+        assert row.get("paper_label", row["label"]) == expected.label
+        conf = row.get("paper_confidence", row["confidence"])
+        assert conf == pytest.approx(expected.confidence)
         assert row["snapshots"] == len(values) == 30
         for field in ("stage1_end", "stage2_end", "peak", "peak_at", "final_to_peak"):
             want = getattr(expected, field)
@@ -164,7 +167,7 @@ def test_gated_groups_get_per_gate_verdicts():
     # the whole-group verdict comes from the gate == "" series only
     steps, values = series_by_loops(history, hidden[0].name)
     whole = report.table.set_index("group").loc[hidden[0].name]
-    assert whole["label"] == classify(values, steps).label
+    assert whole.get("paper_label", whole["label"]) == classify(values, steps).label
     assert "gates of rnn.l0 (hidden): r " in str(report)
 
 
@@ -289,12 +292,28 @@ def forced_plan(tracker: WidthTracker, report: Report, labels: dict[str, str]):
         )
 
 
-def text_rows(text: str, n: int) -> list[list[str]]:
-    """The table body of ``to_text`` split into cells (group names here have no spaces...
-    except the odd ones, so split from the right)."""
+def text_rows(text: str, n: int) -> list[dict[str, str]]:
+    """The body of ``to_text``'s table, one ``{header: cell}`` per row (no cell has a space;
+    two headers do)."""
     lines = text.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("group"))
-    return [line.split() for line in lines[header + 2 : header + 2 + n]]
+    i = next(i for i, line in enumerate(lines) if line.startswith("group"))
+    names = lines[i].replace("dip end", "dip_end").replace("rise end", "rise_end").split()
+    rows = [line.split() for line in lines[i + 2 : i + 2 + n]]
+    assert all(len(cells) == len(names) for cells in rows), (names, rows)
+    return [dict(zip(names, cells)) for cells in rows]
+
+
+def forced(report: Report, labels: dict[str, str]) -> Report:
+    """A copy of ``report`` whose verdicts are ``labels`` (whatever the verdict rule made of
+    the tiny run), for tests of how verdicts are shown."""
+    out = report.with_plan(report.plan)
+    suggestion = {"DS": "widen", "IS": "narrow", "undetermined": "keep"}
+    table = report.table.copy()
+    table["label"] = [labels[g] for g in table["group"]]
+    table["suggestion"] = [suggestion[v] for v in table["label"]]
+    table["confidence"] = 0.9
+    out.table = table
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -315,13 +334,11 @@ def test_plan_widths_on_the_page_and_in_the_terminal(tracker, report, plan, tmp_
     header = next(line for line in text.splitlines() if line.startswith("group"))
     assert header.split()[:4] == ["group", "width", "new", "verdict"]
     for row, cells in zip(report.table.itertuples(), text_rows(text, len(report.table))):
-        # the width and new width follow the group name; the last cell is what the plan does
-        i = len(cells) - 13  # 13 cells after the (possibly space-containing) group name
-        assert cells[i + 1 : i + 3] == [str(old[row.group]), str(new[row.group])]
-        want = "narrow" if new[row.group] < old[row.group] else "widen"
-        assert cells[-1] == want
+        assert (cells["width"], cells["new"]) == (str(old[row.group]), str(new[row.group]))
+        # the suggestion column says what the plan does
+        assert cells["suggest"] == ("narrow" if new[row.group] < old[row.group] else "widen")
     assert "plan.apply(model" in text and "FLOPs" in text
-    assert "widthwise.streamline(" not in report.to_text() or report._actionable()
+    assert "widthwise.streamline(" not in text  # the plan is there: no recipe for one
 
     page = planned.save_html(tmp_path / "plan.html").read_text(encoding="utf-8")
     for g in (first, second):
@@ -336,7 +353,8 @@ def test_plan_widths_on_the_page_and_in_the_terminal(tracker, report, plan, tmp_
 
 
 def test_without_a_plan_the_page_says_how_to_get_one(report, tmp_path):
-    assert report._actionable()  # the tiny run has IS groups
+    first, second = report.table["group"]
+    report = forced(report, {first: "IS", second: "DS"})
     page = report.save_html(tmp_path / "noplan.html").read_text(encoding="utf-8")
     assert "By how much" in page and "widthwise.streamline(model, report, example_inputs" in page
     assert ">new width</th>" not in page  # no column for widths we do not know
@@ -367,35 +385,55 @@ def with_paper(report: Report, labels: list) -> Report:
     return out
 
 
-def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report, tmp_path):
-    n = len(report.table)
-    paper = with_paper(report, ["DS"] + [None] * (n - 1))
+def without_paper(report: Report) -> Report:
+    """The report as it looks before verdicts.py returns the paper's verdict beside its own."""
+    out = report.with_plan(report.plan)
+    out.table = report.table.drop(columns=["paper_label", "paper_confidence"], errors="ignore")
+    return out
+
+
+def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report):
+    first, second = report.table["group"]
+    base = forced(without_paper(report), {first: "undetermined", second: "IS"})
+    paper = with_paper(base, ["DS", None])
     text = paper.to_text()
     header = next(line for line in text.splitlines() if line.startswith("group"))
     assert header.split()[2:4] == ["verdict", "paper"]
-    rows = text_rows(text, n)
-    labels = list(report.table["label"])
-    for cells, label, want in zip(rows, labels, ["DS"] + ["-"] * (n - 1)):
-        i = cells.index(label, len(cells) - 12)
-        assert cells[i + 1] == want
+    rows = text_rows(text, 2)
+    assert [r["verdict"] for r in rows] == ["undetermined", "IS"]
+    assert [r["paper"] for r in rows] == ["DS", "-"]  # missing values show as "-"
     assert any(line.startswith("paper: ") for line in text.splitlines())  # its legend line
     page = paper.to_html()
-    assert ">paper&#x27;s verdict</th>" in page
+    assert ">paper&#x27;s verdict</th>" in page and "it is this shape rule alone" in page
     assert "The paper&#x27;s shape rule alone reads DS." in page  # differs from the verdict
+    assert "<th>paper&#x27;s verdict</th>" in paper._repr_html_()
     # an IS verdict the shape rule calls DS: the shape told neutrally, then the verdict
-    all_ds = with_paper(report, ["DS"] * n)
-    why = all_ds._why(next(r for r in all_ds.table.itertuples() if r.label == "IS"))
+    all_ds = with_paper(base, ["DS", "DS"])
+    why = all_ds._why(list(all_ds.table.itertuples())[1])
     assert "alone reads DS; the verdict is IS: it is wide enough" in why
     assert "it stayed high" not in why and "it fell back" not in why
-    is_row = next(r for r in report.table.itertuples() if r.label == "IS")
-    agree = report._why(is_row)  # no paper column: the shape explains the verdict
+    agree = base._why(list(base.table.itertuples())[1])  # no paper column: the shape explains
     assert "it stayed high" in agree and "wide enough" in agree
-    assert "<th>paper&#x27;s verdict</th>" in paper._repr_html_()
-    # without the column (verdicts.py before the new verdict), nothing about it
-    assert "paper" not in str(report).split("\n\n")[0]
-    page = report.to_html()
+    # without the column (verdicts.py before its new verdict), nothing about it
+    assert "paper" not in str(base).split("\n\n")[0]
+    page = base.to_html()
     assert "paper's verdict" not in page and "paper&#x27;s verdict" not in page
-    assert not any(line.startswith("paper: ") for line in str(report).splitlines())
+    assert not any(line.startswith("paper: ") for line in str(base).splitlines())
+
+
+def test_a_too_wide_terminal_table_drops_the_stage_details_before_the_names(report):
+    names = list(report.table["group"])
+    wide = with_paper(forced(report, dict.fromkeys(names, "undetermined")), [None, None])
+    wide.table["paper_label"] = "undetermined"
+    lines = wide.to_text().splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    header = next(line for line in lines if line.startswith("group"))
+    assert "dip end" not in header and "rise end" not in header and "kept" in header
+    rows = [line for line in lines if line.startswith("layers.")]
+    assert [row.split()[0] for row in rows] == [n.replace(" ", "") for n in names]  # whole
+    assert not any("dip end" in line for line in lines)  # nor in the legend
+    narrow = forced(without_paper(report), dict.fromkeys(names, "IS"))
+    assert "dip end" in narrow.to_text()  # room enough: everything stays
 
 
 # ---------------------------------------------------------------------- other views

@@ -71,10 +71,11 @@ HOW_TO_PLAN = 'plan = widthwise.streamline(model, report, example_inputs, budget
 HOW_TO_APPLY = 'new_model = plan.apply(model, init="reinit")  # then train new_model'
 
 
-def legend(*, paper: bool = False, plan: bool = False) -> tuple[str, ...]:
+def legend(*, paper: bool = False, plan: bool = False, stages: bool = True) -> tuple[str, ...]:
     """What the verdicts and the terminal table's columns mean (lines under 100 characters).
 
-    ``paper`` adds the ``paper`` column, ``plan`` the ``new`` column.
+    ``paper`` adds the ``paper`` column, ``plan`` the ``new`` column; ``stages=False`` leaves
+    out the columns a narrow table drops (``dip end``, ``rise end``, ``end/peak``).
     """
     lines = [
         "IS: variance rises and stays high: wide enough, can narrow.  DS: variance rises, then",
@@ -84,11 +85,15 @@ def legend(*, paper: bool = False, plan: bool = False) -> tuple[str, ...]:
         lines.append("paper: the paper's shape rule alone (the verdict column is what to act on).")
     if plan:
         lines.append("new: the width in the plan (same budget); - where the plan has no entry.")
-    lines += [
-        "dip end / rise end: last step of stage 1 / 2.  at: step of the peak.  end/peak: final",
-        f"level / peak.  kept: share of the rise kept at the end (< {DS_MAX_RETAINED:g} reads DS).",
-        "stable: step from which the early verdict no longer changed.",
-    ]
+    kept = f"kept: share of the rise kept at the end (< {DS_MAX_RETAINED:g} reads DS)."
+    if stages:
+        lines += [
+            "dip end / rise end: last step of stage 1 / 2.  at: step of the peak.  end/peak: final",
+            f"level / peak.  {kept}",
+        ]
+    else:
+        lines.append(f"at: step of the peak.  {kept}")
+    lines.append("stable: step from which the early verdict no longer changed.")
     return tuple(lines)
 
 
@@ -294,6 +299,15 @@ class Report:
             body.append(cells)
         widths = [max([len(h)] + [len(row[i]) for row in body]) for i, h in enumerate(headers)]
         excess = sum(widths) + len(widths) - 1 - width
+        stages = True
+        if excess > 0 and widths[0] - excess < _MIN_GROUP_CHARS:
+            # too wide (two 12-character "undetermined" columns): drop the stage details, which
+            # the figure shows, before cutting the group names down
+            drop = [headers.index(h) for h in _STAGE_DETAILS]
+            headers = [h for i, h in enumerate(headers) if i not in drop]
+            body = [[c for i, c in enumerate(row) if i not in drop] for row in body]
+            widths = [w for i, w in enumerate(widths) if i not in drop]
+            excess, stages = sum(widths) + len(widths) - 1 - width, False
         if excess > 0:  # only the group name is shortened; everything else is short already
             widths[0] = max(8, widths[0] - excess)
 
@@ -330,7 +344,8 @@ class Report:
                 "",
             ]
         if legend:
-            lines += [_clip(text, width) for text in _legend(paper=has_paper, plan=new is not None)]
+            shown = _legend(paper=has_paper, plan=new is not None, stages=stages)
+            lines += [_clip(text, width) for text in shown]
         return "\n".join(lines).rstrip("\n")
 
     def __str__(self) -> str:
@@ -653,9 +668,16 @@ _NO_GROUPS_TEXT = (
 )
 
 
-def _legend(*, paper: bool, plan: bool) -> tuple[str, ...]:
+def _legend(*, paper: bool, plan: bool, stages: bool) -> tuple[str, ...]:
     # for to_text, whose ``legend`` argument hides the module-level function
-    return legend(paper=paper, plan=plan)
+    return legend(paper=paper, plan=plan, stages=stages)
+
+
+# The terminal table drops these (the figure shows them) rather than cut group names shorter
+# than _MIN_GROUP_CHARS: with the paper's verdict beside the verdict ("undetermined" twice), a
+# 100-column table otherwise left 8 characters of "layers.<script>..." (test_report.py).
+_STAGE_DETAILS = ("dip end", "rise end", "end/peak")
+_MIN_GROUP_CHARS = 16
 
 
 # ---------------------------------------------------------------------- HTML
@@ -717,33 +739,38 @@ def _html_body(report: Report, anchor: str) -> str:
 
 
 def _todo(report: Report, anchor: str) -> str:
-    """The 'what to change' box: one line per group to change, the plan or how to get one."""
+    """The 'what to change' box: one line per group to change, the plan or how to get one.
+
+    With a plan, a group is to change when the plan changes its width (widening first); without
+    one, when its verdict is IS or DS.
+    """
     e = html.escape
     new = report._new_widths()
-    order = {"DS": 0, "IS": 1}
-    rows = sorted(enumerate(report.table.itertuples()), key=lambda ir: order.get(ir[1].label, 2))
+
+    def moves(r: Any) -> int:  # 0 widen, 1 narrow, 2 keep
+        if new is not None and r.group in new:
+            return 0 if new[r.group] > r.width else 1 if new[r.group] < r.width else 2
+        return {"DS": 0, "IS": 1}.get(r.label, 2)
+
+    rows = sorted(enumerate(report.table.itertuples()), key=lambda ir: moves(ir[1]))
     items, keep = [], []
     for i, r in rows:
-        change = report._change(r, new)
         link = f"<a href='#{anchor}-g{i}'>{e(r.group)}</a>"
-        if r.label in ("IS", "DS"):
-            conf = f", confidence {r.confidence:.2f}" if _finite(r.confidence) else ""
-            items.append(
-                f"<li><b>{link}</b>: <b>{e(change)}</b> "
-                f"<span class='badge {_css_label(r.label)}'>{e(r.label)}</span> "
-                f"<span class='muted'>{e(_MEANING[r.label])}{conf}</span></li>"
-            )
-        else:
+        if moves(r) == 2:
             keep.append(link)
+            continue
+        conf = f", confidence {r.confidence:.2f}" if _finite(r.confidence) else ""
+        items.append(
+            f"<li><b>{link}</b>: <b>{e(report._change(r, new))}</b> {_badge(r.label)} "
+            f"<span class='muted'>{e(_MEANING.get(r.label, ''))}{conf}</span></li>"
+        )
     out = ["<div class='todo'><h3>What to change</h3>"]
     if items:
         out.append(f"<ul>{''.join(items)}</ul>")
     else:
-        out.append(
-            "<p>No group shows a clear pattern: keep the widths (why: under each group).</p>"
-        )
-    if keep:
-        out.append(f"<p>Keep as they are (no clear pattern): {', '.join(keep)}.</p>")
+        out.append("<p>Nothing: keep the widths (why: under each group).</p>")
+    if keep and items:
+        out.append(f"<p>Keep as they are: {', '.join(keep)}.</p>")
     if report.plan is not None:
         out.append(f"<p>{e(_budget_text(report.plan))}. To build the new model:</p>")
         out.append(f"<pre><code>{e(_plan_code(report.plan))}</code></pre>")
@@ -839,7 +866,7 @@ def render_html(reports: Sequence[Report], *, title: str | None = None) -> str:
 <body>
 <header><h1>{e(title)}</h1><p class="meta">generated {stamp} by widthwise</p>{nav}</header>
 <main>
-{_INTRO}
+{_intro(paper=any("paper_label" in r.table.columns for r in reports))}
 {bodies}
 </main>
 </body>
@@ -859,7 +886,18 @@ def save_html(
     return path
 
 
-# The page's own explanation, for a reader who has never seen the paper.
+def _intro(*, paper: bool) -> str:
+    """The page's own explanation, for a reader who has never seen the paper."""
+    if not paper:
+        return _INTRO
+    return _INTRO.replace("</div>", _INTRO_PAPER + "</div>")
+
+
+_INTRO_PAPER = """<p>Where a <b>paper's verdict</b> column is shown, it is this shape rule alone; the
+<b>verdict</b> weighs the shape together with further evidence from the same run, and is the one
+to act on (each group's section says why when the two differ).</p>
+"""
+
 _INTRO = f"""<div class="intro">
 <h2>How to read this page</h2>
 <p>During training, widthwise looked at every <em>channel group</em> of the model (the channels
