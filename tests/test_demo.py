@@ -55,7 +55,7 @@ def test_piped_output_arrives_in_order_with_one_legend(piped):
     assert unflushed == ""  # nothing waits in a buffer until the end
     text = "".join(chunk for _, chunk in timeline)
     assert "\r" not in text  # no progress-bar redraws in a pipe
-    assert text.count("IS: variance rises") == 1  # the legend, once, after both tables
+    assert text.count("stable: step from which") == 1  # the legend, once, after both tables
 
     def first(pattern: str, stream: str) -> int:
         for i, (name, chunk) in enumerate(timeline):
@@ -69,11 +69,12 @@ def test_piped_output_arrives_in_order_with_one_legend(piped):
         first(r"widthwise report: tiny", "out"),
         first(r"conv \[3, 8\]: training", "err"),
         first(r"widthwise report: conv", "out"),
-        first(r"IS: variance rises", "out"),
+        first(r"stable: step from which", "out"),
     ]
     assert order == sorted(order), order
     # the tables carry the planned widths ("new" column) and the line that builds the model
-    assert "plan.apply(model" in text and " new verdict" in text
+    assert text.count(" new verdict") == 2
+    assert text.count("plan.apply(model") + text.count("The plan keeps every width") == 2
 
 
 def test_demo_plans_every_model_and_the_page_shows_the_widths(piped):

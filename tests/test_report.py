@@ -182,7 +182,7 @@ def test_terminal_table_is_aligned_and_fits_100_columns(report):
         assert line[column:].startswith(row.label)
         assert line.startswith(row.group[:10])
         assert line.rstrip().endswith(row.suggestion)
-    assert any(line.startswith("IS: ") for line in lines)  # the legend
+    assert any(line.startswith("stable: ") for line in lines)  # the legend
 
 
 def test_long_group_names_are_shortened_not_wrapped():
@@ -352,6 +352,17 @@ def test_plan_widths_on_the_page_and_in_the_terminal(tracker, report, plan, tmp_
     assert ">new width</th>" in page
 
 
+def test_a_plan_that_changes_nothing_says_so(tracker, report, tmp_path):
+    names = list(report.table["group"])
+    keep = forced_plan(tracker, report, dict.fromkeys(names, "undetermined"))
+    assert list(keep.table["new_width"]) == list(keep.table["old_width"])
+    planned = forced(report, dict.fromkeys(names, "undetermined")).with_plan(keep)
+    assert "The plan keeps every width" in planned.to_text()
+    assert "plan.apply(" not in planned.to_text()
+    page = planned.to_html()
+    assert "The plan keeps every width" in page and "plan.apply(" not in page
+
+
 def test_without_a_plan_the_page_says_how_to_get_one(report, tmp_path):
     first, second = report.table["group"]
     report = forced(report, {first: "IS", second: "DS"})
@@ -402,7 +413,7 @@ def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report):
     rows = text_rows(text, 2)
     assert [r["verdict"] for r in rows] == ["undetermined", "IS"]
     assert [r["paper"] for r in rows] == ["DS", "-"]  # missing values show as "-"
-    assert any(line.startswith("paper: ") for line in text.splitlines())  # its legend line
+    assert "paper: the paper's shape rule alone" in text  # its legend line
     page = paper.to_html()
     assert ">paper&#x27;s verdict</th>" in page and "it is this shape rule alone" in page
     assert "The paper&#x27;s shape rule alone reads DS." in page  # differs from the verdict
@@ -418,7 +429,7 @@ def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report):
     assert "paper" not in str(base).split("\n\n")[0]
     page = base.to_html()
     assert "paper's verdict" not in page and "paper&#x27;s verdict" not in page
-    assert not any(line.startswith("paper: ") for line in str(base).splitlines())
+    assert "paper: the paper's" not in str(base)
 
 
 def test_a_too_wide_terminal_table_drops_the_stage_details_before_the_names(report):
@@ -470,8 +481,8 @@ def test_no_groups_gives_an_explanation_not_an_empty_table(tmp_path):
 
 
 def test_to_text_can_leave_out_the_legend(report):
-    assert "IS: variance rises" in report.to_text()
-    assert "IS: variance rises" not in report.to_text(legend=False)
+    assert "stable: step from which" in report.to_text()
+    assert "stable: step from which" not in report.to_text(legend=False)
     assert report.to_text(legend=False) in report.to_text()
 
 

@@ -77,12 +77,17 @@ def legend(*, paper: bool = False, plan: bool = False, stages: bool = True) -> t
     ``paper`` adds the ``paper`` column, ``plan`` the ``new`` column; ``stages=False`` leaves
     out the columns a narrow table drops (``dip end``, ``rise end``, ``end/peak``).
     """
-    lines = [
-        "IS: variance rises and stays high: wide enough, can narrow.  DS: variance rises, then",
-        "falls back low: would gain from width.  undetermined: neither is clear: keep.",
-    ]
-    if paper:
-        lines.append("paper: the paper's shape rule alone (the verdict column is what to act on).")
+    if paper:  # the verdict weighs more than the shape; the shape rule is the paper column's
+        lines = [
+            "verdict (act on it): IS: wide enough, can narrow.  DS: would gain from width.",
+            "undetermined: unclear: keep.  paper: the paper's shape rule alone: IS when the",
+            "variance rises and stays high, DS when it rises, then falls back low.",
+        ]
+    else:
+        lines = [
+            "IS: variance rises and stays high: wide enough, can narrow.  DS: variance rises, then",
+            "falls back low: would gain from width.  undetermined: neither is clear: keep.",
+        ]
     if plan:
         lines.append("new: the width in the plan (same budget); - where the plan has no entry.")
     kept = f"kept: share of the rise kept at the end (< {DS_MAX_RETAINED:g} reads DS)."
@@ -100,8 +105,8 @@ def legend(*, paper: bool = False, plan: bool = False, stages: bool = True) -> t
 # How to read each figure, one sentence each. The side analyses are keyed by the titles
 # ``widthwise.analysis.figures`` gives them.
 GROUP_FIGURE_CAPTION = (
-    "How to read it: at the top, the spread of the group's channel norms over training, which "
-    "means IS if it ends near its peak and DS if it falls back (shaded: stages 1-3; triangle: "
+    "How to read it: at the top, the spread of the group's channel norms over training (the "
+    "paper's rule: IS if it ends near its peak, DS if it falls back; shaded: stages 1-3; triangle: "
     "the peak; dashed: the verdict is stable from here); below, the mean and largest channel "
     "norm and your logged metrics on the same steps, and on the right each channel's norm "
     "divided by the mean at a few steps, where a long tail to the right means a few channels "
@@ -333,7 +338,9 @@ class Report:
         ]
         if notes:
             lines += ["why undetermined:"] + [_clip("  " + n, width) for n in notes] + [""]
-        if self.plan is not None:
+        if self.plan is not None and not _plan_changes(self.plan):
+            lines += ["The plan keeps every width (no verdict to act on).", ""]
+        elif self.plan is not None:
             budget = _budget_text(self.plan, arrow="->")
             lines += [_clip(budget + ". To build it:", width), _clip("  " + HOW_TO_APPLY, width)]
             lines.append("")
@@ -771,7 +778,9 @@ def _todo(report: Report, anchor: str) -> str:
         out.append("<p>Nothing: keep the widths (why: under each group).</p>")
     if keep and items:
         out.append(f"<p>Keep as they are: {', '.join(keep)}.</p>")
-    if report.plan is not None:
+    if report.plan is not None and not items:
+        out.append("<p class='muted'>The plan keeps every width.</p>")
+    elif report.plan is not None:
         out.append(f"<p>{e(_budget_text(report.plan))}. To build the new model:</p>")
         out.append(f"<pre><code>{e(_plan_code(report.plan))}</code></pre>")
     elif items:
@@ -786,6 +795,11 @@ def _todo(report: Report, anchor: str) -> str:
         )
     out.append("</div>")
     return "".join(out)
+
+
+def _plan_changes(plan: Any) -> bool:
+    t = plan.table
+    return bool((t["new_width"].astype(int) != t["old_width"].astype(int)).any())
 
 
 def _plan_code(plan: Any) -> str:
