@@ -416,7 +416,11 @@ def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report):
     assert "paper: the paper's shape rule alone" in text  # its legend line
     page = paper.to_html()
     assert ">paper&#x27;s verdict</th>" in page and "it is this shape rule alone" in page
-    assert "The paper&#x27;s shape rule alone reads DS." in page  # differs from the verdict
+    # differs from the verdict: said in the group's words and in its figure
+    assert "The paper&#x27;s shape rule alone reads DS; the verdict is undetermined" in page
+    fig = paper.figure(first)
+    assert fig.texts[0].get_text().endswith("paper's rule: DS")
+    assert "3: DS" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "<th>paper&#x27;s verdict</th>" in paper._repr_html_()
     # an IS verdict the shape rule calls DS: the shape told neutrally, then the verdict
     all_ds = with_paper(base, ["DS", "DS"])

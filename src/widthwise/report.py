@@ -434,9 +434,13 @@ class Report:
         ax_met = fig.add_subplot(grid[2, 0], sharex=ax_var)
         ax_dist = fig.add_subplot(grid[1:, 1])
         colour = _VERDICT_COLOURS.get(row["label"], "#333333")
+        # the stages and the peak are the paper's shape rule: its label names stage 3
+        shape_label = _label_text(row.get("paper_label", row["label"]))
+        paper = f"; paper's rule: {shape_label}" if "paper_label" in row.index else ""
         fig.suptitle(
             f"{_mpl_text(group)}  (width {row['width']}): {row['label']}"
-            + (f", confidence {row['confidence']:.2f}" if _finite(row["confidence"]) else ""),
+            + (f", confidence {row['confidence']:.2f}" if _finite(row["confidence"]) else "")
+            + paper,
             color=colour,
             fontsize=12,
             y=0.985,
@@ -446,7 +450,7 @@ class Report:
         ax_var.plot(steps, sub["variance"].to_numpy(), color="#1c3d5a", lw=1.4, marker=".", ms=3)
         if len(steps):
             bounds = [steps[0], row["stage1_end"], row["stage2_end"], steps[-1]]
-            labels = ("1: dip", "2: rise", "3: " + row["label"])
+            labels = ("1: dip", "2: rise", "3: " + shape_label)
             for i in range(3):
                 lo, hi = bounds[i], bounds[i + 1]
                 if _present(lo) and _present(hi) and hi > lo:
@@ -641,22 +645,20 @@ class Report:
                 f"the spread of its channel norms peaked at {float(peak):.3g} (step {int(at)}) "
                 f"and ended at {float(end):.0%} of that peak"
             )
-        if label not in ("IS", "DS"):
-            text = f"neither pattern is clear ({reason or 'no clear pattern'}): keep its width."
-            if shape:
-                text = f"{shape[:1].upper()}{shape[1:]}; {text}"
-            if paper is not None and paper != label:
-                text += f" The paper's shape rule alone reads {paper}."
-            return text[:1].upper() + text[1:]
         meaning = {
             "DS": "the layer is too narrow and would gain from more width",
             "IS": "it is wide enough and has width to spare",
-        }[label]
+        }.get(label, "keep its width")
         if paper is not None and paper != label:  # the shape alone says otherwise
             text = (f"{shape[:1].upper()}{shape[1:]}. " if shape else "") + (
                 f"The paper's shape rule alone reads {paper}; the verdict is {label}: {meaning}"
             )
             return text + (f" ({reason})." if reason else ".")
+        if label not in ("IS", "DS"):
+            text = f"neither pattern is clear ({reason or 'no clear pattern'}): keep its width."
+            if shape:
+                text = f"{shape[:1].upper()}{shape[1:]}; {text}"
+            return text[:1].upper() + text[1:]
         if label == "DS":
             told = "fell back, so all its channels grew alike and every one is in use"
         else:
