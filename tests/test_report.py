@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -135,8 +136,11 @@ def test_table_has_one_row_per_group_with_the_classifier_verdict(tracker, report
     for row, group in zip(table.to_dict("records"), tracker.groups):
         steps, values = series_by_loops(history, group.name)
         expected = classify(values, steps)
-        assert row["label"] == expected.label
-        assert row["confidence"] == pytest.approx(expected.confidence)
+        # the paper's shape verdict: "label" until verdicts.py adds its evidence-based verdict
+        # beside it, then "paper_label" (the columns below describe the shape either way)
+        assert row.get("paper_label", row["label"]) == expected.label
+        conf = row.get("paper_confidence", row["confidence"])
+        assert conf == pytest.approx(expected.confidence)
         assert row["snapshots"] == len(values) == 30
         for field in ("stage1_end", "stage2_end", "peak", "peak_at", "final_to_peak"):
             want = getattr(expected, field)
@@ -163,7 +167,7 @@ def test_gated_groups_get_per_gate_verdicts():
     # the whole-group verdict comes from the gate == "" series only
     steps, values = series_by_loops(history, hidden[0].name)
     whole = report.table.set_index("group").loc[hidden[0].name]
-    assert whole["label"] == classify(values, steps).label
+    assert whole.get("paper_label", whole["label"]) == classify(values, steps).label
     assert "gates of rnn.l0 (hidden): r " in str(report)
 
 
@@ -178,7 +182,7 @@ def test_terminal_table_is_aligned_and_fits_100_columns(report):
         assert line[column:].startswith(row.label)
         assert line.startswith(row.group[:10])
         assert line.rstrip().endswith(row.suggestion)
-    assert any(line.startswith("IS: ") for line in lines)  # the legend
+    assert any(line.startswith("stable: ") for line in lines)  # the legend
 
 
 def test_long_group_names_are_shortened_not_wrapped():
@@ -270,3 +274,314 @@ def test_one_page_for_several_runs(tmp_path, tracker):
     page = save_html([a, b], tmp_path / "both.html", title="two").read_text()
     assert page.count("<img") == len(a.table) + len(b.table)
     assert '<a href="#run0">first</a>' in page and '<a href="#run1">second</a>' in page
+
+
+# ---------------------------------------------------------------------- the plan: by how much
+def forced_plan(tracker: WidthTracker, report: Report, labels: dict[str, str]):
+    """A real streamline plan for the tracked model, from verdicts with the given labels."""
+    from widthwise.streamline import streamline
+
+    verdicts = report.table.copy()
+    verdicts["label"] = [labels[g] for g in verdicts["group"]]
+    verdicts["confidence"] = 1.0
+    example = torch.randn(2, 6)
+    with warnings.catch_warnings():  # a 4-wide toy cannot always meet the budget exactly
+        warnings.simplefilter("ignore", UserWarning)
+        return streamline(
+            tracker.model, verdicts, example, budget="flops", floor="none", min_width=1
+        )
+
+
+def text_rows(text: str, n: int) -> list[dict[str, str]]:
+    """The body of ``to_text``'s table, one ``{header: cell}`` per row (no cell has a space;
+    two headers do)."""
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("group"))
+    names = lines[i].replace("dip end", "dip_end").replace("rise end", "rise_end").split()
+    rows = [line.split() for line in lines[i + 2 : i + 2 + n]]
+    assert all(len(cells) == len(names) for cells in rows), (names, rows)
+    return [dict(zip(names, cells)) for cells in rows]
+
+
+def forced(report: Report, labels: dict[str, str]) -> Report:
+    """A copy of ``report`` whose verdicts are ``labels`` (whatever the verdict rule made of
+    the tiny run), for tests of how verdicts are shown."""
+    out = report.with_plan(report.plan)
+    suggestion = {"DS": "widen", "IS": "narrow", "undetermined": "keep"}
+    table = report.table.copy()
+    table["label"] = [labels[g] for g in table["group"]]
+    table["suggestion"] = [suggestion[v] for v in table["label"]]
+    table["confidence"] = 0.9
+    out.table = table
+    return out
+
+
+@pytest.fixture(scope="module")
+def plan(tracker, report):
+    first, second = report.table["group"]
+    return forced_plan(tracker, report, {first: "IS", second: "DS"})
+
+
+def test_plan_widths_on_the_page_and_in_the_terminal(tracker, report, plan, tmp_path):
+    planned = report.with_plan(plan)
+    assert report.plan is None and planned.plan is plan  # a copy; the original is unchanged
+    new = dict(zip(plan.table["group"], plan.table["new_width"]))
+    old = dict(zip(report.table["group"], report.table["width"]))
+    first, second = report.table["group"]
+    assert new[first] < old[first] and new[second] > old[second]  # the forced verdicts moved
+
+    text = planned.to_text()
+    header = next(line for line in text.splitlines() if line.startswith("group"))
+    assert header.split()[:4] == ["group", "width", "new", "verdict"]
+    for row, cells in zip(report.table.itertuples(), text_rows(text, len(report.table))):
+        assert (cells["width"], cells["new"]) == (str(old[row.group]), str(new[row.group]))
+        # the suggestion column says what the plan does
+        assert cells["suggest"] == ("narrow" if new[row.group] < old[row.group] else "widen")
+    assert "plan.apply(model" in text and "FLOPs" in text
+    assert "widthwise.streamline(" not in text  # the plan is there: no recipe for one
+
+    page = planned.save_html(tmp_path / "plan.html").read_text(encoding="utf-8")
+    for g in (first, second):
+        verb = "narrow" if new[g] < old[g] else "widen"
+        assert f"{verb} {old[g]} → {new[g]}" in page  # the amount, in the what-to-change box
+    b = plan.budget
+    assert f"{b['original']:,} → {b['achieved']:,}" in page
+    code = 'plan = widthwise.streamline(model, report, example_inputs, budget="flops")'
+    assert html.escape(code) in page
+    assert html.escape('new_model = plan.apply(model, init="reinit")') in page
+    assert ">new width</th>" in page
+
+
+def test_a_plan_that_changes_nothing_says_so(tracker, report, tmp_path):
+    names = list(report.table["group"])
+    keep = forced_plan(tracker, report, dict.fromkeys(names, "undetermined"))
+    assert list(keep.table["new_width"]) == list(keep.table["old_width"])
+    planned = forced(report, dict.fromkeys(names, "undetermined")).with_plan(keep)
+    assert "The plan keeps every width" in planned.to_text()
+    assert "plan.apply(" not in planned.to_text()
+    page = planned.to_html()
+    assert "The plan keeps every width" in page and "plan.apply(" not in page
+
+
+def test_without_a_plan_the_page_says_how_to_get_one(report, tmp_path):
+    first, second = report.table["group"]
+    report = forced(report, {first: "IS", second: "DS"})
+    page = report.save_html(tmp_path / "noplan.html").read_text(encoding="utf-8")
+    assert "By how much" in page and "widthwise.streamline(model, report, example_inputs" in page
+    assert ">new width</th>" not in page  # no column for widths we do not know
+    assert "widthwise.streamline(model, report, example_inputs" in report.to_text()
+
+
+def test_from_run_takes_a_plan_and_checks_it(tracker, report, plan):
+    same = Report.from_run(tracker.run, plan=plan)
+    assert same.plan is plan and same.to_text() == report.with_plan(plan).to_text()
+    other = plan.table.copy()
+    other.loc[0, "old_width"] += 1
+    with pytest.raises(ValueError, match=r"is \d+ wide in the run"):
+        report.with_plan(type(plan)(other, plan.groups, plan.budget))
+    renamed = plan.table.copy()
+    renamed.loc[0, "group"] = "elsewhere"
+    with pytest.raises(ValueError, match="another model"):
+        Report.from_run(tracker.run, plan=type(plan)(renamed, plan.groups, plan.budget))
+    with pytest.raises(TypeError, match="WidthPlan"):
+        report.with_plan({"widths": 1})  # type: ignore[arg-type]
+    assert report.with_plan(plan).with_plan(None).plan is None
+
+
+# ---------------------------------------------------------------------- paper_label column
+def with_paper(report: Report, labels: list) -> Report:
+    """The report as it looks once verdicts.py also returns the paper's shape verdict."""
+    out = report.with_plan(report.plan)  # a copy
+    out.table = report.table.assign(paper_label=labels, paper_confidence=0.5)
+    return out
+
+
+def without_paper(report: Report) -> Report:
+    """The report as it looks before verdicts.py returns the paper's verdict beside its own."""
+    out = report.with_plan(report.plan)
+    out.table = report.table.drop(columns=["paper_label", "paper_confidence"], errors="ignore")
+    return out
+
+
+def test_paper_label_is_shown_beside_the_verdict_when_the_table_has_it(report):
+    first, second = report.table["group"]
+    base = forced(without_paper(report), {first: "undetermined", second: "IS"})
+    paper = with_paper(base, ["DS", None])
+    text = paper.to_text()
+    header = next(line for line in text.splitlines() if line.startswith("group"))
+    assert header.split()[2:4] == ["verdict", "paper"]
+    rows = text_rows(text, 2)
+    assert [r["verdict"] for r in rows] == ["undetermined", "IS"]
+    assert [r["paper"] for r in rows] == ["DS", "-"]  # missing values show as "-"
+    assert "paper: the paper's shape rule alone" in text  # its legend line
+    page = paper.to_html()
+    assert ">paper&#x27;s verdict</th>" in page and "it is this shape rule alone" in page
+    # differs from the verdict: said in the group's words and in its figure
+    assert "The paper&#x27;s shape rule alone reads DS; the verdict is undetermined" in page
+    fig = paper.figure(first)
+    assert fig.texts[0].get_text().endswith("paper's rule: DS")
+    assert "3: DS" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "<th>paper&#x27;s verdict</th>" in paper._repr_html_()
+    # an IS verdict the shape rule calls DS: the shape told neutrally, then the verdict
+    all_ds = with_paper(base, ["DS", "DS"])
+    why = all_ds._why(list(all_ds.table.itertuples())[1])
+    assert "alone reads DS; the verdict is IS: it is wide enough" in why
+    assert "it stayed high" not in why and "it fell back" not in why
+    agree = base._why(list(base.table.itertuples())[1])  # no paper column: the shape explains
+    assert "it stayed high" in agree and "wide enough" in agree
+    # without the column (verdicts.py before its new verdict), nothing about it
+    assert "paper" not in str(base).split("\n\n")[0]
+    page = base.to_html()
+    assert "paper's verdict" not in page and "paper&#x27;s verdict" not in page
+    assert "paper: the paper's" not in str(base)
+
+
+def test_a_too_wide_terminal_table_drops_the_stage_details_before_the_names(report):
+    names = list(report.table["group"])
+    wide = with_paper(forced(report, dict.fromkeys(names, "undetermined")), [None, None])
+    wide.table["paper_label"] = "undetermined"
+    lines = wide.to_text().splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    header = next(line for line in lines if line.startswith("group"))
+    assert "dip end" not in header and "rise end" not in header and "kept" in header
+    rows = [line for line in lines if line.startswith("layers.")]
+    assert [row.split()[0] for row in rows] == [n.replace(" ", "") for n in names]  # whole
+    assert not any("dip end" in line for line in lines)  # nor in the legend
+    narrow = forced(without_paper(report), dict.fromkeys(names, "IS"))
+    assert "dip end" in narrow.to_text()  # room enough: everything stays
+
+
+# ---------------------------------------------------------------------- other views
+def test_repr_html_is_the_verdict_table(report, plan):
+    page = report._repr_html_()
+    assert "<img" not in page and page.count("<tr>") == len(report.table) + 1
+    for row in report.table.itertuples():
+        assert html.escape(row.group) in page and row.label in page
+    assert ODD not in page
+    planned = report.with_plan(plan)._repr_html_()
+    assert "new width" in planned
+    for w in plan.table["new_width"]:
+        assert f"<td>{w}</td>" in planned
+
+
+def test_no_groups_gives_an_explanation_not_an_empty_table(tmp_path):
+    class Scalar(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.w
+
+    tracker = WidthTracker(Scalar(), torch.randn(2, 3), groups=[])
+    tracker.snapshot(0)
+    report = tracker.report()
+    assert len(report.table) == 0
+    page = report.save_html(tmp_path / "none.html").read_text(encoding="utf-8")
+    assert "No channel groups were found" in page and "find_groups" in page
+    assert "<table" not in page
+    assert "No channel groups were found" in str(report)
+    assert "No channel groups were found" in report._repr_html_()
+
+
+def test_to_text_can_leave_out_the_legend(report):
+    assert "stable: step from which" in report.to_text()
+    assert "stable: step from which" not in report.to_text(legend=False)
+    assert report.to_text(legend=False) in report.to_text()
+
+
+def test_small_groups_are_drawn_as_dots_one_per_channel(tracker, report):
+    small = tracker.groups[1]  # the 4-wide bottleneck
+    assert small.width <= 16
+    fig = report.figure(small.name)
+    dist = fig.axes[3]
+    rows = [line for line in dist.get_lines() if line.get_marker() == "o"]
+    assert rows and not dist.patches  # dots, no histogram bars
+    steps, norms = tracker.run.channel_norms(small.name)
+    labels = [t.get_text() for t in dist.get_yticklabels()]
+    for line, label in zip(rows, labels):
+        i = list(steps).index(int(label.split()[-1]))
+        want = [v / (sum(norms[i]) / len(norms[i])) for v in norms[i]]  # naive mean
+        np.testing.assert_allclose(line.get_xdata(), want, rtol=1e-6)
+        assert len(line.get_xdata()) == small.width
+    big = report.figure(tracker.groups[0].name)  # 16 wide: still dots; wider ones get bars
+    assert big.axes[3].get_lines()
+
+
+def test_wide_groups_get_a_histogram():
+    model = OddNames(hidden=40)
+    report = train_tracked(model=model, steps=20).report()
+    fig = report.figure(report.table["group"][0])
+    assert fig.axes[3].patches and not [
+        line for line in fig.axes[3].get_lines() if line.get_marker() == "o"
+    ]
+
+
+def test_legends_sit_outside_the_curves_and_the_peak_is_not_clipped(tracker, report):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for group in report.table["group"]:
+        fig = report.figure(group)
+        FigureCanvasAgg(fig).draw()
+        renderer = fig.canvas.get_renderer()
+        legends = 0
+        for ax in fig.axes:
+            leg = ax.get_legend()
+            if leg is None:
+                continue
+            legends += 1
+            box, frame = leg.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert box.y0 >= frame.y1 - 1, f"{group}: a legend overlaps its panel"
+            title = ax.title.get_window_extent(renderer)
+            assert title.y0 >= box.y1 - 1, f"{group}: the legend overlaps the panel title"
+        assert legends >= 3
+        var = fig.axes[0]
+        peaks = [line for line in var.get_lines() if line.get_label() == "peak"]
+        if peaks:
+            assert not peaks[0].get_clip_on()
+            assert var.get_ylim()[1] > peaks[0].get_ydata()[0]
+
+
+def test_every_side_analysis_figure_has_a_caption(tmp_path):
+    from widthwise.analysis import NormGradCorrelation, SignFlips, figures
+    from widthwise.report import figure_caption
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    tracker = WidthTracker(net, x[:2])
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    flips = SignFlips(net, tracker.groups)
+    grads = NormGradCorrelation(net, tracker.groups, opt)
+    for step in range(6):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        tracker.snapshot(step=step)
+        flips.update(step)
+    grads.close()
+    report = tracker.report()
+    found = figures(tracker.run, net, tracker.groups, sign_flips=flips, norm_grad=grads)
+    assert len(found) == 5
+    for title, fig in found:
+        assert figure_caption(title).startswith("How to read it")
+        report.add_figure(f"run: {title}", fig)  # caption looked up through the run prefix
+    page = report.to_html()
+    # one sentence on how to read it per figure: the group figures and the side analyses
+    assert page.count("How to read it") == len(report.table) + len(found)
+
+
+def test_png_helper_releases_pyplot_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import base64 as b64
+
+    import matplotlib.pyplot as plt
+
+    from widthwise.report import _png_base64
+
+    fig = plt.figure()
+    fig.subplots().plot([0, 1])
+    data = b64.b64decode(_png_base64(fig))
+    assert data.startswith(b"\x89PNG") and plt.get_fignums() == []

@@ -13,8 +13,14 @@ for the verdicts: at a constant rate the bottleneck's variance is still falling 
 (undetermined), and at learning rate 0.1 with a cosine schedule the bottleneck reads IS (both
 measured with seed 0): a verdict is evidence about a training run, not a law of the layer.
 
-The run files (``mlp.sqlite``, ``cnn.sqlite``) and one HTML page covering both (``report.html``)
-go to the output directory. Everything is seeded: the same ``seed`` gives the same runs.
+After training, :func:`widthwise.streamline` plans each model's new widths for the same FLOPs
+from its verdicts, and the reports show them (old -> new width per group). The run files
+(``mlp.sqlite``, ``cnn.sqlite``) and one HTML page covering both (``report.html``) go to the
+output directory. Everything is seeded: the same ``seed`` gives the same runs.
+
+Output: the verdict tables (with the planned widths) go to ``log`` (stdout, flushed), the
+column legend once at the end; progress goes to stderr: a bar on a terminal, a few plain lines
+otherwise (a pipe or a log file gets no carriage-return noise, and is not silent meanwhile).
 
 >>> from widthwise.reproduction.demo import DEMO_MODELS
 >>> [(m.name, m.widths) for m in DEMO_MODELS]
@@ -23,14 +29,24 @@ go to the output directory. Everything is seeded: the same ``seed`` gives the sa
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from widthwise.report import Report
+
+if TYPE_CHECKING:
+    from widthwise.reproduction.data import TensorSplit
+    from widthwise.tracker import WidthTracker
 
 __all__ = ["DEMO_MODELS", "DemoModel", "DemoResult", "run_demo", "train_tracked"]
 
@@ -76,7 +92,8 @@ class DemoResult:
 
     out_dir: Path
     runs: dict[str, Path] = field(default_factory=dict)
-    reports: dict = field(default_factory=dict)
+    reports: dict[str, Report] = field(default_factory=dict)
+    plans: dict[str, Any] = field(default_factory=dict)  # name -> WidthPlan (absent: failed)
     html: Path | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -84,7 +101,7 @@ class DemoResult:
 
 def train_tracked(
     model: nn.Module,
-    data,
+    data: TensorSplit,
     store: str | Path | None,
     *,
     epochs: int,
@@ -94,10 +111,10 @@ def train_tracked(
     batch_size: int = 100,
     snapshot_every: int = 10,
     schedule: str = "step",
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
-    analyses: dict | None = None,
-):
+    analyses: dict[str, Any] | None = None,
+) -> tuple[WidthTracker, float]:
     """Train ``model`` on a :class:`~widthwise.reproduction.data.TensorSplit` with a :class:`WidthTracker`.
 
     A snapshot is taken before the first step, every ``snapshot_every`` steps and after the last
@@ -179,13 +196,16 @@ def run_demo(
     models: Sequence[DemoModel] = DEMO_MODELS,
     snapshot_every: int = 10,
     progress: bool | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Train the demo models, write their run files and ``report.html`` to ``out_dir``.
+    """Train the demo models, plan their widths, write the run files and ``report.html``.
 
     Existing ``<name>.sqlite`` files in ``out_dir`` are replaced (the demo always starts fresh).
-    ``progress=None`` shows a progress bar only on a terminal.
+    ``progress``: None shows a bar on a terminal and a few plain lines otherwise, True always a
+    bar, False nothing (all on stderr). ``log`` receives the tables (default: print, flushed,
+    so a pipe sees each table as soon as it is ready).
     """
+    log = log if log is not None else functools.partial(print, flush=True)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     # These models are tiny: one intra-op thread beats two (and does not collapse when the
@@ -197,11 +217,19 @@ def run_demo(
         torch.set_num_threads(threads)
 
 
-def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, log, t0):
-    from tqdm.auto import tqdm
-
+def _run_demo(
+    out_dir: str | Path,
+    epochs: int,
+    seed: int,
+    samples: int,
+    models: Sequence[DemoModel],
+    snapshot_every: int,
+    progress: bool | None,
+    log: Callable[[str], None],
+    t0: float,
+) -> DemoResult:
     from widthwise.analysis import figures
-    from widthwise.report import save_html
+    from widthwise.report import legend, save_html
     from widthwise.reproduction.data import mnist1d
 
     out = Path(out_dir)
@@ -216,10 +244,8 @@ def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, 
             stale.unlink(missing_ok=True)
         torch.manual_seed(seed)
         model = spec.build()
-        label = f"{spec.name} {spec.widths}"
-        disable = None if progress is None else not progress
-        analyses: dict = {}
-        with tqdm(total=epochs * steps_per_epoch, desc=label, unit="step", disable=disable) as bar:
+        analyses: dict[str, Any] = {}
+        with _Progress(epochs * steps_per_epoch, f"{spec.name} {spec.widths}", progress) as bar:
             tracker, acc = train_tracked(
                 model,
                 data,
@@ -242,19 +268,88 @@ def _run_demo(out_dir, epochs, seed, samples, models, snapshot_every, progress, 
                 progress=bar.update,
                 analyses=analyses,
             )
-            bar.set_postfix(test_acc=f"{acc:.3f}")
+            bar.done(f"test accuracy {acc:.3f}")
         report = tracker.report(name=spec.name)
+        plan = _plan(model, report, data.x_train[:2], spec.name)
+        if plan is not None:
+            report = report.with_plan(plan)
+            result.plans[spec.name] = plan
         for title, fig in figures(tracker.run, model, tracker.groups, **analyses):
-            report.add_figure(f"{spec.name}: {title}", fig)
+            report.add_figure(f"{spec.name}: {title}", fig)  # caption: how to read it
         trackers.append(tracker)
         result.runs[spec.name] = path
         result.reports[spec.name] = report
         result.accuracy[spec.name] = acc
-        log(f"\n{report}\n(final test accuracy {acc:.3f})\n")
-    result.html = save_html(
-        list(result.reports.values()), out / "report.html", title="widthwise demo"
-    )
+        log(f"\n{report.to_text(legend=False)}\n(final test accuracy {acc:.3f})")
+    reports = list(result.reports.values())
+    paper = any("paper_label" in r.table.columns for r in reports)
+    log("\n" + "\n".join(legend(paper=paper, plan=bool(result.plans))) + "\n")
+    result.html = save_html(reports, out / "report.html", title="widthwise demo")
     for tracker in trackers:  # after the figures, which read the channel norms from the runs
         tracker.close()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _plan(model: nn.Module, report: Report, example_inputs: torch.Tensor, name: str) -> Any:
+    """New widths for the same FLOPs (``widthwise.streamline``), or None with a note on stderr."""
+    from widthwise.resize import ResizeError
+    from widthwise.streamline import streamline
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = streamline(model, report, example_inputs, budget="flops")
+    except (ResizeError, ValueError) as exc:
+        print(f"{name}: no width plan ({exc})", file=sys.stderr, flush=True)
+        return None
+    for w in caught:  # e.g. "budget not met": the plan says so too
+        print(f"{name}: {w.message}", file=sys.stderr, flush=True)
+    return plan
+
+
+class _Progress:
+    """Training progress on stderr: a tqdm bar on a terminal, else a line every quarter.
+
+    ``enabled``: None decides by whether stderr is a terminal; False shows nothing.
+    """
+
+    def __init__(self, total: int, label: str, enabled: bool | None, stream: IO[str] | None = None):
+        self.total, self.label, self.count = total, label, 0
+        self.stream = stream if stream is not None else sys.stderr
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = None
+        self.lines = enabled is None and not tty
+        self.t0 = time.perf_counter()
+        if enabled or (enabled is None and tty):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="step", file=self.stream)
+        elif self.lines:
+            self._say(f"{label}: training, {total} steps")
+
+    def update(self, n: int = 1) -> None:
+        before, self.count = self.count, self.count + n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.lines and self.total:
+            quarter = self.total / 4
+            if int(self.count / quarter) > int(before / quarter) and self.count < self.total:
+                self._say(f"{self.label}: step {self.count}/{self.total}")
+
+    def done(self, note: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(note)
+        elif self.lines:
+            seconds = time.perf_counter() - self.t0
+            self._say(f"{self.label}: done in {seconds:.0f} s, {note}")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
