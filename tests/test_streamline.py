@@ -120,10 +120,19 @@ def test_is_groups_stop_at_their_ifm_width(cnn):
     # untrained network, about its full width: random channels are all distinct).
     table = verdict_table({n: ("IS", 1.0) for n in names})
     with pytest.warns(UserWarning, match="budget not met"):
-        plan = streamline(net, table, x, budget=0.05 * count_flops(net, x))
+        plan = streamline(net, table, x, budget=0.05 * count_flops(net, x), floor="ifm")
     for g in groups:
         floor = max(4, ifm_width(channel_vectors(net, g)))
         assert plan.widths[g.name] == min(floor, g.width)
+
+
+def test_a_budget_below_min_fraction_is_said_even_without_the_ifm_floor(cnn):
+    net, x, groups = cnn
+    table = verdict_table({g.name: ("IS", 1.0) for g in groups})
+    with pytest.warns(BudgetWarning, match="At their floor"):
+        plan = streamline(net, table, x, budget=0.01 * count_params(net), budget_kind="params")
+    for g in groups:  # each at max(min_width, min_fraction * width), the closest plan
+        assert plan.widths[g.name] == max(4, -(-g.width // 4))
 
 
 def test_low_confidence_verdicts_count_as_undetermined(cnn):
@@ -289,7 +298,7 @@ def test_a_budget_the_floors_cannot_meet_is_said_and_the_closest_plan_returned(c
     target = 0.6 * count_params(net)
     # the case: untrained channels are all distinct, so the IFM floor keeps full widths
     with pytest.warns(BudgetWarning, match=r"budget not met: params .* target 0\.60x"):
-        plan = streamline(net, table, x, budget=target, budget_kind="params")
+        plan = streamline(net, table, x, budget=target, budget_kind="params", floor="ifm")
     assert not plan.budget["met"]
     assert plan.budget["achieved"] == count_params(plan.apply(net, init="reinit"))
     assert plan.budget["achieved"] > 1.02 * target
@@ -301,11 +310,13 @@ def test_a_budget_the_floors_cannot_meet_is_said_and_the_closest_plan_returned(c
     }
     assert all(plan.widths[g.name] == min(floors[g.name], g.width) for g in groups)
     with pytest.raises(BudgetError, match="budget not met"):
-        streamline(net, table, x, budget=target, budget_kind="params", on_miss="raise")
-    # without the IFM floor the same budget is reachable, and no warning is given
+        streamline(
+            net, table, x, budget=target, budget_kind="params", floor="ifm", on_miss="raise"
+        )
+    # without the IFM floor (the default) the same budget is reachable, and no warning is given
     with warnings.catch_warnings():
         warnings.simplefilter("error", BudgetWarning)
-        plan = streamline(net, table, x, budget=target, budget_kind="params", floor="none")
+        plan = streamline(net, table, x, budget=target, budget_kind="params")
     assert plan.budget["met"]
     assert abs(count_params(plan.apply(net, init="reinit")) - target) <= 0.02 * target
 

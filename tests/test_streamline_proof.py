@@ -43,7 +43,7 @@ def tiny(monkeypatch):
 
 
 def test_every_variant_is_trained_at_the_streamlined_parameter_count(tiny, tmp_path):
-    rows = S.run_proof(tmp_path, setups=["tiny"], seeds=1, plans=["flops-nofloor"])
+    rows = S.run_proof(tmp_path, setups=["tiny"], seeds=1, plans=["flops"])
     by = rows.set_index("variant")
     assert sorted(by.index) == ["original", "pruned", "random", "streamlined", "uniform"]
     flops0, params0 = by.flops["original"], by.params["original"]
@@ -55,7 +55,7 @@ def test_every_variant_is_trained_at_the_streamlined_parameter_count(tiny, tmp_p
     assert rows.accuracy.between(0, 1).all()
     # the streamlined widths are the plan's, recorded next to the row
     plans = json.loads((tmp_path / "plans.json").read_text())
-    assert json.loads(by.widths["streamlined"]) == plans["tiny"]["plans"]["flops-nofloor"]["widths"]
+    assert json.loads(by.widths["streamlined"]) == plans["tiny"]["plans"]["flops"]["widths"]
     # the random reallocation is not a uniform scaling
     w_u, w_r = json.loads(by.widths["uniform"]), json.loads(by.widths["random"])
     base = {g.name: g.width for g in find_groups(TINY.build(10), torch.zeros(2, 40))}
@@ -65,19 +65,19 @@ def test_every_variant_is_trained_at_the_streamlined_parameter_count(tiny, tmp_p
 
 
 def test_the_proof_resumes_without_retraining(tiny, tmp_path, monkeypatch):
-    first = S.run_proof(tmp_path, setups=["tiny"], seeds=1, plans=["flops-nofloor"])
+    first = S.run_proof(tmp_path, setups=["tiny"], seeds=1, plans=["flops"])
 
     def no_training(*a, **k):
         raise AssertionError("a finished row was trained again")
 
     monkeypatch.setattr(S, "fit", no_training)
-    again = S.run_proof(tmp_path, setups=["tiny"], seeds=1, plans=["flops-nofloor"])
+    again = S.run_proof(tmp_path, setups=["tiny"], seeds=1, plans=["flops"])
     pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True))
     table = S.summary(again)
     orig = table[table.variant == "original"].iloc[0]
     assert orig.params_ratio == 1.0 and orig.vs_original == 0.0
     lines = S.verdict_lines(again)
-    assert len(lines) == 1 and lines[0].startswith("tiny flops-nofloor: params")
+    assert len(lines) == 1 and lines[0].startswith("tiny flops: params")
     fig = S.figure(again)
     assert len(fig.axes) == 2
 

@@ -7,12 +7,14 @@ nothing from widening. So the amounts come from evidence, through a few explicit
 
 ``widen``
     A DS group with confidence ``c`` is first widened by the factor ``1 + widen * c``.
-``floor="ifm"``
-    An IS group is never narrowed below its IFM effective width (the number of distinct
-    channels it really holds, :func:`widthwise.analysis.ifm_width`), nor below ``min_width``
-    or ``min_fraction`` of its width. IFM is a coarse floor: on trained networks it often
-    returns the full width (nothing narrows) or very few channels, depending on ``beta``.
-    ``floor="none"`` leaves ``min_width`` and ``min_fraction``.
+``min_fraction``, ``min_width``
+    An IS group keeps at least ``min_fraction`` of its width and ``min_width`` channels.
+``floor="ifm"`` (opt-in)
+    An IS group is also never narrowed below its IFM effective width (the number of distinct
+    channels it really holds, :func:`widthwise.analysis.ifm_width`). The default is
+    ``floor="none"``: on all five conventional set-ups of the streamlining proof the IFM width
+    of every trained IS group was its full width, so the IFM floor forbade any narrowing and
+    every plan came back unchanged or missed its budget (docs/streamlining.md).
 ``max_factor``
     No group grows beyond ``max_factor`` times its width.
 
@@ -100,6 +102,10 @@ __all__ = [
 WIDEN = 1.0
 #: Groups never grow beyond this factor, whatever the budget.
 MAX_FACTOR = 4.0
+#: The default IS floor: ``"none"`` (min_fraction and min_width only). The IFM floor returned the
+#: full width of every trained IS group on the five conventional set-ups of
+#: ``widthwise reproduce streamline`` (plans.json there), i.e. it forbade all narrowing.
+FLOOR: Literal["ifm", "none"] = "none"
 #: Narrowest width any group may get.
 MIN_WIDTH = 4
 #: An IS group keeps at least this share of its width: narrowing a 64-wide residual stream of a
@@ -361,7 +367,7 @@ def streamline(
     max_factor: float = MAX_FACTOR,
     min_width: int = MIN_WIDTH,
     min_fraction: float = MIN_FRACTION,
-    floor: Literal["ifm", "none"] = "ifm",
+    floor: Literal["ifm", "none"] = FLOOR,
     round_to: int = 1,
     min_confidence: float = 0.0,
     groups: Sequence[ChannelGroup] | None = None,
