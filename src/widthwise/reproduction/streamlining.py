@@ -395,8 +395,26 @@ def run_proof(
         setup, task = SETUPS[name], task_of(name)
         say(f"{name} {variant} {plan} seed {seed}")
         t0 = time.time()
-        model, note, lr_scale = make()
-        acc = fit(model, task, setup, seed=seed, epochs=epochs, lr_scale=lr_scale)
+        try:
+            model, note, lr_scale = make()
+            acc = fit(model, task, setup, seed=seed, epochs=epochs, lr_scale=lr_scale)
+        except Exception as exc:  # one failed variant must not stop a long unattended run
+            say(f"{name} {variant} {plan} seed {seed} FAILED: {exc}")
+            record(
+                {
+                    "setup": name,
+                    "variant": variant,
+                    "plan": plan,
+                    "seed": seed,
+                    "params": float("nan"),
+                    "flops": float("nan"),
+                    "accuracy": float("nan"),
+                    "widths": "{}",
+                    "note": f"failed: {exc}"[:300],
+                    "seconds": round(time.time() - t0, 1),
+                }
+            )
+            return
         if variant == "original":
             torch.save(model.state_dict(), out / f"{name}-original-seed{seed}.pt")
         x = task.example_inputs
