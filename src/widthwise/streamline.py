@@ -278,10 +278,8 @@ class WidthPlan:
             except Exception as exc:  # surgery bug or unsupported module: say which
                 raise ResizeError(f"the resized model's forward pass failed: {exc}") from exc
             new.train(model.training)
-            found = {g.name: g.width for g in find_groups(new, self.example_inputs)}
-            wrong = {
-                k: (v, found.get(k)) for k, v in self.widths.items() if found.get(k) not in (v,)
-            }
+            got = {g.name: g.width for g in find_groups(new, self.example_inputs)}
+            wrong = {k: (v, got.get(k)) for k, v in self.widths.items() if got.get(k) not in (v,)}
             if wrong:
                 raise ResizeError(f"achieved widths differ from the plan (planned, got): {wrong}")
             self.output_change = _output_change(model, after, self.example_inputs)
@@ -308,13 +306,14 @@ class WidthPlan:
             raise TypeError(
                 "to_config needs a widthwise.reproduction.zoo model (with width_layers)"
             )
+        zoo_model: Any = model
         new = self.widths
         slot_width: dict[str, int] = {}
         for g in self.groups:
             for m in g.producers:
                 slot_width.setdefault(m.param.rpartition(".")[0], new[g.name])
-        widths = [slot_width.get(n, w) for n, w in zip(model.width_layers(), model.widths())]
-        return model.config_with_widths(widths)  # type: ignore[operator]
+        layers = zip(zoo_model.width_layers(), zoo_model.widths())
+        return dict(zoo_model.config_with_widths([slot_width.get(n, w) for n, w in layers]))
 
 
 def _output_change(model: nn.Module, after: Any, example_inputs: Any) -> float | None:
@@ -514,7 +513,7 @@ def streamline(
             )
     plan_table = pd.DataFrame(rows, columns=_COLUMNS)
     if not met:
-        kept = [r["group"] for r in rows if r["new_width"] == r["old_width"]]
+        kept = [str(r["group"]) for r in rows if r["new_width"] == r["old_width"]]
         short = "over" if achieved > target else "under"
         msg = (
             f"budget not met: {kind} {achieved:,.0f} = {achieved / original:.2f}x the original, "

@@ -270,7 +270,7 @@ def pruned_model(trained: nn.Module, example_inputs: Any, target: int) -> tuple[
 
     groups = find_groups(trained, example_inputs)
     round_to = math.lcm(*[max(g.divisor, 1) for g in groups]) if groups else 1
-    head = trained.head if hasattr(trained, "head") else list(trained.modules())[-1]
+    head: Any = trained.head if hasattr(trained, "head") else list(trained.modules())[-1]
 
     def prune(ratio: float) -> nn.Module:
         m = copy.deepcopy(trained)
@@ -331,9 +331,9 @@ def _plans(
                 original,
                 table,
                 x,
-                budget=budget,
-                budget_kind=kind,
-                **settings,  # type: ignore[arg-type]
+                budget=budget,  # type: ignore[arg-type]
+                budget_kind=kind,  # type: ignore[arg-type]
+                **settings,
             )
         out[name] = {
             "widths": plan.widths,
