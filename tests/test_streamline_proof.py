@@ -115,3 +115,29 @@ def test_pruned_model_keeps_the_highest_norm_channels_and_the_target():
 def test_unknown_data_is_refused():
     with pytest.raises(ValueError, match="unknown data set"):
         S.build_task(TINY, data="cifar")
+
+
+def test_cli_names_match_the_setups():
+    from widthwise.commands import reproduce
+
+    assert list(reproduce.PROOF_FAMILY_NAMES) == list(S.SETUPS)
+
+
+def test_reproduce_streamline_runs_the_proof_through_the_cli(tiny, tmp_path, capsys, monkeypatch):
+    from widthwise.cli import main
+    from widthwise.commands import reproduce
+
+    monkeypatch.setattr(reproduce, "PROOF_FAMILY_NAMES", ("tiny",))
+    monkeypatch.setattr(S, "PLANS", [p for p in S.PLANS if p[0] in ("flops", "params0.6")])
+    args = ["reproduce", "streamline", "--families", "tiny", "--seeds", "1", "--epochs", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny flops: params" in out and "tiny params0.6: params" in out
+    table = pd.read_csv(tmp_path / "streamline-summary.csv")
+    assert set(table.variant) == {"original", "streamlined", "uniform", "random", "pruned"}
+    assert (tmp_path / "streamline.png").stat().st_size > 10_000
+    # bad names and epochs: one line, nothing trained
+    assert main(["reproduce", "streamline", "--families", "cnn9", "--out", str(tmp_path)]) != 0
+    assert "no streamlining set-up for 'cnn9'" in capsys.readouterr().err
+    assert main([*args[:4], "--epochs", "0", "--out", str(tmp_path / "new")]) != 0
+    assert not (tmp_path / "new").exists()
