@@ -51,7 +51,9 @@ def main() -> None:
                     ):
                         continue
                     torch.manual_seed(seed)
-                    model = S.uniform_model(setup.build(S._classes(task)), mult, task.example_inputs)
+                    model = S.uniform_model(
+                        setup.build(S._classes(task)), mult, task.example_inputs
+                    )
                     t = time.time()
                     acc = S.fit(model, task, setup, seed=seed, epochs=args.epochs)
                     row = {

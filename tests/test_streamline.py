@@ -310,9 +310,7 @@ def test_a_budget_the_floors_cannot_meet_is_said_and_the_closest_plan_returned(c
     }
     assert all(plan.widths[g.name] == min(floors[g.name], g.width) for g in groups)
     with pytest.raises(BudgetError, match="budget not met"):
-        streamline(
-            net, table, x, budget=target, budget_kind="params", floor="ifm", on_miss="raise"
-        )
+        streamline(net, table, x, budget=target, budget_kind="params", floor="ifm", on_miss="raise")
     # without the IFM floor (the default) the same budget is reachable, and no warning is given
     with warnings.catch_warnings():
         warnings.simplefilter("error", BudgetWarning)
