@@ -87,6 +87,12 @@ except ImportError:  # private fallback until the merge (the lead removes it)
         }
 
 
+try:  # the rules' own check, once resize.py has it: names the group a width breaks
+    from widthwise.resize import check_widths as _check_widths  # type: ignore[attr-defined]
+except ImportError:  # until the merge
+    _check_widths = None
+
+
 __all__ = [
     "BudgetError",
     "BudgetWarning",
@@ -620,6 +626,8 @@ def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list
             u.direction, u.reason = 0, f"kept: no narrower width is a multiple of {u.step}"
             continue
         try:
+            if _check_widths is not None:
+                _check_widths(model, groups, _spread(u, w))
             resize(model, groups, _spread(u, w), init="reinit")
         except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
             u.direction, u.reason = 0, f"kept: resizing it failed ({exc})"
