@@ -7,7 +7,7 @@ and FLOP ratios to the original, accuracy mean and standard deviation, all measu
 
     python benchmarks/streamline.py --family vgg --seeds 3
 
-The proof itself (original vs streamlined vs uniform multiplier, 5 seeds, three families) is
+The proof on conventional set-ups (five set-ups, baselines, budget sweep, 5 seeds) is
 ``widthwise reproduce streamline``; docs/streamlining.md quotes both.
 """
 

@@ -93,6 +93,26 @@ def test_mnist1d_matches_the_package_and_caches_only_in_cache_dir(tmp_path, seed
     assert len(list(tmp_path.rglob("*"))) == 2  # the directory and its one file
 
 
+def test_mnist1d_hard_is_the_package_with_stronger_noise(seeded_globals):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = data.mnist1d_hard(num_samples=300, seed=5)
+    assert d.name == "mnist1d-hard" and d.num_classes == 10
+    args = get_dataset_args()
+    args.num_samples, args.seed = 300, 5
+    args.iid_noise_scale, args.corr_noise_scale = 0.05, 0.35
+    ref = make_dataset(args)  # written out by hand, not read from HARD_NOISE
+    assert np.allclose(d.x_train.numpy(), ref["x"], atol=1e-6)
+    assert np.array_equal(d.y_train.numpy(), ref["y"])
+    # noisier than the default set: the same templates, larger departures from them
+    plain = data.mnist1d(num_samples=300, seed=5)
+    assert np.array_equal(plain.y_train.numpy(), d.y_train.numpy())
+    assert float((d.x_train - plain.x_train).abs().mean()) > 0.05
+    # overrides still reach the generator
+    quiet = data.mnist1d_hard(num_samples=300, seed=5, iid_noise_scale=0.02, corr_noise_scale=0.25)
+    assert torch.allclose(quiet.x_train, plain.x_train, atol=1e-6)
+
+
 def test_mnist1d_rejects_unknown_arguments():
     with pytest.raises(ValueError, match="unknown mnist1d arguments"):
         data.mnist1d(num_samples=100, colour="red")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 
@@ -21,6 +22,10 @@ from widthwise import (
 )
 from widthwise.analysis import channel_vectors, ifm_width
 from widthwise.resize import resize, shrink_with_torch_pruning
+from widthwise.streamline import BudgetError, BudgetWarning, WidthRule
+
+# the module (``widthwise.streamline`` the attribute is the function)
+streamline_module = importlib.import_module("widthwise.streamline")
 
 # --- FLOPs against analytic counts, written out by hand --------------------------------------
 
@@ -115,10 +120,19 @@ def test_is_groups_stop_at_their_ifm_width(cnn):
     # untrained network, about its full width: random channels are all distinct).
     table = verdict_table({n: ("IS", 1.0) for n in names})
     with pytest.warns(UserWarning, match="budget not met"):
-        plan = streamline(net, table, x, budget=0.05 * count_flops(net, x))
+        plan = streamline(net, table, x, budget=0.05 * count_flops(net, x), floor="ifm")
     for g in groups:
         floor = max(4, ifm_width(channel_vectors(net, g)))
         assert plan.widths[g.name] == min(floor, g.width)
+
+
+def test_a_budget_below_min_fraction_is_said_even_without_the_ifm_floor(cnn):
+    net, x, groups = cnn
+    table = verdict_table({g.name: ("IS", 1.0) for g in groups})
+    with pytest.warns(BudgetWarning, match="At their floor"):
+        plan = streamline(net, table, x, budget=0.01 * count_params(net), budget_kind="params")
+    for g in groups:  # each at max(min_width, min_fraction * width), the closest plan
+        assert plan.widths[g.name] == max(4, -(-g.width // 4))
 
 
 def test_low_confidence_verdicts_count_as_undetermined(cnn):
@@ -273,3 +287,149 @@ def test_recurrent_models_are_narrowed_by_our_own_surgery():
     assert all(plan.widths[g.name] < g.width for g in groups)  # the GRU itself narrows
     new = plan.apply(net, init="net2net")
     assert {g.name: g.width for g in find_groups(new, x)} == plan.widths
+
+
+# --- budgets the rules cannot meet, empty plans, width rules, apply's report ----------------
+
+
+def test_a_budget_the_floors_cannot_meet_is_said_and_the_closest_plan_returned(cnn):
+    net, x, groups = cnn
+    table = verdict_table({g.name: ("IS", 1.0) for g in groups})
+    target = 0.6 * count_params(net)
+    # the case: untrained channels are all distinct, so the IFM floor keeps full widths
+    with pytest.warns(BudgetWarning, match=r"budget not met: params .* target 0\.60x"):
+        plan = streamline(net, table, x, budget=target, budget_kind="params", floor="ifm")
+    assert not plan.budget["met"]
+    assert plan.budget["achieved"] == count_params(plan.apply(net, init="reinit"))
+    assert plan.budget["achieved"] > 1.02 * target
+    assert "NOT met" in str(plan)
+    # the closest plan: every IS group at its floor, nothing narrower is allowed
+    floors = {
+        g.name: max(4, 8 if g.width >= 32 else 4, ifm_width(channel_vectors(net, g)))
+        for g in groups
+    }
+    assert all(plan.widths[g.name] == min(floors[g.name], g.width) for g in groups)
+    with pytest.raises(BudgetError, match="budget not met"):
+        streamline(net, table, x, budget=target, budget_kind="params", floor="ifm", on_miss="raise")
+    # without the IFM floor (the default) the same budget is reachable, and no warning is given
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)
+        plan = streamline(net, table, x, budget=target, budget_kind="params")
+    assert plan.budget["met"]
+    assert abs(count_params(plan.apply(net, init="reinit")) - target) <= 0.02 * target
+
+
+def test_a_model_without_groups_gives_an_empty_plan_that_says_so():
+    net = nn.Sequential(nn.Linear(4, 3))  # one layer: no hidden channels to group
+    x = torch.randn(2, 4)
+    assert find_groups(net, x) == []
+    with pytest.warns(UserWarning, match="no channel groups"):
+        plan = streamline(net, verdict_table({}), x)
+    assert plan.widths == {}
+    assert "no channel groups" in str(plan) and "no channel groups" in repr(plan)
+    assert plan.budget["met"]
+    out = plan.apply(net)
+    torch.testing.assert_close(out(x), net(x))
+    assert out is not net
+
+
+def test_repr_is_one_line_and_apply_defaults_to_net2net(cnn):
+    net, x, _ = cnn
+    plan = widened_plan(net, x)
+    text = repr(plan)
+    assert "\n" not in text and "Member(" not in text and len(text) < 200
+    changed = sum(plan.widths[g.name] != g.width for g in plan.groups)
+    assert f"{len(plan.groups)} groups, {changed} changed" in text
+    net.eval()
+    wide = plan.apply(net).eval()  # default init: net2net, like resize
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), net(x), atol=1e-5, rtol=1e-5)
+    assert plan.output_change is not None and plan.output_change < 1e-5
+
+
+def test_apply_reports_how_much_narrowing_changed_the_output(cnn):
+    net, x, groups = cnn
+    net.eval()
+    table = verdict_table({g.name: ("IS", 1.0) for g in groups})
+    plan = streamline(net, table, x, budget=0.5 * count_flops(net, x), floor="none")
+    with pytest.warns(UserWarning, match="narrowing changed the output by"):
+        small = plan.apply(net, init="net2net")
+    with torch.no_grad():
+        ref, got = net(x).double(), small.eval()(x).double()
+    expected = float((got - ref).norm() / ref.norm())  # independent recomputation
+    assert plan.output_change == pytest.approx(expected, rel=1e-6)
+    assert expected > 0.01
+    assert f"{plan.output_change:.3g}" in str(plan)
+
+
+def _rules(**by_group):
+    def width_rules(model, groups):
+        return {g.name: by_group.get(g.name, WidthRule()) for g in groups}
+
+    return width_rules
+
+
+def test_width_rules_multiples_minimums_and_no_widening_are_honoured(cnn, monkeypatch):
+    net, x, groups = cnn
+    a, b, c = (g.name for g in groups)
+    monkeypatch.setattr(
+        streamline_module,
+        "width_rules",
+        _rules(
+            **{
+                a: WidthRule(widen=False, reason="feeds a fixed-size stem"),
+                b: WidthRule(multiple_of=6, minimum=18),
+            }
+        ),
+    )
+    table = verdict_table({a: ("DS", 1.0), b: ("IS", 1.0), c: ("DS", 1.0)})
+    plan = streamline(net, table, x, budget=0.5 * count_flops(net, x), floor="none")
+    rows = plan.table.set_index("group")
+    assert plan.widths[a] == 8 and "fixed-size stem" in rows.reason[a]
+    assert plan.widths[b] % 6 == 0 and 18 <= plan.widths[b] < 32
+    assert plan.widths[b] == 18  # the budget is far below: b stops at its rule's minimum
+
+
+def test_tied_groups_move_together(monkeypatch):
+    torch.manual_seed(0)
+    net = zoo.CNN1D([16, 16, 16], length=40, num_classes=10)
+    x = torch.randn(2, 1, 40)
+    groups = find_groups(net, x)
+    a, b, c = (g.name for g in groups)
+    monkeypatch.setattr(
+        streamline_module,
+        "width_rules",
+        _rules(**{a: WidthRule(tied=(c,)), c: WidthRule(tied=(a,))}),
+    )
+    table = verdict_table({a: ("IS", 1.0), b: ("DS", 0.5), c: ("IS", 0.5)})
+    plan = streamline(net, table, x, budget="flops", floor="none")
+    assert plan.widths[a] == plan.widths[c] < 16
+    assert plan.widths[b] > 16
+    assert "tied with" in plan.table.set_index("group").reason[a]
+    # tied groups that disagree are kept
+    table = verdict_table({a: ("IS", 1.0), b: ("DS", 0.5), c: ("DS", 0.5)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetWarning)
+        plan = streamline(net, table, x, budget="flops", floor="none")
+    assert plan.widths[a] == plan.widths[c] == 16
+    assert "disagree" in plan.table.set_index("group").reason[a]
+
+
+def test_a_group_whose_trial_resize_fails_is_kept_with_the_reason(cnn, monkeypatch):
+    net, x, groups = cnn
+    a, b, c = (g.name for g in groups)
+    real = streamline_module.resize
+
+    def fragile(model, gs, widths, **kw):
+        if widths.get(b, dict((g.name, g.width) for g in gs)[b]) != 32:
+            raise ResizeError(f"group {b!r}: heads would not divide")
+        return real(model, gs, widths, **kw)
+
+    monkeypatch.setattr(streamline_module, "resize", fragile)
+    table = verdict_table({a: ("DS", 1.0), b: ("IS", 1.0), c: ("IS", 1.0)})
+    plan = streamline(net, table, x, budget="flops", floor="none")
+    rows = plan.table.set_index("group")
+    assert plan.widths[b] == 32
+    assert rows.reason[b].startswith("kept: resizing it failed") and "heads" in rows.reason[b]
+    assert plan.widths[c] < 32  # the others still meet the budget
+    assert plan.budget["met"]

@@ -16,10 +16,13 @@ from widthwise.reproduction.zoo import (
     GRULM,
     MLP,
     VGG,
+    VGG1D,
     ResidualMLP,
     ResNet,
+    ResNet1D,
     UNet,
     ViT,
+    ViT1D,
     WidthConfigurable,
     normalize_adjacency,
     resnet18,
@@ -70,10 +73,35 @@ def build(name: str, widths: list[int] | None = None):
     if name == "unet":
         m = UNet(widths or [4, 6, 8], in_channels=1, num_classes=2)
         return m, torch.randn(2, 1, 16, 16, generator=g), (2, 2, 16, 16)
+    if name == "vgg1d":
+        w = widths or [8, 12, 16, 20]
+        m = VGG1D(w[:-1], length=40, num_classes=10, hidden=w[-1])
+        return m, torch.randn(2, 40, generator=g), (2, 10)
+    if name == "resnet1d":
+        w = widths or [8, 12, 8, 12]
+        m = ResNet1D(w[:2], inner_widths=w[2:], length=40, num_classes=10)
+        return m, torch.randn(2, 40, generator=g), (2, 10)
+    if name == "vit1d":
+        w = widths or [16, 24, 20]
+        m = ViT1D(40, 4, dim=w[0], depth=2, heads=2, mlp_dims=w[1:], num_classes=5)
+        return m, torch.randn(2, 40, generator=g), (2, 5)
     raise KeyError(name)
 
 
-NAMES = ["mlp", "cnn1d", "vgg", "resnet_basic", "resnet_bottleneck", "vit", "gru", "gcn", "unet"]
+NAMES = [
+    "mlp",
+    "cnn1d",
+    "vgg",
+    "resnet_basic",
+    "resnet_bottleneck",
+    "vit",
+    "gru",
+    "gcn",
+    "unet",
+    "vgg1d",
+    "resnet1d",
+    "vit1d",
+]
 
 # other widths for each family, all different from the defaults
 OTHER_WIDTHS = {
@@ -86,6 +114,9 @@ OTHER_WIDTHS = {
     "gru": [3, 7],
     "gcn": [2, 11],
     "unet": [2, 3, 5],
+    "vgg1d": [5, 7, 9, 11],
+    "resnet1d": [6, 10, 3, 5],
+    "vit1d": [8, 4, 12],
 }
 
 
@@ -165,6 +196,22 @@ def expected_slots(model: nn.Module) -> dict[str, int]:
         }
     if isinstance(model, GCN):
         return {f"layers.{i}": w for i, w in enumerate(cfg["widths"])}
+    if isinstance(model, VGG1D):  # conv, BN, ReLU, pool per stage of one conv
+        out = {f"features.{4 * i}": w for i, w in enumerate(cfg["widths"])}
+        return out | {"fc": cfg["hidden"]}
+    if isinstance(model, ResNet1D):  # one block per stage here; stride 2 from stage 2
+        out = {"stem": cfg["widths"][0]}
+        for k, (w, inner) in enumerate(zip(cfg["widths"], cfg["inner_widths"])):
+            out.update({f"blocks.{k}.conv1": inner, f"blocks.{k}.conv2": w})
+            if k > 0:
+                out[f"blocks.{k}.shortcut.0"] = w
+        return out
+    if isinstance(model, ViT1D):
+        out = {"patch_embed": cfg["dim"]}
+        for i, m in enumerate(cfg["mlp_dims"]):
+            out.update({f"blocks.{i}.attn.{p}": cfg["dim"] for p in ("q", "k", "v", "proj")})
+            out.update({f"blocks.{i}.fc1": m, f"blocks.{i}.fc2": cfg["dim"]})
+        return out
     if isinstance(model, UNet):
         out = {}
         for i, w in enumerate(cfg["widths"]):
@@ -183,6 +230,9 @@ OUTPUT_LAYERS = {
     GRULM: {"head"},
     GCN: {"head"},
     UNet: {"head"},
+    VGG1D: {"head"},
+    ResNet1D: {"head"},
+    ViT1D: {"head"},
 }
 
 
@@ -206,7 +256,7 @@ def test_forward_shape_and_width_slots_match_built_layers(name, other):
     else:
         output = OUTPUT_LAYERS[type(model)]
     assert set(modules) - set(slots) == output
-    if other and name.startswith("resnet"):
+    if other and name in ("resnet_basic", "resnet_bottleneck"):
         assert model.config()["stage_widths"] == OTHER_WIDTHS[name]
     elif other:
         skip = {"vgg": slice(0, 3), "gru": slice(1, None)}.get(name, slice(None))
@@ -225,7 +275,7 @@ def test_rebuild_contract(name):
     assert same.width_slots() == model.width_slots()
     # new widths: every entry changes by one, the rebuilt model follows and still runs
     new = [w + 1 for w in model.widths()]
-    if isinstance(model, ViT):
+    if isinstance(model, ViT | ViT1D):
         new[0] = model.widths()[0] + 2  # keep dim divisible by heads
     rebuilt = model.with_widths(new)
     assert rebuilt.widths() == new
@@ -253,6 +303,22 @@ def test_width_layers_name_the_slot_each_width_sets(name):
         probe[i] += 2
         assert model.with_widths(probe).width_slots()[layer] == w + 2, layer
     assert type(model).from_config(model.config_with_widths(widths)).width_slots() == slots
+
+
+def test_conventional_1d_models_refuse_bad_shapes_with_clear_errors():
+    with pytest.raises(ValueError, match="stages of 2 convs"):
+        VGG1D([8, 16, 32], convs_per_stage=2)
+    with pytest.raises(ValueError, match="too short"):
+        VGG1D([4] * 7, length=40)
+    with pytest.raises(ValueError, match="inner_widths needs one entry per block"):
+        ResNet1D([8, 16], inner_widths=[4])
+    with pytest.raises(ValueError, match="patch_size 3 must divide length 40"):
+        ViT1D(40, 3)
+    with pytest.raises(ValueError, match="heads"):
+        ViT1D(40, 4, dim=10, heads=4)
+    # the defaults are the conventional ones: MLP ratio 4, one block per stage
+    assert ViT1D(40, 4, dim=64).widths() == [64, 256, 256]
+    assert ResNet1D([16, 32]).widths() == [16, 32, 16, 32]
 
 
 def test_resnet_widths_order_and_tied_stem():
@@ -460,7 +526,13 @@ def expected_partition(model: nn.Module) -> list[set[str]]:
             groups.append(stream)
         tied = set().union(*groups)
         return groups + [{k} for k in slots if k not in tied]
-    if isinstance(model, ViT):
+    if isinstance(model, ResNet1D):
+        n = len(model.config()["widths"])
+        streams = [{"stem", "blocks.0.conv2"}] + [
+            {f"blocks.{k}.conv2", f"blocks.{k}.shortcut.0"} for k in range(1, n)
+        ]
+        return streams + [{f"blocks.{k}.conv1"} for k in range(n)]
+    if isinstance(model, ViT | ViT1D):
         depth = model.config()["depth"]
         stream = {"patch_embed"} | {
             f"blocks.{i}.{m}" for i in range(depth) for m in ("attn.proj", "fc2")
@@ -511,7 +583,11 @@ def test_group_level_widths_rebuild_through_width_layers(name):
 
     model, x, _ = build(name)
     groups = find_groups(model, x)
-    if name in ("vit", "unet"):  # their groups are tied by the config: change them together
+    if name in (
+        "vit",
+        "vit1d",
+        "unet",
+    ):  # their groups are tied by the config: change them together
         new = {g.name: 2 * g.width for g in groups}
     else:
         new = {g.name: g.width + i + 1 for i, g in enumerate(sorted(groups, key=lambda g: g.name))}

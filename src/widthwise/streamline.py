@@ -7,12 +7,14 @@ nothing from widening. So the amounts come from evidence, through a few explicit
 
 ``widen``
     A DS group with confidence ``c`` is first widened by the factor ``1 + widen * c``.
-``floor="ifm"``
-    An IS group is never narrowed below its IFM effective width (the number of distinct
-    channels it really holds, :func:`widthwise.analysis.ifm_width`), nor below ``min_width``
-    or ``min_fraction`` of its width. IFM is a coarse floor: on trained networks it often
-    returns the full width (nothing narrows) or very few channels, depending on ``beta``.
-    ``floor="none"`` leaves ``min_width`` and ``min_fraction``.
+``min_fraction``, ``min_width``
+    An IS group keeps at least ``min_fraction`` of its width and ``min_width`` channels.
+``floor="ifm"`` (opt-in)
+    An IS group is also never narrowed below its IFM effective width (the number of distinct
+    channels it really holds, :func:`widthwise.analysis.ifm_width`). The default is
+    ``floor="none"``: on all five conventional set-ups of the streamlining proof the IFM width
+    of every trained IS group was its full width, so the IFM floor forbade any narrowing and
+    every plan came back unchanged or missed its budget (docs/streamlining.md).
 ``max_factor``
     No group grows beyond ``max_factor`` times its width.
 
@@ -21,10 +23,23 @@ The budget is then met (within ``tolerance``) by one monotone search: IS groups 
 budget) the DS widening grows instead, and when narrowing to the floors is not enough the DS
 widening shrinks back. Undetermined groups keep their width. Costs are counted on the resized
 model itself: FLOPs with :mod:`torch.utils.flop_counter`, parameters by counting.
+
+Contract:
+
+* every group obeys its width rule (:func:`widthwise.resize.width_rules`): widths are multiples
+  of ``multiple_of`` and at least ``minimum``, tied groups move together (by one factor), and a
+  group whose rule says ``widen=False`` is never widened;
+* every resize the plan asks for runs: each moving group is first resized once on its own, and
+  a group whose trial resize fails is kept at its width with the error as its reason;
+* a budget the rules cannot meet is never silently missed: the closest plan comes back with
+  ``plan.budget["met"] == False`` and a :class:`BudgetWarning` naming what stopped it
+  (``on_miss="raise"`` raises :class:`BudgetError` instead);
+* a model without channel groups gets an empty plan that says so.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -40,15 +55,63 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from widthwise.analysis import channel_vectors, ifm_width
 from widthwise.groups import ChannelGroup, find_groups
-from widthwise.groups import _call_model as _call
 from widthwise.resize import Init, ResizeError, resize, shrink_with_torch_pruning
 
-__all__ = ["FlopCountWarning", "HasVerdicts", "WidthPlan", "count_flops", "count_params", "streamline"]
+try:  # the public name once groups exposes it (issue 16)
+    from widthwise.groups import call_model as _call  # type: ignore[attr-defined]
+except ImportError:
+    from widthwise.groups import _call_model as _call
+
+try:  # per-group width rules, added to resize.py in parallel
+    from widthwise.resize import WidthRule, width_rules  # type: ignore[attr-defined]
+except ImportError:  # private fallback until the merge (the lead removes it)
+
+    @dataclass(frozen=True)
+    class WidthRule:  # type: ignore[no-redef]
+        multiple_of: int = 1
+        minimum: int = 1
+        tied: tuple[str, ...] = ()
+        widen: bool = True
+        reason: str = ""
+
+    def width_rules(  # type: ignore[misc]
+        model: nn.Module, groups: Sequence[ChannelGroup]
+    ) -> dict[str, WidthRule]:
+        return {
+            g.name: WidthRule(
+                multiple_of=max(g.divisor, 1),
+                minimum=max(g.divisor, 1),
+                reason=f"{g.divisor} heads/groups" if g.divisor > 1 else "",
+            )
+            for g in groups
+        }
+
+
+try:  # the rules' own check, once resize.py has it: names the group a width breaks
+    from widthwise.resize import check_widths as _check_widths  # type: ignore[attr-defined]
+except ImportError:  # until the merge
+    _check_widths = None
+
+
+__all__ = [
+    "BudgetError",
+    "BudgetWarning",
+    "FlopCountWarning",
+    "HasVerdicts",
+    "WidthPlan",
+    "count_flops",
+    "count_params",
+    "streamline",
+]
 
 #: Default DS widening strength: a DS group at confidence 1 doubles before the budget search.
 WIDEN = 1.0
 #: Groups never grow beyond this factor, whatever the budget.
 MAX_FACTOR = 4.0
+#: The default IS floor: ``"none"`` (min_fraction and min_width only). The IFM floor returned the
+#: full width of every trained IS group on the five conventional set-ups of
+#: ``widthwise reproduce streamline`` (plans.json there), i.e. it forbade all narrowing.
+FLOOR: Literal["ifm", "none"] = "none"
 #: Narrowest width any group may get.
 MIN_WIDTH = 4
 #: An IS group keeps at least this share of its width: narrowing a 64-wide residual stream of a
@@ -60,6 +123,21 @@ TOLERANCE = 0.02
 # Aten ops that carry most of a network's FLOPs; one of them running uncounted means the count is
 # too low (e.g. CPU flash attention, fused RNN kernels).
 _HEAVY = ("mm", "conv", "attention", "einsum", "linear", "matmul", "gru", "lstm", "rnn", "dot")
+
+
+#: ``WidthPlan.apply`` warns when a function-preserving init (net2net, prune) still moved the
+#: output on ``example_inputs`` by more than this (relative L2): narrowing is not preserving.
+OUTPUT_CHANGE_WARN = 0.01
+
+_COLUMNS = ["group", "old_width", "new_width", "label", "confidence", "reason"]
+
+
+class BudgetWarning(UserWarning):
+    """The width rules and floors cannot meet the budget: the closest plan was returned."""
+
+
+class BudgetError(ValueError):
+    """``on_miss="raise"``: the width rules and floors cannot meet the budget."""
 
 
 class FlopCountWarning(UserWarning):
@@ -119,6 +197,8 @@ class WidthPlan:
     """New widths per channel group, with the reason for each change.
 
     ``table`` has one row per group: ``group, old_width, new_width, label, confidence, reason``.
+    After :meth:`apply`, ``output_change`` is the relative L2 change of the output on
+    ``example_inputs`` (``None`` before, or without example inputs).
     """
 
     table: pd.DataFrame
@@ -126,20 +206,36 @@ class WidthPlan:
     budget: dict[str, Any]
     example_inputs: Any = field(default=None, repr=False)
     params: dict[str, Any] = field(default_factory=dict)
+    output_change: float | None = None
 
     @property
     def widths(self) -> dict[str, int]:
-        """``{group: new width}`` for every group."""
-        return dict(zip(self.table.group, self.table.new_width.astype(int)))
+        """``{group: new width}`` for every group (empty for a model without groups)."""
+        return {str(g): int(w) for g, w in zip(self.table.group, self.table.new_width)}
+
+    def _head(self) -> str:
+        b = self.budget
+        if not len(self.table):
+            return "WidthPlan: the model has no channel groups; nothing to resize"
+        ratio = b["achieved"] / b["original"] if b["original"] else float("nan")
+        return (
+            f"WidthPlan: {b['kind']} {b['original']:,} -> {b['achieved']:,} ({ratio:.2f}x; "
+            f"target {b['target']:,}, {'met' if b['met'] else 'NOT met'})"
+        )
 
     def __str__(self) -> str:
-        b = self.budget
-        head = (
-            f"WidthPlan: {b['kind']} {b['original']:,} -> {b['achieved']:,} "
-            f"(target {b['target']:,}, {'met' if b['met'] else 'NOT met'})"
+        text = self._head()
+        if len(self.table):
+            text += "\n" + self.table[_COLUMNS].to_string(index=False)
+        if self.output_change is not None:
+            text += f"\nlast apply changed the output by {self.output_change:.3g} (relative L2)"
+        return text
+
+    def __repr__(self) -> str:
+        changed = (
+            int((self.table.new_width != self.table.old_width).sum()) if len(self.table) else 0
         )
-        cols = ["group", "old_width", "new_width", "label", "confidence", "reason"]
-        return head + "\n" + self.table[cols].to_string(index=False)
+        return f"<{self._head()}; {len(self.table)} groups, {changed} changed>"
 
     def to_json(self) -> str:
         """The plan as JSON: budget, parameters and one record per group."""
@@ -152,18 +248,24 @@ class WidthPlan:
             indent=2,
         )
 
-    def apply(self, model: nn.Module, init: Init = "reinit", *, seed: int = 0) -> nn.Module:
+    def apply(self, model: nn.Module, init: Init = "net2net", *, seed: int = 0) -> nn.Module:
         """A new model with the planned widths (``model`` is not changed), verified.
 
-        Groups that narrow are cut by Torch-Pruning (highest-norm channels kept) where it can;
+        ``init`` as in :func:`widthwise.resize.resize` (same default, ``"net2net"``). Groups
+        that narrow are cut by Torch-Pruning (highest-norm channels kept) where it can;
         widening (Torch-Pruning has none) and recurrent or attention-internal groups go through
         :func:`widthwise.resize.resize`.
 
         After the surgery the new model's groups are found again and their widths compared with
-        the plan, and a forward pass is run; any mismatch raises :class:`ResizeError`.
+        the plan, and a forward pass is run; any mismatch raises :class:`ResizeError`. Widening
+        with net2net keeps the function; narrowing does not (channels are dropped): the relative
+        change of the output is stored in ``self.output_change``, with a :class:`UserWarning`
+        when a function-preserving ``init`` moved it by more than ``OUTPUT_CHANGE_WARN``.
         """
         groups, widths, base = self.groups, self.widths, model
-        if self.example_inputs is not None:
+        if not widths:
+            return copy.deepcopy(model)
+        if self.example_inputs is not None and init != "reinit":
             # Narrowing is Torch-Pruning's job where it can cut the group; the rest (widening,
             # recurrent and attention-internal groups) is widthwise's own surgery.
             base, cut = shrink_with_torch_pruning(model, groups, widths, self.example_inputs)
@@ -178,16 +280,26 @@ class WidthPlan:
         if self.example_inputs is not None:
             try:
                 with torch.no_grad():
-                    _call(new.eval(), self.example_inputs)
+                    after = _call(new.eval(), self.example_inputs)
             except Exception as exc:  # surgery bug or unsupported module: say which
                 raise ResizeError(f"the resized model's forward pass failed: {exc}") from exc
             new.train(model.training)
-            found = {g.name: g.width for g in find_groups(new, self.example_inputs)}
-            wrong = {
-                k: (v, found.get(k)) for k, v in self.widths.items() if found.get(k) not in (v,)
-            }
+            got = {g.name: g.width for g in find_groups(new, self.example_inputs)}
+            wrong = {k: (v, got.get(k)) for k, v in self.widths.items() if got.get(k) not in (v,)}
             if wrong:
                 raise ResizeError(f"achieved widths differ from the plan (planned, got): {wrong}")
+            self.output_change = _output_change(model, after, self.example_inputs)
+            if (
+                init != "reinit"
+                and self.output_change is not None
+                and self.output_change > OUTPUT_CHANGE_WARN
+            ):
+                warnings.warn(
+                    f"narrowing changed the output by {self.output_change:.3g} (relative L2 on "
+                    "example_inputs): net2net preserves the function only where it widens; "
+                    "fine-tune the new model, or retrain it (init='reinit')",
+                    stacklevel=2,
+                )
         return new
 
     def to_config(self, model: nn.Module) -> dict[str, Any]:
@@ -197,14 +309,33 @@ class WidthPlan:
         its layer produces.
         """
         if not hasattr(model, "width_layers"):
-            raise TypeError("to_config needs a widthwise.reproduction.zoo model (with width_layers)")
+            raise TypeError(
+                "to_config needs a widthwise.reproduction.zoo model (with width_layers)"
+            )
+        zoo_model: Any = model
         new = self.widths
         slot_width: dict[str, int] = {}
         for g in self.groups:
             for m in g.producers:
                 slot_width.setdefault(m.param.rpartition(".")[0], new[g.name])
-        widths = [slot_width.get(n, w) for n, w in zip(model.width_layers(), model.widths())]
-        return model.config_with_widths(widths)
+        layers = zip(zoo_model.width_layers(), zoo_model.widths())
+        return dict(zoo_model.config_with_widths([slot_width.get(n, w) for n, w in layers]))
+
+
+def _output_change(model: nn.Module, after: Any, example_inputs: Any) -> float | None:
+    """Relative L2 distance between ``model``'s output and ``after`` (tensors only)."""
+    was = model.training
+    try:
+        with torch.no_grad():
+            before = _call(model.eval(), example_inputs)
+    finally:
+        model.train(was)
+    if not (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor)):
+        return None
+    if before.shape != after.shape:
+        return None
+    before, after = before.double(), after.double()
+    return float((after - before).norm() / before.norm().clamp_min(1e-12))
 
 
 class HasVerdicts(Protocol):
@@ -212,6 +343,22 @@ class HasVerdicts(Protocol):
 
     @property
     def table(self) -> pd.DataFrame: ...
+
+
+@dataclass
+class _Unit:
+    """Groups that move together (tied by their width rules); the first one leads."""
+
+    groups: list[ChannelGroup]
+    step: int  # the leader's width stays a multiple of this
+    direction: int = 0  # +1 widen (DS), -1 narrow (IS), 0 keep
+    confidence: float = 0.0
+    floor: int = 1  # narrowest leader width
+    reason: str = ""
+
+    @property
+    def lead(self) -> ChannelGroup:
+        return self.groups[0]
 
 
 def streamline(
@@ -225,21 +372,27 @@ def streamline(
     max_factor: float = MAX_FACTOR,
     min_width: int = MIN_WIDTH,
     min_fraction: float = MIN_FRACTION,
-    floor: Literal["ifm", "none"] = "ifm",
+    floor: Literal["ifm", "none"] = FLOOR,
     round_to: int = 1,
     min_confidence: float = 0.0,
     groups: Sequence[ChannelGroup] | None = None,
     tolerance: float = TOLERANCE,
+    on_miss: Literal["warn", "raise"] = "warn",
 ) -> WidthPlan:
     """Plan new widths: widen DS groups, narrow IS groups, meet the budget.
 
     ``verdicts`` is the table of :func:`widthwise.verdicts.verdicts` (a DataFrame with
-    ``group``, ``label`` and ``confidence``) or a :class:`~widthwise.report.Report`. ``budget`` is ``"flops"`` or ``"params"`` (keep
-    today's cost) or a number: a target cost, smaller or larger than today's, counted in
-    ``budget_kind`` (default FLOPs). Verdicts below ``min_confidence`` count as undetermined.
+    ``group``, ``label`` and ``confidence``) or a :class:`~widthwise.report.Report`. ``budget``
+    is ``"flops"`` or ``"params"`` (keep today's cost) or a number: a target cost, smaller or
+    larger than today's, counted in ``budget_kind`` (default FLOPs). Verdicts below
+    ``min_confidence`` count as undetermined. When the rules and floors cannot reach the budget
+    the closest plan is returned with a :class:`BudgetWarning` (``on_miss="raise"``: a
+    :class:`BudgetError`).
     """
+    if on_miss not in ("warn", "raise"):
+        raise ValueError(f"on_miss must be 'warn' or 'raise', got {on_miss!r}")
     table = verdicts if isinstance(verdicts, pd.DataFrame) else verdicts.table
-    labels = {r.group: (r.label, float(r.confidence)) for r in table.itertuples()}
+    labels = {str(r.group): (str(r.label), float(r.confidence)) for r in table.itertuples()}
     groups = list(groups) if groups is not None else find_groups(model, example_inputs)
     if isinstance(budget, str):
         if budget not in ("flops", "params"):
@@ -247,6 +400,8 @@ def streamline(
         kind, target = budget, None
     else:
         kind, target = budget_kind or "flops", float(budget)
+    if kind not in ("flops", "params"):
+        raise ValueError(f"budget_kind must be 'flops' or 'params', got {kind!r}")
     cost_fn = (
         (lambda m: count_flops(m, example_inputs, warn=False)) if kind == "flops" else count_params
     )
@@ -255,33 +410,58 @@ def streamline(
     target = original if target is None else target
     if target <= 0:
         raise ValueError(f"the budget must be positive, got {target}")
+    settings = {
+        "widen": widen,
+        "max_factor": max_factor,
+        "min_width": min_width,
+        "min_fraction": min_fraction,
+        "floor": floor,
+        "round_to": round_to,
+        "min_confidence": min_confidence,
+        "tolerance": tolerance,
+    }
+    if not groups:
+        warnings.warn("the model has no channel groups: the plan is empty", stacklevel=2)
+        return WidthPlan(
+            table=pd.DataFrame(columns=_COLUMNS),
+            groups=[],
+            budget={
+                "kind": kind,
+                "original": int(original),
+                "target": round(target),
+                "achieved": int(original),
+                "met": bool(abs(original - target) <= tolerance * target),
+            },
+            example_inputs=example_inputs,
+            params=settings,
+        )
 
-    moves: dict[str, tuple[int, float, int]] = {}  # name -> (direction, confidence, floor)
-    for g in groups:
-        label, conf = labels.get(g.name, ("undetermined", 0.0))
-        if conf < min_confidence or label not in ("IS", "DS"):
+    units = _units(model, groups, labels, min_confidence, round_to)
+    for u in units:  # the amounts: floors on IS units
+        if u.direction >= 0:
             continue
-        step = _lcm(max(g.divisor, 1), max(round_to, 1))
-        lo = max(min_width, step, math.ceil(min_fraction * g.width / step) * step)
-        if label == "IS" and floor == "ifm":
-            lo = max(lo, ifm_width(channel_vectors(model, g)))
-        moves[g.name] = (1 if label == "DS" else -1, conf, lo)
+        lo = max(u.floor, min_width, math.ceil(min_fraction * u.lead.width / u.step) * u.step)
+        if floor == "ifm":
+            lo = max([lo] + [ifm_width(channel_vectors(model, g)) for g in u.groups])
+        u.floor = lo
+    _trial_resizes(model, groups, units)
+    moving = [u for u in units if u.direction]
 
     def widths_at(k: float, t: float) -> dict[str, int]:
-        out = {}
-        for g in groups:
-            if g.name not in moves:
-                out[g.name] = g.width
-                continue
-            direction, conf, lo = moves[g.name]
-            step = _lcm(max(g.divisor, 1), max(round_to, 1))
-            raw = g.width * (1 + k * conf) if direction > 0 else g.width * (1 - conf * t)
-            raw = min(raw, g.width * max_factor)
-            w = max(step, round(raw / step) * step)
-            out[g.name] = max(w, min(lo, g.width)) if direction < 0 else w
+        out = {g.name: g.width for g in groups}
+        for u in moving:
+            w0 = u.lead.width
+            if u.direction > 0:
+                raw = min(w0 * (1 + k * u.confidence), w0 * max_factor)
+            else:
+                raw = w0 * (1 - u.confidence * t)
+            w = max(u.step, round(raw / u.step) * u.step)
+            if u.direction < 0:
+                w = min(w0, max(w, min(u.floor, w0)))
+            out.update(_spread(u, w))
         return out
 
-    cache: dict[tuple, float] = {}
+    cache: dict[tuple[tuple[str, int], ...], float] = {}
 
     def cost(w: dict[str, int]) -> float:
         key = tuple(sorted(w.items()))
@@ -289,7 +469,9 @@ def streamline(
             cache[key] = cost_fn(resize(model, groups, w, init="reinit"))
         return cache[key]
 
-    t_max = max((1 / c for d, c, _ in moves.values() if d < 0 and c > 0), default=0.0)
+    t_max = max(
+        (1 / u.confidence for u in moving if u.direction < 0 and u.confidence > 0), default=0.0
+    )
     k_max = max_factor
     best = widths_at(widen, 0.0)
     if cost(best) > target * (1 + tolerance) and t_max > 0:
@@ -305,42 +487,58 @@ def streamline(
             best = widths_at(_bisect(lambda k: target - cost(widths_at(k, 0.0)), widen, k_max), 0)
         else:
             best = widths_at(k_max, 0.0)
-    best = _refine(best, moves, groups, cost, target, tolerance, max_factor, round_to)
+    best = _refine(best, moving, cost, target, tolerance, max_factor)
     achieved = cost(best)
     met = abs(achieved - target) <= tolerance * target
-    if not met:
-        warnings.warn(
-            f"budget not met: {kind} {achieved:,.0f} for a target of {target:,.0f} "
-            "(the verdicts leave too little room: lower min_width, or allow a larger max_factor)",
-            stacklevel=2,
-        )
 
     rows = []
-    for g in groups:
-        label, conf = labels.get(g.name, ("undetermined", 0.0))
-        new = best[g.name]
-        if g.name in moves:
-            why = f"{label} (confidence {conf:.2f}): " + (
-                "would gain from more width" if label == "DS" else "wide enough"
+    at_floor = []
+    for u in units:
+        for g in u.groups:
+            label, conf = labels.get(g.name, ("undetermined", 0.0))
+            new = best[g.name]
+            why = u.reason
+            if u.direction:
+                why = f"{label} (confidence {conf:.2f}): " + (
+                    "would gain from more width" if u.direction > 0 else "wide enough"
+                )
+                if u.direction < 0 and best[u.lead.name] == min(u.floor, u.lead.width):
+                    why += f"; stopped at its floor ({new})"
+                    at_floor.append(g.name)
+                if len(u.groups) > 1:
+                    why += "; tied with " + ", ".join(h.name for h in u.groups if h is not g)
+            rows.append(
+                {
+                    "group": g.name,
+                    "old_width": g.width,
+                    "new_width": new,
+                    "label": label,
+                    "confidence": round(conf, 3),
+                    "reason": why,
+                }
             )
-            if label == "IS" and new == moves[g.name][2] and new < g.width:
-                why += f"; stopped at its floor ({moves[g.name][2]})"
-        elif label in ("IS", "DS"):
-            why = f"{label} below min_confidence ({conf:.2f} < {min_confidence}): kept"
-        else:
-            why = "undetermined: kept"
-        rows.append(
-            {
-                "group": g.name,
-                "old_width": g.width,
-                "new_width": new,
-                "label": label,
-                "confidence": round(conf, 3),
-                "reason": why,
-            }
+    plan_table = pd.DataFrame(rows, columns=_COLUMNS)
+    if not met:
+        kept = [str(r["group"]) for r in rows if r["new_width"] == r["old_width"]]
+        short = "over" if achieved > target else "under"
+        msg = (
+            f"budget not met: {kind} {achieved:,.0f} = {achieved / original:.2f}x the original, "
+            f"target {target / original:.2f}x ({short} by {abs(achieved - target) / target:.0%}); "
+            f"the closest plan is returned. "
+            + (f"At their floor: {', '.join(at_floor)}. " if at_floor else "")
+            + (f"Kept at their width: {', '.join(kept)}. " if kept else "")
+            + (
+                "Lower the floors (floor='none', min_fraction, min_width)"
+                if achieved > target
+                else "Allow more growth (max_factor, widen)"
+            )
+            + " or choose a reachable budget."
         )
+        if on_miss == "raise":
+            raise BudgetError(msg)
+        warnings.warn(msg, BudgetWarning, stacklevel=2)
     return WidthPlan(
-        table=pd.DataFrame(rows),
+        table=plan_table,
         groups=list(groups),
         budget={
             "kind": kind,
@@ -350,57 +548,131 @@ def streamline(
             "met": bool(met),
         },
         example_inputs=example_inputs,
-        params={
-            "widen": widen,
-            "max_factor": max_factor,
-            "min_width": min_width,
-            "min_fraction": min_fraction,
-            "floor": floor,
-            "round_to": round_to,
-            "min_confidence": min_confidence,
-            "tolerance": tolerance,
-        },
+        params=settings,
     )
 
 
-def _refine(best, moves, groups, cost, target, tolerance, max_factor, round_to):
+def _units(
+    model: nn.Module,
+    groups: Sequence[ChannelGroup],
+    labels: dict[str, tuple[str, float]],
+    min_confidence: float,
+    round_to: int,
+) -> list[_Unit]:
+    """Groups joined by their ``tied`` rules, each with its direction from the verdicts."""
+    rules = width_rules(model, groups)
+    by_name = {g.name: g for g in groups}
+    parent = {g.name: g.name for g in groups}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for g in groups:
+        for other in getattr(rules.get(g.name), "tied", ()):
+            if other in parent:
+                parent[root(other)] = root(g.name)
+    members: dict[str, list[ChannelGroup]] = {}
+    for g in groups:  # model order: the first group of a tie leads
+        members.setdefault(root(g.name), []).append(by_name[g.name])
+    units = []
+    for gs in members.values():
+        step = max(round_to, 1)
+        for g in gs:
+            rule = rules.get(g.name, WidthRule())
+            step = math.lcm(step, max(rule.multiple_of, 1), max(g.divisor, 1))
+        u = _Unit(list(gs), step)
+        seen = [labels.get(g.name, ("undetermined", 0.0)) for g in gs]
+        determined = [(lab, c) for lab, c in seen if lab in ("IS", "DS") and c >= min_confidence]
+        names = {lab for lab, _ in determined}
+        if len({g.width for g in gs}) > 1:
+            u.reason = "tied to groups of another width: kept"
+        elif not determined:
+            lab, c = seen[0]
+            u.reason = (
+                f"{lab} below min_confidence ({c:.2f} < {min_confidence}): kept"
+                if lab in ("IS", "DS")
+                else "undetermined: kept"
+            )
+        elif len(names) > 1:
+            u.reason = "tied groups disagree (IS and DS): kept"
+        else:
+            u.direction = 1 if names == {"DS"} else -1
+            u.confidence = min(c for _, c in determined)
+            no_widen = [g.name for g in gs if not rules.get(g.name, WidthRule()).widen]
+            if u.direction > 0 and no_widen:
+                why = rules[no_widen[0]].reason or "its width rule forbids widening"
+                lab, c = seen[0]
+                u.direction, u.reason = 0, f"DS (confidence {c:.2f}) but kept: {why}"
+        u.floor = max(u.step, max(rules.get(g.name, WidthRule()).minimum for g in gs))
+        units.append(u)
+    return units
+
+
+def _spread(u: _Unit, lead_width: int) -> dict[str, int]:
+    """Widths of every group of ``u`` when its leader has ``lead_width`` (one shared factor)."""
+    return {g.name: round(lead_width * g.width / u.lead.width) for g in u.groups}
+
+
+def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list[_Unit]) -> None:
+    """Resize every moving unit once, one step in its direction; keep those that fail."""
+    for u in units:
+        if not u.direction:
+            continue
+        w0 = u.lead.width
+        w = w0 + u.step if u.direction > 0 else max(u.step, w0 - u.step)
+        if w == w0:
+            u.direction, u.reason = 0, f"kept: no narrower width is a multiple of {u.step}"
+            continue
+        try:
+            if _check_widths is not None:
+                _check_widths(model, groups, _spread(u, w))
+            resize(model, groups, _spread(u, w), init="reinit")
+        except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
+            u.direction, u.reason = 0, f"kept: resizing it failed ({exc})"
+
+
+def _refine(
+    best: dict[str, int],
+    moving: list[_Unit],
+    cost: Any,
+    target: float,
+    tolerance: float,
+    max_factor: float,
+) -> dict[str, int]:
     """Greedy one-step moves towards the target after the joint search.
 
     All IS groups narrow by one shared parameter, so integer widths can leave the cost a few
     percent off the target when a single channel is expensive. Each round tries every moving
-    group one step up and one step down (staying on its side of its old width, within its floor
+    unit one step up and one step down (staying on its side of its old width, within its floor
     and ``max_factor``) and keeps the move that brings the cost closest to the target.
     """
-    by_name = {g.name: g for g in groups}
     best = dict(best)
-    for _ in range(4 * len(moves) + 8):
+    for _ in range(4 * len(moving) + 8):
         gap = abs(cost(best) - target)
         if gap <= tolerance * target:
             break
         options = []
-        for name, (direction, _conf, lo) in moves.items():
-            g = by_name[name]
-            step = _lcm(max(g.divisor, 1), max(round_to, 1))
-            for delta in (-step, step):
-                w = best[name] + delta
-                if direction > 0 and not g.width <= w <= g.width * max_factor:
+        for u in moving:
+            w0 = u.lead.width
+            for delta in (-u.step, u.step):
+                w = best[u.lead.name] + delta
+                if u.direction > 0 and not w0 <= w <= w0 * max_factor:
                     continue
-                if direction < 0 and not min(lo, g.width) <= w <= g.width:
+                if u.direction < 0 and not min(u.floor, w0) <= w <= w0:
                     continue
-                trial = {**best, name: w}
-                options.append((abs(cost(trial) - target), name, w))
+                trial = {**best, **_spread(u, w)}
+                options.append((abs(cost(trial) - target), u.lead.name, w, id(u)))
         if not options or min(options)[0] >= gap:
             break
-        _, name, w = min(options)
-        best[name] = w
+        _, _name, w, uid = min(options)
+        unit = next(u for u in moving if id(u) == uid)
+        best.update(_spread(unit, w))
     return best
 
 
-def _lcm(a: int, b: int) -> int:
-    return a * b // math.gcd(a, b)
-
-
-def _bisect(f, lo: float, hi: float, iters: int = 30) -> float:
+def _bisect(f: Any, lo: float, hi: float, iters: int = 30) -> float:
     """The smallest x in [lo, hi] with f(x) <= 0, for f decreasing (integer steps make it coarse)."""
     for _ in range(iters):
         mid = (lo + hi) / 2

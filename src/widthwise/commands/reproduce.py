@@ -8,8 +8,8 @@ from pathlib import Path
 from widthwise.cli import CLIError
 
 FAMILY_NAMES = ("mlp", "cnn1d", "vgg", "resnet", "gru", "gcn", "vit", "teacher")
-#: the set-ups of experiments.PROOF_FAMILIES (kept here so `--help` needs no torch import)
-PROOF_FAMILY_NAMES = ("cnn1d", "vgg", "resnet")
+#: the set-ups of reproduction.streamlining.SETUPS (kept here so `--help` needs no torch import)
+PROOF_FAMILY_NAMES = ("vgg1d", "resnet1d", "vit1d", "mlp", "gru")
 
 
 def register(subparsers) -> None:
@@ -18,8 +18,10 @@ def register(subparsers) -> None:
         help="width sweeps per model family (narrow to generous), or the streamlining proof",
         description="Train a model family at several widths of its examined layer, track it, "
         "and write the paper-style figure (variance against epoch, one panel per width) and a "
-        "table of verdicts and accuracies per seed. FAMILY 'streamline' compares original, "
-        "streamlined (equal FLOPs) and uniformly scaled models instead.",
+        "table of verdicts and accuracies per seed. FAMILY 'streamline' runs the streamlining "
+        "proof instead: conventional set-ups, streamlined at equal FLOPs and at 0.6x the "
+        "parameters, against a uniform width multiplier, a random reallocation and magnitude "
+        "pruning at the same parameter count; resumable (rerun with the same --out).",
     )
     p.add_argument(
         "family",
@@ -33,7 +35,10 @@ def register(subparsers) -> None:
         "--families",
         nargs="+",
         default=list(PROOF_FAMILY_NAMES),
-        help="for 'streamline': which families to compare",
+        help=f"for 'streamline': which set-ups ({', '.join(PROOF_FAMILY_NAMES)})",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="for 'streamline': epochs per model (default 6)"
     )
     p.set_defaults(func=run)
 
@@ -54,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} exists and is not a folder")
     # check every name before anything is written: a typo leaves no empty --out folder behind
     if args.family == "streamline":
-        known = ", ".join(experiments.PROOF_FAMILIES)
         for name in args.families:
-            if name not in experiments.PROOF_FAMILIES:
-                raise CLIError(f"no streamlining set-up for {name!r}; choose from {known}")
+            if name not in PROOF_FAMILY_NAMES:
+                raise CLIError(
+                    f"no streamlining set-up for {name!r}; choose from {', '.join(PROOF_FAMILY_NAMES)}"
+                )
+        if args.epochs is not None and args.epochs < 1:
+            raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
         out.mkdir(parents=True, exist_ok=True)
         return _streamline(args, out)
     names = list(FAMILY_NAMES) if args.family == "all" else [args.family]
@@ -97,27 +105,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _streamline(args: argparse.Namespace, out: Path) -> int:
-    import pandas as pd
+    import json
 
-    from widthwise.reproduction import experiments
+    from widthwise.reproduction import streamlining
 
-    frames = []
+    seeds = args.seeds or (2 if args.quick else 5)
+    epochs = args.epochs or (2 if args.quick else None)
+    bar = _bar(None, "streamline")
+    rows = streamlining.run_proof(
+        out,
+        setups=args.families,
+        seeds=seeds,
+        epochs=epochs,
+        progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)),
+    )
+    bar.close()
+    plans = json.loads((out / "plans.json").read_text())
     for name in args.families:
-        seeds = args.seeds or (2 if args.quick else 5)
-        bar = _bar(1 + 3 * seeds, f"streamline {name}")
-        df = experiments.streamline_proof(
-            name,
-            seeds=seeds,
-            quick=args.quick,
-            progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1)),
-        )
-        bar.close()
-        print(df.attrs.pop("plan"))  # concat compares attrs, and a plan holds DataFrames
-        frames.append(df)
-    results = pd.concat(frames, ignore_index=True)
-    results.to_csv(out / "streamline.csv", index=False)
-    table = experiments.proof_table(results)
-    print(table.to_string(index=False))
+        print(f"\n{name}: {streamlining.SETUPS[name].description}")
+        for v in plans[name]["verdicts"]:
+            print(f"  {v['group']:<32} {v['width']:>5}  {v['label']:<12} {v['confidence']:.2f}")
+        for plan, info in plans[name]["plans"].items():
+            print(
+                f"  plan {plan:<18} {info['achieved_ratio']:.2f}x  met={info['met']}  {info['widths']}"
+            )
+    table = streamlining.summary(rows)
     table.to_csv(out / "streamline-summary.csv", index=False)
-    print(f"table: {out / 'streamline-summary.csv'}")
+    print()
+    print(table.to_string(index=False))
+    print()
+    print("\n".join(streamlining.verdict_lines(rows)))
+    fig = streamlining.figure(rows)
+    fig.savefig(out / "streamline.png", dpi=100)
+    print(
+        f"\ntable: {out / 'streamline-summary.csv'}  rows: {out / 'rows.csv'}  figure: {out / 'streamline.png'}"
+    )
     return 0

@@ -17,7 +17,8 @@ Every model takes its widths explicitly and follows one rebuild contract:
 
 Families: :class:`MLP`, :class:`CNN1D` (MNIST-1D), :class:`VGG` (``vgg11`` … ``vgg19``),
 :class:`ResNet` (``resnet18``, ``resnet20``, ``resnet50``), :class:`ViT`, :class:`GRULM`,
-:class:`GCN` (with :func:`normalize_adjacency`), :class:`UNet`, and :class:`ResidualMLP`, the
+:class:`VGG1D`, :class:`ResNet1D` and :class:`ViT1D` (conventional 1-D set-ups:
+channels doubling per stage with BatchNorm, MLP ratio 4), :class:`GCN` (with :func:`normalize_adjacency`), :class:`UNet`, and :class:`ResidualMLP`, the
 model of the width/depth kernel probe (constructor arguments only; it has no ``widths()``).
 
 >>> from widthwise.reproduction.zoo import MLP
@@ -35,6 +36,7 @@ from __future__ import annotations
 from widthwise.probes.residual_mlp import ResidualMLP
 from widthwise.reproduction.zoo._base import WidthConfigurable
 from widthwise.reproduction.zoo.cnn1d import CNN1D
+from widthwise.reproduction.zoo.conv1d_nets import VGG1D, ResNet1D
 from widthwise.reproduction.zoo.gcn import GCN, normalize_adjacency
 from widthwise.reproduction.zoo.gru import GRULM
 from widthwise.reproduction.zoo.mlp import MLP
@@ -42,6 +44,7 @@ from widthwise.reproduction.zoo.resnet import ResNet, resnet18, resnet20, resnet
 from widthwise.reproduction.zoo.unet import UNet
 from widthwise.reproduction.zoo.vgg import VGG, vgg11, vgg13, vgg16, vgg19
 from widthwise.reproduction.zoo.vit import ViT
+from widthwise.reproduction.zoo.vit1d import ViT1D
 
 __all__ = [
     "CNN1D",
@@ -49,10 +52,13 @@ __all__ = [
     "GRULM",
     "MLP",
     "VGG",
+    "VGG1D",
     "ResNet",
+    "ResNet1D",
     "ResidualMLP",
     "UNet",
     "ViT",
+    "ViT1D",
     "WidthConfigurable",
     "normalize_adjacency",
     "resnet18",
