@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy.stats import theilslopes
 
 __all__ = ["Verdict", "classify", "stable_from", "synthetic_series"]
 
@@ -182,11 +183,11 @@ def _running_median(u: np.ndarray, v: np.ndarray, half: float, k: int = 1) -> np
 
 
 def _theil_sen(u: np.ndarray, v: np.ndarray, max_points: int = 48) -> float:
+    """Theil-Sen slope (``scipy.stats.theilslopes``: median of pairwise slopes)."""
     if u.size > max_points:  # evenly thinned: the median of ~1100 pairwise slopes is plenty
         keep = np.linspace(0, u.size - 1, max_points).round().astype(int)
         u, v = u[keep], v[keep]
-    i, j = np.triu_indices(u.size, k=1)
-    return float(np.median((v[j] - v[i]) / (u[j] - u[i])))
+    return float(theilslopes(v, u).slope)
 
 
 def classify(values: Any, steps: Any = None, *, final: bool = True) -> Verdict:

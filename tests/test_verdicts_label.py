@@ -1,0 +1,180 @@
+"""The user-facing ``label`` beside the paper's ``paper_label``, the evidence behind it, dead channels.
+
+Runs are synthetic (a :class:`RunStore` in memory filled with hand-made channel norms), so every
+test is fast and knows the truth it checks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from widthwise.evidence import DEAD_RELATIVE_NORM, Evidence, group_evidence, relative_variance
+from widthwise.groups import ChannelGroup, Member
+from widthwise.patterns import _theil_sen, classify
+from widthwise.store import RunStore
+from widthwise.verdicts import (
+    DEAD_MAX_FRACTION,
+    LEVEL_DS,
+    LEVEL_IS,
+    TABLE_COLUMNS,
+    UNVALIDATED_CONFIDENCE,
+    decide,
+    judge,
+)
+
+
+def _run(norm_series: dict[str, np.ndarray], kind: str = "linear", meta: dict | None = None):
+    """An in-memory run: one group per entry, ``[snapshots, width]`` channel norms each."""
+    groups = [
+        ChannelGroup(name, arr.shape[1], (Member(f"{name}.weight", 0, "producer"),), kind=kind)
+        for name, arr in norm_series.items()
+    ]
+    store = RunStore.memory(groups, meta)
+    n = next(iter(norm_series.values())).shape[0]
+    for t in range(n):
+        cols: dict[str, list] = {k: [] for k in ("group", "gate", "variance", "mean", "max")}
+        cols.update({"min": [], "n_nonfinite": [], "n_zero": [], "flag": []})
+        vecs = []
+        for name, arr in norm_series.items():
+            v = arr[t]
+            cols["group"].append(name)
+            cols["gate"].append("")
+            cols["variance"].append(relative_variance(v))
+            cols["mean"].append(float(v.mean()))
+            cols["max"].append(float(v.max()))
+            cols["min"].append(float(v.min()))
+            cols["n_nonfinite"].append(0)
+            cols["n_zero"].append(int((v == 0).sum()))
+            cols["flag"].append("")
+            vecs.append(v.astype(np.float32))
+        store.append_snapshot(t * 10, t // 10, 0.0, None, cols, vecs)
+    return store.run
+
+
+def _matthew(width: int, n: int = 60, winners: float = 0.2, seed: int = 0) -> np.ndarray:
+    """A generous layer: a few channels grow ~6x, the rest stay near their initial norm."""
+    g = np.random.default_rng(seed)
+    init = 1 + 0.05 * g.standard_normal(width)
+    t = np.linspace(0, 1, n)[:, None]
+    gain = np.where(g.random(width) < winners, 6.0, 1.1)
+    return init * (1 + (gain - 1) * (1 - np.exp(-t / 0.15)))
+
+
+def _alike(width: int, n: int = 60, seed: int = 1) -> np.ndarray:
+    """A bottleneck: every channel grows about alike (variance stays near its initial level)."""
+    g = np.random.default_rng(seed)
+    init = 1 + 0.05 * g.standard_normal(width)
+    t = np.linspace(0, 1, n)[:, None]
+    gain = 3 + 0.1 * g.standard_normal(width)
+    return init * (1 + (gain - 1) * (1 - np.exp(-t / 0.15)))
+
+
+def test_table_keeps_every_column_and_adds_the_paper_verdict():
+    run = _run({"wide": _matthew(64), "narrow": _alike(6)})
+    j = judge(run)
+    assert list(j.table.columns) == TABLE_COLUMNS
+    assert {"paper_label", "paper_confidence"} <= set(j.table.columns)
+    hist = run.history()
+    for r in j.table.itertuples():
+        sub = hist[hist.group == r.group].sort_values("step")
+        paper = classify(sub.variance.to_numpy(), sub.step.to_numpy())
+        assert r.paper_label == paper.label  # the paper's verdict, exactly as classify gives it
+        assert r.paper_confidence == pytest.approx(paper.confidence)
+        assert r.suggestion == {"DS": "widen", "IS": "narrow", "undetermined": "keep"}[r.label]
+    assert set(j.evidence) == {"wide", "narrow"}
+
+
+def test_level_against_first_snapshot_separates_matthew_from_alike():
+    run = _run({"wide": _matthew(64), "narrow": _alike(6)})
+    t = judge(run).table.set_index("group")
+    assert t.loc["wide", "label"] == "IS"
+    assert t.loc["narrow", "label"] == "DS"
+    assert t.loc["narrow", "suggestion"] == "widen"
+    # the level ratio is the naive one: final variance over the first snapshot's
+    ev = judge(run).evidence["wide"]
+    arr = _matthew(64)
+    naive = np.median([relative_variance(r) for r in arr[-6:]]) / relative_variance(arr[0])
+    assert ev.level_ratio == pytest.approx(naive, rel=1e-4)
+
+
+def test_dead_channels_are_left_out_and_never_read_is():
+    # Half the channels of a bottleneck die (norm -> 0): the variance of all channels explodes
+    # (the paper's curve rises and holds: IS), but the live ones grew alike.
+    arr = _alike(8, seed=3)
+    t = np.linspace(0, 1, arr.shape[0])
+    arr[:, :4] *= np.exp(-t / 0.05)[:, None] * (t < 0.9)[:, None]
+    run = _run({"h": arr})
+    row = judge(run).table.iloc[0]
+    ev = judge(run).evidence["h"]
+    assert ev.n_dead == 4
+    assert relative_variance(arr[-1, 4:]) == pytest.approx(
+        np.var(arr[-1, 4:] / arr[-1, 4:].mean(), ddof=1), rel=1e-6
+    )
+    assert row.label != "IS"
+    assert "dead" in row.reason
+    # With all channels counted, the level would have read IS: the dead ones inflated it.
+    all_ratio = relative_variance(arr[-1]) / relative_variance(arr[0])
+    assert all_ratio > LEVEL_IS
+
+
+def test_decide_branches_and_thresholds():
+    paper_is = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
+    assert paper_is.label == "IS"
+
+    def ev(ratio: float, dead: int = 0, width: int = 16) -> Evidence:
+        return Evidence(width, dead, 0.0, 0.01, 0.01 * ratio, ratio, 2.0, True)
+
+    assert decide(paper_is, ev(LEVEL_DS * 0.99))[0] == "DS"
+    assert decide(paper_is, ev(LEVEL_IS * 1.01))[0] == "IS"
+    mid = math.sqrt(LEVEL_DS * LEVEL_IS)
+    label, conf, reason = decide(paper_is, ev(mid))
+    assert (label, conf) == ("undetermined", 0.0) and "between" in reason
+    # dead channels above the cap: never IS
+    many = int(16 * DEAD_MAX_FRACTION) + 1
+    assert decide(paper_is, ev(LEVEL_IS * 2, dead=many))[0] == "undetermined"
+    # never a verdict without snapshots
+    assert decide(None, ev(LEVEL_IS * 2), snapshots=0)[0] == "undetermined"
+
+
+def test_unvalidated_optimizer_or_kind_caps_confidence_and_says_so():
+    paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
+    e = Evidence(16, 0, 0.0, 0.01, 1.0, 100.0, 2.0, True)
+    _, c_ok, r_ok = decide(paper, e, kind="linear", optimizer="adamw")
+    assert c_ok > UNVALIDATED_CONFIDENCE and "not validated" not in r_ok
+    _, c_opt, r_opt = decide(paper, e, kind="linear", optimizer="lion")
+    assert c_opt <= UNVALIDATED_CONFIDENCE and "'lion' not validated" in r_opt
+    _, c_kind, r_kind = decide(paper, e, kind="attention", optimizer="sgd")
+    assert c_kind <= UNVALIDATED_CONFIDENCE and "'attention' not validated" in r_kind
+
+
+def test_optimizer_is_read_from_the_run_meta():
+    run = _run({"wide": _matthew(64)}, meta={"user": {"optimizer": "rmsprop"}})
+    row = judge(run).table.iloc[0]
+    assert row.confidence <= UNVALIDATED_CONFIDENCE and "rmsprop" in row.reason
+
+
+def test_evidence_without_channel_norms_uses_the_stats():
+    arr = _matthew(32)
+    var = np.array([relative_variance(r) for r in arr])
+    ev = group_evidence(np.arange(len(var)), var, mean=arr.mean(1), width=32)
+    assert not ev.from_norms
+    assert ev.level_ratio == pytest.approx(np.median(var[-6:]) / var[0])
+    assert ev.growth == pytest.approx(np.median(arr.mean(1)[-6:]) / arr.mean(1)[0])
+
+
+def test_dead_threshold_is_relative_to_the_median():
+    norms = np.ones((10, 5))
+    norms[:, 0] = DEAD_RELATIVE_NORM * 0.5  # below the threshold: dead
+    norms[:, 1] = DEAD_RELATIVE_NORM * 2.0  # small but alive
+    assert group_evidence(np.arange(10), np.full(10, 0.1), norms=norms).n_dead == 1
+
+
+def test_theil_sen_is_the_median_of_pairwise_slopes():
+    g = np.random.default_rng(0)
+    u = np.sort(g.random(30))
+    v = 2 * u + g.standard_normal(30) * 0.1
+    naive = np.median([(v[j] - v[i]) / (u[j] - u[i]) for i in range(30) for j in range(i + 1, 30)])
+    assert _theil_sen(u, v) == pytest.approx(naive, rel=1e-12)
