@@ -119,10 +119,10 @@ FAMILIES: dict[str, OracleFamily] = {
             lambda w, t: zoo.CNN1D(w, length=40, num_classes=10, batch_norm=True),
             _three("convs"),
             _mnist1d_small,
-            epochs=10,
+            epochs=8,
             sgd_lr=0.1,
             batch_size=128,
-            configs=_cfgs(64, 4, 48, 3),
+            configs=_cfgs(32, 4, 24, 3),
         ),
         OracleFamily(
             "resnet-bn",

@@ -23,25 +23,42 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 import oracle_report as rep
 
+from widthwise.evidence import Evidence
 from widthwise.verdicts import FEATURES, features
+
+
+def _evidence(r) -> Evidence:
+    """The :class:`Evidence` of one merged row (its fields are columns of the table)."""
+    names = Evidence.__dataclass_fields__
+    return Evidence(**{k: getattr(r, k) for k in names})
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="oracle-runs")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
+    p.add_argument("--cache", default=None, help="reuse/keep the judged rows in this pickle")
     a = p.parse_args()
     from sklearn.linear_model import LogisticRegression
 
     runs = Path(a.runs)
     df = pd.read_csv(runs / "oracle.csv")
     ol = rep.oracle_labels(df)
-    jr = rep.judged_rows(df, runs)
-    m = jr.merge(ol, on=["family", "config", "opt", "widened"], how="inner")
+    if a.cache and Path(a.cache).exists():
+        jr = pd.read_pickle(a.cache)
+        known = set(zip(jr.family, jr.config, jr.opt, jr.seed))
+        todo = df[
+            [(f, c, o, s) not in known for f, c, o, s in zip(df.family, df.config, df.opt, df.seed)]
+        ]
+        jr = pd.concat([jr, rep.judged_rows(todo, runs)], ignore_index=True)
+    else:
+        jr = rep.judged_rows(df, runs)
+    if a.cache:
+        jr.to_pickle(a.cache)
+    m = jr.merge(ol.drop(columns="width"), on=["family", "config", "opt", "widened"], how="inner")
     m = m[m.oracle != "unclear"].copy()
-    x = np.array(
-        [features(r.paper_label, r.level_ratio, r.final_variance, r.growth) for r in m.itertuples()]
-    )
+    m["width"] = [int(str(w).split("x")[i]) for w, i in zip(m.widths, m.widened)]
+    x = np.array([features(r.paper_label, _evidence(r)) for r in m.itertuples()])
     ok = np.all(np.isfinite(x), axis=1)
     m, x = m[ok], x[ok]
     y = (m.oracle == "needs width").to_numpy()

@@ -36,6 +36,7 @@ NEEDS_MIN_GAIN = 0.01
 ENOUGH_MAX_UPPER = 0.02
 
 ORACLE_TO_LABEL = {"needs width": "DS", "enough": "IS"}
+VERDICT_COLUMNS = ("label", "paper_label", "baseline_always_DS", "baseline_width_lt_16")
 
 
 def oracle_labels(df: pd.DataFrame) -> pd.DataFrame:
@@ -209,7 +210,11 @@ def main() -> None:
     # Only complete configurations: every slot widened for every seed of the original.
     ol = oracle_labels(df)
     jr = judged_rows(df, runs)
-    m = jr.merge(ol, on=["family", "config", "opt", "widened"], how="inner")
+    m = jr.merge(ol.drop(columns="width"), on=["family", "config", "opt", "widened"], how="inner")
+    # Baselines measured on the same cases: no evidence at all ("always DS") and width alone.
+    m["baseline_always_DS"] = "DS"
+    m["width"] = [int(str(w).split("x")[i]) for w, i in zip(m.widths, m.widened)]
+    m["baseline_width_lt_16"] = np.where(m.width < 16, "DS", "IS")
     if a.csv:
         m.to_csv(a.csv, index=False)
     print("## Oracle labels\n")
@@ -243,7 +248,7 @@ def main() -> None:
             + [(f"{k}", g) for k, g in sub.groupby("family")]
             + [(f"{k}", g) for k, g in sub.groupby("opt")]
         ):
-            for col in ("label", "paper_label"):
+            for col in VERDICT_COLUMNS:
                 rows.append({"subset": key, "verdict": col, **agreement(part, col)})
         print(_md(pd.DataFrame(rows)))
         print(f"\n### Confusion ({split}; rows oracle, columns verdict)\n")

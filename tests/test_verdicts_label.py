@@ -11,18 +11,21 @@ import math
 import numpy as np
 import pytest
 
+import widthwise.verdicts as wv
 from widthwise.evidence import DEAD_RELATIVE_NORM, Evidence, group_evidence, relative_variance
 from widthwise.groups import ChannelGroup, Member
 from widthwise.patterns import _theil_sen, classify
 from widthwise.store import RunStore
 from widthwise.verdicts import (
     DEAD_MAX_FRACTION,
-    LEVEL_DS,
-    LEVEL_IS,
+    FEATURES,
+    P_DECIDE,
     TABLE_COLUMNS,
     UNVALIDATED_CONFIDENCE,
     decide,
+    features,
     judge,
+    needs_width_probability,
 )
 
 
@@ -87,17 +90,44 @@ def test_table_keeps_every_column_and_adds_the_paper_verdict():
     assert set(j.evidence) == {"wide", "narrow"}
 
 
-def test_level_against_first_snapshot_separates_matthew_from_alike():
+def test_fitted_weights_read_clear_cases_right():
+    # A clear Matthew effect (a fifth of the channels grow 6x, the rest stay) reads IS; every
+    # channel growing alike reads DS. The level ratio is the naive one.
     run = _run({"wide": _matthew(64), "narrow": _alike(6)})
-    t = judge(run).table.set_index("group")
+    j = judge(run)
+    t = j.table.set_index("group")
     assert t.loc["wide", "label"] == "IS"
     assert t.loc["narrow", "label"] == "DS"
     assert t.loc["narrow", "suggestion"] == "widen"
-    # the level ratio is the naive one: final variance over the first snapshot's
-    ev = judge(run).evidence["wide"]
     arr = _matthew(64)
     naive = np.median([relative_variance(r) for r in arr[-6:]]) / relative_variance(arr[0])
-    assert ev.level_ratio == pytest.approx(naive, rel=1e-4)
+    assert j.evidence["wide"].level_ratio == pytest.approx(naive, rel=1e-4)
+    growth = arr[-1] / arr[0]
+    assert j.evidence["wide"].growth_dispersion == pytest.approx(
+        np.var(growth / growth.mean(), ddof=1), rel=0.05
+    )
+
+
+def _set_weights(monkeypatch, coef: list[float], intercept: float) -> None:
+    monkeypatch.setattr(wv, "COEF", tuple(coef))
+    monkeypatch.setattr(wv, "INTERCEPT", intercept)
+
+
+def test_label_and_confidence_follow_a_naive_logistic(monkeypatch):
+    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4]
+    _set_weights(monkeypatch, coef, 0.5)
+    paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
+    for disp in (0.001, 0.02, 0.1, 1.0, 5.0):
+        e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, disp, 0.1)
+        x = [math.log(disp), math.log(0.05), math.log(5.0), math.log(2.0), 0.0, 1.0]
+        p = 1 / (1 + math.exp(-(0.5 + sum(c * v for c, v in zip(coef, x)))))
+        assert needs_width_probability("IS", e) == pytest.approx(p)
+        label, conf, reason = decide(paper, e, kind="linear")
+        want = "DS" if p >= P_DECIDE else "IS" if p <= 1 - P_DECIDE else "undetermined"
+        assert label == want
+        assert conf == pytest.approx({"DS": p, "IS": 1 - p, "undetermined": 0.0}[want], abs=1e-4)
+        assert f"{p:.2f}" in reason
+    assert len(features("IS", e)) == len(FEATURES) == len(wv.COEF)
 
 
 def test_dead_channels_are_left_out_and_never_read_is():
@@ -115,33 +145,32 @@ def test_dead_channels_are_left_out_and_never_read_is():
     )
     assert row.label != "IS"
     assert "dead" in row.reason
-    # With all channels counted, the level would have read IS: the dead ones inflated it.
-    all_ratio = relative_variance(arr[-1]) / relative_variance(arr[0])
-    assert all_ratio > LEVEL_IS
+    # The dead ones inflate the variance of all channels many-fold over that of the live ones.
+    assert relative_variance(arr[-1]) > 20 * relative_variance(arr[-1, 4:])
+    assert ev.final_variance == pytest.approx(
+        np.median([relative_variance(r[4:]) for r in arr[-6:]]), rel=1e-4
+    )
 
 
-def test_decide_branches_and_thresholds():
-    paper_is = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
-    assert paper_is.label == "IS"
-
-    def ev(ratio: float, dead: int = 0, width: int = 16) -> Evidence:
-        return Evidence(width, dead, 0.0, 0.01, 0.01 * ratio, ratio, 2.0, True)
-
-    assert decide(paper_is, ev(LEVEL_DS * 0.99))[0] == "DS"
-    assert decide(paper_is, ev(LEVEL_IS * 1.01))[0] == "IS"
-    mid = math.sqrt(LEVEL_DS * LEVEL_IS)
-    label, conf, reason = decide(paper_is, ev(mid))
-    assert (label, conf) == ("undetermined", 0.0) and "between" in reason
-    # dead channels above the cap: never IS
-    many = int(16 * DEAD_MAX_FRACTION) + 1
-    assert decide(paper_is, ev(LEVEL_IS * 2, dead=many))[0] == "undetermined"
-    # never a verdict without snapshots
-    assert decide(None, ev(LEVEL_IS * 2), snapshots=0)[0] == "undetermined"
-
-
-def test_unvalidated_optimizer_or_kind_caps_confidence_and_says_so():
+def test_dead_channels_cap_is_and_missing_snapshots_give_no_verdict(monkeypatch):
+    _set_weights(monkeypatch, [0.0] * len(FEATURES), -5.0)  # p ~ 0.007: IS everywhere
     paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
-    e = Evidence(16, 0, 0.0, 0.01, 1.0, 100.0, 2.0, True)
+    e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.5, 0.1)
+    assert decide(paper, e)[0] == "IS"
+    many = int(16 * DEAD_MAX_FRACTION) + 1
+    dead = Evidence(16, many, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.5, 0.1)
+    label, _, reason = decide(paper, dead)
+    assert label == "undetermined" and f"{many} of 16 channels are dead" in reason
+    assert decide(None, e, snapshots=0)[0] == "undetermined"
+    nan_ref = Evidence(16, 0, 0.0, 0.0, 0.05, math.nan, 2.0, True, math.nan, math.nan)
+    assert decide(paper, nan_ref)[0] == "undetermined"
+
+
+def test_unvalidated_optimizer_or_kind_caps_confidence_and_says_so(monkeypatch):
+    paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
+    e = Evidence(16, 0, 0.0, 0.01, 1.0, 100.0, 2.0, True, 1.0, 0.5)
+    monkeypatch.setattr(wv, "INTERCEPT", -8.0)  # a confident verdict to cap
+    monkeypatch.setattr(wv, "COEF", (0.0,) * len(FEATURES))
     _, c_ok, r_ok = decide(paper, e, kind="linear", optimizer="adamw")
     assert c_ok > UNVALIDATED_CONFIDENCE and "not validated" not in r_ok
     _, c_opt, r_opt = decide(paper, e, kind="linear", optimizer="lion")
@@ -150,7 +179,8 @@ def test_unvalidated_optimizer_or_kind_caps_confidence_and_says_so():
     assert c_kind <= UNVALIDATED_CONFIDENCE and "'attention' not validated" in r_kind
 
 
-def test_optimizer_is_read_from_the_run_meta():
+def test_optimizer_is_read_from_the_run_meta(monkeypatch):
+    _set_weights(monkeypatch, [0.0] * len(FEATURES), -8.0)
     run = _run({"wide": _matthew(64)}, meta={"user": {"optimizer": "rmsprop"}})
     row = judge(run).table.iloc[0]
     assert row.confidence <= UNVALIDATED_CONFIDENCE and "rmsprop" in row.reason
@@ -178,3 +208,14 @@ def test_theil_sen_is_the_median_of_pairwise_slopes():
     v = 2 * u + g.standard_normal(30) * 0.1
     naive = np.median([(v[j] - v[i]) / (u[j] - u[i]) for i in range(30) for j in range(i + 1, 30)])
     assert _theil_sen(u, v) == pytest.approx(naive, rel=1e-12)
+
+
+def test_frozen_channels_count_as_dead():
+    # Never-firing ReLU units under plain SGD: their norms never move while the others grow.
+    arr = _matthew(16, seed=5)
+    arr[:, :3] = arr[0, :3]
+    ev = group_evidence(np.arange(len(arr)), np.ones(len(arr)), norms=arr)
+    assert ev.n_dead == 3
+    # nothing moved at all (e.g. a frozen layer): no channel is singled out as dead
+    still = np.repeat(arr[:1], len(arr), axis=0)
+    assert group_evidence(np.arange(len(arr)), np.ones(len(arr)), norms=still).n_dead == 0

@@ -16,9 +16,10 @@ mean, the zero-channel counts and, when kept, the per-channel norm vectors):
 
 * ``level_ratio``: final variance over the reference variance (both over live channels when the
   channel norms are kept), the deciding number of :func:`widthwise.verdicts.judge`;
-* ``dead``: channels that died -- zero norm, or a norm that collapsed below
-  :data:`DEAD_RELATIVE_NORM` of the group's median -- which inflate the variance without being
-  spare capacity the layer could use;
+* ``dead``: channels that died -- zero norm, a norm that collapsed below
+  :data:`DEAD_RELATIVE_NORM` of the group's median, or a norm frozen since the first snapshot while
+  the others moved (a never-firing ReLU under SGD without weight decay gets no gradient at all) --
+  which inflate the variance without being spare capacity the layer could use;
 * ``growth``: final mean channel norm over the reference mean.
 
 >>> import numpy as np
@@ -46,6 +47,13 @@ __all__ = ["DEAD_RELATIVE_NORM", "Evidence", "group_evidence", "relative_varianc
 #: oracle runs of docs/validity.md).
 DEAD_RELATIVE_NORM = 0.02
 
+#: A channel whose norm changed by less than this (relative) over the whole run is frozen: it got
+#: no gradient (float32 norms move by ~1e-7 from rounding alone).
+FROZEN_TOLERANCE = 1e-5
+
+#: A live channel lags when it grew less than this fraction of the group's median growth.
+LAGGARD_GROWTH = 0.5
+
 #: The final level is the median over this last fraction of training (as in patterns.py).
 FINAL_WINDOW = 0.10
 
@@ -62,6 +70,8 @@ class Evidence:
     level_ratio: float
     growth: float
     from_norms: bool
+    growth_dispersion: float = math.nan
+    laggards: float = math.nan
 
     @property
     def dead_fraction(self) -> float:
@@ -124,6 +134,13 @@ def group_evidence(
         last = np.median(nm[fin], axis=0)
         med = float(np.median(last))
         dead = (last <= DEAD_RELATIVE_NORM * med) | (last == 0)
+        # Frozen: a ReLU unit that never fires gets no gradient in either weight slice, so under
+        # SGD without weight decay its norm never moves; counted only when others did move.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change = np.abs(nm[-1] / nm[0] - 1)
+        moved = np.nanmedian(change) > 100 * FROZEN_TOLERANCE if change.size else False
+        if moved:
+            dead |= change < FROZEN_TOLERANCE
         live = ~dead
         ref = relative_variance(nm[0, live]) if live.sum() >= 2 else math.nan
         fv = (
@@ -135,6 +152,13 @@ def group_evidence(
         growth = float(np.median(nm[fin].mean(axis=1)) / m0) if m0 > 0 else math.nan
         n_dead = int(dead.sum())
         from_norms = True
+        # Per-channel growth since the reference: the Matthew effect without the spread that the
+        # initialisation's shape (fan-in, fan-out) puts into the norms themselves.
+        g0 = nm[0, live]
+        gi = last[live] / np.where(g0 > 0, g0, np.nan)
+        gi = gi[np.isfinite(gi)]
+        dispersion = relative_variance(gi) if gi.size >= 2 else math.nan
+        laggards = float(np.mean(gi < LAGGARD_GROWTH * np.median(gi))) if gi.size else math.nan
     else:
         w = int(width or 0)
         ok = np.isfinite(v)
@@ -146,5 +170,8 @@ def group_evidence(
             growth = float(np.median(mm[fin]) / mm[0]) if mm[0] > 0 else math.nan
         n_dead = int(np.asarray(n_zero)[-1]) if n_zero is not None and len(n_zero) else 0
         from_norms = False
+        dispersion = laggards = math.nan
     ratio = fv / ref if ref > 0 and math.isfinite(fv) else math.nan
-    return Evidence(w, n_dead, float(s[0]), ref, fv, ratio, growth, from_norms)
+    return Evidence(
+        w, n_dead, float(s[0]), ref, fv, ratio, growth, from_norms, dispersion, laggards
+    )

@@ -184,14 +184,24 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
 # oracle (benchmarks/oracle.py, split "dev") and judged on the held-out ones; docs/validity.md
 # has the measurements and the command that produced them.
 
-#: The evidence the verdict weighs, in this order (:func:`features`): the variance level against
-#: its first-snapshot reference (log), the final variance itself (log; the metric is already
-#: scale-free), the growth of the mean channel norm (log), and the paper's shape verdict.
-FEATURES = ("log_level_ratio", "log_final_variance", "log_growth", "paper_DS", "paper_IS")
+#: The evidence the verdict weighs, in this order (:func:`features`): the dispersion of the
+#: channels' growth since the first snapshot (log; the Matthew effect without the spread the
+#: initialisation's shape puts into the norms), the final variance (log; the metric is already
+#: scale-free), the variance level against its first-snapshot reference (log), the growth of the
+#: mean channel norm (log), and the paper's shape verdict. Missing evidence (no channel norms
+#: kept) falls back to the level ratio for the dispersion and to no growth.
+FEATURES = (
+    "log_growth_dispersion",
+    "log_final_variance",
+    "log_level_ratio",
+    "log_growth",
+    "paper_DS",
+    "paper_IS",
+)
 
 #: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
 #: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
-COEF = (0.0, 0.0, 0.0, 0.0, 0.0)
+COEF = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 INTERCEPT = 0.0
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
@@ -209,15 +219,18 @@ VALIDATED_KINDS = ("linear", "conv", "recurrent")
 UNVALIDATED_CONFIDENCE = 0.5
 
 
-def features(
-    paper_label: str, level_ratio: float, final_variance: float, growth: float
-) -> list[float]:
+def features(paper_label: str, ev: Evidence) -> list[float]:
     """The :data:`FEATURES` vector of one group (NaN where the evidence is missing)."""
-    g = growth if growth is not None and math.isfinite(growth) and growth > 0 else 1.0
+
+    def log(x: float, default: float = math.nan) -> float:
+        return math.log(x) if x is not None and math.isfinite(x) and x > 0 else default
+
+    ratio = log(ev.level_ratio)
     return [
-        math.log(level_ratio) if level_ratio > 0 else math.nan,
-        math.log(final_variance) if final_variance > 0 else math.nan,
-        math.log(g),
+        log(ev.growth_dispersion, ratio),
+        log(ev.final_variance),
+        ratio,
+        log(ev.growth, 0.0),
         float(paper_label == "DS"),
         float(paper_label == "IS"),
     ]
@@ -225,10 +238,10 @@ def features(
 
 def needs_width_probability(paper_label: str, ev: Evidence) -> float:
     """Probability that widening the group helps, from the fitted logistic weights."""
-    f = features(paper_label, ev.level_ratio, ev.final_variance, ev.growth)
+    f = features(paper_label, ev)
     if not all(math.isfinite(v) for v in f):
         return math.nan
-    z = INTERCEPT + sum(c * v for c, v in zip(COEF, f))
+    z = INTERCEPT + sum(c * v for c, v in zip(COEF, f, strict=True))
     return 1.0 / (1.0 + math.exp(-z))
 
 
