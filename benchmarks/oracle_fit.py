@@ -64,24 +64,40 @@ def main() -> None:
     y = (m.oracle == "needs width").to_numpy()
     dev = (m.split == "dev").to_numpy()
     clf = LogisticRegression(C=a.C, max_iter=1000).fit(x[dev], y[dev])
+    no_loss = LogisticRegression(C=a.C, max_iter=1000).fit(x[dev][:, :-1], y[dev])
     print("FEATURES =", FEATURES)
-    print("COEF =", [round(float(c), 4) for c in clf.coef_[0]])
+    print("COEF =", tuple(round(float(c), 4) for c in clf.coef_[0]))
     print("INTERCEPT =", round(float(clf.intercept_[0]), 4))
+    print("COEF_NO_LOSS =", tuple(round(float(c), 4) for c in no_loss.coef_[0]))
+    print("INTERCEPT_NO_LOSS =", round(float(no_loss.intercept_[0]), 4))
+    p_nl = no_loss.predict_proba(x[:, :-1])[:, 1]
+    print(
+        f"without the loss feature: dev {np.mean((p_nl[dev] > 0.5) == y[dev]):.3f} "
+        f"held {np.mean((p_nl[~dev] > 0.5) == y[~dev]):.3f}"
+    )
     prob = clf.predict_proba(x)[:, 1]
+    want = np.where(y, "DS", "IS")
+    for p_decide in (0.5, 0.55, 0.6, 0.7):
+        lab = np.where(prob >= p_decide, "DS", np.where(prob <= 1 - p_decide, "IS", "U"))
+        parts = []
+        for name, mask in (("dev", dev), ("held", ~dev)):
+            ds = lab[mask] == "DS"
+            parts.append(
+                f"{name} agree {np.mean(lab[mask] == want[mask]):.3f} "
+                f"undet {np.mean(lab[mask] == 'U'):.2f} "
+                f"DS right {np.mean(y[mask][ds]) if ds.any() else float('nan'):.2f}"
+            )
+        print(f"P_DECIDE={p_decide}: " + " | ".join(parts))
     for name, mask in (("dev", dev), ("held", ~dev)):
         if not mask.any():
             continue
-        pred = prob[mask] > 0.5
         print(
             f"{name}: n={mask.sum()} needs={y[mask].mean():.2f} "
-            f"fit={np.mean(pred == y[mask]):.3f} "
+            f"fit(0.5)={np.mean((prob[mask] > 0.5) == y[mask]):.3f} "
             f"paper={np.mean((m.paper_label[mask] == 'DS') == y[mask]):.3f} "
+            f"always_DS={y[mask].mean():.3f} "
             f"width<16={np.mean((m.width[mask] < 16) == y[mask]):.3f}"
         )
-    for opt, sub in m.assign(p=prob, y=y).groupby("opt"):
-        print(f"  {opt}: n={len(sub)} fit={np.mean((sub.p > 0.5) == sub.y):.3f}")
-    for fam, sub in m.assign(p=prob, y=y).groupby("family"):
-        print(f"  {fam}: n={len(sub)} fit={np.mean((sub.p > 0.5) == sub.y):.3f}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ from widthwise.verdicts import (
 )
 
 
-def _run(norm_series: dict[str, np.ndarray], kind: str = "linear", meta: dict | None = None):
-    """An in-memory run: one group per entry, ``[snapshots, width]`` channel norms each."""
+def _run(
+    norm_series: dict[str, np.ndarray],
+    kind: str = "linear",
+    meta: dict | None = None,
+    loss: np.ndarray | None = None,
+):
+    """An in-memory run: one group per entry, ``[snapshots, width]`` channel norms each, and the
+    training loss ``loss[t]`` logged at each snapshot when given."""
     groups = [
         ChannelGroup(name, arr.shape[1], (Member(f"{name}.weight", 0, "producer"),), kind=kind)
         for name, arr in norm_series.items()
@@ -53,7 +59,8 @@ def _run(norm_series: dict[str, np.ndarray], kind: str = "linear", meta: dict | 
             cols["n_zero"].append(int((v == 0).sum()))
             cols["flag"].append("")
             vecs.append(v.astype(np.float32))
-        store.append_snapshot(t * 10, t // 10, 0.0, None, cols, vecs)
+        metrics = None if loss is None else {"loss": float(loss[t])}
+        store.append_snapshot(t * 10, t // 10, 0.0, metrics, cols, vecs)
     return store.run
 
 
@@ -91,35 +98,43 @@ def test_table_keeps_every_column_and_adds_the_paper_verdict():
 
 
 def test_fitted_weights_read_clear_cases_right():
-    # A clear Matthew effect (a fifth of the channels grow 6x, the rest stay) reads IS; every
-    # channel growing alike reads DS. The level ratio is the naive one.
-    run = _run({"wide": _matthew(64), "narrow": _alike(6)})
-    j = judge(run)
-    t = j.table.set_index("group")
-    assert t.loc["wide", "label"] == "IS"
-    assert t.loc["narrow", "label"] == "DS"
-    assert t.loc["narrow", "suggestion"] == "widen"
+    # The fitted weights' main direction (docs/validity.md): in a run whose training loss fell to
+    # 1 % of its start, a layer with a clear Matthew effect reads IS; in a run whose loss only
+    # fell to 80 %, a layer whose channels all grew alike reads DS.
+    t = np.linspace(0, 1, 60)
+    good_loss = 2.3 * (0.01 + 0.99 * np.exp(-t / 0.1))
+    fitted = _run({"wide": _matthew(64)}, loss=good_loss)
+    under = _run({"narrow": _alike(6)}, loss=2.3 * (0.8 + 0.2 * np.exp(-t / 0.1)))
+    jf, ju = judge(fitted), judge(under)
+    assert jf.table.iloc[0].label == "IS"
+    assert ju.table.iloc[0].label == "DS" and ju.table.iloc[0].suggestion == "widen"
+    naive_loss = np.median(good_loss[-6:]) / np.median(good_loss[:6])
+    assert jf.evidence["wide"].loss_ratio == pytest.approx(naive_loss, rel=1e-5)
+    # the level ratio and the growth dispersion are the naive ones
     arr = _matthew(64)
     naive = np.median([relative_variance(r) for r in arr[-6:]]) / relative_variance(arr[0])
-    assert j.evidence["wide"].level_ratio == pytest.approx(naive, rel=1e-4)
-    growth = arr[-1] / arr[0]
-    assert j.evidence["wide"].growth_dispersion == pytest.approx(
-        np.var(growth / growth.mean(), ddof=1), rel=0.05
+    assert jf.evidence["wide"].level_ratio == pytest.approx(naive, rel=1e-4)
+    growth = np.median(arr[-6:], axis=0) / arr[0]
+    assert jf.evidence["wide"].growth_dispersion == pytest.approx(
+        np.var(growth / growth.mean(), ddof=1), rel=1e-4
     )
 
 
 def _set_weights(monkeypatch, coef: list[float], intercept: float) -> None:
+    """Known weights; the no-loss weights are the same without the last (loss) feature."""
     monkeypatch.setattr(wv, "COEF", tuple(coef))
     monkeypatch.setattr(wv, "INTERCEPT", intercept)
+    monkeypatch.setattr(wv, "COEF_NO_LOSS", tuple(coef[:-1]))
+    monkeypatch.setattr(wv, "INTERCEPT_NO_LOSS", intercept)
 
 
 def test_label_and_confidence_follow_a_naive_logistic(monkeypatch):
-    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4]
+    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4, 0.8]
     _set_weights(monkeypatch, coef, 0.5)
     paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
     for disp in (0.001, 0.02, 0.1, 1.0, 5.0):
-        e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, disp, 0.1)
-        x = [math.log(disp), math.log(0.05), math.log(5.0), math.log(2.0), 0.0, 1.0]
+        e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, disp, 0.1, 0.3)
+        x = [math.log(disp), math.log(0.05), math.log(5.0), math.log(2.0), 0.0, 1.0, math.log(0.3)]
         p = 1 / (1 + math.exp(-(0.5 + sum(c * v for c, v in zip(coef, x)))))
         assert needs_width_probability("IS", e) == pytest.approx(p)
         label, conf, reason = decide(paper, e, kind="linear")
@@ -169,8 +184,7 @@ def test_dead_channels_cap_is_and_missing_snapshots_give_no_verdict(monkeypatch)
 def test_unvalidated_optimizer_or_kind_caps_confidence_and_says_so(monkeypatch):
     paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
     e = Evidence(16, 0, 0.0, 0.01, 1.0, 100.0, 2.0, True, 1.0, 0.5)
-    monkeypatch.setattr(wv, "INTERCEPT", -8.0)  # a confident verdict to cap
-    monkeypatch.setattr(wv, "COEF", (0.0,) * len(FEATURES))
+    _set_weights(monkeypatch, [0.0] * len(FEATURES), -8.0)  # a confident verdict to cap
     _, c_ok, r_ok = decide(paper, e, kind="linear", optimizer="adamw")
     assert c_ok > UNVALIDATED_CONFIDENCE and "not validated" not in r_ok
     _, c_opt, r_opt = decide(paper, e, kind="linear", optimizer="lion")
@@ -219,3 +233,25 @@ def test_frozen_channels_count_as_dead():
     # nothing moved at all (e.g. a frozen layer): no channel is singled out as dead
     still = np.repeat(arr[:1], len(arr), axis=0)
     assert group_evidence(np.arange(len(arr)), np.ones(len(arr)), norms=still).n_dead == 0
+
+
+def test_loss_ratio_and_the_no_loss_fallback(monkeypatch):
+    import pandas as pd
+
+    from widthwise.evidence import loss_ratio
+
+    steps = np.arange(40)
+    vals = np.linspace(2.0, 0.5, 40)
+    df = pd.DataFrame({"step": steps, "name": "loss", "value": vals})
+    assert loss_ratio(df) == pytest.approx(np.median(vals[-4:]) / np.median(vals[:4]))
+    assert math.isnan(loss_ratio(df.iloc[:3]))  # too few points
+    assert math.isnan(loss_ratio(df.assign(name="accuracy")))
+    # without a loss the probability uses the no-loss weights (here: a different intercept)
+    monkeypatch.setattr(wv, "COEF", (0.0,) * len(FEATURES))
+    monkeypatch.setattr(wv, "INTERCEPT", 3.0)
+    monkeypatch.setattr(wv, "COEF_NO_LOSS", (0.0,) * (len(FEATURES) - 1))
+    monkeypatch.setattr(wv, "INTERCEPT_NO_LOSS", -3.0)
+    with_loss = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.5, 0.1, 0.5)
+    no_loss = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.5, 0.1, math.nan)
+    assert needs_width_probability("IS", with_loss) == pytest.approx(1 / (1 + math.exp(-3)))
+    assert needs_width_probability("IS", no_loss) == pytest.approx(1 / (1 + math.exp(3)))

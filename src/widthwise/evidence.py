@@ -20,7 +20,10 @@ mean, the zero-channel counts and, when kept, the per-channel norm vectors):
   :data:`DEAD_RELATIVE_NORM` of the group's median, or a norm frozen since the first snapshot while
   the others moved (a never-firing ReLU under SGD without weight decay gets no gradient at all) --
   which inflate the variance without being spare capacity the layer could use;
-* ``growth``: final mean channel norm over the reference mean.
+* ``growth``: final mean channel norm over the reference mean;
+* ``loss_ratio`` (one per run, :func:`loss_ratio`): the training loss at the end over the loss at
+  the start, from the logged ``loss`` metric. A run whose loss is still high is under-fitted, and
+  there widening almost any layer helped in the oracle.
 
 >>> import numpy as np
 >>> steps = np.arange(10)
@@ -38,7 +41,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEAD_RELATIVE_NORM", "Evidence", "group_evidence", "relative_variance"]
+__all__ = [
+    "DEAD_RELATIVE_NORM",
+    "LOSS_METRICS",
+    "Evidence",
+    "group_evidence",
+    "loss_ratio",
+    "relative_variance",
+]
+
+#: Metric names read as the training loss (``tracker.snapshot(metrics={"loss": ...})``).
+LOSS_METRICS = ("loss", "train_loss")
+
+#: The loss ratio needs at least this many logged loss values.
+MIN_LOSS_POINTS = 4
 
 #: A channel is dead when its norm is below this fraction of the group's median channel norm at
 #: the end of training (or exactly zero). A never-firing ReLU unit gets no gradient, so weight
@@ -72,6 +88,7 @@ class Evidence:
     from_norms: bool
     growth_dispersion: float = math.nan
     laggards: float = math.nan
+    loss_ratio: float = math.nan
 
     @property
     def dead_fraction(self) -> float:
@@ -175,3 +192,22 @@ def group_evidence(
     return Evidence(
         w, n_dead, float(s[0]), ref, fv, ratio, growth, from_norms, dispersion, laggards
     )
+
+
+def loss_ratio(metrics: Any) -> float:
+    """Final over initial training loss (medians of the last and first 10 % of the logged values).
+
+    ``metrics`` is ``run.metrics()`` (long format: ``step, name, value``). NaN when no loss was
+    logged (fewer than :data:`MIN_LOSS_POINTS` finite positive values).
+    """
+    if metrics is None or not len(metrics) or "name" not in metrics:
+        return math.nan
+    sub = metrics[metrics["name"].isin(LOSS_METRICS)]
+    if "step" in sub:
+        sub = sub.sort_values("step", kind="stable")
+    v = sub["value"].to_numpy(dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size < MIN_LOSS_POINTS:
+        return math.nan
+    k = max(1, v.size // 10)
+    return float(np.median(v[-k:]) / np.median(v[:k]))

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from widthwise.evidence import Evidence, group_evidence
+from widthwise.evidence import Evidence, group_evidence, loss_ratio
 from widthwise.groups import ChannelGroup
 from widthwise.patterns import MIN_POINTS, Verdict, classify, stable_from
 
@@ -133,6 +133,10 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
     if history is None:
         history = run.history(gates=True)
     optimizer = _optimizer_of(run)
+    try:
+        run_loss = loss_ratio(run.metrics())
+    except Exception:  # a run without readable metrics still gets its verdicts
+        run_loss = math.nan
     rows, gate_rows = [], []
     found: dict[str, Verdict | None] = {}
     evidence: dict[str, Evidence] = {}
@@ -141,7 +145,7 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
         verdict = classify(values, steps) if len(values) else None
         stable = stable_from(values, steps) if len(values) else None
         found[group.name] = verdict
-        ev = _evidence(run, history, group, steps, values)
+        ev = replace(_evidence(run, history, group, steps, values), loss_ratio=run_loss)
         evidence[group.name] = ev
         label, confidence, reason = decide(
             verdict, ev, kind=group.kind, optimizer=optimizer, snapshots=len(values)
@@ -188,8 +192,10 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
 #: channels' growth since the first snapshot (log; the Matthew effect without the spread the
 #: initialisation's shape puts into the norms), the final variance (log; the metric is already
 #: scale-free), the variance level against its first-snapshot reference (log), the growth of the
-#: mean channel norm (log), and the paper's shape verdict. Missing evidence (no channel norms
-#: kept) falls back to the level ratio for the dispersion and to no growth.
+#: mean channel norm (log), the paper's shape verdict, and the run's final-over-initial training
+#: loss (log; an under-fitted run gains from width almost anywhere). Missing evidence (no channel
+#: norms kept) falls back to the level ratio for the dispersion and to no growth; a run without a
+#: logged loss uses :data:`COEF_NO_LOSS`.
 FEATURES = (
     "log_growth_dispersion",
     "log_final_variance",
@@ -197,16 +203,20 @@ FEATURES = (
     "log_growth",
     "paper_DS",
     "paper_IS",
+    "log_loss_ratio",
 )
 
 #: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
 #: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
-COEF = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-INTERCEPT = 0.0
+COEF = (0.3671, -0.9058, 0.312, 0.2694, 1.2551, -0.5332, 1.9819)
+INTERCEPT = 1.1089
+#: The same fitted without the loss feature, for runs that logged no training loss.
+COEF_NO_LOSS = (0.6426, -0.4439, 0.1227, -0.9285, 1.3919, 0.0306)
+INTERCEPT_NO_LOSS = 1.84
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
 #: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined".
-P_DECIDE = 0.6
+P_DECIDE = 0.5
 
 #: Share of channels dead (zero norm, or collapsed; :mod:`widthwise.evidence`) above which a
 #: group never reads IS: the survivors are all that is left of its width.
@@ -233,15 +243,19 @@ def features(paper_label: str, ev: Evidence) -> list[float]:
         log(ev.growth, 0.0),
         float(paper_label == "DS"),
         float(paper_label == "IS"),
+        log(ev.loss_ratio),
     ]
 
 
 def needs_width_probability(paper_label: str, ev: Evidence) -> float:
     """Probability that widening the group helps, from the fitted logistic weights."""
     f = features(paper_label, ev)
+    coef, intercept = COEF, INTERCEPT
+    if not math.isfinite(f[-1]):  # no training loss logged: the weights fitted without it
+        f, coef, intercept = f[:-1], COEF_NO_LOSS, INTERCEPT_NO_LOSS
     if not all(math.isfinite(v) for v in f):
         return math.nan
-    z = INTERCEPT + sum(c * v for c, v in zip(COEF, f, strict=True))
+    z = intercept + sum(c * v for c, v in zip(coef, f, strict=True))
     return 1.0 / (1.0 + math.exp(-z))
 
 
@@ -274,7 +288,7 @@ def decide(
         notes.append(f"{ev.n_dead} of {ev.width} channels dead, left out of the level")
     why = (
         f"variance {ev.level_ratio:.3g}x its first-snapshot level, final {ev.final_variance:.3g}, "
-        f"paper {paper.label}: P(widening helps) = {p:.2f}"
+        f"paper {paper.label}, loss {ev.loss_ratio:.2g}x its start: P(widening helps) = {p:.2f}"
     )
     if p >= P_DECIDE:
         label, confidence = "DS", p
