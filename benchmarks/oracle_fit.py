@@ -63,6 +63,11 @@ def main() -> None:
     m, x = m[ok], x[ok]
     y = (m.oracle == "needs width").to_numpy()
     dev = (m.split == "dev").to_numpy()
+    from sklearn.metrics import roc_auc_score
+
+    for i, name in enumerate(FEATURES):
+        auc = roc_auc_score(y[dev], x[dev, i])
+        print(f"dev AUC of {name} alone: {max(auc, 1 - auc):.3f} ({'+' if auc >= 0.5 else '-'})")
     clf = LogisticRegression(C=a.C, max_iter=1000).fit(x[dev], y[dev])
     no_loss = LogisticRegression(C=a.C, max_iter=1000).fit(x[dev][:, :-1], y[dev])
     print("FEATURES =", FEATURES)

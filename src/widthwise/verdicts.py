@@ -208,11 +208,11 @@ FEATURES = (
 
 #: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
 #: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
-COEF = (0.3671, -0.9058, 0.312, 0.2694, 1.2551, -0.5332, 1.9819)
-INTERCEPT = 1.1089
+COEF = (0.2845, -0.8768, 0.3026, 0.8402, 1.2611, -0.2212, 1.4994)
+INTERCEPT = 0.1849
 #: The same fitted without the loss feature, for runs that logged no training loss.
-COEF_NO_LOSS = (0.6426, -0.4439, 0.1227, -0.9285, 1.3919, 0.0306)
-INTERCEPT_NO_LOSS = 1.84
+COEF_NO_LOSS = (0.3096, -0.2967, 0.1344, -0.0915, 1.3217, 0.4611)
+INTERCEPT_NO_LOSS = 0.3462
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
 #: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined".
