@@ -27,7 +27,7 @@ mean, the zero-channel counts and, when kept, the per-channel norm vectors):
 
 >>> import numpy as np
 >>> steps = np.arange(10)
->>> norms = np.ones((10, 4)); norms[:, 0] = np.linspace(1, 0, 10)   # channel 0 dies
+>>> norms = np.ones((10, 4)); norms[5:, 0] = 0.0   # channel 0 dies half-way
 >>> ev = group_evidence(steps, np.full(10, 0.1), norms=norms)
 >>> ev.n_dead, ev.width
 (1, 4)
