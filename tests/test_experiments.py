@@ -11,6 +11,7 @@ import torch
 
 from widthwise import classify, count_flops, count_params, experiments, open_run, zoo
 from widthwise.cli import main
+from widthwise.verdicts import judge
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +35,8 @@ def test_quick_sweep_through_the_cli_writes_figure_tables_and_runs(family, tmp_p
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # the figure was not left open in pyplot
-    # Each row's verdict is what classify says on the stored run's examined group: an
-    # independent path through the run file and the history.
+    # Each row's label is what judge says on the stored run, whose paper_label is what classify
+    # says on the examined group's history: independent paths through the run file.
     for row in table.itertuples():
         run = open_run(tmp_path / family / f"{family}-w{row.width}-s{row.seed}.sqlite")
         hist = run.history()
@@ -43,17 +44,29 @@ def test_quick_sweep_through_the_cli_writes_figure_tables_and_runs(family, tmp_p
         name = experiments.examined_group(list(groups.values()), fam.examined).name
         series = hist[(hist.group == name) & (hist.gate.fillna("") == "")]
         assert groups[name].width == row.width
-        assert classify(series.variance.to_numpy(), series.step.to_numpy()).label == row.label
+        judged = judge(run).table.set_index("group").loc[name]
+        assert judged.label == row.label
+        paper = classify(series.variance.to_numpy(), series.step.to_numpy()).label
+        assert judged.paper_label == paper
 
 
 def test_the_teacher_family_reads_ds_when_narrow_and_is_when_wide():
     # Measured: 2 and 256 hidden units against a teacher of 16 give DS and IS at confidence
     # ~1 even in the quick setting (docs/reproduction.md has the full sweep).
     res = experiments.sweep("teacher", seeds=2, quick=True)
-    narrow = res[res.width == 2].label.tolist()
-    wide = res[res.width == 256].label.tolist()
-    assert narrow == ["DS", "DS"]
-    assert wide == ["IS", "IS"]
+    assert res[res.width == 2].paper_label.tolist() == ["DS", "DS"]
+    assert res[res.width == 256].paper_label.tolist() == ["IS", "IS"]
+    assert res[res.width == 2].label.tolist() == ["DS", "DS"]
+    assert "IS" not in res[res.width == 2].label.tolist()
+
+
+def test_sweep_takes_adamw_and_refuses_an_unknown_optimizer():
+    with pytest.raises(ValueError, match="optimizer must be"):
+        experiments.sweep("teacher", seeds=1, quick=True, optimizer="lion")
+    kw = experiments._settings(experiments.FAMILIES["teacher"], True, "adamw")
+    assert (kw["optimizer"], kw["lr"]) == ("adamw", experiments.ADAMW_LR)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        experiments.make_optimizer([torch.nn.Parameter(torch.zeros(1))], "lion", 0.1, 0.0)
 
 
 def test_summary_counts_labels_per_width():

@@ -182,6 +182,10 @@ def _running_median(u: np.ndarray, v: np.ndarray, half: float, k: int = 1) -> np
 
 
 def _theil_sen(u: np.ndarray, v: np.ndarray, max_points: int = 48) -> float:
+    """Theil-Sen slope: the median of pairwise slopes, equal to ``scipy.stats.theilslopes``'s
+    (tests/test_verdicts_label.py checks it). Kept by hand because scipy's also computes a
+    confidence interval: 2.0 ms against 0.24 ms per call at 48 points (measured on the 2-core
+    machine), and ``stable_from`` calls it up to 200 times per group."""
     if u.size > max_points:  # evenly thinned: the median of ~1100 pairwise slopes is plenty
         keep = np.linspace(0, u.size - 1, max_points).round().astype(int)
         u, v = u[keep], v[keep]

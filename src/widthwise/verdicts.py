@@ -1,11 +1,22 @@
 """Verdicts for a tracked run: one row per channel group, as a plain DataFrame.
 
 :func:`verdicts` reads a run (``widthwise.open_run(path)``, ``tracker.run``, anything with the
-:class:`RunLike` interface) and classifies each group's weight-norm variance series with
-:func:`widthwise.patterns.classify`: ``IS`` (wide enough), ``DS`` (would gain from width) or
-``undetermined``, with a confidence, the stage boundaries and a suggestion. :func:`judge` returns
-the same table together with the per-gate verdicts of recurrent and attention groups and the
-:class:`~widthwise.patterns.Verdict` objects, which :class:`widthwise.report.Report` views.
+:class:`RunLike` interface) and gives each group two verdicts:
+
+* ``label`` / ``confidence``: the verdict users act on -- ``IS`` (wide enough), ``DS`` (would gain
+  from width) or ``undetermined`` -- built from the evidence that a widen-and-retrain oracle
+  showed to predict "needs width" (docs/validity.md): the variance's *level* against its own
+  reference at the first snapshot (:mod:`widthwise.evidence`), together with the paper's shape
+  verdict, after excluding dead channels. Its confidence is the share of such verdicts the
+  oracle confirmed on the development runs (a calibrated probability on what was validated),
+  capped for optimisers and layer kinds the oracle never tested. ``suggestion`` follows it.
+* ``paper_label`` / ``paper_confidence``: the paper's verdict on the variance curve's *shape*
+  exactly as :func:`widthwise.patterns.classify` defines it (docs/verdicts.md), kept so the
+  reproduction stays faithful. The stage columns (``stage1_end`` ... ``retained``) describe it.
+
+:func:`judge` returns the same table together with the per-gate (paper) verdicts of recurrent and
+attention groups, the paper's :class:`~widthwise.patterns.Verdict` objects (which
+:class:`widthwise.report.Report` views) and the :class:`~widthwise.evidence.Evidence` per group.
 
 This module computes; it never renders. ``streamline`` and the report both take its table.
 
@@ -27,16 +38,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from widthwise.evidence import Evidence, group_evidence, loss_ratio
 from widthwise.groups import ChannelGroup
-from widthwise.patterns import Verdict, classify, stable_from
+from widthwise.patterns import MIN_POINTS, Verdict, classify, stable_from
 
-__all__ = ["GATE_COLUMNS", "TABLE_COLUMNS", "Judged", "RunLike", "judge", "verdicts"]
+__all__ = [
+    "GATE_COLUMNS",
+    "TABLE_COLUMNS",
+    "Judged",
+    "RunLike",
+    "decide",
+    "features",
+    "judge",
+    "needs_width_probability",
+    "verdicts",
+]
 
 
 class RunLike(Protocol):
@@ -69,6 +91,8 @@ TABLE_COLUMNS = [
     "suggestion",
     "snapshots",
     "reason",
+    "paper_label",
+    "paper_confidence",
 ]
 GATE_COLUMNS = [
     "group",
@@ -86,12 +110,14 @@ GATE_COLUMNS = [
 @dataclass(frozen=True)
 class Judged:
     """Everything :func:`judge` found: ``table`` (one row per group, :data:`TABLE_COLUMNS`),
-    ``gates`` (one row per gate of recurrent/attention groups, :data:`GATE_COLUMNS`) and the
-    :class:`~widthwise.patterns.Verdict` of each group (None when it has no snapshots)."""
+    ``gates`` (one row per gate of recurrent/attention groups, :data:`GATE_COLUMNS`), the paper's
+    :class:`~widthwise.patterns.Verdict` of each group (None when it has no snapshots) and the
+    :class:`~widthwise.evidence.Evidence` behind each ``label``."""
 
     table: pd.DataFrame
     gates: pd.DataFrame
     verdicts: dict[str, Verdict | None]
+    evidence: dict[str, Evidence] = field(default_factory=dict)
 
 
 def verdicts(run: RunLike) -> pd.DataFrame:
@@ -100,26 +126,44 @@ def verdicts(run: RunLike) -> pd.DataFrame:
 
 
 def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
-    """Classify every group (and every gate) of ``run``.
+    """Judge every group (and, with the paper's criterion, every gate) of ``run``.
 
     ``history`` is ``run.history(gates=True)`` when the caller has read it already.
     """
     if history is None:
         history = run.history(gates=True)
+    optimizer = _optimizer_of(run)
+    try:
+        run_loss = loss_ratio(run.metrics())
+    except Exception:  # a run without readable metrics still gets its verdicts
+        run_loss = math.nan
     rows, gate_rows = [], []
     found: dict[str, Verdict | None] = {}
+    evidence: dict[str, Evidence] = {}
     for group in run.groups:
         steps, values = _series(history, group.name, "")
         verdict = classify(values, steps) if len(values) else None
         stable = stable_from(values, steps) if len(values) else None
         found[group.name] = verdict
+        ev = replace(_evidence(run, history, group, steps, values), loss_ratio=run_loss)
+        evidence[group.name] = ev
+        label, confidence, reason = decide(
+            verdict, ev, kind=group.kind, optimizer=optimizer, snapshots=len(values)
+        )
+        paper = _verdict_fields(verdict)
         rows.append(
             {
                 "group": group.name,
                 "kind": group.kind,
                 "layers": ", ".join(group.layers),
                 "width": int(group.width),
-                **_verdict_fields(verdict),
+                **paper,
+                "label": label,
+                "confidence": confidence,
+                "suggestion": SUGGESTION[label],
+                "reason": reason,
+                "paper_label": paper["label"],
+                "paper_confidence": paper["confidence"],
                 "stable_from": _opt_int(stable),
                 "snapshots": len(values),
             }
@@ -136,7 +180,186 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
     table["snapshots"] = table["snapshots"].astype("int64")
     for col in ("stage1_end", "stage2_end", "peak_at", "stable_from"):
         table[col] = table[col].astype("Int64")
-    return Judged(table, pd.DataFrame(gate_rows, columns=GATE_COLUMNS), found)
+    return Judged(table, pd.DataFrame(gate_rows, columns=GATE_COLUMNS), found, evidence)
+
+
+# --- the user-facing verdict --------------------------------------------------------------------
+# Every threshold and confidence below was fitted on the *development* configurations of the
+# oracle (benchmarks/oracle.py, split "dev") and judged on the held-out ones; docs/validity.md
+# has the measurements and the command that produced them.
+
+#: The evidence the verdict weighs, in this order (:func:`features`): the dispersion of the
+#: channels' growth since the first snapshot (log; the Matthew effect without the spread the
+#: initialisation's shape puts into the norms), the final variance (log; the metric is already
+#: scale-free), the variance level against its first-snapshot reference (log), the growth of the
+#: mean channel norm (log), the paper's shape verdict, and the run's final-over-initial training
+#: loss (log; an under-fitted run gains from width almost anywhere). Missing evidence (no channel
+#: norms kept) falls back to the level ratio for the dispersion and to no growth; a run without a
+#: logged loss uses :data:`COEF_NO_LOSS`.
+FEATURES = (
+    "log_growth_dispersion",
+    "log_final_variance",
+    "log_level_ratio",
+    "log_growth",
+    "paper_DS",
+    "paper_IS",
+    "log_loss_ratio",
+)
+
+#: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
+#: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
+COEF = (0.2845, -0.8768, 0.3026, 0.8402, 1.2611, -0.2212, 1.4994)
+INTERCEPT = 0.1849
+#: The same fitted without the loss feature, for runs that logged no training loss.
+COEF_NO_LOSS = (0.3096, -0.2967, 0.1344, -0.0915, 1.3217, 0.4611)
+INTERCEPT_NO_LOSS = 0.3462
+
+#: A verdict is given when the probability of "needs width" is at least this far from even
+#: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined".
+P_DECIDE = 0.5
+
+#: Share of channels dead (zero norm, or collapsed; :mod:`widthwise.evidence`) above which a
+#: group never reads IS: the survivors are all that is left of its width.
+DEAD_MAX_FRACTION = 0.25
+
+#: What the oracle validated. Outside it the verdict says so in its reason and its confidence is
+#: capped at :data:`UNVALIDATED_CONFIDENCE`.
+VALIDATED_OPTIMIZERS = ("sgd", "adamw")
+VALIDATED_KINDS = ("linear", "conv", "recurrent")
+UNVALIDATED_CONFIDENCE = 0.5
+
+
+def features(paper_label: str, ev: Evidence) -> list[float]:
+    """The :data:`FEATURES` vector of one group (NaN where the evidence is missing)."""
+
+    def log(x: float, default: float = math.nan) -> float:
+        return math.log(x) if x is not None and math.isfinite(x) and x > 0 else default
+
+    ratio = log(ev.level_ratio)
+    return [
+        log(ev.growth_dispersion, ratio),
+        log(ev.final_variance),
+        ratio,
+        log(ev.growth, 0.0),
+        float(paper_label == "DS"),
+        float(paper_label == "IS"),
+        log(ev.loss_ratio),
+    ]
+
+
+def needs_width_probability(paper_label: str, ev: Evidence) -> float:
+    """Probability that widening the group helps, from the fitted logistic weights."""
+    f = features(paper_label, ev)
+    coef, intercept = COEF, INTERCEPT
+    if not math.isfinite(f[-1]):  # no training loss logged: the weights fitted without it
+        f, coef, intercept = f[:-1], COEF_NO_LOSS, INTERCEPT_NO_LOSS
+    if not all(math.isfinite(v) for v in f):
+        return math.nan
+    z = intercept + sum(c * v for c, v in zip(coef, f, strict=True))
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def decide(
+    paper: Verdict | None,
+    ev: Evidence,
+    *,
+    kind: str = "other",
+    optimizer: str | None = None,
+    snapshots: int | None = None,
+) -> tuple[str, float, str]:
+    """The user-facing ``(label, confidence, reason)`` of one group from its evidence.
+
+    ``paper`` is the paper's shape verdict, ``ev`` the group's :class:`Evidence`, ``kind`` the
+    group kind, ``optimizer`` the training optimiser when the run recorded it (``meta``).
+    """
+    if snapshots is None:
+        snapshots = int(paper.evidence.get("n_snapshots", 0)) if paper is not None else 0
+    if paper is None or snapshots < MIN_POINTS:
+        return "undetermined", 0.0, f"too few snapshots ({snapshots} < {MIN_POINTS})"
+    p = needs_width_probability(paper.label, ev)
+    if not math.isfinite(p):
+        return (
+            "undetermined",
+            0.0,
+            "no reference level: the first snapshot's variance is 0 or missing",
+        )
+    notes = []
+    if ev.n_dead:
+        notes.append(f"{ev.n_dead} of {ev.width} channels dead, left out of the level")
+    why = (
+        f"variance {ev.level_ratio:.3g}x its first-snapshot level, final {ev.final_variance:.3g}, "
+        f"paper {paper.label}, loss {ev.loss_ratio:.2g}x its start: P(widening helps) = {p:.2f}"
+    )
+    if p >= P_DECIDE:
+        label, confidence = "DS", p
+    elif p <= 1 - P_DECIDE:
+        label, confidence = "IS", 1 - p
+    else:
+        return "undetermined", 0.0, "; ".join([why, *notes])
+    if label == "IS" and ev.dead_fraction > DEAD_MAX_FRACTION:
+        return (
+            "undetermined",
+            0.0,
+            f"{ev.n_dead} of {ev.width} channels are dead (> {DEAD_MAX_FRACTION:.0%}): "
+            f"the live ones may be all the width it has; {why}",
+        )
+    opt = _optimizer_family(optimizer)
+    if opt is not None and opt not in VALIDATED_OPTIMIZERS:
+        notes.append(f"optimiser {optimizer!r} not validated by the oracle (confidence capped)")
+        confidence = min(confidence, UNVALIDATED_CONFIDENCE)
+    if kind not in VALIDATED_KINDS:
+        notes.append(f"layer kind {kind!r} not validated by the oracle (confidence capped)")
+        confidence = min(confidence, UNVALIDATED_CONFIDENCE)
+    return label, round(confidence, 4), "; ".join([why, *notes])
+
+
+def _optimizer_family(name: str | None) -> str | None:
+    if not name:
+        return None
+    low = str(name).lower()
+    for known in ("adamw", "adam", "sgd"):
+        if low.startswith(known):
+            return known
+    return low
+
+
+def _optimizer_of(run: Any) -> str | None:
+    """The optimiser a run recorded in its meta (``meta={"optimizer": ...}``), if any."""
+    meta = getattr(run, "meta", None)
+    if not isinstance(meta, dict):
+        return None
+    user = meta.get("user") if isinstance(meta.get("user"), dict) else {}
+    for source in (user, meta):
+        for key in ("optimizer", "opt"):
+            if source.get(key):
+                return str(source[key])
+    return None
+
+
+def _evidence(
+    run: Any, history: pd.DataFrame, group: ChannelGroup, steps: np.ndarray, values: np.ndarray
+) -> Evidence:
+    """Evidence from the kept channel norms when they cover the series, else from the stats."""
+    norms = None
+    if hasattr(run, "channel_norms") and len(steps):
+        try:
+            n_steps, n = run.channel_norms(group.name)
+        except (KeyError, ValueError):
+            n_steps, n = np.zeros(0, dtype=np.int64), None
+        if n is not None and len(n_steps) == len(steps) and np.array_equal(n_steps, steps):
+            norms = n
+    sub = history[(history["group"] == group.name) & (history["gate"] == "")]
+    sub = sub[np.isfinite(sub["variance"].to_numpy(dtype=float))].sort_values("step")
+    return group_evidence(
+        steps,
+        values,
+        norms=norms,
+        mean=sub["mean"].to_numpy(dtype=float)
+        if "mean" in sub and len(sub) == len(steps)
+        else None,
+        n_zero=sub["n_zero"].to_numpy() if "n_zero" in sub and len(sub) == len(steps) else None,
+        width=int(group.width),
+    )
 
 
 def _series(history: pd.DataFrame, group: str, gate: str) -> tuple[np.ndarray, np.ndarray]:
