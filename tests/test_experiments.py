@@ -125,19 +125,6 @@ def test_training_settings_are_validated():
         experiments.train(torch.nn.Linear(16, 4), task, epochs=1, lr=0.1, schedule="step")
 
 
-def test_reproduce_streamline_through_the_cli(tmp_path, capsys):
-    args = ["reproduce", "streamline", "--quick", "--seeds", "1", "--families", "cnn1d", "vgg"]
-    assert main([*args, "--out", str(tmp_path)]) == 0
-    table = pd.read_csv(tmp_path / "streamline-summary.csv")
-    assert list(table.family) == ["cnn1d"] * 3 + ["vgg"] * 3
-    assert list(table.variant) == ["original", "streamlined", "uniform"] * 2
-    assert capsys.readouterr().out.count("WidthPlan: flops") == 2
-    raw = pd.read_csv(tmp_path / "streamline.csv")
-    assert len(raw) == 6 and raw.accuracy.between(0, 1).all()
-    assert main(["reproduce", "streamline", "--families", "gru", "--out", str(tmp_path)]) != 0
-    assert "no streamlining set-up" in capsys.readouterr().err
-
-
 def test_streamline_example_runs_as_is(tmp_path):
     import json
     import os
@@ -167,4 +154,3 @@ def test_cli_names_match_the_experiment_definitions():
     from widthwise.commands import reproduce
 
     assert set(reproduce.FAMILY_NAMES) == set(experiments.FAMILIES)
-    assert list(reproduce.PROOF_FAMILY_NAMES) == list(experiments.PROOF_FAMILIES)

@@ -55,43 +55,16 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from widthwise.analysis import channel_vectors, ifm_width
 from widthwise.groups import ChannelGroup, find_groups
-from widthwise.resize import Init, ResizeError, resize, shrink_with_torch_pruning
-
-try:  # the public name once groups exposes it (issue 16)
-    from widthwise.groups import call_model as _call  # type: ignore[attr-defined]
-except ImportError:
-    from widthwise.groups import _call_model as _call
-
-try:  # per-group width rules, added to resize.py in parallel
-    from widthwise.resize import WidthRule, width_rules  # type: ignore[attr-defined]
-except ImportError:  # private fallback until the merge (the lead removes it)
-
-    @dataclass(frozen=True)
-    class WidthRule:  # type: ignore[no-redef]
-        multiple_of: int = 1
-        minimum: int = 1
-        tied: tuple[str, ...] = ()
-        widen: bool = True
-        reason: str = ""
-
-    def width_rules(  # type: ignore[misc]
-        model: nn.Module, groups: Sequence[ChannelGroup]
-    ) -> dict[str, WidthRule]:
-        return {
-            g.name: WidthRule(
-                multiple_of=max(g.divisor, 1),
-                minimum=max(g.divisor, 1),
-                reason=f"{g.divisor} heads/groups" if g.divisor > 1 else "",
-            )
-            for g in groups
-        }
-
-
-try:  # the rules' own check, once resize.py has it: names the group a width breaks
-    from widthwise.resize import check_widths as _check_widths  # type: ignore[attr-defined]
-except ImportError:  # until the merge
-    _check_widths = None
-
+from widthwise.groups import call_model as _call
+from widthwise.resize import (
+    Init,
+    ResizeError,
+    WidthRule,
+    resize,
+    shrink_with_torch_pruning,
+    width_rules,
+)
+from widthwise.resize import check_widths as _check_widths
 
 __all__ = [
     "BudgetError",
@@ -626,8 +599,7 @@ def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list
             u.direction, u.reason = 0, f"kept: no narrower width is a multiple of {u.step}"
             continue
         try:
-            if _check_widths is not None:
-                _check_widths(model, groups, _spread(u, w))
+            _check_widths(model, groups, _spread(u, w))
             resize(model, groups, _spread(u, w), init="reinit")
         except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
             u.direction, u.reason = 0, f"kept: resizing it failed ({exc})"
