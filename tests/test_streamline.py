@@ -433,3 +433,19 @@ def test_a_group_whose_trial_resize_fails_is_kept_with_the_reason(cnn, monkeypat
     assert rows.reason[b].startswith("kept: resizing it failed") and "heads" in rows.reason[b]
     assert plan.widths[c] < 32  # the others still meet the budget
     assert plan.budget["met"]
+
+
+def test_every_group_ds_at_equal_flops_widens_less_until_the_budget_is_met():
+    # Nothing to narrow: the only way to the budget is to shrink the widening back (it once
+    # skipped that search and returned a plan at 6x the FLOPs, "NOT met").
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3))
+    x = torch.randn(4, 8)
+    groups = find_groups(net, x)
+    table = pd.DataFrame({"group": [g.name for g in groups], "label": "DS", "confidence": 0.9})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)
+        plan = streamline(net, table, x, budget="flops", floor="none")
+    assert plan.budget["met"]
+    assert abs(plan.budget["achieved"] - count_flops(net, x)) <= 0.02 * count_flops(net, x)
+    assert all(plan.widths[g.name] >= g.width for g in groups)

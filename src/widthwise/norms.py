@@ -387,7 +387,9 @@ class NormPlan:
         else:  # bfloat16/float16: convert into the buffer, then square in place
             out.copy_(m).square_()
 
-    def _blocked_sums(self, m: torch.Tensor, acc: torch.dtype, *, want_rows: bool):
+    def _blocked_sums(  # type: ignore[no-untyped-def]
+        self, m: torch.Tensor, acc: torch.dtype, *, want_rows: bool
+    ):
         # A large weight is squared a block of rows at a time: the block stays in cache while
         # both its row sums and its column sums are taken, so the weight is read from memory
         # once instead of three times.

@@ -1106,7 +1106,7 @@ def resize(
         modes = {mod: mod.training for mod in new.modules()}
         try:
             with torch.no_grad():
-                _call_model(new.eval(), example_inputs)  # type: ignore[no-untyped-call]
+                _call_model(new.eval(), example_inputs)
         except Exception as exc:
             raise ResizeError(
                 f"the model resized at group(s) {[g.name for g in changed]} fails its forward "

@@ -122,7 +122,9 @@ class _OpRecorder(TorchDispatchMode):
         super().__init__()
         self.ops: set[Any] = set()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(  # type: ignore[no-untyped-def]
+        self, func, types, args=(), kwargs=None
+    ):
         self.ops.add(func.overloadpacket)
         return func(*args, **(kwargs or {}))
 
@@ -447,7 +449,8 @@ def streamline(
     )
     k_max = max_factor
     best = widths_at(widen, 0.0)
-    if cost(best) > target * (1 + tolerance) and t_max > 0:
+    # With nothing to narrow (t_max == 0: every moving group reads DS) only widening less helps.
+    if cost(best) > target * (1 + tolerance):
         if cost(widths_at(widen, t_max)) <= target:
             best = widths_at(widen, _bisect(lambda t: cost(widths_at(widen, t)) - target, 0, t_max))
         else:  # narrowing to the floors is not enough: widen less

@@ -249,8 +249,9 @@ def features(paper_label: str, ev: Evidence) -> list[float]:
 
 def needs_width_probability(paper_label: str, ev: Evidence) -> float:
     """Probability that widening the group helps, from the fitted logistic weights."""
-    f = features(paper_label, ev)
-    coef, intercept = COEF, INTERCEPT
+    f = list(features(paper_label, ev))
+    coef: tuple[float, ...] = COEF
+    intercept = INTERCEPT
     if not math.isfinite(f[-1]):  # no training loss logged: the weights fitted without it
         f, coef, intercept = f[:-1], COEF_NO_LOSS, INTERCEPT_NO_LOSS
     if not all(math.isfinite(v) for v in f):
@@ -328,8 +329,8 @@ def _optimizer_of(run: Any) -> str | None:
     meta = getattr(run, "meta", None)
     if not isinstance(meta, dict):
         return None
-    user = meta.get("user") if isinstance(meta.get("user"), dict) else {}
-    for source in (user, meta):
+    user = meta.get("user")
+    for source in (user if isinstance(user, dict) else {}, meta):
         for key in ("optimizer", "opt"):
             if source.get(key):
                 return str(source[key])
