@@ -191,7 +191,7 @@ def test_demo_writes_runs_and_report(capsys, tmp_path):
     )
     assert code == 0, err
     for name, widths in (("mlp", [512, 8, 256]), ("cnn", [4, 64, 128])):
-        run = open_run(out_dir / f"{name}.sqlite")
+        run = open_run(out_dir / f"{name}.wwrun")
         assert [g.width for g in run.groups] == widths
         history = run.history()
         # 320 training examples, batch 100: 4 steps per epoch; snapshots at 0 and at the end

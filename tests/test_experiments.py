@@ -38,7 +38,7 @@ def test_quick_sweep_through_the_cli_writes_figure_tables_and_runs(family, tmp_p
     # Each row's label is what judge says on the stored run, whose paper_label is what classify
     # says on the examined group's history: independent paths through the run file.
     for row in table.itertuples():
-        run = open_run(tmp_path / family / f"{family}-w{row.width}-s{row.seed}.sqlite")
+        run = open_run(tmp_path / family / f"{family}-w{row.width}-s{row.seed}.wwrun")
         hist = run.history()
         groups = {g.name: g for g in run.groups}
         name = experiments.examined_group(list(groups.values()), fam.examined).name

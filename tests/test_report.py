@@ -243,7 +243,7 @@ def test_html_is_self_contained_and_escapes_model_names(tmp_path, tracker, repor
 
 
 def test_report_of_a_run_still_being_written(tmp_path):
-    path = tmp_path / "live.sqlite"
+    path = tmp_path / "live.wwrun"
     tracker = train_tracked(path, steps=20)
     first = open_run(path).report()
     assert set(first.table["snapshots"]) == {10}

@@ -26,6 +26,7 @@ from widthwise.verdicts import (
     features,
     judge,
     needs_width_probability,
+    verdicts,
 )
 
 
@@ -257,3 +258,28 @@ def test_loss_ratio_and_the_no_loss_fallback(monkeypatch):
     no_loss = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.5, 0.1, math.nan)
     assert needs_width_probability("IS", with_loss) == pytest.approx(1 / (1 + math.exp(-3)))
     assert needs_width_probability("IS", no_loss) == pytest.approx(1 / (1 + math.exp(3)))
+
+
+def test_undetermined_says_why_width_one_and_nan_weights():
+    import torch
+
+    from widthwise.tracker import WidthTracker
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 1),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1, 6),
+        torch.nn.ReLU(),
+        torch.nn.Linear(6, 2),
+    )
+    tracker = WidthTracker(net, torch.randn(2, 4))
+    with torch.no_grad():
+        net[2].weight[0, 0] = float("nan")
+    for step in range(6):
+        tracker.snapshot(step=step)
+    table = verdicts(tracker.run).set_index("group")
+    assert table.loc["0", "label"] == "undetermined"
+    assert table.loc["0", "reason"].startswith("width 1")
+    assert table.loc["2", "label"] == "undetermined"
+    assert "non-finite weights" in table.loc["2", "reason"]

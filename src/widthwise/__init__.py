@@ -26,7 +26,7 @@ from widthwise.groups import ChannelGroup, GroupingError, GroupingWarning, Membe
 from widthwise.norms import GroupStats, NormPlan, channel_norms, group_stats
 from widthwise.patterns import Verdict, classify, stable_from, synthetic_series
 from widthwise.report import Report
-from widthwise.resize import ResizeError, resize
+from widthwise.resize import ResizeError, WidthRule, check_widths, resize, width_rules
 from widthwise.store import Run, RunFileError, RunStore, open_run
 from widthwise.streamline import WidthPlan, count_flops, count_params, streamline
 from widthwise.tracker import TrackerWarning, WidthTracker
@@ -48,9 +48,11 @@ __all__ = [
     "TrackerWarning",
     "Verdict",
     "WidthPlan",
+    "WidthRule",
     "WidthTracker",
     "__version__",
     "channel_norms",
+    "check_widths",
     "classify",
     "count_flops",
     "count_params",
@@ -61,4 +63,5 @@ __all__ = [
     "stable_from",
     "streamline",
     "synthetic_series",
+    "width_rules",
 ]

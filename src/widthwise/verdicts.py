@@ -150,6 +150,8 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
         label, confidence, reason = decide(
             verdict, ev, kind=group.kind, optimizer=optimizer, snapshots=len(values)
         )
+        if label == "undetermined":
+            reason = _why_undetermined(group, history, len(values)) or reason
         paper = _verdict_fields(verdict)
         rows.append(
             {
@@ -181,6 +183,23 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
     for col in ("stage1_end", "stage2_end", "peak_at", "stable_from"):
         table[col] = table[col].astype("Int64")
     return Judged(table, pd.DataFrame(gate_rows, columns=GATE_COLUMNS), found, evidence)
+
+
+def _why_undetermined(group: ChannelGroup, history: pd.DataFrame, n_finite: int) -> str | None:
+    """The cause a user can act on, where the recorded flags show one (else None)."""
+    if group.width < 2:
+        return "width 1: one channel has no norm variance; nothing to classify"
+    if not len(history):
+        return None
+    sub = history[(history["group"] == group.name) & (history["gate"] == "")]
+    flags = sub["flag"].fillna("").astype(str)
+    n_bad = int(flags.str.contains("nonfinite").sum())
+    if n_bad:
+        return f"non-finite weights (NaN/inf) in {n_bad} of {len(sub)} snapshots: training diverged"
+    n_failed = int(flags.str.contains("error").sum())
+    if len(sub) and n_finite == 0 and n_failed:
+        return f"every one of {len(sub)} snapshots failed (see run.snapshots().error)"
+    return None
 
 
 # --- the user-facing verdict --------------------------------------------------------------------

@@ -33,9 +33,7 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1073,15 +1071,6 @@ def cka_heatmap(
     return fig
 
 
-def _png_base64(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def report_section(
     result: CKAResult,
     *,
@@ -1106,7 +1095,10 @@ def report_section(
         if result.symmetric
         else None
     )
-    png = _png_base64(cka_heatmap(result, blocks=blocks, threshold=threshold, min_size=min_size))
+    from widthwise.report import _png_base64
+
+    fig = cka_heatmap(result, blocks=blocks, threshold=threshold, min_size=min_size)
+    png = _png_base64(fig, dpi=110)
     head = title or (
         f"Representation similarity: {result.model_a}"
         if result.symmetric

@@ -15,7 +15,7 @@ measured with seed 0): a verdict is evidence about a training run, not a law of 
 
 After training, :func:`widthwise.streamline` plans each model's new widths for the same FLOPs
 from its verdicts, and the reports show them (old -> new width per group). The run files
-(``mlp.sqlite``, ``cnn.sqlite``) and one HTML page covering both (``report.html``) go to the
+(``mlp.wwrun``, ``cnn.wwrun``) and one HTML page covering both (``report.html``) go to the
 output directory. Everything is seeded: the same ``seed`` gives the same runs.
 
 Output: the verdict tables (with the planned widths) go to ``log`` (stdout, flushed), the
@@ -200,7 +200,7 @@ def run_demo(
 ) -> DemoResult:
     """Train the demo models, plan their widths, write the run files and ``report.html``.
 
-    Existing ``<name>.sqlite`` files in ``out_dir`` are replaced (the demo always starts fresh).
+    Existing ``<name>.wwrun`` files in ``out_dir`` are replaced (the demo always starts fresh).
     ``progress``: None shows a bar on a terminal and a few plain lines otherwise, True always a
     bar, False nothing (all on stderr). ``log`` receives the tables (default: print, flushed,
     so a pipe sees each table as soon as it is ready).
@@ -239,7 +239,7 @@ def _run_demo(
     result = DemoResult(out)
     steps_per_epoch = math.ceil(len(data.x_train) / 100)
     for spec in models:
-        path = out / f"{spec.name}.sqlite"
+        path = out / f"{spec.name}.wwrun"
         for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             stale.unlink(missing_ok=True)
         torch.manual_seed(seed)

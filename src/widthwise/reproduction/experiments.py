@@ -431,7 +431,7 @@ def _run_one(
     path = None
     if out_dir is not None:
         suffix = "" if optimizer in (None, family.optimizer) else f"-{optimizer}"
-        path = out_dir / f"{family.name}{suffix}-w{width}-s{seed}.sqlite"
+        path = out_dir / f"{family.name}{suffix}-w{width}-s{seed}.wwrun"
         path.unlink(missing_ok=True)
     tracker = WidthTracker(
         model,
