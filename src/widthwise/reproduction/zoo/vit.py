@@ -55,7 +55,41 @@ class Block(nn.Module):
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
 
-class ViT(WidthConfigurable):
+class PatchTransformer(WidthConfigurable):
+    """What the 2-D :class:`ViT` and the 1-D ``ViT1D`` share: pre-norm blocks over patch tokens,
+    a mean over tokens, a head, and the width contract ``widths() == [dim, *mlp_dims]`` (the
+    config holds ``dim``, ``depth`` and ``mlp_dims``; the model ``blocks``, ``norm``, ``head``)."""
+
+    blocks: nn.ModuleList
+    norm: nn.LayerNorm
+    head: nn.Linear
+
+    def _encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.head(self.norm(tokens).mean(dim=1))
+
+    def widths(self) -> list[int]:
+        return [self._config["dim"], *self._config["mlp_dims"]]
+
+    def width_slots(self) -> dict[str, int]:
+        dim = self._config["dim"]
+        slots = {"patch_embed": dim}
+        for i, m in enumerate(self._config["mlp_dims"]):
+            for proj in ("q", "k", "v", "proj"):
+                slots[f"blocks.{i}.attn.{proj}"] = dim
+            slots[f"blocks.{i}.fc1"] = m
+            slots[f"blocks.{i}.fc2"] = dim
+        return slots
+
+    def width_layers(self) -> list[str]:
+        return ["patch_embed", *(f"blocks.{i}.fc1" for i in range(self._config["depth"]))]
+
+    def _config_with_widths(self, widths: list[int]) -> dict[str, Any]:
+        return {**self.config(), "dim": widths[0], "mlp_dims": widths[1:]}
+
+
+class ViT(PatchTransformer):
     """Patch embedding (conv), learned position embedding, pre-norm blocks, mean-pool, head.
 
     Args:
@@ -124,26 +158,4 @@ class ViT(WidthConfigurable):
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x).mean(dim=1))
-
-    def widths(self) -> list[int]:
-        return [self._config["dim"], *self._config["mlp_dims"]]
-
-    def width_slots(self) -> dict[str, int]:
-        dim = self._config["dim"]
-        slots = {"patch_embed": dim}
-        for i, m in enumerate(self._config["mlp_dims"]):
-            for proj in ("q", "k", "v", "proj"):
-                slots[f"blocks.{i}.attn.{proj}"] = dim
-            slots[f"blocks.{i}.fc1"] = m
-            slots[f"blocks.{i}.fc2"] = dim
-        return slots
-
-    def width_layers(self) -> list[str]:
-        return ["patch_embed", *(f"blocks.{i}.fc1" for i in range(self._config["depth"]))]
-
-    def _config_with_widths(self, widths: list[int]) -> dict[str, Any]:
-        return {**self.config(), "dim": widths[0], "mlp_dims": widths[1:]}
+        return self._encode(self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed)

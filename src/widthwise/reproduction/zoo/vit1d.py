@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from widthwise.reproduction.zoo._base import WidthConfigurable, check_positive, check_widths
-from widthwise.reproduction.zoo.vit import Block
+from widthwise.reproduction.zoo._base import check_positive, check_widths
+from widthwise.reproduction.zoo.vit import Block, PatchTransformer
 
 
-class ViT1D(WidthConfigurable):
+class ViT1D(PatchTransformer):
     """Patch embedding (Conv1d, stride = patch), learned positions, pre-norm blocks, mean, head.
 
     Args:
@@ -77,26 +76,4 @@ class ViT1D(WidthConfigurable):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:
             x = x.unsqueeze(1)
-        x = self.patch_embed(x).transpose(1, 2) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x).mean(dim=1))
-
-    def widths(self) -> list[int]:
-        return [self._config["dim"], *self._config["mlp_dims"]]
-
-    def width_slots(self) -> dict[str, int]:
-        dim = self._config["dim"]
-        slots = {"patch_embed": dim}
-        for i, m in enumerate(self._config["mlp_dims"]):
-            for proj in ("q", "k", "v", "proj"):
-                slots[f"blocks.{i}.attn.{proj}"] = dim
-            slots[f"blocks.{i}.fc1"] = m
-            slots[f"blocks.{i}.fc2"] = dim
-        return slots
-
-    def width_layers(self) -> list[str]:
-        return ["patch_embed", *(f"blocks.{i}.fc1" for i in range(self._config["depth"]))]
-
-    def _config_with_widths(self, widths: list[int]) -> dict[str, Any]:
-        return {**self.config(), "dim": widths[0], "mlp_dims": widths[1:]}
+        return self._encode(self.patch_embed(x).transpose(1, 2) + self.pos_embed)
