@@ -67,4 +67,6 @@ class AliasFinder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     if not any(isinstance(f, AliasFinder) for f in sys.meta_path):
+        # first: `widthwise.zoo` is the real package, so the path finder would load
+        # `widthwise.zoo.mlp` from its __path__ as a second copy of the module (other classes)
         sys.meta_path.insert(0, AliasFinder())
