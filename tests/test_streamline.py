@@ -449,3 +449,35 @@ def test_every_group_ds_at_equal_flops_widens_less_until_the_budget_is_met():
     assert plan.budget["met"]
     assert abs(plan.budget["achieved"] - count_flops(net, x)) <= 0.02 * count_flops(net, x)
     assert all(plan.widths[g.name] >= g.width for g in groups)
+
+
+def test_every_group_ds_still_meets_a_smaller_budget_narrowing_the_least_needed_most():
+    # Short, under-fitted runs read DS almost everywhere; asked for 0.6x the parameters the plan
+    # must still meet it, taking width where the verdicts say it is least likely to be needed.
+    torch.manual_seed(0)
+    net = zoo.MLP(40, [128, 128, 128], 10)
+    x = torch.randn(4, 40)
+    assert {g.name for g in find_groups(net, x)} == {"hidden.0", "hidden.1", "hidden.2"}
+    need = {"hidden.0": 0.95, "hidden.1": 0.6, "hidden.2": 0.9}
+    table = verdict_table({g: ("DS", p) for g, p in need.items()})
+    target = 0.6 * count_params(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)
+        plan = streamline(net, table, x, budget=target, budget_kind="params")
+    assert abs(plan.budget["achieved"] - target) <= 0.02 * target
+    cut = {g: 1 - plan.widths[g] / 128 for g in need}
+    assert cut["hidden.1"] > cut["hidden.2"] > cut["hidden.0"] >= 0
+    reasons = dict(zip(plan.table.group, plan.table.reason))
+    assert "only to meet the budget" in reasons["hidden.1"]
+    assert (plan.table.label == "DS").all()  # the verdicts themselves are unchanged
+
+
+def test_undetermined_groups_are_not_narrowed_by_need(cnn):
+    net, x, groups = cnn
+    names = [g.name for g in groups]
+    table = verdict_table(
+        {names[0]: ("undetermined", 0.0), names[1]: ("DS", 0.9), names[2]: ("DS", 0.8)}
+    )
+    plan = streamline(net, table, x, budget=0.7 * count_params(net), budget_kind="params")
+    assert plan.widths[names[0]] == groups[0].width
+    assert plan.widths[names[2]] < groups[2].width

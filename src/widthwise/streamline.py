@@ -330,6 +330,9 @@ class _Unit:
     confidence: float = 0.0
     floor: int = 1  # narrowest leader width
     reason: str = ""
+    need: float = 0.5  # P(needs width) read from the verdict; 0.5 when undetermined
+    shrink_ok: bool = False  # a verdict at min_confidence or above, no tie to another width
+    shrunk_by_need: bool = False
 
     @property
     def lead(self) -> ChannelGroup:
@@ -463,6 +466,9 @@ def streamline(
             best = widths_at(_bisect(lambda k: target - cost(widths_at(k, 0.0)), widen, k_max), 0)
         else:
             best = widths_at(k_max, 0.0)
+    if cost(best) > target * (1 + tolerance):
+        best = _shrink_by_need(units, best, cost, target, min_width, min_fraction)
+        moving = [u for u in units if u.direction]
     best = _refine(best, moving, cost, target, tolerance, max_factor)
     achieved = cost(best)
     met = abs(achieved - target) <= tolerance * target
@@ -474,7 +480,9 @@ def streamline(
             label, conf = labels.get(g.name, ("undetermined", 0.0))
             new = best[g.name]
             why = u.reason
-            if u.direction:
+            if u.shrunk_by_need:
+                why = u.reason
+            elif u.direction:
                 why = f"{label} (confidence {conf:.2f}): " + (
                     "would gain from more width" if u.direction > 0 else "wide enough"
                 )
@@ -562,6 +570,10 @@ def _units(
         seen = [labels.get(g.name, ("undetermined", 0.0)) for g in gs]
         determined = [(lab, c) for lab, c in seen if lab in ("IS", "DS") and c >= min_confidence]
         names = {lab for lab, _ in determined}
+        if determined:
+            lab, c = min(determined, key=lambda d: d[1] if d[0] == "DS" else 1 - d[1])
+            u.need = c if lab == "DS" else 1 - c
+            u.shrink_ok = len({g.width for g in gs}) == 1
         if len({g.width for g in gs}) > 1:
             u.reason = "tied to groups of another width: kept"
         elif not determined:
@@ -584,6 +596,59 @@ def _units(
         u.floor = max(u.step, max(rules.get(g.name, WidthRule()).minimum for g in gs))
         units.append(u)
     return units
+
+
+def _shrink_by_need(
+    units: list[_Unit],
+    best: dict[str, int],
+    cost: Any,
+    target: float,
+    min_width: int,
+    min_fraction: float,
+) -> dict[str, int]:
+    """Meet a budget that the verdicts' directions cannot reach, narrowing by need.
+
+    Reached when every group reads DS (nothing to take width from: short, under-fitted runs read
+    DS almost everywhere, docs/validity.md) or the IS groups already sit at their floors while
+    the budget asks for less. The verdicts still rank the groups: each narrows in proportion to
+    ``1 - P(needs width)``, the least likely to need width most, within ``min_fraction`` and
+    ``min_width``. Undetermined groups (and verdicts below ``min_confidence``) stay as they are. Such units are marked so the plan's reason says why a DS group narrowed.
+    """
+    pool = [u for u in units if u.shrink_ok and u.lead.width > 1]
+    if not pool:
+        return best
+    spare = {id(u): 1.0 - u.need + 1e-3 for u in pool}
+    top = max(spare.values())
+    start = {id(u): best[u.lead.name] for u in pool}
+    lows = {}
+    for u in pool:
+        w0 = u.lead.width
+        lo = max(u.floor, min_width, math.ceil(min_fraction * w0 / u.step) * u.step)
+        lows[id(u)] = min(lo, start[id(u)])
+
+    def widths_at(s: float) -> dict[str, int]:
+        out = dict(best)
+        for u in pool:
+            raw = start[id(u)] * (1 - s * spare[id(u)] / top)
+            w = max(lows[id(u)], round(raw / u.step) * u.step)
+            out.update(_spread(u, min(w, start[id(u)])))
+        return out
+
+    if cost(widths_at(1.0)) > target:
+        new = widths_at(1.0)  # at the floors: the closest plan, the caller warns
+    else:
+        new = widths_at(_bisect(lambda s: cost(widths_at(s)) - target, 0.0, 1.0))
+    for u in pool:
+        if new[u.lead.name] < start[id(u)] and u.direction >= 0:
+            u.direction, u.confidence, u.floor = -1, 1.0 - u.need, lows[id(u)]
+            u.shrunk_by_need = True
+            u.reason = (
+                f"P(needs width) {u.need:.2f}: narrowed only to meet the budget, which the IS "
+                "groups alone cannot reach; the groups least likely to need width narrow most"
+            )
+        elif new[u.lead.name] < start[id(u)]:
+            u.floor = min(u.floor, lows[id(u)])
+    return new
 
 
 def _spread(u: _Unit, lead_width: int) -> dict[str, int]:
