@@ -7,14 +7,19 @@ import importlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from widthwise.cli import CLIError
+
+if TYPE_CHECKING:
+    from widthwise.groups import ChannelGroup
 
 DTYPES = ("float32", "float64", "long")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "groups",
         help="list the channel groups (channels resized together) of a model",
@@ -45,7 +50,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_callable(target: str):
+def load_callable(target: str) -> Callable[..., Any]:
     """Resolve ``module.path:name`` or ``file.py:name`` to the object it names."""
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
@@ -57,6 +62,8 @@ def load_callable(target: str):
         if not path.is_file():
             raise CLIError(f"no such file: {path}")
         spec = importlib.util.spec_from_file_location(f"_widthwise_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise CLIError(f"cannot import {path} as Python source; give a .py file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         try:
@@ -68,7 +75,7 @@ def load_callable(target: str):
             module = importlib.import_module(where)
         except ImportError as exc:
             raise CLIError(f"cannot import module {where!r}: {exc}") from None
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise CLIError(f"{where} has no attribute {attr!r}")
@@ -124,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_groups(groups, *, members: bool = False, width: int = 100) -> str:
+def format_groups(
+    groups: Sequence[ChannelGroup], *, members: bool = False, width: int = 100
+) -> str:
     """Aligned text table of channel groups (name, kind, width, layers)."""
     headers = ["group", "kind", "width", "tensors", "layers"]
     rows = [
