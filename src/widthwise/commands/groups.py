@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kwargs", default="{}", metavar="JSON", help="keyword arguments for the callable"
     )
     p.add_argument("--members", action="store_true", help="also list every coupled tensor")
+    p.add_argument(
+        "--timeout",
+        default=None,
+        metavar="SECONDS",
+        help="seconds for grouping after the trace (default 60); the groups not finished in "
+        "time are left out with a warning; 'none' for no bound",
+    )
     p.set_defaults(func=run)
 
 
@@ -95,6 +103,23 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def parse_timeout(text: str | None) -> float | None:
+    """``--timeout``: positive seconds, ``none`` for no bound; absent: find_groups' default."""
+    from widthwise.groups.finder import DEFAULT_TIMEOUT
+
+    if text is None:
+        return DEFAULT_TIMEOUT
+    if text.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # also NaN
+        raise CLIError(f"--timeout expects a positive number of seconds or 'none', got {text!r}")
+    return seconds
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
@@ -108,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(kwargs, dict):
         raise CLIError("--kwargs must be a JSON object such as '{\"widths\": [64, 8]}'")
     shapes = [parse_shape(s) for s in args.input_shape]
+    timeout = parse_timeout(args.timeout)
     builder = load_callable(args.target)
     try:
         model = builder(**kwargs)
@@ -124,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     example = inputs[0] if len(inputs) == 1 else inputs
     try:
-        groups = find_groups(model, example)
+        groups = find_groups(model, example, timeout=timeout)
     except GroupingError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
     print(format_groups(groups, members=args.members))
