@@ -197,7 +197,34 @@ def unet_concat(seed: int = 0):
 
 
 # ---------------------------------------------------------------------------------------------
-# attention
+# attention: the hand-written blocks share how heads are split, attended and merged; what each
+# block tests is how it projects q/k/v (separate, fused, from a conv, from reduced tokens)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, heads * hd) -> (B, heads, N, hd)."""
+    b, n, _ = x.shape
+    return x.reshape(b, n, heads, -1).transpose(1, 2)
+
+
+def _split_fused(x: torch.Tensor, parts: int, heads: int) -> tuple[torch.Tensor, ...]:
+    """A fused projection (B, N, parts * heads * hd) -> ``parts`` tensors (B, heads, N, hd)."""
+    b, n, _ = x.shape
+    return x.reshape(b, n, parts, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) [+ bias]) v, written out (not scaled_dot_product_attention)."""
+    logits = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    return (logits if bias is None else logits + bias).softmax(-1) @ v
+
+
+def _merge_heads(o: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, hd) -> (B, N, heads * hd)."""
+    b, heads, n, hd = o.shape
+    return o.transpose(1, 2).reshape(b, n, heads * hd)
 
 
 class MHAModel(nn.Module):
@@ -235,14 +262,8 @@ class HandwrittenAttention(nn.Module):
 
     def forward(self, x):
         h = self.embed(x)
-        b, t, d = h.shape
-        hd = d // self.heads
-        q = self.q(h).view(b, t, self.heads, hd).transpose(1, 2)
-        k = self.k(h).view(b, t, self.heads, hd).transpose(1, 2)
-        v = self.v(h).view(b, t, self.heads, hd).transpose(1, 2)
-        att = torch.softmax(q @ k.transpose(-2, -1) / hd**0.5, dim=-1)
-        o = (att @ v).transpose(1, 2).reshape(b, t, d)
-        h = h + self.proj(o)
+        q, k, v = (_split_heads(f(h), self.heads) for f in (self.q, self.k, self.v))
+        h = h + self.proj(_merge_heads(_attend(q, k, v)))
         return self.head(h.mean(1))
 
 
@@ -529,11 +550,8 @@ class FusedQKVViT(nn.Module):
 
     def forward(self, x):
         x = self.patch(x) + self.pos
-        b, n, c = x.shape
-        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        a = F.scaled_dot_product_attention(q, k, v)
-        x = x + self.proj(a.transpose(1, 2).reshape(b, n, c))
+        q, k, v = _split_fused(self.qkv(self.norm1(x)), 3, self.heads)
+        x = x + self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
         x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
         return self.head(x.mean(1))
 
@@ -912,11 +930,10 @@ class WindowAttention(nn.Module):
 
     def forward(self, x):
         x = self.embed(x)
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        n = x.shape[1]
+        q, k, v = _split_fused(self.qkv(x), 3, self.heads)
         bias = self.table[self.rel].view(n, n, -1).permute(2, 0, 1)
-        a = (q @ k.transpose(-2, -1) / (c // self.heads) ** 0.5 + bias).softmax(-1)
-        x = x + self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+        x = x + self.proj(_merge_heads(_attend(q, k, v, bias)))
         return self.head(x.mean(1))
 
 
@@ -947,13 +964,11 @@ class SpatialReductionAttention(nn.Module):
 
     def forward(self, x):
         x = self.embed(x)
-        b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)
-        q = self.q(t).reshape(b, h * w, self.heads, -1).transpose(1, 2)
+        q = _split_heads(self.q(t), self.heads)
         r = self.norm(self.sr(x).flatten(2).transpose(1, 2))
-        k, v = self.kv(r).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
-        t = t + self.proj(a)
+        k, v = _split_fused(self.kv(r), 2, self.heads)
+        t = t + self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
         return self.head(t.mean(1))
 
 

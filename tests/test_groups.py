@@ -466,14 +466,19 @@ def _permute_copy(model, groups, seed):
 
 
 def _outputs(model, x):
-    out = model(**x) if isinstance(x, dict) else model(x)
+    if isinstance(x, dict):
+        out = model(**x)
+    elif isinstance(x, tuple):
+        out = model(*x)
+    else:
+        out = model(x)
     return out.logits if hasattr(out, "logits") else out
 
 
-@pytest.mark.parametrize("arch", list(EXPECTED))
-def test_permuting_each_group_preserves_the_output(arch):
-    model, x = archs.ARCHS[arch]()
-    groups = quiet_groups(model, x)
+def assert_each_group_is_a_symmetry(model, x, groups):
+    """Permute each group alone (naive loops, :func:`_permute_copy`) on fresh random weights and
+    check the output does not change; returns the unpermuted output. ``model`` keeps the random
+    weights, in eval mode."""
     # fresh random weights so that ones/zeros-initialised members cannot hide a mistake
     torch.manual_seed(3)
     with torch.no_grad():
@@ -484,6 +489,14 @@ def test_permuting_each_group_preserves_the_output(arch):
     for k, g in enumerate(groups):
         out = _outputs(_permute_copy(model, [g], seed=k).eval(), x)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=g.name)
+    return ref
+
+
+@pytest.mark.parametrize("arch", list(EXPECTED))
+def test_permuting_each_group_preserves_the_output(arch):
+    model, x = archs.ARCHS[arch]()
+    groups = quiet_groups(model, x)
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
     # and the permutation really does something: shuffling a producer alone changes the output
     g = groups[0]
     broken = replace_members(g, [m for m in g.members if m.role != "consumer"])

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import archs
-from test_groups import M, _permute_copy, check, consumer, norm
+from test_groups import M, assert_each_group_is_a_symmetry, check, consumer, norm
 from widthwise import GroupingWarning, find_groups
 
 
@@ -36,16 +36,6 @@ def run(arch, **kw):
         groups = find_groups(model, x, **kw)
     msgs = [str(r.message) for r in record if r.category is GroupingWarning]
     return model, x, groups, msgs
-
-
-def outputs(model, x):
-    if isinstance(x, dict):
-        out = model(**x)
-    elif isinstance(x, tuple):
-        out = model(*x)
-    else:
-        out = model(x)
-    return out.logits if hasattr(out, "logits") else out
 
 
 def rows(name, offset=0, repeat=1, gate=None, bias=True, dim=0):
@@ -333,16 +323,8 @@ def test_grouped_conv_producer_alone_is_not_silent():
 @pytest.mark.parametrize("arch", list(archs.PATTERNS))
 def test_every_group_is_a_symmetry(arch):
     model, x, groups, _ = run(arch)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) / (p[0].numel() ** 0.5 if p.ndim > 1 else 4.0))
-    model.eval()
-    ref = outputs(model, x)
-    for k, g in enumerate(groups):
-        out = outputs(_permute_copy(model, [g], seed=k).eval(), x)
-        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=g.name)
-        assert all(len(g.members) == len(set(g.members)) for g in groups)
+    assert_each_group_is_a_symmetry(model, x, groups)
+    assert all(len(g.members) == len(set(g.members)) for g in groups)
 
 
 def test_csp_chunk_splits_the_stem_into_its_two_halves():

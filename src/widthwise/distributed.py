@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = [
     "LocalShard",
@@ -101,7 +105,7 @@ def local_shard(param: torch.Tensor) -> LocalShard:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
-        DTensor = ()
+        return LocalShard(param.detach(), (0,) * param.ndim, None)
     if not isinstance(param, DTensor):
         return LocalShard(param.detach(), (0,) * param.ndim, None)
     from torch.distributed.tensor.placement_types import Replicate, Shard
@@ -117,7 +121,9 @@ def local_shard(param: torch.Tensor) -> LocalShard:
     return LocalShard(param.to_local().detach(), tuple(offsets), param.device_mesh.get_group())
 
 
-def _dtensor_type() -> type | tuple:
+def _dtensor_type() -> type[DTensor] | tuple[()]:
+    """``DTensor`` for ``isinstance``; where torch has no distributed support, ``()``, which
+    nothing is an instance of."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
@@ -152,6 +158,11 @@ def plain_copy(model: nn.Module) -> nn.Module:
             )
         return tensors[id(t)]
 
+    def full_parameter(p: nn.Parameter) -> nn.Parameter:
+        t = full(p)
+        assert isinstance(t, nn.Parameter)  # full() keeps a Parameter a Parameter
+        return t
+
     modules: dict[int, nn.Module] = {}
 
     def rebuild(mod: nn.Module) -> nn.Module:
@@ -171,7 +182,9 @@ def plain_copy(model: nn.Module) -> nn.Module:
             if key.endswith("hooks") or key.endswith("hooks_with_kwargs"):
                 new.__dict__[key] = OrderedDict()
         new.__dict__["_forward_hooks_always_called"] = OrderedDict()
-        new._parameters = {k: None if v is None else full(v) for k, v in mod._parameters.items()}
+        new._parameters = {
+            k: None if v is None else full_parameter(v) for k, v in mod._parameters.items()
+        }
         new._buffers = {k: None if v is None else full(v) for k, v in mod._buffers.items()}
         modules[id(mod)] = new
         new._modules = {k: None if v is None else rebuild(v) for k, v in mod._modules.items()}

@@ -274,37 +274,40 @@ def classify(values: Any, steps: Any = None, *, final: bool = True) -> Verdict:
         "n_snapshots": n,
         "final": final,
     }
-    fields = dict(
-        stage1_end=float(s[ib]),
-        stage2_end=float(s[i2]),
-        peak=peak,
-        peak_at=float(s[ipk]),
-        final_level=final_level,
-        final_to_peak=final_level / peak,
-        final_slope=float(final_slope),
-        retained=float(retained),
-        evidence=evidence,
-    )
+
+    def verdict(label: Label, confidence: float, reason: str | None) -> Verdict:
+        return Verdict(
+            label,
+            confidence,
+            reason,
+            stage1_end=float(s[ib]),
+            stage2_end=float(s[i2]),
+            peak=peak,
+            peak_at=float(s[ipk]),
+            final_level=final_level,
+            final_to_peak=final_level / peak,
+            final_slope=float(final_slope),
+            retained=float(retained),
+            evidence=evidence,
+        )
 
     if rise == 0:
-        return Verdict(
-            "undetermined", 0.0, "no stage-2 rise: the variance never rose after its dip", **fields
+        return verdict(
+            "undetermined", 0.0, "no stage-2 rise: the variance never rose after its dip"
         )
     if rise < MIN_RISE_FRACTION * peak:
-        return Verdict(
+        return verdict(
             "undetermined",
             0.0,
             f"no clear stage-2 rise: it is {rise / peak:.1%} of the peak "
             f"(< {MIN_RISE_FRACTION:.0%})",
-            **fields,
         )
     if rise < MIN_RISE_SNR * noise:
-        return Verdict(
+        return verdict(
             "undetermined",
             0.0,
             f"too noisy: the rise is {evidence['rise_snr']:.1f} noise "
             f"standard deviations (< {MIN_RISE_SNR:g})",
-            **fields,
         )
 
     peaked = u[ipk] < 1 - TAIL_WINDOW
@@ -316,27 +319,26 @@ def classify(values: Any, steps: Any = None, *, final: bool = True) -> Verdict:
 
     if final:
         if falling:
-            return Verdict(
+            return verdict(
                 "undetermined",
                 0.0,
                 f"not yet saturated: still falling at {final_slope:+.2f} "
                 f"(faster than -{NOT_SATURATED_SLOPE:g}) after the peak",
-                **fields,
             )
         label: Label = "DS" if margin < 0 else "IS"
-        return Verdict(label, round(confidence, 4), None, **fields)
+        return verdict(label, round(confidence, 4), None)
 
     # Early verdict: predict the label at the end of training.
     if falling:
         # Still falling fast: heading for DS; more certain the more is already given back.
         steep = min(1.0, -final_slope / (2 * NOT_SATURATED_SLOPE))
         conf = max(confidence if margin < 0 else 0.0, steep * (1 - max(margin, 0.0)))
-        return Verdict("DS", round(conf, 4), None, **fields)
+        return verdict("DS", round(conf, 4), None)
     if not peaked:
         # Still rising (or at its peak): most such curves end IS, but a fall may come.
-        return Verdict("IS", round(EARLY_RISING_CONFIDENCE * confidence, 4), None, **fields)
+        return verdict("IS", round(EARLY_RISING_CONFIDENCE * confidence, 4), None)
     label = "DS" if margin < 0 else "IS"
-    return Verdict(label, round(confidence, 4), None, **fields)
+    return verdict(label, round(confidence, 4), None)
 
 
 #: stable_from evaluates at most this many prefixes (evenly spaced), so it stays fast on long runs.
@@ -414,8 +416,9 @@ def synthetic_series(
         raise ValueError("n must be at least 2")
     g = np.random.default_rng(rng)
     if spacing == "even":
-        steps = np.arange(n) * int(g.integers(1, 50)) + int(g.integers(0, 1000))
-        steps = steps.astype(np.float64)
+        steps = (np.arange(n) * int(g.integers(1, 50)) + int(g.integers(0, 1000))).astype(
+            np.float64
+        )
     elif spacing == "uneven":
         raw = np.sort(g.uniform(0, 1, n - 2) ** g.uniform(1.0, 2.5))
         steps = np.round(np.concatenate([[0.0], raw, [1.0]]) * 10_000 * n) + 1.0

@@ -15,22 +15,26 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from widthwise.cli import CLIError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 SUMMARY = ("summary.csv", "blocks.csv", "pc1.csv", "predictions.csv", "cka.html")
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    def error(message: str) -> None:
+    def error(message: str) -> NoReturn:
         print(f"widthwise cka: error: {message} (see widthwise cka --help)", file=sys.stderr)
         sys.exit(2)
 
     parser.error = error  # type: ignore[method-assign]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "cka",
         help="layer-by-layer representation similarity (linear CKA) of zoo models",
@@ -125,13 +129,15 @@ def _data(args: argparse.Namespace) -> Any:
 
     d = digits(seed=args.seed, flatten=False)
 
-    def up(x):
+    def up(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=(args.size, args.size), mode="bilinear", align_corners=False)
 
     return up(d.x_train), d.y_train, up(d.x_test), d.y_test, d.num_classes
 
 
-def _train(model, x, y, args, desc: str) -> None:
+def _train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace, desc: str
+) -> None:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
     from tqdm.auto import tqdm
@@ -158,7 +164,7 @@ def _train(model, x, y, args, desc: str) -> None:
     model.eval()
 
 
-def _accuracy(model, x, y) -> float:
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     import torch
 
     model.eval()

@@ -7,7 +7,7 @@ import argparse
 from widthwise.cli import CLIError, check_writable
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "demo",
         help="train two mixed-width networks on MNIST-1D and report which layers are too narrow",

@@ -6,15 +6,21 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from widthwise.cli import CLIError
+
+if TYPE_CHECKING:
+    from widthwise.groups import ChannelGroup
 
 DTYPES = ("float32", "float64", "long")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "groups",
         help="list the channel groups (channels resized together) of a model",
@@ -42,10 +48,17 @@ def register(subparsers) -> None:
         "--kwargs", default="{}", metavar="JSON", help="keyword arguments for the callable"
     )
     p.add_argument("--members", action="store_true", help="also list every coupled tensor")
+    p.add_argument(
+        "--timeout",
+        default=None,
+        metavar="SECONDS",
+        help="seconds for grouping after the trace (default 60); the groups not finished in "
+        "time are left out with a warning; 'none' for no bound",
+    )
     p.set_defaults(func=run)
 
 
-def load_callable(target: str):
+def load_callable(target: str) -> Callable[..., Any]:
     """Resolve ``module.path:name`` or ``file.py:name`` to the object it names."""
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
@@ -57,6 +70,8 @@ def load_callable(target: str):
         if not path.is_file():
             raise CLIError(f"no such file: {path}")
         spec = importlib.util.spec_from_file_location(f"_widthwise_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise CLIError(f"cannot import {path} as Python source; give a .py file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         try:
@@ -68,7 +83,7 @@ def load_callable(target: str):
             module = importlib.import_module(where)
         except ImportError as exc:
             raise CLIError(f"cannot import module {where!r}: {exc}") from None
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise CLIError(f"{where} has no attribute {attr!r}")
@@ -88,6 +103,23 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def parse_timeout(text: str | None) -> float | None:
+    """``--timeout``: positive seconds, ``none`` for no bound; absent: find_groups' default."""
+    from widthwise.groups.finder import DEFAULT_TIMEOUT
+
+    if text is None:
+        return DEFAULT_TIMEOUT
+    if text.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # also NaN
+        raise CLIError(f"--timeout expects a positive number of seconds or 'none', got {text!r}")
+    return seconds
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
@@ -101,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(kwargs, dict):
         raise CLIError("--kwargs must be a JSON object such as '{\"widths\": [64, 8]}'")
     shapes = [parse_shape(s) for s in args.input_shape]
+    timeout = parse_timeout(args.timeout)
     builder = load_callable(args.target)
     try:
         model = builder(**kwargs)
@@ -117,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     example = inputs[0] if len(inputs) == 1 else inputs
     try:
-        groups = find_groups(model, example)
+        groups = find_groups(model, example, timeout=timeout)
     except GroupingError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
     print(format_groups(groups, members=args.members))
     return 0
 
 
-def format_groups(groups, *, members: bool = False, width: int = 100) -> str:
+def format_groups(
+    groups: Sequence[ChannelGroup], *, members: bool = False, width: int = 100
+) -> str:
     """Aligned text table of channel groups (name, kind, width, layers)."""
     headers = ["group", "kind", "width", "tensors", "layers"]
     rows = [

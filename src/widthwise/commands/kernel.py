@@ -27,7 +27,7 @@ def _int_list(text: str, name: str, low: int) -> list[int]:
     return values
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "kernel",
         help="neural covariance kernel of a residual MLP over widths x depths",
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     table.to_csv(out / "kernel_grid.csv", index=False)
     paths.to_csv(out / "kernel_paths.csv", index=False)
     arrays = {f"{g.branch_scale}|w={w}|d={d}": k for g in grids for (w, d), k in g.kernels.items()}
-    np.savez(out / "kernel_kernels.npz", inputs=inputs.numpy(), **arrays)
+    # allow_pickle is savez's default, named so no array name can be taken for it
+    np.savez(out / "kernel_kernels.npz", inputs=inputs.numpy(), allow_pickle=True, **arrays)
     fig = plot_scaling_grids(grids)
     fig.savefig(out / "kernel_grid.png", dpi=110)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from widthwise.cli import CLIError
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "report",
         help="print the IS/DS verdict table of a stored run and write its HTML report",

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from widthwise.cli import CLIError
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 FAMILY_NAMES = ("mlp", "cnn1d", "vgg", "resnet", "gru", "gcn", "vit", "teacher")
 #: the set-ups of reproduction.streamlining.SETUPS (kept here so `--help` needs no torch import)
 PROOF_FAMILY_NAMES = ("vgg1d", "resnet1d", "vit1d", "mlp", "gru")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "reproduce",
         help="width sweeps per model family (narrow to generous), or the streamlining proof",
@@ -43,7 +47,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _bar(total: int, desc: str):
+def _bar(total: int | None, desc: str) -> tqdm:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="run", leave=False)
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         bar = _bar(len(widths) * seeds, name)
         started = [0]
 
-        def progress(msg: str, bar=bar, started=started) -> None:
+        def progress(msg: str, bar: tqdm = bar, started: list[int] = started) -> None:
             # Called as each run starts: the bar counts the runs finished before it.
             bar.update(1 if started[0] else 0)
             started[0] += 1

@@ -11,13 +11,26 @@ merging, pixel shuffle).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from widthwise.groups.tracing import _is_conv1d
+from widthwise.groups.tracing import TPGraph, TPNode, _is_conv1d
 from widthwise.groups.types import ChannelGroup, Member
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+    from widthwise.groups.tracing import WeightLayer
+
+#: a candidate group and its key (a head size, a kind of candidate; see ``_Finder._search``)
+Candidate = tuple[Hashable, ChannelGroup]
+#: (consumer name, consumer, [(producer name, producer)], [(LayerNorm name, LayerNorm)])
+ProjectionSpec = tuple[
+    str, "WeightLayer", list[tuple[str, "WeightLayer"]], list[tuple[str, nn.LayerNorm]]
+]
 
 _HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_value_proj_dim")
 
@@ -25,7 +38,7 @@ _HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
 
 
-def _channel_size(module: Any, is_in: bool) -> int | None:
+def _channel_size(module: object, is_in: bool) -> int | None:
     """Entries along the channel dimension a member of ``module`` would index."""
     if _is_conv1d(module):
         return module.weight.shape[0 if is_in else 1]
@@ -39,23 +52,23 @@ def _channel_size(module: Any, is_in: bool) -> int | None:
     return None
 
 
-def _is_weight_layer(module: Any) -> bool:
+def _is_weight_layer(module: object) -> TypeIs[WeightLayer]:
     return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or _is_conv1d(module)
 
 
-def _out_width(m: Any) -> int:
+def _out_width(m: WeightLayer) -> int:
     if _is_conv1d(m):
         return m.weight.shape[1]
     return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
-def _in_width(m: Any) -> int:
+def _in_width(m: WeightLayer) -> int:
     if _is_conv1d(m):
         return m.weight.shape[0]
     return m.in_features if isinstance(m, nn.Linear) else m.in_channels
 
 
-def _rows(name: str, m: Any, offset: int, repeat: int, gate: str | None) -> list[Member]:
+def _rows(name: str, m: WeightLayer, offset: int, repeat: int, gate: str | None) -> list[Member]:
     """The members that compute output channels [offset, ...) of a weight layer."""
     dim = 1 if _is_conv1d(m) or getattr(m, "transposed", False) else 0
     out = [Member(f"{name}.weight", dim, "producer", offset, repeat, gate)]
@@ -64,20 +77,23 @@ def _rows(name: str, m: Any, offset: int, repeat: int, gate: str | None) -> list
     return out
 
 
-def _cols(name: str, m: Any, repeat: int) -> Member:
+def _cols(name: str, m: WeightLayer, repeat: int) -> Member:
     dim = 0 if _is_conv1d(m) or getattr(m, "transposed", False) else 1
     return Member(f"{name}.weight", dim, "consumer", 0, repeat)
 
 
-def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
+def _projection_specs(
+    dg: TPGraph, retry: set[nn.Module], module_name: dict[nn.Module, str]
+) -> list[ProjectionSpec]:
     """For each layer in ``retry``: the weight layers that read it through parameter-free ops
     (reshape, rotary embedding, q @ k, softmax, ...), and for each such reader o, every weight
     layer that o reads that way. Walks Torch-Pruning's node graph, not its index maps."""
 
-    norms: list = []  # LayerNorms passed on the way (patch merging normalises 4C features)
+    norms: list[nn.LayerNorm] = []  # passed on the way (patch merging normalises 4C features)
 
-    def reach(node, forward: bool, limit: int = 400) -> list:
-        found, seen, stack = [], {node}, [node]
+    def reach(node: TPNode, forward: bool, limit: int = 400) -> list[WeightLayer]:
+        found: list[WeightLayer] = []
+        seen, stack = {node}, [node]
         while stack and len(seen) < limit:
             n = stack.pop()
             for nxt in n.outputs if forward else n.inputs:
@@ -95,9 +111,13 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
                         norms.append(mod)
         return found
 
-    specs: dict[nn.Module, list] = {}
+    specs: dict[
+        WeightLayer, tuple[list[tuple[str, WeightLayer]], list[tuple[str, nn.LayerNorm]]]
+    ] = {}
     order = {n: i for i, n in enumerate(module_name.values())}
-    for root in sorted(retry, key=lambda m: order.get(module_name.get(m), -1)):
+    for root in sorted(
+        retry, key=lambda m: order.get(module_name[m], -1) if m in module_name else -1
+    ):
         node = dg.module2node.get(root)
         if node is None or not _is_weight_layer(root):
             continue
@@ -114,7 +134,13 @@ def _projection_specs(dg, retry: set, module_name: dict) -> list[tuple]:
     return [(module_name[o], o, ps, ns) for o, (ps, ns) in specs.items()]
 
 
-def _placed_candidates(oname, o, prods, norms, canonical) -> list[tuple]:
+def _placed_candidates(
+    oname: str,
+    o: WeightLayer,
+    prods: list[tuple[str, WeightLayer]],
+    norms: list[tuple[str, nn.LayerNorm]],
+    canonical: dict[str, str],
+) -> list[Candidate]:
     """One producer of ``w`` channels read by ``o`` as ``k*w`` features after a reshape
     (Swin's patch merging, a channels-last flatten): each channel is ``k`` blocks apart or ``k``
     consecutive features in ``o``'s columns and in any LayerNorm on the way."""
@@ -124,7 +150,8 @@ def _placed_candidates(oname, o, prods, norms, canonical) -> list[tuple]:
     w = _out_width(p)
     if din % w or din == w:
         return []
-    k, out = din // w, []
+    k = din // w
+    out: list[Candidate] = []
     for key, places in (("blocks", [(j * w, 1) for j in range(k)]), ("repeat", [(0, k)])):
         members = _rows(name, p, 0, 1, None)
         for off, rep in places:
@@ -140,13 +167,13 @@ def _placed_candidates(oname, o, prods, norms, canonical) -> list[tuple]:
     return out
 
 
-def _head_dims(owners: list[Any], din: int, kv: int) -> list[int]:
+def _head_dims(owners: Sequence[nn.Module], din: int, kv: int) -> list[int]:
     """Head sizes to try: declared on the attention module (or its config), else divisors."""
     hd = _declared_head_dim(owners, din, kv)
     return [hd] if hd else [d for d in range(1, kv + 1) if kv % d == 0 and din % d == 0]
 
 
-def _declared_head_dim(owners: list[Any], din: int, kv: int) -> int | None:
+def _declared_head_dim(owners: Sequence[nn.Module], din: int, kv: int) -> int | None:
     """The head size an attention module (or its config) declares, if it fits the widths."""
     for m in owners:
         for src in (m, getattr(m, "config", None)):
@@ -163,11 +190,19 @@ def _declared_head_dim(owners: list[Any], din: int, kv: int) -> int | None:
     return None
 
 
-def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
+def _projection_candidates(
+    oname: str,
+    o: WeightLayer,
+    prods: list[tuple[str, WeightLayer]],
+    canonical: dict[str, str],
+    owners: Sequence[nn.Module | None],
+) -> list[Candidate]:
     """Candidate groups for producers ``prods`` read by ``o`` (see ``_Finder._projections``)."""
     din = _in_width(o)
     widths = [_out_width(p) for _, p in prods]
-    parts: list[tuple[str, Any, int, int]] = []  # (name, module, offset, width) per gate block
+    parts: list[
+        tuple[str, WeightLayer, int, int]
+    ] = []  # (name, module, offset, width) per gate block
     for (name, p), w in zip(prods, widths):
         if w <= din and din % w == 0:  # q, k, v (k/v narrower with grouped key/value heads)
             parts.append((name, p, 0, w))
@@ -192,7 +227,7 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
     layers = tuple(dict.fromkeys([*pnames, oname]))
     dims = _head_dims([m for m in owners if m is not None], din, kv)  # ascending
 
-    def group(width, members, divisor, note):
+    def group(width: int, members: list[Member], divisor: int, note: str) -> ChannelGroup:
         members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
         plain = gated and divisor == 1
         kind = "conv" if isinstance(prods[0][1], nn.modules.conv._ConvNd) else "linear"
@@ -206,7 +241,7 @@ def _projection_candidates(oname, o, prods, canonical, owners) -> list[tuple]:
             notes=(note,),
         )
 
-    cands = []
+    cands: list[Candidate] = []
     if all(w == din for *_, w in parts):
         members = [m for (n, p, off, _), g in zip(parts, gates) for m in _rows(n, p, off, 1, g)]
         members.append(_cols(oname, o, 1))

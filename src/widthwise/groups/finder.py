@@ -45,14 +45,16 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from widthwise.groups.candidates import (
+    Candidate,
+    ProjectionSpec,
     _channel_size,
     _common_prefix,
     _declared_head_dim,
@@ -62,6 +64,11 @@ from widthwise.groups.candidates import (
     _rows,
 )
 from widthwise.groups.tracing import (
+    GradFn,
+    PruningFn,
+    TPGraph,
+    TPNode,
+    TPPruner,
     _blocks,
     _conv1d_pruner,
     _is_conv1d,
@@ -86,6 +93,8 @@ _STEPS_PER_NODE = 20
 _SETS_PER_NODE = 16
 
 IgnoreSpec = Iterable[nn.Module | str | type[nn.Module]]
+#: one (node, handler) reached by a dependency walk: (node, handler, indices, root indices)
+_WalkItem = tuple[TPNode, PruningFn, list[int], list[int]]
 
 
 def find_groups(
@@ -166,11 +175,13 @@ class _Raw:
         self.notes: list[str] = []
         self.name: str | None = None
         self.kind: str | None = None
-        self.rnn_out: list[tuple[str, object, int, int]] = []  # (name, rnn, offset, repeat)
-        self.grouped_in: list[tuple[str, nn.Module, int, int]] = []  # (name, conv, offset, repeat)
-        self.fused: list[tuple[str, nn.Module]] = []  # producers whose rows feed a split/reshape
+        # names are None for a module that is not a submodule of the model
+        self.rnn_out: list[tuple[str | None, nn.RNNBase, int, int]] = []  # (name, rnn, off, rep)
+        # (name, conv, offset, repeat)
+        self.grouped_in: list[tuple[str | None, nn.modules.conv._ConvNd, int, int]] = []
+        self.fused: list[tuple[str | None, object]] = []  # producers feeding a split/reshape
         # layers reached through a reshape Torch-Pruning cannot map: (builder, item, size)
-        self.unplaced: list[tuple[Callable, _Item, int]] = []
+        self.unplaced: list[tuple[_Builder, _Item, int]] = []
 
     def add(self, members: Iterable[Member]) -> None:
         for m in members:
@@ -181,11 +192,24 @@ class _Raw:
 class _Item:
     """One element of a dependency walk, as the member builders see it."""
 
-    node: Any
+    node: TPNode
+    # ``node.module``: which class it is follows from the op type (the builder table), so each
+    # builder states it by annotating its local ``mod``
     module: Any
-    mname: str | None
+    mname: str | None  # None: not a submodule of the model
     is_in: bool
     layout: tuple[int, int] | None
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """``(offset, repeat)``; the builders flagged in :func:`_builders` always get one."""
+        assert self.layout is not None, "a builder that needs a layout was called without one"
+        return self.layout
+
+
+_Builder = Callable[["_Finder", "_Raw", _Item], None]
+#: a group that is verified once its unmapped layers are placed: (raw, group, why, options)
+_Placement = tuple["_Raw", ChannelGroup, str, list[tuple[str, ChannelGroup]]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +217,8 @@ class _Item:
 
 
 def _conv(f: _Finder, raw: _Raw, it: _Item) -> None:
-    mod = it.module
-    off, rep = it.layout
+    mod: nn.modules.conv._ConvNd = it.module
+    off, rep = it.span
     if mod.groups > 1:
         if mod.transposed:
             raw.reasons.append(f"grouped transposed convolution '{it.mname}'")
@@ -217,8 +241,8 @@ def _conv(f: _Finder, raw: _Raw, it: _Item) -> None:
 
 
 def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
-    mod = it.module
-    off, rep = it.layout
+    mod: nn.modules.conv._ConvNd = it.module
+    off, rep = it.span
     if mod.in_channels != mod.out_channels:
         raw.reasons.append(f"depthwise convolution '{it.mname}' changes the width")
         return
@@ -229,8 +253,8 @@ def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
 
 
 def _linear(f: _Finder, raw: _Raw, it: _Item) -> None:
-    mod = it.module
-    off, rep = it.layout
+    mod: nn.Linear = it.module
+    off, rep = it.span
     if not it.is_in:
         raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
         if mod.bias is not None:
@@ -241,8 +265,8 @@ def _linear(f: _Finder, raw: _Raw, it: _Item) -> None:
 
 
 def _norm(f: _Finder, raw: _Raw, it: _Item) -> None:
-    mod = it.module
-    off, rep = it.layout
+    mod: nn.Module = it.module  # BatchNorm, LayerNorm, GroupNorm, InstanceNorm
+    off, rep = it.span
     if isinstance(mod, nn.GroupNorm):
         raw.divisor = math.lcm(raw.divisor, mod.num_groups)
     w = getattr(mod, "weight", None)
@@ -255,19 +279,20 @@ def _norm(f: _Finder, raw: _Raw, it: _Item) -> None:
 
 
 def _prelu(f: _Finder, raw: _Raw, it: _Item) -> None:
-    off, rep = it.layout
-    if it.module.weight.numel() > 1:
+    mod: nn.PReLU = it.module
+    off, rep = it.span
+    if mod.weight.numel() > 1:
         raw.add([Member(f"{it.mname}.weight", 0, "other", off, rep)])
 
 
 def _embed(f: _Finder, raw: _Raw, it: _Item) -> None:
-    off, rep = it.layout
+    off, rep = it.span
     raw.add([Member(f"{it.mname}.weight", 1, "producer", off, rep)])
 
 
 def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
-    off, rep = it.layout
-    p = it.module
+    off, rep = it.span
+    p: nn.Parameter = it.module
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
     name = f.param_name[p]
     owner = f.modules.get(name.rpartition(".")[0])
@@ -279,8 +304,9 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
     from widthwise.groups import recurrent as rec
 
-    mod, mname = it.module, it.mname
-    off, rep = it.layout
+    mod: nn.Module = it.module  # a cut RNN/MHA (recurrent.BoundaryPruner) or HF Conv1D
+    mname = it.mname
+    off, rep = it.span
     if _is_conv1d(mod):  # Hugging Face Conv1D: y = x @ W + b with W [in, out]
         if it.is_in:
             raw.add([Member(f"{mname}.weight", 0, "consumer", off, rep)])
@@ -296,12 +322,12 @@ def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
         raw.reasons.append(f.cuts.input_problems[mname])
     if it.is_in:
         raw.add(replace(x, offset=off, repeat=rep) for x in rec.boundary_in_members(mname, mod))
-    elif hasattr(mod, "embed_dim"):
+    elif isinstance(mod, nn.MultiheadAttention):  # the only boundary type with an embed_dim
         raw.add(rec.boundary_out_members(mname, mod))
         raw.notes.append(f"nn.MultiheadAttention '{mname}' needs this width equal to its embed_dim")
         raw.divisor = math.lcm(raw.divisor, mod.num_heads)
     else:
-        raw.rnn_out.append((mname, mod, off, rep))
+        raw.rnn_out.append((mname, cast(nn.RNNBase, mod), off, rep))
 
 
 def _op(f: _Finder, raw: _Raw, it: _Item) -> None:
@@ -309,7 +335,7 @@ def _op(f: _Finder, raw: _Raw, it: _Item) -> None:
 
 
 @functools.cache
-def _builders() -> dict[Any, tuple[Callable[[_Finder, _Raw, _Item], None], bool]]:
+def _builders() -> dict[Any, tuple[_Builder, bool]]:
     """op type -> (builder, whether it needs one contiguous block per channel)."""
     import torch_pruning as tp
 
@@ -335,14 +361,16 @@ def _builders() -> dict[Any, tuple[Callable[[_Finder, _Raw, _Item], None], bool]
 
 
 class _Finder:
-    def __init__(self, model: nn.Module, example_inputs: Any, ignore: IgnoreSpec, timeout):
+    def __init__(
+        self, model: nn.Module, example_inputs: Any, ignore: IgnoreSpec, timeout: float | None
+    ):
         self.model = model
         self.example_inputs = example_inputs
         self.timeout = timeout
         self.deadline = float("inf")
         self.module_name = {m: n for n, m in model.named_modules()}
         self.module_order = {n: i for i, n in enumerate(self.module_name.values())}
-        self.param_name = {p: n for n, p in model.named_parameters()}
+        self.param_name: dict[torch.Tensor, str] = {p: n for n, p in model.named_parameters()}
         self.param_order = {n: i for i, n in enumerate(self.param_name.values())}
         self.params = dict(model.named_parameters())
         # every path to a tensor -> the name named_parameters() gives it (tied weights)
@@ -354,7 +382,7 @@ class _Finder:
         self.left_out: dict[str, str] = {}
         self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
-        self.fallbacks: list[tuple] = []  # (consumer name, module, [(producer name, module)])
+        self.fallbacks: list[ProjectionSpec] = []
 
     # -- input / output plumbing ------------------------------------------------------------
 
@@ -375,24 +403,26 @@ class _Finder:
             m for m in self.module_order if any(m.startswith(n + ".") for n in names if n)
         }
 
-    def _with_grad(self, obj):
+    def _with_grad(self, obj: Any) -> Any:
         """Floating inputs as leaves that require grad, so ops on them are visible in the graph."""
 
-        def leaf(t):
+        def leaf(t: torch.Tensor) -> torch.Tensor:
             t = t.requires_grad_(True)
             self.input_leaves.append(t)
             return t
 
         return map_tensors(obj, lambda t: leaf(t) if t.is_floating_point() else t)
 
-    def _extra_rows(self, mname: str, module: nn.Module, width: int, off: int, rep: int):
+    def _extra_rows(
+        self, mname: str | None, module: nn.Module, width: int, off: int, rep: int
+    ) -> Iterator[Member]:
         """Per-output-channel parameters of a layer beyond weight/bias (NFNet's ``gain``)."""
         for pname, p in module.named_parameters(recurse=False):
             if pname not in ("weight", "bias") and p.ndim >= 1 and p.shape[0] == width:
                 yield Member(f"{mname}.{pname}", 0, "other", off, rep)
 
     @contextlib.contextmanager
-    def _linear_shadows(self):
+    def _linear_shadows(self) -> Iterator[None]:
         """``F.linear(x, w, b)`` on a raw weight and a raw bias is traced as an ``nn.Linear``:
         for the trace, a stand-in Linear holding the same two tensors is attached to the model
         and the call is routed through it (Torch-Pruning would treat the product as
@@ -450,20 +480,20 @@ class _Finder:
 
         from widthwise.groups import recurrent as rec
 
-        outputs: list = []
+        outputs: list[torch.Tensor] = []
 
-        def forward_fn(model, inputs):
+        def forward_fn(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
             out = call_model(model, inputs)
             outputs.extend(t for t in out_tensors(out) if t.grad_fn is not None)
             return outputs
 
-        pruners: dict[type, Any] = {}
+        pruners: dict[type, TPPruner] = {}
         for m in self.model.modules():
             if isinstance(m, rec.BOUNDARY_TYPES):
                 pruners[type(m)] = rec.BoundaryPruner()
             elif _is_conv1d(m):
                 pruners[type(m)] = _conv1d_pruner()
-        self.input_leaves: list = []
+        self.input_leaves: list[torch.Tensor] = []
         # inputs as grad-requiring leaves reveal x + f(x) on the input; a model that writes
         # into its input in place cannot take them, so it is traced on the plain inputs
         attempts = [self._with_grad(self.example_inputs), map_tensors(self.example_inputs)]
@@ -478,7 +508,7 @@ class _Finder:
             ):
                 warnings.simplefilter("ignore")
                 try:
-                    dg = tp.DependencyGraph().build_dependency(
+                    dg: TPGraph = tp.DependencyGraph().build_dependency(
                         self.model,
                         example_inputs=traced_inputs,
                         forward_fn=forward_fn,
@@ -536,7 +566,7 @@ class _Finder:
 
     # -- Torch-Pruning groups -> raw groups --------------------------------------------------
 
-    def _collect(self, dg, out_fns) -> list[_Raw]:
+    def _collect(self, dg: TPGraph, out_fns: set[GradFn | None]) -> list[_Raw]:
 
         from widthwise.groups import recurrent as rec
 
@@ -552,13 +582,15 @@ class _Finder:
         self.leaves = {id(t) for t in self.input_leaves}
         self.out_fns = out_fns
         # parameters outside any module Torch-Pruning understands (it guesses their channel dim)
-        self.unwrapped = {p: self.param_name[p] for p, _ in dg.unwrapped_parameters}
+        self.unwrapped: dict[torch.Tensor, str] = {
+            p: self.param_name[p] for p, _ in dg.unwrapped_parameters
+        }
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
         # no index list can be longer than the longest tensor dimension it could address
         self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
-        visited: set = set()
+        visited: set[object] = set()  # modules and parameters
         late: list[str] = []
         raws: list[_Raw] = []
         for root in roots:
@@ -628,7 +660,7 @@ class _Finder:
                 return False
         return True
 
-    def _refine(self, raw: _Raw, items: list[tuple]) -> list[_Raw]:
+    def _refine(self, raw: _Raw, items: list[_WalkItem]) -> list[_Raw]:
         """Split a group whose channels go different ways (``torch.split``/``chunk`` in CSP and
         Res2Net blocks) into the classes of root channels that every layer treats alike; each
         class is converted again on its own (and verified like any group)."""
@@ -637,7 +669,7 @@ class _Finder:
             for r in set(roots):
                 if r in sig:
                     sig[r].append(k)
-        classes: dict[tuple, list[int]] = {}
+        classes: dict[tuple[int, ...], list[int]] = {}
         for r, ks in sig.items():
             classes.setdefault(tuple(ks), []).append(r)
         if len(classes) < 2:
@@ -661,7 +693,9 @@ class _Finder:
             f"not examined within timeout={self.timeout:g} s ({shown}); pass a larger timeout"
         )
 
-    def _walk(self, dg, root, fn, width: int, budget: int) -> list[tuple]:
+    def _walk(
+        self, dg: TPGraph, root: nn.Module, fn: PruningFn, width: int, budget: int
+    ) -> list[_WalkItem]:
         """Torch-Pruning's ``get_pruning_group`` with a step and time bound and O(1) dedup.
 
         Returns ``(node, handler, idxs, root_idxs)`` per (node, handler), indices merged in
@@ -673,9 +707,11 @@ class _Finder:
         node0 = dg.module2node[root]
         start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
         dep0 = Dependency(fn, fn, source=node0, target=node0)
-        order: list[tuple] = [(node0, fn)]
-        merged: dict[tuple, dict[int, int]] = {(node0, fn): {i: i for i in range(width)}}
-        seen: dict[tuple, set] = {(node0, fn): {frozenset(start)}}
+        order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
+        merged = {(node0, fn): {i: i for i in range(width)}}  # (node, handler) -> {idx: root}
+        seen: dict[tuple[TPNode, PruningFn], set[frozenset[Any]]] = {
+            (node0, fn): {frozenset(start)}
+        }
         stack = [(dep0, start)]
         steps = 0
         while stack:
@@ -710,7 +746,7 @@ class _Finder:
                 for h in new:
                     slot.setdefault(h.idx, h.root_idx)
                 stack.append((new_dep, new))
-        out = []
+        out: list[_WalkItem] = []
         for key in order:
             node, handler = key
             if isinstance(node.module, nn.Parameter) and any(
@@ -721,7 +757,9 @@ class _Finder:
             out.append((node, handler, list(slot), list(slot.values())))
         return out
 
-    def _convert_item(self, raw: _Raw, node, handler, idxs, roots) -> None:
+    def _convert_item(
+        self, raw: _Raw, node: TPNode, handler: PruningFn, idxs: list[int], roots: list[int]
+    ) -> None:
         import torch_pruning as tp
 
         t = node.type
@@ -756,7 +794,7 @@ class _Finder:
             return
         builder(self, raw, _Item(node, module, mname, is_in, layout))
 
-    def _inspect_op(self, raw: _Raw, node) -> None:
+    def _inspect_op(self, raw: _Raw, node: TPNode) -> None:
         gf = node.grad_fn
         if gf is None or not hasattr(gf, "name"):
             return
@@ -814,7 +852,8 @@ class _Finder:
             for d, sfx in enumerate(dirs):
                 if proj:  # the cell units, read only by this layer's projection
                     cell = _Raw(rnn.hidden_size, name)
-                    cell.add(rec.lstm_cell_members(name, rnn, layer, sfx))
+                    # proj_size is an LSTM option
+                    cell.add(rec.lstm_cell_members(name, cast(nn.LSTM, rnn), layer, sfx))
                     cell.kind, cell.name = "recurrent", f"{name}.l{layer}{sfx} (cell)"
                     if name in problems:
                         cell.reasons.append(problems[name])
@@ -903,7 +942,7 @@ class _Finder:
         """One group for raw groups that hold the same slice of one tensor: a tied weight used
         twice (T5's shared embedding starts the encoder and the decoder stream; Torch-Pruning
         links a reused module to one of its calls only)."""
-        owner: dict[tuple, _Raw] = {}
+        owner: dict[tuple[str, int, int, int, int], _Raw] = {}
         parent: dict[int, _Raw] = {}
 
         def find(r: _Raw) -> _Raw:
@@ -942,7 +981,7 @@ class _Finder:
 
     def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
         cands: list[tuple[_Raw, ChannelGroup]] = []
-        placements: list[tuple] = []
+        placements: list[_Placement] = []
         for raw in self._merge_shared(raws):
             if raw.output or raw.tied_input:
                 continue
@@ -1021,7 +1060,7 @@ class _Finder:
     def _canonical_members(self, raw: _Raw) -> list[Member]:
         """Members under the names ``named_parameters()`` uses; a tied slice appears once (the
         first role seen wins: an embedding's producer rows over a tied head's consumer rows)."""
-        out: dict[tuple, Member] = {}
+        out: dict[tuple[str, int, int, int, str | None], Member] = {}
         for m in raw.members:
             name = self.canonical.get(m.param, m.param)
             key = (name, m.dim, m.offset, m.repeat, m.gate)
@@ -1084,7 +1123,9 @@ class _Finder:
                 )
         return None
 
-    def _drop_overlaps(self, cands):
+    def _drop_overlaps(
+        self, cands: list[tuple[_Raw, ChannelGroup]]
+    ) -> list[tuple[_Raw, ChannelGroup]]:
         spans: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
         for k, (_, g) in enumerate(cands):
             for m in g.members:
@@ -1157,7 +1198,7 @@ class _Finder:
 
     # -- verification by permutation symmetry ------------------------------------------------
 
-    def _verify(self, cands) -> list[ChannelGroup]:
+    def _verify(self, cands: list[tuple[_Raw, ChannelGroup]]) -> list[ChannelGroup]:
         """Keep the groups whose joint channel permutation leaves the model output unchanged.
 
         All groups are checked in one forward (halving only on failure); an attention group
@@ -1170,7 +1211,7 @@ class _Finder:
             self._late([g.name for _, g in cands])
             return []
         sym = Symmetry(self.model, self.example_inputs)
-        groups: list[ChannelGroup | None] = []
+        checked: list[ChannelGroup] = []
         search: list[int] = []  # attention groups whose head count is not declared
         for k, (raw, g) in enumerate(cands):
             if raw.attention and g.divisor == 1:
@@ -1179,18 +1220,19 @@ class _Finder:
                     g = replace(g, divisor=g.width // hd)
                 elif hd is None:
                     search.append(k)
-            groups.append(g)
-        first = [k for k in range(len(groups)) if k not in set(search)]
-        failing = sorted([first[j] for j in sym.failing([groups[k] for k in first])] + search)
+            checked.append(g)
+        first = [k for k in range(len(checked)) if k not in set(search)]
+        failing = sorted([first[j] for j in sym.failing([checked[k] for k in first])] + search)
         retry = [k for k in failing if cands[k][0].attention or cands[k][1].kind == "attention"]
-        options = [
+        options: list[list[Candidate]] = [
             [
-                (d, replace(groups[k], divisor=d))
-                for d in [1, *_divisors(groups[k].width)]
+                (d, replace(checked[k], divisor=d))
+                for d in [1, *_divisors(checked[k].width)]
                 if d % cands[k][1].divisor == 0 and (d > 1 or k in search)
             ]
             for k in retry
         ]
+        groups: list[ChannelGroup | None] = list(checked)  # None: left out
         for k, fixed in zip(retry, self._search(sym, options)):
             groups[k] = fixed
         for k in failing:
@@ -1225,7 +1267,7 @@ class _Finder:
         a flatten), when that was the only problem. Each is a candidate for the check."""
         if len(raw.unplaced) != len(raw.reasons) or raw.grouped_in or raw.rnn_out:
             return []
-        out = []
+        out: list[tuple[str, ChannelGroup]] = []
         for key in ("blocks", "repeat"):
             extra = _Raw(raw.width, raw.root)
             for builder, it, size in raw.unplaced:
@@ -1242,16 +1284,18 @@ class _Finder:
                 out.append((key, g))
         return out
 
-    def _place(self, placements: list[tuple], accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+    def _place(
+        self, placements: list[_Placement], accepted: list[ChannelGroup]
+    ) -> list[ChannelGroup]:
         if not placements:
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         sym = Symmetry(self.model, self.example_inputs)
-        options = [
+        options: list[list[Candidate]] = [
             [(k, g) for k, g in opts if not any((m.param, m.dim) in claimed for m in g.members)]
             for *_, opts in placements
         ]
-        out = []
+        out: list[ChannelGroup] = []
         for (raw, group, why, _), g in zip(placements, self._search(sym, options)):
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
             if g is None or spans & claimed:
@@ -1274,14 +1318,14 @@ class _Finder:
                     out.setdefault(m, None)
         return list(out)
 
-    def _search(self, sym: Symmetry, options: list[list[tuple[Any, ChannelGroup]]]):
+    def _search(self, sym: Symmetry, options: list[list[Candidate]]) -> list[ChannelGroup | None]:
         """For each entry, the first option that passes the permutation check, or None.
 
         Options carry a key (a head count, a candidate kind): once one entry passes with a key,
         that key is tried for every other entry in one batch, since the blocks of one model are
         alike. Groups in a batch never overlap, so a batch that passes vouches for each."""
         result: list[ChannelGroup | None] = [None] * len(options)
-        tried: list[set] = [set() for _ in options]
+        tried: list[set[Hashable]] = [set() for _ in options]
         pending = list(range(len(options)))
         while pending and time.monotonic() <= self.deadline:
             probe = pending[0]

@@ -20,13 +20,16 @@ merged with the consumers that Torch-Pruning found downstream.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NoReturn, cast
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.autograd.function import FunctionCtx
 from torch.nn.utils.rnn import PackedSequence
+from torch.utils.hooks import RemovableHandle
 
 from widthwise.groups.types import Member
 
@@ -61,32 +64,41 @@ def _directions(rnn: nn.RNNBase) -> tuple[str, ...]:
 class BoundaryPruner(tp.pruner.BasePruningFunc):
     """Torch-Pruning handler for a cut module: distinct in/out functions, so no in↔out coupling."""
 
-    def prune_out_channels(self, layer: nn.Module, idxs):  # pragma: no cover - never pruned
+    def prune_out_channels(  # pragma: no cover - never pruned
+        self, layer: nn.Module, idxs: Sequence[int]
+    ) -> nn.Module:
         return layer
 
-    def prune_in_channels(self, layer: nn.Module, idxs):  # pragma: no cover - never pruned
+    def prune_in_channels(  # pragma: no cover - never pruned
+        self, layer: nn.Module, idxs: Sequence[int]
+    ) -> nn.Module:
         return layer
 
+    # registered for BOUNDARY_TYPES only: a layer that is not an RNN is an nn.MultiheadAttention
     def get_out_channels(self, layer: nn.Module) -> int:
         if isinstance(layer, nn.RNNBase):
             return (getattr(layer, "proj_size", 0) or layer.hidden_size) * len(_directions(layer))
-        return layer.embed_dim
+        return cast(nn.MultiheadAttention, layer).embed_dim
 
     def get_in_channels(self, layer: nn.Module) -> int:
         if isinstance(layer, nn.RNNBase):
             return layer.input_size
-        return layer.embed_dim
+        return cast(nn.MultiheadAttention, layer).embed_dim
 
 
 class _Cut(torch.autograd.Function):
     """Identity on ``outputs`` whose graph parents are ``inputs`` (never differentiated)."""
 
     @staticmethod
-    def forward(ctx, n_inputs: int, anchor: torch.Tensor, *tensors: torch.Tensor):
+    def forward(
+        ctx: FunctionCtx, n_inputs: int, anchor: torch.Tensor, *tensors: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         return tuple(t.clone() for t in tensors[n_inputs:])
 
     @staticmethod
-    def backward(ctx, *grads):  # pragma: no cover - tracing never calls backward
+    def backward(  # pragma: no cover - tracing never calls backward
+        ctx: FunctionCtx, *grads: torch.Tensor
+    ) -> NoReturn:
         raise RuntimeError("widthwise tracing graph is not differentiable")
 
 
@@ -101,7 +113,7 @@ class CutHooks:
     input_problems: dict[str, str] = field(default_factory=dict)
     # module name -> the parameters its initial hidden state is read from (a learned h0)
     learned: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    _handles: list = field(default_factory=list)
+    _handles: list[RemovableHandle] = field(default_factory=list)
 
     def __enter__(self) -> CutHooks:
         self._anchor = torch.zeros((), requires_grad=True)
@@ -112,26 +124,28 @@ class CutHooks:
                 )
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
 
-    def _hook(self, name: str):
-        def hook(module, args, kwargs, output):
+    def _hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], Any]:
+        def hook(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> Any:
             if isinstance(module, nn.RNNBase):
                 x = args[0] if args else kwargs.get("input")
                 hx = args[1] if len(args) > 1 else kwargs.get("hx")
                 states = [t for t in _tensors(hx) if t.requires_grad]
-                learned = [_learned_state(t) for t in states]
-                if states and all(p is not None for p in learned):
+                learned = [p for t in states if (p := _learned_state(t)) is not None]
+                if states and len(learned) == len(states):
                     self.learned[name] = learned  # nn.Parameter h0 (expanded over the batch)
                 elif states:
                     self.problems[name] = (
                         f"'{name}' receives an initial hidden state computed by the model"
                     )
                 ins = [x.data if isinstance(x, PackedSequence) else x]
-            else:
+            else:  # hooked on BOUNDARY_TYPES only: an nn.MultiheadAttention
                 q, k, v = (
                     args[i] if i < len(args) else kwargs.get(n)
                     for i, n in enumerate(("query", "key", "value"))
@@ -140,7 +154,7 @@ class CutHooks:
                     self.input_problems[name] = (
                         f"'{name}' is cross-attention (different query/key/value inputs)"
                     )
-                if not module._qkv_same_embed_dim:
+                if not cast(nn.MultiheadAttention, module)._qkv_same_embed_dim:
                     self.problems[name] = f"'{name}' has kdim/vdim different from embed_dim"
                 ins = [q, k, v]
             ins = [t for t in ins if isinstance(t, torch.Tensor) and t.requires_grad]
@@ -174,7 +188,7 @@ def _learned_state(t: torch.Tensor) -> torch.Tensor | None:
     return leaf if isinstance(leaf, nn.Parameter) else None
 
 
-def _tensors(obj) -> Iterator[torch.Tensor]:
+def _tensors(obj: object) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, (tuple, list)):
@@ -182,7 +196,9 @@ def _tensors(obj) -> Iterator[torch.Tensor]:
             yield from _tensors(o)
 
 
-def _flatten_output(output):
+def _flatten_output(
+    output: Any,
+) -> tuple[list[torch.Tensor], Callable[[Sequence[torch.Tensor]], Any]]:
     """Floating tensors of an RNN/MHA output and a function that puts new ones back."""
     slots: list[tuple[int, int | None]] = []  # (position, index inside a tuple or None)
     flat: list[torch.Tensor] = []
@@ -199,8 +215,8 @@ def _flatten_output(output):
                 slots.append((i, j))
                 flat.append(t)
 
-    def rebuild(new):
-        out = [
+    def rebuild(new: Sequence[torch.Tensor]) -> Any:
+        out: list[Any] = [
             list(x) if isinstance(x, tuple) and not isinstance(x, PackedSequence) else x
             for x in items
         ]
@@ -211,8 +227,8 @@ def _flatten_output(output):
                 out[i] = items[i]._replace(data=t)
             else:
                 out[i][j] = t
-        out = [tuple(x) if isinstance(x, list) else x for x in out]
-        return tuple(out) if isinstance(output, tuple) else out[0]
+        done = [tuple(x) if isinstance(x, list) else x for x in out]
+        return tuple(done) if isinstance(output, tuple) else done[0]
 
     return flat, rebuild
 
@@ -221,7 +237,7 @@ def _flatten_output(output):
 # members of the coupled tensors inside the cut modules
 
 
-def boundary_in_members(name: str, module: nn.Module) -> list[Member]:
+def boundary_in_members(name: str | None, module: nn.Module) -> list[Member]:
     """Parameters that read the module's input channels (the upstream group's consumers)."""
     p = f"{name}." if name else ""
     if isinstance(module, nn.RNNBase):
@@ -229,7 +245,7 @@ def boundary_in_members(name: str, module: nn.Module) -> list[Member]:
     return [Member(f"{p}in_proj_weight", 1, "consumer")]
 
 
-def boundary_out_members(name: str, module: nn.Module) -> list[Member]:
+def boundary_out_members(name: str | None, module: nn.Module) -> list[Member]:
     """Parameters that compute the module's output channels (MHA only; RNNs build their own)."""
     p = f"{name}." if name else ""
     assert isinstance(module, nn.MultiheadAttention)

@@ -11,13 +11,87 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
+from torch.autograd.graph import Node as GradFn
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+# Torch-Pruning 1.6 ships no type information, so everything it returns is ``Any`` to a type
+# checker. These Protocols write down the small part of its dependency graph that the finder
+# reads (attributes of ``torch_pruning.dependency`` ``Node``, ``Dependency`` and
+# ``DependencyGraph``), so that code is checked against one stated surface instead of ``Any``.
+
+#: an index map: Torch-Pruning's ``_HybridIndex`` list in, the mapped list out
+IndexMap = Callable[[list[Any]], list[Any]]
+#: a pruning function (``prune_out_channels`` / ``prune_in_channels``), compared by identity
+PruningFn = Callable[..., Any]
 
 
-def _update_index_mapping(dg) -> None:
+class TPNode(Protocol):
+    """A node of Torch-Pruning's graph: one layer, parameter or traced op."""
+
+    # an nn.Module of the model, an nn.Parameter (PARAMETER nodes) or Torch-Pruning's stand-in
+    # module for a parameter-free op; the op type (``type``) says which
+    module: Any
+    grad_fn: GradFn | None
+    type: Any  # torch_pruning.ops.OPTYPE (an Enum)
+    pruning_dim: int
+    inputs: list[TPNode]
+    outputs: list[TPNode]
+    dependencies: list[TPDependency]
+
+
+class TPDependency(Protocol):
+    """An edge: pruning ``source`` with ``trigger`` requires pruning ``target`` with ``handler``."""
+
+    source: TPNode
+    target: TPNode
+    handler: PruningFn
+    index_mapping: list[IndexMap | None]
+
+    def is_triggered_by(self, pruning_fn: PruningFn) -> bool: ...
+
+
+class TPPruner(Protocol):
+    """A Torch-Pruning layer pruner (``BasePruningFunc``), as far as the finder calls it."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module: ...
+
+    def get_out_channels(self, layer: nn.Module) -> int: ...
+
+
+class TPGraph(Protocol):
+    """``torch_pruning.DependencyGraph`` after ``build_dependency``."""
+
+    module2node: dict[Any, TPNode]  # keys: modules and parameters, as ``TPNode.module``
+    unwrapped_parameters: list[tuple[nn.Parameter, int]]
+    ignored_params: list[nn.Parameter]
+
+    def get_pruner_of_module(self, module: nn.Module) -> TPPruner: ...
+
+    def is_out_channel_pruning_fn(self, fn: PruningFn) -> bool: ...
+
+
+if TYPE_CHECKING:
+
+    class HFConv1D(nn.Module):
+        """Hugging Face's ``Conv1D`` (GPT-2 family) as the type checker sees it: at run time it
+        is recognised by :func:`_is_conv1d` (name and shape), so transformers is not imported."""
+
+        nf: int
+        weight: nn.Parameter
+        bias: nn.Parameter | None
+
+    #: a layer whose weight rows compute channels and whose columns read them
+    WeightLayer = nn.Linear | nn.modules.conv._ConvNd | HFConv1D
+
+
+def _update_index_mapping(dg: TPGraph) -> None:
     """Torch-Pruning's ``update_index_mapping``, one node at a time: a node whose channel count
     cannot be inferred (a cache ``torch.cat`` in Hugging Face attention) keeps no mapping
     instead of failing the whole trace; the permutation check catches what that misses."""
@@ -41,7 +115,7 @@ def _update_index_mapping(dg) -> None:
                 fn(dg, node)
 
 
-def _split_index_mapping(dg, node) -> None:
+def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
     """Index maps of a ``torch.split``/``chunk`` on channels, each reader mapped to the piece it
     actually reads (the autograd edge's output number). Torch-Pruning assumes its readers come
     in piece order and infers ``chunk`` sizes from the graph, which goes wrong in CSP and
@@ -59,7 +133,7 @@ def _split_index_mapping(dg, node) -> None:
     total = int(shape[dim])
     sizes = getattr(gf, "_saved_split_sizes", None)
     if sizes is None:
-        step = int(gf._saved_split_size)
+        step = int(getattr(gf, "_saved_split_size"))  # noqa: B009 - not in torch's stubs
         sizes = [min(step, total - a) for a in range(0, total, step)]
     offsets = [0]
     for n in sizes:
@@ -86,26 +160,38 @@ class _RouteLinear(torch.overrides.TorchFunctionMode):
     """Routes ``F.linear`` on known (weight, bias) pairs through stand-in modules, or (with
     ``raw``) records the pairs of raw parameters it is called with."""
 
-    def __init__(self, shadows: dict, raw: dict | None = None):
+    def __init__(
+        self,
+        shadows: dict[tuple[int, int], nn.Linear],
+        raw: dict[int, nn.Parameter] | None = None,
+    ):
         super().__init__()
-        self.shadows, self.raw, self.seen = shadows, raw, []
+        self.shadows, self.raw = shadows, raw
+        self.seen: list[tuple[nn.Parameter, nn.Parameter]] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Iterable[type],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if func is torch.nn.functional.linear:
             x = args[0] if args else kwargs.get("input")
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             b = args[2] if len(args) > 2 else kwargs.get("bias")
             if self.raw is not None:
-                if id(w) in self.raw and id(b) in self.raw and w.ndim == 2:
-                    self.seen.append((w, b))
+                pw, pb = self.raw.get(id(w)), self.raw.get(id(b))  # w and b when they are raw
+                if pw is not None and pb is not None and pw.ndim == 2:
+                    self.seen.append((pw, pb))
             elif (id(w), id(b)) in self.shadows:
                 return self.shadows[(id(w), id(b))](x)
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def _tolerant_index_mapping():
+def _tolerant_index_mapping() -> Iterator[None]:
     """Use :func:`_update_index_mapping` inside ``build_dependency`` for the block."""
     from torch_pruning.dependency import graph
 
@@ -119,7 +205,7 @@ def _tolerant_index_mapping():
 
 
 @contextlib.contextmanager
-def _no_new_hooks(model: nn.Module):
+def _no_new_hooks(model: nn.Module) -> Iterator[None]:
     """Remove forward hooks added inside the block (Torch-Pruning leaves its own behind when the
     forward raises)."""
     before = {m: set(m._forward_hooks) for m in model.modules()}
@@ -131,7 +217,7 @@ def _no_new_hooks(model: nn.Module):
                 m._forward_hooks.pop(k, None)
 
 
-def _layout(idxs, roots, width: int) -> tuple[int, int] | None:
+def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int, int] | None:
     """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
     if not idxs or len(idxs) % width:
         return None
@@ -143,13 +229,13 @@ def _layout(idxs, roots, width: int) -> tuple[int, int] | None:
     return (off, rep) if len(set(idxs)) == len(idxs) else None
 
 
-def _blocks(idxs, roots, width: int) -> list[tuple[int, int]] | None:
+def _blocks(idxs: Sequence[int], roots: Sequence[int], width: int) -> list[tuple[int, int]] | None:
     """``[(offset, 1), ...]`` if the indices are several blocks that each hold channels
     ``0..width-1`` in order (GhostNet's ``cat([x, cheap(x)])`` read by one conv)."""
     if not idxs or len(idxs) % width or len(idxs) == width:
         return None
     pairs = sorted(zip(idxs, roots))
-    out = []
+    out: list[tuple[int, int]] = []
     for k in range(0, len(pairs), width):
         seg = pairs[k : k + width]
         off = seg[0][0]
@@ -159,7 +245,9 @@ def _blocks(idxs, roots, width: int) -> list[tuple[int, int]] | None:
     return out
 
 
-def _weight_leaves(grad_fn, params, depth: int = 6) -> list | None:
+def _weight_leaves(
+    grad_fn: GradFn, params: Container[torch.Tensor], depth: int = 6
+) -> list[torch.Tensor] | None:
     """The parameters behind ``grad_fn`` if it is computed from parameters alone (a weight such
     as ``w`` or ``w.t()``), or None if it depends on an activation or an input."""
     var = getattr(grad_fn, "variable", None)
@@ -168,7 +256,7 @@ def _weight_leaves(grad_fn, params, depth: int = 6) -> list | None:
     parents = [f for f, _ in grad_fn.next_functions if f is not None]
     if depth == 0 or not parents:
         return None
-    leaves: list = []
+    leaves: list[torch.Tensor] = []
     for f in parents:
         sub = _weight_leaves(f, params, depth - 1)
         if sub is None:
@@ -177,33 +265,38 @@ def _weight_leaves(grad_fn, params, depth: int = 6) -> list | None:
     return leaves
 
 
-def _is_conv1d(module: Any) -> bool:
+def _is_conv1d(module: object) -> TypeIs[HFConv1D]:
     """Hugging Face's ``Conv1D`` (GPT-2 family): a Linear whose weight is stored [in, out]."""
-    return (
-        type(module).__name__ == "Conv1D"
-        and hasattr(module, "nf")
-        and getattr(module, "weight", None) is not None
-        and module.weight.ndim == 2
-    )
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and _weight_is_2d(module)
+
+
+def _weight_is_2d(module: object) -> bool:
+    w = getattr(module, "weight", None)
+    return w is not None and w.ndim == 2
 
 
 @functools.cache
-def _conv1d_pruner():
+def _conv1d_pruner() -> TPPruner:
     import torch_pruning as tp
 
     class Conv1DPruner(tp.pruner.BasePruningFunc):
         """Torch-Pruning handler for HF Conv1D: channels are weight columns (out), rows (in)."""
 
-        def prune_out_channels(self, layer, idxs):  # pragma: no cover - never pruned
+        def prune_out_channels(  # pragma: no cover - never pruned
+            self, layer: nn.Module, idxs: Sequence[int]
+        ) -> nn.Module:
             return layer
 
-        def prune_in_channels(self, layer, idxs):  # pragma: no cover - never pruned
+        def prune_in_channels(  # pragma: no cover - never pruned
+            self, layer: nn.Module, idxs: Sequence[int]
+        ) -> nn.Module:
             return layer
 
-        def get_out_channels(self, layer):
+        def get_out_channels(self, layer: HFConv1D) -> int:
             return layer.weight.shape[1]
 
-        def get_in_channels(self, layer):
+        def get_in_channels(self, layer: HFConv1D) -> int:
             return layer.weight.shape[0]
 
-    return Conv1DPruner()
+    pruner: TPPruner = Conv1DPruner()
+    return pruner

@@ -72,8 +72,8 @@ class Symmetry:
         self.inputs = example_inputs
         gen = torch.Generator().manual_seed(0)
         self.params: dict[str, torch.Tensor] = {}
-        for n, p in model.named_parameters():
-            p = p.detach()
+        for n, param in model.named_parameters():
+            p = param.detach()
             if p.is_floating_point() and p.numel():
                 noise = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
                 if p.ndim >= 2:  # fresh weights at the usual init scale: O(1) attention scores
@@ -86,7 +86,9 @@ class Symmetry:
         model.eval()
         self.base = self._run(self.params, self.buffers)
 
-    def _run(self, params, buffers) -> list[torch.Tensor]:
+    def _run(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
+    ) -> list[torch.Tensor]:
         from torch.func import functional_call
 
         with torch.no_grad():
@@ -128,12 +130,12 @@ class Symmetry:
                 index[key][dst] = src
                 if m.role == "norm" and m.param.endswith(".weight"):
                     mod = m.param.rpartition(".")[0]
-                    for b in ("running_mean", "running_var"):
-                        if f"{mod}.{b}" in self.buffers:
-                            index[(f"{mod}.{b}", 0)] = index[key]
+                    for stat in ("running_mean", "running_var"):
+                        if f"{mod}.{stat}" in self.buffers:
+                            index[(f"{mod}.{stat}", 0)] = index[key]
         for (name, dim), idx in index.items():
-            src = params if name in params else buffers
-            src[name] = src[name].index_select(dim, idx.to(src[name].device))
+            state = params if name in params else buffers
+            state[name] = state[name].index_select(dim, idx.to(state[name].device))
         try:
             out = self._run(params, buffers)
         except Exception:  # a permutation that breaks a shape contract is not a symmetry
