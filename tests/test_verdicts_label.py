@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 import widthwise.verdicts as wv
-from widthwise.evidence import DEAD_RELATIVE_NORM, Evidence, group_evidence, relative_variance
+from widthwise.evidence import (
+    DEAD_RELATIVE_NORM,
+    Evidence,
+    group_evidence,
+    relative_variance,
+    relative_width,
+)
 from widthwise.groups import ChannelGroup, Member
 from widthwise.patterns import _theil_sen, classify
 from widthwise.store import RunStore
@@ -130,12 +136,13 @@ def _set_weights(monkeypatch, coef: list[float], intercept: float) -> None:
 
 
 def test_label_and_confidence_follow_a_naive_logistic(monkeypatch):
-    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4, 0.8]
+    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4, 0.35, -0.6, 0.8]
     _set_weights(monkeypatch, coef, 0.5)
     paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
-    for disp in (0.001, 0.02, 0.1, 1.0, 5.0):
-        e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, disp, 0.1, 0.3)
-        x = [math.log(disp), math.log(0.05), math.log(5.0), math.log(2.0), 0.0, 1.0, math.log(0.3)]
+    for disp, rel in ((0.001, 0.25), (0.02, 1.0), (0.1, 4.0), (1.0, 0.5), (5.0, 2.0)):
+        e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, disp, 0.1, 0.3, rel)
+        x = [math.log(disp), math.log(0.05), math.log(5.0), math.log(2.0), 0.0, 1.0]
+        x += [math.log(16), math.log(rel), math.log(0.3)]
         p = 1 / (1 + math.exp(-(0.5 + sum(c * v for c, v in zip(coef, x)))))
         assert needs_width_probability("IS", e) == pytest.approx(p)
         label, conf, reason = decide(paper, e, kind="linear")
@@ -283,3 +290,13 @@ def test_undetermined_says_why_width_one_and_nan_weights():
     assert table.loc["0", "reason"].startswith("width 1")
     assert table.loc["2", "label"] == "undetermined"
     assert "non-finite weights" in table.loc["2", "reason"]
+
+
+def test_relative_width_is_the_width_over_the_median_hidden_width():
+    run = _run({"a": _matthew(64), "b": _alike(6), "c": _matthew(32, seed=2)})
+    ev = judge(run).evidence
+    hidden = sorted([64, 6, 32])
+    median = hidden[len(hidden) // 2]
+    for name, width in (("a", 64), ("b", 6), ("c", 32)):
+        assert ev[name].relative_width == pytest.approx(width / median)
+    assert math.isnan(relative_width(6, []))  # no reference width

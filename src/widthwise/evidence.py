@@ -24,6 +24,9 @@ mean, the zero-channel counts and, when kept, the per-channel norm vectors):
 * ``loss_ratio`` (one per run, :func:`loss_ratio`): the training loss at the end over the loss at
   the start, from the logged ``loss`` metric. A run whose loss is still high is under-fitted, and
   there widening almost any layer helped in the oracle.
+* ``relative_width`` (set by :func:`widthwise.verdicts.judge`): the group's width over the median
+  width of the run's hidden groups (:func:`relative_width`). The loss says *whether* the run is
+  short of capacity; a layer much narrower than its neighbours is *where* it is short.
 
 >>> import numpy as np
 >>> steps = np.arange(10)
@@ -48,6 +51,7 @@ __all__ = [
     "group_evidence",
     "loss_ratio",
     "relative_variance",
+    "relative_width",
 ]
 
 #: Metric names read as the training loss (``tracker.snapshot(metrics={"loss": ...})``).
@@ -89,6 +93,7 @@ class Evidence:
     growth_dispersion: float = math.nan
     laggards: float = math.nan
     loss_ratio: float = math.nan
+    relative_width: float = math.nan
 
     @property
     def dead_fraction(self) -> float:
@@ -211,3 +216,16 @@ def loss_ratio(metrics: Any) -> float:
         return math.nan
     k = max(1, v.size // 10)
     return float(np.median(v[-k:]) / np.median(v[:k]))
+
+
+def relative_width(width: int, widths: Any) -> float:
+    """``width`` over the median of ``widths`` (the run's hidden groups); NaN when undefined.
+
+    >>> relative_width(8, [256, 8, 256])
+    0.03125
+    """
+    w = np.asarray(list(widths), dtype=np.float64)
+    w = w[np.isfinite(w) & (w > 0)]
+    if not w.size or width <= 0:
+        return math.nan
+    return float(width / np.median(w))

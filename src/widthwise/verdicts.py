@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from widthwise.evidence import Evidence, group_evidence, loss_ratio
+from widthwise.evidence import Evidence, group_evidence, loss_ratio, relative_width
 from widthwise.groups import ChannelGroup
 from widthwise.patterns import MIN_POINTS, Verdict, classify, stable_from
 
@@ -137,6 +137,9 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
         run_loss = loss_ratio(run.metrics())
     except Exception:  # a run without readable metrics still gets its verdicts
         run_loss = math.nan
+    hidden = [g.width for g in run.groups if g.kind in VALIDATED_KINDS] or [
+        g.width for g in run.groups
+    ]
     rows, gate_rows = [], []
     found: dict[str, Verdict | None] = {}
     evidence: dict[str, Evidence] = {}
@@ -145,7 +148,11 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
         verdict = classify(values, steps) if len(values) else None
         stable = stable_from(values, steps) if len(values) else None
         found[group.name] = verdict
-        ev = replace(_evidence(run, history, group, steps, values), loss_ratio=run_loss)
+        ev = replace(
+            _evidence(run, history, group, steps, values),
+            loss_ratio=run_loss,
+            relative_width=relative_width(int(group.width), hidden),
+        )
         evidence[group.name] = ev
         label, confidence, reason = decide(
             verdict, ev, kind=group.kind, optimizer=optimizer, snapshots=len(values)
@@ -222,15 +229,17 @@ FEATURES = (
     "log_growth",
     "paper_DS",
     "paper_IS",
+    "log_width",
+    "log_relative_width",
     "log_loss_ratio",
 )
 
 #: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
 #: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
-COEF = (0.2845, -0.8768, 0.3026, 0.8402, 1.2611, -0.2212, 1.4994)
+COEF = (0.2845, -0.8768, 0.3026, 0.8402, 1.2611, -0.2212, 0.0, 0.0, 1.4994)
 INTERCEPT = 0.1849
 #: The same fitted without the loss feature, for runs that logged no training loss.
-COEF_NO_LOSS = (0.3096, -0.2967, 0.1344, -0.0915, 1.3217, 0.4611)
+COEF_NO_LOSS = (0.3096, -0.2967, 0.1344, -0.0915, 1.3217, 0.4611, 0.0, 0.0)
 INTERCEPT_NO_LOSS = 0.3462
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
@@ -262,6 +271,8 @@ def features(paper_label: str, ev: Evidence) -> list[float]:
         log(ev.growth, 0.0),
         float(paper_label == "DS"),
         float(paper_label == "IS"),
+        log(ev.width, 0.0),
+        log(ev.relative_width, 0.0),
         log(ev.loss_ratio),
     ]
 
