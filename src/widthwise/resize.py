@@ -69,13 +69,26 @@ Torch-Pruning, which finds the groups, has no widening and no recurrent layers, 
 the surgery itself: the index maps act on the :class:`~widthwise.groups.ChannelGroup` members,
 and module attributes (``in_features``, ``num_features``, ``hidden_size``, ``embed_dim``,
 Hugging Face ``num_heads``/``split_size``/``all_head_size``, ...) are then read back from the new
-weight shapes. Hugging Face ``config`` objects are not changed (a resized model may have layers
-of different head counts, which a config cannot express).
+weight shapes.
+
+Hugging Face configs
+--------------------
+The ``config`` of every Hugging Face model in the resized copy (duck-typed: a ``config`` with
+``to_dict``; transformers is never imported) is updated, so that ``save_pretrained`` and
+``from_pretrained`` rebuild it: ``hidden_size`` (read off the input embedding),
+``num_attention_heads``, ``num_key_value_heads`` and ``head_dim`` (off the attention modules),
+``intermediate_size``/``n_inner``/``d_ff`` (off the groups of that width; a list of per-layer
+values is set per layer). Where no config can describe the result (one layer's MLP resized in
+a config with one ``intermediate_size``; heads whose size is no longer ``hidden_size /
+num_attention_heads`` in GPT-2 or BERT, whose configs derive it; a value the config's own
+``validate`` rejects; a layer a model rebuilt from the config, on the meta device, would shape
+differently), one :class:`ResizeWarning` names the field and the model still resizes.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import warnings
@@ -96,6 +109,7 @@ Init = Literal["net2net", "prune", "reinit"]
 __all__ = [
     "Init",
     "ResizeError",
+    "ResizeWarning",
     "WidthRule",
     "channel_importance",
     "channel_map",
@@ -109,6 +123,12 @@ __all__ = [
 
 class ResizeError(RuntimeError):
     """The model could not be resized as planned; the message says which group and why."""
+
+
+class ResizeWarning(UserWarning):
+    """The resized model is fine, but its Hugging Face ``config`` cannot describe it (a field
+    that holds one value for all layers, now different per layer): ``save_pretrained`` and
+    ``from_pretrained`` would not rebuild it. The message names the field."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +167,17 @@ class WidthRule:
         return self.resizable and width >= self.minimum and width % self.multiple_of == 0
 
 
+@dataclass(frozen=True)
+class _HFHeads:
+    """How one channel of an attention group maps to the heads of a Hugging Face module."""
+
+    module: str
+    head_dim: int
+    q_rows: int  # query rows per channel: 1 (channels of heads) or a multiple of head_dim
+    kv_rows: int | None  # key/value rows per channel; None: the key/value heads are kept
+    kv_heads: int | None = None  # the kept key/value head count (when kv_rows is None)
+
+
 @dataclass
 class _Layout:
     """How a group's channels may move, beyond its public rule."""
@@ -154,7 +185,7 @@ class _Layout:
     blocks: int = 1  # channels stay inside `blocks` equal contiguous blocks
     unit: int = 1  # ... and move in whole units of this many channels (attention heads)
     within_heads: bool = False  # nn.MultiheadAttention: q rows scaled, k rows split
-    hf: list[tuple[str, int, int | None]] = field(default_factory=list)  # (module, head_dim, kv)
+    hf: list[_HFHeads] = field(default_factory=list)  # Hugging Face attention modules
     refuse: str | None = None  # why any resize of this group is refused
 
 
@@ -325,7 +356,10 @@ class _Rules:
                         )
                 elif isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1:
                     depthwise = mod.groups == mod.in_channels and not mod.transposed
-                    if not depthwise:
+                    # dim 1 of a grouped weight counts channels within one conv group: a group
+                    # holding it has one channel per conv group already (find_groups lists its
+                    # producers once per conv group), so any width keeps them apart
+                    if not depthwise and m.dim == 0:
                         mult = math.lcm(mult, mod.groups)
                         blocks.append(mod.groups)
                         explained = True
@@ -468,41 +502,49 @@ class _Rules:
                 if info is None:
                     continue
                 d, heads, kv_groups = info
-                if g.width % d:
+                inside = [x for x in g.producers if x.param.startswith(f"{name}." if name else "")]
+                # a channel is one row of each projection (width = heads × head size) or whole
+                # heads (find_groups: one key/value head and its query heads, repeat = rows)
+                q_rows = max((x.repeat for x in inside), default=1)
+                per_head = q_rows == 1
+                if (per_head and g.width % d) or (not per_head and q_rows % d):
                     return None
-                lay = _Layout(unit=d)
+                here = g.width * q_rows // d  # query heads, if the group holds the query side
+                total = heads if heads is not None else here
+                gqa = bool(kv_groups and kv_groups > 1 and total % kv_groups == 0)
+                kv = total // kv_groups if gqa and kv_groups else total
+                lay = _Layout(unit=d if per_head else 1)
+                kv_rows = [x.repeat for x in inside if x.repeat < q_rows]
                 # q, k and v rows (slices of one fused weight, or three weights) must all be in
                 # the group: with one head size, heads come and go in all of them together
-                inside = [x for x in g.producers if x.param.startswith(f"{name}." if name else "")]
-                gqa = bool(kv_groups and kv_groups > 1)
-                if len(inside) < (1 if gqa else 3):
+                if len(inside) < (1 if gqa and not kv_rows else 3):
                     lay.refuse = (
                         f"it holds {len(inside)} of the query/key/value projections of attention "
                         f"'{name}', whose head size {d} is shared by all of them"
                     )
                     return lay, d, f"attention '{name}' keeps head size {d}"
-                here = g.width // d
-                total = heads if heads is not None else here
-                if kv_groups and kv_groups > 1 and total % kv_groups == 0:
-                    kv = total // kv_groups
-                    if here == total:  # the query/output side: key/value heads are kept
-                        lay.blocks = kv
-                        lay.hf = [(name, d, kv)]
-                        return (
-                            lay,
-                            d * kv,
-                            f"attention '{name}' keeps head size {d} and {kv} key/value heads "
-                            f"(grouped-query): width = heads × {d}, heads a multiple of {kv}",
-                        )
-                    if here == kv:  # the key/value side
+                if here != total:
+                    if gqa and here == kv:  # the key/value side alone
                         lay.refuse = (
                             f"resizing the key/value heads of grouped-query attention '{name}' "
-                            "is not supported"
+                            "without their query heads is not supported"
                         )
                         return lay, d, f"attention '{name}' keeps head size {d}"
                     return None
-                lay.hf = [(name, d, None)]
-                return lay, d, f"attention '{name}' keeps head size {d}: width = heads × {d}"
+                unit = f"{d}" if per_head else f"{q_rows // d} head(s) of {d}"
+                if gqa and not kv_rows:  # the query/output side: key/value heads are kept
+                    lay.blocks = kv
+                    lay.hf = [_HFHeads(name, d, q_rows, None, kv)]
+                    return (
+                        lay,
+                        lay.unit * kv,
+                        f"attention '{name}' keeps head size {d} and {kv} key/value heads "
+                        f"(grouped-query): channels of {unit}, a multiple of {kv}",
+                    )
+                lay.hf = [_HFHeads(name, d, q_rows, kv_rows[0] if kv_rows else q_rows)]
+                if per_head:
+                    return lay, d, f"attention '{name}' keeps head size {d}: width = heads × {d}"
+                return lay, 1, f"attention '{name}' keeps head size {d}: channels of {unit}"
         return None
 
     # -- checks -----------------------------------------------------------------------------
@@ -600,13 +642,15 @@ def _probe(
 
     def fails(names: Sequence[str], width: int) -> str | None:
         try:
-            resize(
-                model,
-                groups,
-                dict.fromkeys(names, width),
-                init="reinit",
-                example_inputs=example_inputs,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResizeWarning)  # a trial, not the user's resize
+                resize(
+                    model,
+                    groups,
+                    dict.fromkeys(names, width),
+                    init="reinit",
+                    example_inputs=example_inputs,
+                )
         except ResizeError as exc:
             return str(exc)
         return None
@@ -953,24 +997,25 @@ def _sync_attributes(model: nn.Module) -> None:
             _sync_rnn(name, module)
 
 
-def _sync_hf_attention(
-    model: nn.Module, name: str, head_dim: int, kv: int | None, old: int, new: int
-) -> None:
-    """Head count and width attributes of a Hugging Face attention module after a resize of its
+def _sync_hf_attention(model: nn.Module, name: str, hf: _HFHeads, old: int, new: int) -> None:
+    """Head counts and width attributes of a Hugging Face attention module after a resize of its
     attention group from ``old`` to ``new`` channels (head size fixed)."""
     module: Any = model.get_submodule(name)
-    old_heads, new_heads = old // head_dim, new // head_dim
+    old_heads, new_heads = old * hf.q_rows // hf.head_dim, new * hf.q_rows // hf.head_dim
     for attr in _HEADS_ATTRS:
         if getattr(module, attr, None) == old_heads:
             setattr(module, attr, new_heads)
     for attr in _WIDTH_ATTRS:
-        if getattr(module, attr, None) == old:
-            setattr(module, attr, new)
-    if kv is not None and hasattr(module, "num_key_value_groups"):
-        module.num_key_value_groups = new_heads // kv  # key/value heads kept
+        if getattr(module, attr, None) == old * hf.q_rows:
+            setattr(module, attr, new * hf.q_rows)
+    if hf.kv_rows is None:  # key/value heads kept: more query heads share each
+        if hasattr(module, "num_key_value_groups") and hf.kv_heads:
+            module.num_key_value_groups = new_heads // hf.kv_heads
+        return
+    old_kv, new_kv = old * hf.kv_rows // hf.head_dim, new * hf.kv_rows // hf.head_dim
     for attr in ("num_key_value_heads", "num_kv_heads"):
-        if kv is None and getattr(module, attr, None) == old_heads:
-            setattr(module, attr, new_heads)
+        if getattr(module, attr, None) == old_kv:
+            setattr(module, attr, new_kv)
 
 
 def resize(
@@ -1090,8 +1135,10 @@ def resize(
         ]
         raise ResizeError(f"group(s) {touching or [g.name for g in changed]}: {exc}") from None
     for g in changed:
-        for mod_name, d, kv in rules.layouts[g.name].hf:
-            _sync_hf_attention(new, _strip_module(new, mod_name), d, kv, g.width, full[g.name])
+        for hf in rules.layouts[g.name].hf:
+            _sync_hf_attention(new, _strip_module(new, hf.module), hf, g.width, full[g.name])
+    if changed:
+        _update_configs(model, new, groups, full)
     if init == "reinit":
         try:
             _reinitialise(new)
@@ -1116,6 +1163,203 @@ def resize(
             for mod, training in modes.items():
                 mod.training = training
     return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face configs
+
+# canonical names; a config's attribute_map resolves its own spelling (n_embd, n_head, d_model)
+_CFG_HIDDEN = "hidden_size"
+_CFG_HEADS = "num_attention_heads"
+_CFG_KV = "num_key_value_heads"
+_CFG_HEAD_DIM = ("head_dim", "d_kv")
+_CFG_INNER = ("intermediate_size", "n_inner", "d_ff", "ffn_dim")
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def _hf_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the outermost module holding each Hugging Face-style ``config``
+    (duck-typed: an object with ``to_dict``); inner modules share their model's config."""
+    seen: set[int] = set()
+    out = []
+    for name, module in model.named_modules():
+        cfg = getattr(module, "config", None)
+        if cfg is None or id(cfg) in seen or not callable(getattr(cfg, "to_dict", None)):
+            continue
+        seen.add(id(cfg))
+        out.append((canonical_name(name), module))
+    return out
+
+
+def _field(cfg: Any, name: str) -> str:
+    """The attribute a config stores ``name`` under (GPT-2: ``hidden_size`` is ``n_embd``)."""
+    return str(getattr(cfg, "attribute_map", {}).get(name, name))
+
+
+def _one(values: Mapping[str, Any]) -> Any:
+    return next(iter(values.values())) if len(set(values.values())) == 1 else None
+
+
+def _rebuild_mismatch(module: nn.Module, cfg: Any) -> list[str]:
+    """What a model rebuilt from ``cfg`` (on the meta device: no memory, ~10 ms) would shape
+    differently from ``module``: the check that catches couplings the fields above do not know
+    (BERT's pooler is ``hidden_size`` wide). Empty when it matches or cannot be rebuilt."""
+    if not hasattr(type(module), "config_class"):  # not a Hugging Face model class
+        return []
+    log = logging.getLogger("transformers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rebuilt = type(module)(copy.deepcopy(cfg))
+    except Exception:  # a model class that needs more than its config
+        return []
+    finally:
+        log.setLevel(level)
+    want = {n: tuple(p.shape) for n, p in rebuilt.named_parameters()}
+    for name, p in module.named_parameters():
+        if name in want and want[name] != tuple(p.shape):
+            return [
+                f"{name} is {tuple(p.shape)}, but a model built from the config would make it "
+                f"{want[name]}"
+            ]
+    return []
+
+
+def _update_configs(
+    old: nn.Module, new: nn.Module, groups: Sequence[ChannelGroup], full: Mapping[str, int]
+) -> None:
+    """Write the resized widths into the config of every Hugging Face model inside ``new``.
+
+    The residual width is read off the input embedding, head counts off the attention modules,
+    the MLP width off the groups of the config's intermediate size. A value that differs per
+    layer is written per layer where the config holds a list of them, and otherwise raises one
+    :class:`ResizeWarning` naming the field (the field keeps its old value).
+    """
+    old_modules = _named_modules(old)
+    for prefix, module in _hf_models(new):
+        cfg: Any = module.config
+        if prefix not in old_modules:
+            continue
+        sets: dict[str, Any] = {}
+        problems: list[str] = []
+        under = f"{prefix}." if prefix else ""
+
+        hidden_old = getattr(cfg, _CFG_HIDDEN, None)
+        hidden = hidden_old
+        try:
+            emb_old = old_modules[prefix].get_input_embeddings()  # type: ignore[operator]
+            emb_new = module.get_input_embeddings()  # type: ignore[operator]
+        except Exception:  # not a PreTrainedModel after all
+            emb_old = emb_new = None
+        if (
+            isinstance(emb_new, nn.Embedding)
+            and isinstance(emb_old, nn.Embedding)
+            and isinstance(hidden_old, int)
+            and emb_old.embedding_dim == hidden_old
+        ):
+            hidden = emb_new.weight.shape[1]
+            if hidden != hidden_old:
+                sets[_CFG_HIDDEN] = hidden
+
+        heads: dict[str, int] = {}
+        kv: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        for name, sub in _named_modules(module).items():
+            info = _hf_attention(sub)
+            if info is None or info[1] is None:
+                continue
+            key = under + name if name else prefix
+            heads[key], sizes[key] = info[1], info[0]
+            if info[2]:
+                kv[key] = info[1] // info[2]
+        if heads and isinstance(getattr(cfg, _CFG_HEADS, None), int):
+            n = _one(heads)
+            d = _one(sizes)
+            explicit = next((f for f in _CFG_HEAD_DIM if getattr(cfg, f, None) is not None), None)
+            if n is None:
+                problems.append(
+                    f"{_field(cfg, _CFG_HEADS)} (attention layers now have "
+                    f"{sorted(set(heads.values()))} heads)"
+                )
+            elif d is not None and explicit is None and isinstance(hidden, int) and n * d != hidden:
+                # BERT, GPT-2, ...: the config derives the head size as hidden / heads
+                problems.append(
+                    f"{_field(cfg, _CFG_HEADS)} ({n} heads of {d} channels, but "
+                    f"{type(cfg).__name__} derives the head size as "
+                    f"{_field(cfg, _CFG_HIDDEN)} / {_field(cfg, _CFG_HEADS)} = {hidden} / {n}: "
+                    "resize the residual stream and the attention together)"
+                )
+            elif n != getattr(cfg, _CFG_HEADS):
+                sets[_CFG_HEADS] = n
+            if explicit is not None and d is not None and getattr(cfg, explicit) != d:
+                sets[explicit] = d
+            if kv and getattr(cfg, _CFG_KV, None) is not None:
+                k = _one(kv)
+                if k is None:
+                    problems.append(
+                        f"{_field(cfg, _CFG_KV)} (attention layers now have "
+                        f"{sorted(set(kv.values()))} key/value heads)"
+                    )
+                elif k != getattr(cfg, _CFG_KV):
+                    sets[_CFG_KV] = k
+
+        inner = next((f for f in _CFG_INNER if hasattr(cfg, f)), None)
+        if inner is not None:
+            value = getattr(cfg, inner)
+            # GPT-2 & co.: None means 4 × the hidden size
+            was = value if value is not None else 4 * hidden_old if hidden_old else None
+            per_layer = isinstance(value, list | tuple)
+            mlp = {
+                g.name: full[g.name]
+                for g in groups
+                if g.kind not in ("residual", "attention", "recurrent")
+                and g.producers
+                and all(m.param.startswith(under) for m in g.members)
+                and (g.width == was or (per_layer and g.width in value))
+            }
+            w = _one(mlp)
+            if mlp and w is None and per_layer:
+                new_value = list(value)
+                for gname, width in mlp.items():
+                    hit = _LAYER_INDEX.search(gname[len(under) :])
+                    if hit is None or int(hit.group(1)) >= len(new_value):
+                        problems.append(f"{inner} (no layer index in group '{gname}')")
+                        break
+                    new_value[int(hit.group(1))] = width
+                else:
+                    sets[inner] = type(value)(new_value)
+            elif mlp and w is None:
+                problems.append(
+                    f"{inner} (the MLP widths now differ per layer: "
+                    f"{sorted(set(mlp.values()))}, and {type(cfg).__name__}.{inner} holds one "
+                    "value for all layers)"
+                )
+            elif mlp and per_layer and any(v != w for v in value):
+                sets[inner] = type(value)([w] * len(value))
+            elif mlp and not per_layer and (w != was or (value is None and w != 4 * (hidden or 0))):
+                sets[inner] = w
+        for k, v in sets.items():
+            setattr(cfg, k, v)
+        validate = getattr(cfg, "validate", None)  # Hugging Face's own checks of a config
+        if sets and callable(validate):
+            try:
+                validate()
+            except Exception as exc:
+                said = ", ".join(f"{_field(cfg, k)}={v}" for k, v in sets.items())
+                problems.append(f"{said} ({type(cfg).__name__} rejects them: {exc})")
+        if not problems:
+            problems += _rebuild_mismatch(module, cfg)
+        if problems:
+            warnings.warn(
+                f"{type(cfg).__name__} of {('model ' + repr(prefix)) if prefix else 'the model'} "
+                f"cannot describe the resized model: {'; '.join(problems)}. save_pretrained/"
+                "from_pretrained will not rebuild it; keep its widths uniform per field, or "
+                "save it whole (torch.save)",
+                ResizeWarning,
+                stacklevel=3,
+            )
 
 
 def _reinitialise(model: nn.Module) -> None:
