@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_resize import bert, gpt2, llama_gqa
 from widthwise.groups import _call_model, find_groups
 from widthwise.resize import ResizeWarning, resize
 
@@ -37,41 +38,6 @@ def _groups(model: nn.Module, x: dict) -> dict[str, list]:
     return {"all": groups, **kinds}
 
 
-def gpt2():
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16)
-    return transformers.GPT2LMHeadModel(cfg).eval(), {"input_ids": torch.randint(0, 50, (2, 6))}
-
-
-def llama_gqa():
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=40,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=50,
-        max_position_embeddings=16,
-    )
-    return transformers.LlamaForCausalLM(cfg).eval(), {"input_ids": torch.randint(0, 50, (2, 6))}
-
-
-def bert():
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        num_hidden_layers=2,
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=37,
-        vocab_size=50,
-        max_position_embeddings=16,
-        num_labels=3,
-    )
-    model = transformers.BertForSequenceClassification(cfg).eval()
-    return model, {"input_ids": torch.randint(0, 50, (2, 6))}
-
-
 def _plan(kinds: dict, residual: int | None, attention: int | None, mlp: int | None) -> dict:
     widths = {}
     # BERT's pooler is hidden_size wide too: it follows the residual stream
@@ -85,14 +51,26 @@ def _plan(kinds: dict, residual: int | None, attention: int | None, mlp: int | N
 # (builder, residual, attention group width, MLP width, init, expected config fields)
 # GPT-2 and BERT derive the head size as hidden / heads: residual and attention move together.
 # Llama's attention groups count key/value heads (each with its 2 query heads, head size 8).
+def gpt2_lm():
+    return gpt2(layers=2, head=True)
+
+
+def llama_lm():
+    return llama_gqa(layers=2, head=True)
+
+
+def bert_classifier():
+    return bert(layers=2, head=True)
+
+
 CASES = {
-    "gpt2 wider": (gpt2, 48, 48, 160, "reinit", {"n_embd": 48, "n_head": 6, "n_inner": 160}),
-    "gpt2 narrower": (gpt2, 16, 16, 64, "net2net", {"n_embd": 16, "n_head": 2, "n_inner": 64}),
-    "gpt2 mlp": (gpt2, None, None, 100, "net2net", {"n_embd": 32, "n_head": 4, "n_inner": 100}),
+    "gpt2 wider": (gpt2_lm, 48, 48, 160, "reinit", {"n_embd": 48, "n_head": 6, "n_inner": 160}),
+    "gpt2 narrower": (gpt2_lm, 16, 16, 64, "net2net", {"n_embd": 16, "n_head": 2, "n_inner": 64}),
+    "gpt2 mlp": (gpt2_lm, None, None, 100, "net2net", {"n_embd": 32, "n_head": 4, "n_inner": 100}),
     # n_inner was None (4 × n_embd): it must now say 128 explicitly
-    "gpt2 mlp kept": (gpt2, 48, 48, None, "reinit", {"n_embd": 48, "n_head": 6, "n_inner": 128}),
+    "gpt2 mlp kept": (gpt2_lm, 48, 48, None, "reinit", {"n_embd": 48, "n_head": 6, "n_inner": 128}),
     "llama wider": (
-        llama_gqa,
+        llama_lm,
         48,
         3,
         56,
@@ -100,7 +78,7 @@ CASES = {
         {"hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3},
     ),
     "llama narrower": (
-        llama_gqa,
+        llama_lm,
         24,
         1,
         24,
@@ -108,15 +86,29 @@ CASES = {
         {"hidden_size": 24, "num_attention_heads": 2, "num_key_value_heads": 1},
     ),
     "llama heads": (
-        llama_gqa,
+        llama_lm,
         None,
         4,
         None,
         "net2net",
         {"hidden_size": 32, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8},
     ),
-    "bert wider": (bert, 48, 48, 50, "reinit", {"hidden_size": 48, "num_attention_heads": 6}),
-    "bert narrower": (bert, 16, 16, 20, "net2net", {"hidden_size": 16, "num_attention_heads": 2}),
+    "bert wider": (
+        bert_classifier,
+        48,
+        48,
+        50,
+        "reinit",
+        {"hidden_size": 48, "num_attention_heads": 6},
+    ),
+    "bert narrower": (
+        bert_classifier,
+        16,
+        16,
+        20,
+        "net2net",
+        {"hidden_size": 16, "num_attention_heads": 2},
+    ),
 }
 
 
@@ -149,7 +141,7 @@ def test_save_pretrained_rebuilds_the_resized_model(case, tmp_path):
 
 
 def test_llama_key_value_heads_follow_the_attention_groups():
-    model, x = llama_gqa()
+    model, x = llama_lm()
     kinds = _groups(model, x)
     new = resize(model, kinds["all"], {g.name: 4 for g in kinds["attention"]})
     for layer in new.model.layers:  # 4 key/value heads, each with its 2 query heads, of size 8
@@ -168,13 +160,13 @@ def test_llama_key_value_heads_follow_the_attention_groups():
 @pytest.mark.parametrize(
     "build, kind, field",
     [
-        (gpt2, "attention", "n_head"),  # heads alone: hidden / heads is no longer the head size
-        (bert, "attention", "num_attention_heads"),
-        (bert, "residual", "num_attention_heads"),
-        (bert, "residual and attention", "bert.pooler.dense.weight"),
-        (llama_gqa, "one mlp", "intermediate_size"),
-        (gpt2, "one mlp", "n_inner"),
-        (llama_gqa, "one attention", "num_attention_heads"),
+        (gpt2_lm, "attention", "n_head"),  # heads alone: hidden / heads is not the head size
+        (bert_classifier, "attention", "num_attention_heads"),
+        (bert_classifier, "residual", "num_attention_heads"),
+        (bert_classifier, "residual and attention", "bert.pooler.dense.weight"),
+        (llama_lm, "one mlp", "intermediate_size"),
+        (gpt2_lm, "one mlp", "n_inner"),
+        (llama_lm, "one attention", "num_attention_heads"),
     ],
 )
 def test_a_config_that_cannot_describe_the_model_is_named_in_one_warning(build, kind, field):
