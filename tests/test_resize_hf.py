@@ -237,3 +237,49 @@ def test_per_layer_config_values_are_set_per_layer():
     assert [layer[0].out_features for layer in new.layers] == new.config.intermediate_size
     new = resize(model, groups, {names[10]: 6, names[12]: 6}, example_inputs=x)
     assert new.config.intermediate_size == [6, 6]
+
+
+def _found(model: nn.Module, x: dict) -> list:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return find_groups(model.eval(), x)
+
+
+@pytest.mark.parametrize(
+    "builder, kind, width",
+    [
+        ("hf_qwen2_gqa", "attention", 4),  # 8 heads of 8 in hidden 32: Qwen2 reads `head_dim`
+        ("hf_gemma_mqa", "residual", 40),  # its embedding scale, sqrt(hidden), follows
+        ("hf_t5_tiny", "residual", 24),  # its model_dim (the tied output's scale) follows
+    ],
+)
+def test_what_a_model_derives_from_its_config_follows(builder, kind, width, tmp_path):
+    import archs
+
+    model, x = getattr(archs, builder)()
+    groups = _found(model, x)
+    widths = {g.name: width for g in groups if g.kind == kind}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResizeWarning)
+        new = resize(model, groups, widths, init="reinit", example_inputs=x)
+    if kind == "attention":
+        assert (new.config.num_attention_heads, new.config.head_dim) == (8, 8)
+    if builder == "hf_gemma_mqa":
+        scale = new.model.embed_tokens.embed_scale
+        assert scale.item() == pytest.approx(width**0.5) and model.config.hidden_size == 32
+    if builder == "hf_t5_tiny":
+        assert new.model_dim == width == new.config.d_model and model.model_dim == 16
+    new.save_pretrained(tmp_path)
+    loaded = type(new).from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_logits(loaded, x), _logits(new, x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_config_that_builds_no_model_is_named():
+    import archs
+
+    # Falcon needs hidden_size divisible by its head count; its head size is derived
+    model, x = archs.hf_falcon_mqa()
+    groups = _found(model, x)
+    residual = next(g for g in groups if g.kind == "residual")
+    with pytest.warns(ResizeWarning, match="hidden_size=34: a model built from it fails"):
+        resize(model, groups, {residual.name: 34}, init="reinit", example_inputs=x)

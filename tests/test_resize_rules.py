@@ -511,6 +511,39 @@ def test_a_broken_plan_fails_as_resize_error_naming_the_group():
     not_a_param = ChannelGroup("gone", 4, (Member("9.weight", 0, "producer"),))
     with pytest.raises(ResizeError, match="group 'gone' names parameters the model lacks"):
         resize(net, [not_a_param], {"gone": 5})
+    # a model that cannot be copied (a lock, an open file, ...): one line, not deepcopy's error
+    import threading
+
+    net.lock = threading.Lock()
+    with pytest.raises(ResizeError, match=r"\['0'\]: the model cannot be copied .*TypeError"):
+        resize(net, [wrong], {"0": 5})
+
+
+def test_every_corrupted_group_fails_as_resize_error_naming_it():
+    # each member of each found group of an MLP, a ResNet and GPT-2 broken one way at a time
+    # (wrong dim, offset, repeat, role; dropped): the resize runs or raises ResizeError naming
+    # the group, never another exception
+    ran = refused = 0
+    for model, x in (mlp(), (randomise_bn(ResNet()), torch.randn(2, 3, 5, 5)), gpt2()):
+        groups = _groups(model, x)
+        for g in groups:
+            for k, m in enumerate(g.members):
+                for bad in (
+                    replace(m, dim=1 - m.dim if m.dim < 2 else 0),
+                    replace(m, offset=m.offset + 1),
+                    replace(m, repeat=m.repeat + 1),
+                    replace(m, role="consumer" if m.role != "consumer" else "producer"),
+                    None,
+                ):
+                    members = g.members[:k] + ((bad,) if bad else ()) + g.members[k + 1 :]
+                    broken = [replace(h, members=members) if h is g else h for h in groups]
+                    try:
+                        resize(model, broken, {g.name: g.width + 1}, example_inputs=x)
+                        ran += 1
+                    except ResizeError as exc:
+                        assert repr(g.name) in str(exc), str(exc)
+                        refused += 1
+    assert refused > 0 and ran > 0
 
 
 def test_check_widths_and_resize_share_defaults():

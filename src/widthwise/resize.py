@@ -78,11 +78,15 @@ The ``config`` of every Hugging Face model in the resized copy (duck-typed: a ``
 ``from_pretrained`` rebuild it: ``hidden_size`` (read off the input embedding),
 ``num_attention_heads``, ``num_key_value_heads`` and ``head_dim`` (off the attention modules),
 ``intermediate_size``/``n_inner``/``d_ff`` (off the groups of that width; a list of per-layer
-values is set per layer). Where no config can describe the result (one layer's MLP resized in
-a config with one ``intermediate_size``; heads whose size is no longer ``hidden_size /
-num_attention_heads`` in GPT-2 or BERT, whose configs derive it; a value the config's own
-``validate`` rejects; a layer a model rebuilt from the config, on the meta device, would shape
-differently), one :class:`ResizeWarning` names the field and the model still resizes.
+values is set per layer). A model built from the new config on the meta device (no memory) is
+then compared with the resized one: numbers the model derives from its config when built
+(T5's ``model_dim``, Gemma's embedding scale) are copied over, so that the resized model
+computes what the loaded one will. Where no config can describe the result (one layer's MLP
+resized in a config with one ``intermediate_size``; heads whose size is no longer
+``hidden_size / num_attention_heads`` in GPT-2 or BERT, which derive it — Qwen2-style models
+take an explicit ``head_dim`` instead; a value the config's own ``validate`` rejects; a layer
+the rebuilt model shapes differently, such as BERT's pooler), one :class:`ResizeWarning` names
+the field and the model still resizes.
 """
 
 from __future__ import annotations
@@ -1071,7 +1075,14 @@ def resize(
                     f"{m.offset + g.width * m.repeat} (were the groups found on another model?)"
                 )
     changed = [g for g in groups if full[g.name] != g.width]
-    new = copy.deepcopy(model)
+    names = [g.name for g in changed]
+    try:
+        new = copy.deepcopy(model)
+    except Exception as exc:  # a hook or attribute that cannot be copied
+        raise ResizeError(
+            f"group(s) {names}: the model cannot be copied to resize it "
+            f"({type(exc).__name__}: {exc}); remove what holds it (hooks, open files) first"
+        ) from exc
     gen = torch.Generator().manual_seed(seed)
     edits: dict[tuple[str, int], list[_Edit]] = defaultdict(list)
     for g in changed:
@@ -1133,12 +1144,31 @@ def resize(
             for g in changed
             if any(m.param.startswith(exc.module + ".") or not exc.module for m in g.members)
         ]
-        raise ResizeError(f"group(s) {touching or [g.name for g in changed]}: {exc}") from None
+        raise ResizeError(f"group(s) {touching or names}: {exc}") from None
+    except Exception as exc:
+        raise ResizeError(
+            f"group(s) {names}: the resized layers' sizes cannot be read back "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     for g in changed:
         for hf in rules.layouts[g.name].hf:
-            _sync_hf_attention(new, _strip_module(new, hf.module), hf, g.width, full[g.name])
+            try:
+                _sync_hf_attention(new, _strip_module(new, hf.module), hf, g.width, full[g.name])
+            except Exception as exc:
+                raise ResizeError(
+                    f"group {g.name!r}: the head counts of attention '{hf.module}' cannot be "
+                    f"updated ({type(exc).__name__}: {exc})"
+                ) from exc
     if changed:
-        _update_configs(model, new, groups, full)
+        try:
+            _update_configs(model, new, groups, full)
+        except Exception as exc:  # the model is resized; only its description is in doubt
+            warnings.warn(
+                f"the config of the model resized at group(s) {names} could not be updated "
+                f"({type(exc).__name__}: {exc}); save_pretrained/from_pretrained may not rebuild it",
+                ResizeWarning,
+                stacklevel=2,
+            )
     if init == "reinit":
         try:
             _reinitialise(new)
@@ -1200,23 +1230,38 @@ def _one(values: Mapping[str, Any]) -> Any:
     return next(iter(values.values())) if len(set(values.values())) == 1 else None
 
 
-def _rebuild_mismatch(module: nn.Module, cfg: Any) -> list[str]:
-    """What a model rebuilt from ``cfg`` (on the meta device: no memory, ~10 ms) would shape
-    differently from ``module``: the check that catches couplings the fields above do not know
-    (BERT's pooler is ``hidden_size`` wide). Empty when it matches or cannot be rebuilt."""
-    if not hasattr(type(module), "config_class"):  # not a Hugging Face model class
-        return []
+def _build_on_meta(cls: type, cfg: Any) -> tuple[nn.Module | None, str]:
+    """``cls(cfg)`` on the meta device (no memory, ~10 ms for a tiny model), quietly; or
+    ``(None, why)``."""
     log = logging.getLogger("transformers")
     level = log.level
     log.setLevel(logging.ERROR)
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rebuilt = type(module)(copy.deepcopy(cfg))
-    except Exception:  # a model class that needs more than its config
-        return []
+            return cls(copy.deepcopy(cfg)), ""
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
     finally:
         log.setLevel(level)
+
+
+def _match_rebuilt(module: nn.Module, old_cfg: Any, cfg: Any) -> list[str]:
+    """Compare ``module`` with the model ``from_pretrained`` would build from ``cfg``.
+
+    A parameter shaped differently is a problem (returned): a coupling the fields do not know,
+    such as BERT's pooler, ``hidden_size`` wide. When every shape matches, the numbers a model
+    derives from its config when built (T5's ``model_dim``, Gemma's embedding scale) are copied
+    into ``module``, and so is a scalar non-persistent buffer that held an old one of them: the
+    resized model then computes what the loaded one will.
+    """
+    if not hasattr(type(module), "config_class"):  # not a Hugging Face model class
+        return []
+    rebuilt, why = _build_on_meta(type(module), cfg)
+    if rebuilt is None:
+        if _build_on_meta(type(module), old_cfg)[0] is None:
+            return []  # a model class that needs more than its config: nothing to compare
+        return [f"a model built from it fails ({why})"]
     want = {n: tuple(p.shape) for n, p in rebuilt.named_parameters()}
     for name, p in module.named_parameters():
         if name in want and want[name] != tuple(p.shape):
@@ -1224,6 +1269,26 @@ def _rebuild_mismatch(module: nn.Module, cfg: Any) -> list[str]:
                 f"{name} is {tuple(p.shape)}, but a model built from the config would make it "
                 f"{want[name]}"
             ]
+    twins = dict(rebuilt.named_modules())
+    for name, sub in module.named_modules():
+        twin: Any = twins.get(name)
+        if type(twin) is not type(sub):
+            continue
+        moved: dict[float, float] = {}
+        for attr, value in list(vars(sub).items()):
+            other = getattr(twin, attr, None)
+            numbers = type(value) in (int, float) and type(other) is type(value)
+            if attr[0] != "_" and numbers and other != value:
+                setattr(sub, attr, other)
+                moved[float(value)] = float(other)  # type: ignore[arg-type]
+        transient: Any = sub._non_persistent_buffers_set
+        for bname, buf in sub._buffers.items():
+            if buf is None or buf.ndim or not buf.is_floating_point() or bname not in transient:
+                continue
+            old = next((a for a in moved if math.isclose(float(buf), a, rel_tol=1e-6)), None)
+            if old is not None:
+                with torch.no_grad():
+                    buf.fill_(moved[old])
     return []
 
 
@@ -1243,6 +1308,8 @@ def _update_configs(
         if prefix not in old_modules:
             continue
         sets: dict[str, Any] = {}
+        tentative: dict[str, Any] = {}  # set only if a model built from the config agrees
+        derived = ""
         problems: list[str] = []
         under = f"{prefix}." if prefix else ""
 
@@ -1284,13 +1351,15 @@ def _update_configs(
                     f"{sorted(set(heads.values()))} heads)"
                 )
             elif d is not None and explicit is None and isinstance(hidden, int) and n * d != hidden:
-                # BERT, GPT-2, ...: the config derives the head size as hidden / heads
-                problems.append(
+                # the config derives the head size as hidden / heads; models that read an extra
+                # `head_dim` (Qwen2) take one, the others (BERT, GPT-2) cannot: the rebuild says
+                derived = (
                     f"{_field(cfg, _CFG_HEADS)} ({n} heads of {d} channels, but "
                     f"{type(cfg).__name__} derives the head size as "
                     f"{_field(cfg, _CFG_HIDDEN)} / {_field(cfg, _CFG_HEADS)} = {hidden} / {n}: "
                     "resize the residual stream and the attention together)"
                 )
+                tentative = {_CFG_HEADS: n, "head_dim": d}
             elif n != getattr(cfg, _CFG_HEADS):
                 sets[_CFG_HEADS] = n
             if explicit is not None and d is not None and getattr(cfg, explicit) != d:
@@ -1340,17 +1409,35 @@ def _update_configs(
                 sets[inner] = type(value)([w] * len(value))
             elif mlp and not per_layer and (w != was or (value is None and w != 4 * (hidden or 0))):
                 sets[inner] = w
-        for k, v in sets.items():
-            setattr(cfg, k, v)
+        for k, v in list(sets.items()):
+            try:
+                setattr(cfg, k, v)
+            except Exception as exc:  # a config that refuses the value: say so, keep the model
+                problems.append(f"{_field(cfg, k)}={v} ({type(exc).__name__}: {exc})")
+                del sets[k]
         validate = getattr(cfg, "validate", None)  # Hugging Face's own checks of a config
         if sets and callable(validate):
             try:
                 validate()
             except Exception as exc:
                 said = ", ".join(f"{_field(cfg, k)}={v}" for k, v in sets.items())
-                problems.append(f"{said} ({type(cfg).__name__} rejects them: {exc})")
+                problems.append(f"{said}: {type(cfg).__name__} rejects them ({exc})")
+        stored = {k: _field(cfg, k) for k in tentative}  # GPT-2 keeps heads as n_head
+        before = {k: cfg.__dict__[f] for k, f in stored.items() if f in cfg.__dict__}
         if not problems:
-            problems += _rebuild_mismatch(module, cfg)
+            for k, v in tentative.items():
+                setattr(cfg, k, v)
+            rebuilt = _match_rebuilt(module, old_modules[prefix].config, cfg)
+            said = ", ".join(f"{_field(cfg, k)}={v}" for k, v in sets.items()) or "as it was"
+            problems += [derived] if rebuilt and derived else [f"{said}: {r}" for r in rebuilt]
+        if tentative and problems:
+            for k in tentative:
+                if k in before:
+                    setattr(cfg, k, before[k])
+                elif stored[k] in cfg.__dict__:
+                    delattr(cfg, stored[k])
+            if derived not in problems:
+                problems.append(derived)
         if problems:
             warnings.warn(
                 f"{type(cfg).__name__} of {('model ' + repr(prefix)) if prefix else 'the model'} "
@@ -1457,18 +1544,24 @@ def shrink_with_torch_pruning(
     was_training = new.training
     new.eval()
     for name, module_name, drop in cuts:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
-            graph = tp.DependencyGraph().build_dependency(
-                new,
-                example_inputs=example_inputs,
-                forward_fn=_call_model,
-                verbose=False,
-            )
-            module = new.get_submodule(module_name)
-            pruner = graph.get_pruner_of_module(module)
-            cut = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=drop)
-            cut.prune()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
+                graph = tp.DependencyGraph().build_dependency(
+                    new,
+                    example_inputs=example_inputs,
+                    forward_fn=_call_model,
+                    verbose=False,
+                )
+                module = new.get_submodule(module_name)
+                pruner = graph.get_pruner_of_module(module)
+                cut = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=drop)
+                cut.prune()
+        except Exception as exc:
+            raise ResizeError(
+                f"group {name!r}: Torch-Pruning could not cut '{module_name}' "
+                f"({type(exc).__name__}: {exc}); resize() narrows it without Torch-Pruning"
+            ) from exc
         del graph, cut
         done.add(name)
     new.train(was_training)
