@@ -34,8 +34,9 @@ TOL = 1e-5  # function preservation, float32
 def _out(model: nn.Module, x: object) -> torch.Tensor:
     with torch.no_grad():
         out = _call_model(model.eval(), x)
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state
+    for attr in ("logits", "last_hidden_state"):
+        if hasattr(out, attr):
+            return getattr(out, attr)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -350,6 +351,35 @@ def test_grouped_query_attention_resizes_whole_key_value_heads():
     assert _found(new, x)[attention] == 3
     small = resize(model, groups, {attention: 1}, example_inputs=x).layers[0].self_attn
     assert (small.q_proj.out_features, small.v_proj.out_features) == (16, 8)
+
+
+@pytest.mark.parametrize(
+    "builder, rows",
+    [
+        # one fused weight, q/k/v interleaved per head: a channel is 24 rows, 3 heads' worth
+        ("hf_gpt_neox_tiny", lambda heads: 3 * 8 * heads),
+        # one fused weight [q heads | k | v], one key/value head shared by every query head
+        ("hf_falcon_mqa", lambda heads: 8 * heads + 16),
+    ],
+)
+def test_fused_query_key_value_weights_gain_whole_heads(builder, rows):
+    import archs
+
+    model, x = getattr(archs, builder)()
+    model.eval()
+    groups = _groups(model, x)
+    attention = next(g for g in groups if g.kind == "attention")
+    assert attention.width == 4  # heads
+    rule = width_rules(model, groups)[attention.name]
+    assert rule.multiple_of == 1 and rule.widen and rule.resizable
+    for heads in (6, 3):
+        new = resize(model, groups, {attention.name: heads}, example_inputs=x)
+        layer = next(m for n, m in new.named_modules() if n.endswith("query_key_value"))
+        assert layer.out_features == rows(heads)
+        assert _found(new, x)[attention.name] == heads
+    torch.testing.assert_close(
+        _out(resize(model, groups, {attention.name: 6}), x), _out(model, x), atol=TOL, rtol=TOL
+    )
 
 
 def test_a_query_side_group_keeps_the_key_value_heads():

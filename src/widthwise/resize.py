@@ -196,6 +196,7 @@ class _Layout:
 _HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim")
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 # attributes of a Hugging Face attention module equal to its attention width
+_KV_ATTRS = ("num_key_value_heads", "num_kv_heads")
 _WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim", "hidden_size")
 _OUT_PROJ = ("o_proj", "out_proj", "c_proj", "wo", "dense")
 _RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
@@ -243,6 +244,9 @@ def _hf_attention(module: nn.Module) -> tuple[int, int | None, int | None] | Non
         if isinstance(out, nn.Linear) and out.in_features % d == 0:
             heads = out.in_features // d
     groups = getattr(module, "num_key_value_groups", None)
+    kv_heads = next((getattr(module, a) for a in _KV_ATTRS if hasattr(module, a)), None)
+    if groups is None and isinstance(heads, int) and isinstance(kv_heads, int) and kv_heads > 0:
+        groups = heads // kv_heads if heads % kv_heads == 0 else None  # Falcon: kv heads only
     if heads is None and groups is None and not hasattr(module, "scaling"):
         return None
     return d, heads if isinstance(heads, int) else None, groups if isinstance(groups, int) else None
@@ -506,10 +510,18 @@ class _Rules:
                 if info is None:
                     continue
                 d, heads, kv_groups = info
-                inside = [x for x in g.producers if x.param.startswith(f"{name}." if name else "")]
+                under = f"{name}." if name else ""
+                inside = [x for x in g.producers if x.param.startswith(under)]
+                outs = [
+                    x.repeat
+                    for x in g.members
+                    if x.role == "consumer" and x.param.startswith(under)
+                ]
                 # a channel is one row of each projection (width = heads × head size) or whole
-                # heads (find_groups: one key/value head and its query heads, repeat = rows)
-                q_rows = max((x.repeat for x in inside), default=1)
+                # heads (find_groups: one key/value head and its query heads, repeat = rows);
+                # the output projection reads query rows only, so its repeat counts them even
+                # in a fused q/k/v weight interleaved per head (GPT-NeoX: repeat 3 × rows)
+                q_rows = min(outs) if outs else max((x.repeat for x in inside), default=1)
                 per_head = q_rows == 1
                 if (per_head and g.width % d) or (not per_head and q_rows % d):
                     return None
@@ -519,11 +531,12 @@ class _Rules:
                 kv = total // kv_groups if gqa and kv_groups else total
                 lay = _Layout(unit=d if per_head else 1)
                 kv_rows = [x.repeat for x in inside if x.repeat < q_rows]
+                projections = sum(3 if x.repeat == 3 * q_rows > 3 else 1 for x in inside)
                 # q, k and v rows (slices of one fused weight, or three weights) must all be in
                 # the group: with one head size, heads come and go in all of them together
-                if len(inside) < (1 if gqa and not kv_rows else 3):
+                if projections < (1 if gqa and not kv_rows else 3):
                     lay.refuse = (
-                        f"it holds {len(inside)} of the query/key/value projections of attention "
+                        f"it holds {projections} of the query/key/value projections of attention "
                         f"'{name}', whose head size {d} is shared by all of them"
                     )
                     return lay, d, f"attention '{name}' keeps head size {d}"
@@ -1017,7 +1030,7 @@ def _sync_hf_attention(model: nn.Module, name: str, hf: _HFHeads, old: int, new:
             module.num_key_value_groups = new_heads // hf.kv_heads
         return
     old_kv, new_kv = old * hf.kv_rows // hf.head_dim, new * hf.kv_rows // hf.head_dim
-    for attr in ("num_key_value_heads", "num_kv_heads"):
+    for attr in _KV_ATTRS:
         if getattr(module, attr, None) == old_kv:
             setattr(module, attr, new_kv)
 
