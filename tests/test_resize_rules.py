@@ -462,6 +462,23 @@ def test_grouped_convolution_keeps_channels_in_their_groups():
         resize(net, groups, {"b": 6})
 
 
+def test_weight_standardised_convolutions_cannot_widen_their_input_exactly():
+    import archs
+
+    # NFNet's ScaledStdConv2d normalises each filter over its input channels: a widened input
+    # moved the output by 5e-2 before this rule (benchmarks/resize_battery.py)
+    model, x = archs.nfnet_tiny()
+    model.eval()
+    groups = _groups(model, x)
+    rules = width_rules(model, groups)
+    assert not rules["conv1"].widen and "weight-standardised" in rules["conv1"].reason
+    assert rules["conv2"].widen  # its own filters (output channels) copy exactly
+    with pytest.raises(ResizeError, match="group 'conv1' cannot be widened function-pres"):
+        resize(model, groups, {"conv1": 10})
+    assert_preserved(model, groups, {"conv2": 14}, x)
+    assert _found(resize(model, groups, {"conv1": 10}, init="reinit"), x)["conv1"] == 10
+
+
 def test_group_norm_needs_multiples_and_cannot_widen_exactly():
     torch.manual_seed(0)
     net = nn.Sequential(

@@ -16,10 +16,15 @@ live in:
   is tied to every layer's attention width;
 * Hugging Face attention modules (GPT-2, BERT, Llama-style, ...) keep ``head_dim`` fixed and
   derive the head count, so their attention group's width is a multiple of the head size (times
-  the number of key/value heads under grouped-query attention, whose count is kept); an
-  attention group in a module with no known head size cannot widen exactly;
+  the number of key/value heads under grouped-query attention, whose count is kept); where
+  ``find_groups`` makes a channel of whole heads (Llama-style, GPT-NeoX and Falcon fused
+  weights: one key/value head with its query heads), any width is legal and heads come and go
+  whole; an attention group in a module with no known head size cannot widen exactly;
 * grouped convolutions (``groups > 1``) and ``GroupNorm`` need multiples of their group count,
-  and channels never move between their groups;
+  and channels never move between their groups (a group that ``find_groups`` lists once per
+  conv group, one row in each, is free);
+* a weight-standardised convolution (timm's ``StdConv2d``/``ScaledStdConv2d``) normalises each
+  filter over its input channels, so its input cannot widen exactly;
 * a ``divisor`` that no module above explains is kept as a multiple, and channels stay within
   its blocks (the blocks the group was verified on);
 * a weight tied to another (an output layer sharing the input embedding) is resized once and
@@ -265,6 +270,17 @@ def _normalises_over_channels(module: nn.Module) -> bool:
     return any(k in name for k in ("layernorm", "rmsnorm", "groupnorm", "layer_norm", "rms_norm"))
 
 
+_WEIGHT_STANDARDISED = re.compile(r"stdconv|wsconv|weightstandard", re.IGNORECASE)
+
+
+def _standardises_weights(module: nn.Module) -> bool:
+    # timm's StdConv2d/ScaledStdConv2d (NFNet, BiT) normalise each filter over its input
+    # channels: split copies change its mean and spread, so widening its input is not exact
+    return isinstance(module, nn.modules.conv._ConvNd) and bool(
+        _WEIGHT_STANDARDISED.search(type(module).__name__)
+    )
+
+
 class _Rules:
     """Width rules and layouts of a model's groups (derived once per :func:`resize`)."""
 
@@ -382,6 +398,8 @@ class _Rules:
                     why.append(f"GroupNorm '{mod_name}' has {mod.num_groups} groups")
                 if _normalises_over_channels(mod) and not _is_channelwise_norm(mod):
                     nw.append(f"{type(mod).__name__} '{mod_name}'")  # normalises over them
+                if _standardises_weights(mod) and m.dim == 1:
+                    nw.append(f"weight-standardised {type(mod).__name__} '{mod_name}'")
             seen: dict[tuple[str, int, int], str] = {}
             for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
                 key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
