@@ -277,3 +277,19 @@ def test_torch_pruning_path_refuses_an_illegal_plan_before_cutting():
     groups = find_groups(net, x)
     with pytest.raises(ResizeError, match="group '0' needs a multiple of 4"):
         shrink_with_torch_pruning(net, groups, {"0": 6}, x)
+
+
+def test_torch_pruning_path_leaves_what_it_cannot_trace_to_resize():
+    # Torch-Pruning cannot trace a Hugging Face model that returns a cache: nothing is cut and
+    # nothing raises; resize() then narrows the group
+    from widthwise.groups import find_groups
+    from widthwise.resize import shrink_with_torch_pruning
+
+    model, x = llama_gqa(head=True)
+    groups = find_groups(model, x)
+    mlp_group = next(g for g in groups if g.name.endswith("mlp.gate_proj"))
+    new, done = shrink_with_torch_pruning(model, groups, {mlp_group.name: 20}, x)
+    assert done == set()
+    assert new.model.layers[0].mlp.up_proj.out_features == 40
+    small = resize(model, groups, {mlp_group.name: 20}, example_inputs=x)
+    assert small.model.layers[0].mlp.up_proj.out_features == small.config.intermediate_size == 20

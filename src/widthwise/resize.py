@@ -1543,7 +1543,8 @@ def shrink_with_torch_pruning(
     Returns ``(new_model, done)``: a copy of ``model`` in which every group named in ``done`` has
     its new width; the others (wider, unchanged, or not cuttable by Torch-Pruning: recurrent and
     attention-internal groups, groups whose channels stay in blocks (heads, conv groups) or that
-    are tied to others, models with GRU/LSTM or ``nn.MultiheadAttention``) are left to
+    are tied to others, models with GRU/LSTM or ``nn.MultiheadAttention``, and every cut after
+    one Torch-Pruning cannot trace, such as a Hugging Face model returning a cache) are left to
     :func:`resize`. The plan is checked against :func:`width_rules` first (:class:`ResizeError`). Which channels go is decided on ``model`` before any cut (the same choice as
     :func:`resize`), and the dependency graph is rebuilt after every cut, because Torch-Pruning
     caches concat offsets that a cut makes stale.
@@ -1575,7 +1576,7 @@ def shrink_with_torch_pruning(
     was_training = new.training
     new.eval()
     for name, module_name, drop in cuts:
-        try:
+        try:  # nothing is cut yet: a model Torch-Pruning cannot trace is left to resize()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
                 graph = tp.DependencyGraph().build_dependency(
@@ -1587,11 +1588,16 @@ def shrink_with_torch_pruning(
                 module = new.get_submodule(module_name)
                 pruner = graph.get_pruner_of_module(module)
                 cut = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=drop)
+        except Exception:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 cut.prune()
-        except Exception as exc:
+        except Exception as exc:  # half cut: the copy is no longer usable
             raise ResizeError(
-                f"group {name!r}: Torch-Pruning could not cut '{module_name}' "
-                f"({type(exc).__name__}: {exc}); resize() narrows it without Torch-Pruning"
+                f"group {name!r}: Torch-Pruning failed cutting '{module_name}' "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
         del graph, cut
         done.add(name)
