@@ -1323,6 +1323,168 @@ def _match_rebuilt(module: nn.Module, old_cfg: Any, cfg: Any) -> list[str]:
     return []
 
 
+@dataclass
+class _ConfigEdit:
+    """What one resize changes in one Hugging Face config, and what it cannot say."""
+
+    cfg: Any
+    sets: dict[str, Any] = field(default_factory=dict)
+    # set only if a model built from the config agrees (an extra `head_dim`), else `derived`
+    tentative: dict[str, Any] = field(default_factory=dict)
+    derived: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def said(self, values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{_field(self.cfg, k)}={v}" for k, v in values.items())
+
+    def apply(self, module: nn.Module, old_cfg: Any) -> list[str]:
+        """Set the values, let the config validate itself, compare a model built from it."""
+        cfg = self.cfg
+        earlier = list(self.problems)
+        stored = {k: _field(cfg, k) for k in self.tentative}  # GPT-2 keeps heads as n_head
+        before = {k: cfg.__dict__[f] for k, f in stored.items() if f in cfg.__dict__}
+        values = {**self.sets, **(self.tentative if not self.problems else {})}
+        for k, v in list(values.items()):
+            try:
+                setattr(cfg, k, v)
+            except Exception as exc:  # a config that refuses the value: say so, keep the model
+                self.problems.append(f"{_field(cfg, k)}={v} ({type(exc).__name__}: {exc})")
+                del values[k]
+        validate = getattr(cfg, "validate", None)  # Hugging Face's own checks of a config
+        if values and callable(validate) and not self.problems:
+            try:
+                validate()
+            except Exception as exc:
+                self.problems.append(
+                    f"{self.said(values)}: {type(cfg).__name__} rejects them ({exc})"
+                )
+        if not self.problems:
+            for why in _match_rebuilt(module, old_cfg, cfg):
+                self.problems.append(f"{self.said(values) or 'as it was'}: {why}")
+        if self.tentative and self.problems:  # the extra head_dim did not do: undo, say why
+            for k in self.tentative:
+                if k in before:
+                    setattr(cfg, k, before[k])
+                elif stored[k] in cfg.__dict__:
+                    delattr(cfg, stored[k])
+            self.problems = [*earlier, self.derived]
+        return self.problems
+
+
+def _config_hidden(old: nn.Module, new: nn.Module, edit: _ConfigEdit) -> int | None:
+    """The residual width, read off the input embedding (when the config's is its width)."""
+    hidden = getattr(edit.cfg, _CFG_HIDDEN, None)
+    try:
+        emb_old = old.get_input_embeddings()  # type: ignore[operator]
+        emb_new = new.get_input_embeddings()  # type: ignore[operator]
+    except Exception:  # not a PreTrainedModel after all
+        return hidden if isinstance(hidden, int) else None
+    if not isinstance(hidden, int):
+        return None
+    embeddings = isinstance(emb_new, nn.Embedding) and isinstance(emb_old, nn.Embedding)
+    if embeddings and emb_old.embedding_dim == hidden != emb_new.embedding_dim:
+        edit.sets[_CFG_HIDDEN] = emb_new.embedding_dim
+        return int(emb_new.embedding_dim)
+    return hidden
+
+
+def _config_heads(new: nn.Module, hidden: int | None, edit: _ConfigEdit) -> None:
+    """Head counts and head size, read off the attention modules."""
+    cfg = edit.cfg
+    heads: dict[str, int] = {}
+    kv: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for name, sub in _named_modules(new).items():
+        info = _hf_attention(sub)
+        if info is not None and info[1] is not None:
+            heads[name], sizes[name] = info[1], info[0]
+            if info[2]:
+                kv[name] = info[1] // info[2]
+    if not heads or not isinstance(getattr(cfg, _CFG_HEADS, None), int):
+        return
+    n, d = _one(heads), _one(sizes)
+    explicit = next((f for f in _CFG_HEAD_DIM if getattr(cfg, f, None) is not None), None)
+    if n is None:
+        edit.problems.append(
+            f"{_field(cfg, _CFG_HEADS)} (attention layers now have "
+            f"{sorted(set(heads.values()))} heads)"
+        )
+    elif d is not None and explicit is None and hidden is not None and n * d != hidden:
+        # the config derives the head size as hidden / heads; models that read an extra
+        # `head_dim` (Qwen2) take one, the others (BERT, GPT-2) cannot: a rebuild tells
+        edit.derived = (
+            f"{_field(cfg, _CFG_HEADS)} ({n} heads of {d} channels, but "
+            f"{type(cfg).__name__} derives the head size as "
+            f"{_field(cfg, _CFG_HIDDEN)} / {_field(cfg, _CFG_HEADS)} = {hidden} / {n}: "
+            "resize the residual stream and the attention together)"
+        )
+        edit.tentative = {_CFG_HEADS: n, "head_dim": d}
+    elif n != getattr(cfg, _CFG_HEADS):
+        edit.sets[_CFG_HEADS] = n
+    if explicit is not None and d is not None and getattr(cfg, explicit) != d:
+        edit.sets[explicit] = d
+    if kv and getattr(cfg, _CFG_KV, None) is not None:
+        k = _one(kv)
+        if k is None:
+            edit.problems.append(
+                f"{_field(cfg, _CFG_KV)} (attention layers now have "
+                f"{sorted(set(kv.values()))} key/value heads)"
+            )
+        elif k != getattr(cfg, _CFG_KV):
+            edit.sets[_CFG_KV] = k
+
+
+def _config_mlp(
+    groups: Sequence[ChannelGroup],
+    full: Mapping[str, int],
+    under: str,
+    hidden: tuple[int | None, int | None],
+    edit: _ConfigEdit,
+) -> None:
+    """The MLP width, off the groups as wide as the config's intermediate size was."""
+    cfg = edit.cfg
+    inner = next((f for f in _CFG_INNER if hasattr(cfg, f)), None)
+    if inner is None:
+        return
+    value = getattr(cfg, inner)
+    hidden_old, hidden_new = hidden
+    # GPT-2 & co.: None means 4 × the hidden size
+    was = value if value is not None else 4 * hidden_old if hidden_old else None
+    implied = value if value is not None else 4 * hidden_new if hidden_new else None
+    per_layer = isinstance(value, list | tuple)
+    mlp = {
+        g.name: full[g.name]
+        for g in groups
+        if g.kind not in ("residual", "attention", "recurrent")
+        and g.producers
+        and all(m.param.startswith(under) for m in g.members)
+        and (g.width == was or (per_layer and g.width in value))
+    }
+    if not mlp:
+        return
+    w = _one(mlp)
+    if w is not None and per_layer:
+        if any(v != w for v in value):
+            edit.sets[inner] = type(value)([w] * len(value))
+    elif w is not None:
+        if w != was or was != implied:  # resized, or no longer what None (4 × hidden) says
+            edit.sets[inner] = w
+    elif per_layer:
+        new_value = list(value)
+        for gname, width in mlp.items():
+            hit = _LAYER_INDEX.search(gname[len(under) :])
+            if hit is None or int(hit.group(1)) >= len(new_value):
+                edit.problems.append(f"{inner} (no layer index in group '{gname}')")
+                return
+            new_value[int(hit.group(1))] = width
+        edit.sets[inner] = type(value)(new_value)
+    else:
+        edit.problems.append(
+            f"{inner} (the MLP widths now differ per layer: {sorted(set(mlp.values()))}, and "
+            f"{type(cfg).__name__}.{inner} holds one value for all layers)"
+        )
+
+
 def _update_configs(
     old: nn.Module, new: nn.Module, groups: Sequence[ChannelGroup], full: Mapping[str, int]
 ) -> None:
@@ -1330,151 +1492,28 @@ def _update_configs(
 
     The residual width is read off the input embedding, head counts off the attention modules,
     the MLP width off the groups of the config's intermediate size. A value that differs per
-    layer is written per layer where the config holds a list of them, and otherwise raises one
-    :class:`ResizeWarning` naming the field (the field keeps its old value).
+    layer is written per layer where the config holds a list of them; what the config cannot
+    say raises one :class:`ResizeWarning` naming the field (which keeps its old value).
     """
     old_modules = _named_modules(old)
     for prefix, module in _hf_models(new):
-        cfg: Any = module.config
         if prefix not in old_modules:
             continue
-        sets: dict[str, Any] = {}
-        tentative: dict[str, Any] = {}  # set only if a model built from the config agrees
-        derived = ""
-        problems: list[str] = []
+        before = old_modules[prefix]
+        edit = _ConfigEdit(module.config)
+        hidden_old = getattr(edit.cfg, _CFG_HIDDEN, None)
+        hidden = _config_hidden(before, module, edit)
+        _config_heads(module, hidden, edit)
         under = f"{prefix}." if prefix else ""
-
-        hidden_old = getattr(cfg, _CFG_HIDDEN, None)
-        hidden = hidden_old
-        try:
-            emb_old = old_modules[prefix].get_input_embeddings()  # type: ignore[operator]
-            emb_new = module.get_input_embeddings()  # type: ignore[operator]
-        except Exception:  # not a PreTrainedModel after all
-            emb_old = emb_new = None
-        if (
-            isinstance(emb_new, nn.Embedding)
-            and isinstance(emb_old, nn.Embedding)
-            and isinstance(hidden_old, int)
-            and emb_old.embedding_dim == hidden_old
-        ):
-            hidden = emb_new.weight.shape[1]
-            if hidden != hidden_old:
-                sets[_CFG_HIDDEN] = hidden
-
-        heads: dict[str, int] = {}
-        kv: dict[str, int] = {}
-        sizes: dict[str, int] = {}
-        for name, sub in _named_modules(module).items():
-            info = _hf_attention(sub)
-            if info is None or info[1] is None:
-                continue
-            key = under + name if name else prefix
-            heads[key], sizes[key] = info[1], info[0]
-            if info[2]:
-                kv[key] = info[1] // info[2]
-        if heads and isinstance(getattr(cfg, _CFG_HEADS, None), int):
-            n = _one(heads)
-            d = _one(sizes)
-            explicit = next((f for f in _CFG_HEAD_DIM if getattr(cfg, f, None) is not None), None)
-            if n is None:
-                problems.append(
-                    f"{_field(cfg, _CFG_HEADS)} (attention layers now have "
-                    f"{sorted(set(heads.values()))} heads)"
-                )
-            elif d is not None and explicit is None and isinstance(hidden, int) and n * d != hidden:
-                # the config derives the head size as hidden / heads; models that read an extra
-                # `head_dim` (Qwen2) take one, the others (BERT, GPT-2) cannot: the rebuild says
-                derived = (
-                    f"{_field(cfg, _CFG_HEADS)} ({n} heads of {d} channels, but "
-                    f"{type(cfg).__name__} derives the head size as "
-                    f"{_field(cfg, _CFG_HIDDEN)} / {_field(cfg, _CFG_HEADS)} = {hidden} / {n}: "
-                    "resize the residual stream and the attention together)"
-                )
-                tentative = {_CFG_HEADS: n, "head_dim": d}
-            elif n != getattr(cfg, _CFG_HEADS):
-                sets[_CFG_HEADS] = n
-            if explicit is not None and d is not None and getattr(cfg, explicit) != d:
-                sets[explicit] = d
-            if kv and getattr(cfg, _CFG_KV, None) is not None:
-                k = _one(kv)
-                if k is None:
-                    problems.append(
-                        f"{_field(cfg, _CFG_KV)} (attention layers now have "
-                        f"{sorted(set(kv.values()))} key/value heads)"
-                    )
-                elif k != getattr(cfg, _CFG_KV):
-                    sets[_CFG_KV] = k
-
-        inner = next((f for f in _CFG_INNER if hasattr(cfg, f)), None)
-        if inner is not None:
-            value = getattr(cfg, inner)
-            # GPT-2 & co.: None means 4 × the hidden size
-            was = value if value is not None else 4 * hidden_old if hidden_old else None
-            per_layer = isinstance(value, list | tuple)
-            mlp = {
-                g.name: full[g.name]
-                for g in groups
-                if g.kind not in ("residual", "attention", "recurrent")
-                and g.producers
-                and all(m.param.startswith(under) for m in g.members)
-                and (g.width == was or (per_layer and g.width in value))
-            }
-            w = _one(mlp)
-            if mlp and w is None and per_layer:
-                new_value = list(value)
-                for gname, width in mlp.items():
-                    hit = _LAYER_INDEX.search(gname[len(under) :])
-                    if hit is None or int(hit.group(1)) >= len(new_value):
-                        problems.append(f"{inner} (no layer index in group '{gname}')")
-                        break
-                    new_value[int(hit.group(1))] = width
-                else:
-                    sets[inner] = type(value)(new_value)
-            elif mlp and w is None:
-                problems.append(
-                    f"{inner} (the MLP widths now differ per layer: "
-                    f"{sorted(set(mlp.values()))}, and {type(cfg).__name__}.{inner} holds one "
-                    "value for all layers)"
-                )
-            elif mlp and per_layer and any(v != w for v in value):
-                sets[inner] = type(value)([w] * len(value))
-            elif mlp and not per_layer and (w != was or (value is None and w != 4 * (hidden or 0))):
-                sets[inner] = w
-        for k, v in list(sets.items()):
-            try:
-                setattr(cfg, k, v)
-            except Exception as exc:  # a config that refuses the value: say so, keep the model
-                problems.append(f"{_field(cfg, k)}={v} ({type(exc).__name__}: {exc})")
-                del sets[k]
-        validate = getattr(cfg, "validate", None)  # Hugging Face's own checks of a config
-        if sets and callable(validate):
-            try:
-                validate()
-            except Exception as exc:
-                said = ", ".join(f"{_field(cfg, k)}={v}" for k, v in sets.items())
-                problems.append(f"{said}: {type(cfg).__name__} rejects them ({exc})")
-        stored = {k: _field(cfg, k) for k in tentative}  # GPT-2 keeps heads as n_head
-        before = {k: cfg.__dict__[f] for k, f in stored.items() if f in cfg.__dict__}
-        if not problems:
-            for k, v in tentative.items():
-                setattr(cfg, k, v)
-            rebuilt = _match_rebuilt(module, old_modules[prefix].config, cfg)
-            said = ", ".join(f"{_field(cfg, k)}={v}" for k, v in sets.items()) or "as it was"
-            problems += [derived] if rebuilt and derived else [f"{said}: {r}" for r in rebuilt]
-        if tentative and problems:
-            for k in tentative:
-                if k in before:
-                    setattr(cfg, k, before[k])
-                elif stored[k] in cfg.__dict__:
-                    delattr(cfg, stored[k])
-            if derived not in problems:
-                problems.append(derived)
+        _config_mlp(groups, full, under, (hidden_old, hidden), edit)
+        problems = edit.apply(module, before.config)
         if problems:
             warnings.warn(
-                f"{type(cfg).__name__} of {('model ' + repr(prefix)) if prefix else 'the model'} "
-                f"cannot describe the resized model: {'; '.join(problems)}. save_pretrained/"
-                "from_pretrained will not rebuild it; keep its widths uniform per field, or "
-                "save it whole (torch.save)",
+                f"{type(edit.cfg).__name__} of "
+                f"{('model ' + repr(prefix)) if prefix else 'the model'} cannot describe the "
+                f"resized model: {'; '.join(problems)}. save_pretrained/from_pretrained will "
+                "not rebuild it; keep its widths uniform per field, or save it whole "
+                "(torch.save)",
                 ResizeWarning,
                 stacklevel=3,
             )
