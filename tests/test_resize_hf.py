@@ -48,9 +48,6 @@ def _plan(kinds: dict, residual: int | None, attention: int | None, mlp: int | N
     return widths
 
 
-# (builder, residual, attention group width, MLP width, init, expected config fields)
-# GPT-2 and BERT derive the head size as hidden / heads: residual and attention move together.
-# Llama's attention groups count key/value heads (each with its 2 query heads, head size 8).
 def gpt2_lm():
     return gpt2(layers=2, head=True)
 
@@ -63,6 +60,9 @@ def bert_classifier():
     return bert(layers=2, head=True)
 
 
+# (builder, residual, attention group width, MLP width, init, expected config fields)
+# GPT-2 and BERT derive the head size as hidden / heads: residual and attention move together.
+# Llama's attention groups count key/value heads (each with its 2 query heads, head size 8).
 CASES = {
     "gpt2 wider": (gpt2_lm, 48, 48, 160, "reinit", {"n_embd": 48, "n_head": 6, "n_inner": 160}),
     "gpt2 narrower": (gpt2_lm, 16, 16, 64, "net2net", {"n_embd": 16, "n_head": 2, "n_inner": 64}),
