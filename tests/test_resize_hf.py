@@ -283,3 +283,39 @@ def test_a_config_that_builds_no_model_is_named():
     residual = next(g for g in groups if g.kind == "residual")
     with pytest.warns(ResizeWarning, match="hidden_size=34: a model built from it fails"):
         resize(model, groups, {residual.name: 34}, init="reinit", example_inputs=x)
+
+
+def test_gemma3n_keeps_one_mlp_width_per_layer(tmp_path):
+    # Gemma 3n's config holds intermediate_size per layer: a one-layer resize is describable
+    torch.manual_seed(0)
+    cfg = transformers.Gemma3nTextConfig(
+        vocab_size=50,
+        vocab_size_per_layer_input=50,
+        hidden_size=32,
+        hidden_size_per_layer_input=8,
+        intermediate_size=[40, 48],
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=32,
+        laurel_rank=4,
+        activation_sparsity_pattern=[0.0, 0.0],
+        layer_types=["sliding_attention", "full_attention"],
+        num_kv_shared_layers=0,
+        sliding_window=8,
+    )
+    model = transformers.Gemma3nForCausalLM(cfg).eval()
+    x = {"input_ids": torch.randint(0, 50, (1, 6))}
+    groups = _found(model, x)
+    mlp = {g.width: g.name for g in groups if g.name.endswith("mlp.gate_proj")}
+    assert set(mlp) == {40, 48}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResizeWarning)
+        new = resize(model, groups, {mlp[48]: 56}, example_inputs=x)
+    assert new.config.intermediate_size == [40, 56] and model.config.intermediate_size == [40, 48]
+    torch.testing.assert_close(_logits(new, x), _logits(model, x), atol=1e-5, rtol=1e-5)
+    new.save_pretrained(tmp_path)
+    loaded = type(new).from_pretrained(tmp_path).eval()
+    assert loaded.model.layers[1].mlp.up_proj.out_features == 56
+    torch.testing.assert_close(_logits(loaded, x), _logits(new, x), atol=1e-5, rtol=1e-5)
