@@ -7,13 +7,20 @@ found again, have the planned width (the group and every group tied to it); ``Re
 refusal that names the group; anything else is a crash. For net2net widening the largest output
 change is printed too.
 
-    PYTHONPATH=src python benchmarks/resize_battery.py
+    PYTHONPATH=src python benchmarks/resize_battery.py [--only hf_] [--counts]
+
+Hugging Face models are also saved with ``save_pretrained`` and loaded back after every resize
+that raised no ``ResizeWarning``: ``config ok`` when the loaded model has the resized model's
+outputs, ``CONFIG WRONG`` otherwise; a ``ResizeWarning`` counts as ``config refused`` (the
+config cannot describe that resize, and resize said which field).
 """
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
+import tempfile
 import warnings
 from collections import Counter
 
@@ -24,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import archs  # noqa: E402
 from widthwise.groups import _call_model, find_groups  # noqa: E402
-from widthwise.resize import ResizeError, resize, width_rules  # noqa: E402
+from widthwise.resize import ResizeError, ResizeWarning, resize, width_rules  # noqa: E402
 
 
 def _out(model: torch.nn.Module, x: object) -> torch.Tensor:
@@ -36,7 +43,24 @@ def _out(model: torch.nn.Module, x: object) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
+def _round_trip(new: torch.nn.Module, x: object) -> str:
+    """``save_pretrained`` + ``from_pretrained`` of a resized Hugging Face model."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            new.save_pretrained(tmp)
+            loaded = type(new).from_pretrained(tmp)
+        same = torch.allclose(_out(loaded, x), _out(new, x), atol=1e-5, rtol=1e-5)
+    except Exception as exc:  # saving or loading failed: the config did not describe it
+        print(f"  config wrong: {type(exc).__name__}: {str(exc)[:160]}")
+        return "config wrong"
+    return "config ok" if same else "config wrong"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="only the builders whose name contains this")
+    parser.add_argument("--counts", action="store_true", help="print the counts only")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     builders = [
@@ -45,6 +69,7 @@ def main() -> None:
         if n[0].islower()
         and callable(getattr(archs, n))
         and getattr(archs, n).__module__ == "archs"
+        and args.only in n
     ]
     tally: Counter[str] = Counter()
     worst = 0.0
@@ -57,6 +82,7 @@ def main() -> None:
             continue
         rules = width_rules(model, groups)
         base = _out(model, x)
+        hf = callable(getattr(model, "save_pretrained", None))
         for g in groups:
             rule = rules[g.name]
             wide, narrow = (
@@ -66,7 +92,9 @@ def main() -> None:
             cells = []
             for width, init in ((wide, "net2net"), (wide, "reinit"), (narrow, "net2net")):
                 try:
-                    new = resize(model, groups, {g.name: width}, init=init, example_inputs=x)
+                    with warnings.catch_warnings(record=True) as said:
+                        warnings.simplefilter("always", ResizeWarning)
+                        new = resize(model, groups, {g.name: width}, init=init, example_inputs=x)
                     found = {h.name: h.width for h in find_groups(new, x)}
                     ok = all(found.get(t) == width for t in (g.name, *rule.tied))
                     tally["ok" if ok else "wrong widths"] += 1
@@ -75,15 +103,23 @@ def main() -> None:
                         change = (_out(new, x) - base).abs().max().item()
                         worst = max(worst, change)
                         cell += f" (max change {change:.0e})"
+                    if hf and any(issubclass(w.category, ResizeWarning) for w in said):
+                        tally["config refused"] += 1
+                        cell += ", config refused"
+                    elif hf:
+                        trip = _round_trip(new, x)
+                        tally[trip] += 1
+                        cell += f", {trip}"
                 except ResizeError:
                     tally["refused"] += 1
                     cell = f"{init} {width}: ResizeError"
                 except Exception as exc:
                     tally["crashed"] += 1
-                    cell = f"{init} {width}: CRASH {type(exc).__name__}"
+                    cell = f"{init} {width}: CRASH {type(exc).__name__}: {exc}"[:200]
                 cells.append(cell)
-            print(f"{name} | {g.name} ({g.width}) | " + "; ".join(cells))
-    print(dict(tally), f"largest net2net output change: {worst:.1e}")
+            if not args.counts:
+                print(f"{name} | {g.name} ({g.width}) | " + "; ".join(cells))
+    print(dict(sorted(tally.items())), f"largest net2net output change: {worst:.1e}")
 
 
 if __name__ == "__main__":

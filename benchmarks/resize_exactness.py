@@ -56,7 +56,10 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from widthwise.resize import resize
 
+    sys.path.insert(0, str(ROOT / "tests"))  # its shared models (test_resize, archs)
     t = _load(ROOT / "tests" / "test_resize_rules.py", "resize_rules_models")
+    import archs
+
     old_resize = _baseline(args.baseline)
 
     def found(model: nn.Module, x: object) -> list:
@@ -67,7 +70,7 @@ def main() -> None:
     net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
     x = torch.randn(4, 5)
     cases.append(("MLP", net, found(net, x), {"0": 13}, x))
-    net, x = t._randomise_bn(t.ResNet()), torch.randn(2, 3, 5, 5)
+    net, x = t.randomise_bn(t.ResNet()), torch.randn(2, 3, 5, 5)
     gs = found(net, x)
     cases.append(("ResNet+BN residual", net, gs, {g.name: g.width + 3 for g in gs}, x))
     for label, cls, kw in [
@@ -93,10 +96,16 @@ def main() -> None:
     model, x = t.bert()
     gs = found(model, x)
     cases.append(("BERT attention 32->48", model, gs, {gs[0].name: 48}, x))
-    model, gs, x = t.gpt2()
+    model, x = t.gpt2()
+    gs = found(model, x)
     cases.append(("GPT-2 attention 32->48", model, gs, {gs[0].name: 48}, x))
-    model, gs, x = t.llama_gqa()
-    cases.append(("Llama GQA query heads 32->64", model, gs[:1], {gs[0].name: 64}, x))
+    model, x = t.llama_gqa()
+    gs = [g for g in found(model, x) if g.kind == "attention"]
+    cases.append(("Llama GQA key/value heads 2->4", model, gs, {gs[0].name: 4}, x))
+    for label, builder in (("GPT-NeoX", "hf_gpt_neox_tiny"), ("Falcon MQA", "hf_falcon_mqa")):
+        model, x = getattr(archs, builder)()
+        gs = [g for g in found(model.eval(), x) if g.kind == "attention"]
+        cases.append((f"{label} fused q/k/v heads 4->6", model, gs, {gs[0].name: 6}, x))
 
     print(f"{'model / group widened':40s} {'this resize':>22s} {'resize@' + args.baseline:>22s}")
     for label, model, groups, widths, x in cases:

@@ -6,34 +6,111 @@ import pytest
 import torch
 from torch import nn
 
+from test_norms import naive_norms
 from widthwise.groups import ChannelGroup, Member
 from widthwise.resize import ResizeError, resize
 
+# The models below are shared with test_resize_rules.py and test_resize_hf.py (imported there).
 
-def mlp_and_groups():
+
+def randomise_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, in eval mode: a resize that moved
+    them wrongly would show in the outputs."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def _hf(config: str, bare: str, with_head: str, head: bool, **kw: object):
+    """A tiny Hugging Face model built from a config (no download), in eval mode, and its
+    inputs. ``head``: the task model (its residual stream is then a group: it no longer
+    reaches the output) rather than the bare one."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cls = getattr(transformers, with_head if head else bare)
+    model = cls(getattr(transformers, config)(vocab_size=50, **kw)).eval()
+    return model, {"input_ids": torch.randint(0, 50, (2, 6))}
+
+
+def bert(layers: int = 1, head: bool = False):
+    """BERT: hidden 32, 4 heads of 8, FFN 37; the head is a 3-class sequence classifier."""
+    kw = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "num_labels": 3}
+    return _hf(
+        "BertConfig",
+        "BertModel",
+        "BertForSequenceClassification",
+        head,
+        num_hidden_layers=layers,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=16,
+        **kw,
+    )
+
+
+def gpt2(layers: int = 1, head: bool = False):
+    """GPT-2: Conv1D layers (output channels on dim 1), fused q/k/v, 4 heads of 8, MLP 128;
+    the head is the language-model head, tied to the input embedding."""
+    return _hf(
+        "GPT2Config",
+        "GPT2Model",
+        "GPT2LMHeadModel",
+        head,
+        n_layer=layers,
+        n_embd=32,
+        n_head=4,
+        n_positions=16,
+    )
+
+
+def llama_gqa(layers: int = 1, head: bool = False):
+    """Llama with grouped-query attention: 4 query heads of 8 on 2 key/value heads, MLP 40."""
+    return _hf(
+        "LlamaConfig",
+        "LlamaModel",
+        "LlamaForCausalLM",
+        head,
+        num_hidden_layers=layers,
+        hidden_size=32,
+        intermediate_size=40,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=16,
+    )
+
+
+# hand-written groups: these tests are about the surgery, independent of find_groups
+
+
+def mlp():
+    """Two hidden layers (8 and 6 wide) and its inputs."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    return net, torch.randn(10, 5)
+
+
+def mlp_and_groups():
+    # test_norms' mlp_groups leaves the biases out (norms do not read them); resize needs them
+    net, x = mlp()
     groups = [
         ChannelGroup(
-            "0",
-            8,
+            str(k),
+            width,
             (
-                Member("0.weight", 0, "producer"),
-                Member("0.bias", 0, "other"),
-                Member("2.weight", 1, "consumer"),
+                Member(f"{k}.weight", 0, "producer"),
+                Member(f"{k}.bias", 0, "other"),
+                Member(f"{k + 2}.weight", 1, "consumer"),
             ),
-        ),
-        ChannelGroup(
-            "2",
-            6,
-            (
-                Member("2.weight", 0, "producer"),
-                Member("2.bias", 0, "other"),
-                Member("4.weight", 1, "consumer"),
-            ),
-        ),
+        )
+        for k, width in ((0, 8), (2, 6))
     ]
-    return net, groups, torch.randn(10, 5)
+    return net, groups, x
 
 
 def conv_bn_and_groups():
@@ -45,9 +122,6 @@ def conv_bn_and_groups():
         nn.Flatten(),
         nn.Linear(6 * 4 * 4, 5),
     )
-    with torch.no_grad():  # non-trivial running statistics
-        net[1].running_mean.uniform_(-1, 1)
-        net[1].running_var.uniform_(0.5, 2)
     group = ChannelGroup(
         "0",
         6,
@@ -59,7 +133,7 @@ def conv_bn_and_groups():
             Member("4.weight", 1, "consumer", repeat=16),
         ),
     )
-    return net.eval(), [group], torch.randn(4, 3, 4, 4)
+    return randomise_bn(net), [group], torch.randn(4, 3, 4, 4)
 
 
 def gru_and_groups():
@@ -82,21 +156,6 @@ def gru_and_groups():
             members.append(Member(f"rnn.{name}", 0, role, offset=g * h, gate=gate))
     members += [Member("rnn.weight_hh_l0", 1, "consumer"), Member("head.weight", 1, "consumer")]
     return Net(), [ChannelGroup("rnn", h, tuple(members), kind="recurrent")], torch.randn(2, 7, 4)
-
-
-def naive_norms(net, group):
-    params = dict(net.named_parameters())
-    out = []
-    for i in range(group.width):
-        n = 1.0
-        for m in group.members:
-            p = params[m.param].detach().double()
-            if p.dim() < 2:
-                continue
-            idx = torch.arange(m.offset + i * m.repeat, m.offset + (i + 1) * m.repeat)
-            n *= float(p.index_select(m.dim, idx).norm())
-        out.append(n)
-    return out
 
 
 @pytest.mark.parametrize("build", [mlp_and_groups, conv_bn_and_groups, gru_and_groups])
@@ -190,20 +249,9 @@ def test_bad_plans_are_refused_clearly():
 def test_widening_an_attention_group_copies_whole_heads():
     # Hugging Face attention keeps its head size: a widened group gains whole heads, each a copy
     # of an existing head (rows of q, k and v together), the highest-norm heads first
-    transformers = pytest.importorskip("transformers")
     from widthwise.groups import find_groups
 
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        num_hidden_layers=1,
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=16,
-        vocab_size=50,
-        max_position_embeddings=16,
-    )
-    model = transformers.BertModel(cfg).eval()
-    x = {"input_ids": torch.randint(0, 50, (1, 5))}
+    model, x = bert()
     g = next(g for g in find_groups(model, x) if g.kind == "attention")
     norms = naive_norms(model, g)
     head_norm = [sum(norms[h * 8 : (h + 1) * 8]) for h in range(4)]
@@ -229,3 +277,19 @@ def test_torch_pruning_path_refuses_an_illegal_plan_before_cutting():
     groups = find_groups(net, x)
     with pytest.raises(ResizeError, match="group '0' needs a multiple of 4"):
         shrink_with_torch_pruning(net, groups, {"0": 6}, x)
+
+
+def test_torch_pruning_path_leaves_what_it_cannot_trace_to_resize():
+    # Torch-Pruning cannot trace a Hugging Face model that returns a cache: nothing is cut and
+    # nothing raises; resize() then narrows the group
+    from widthwise.groups import find_groups
+    from widthwise.resize import shrink_with_torch_pruning
+
+    model, x = llama_gqa(head=True)
+    groups = find_groups(model, x)
+    mlp_group = next(g for g in groups if g.name.endswith("mlp.gate_proj"))
+    new, done = shrink_with_torch_pruning(model, groups, {mlp_group.name: 20}, x)
+    assert done == set()
+    assert new.model.layers[0].mlp.up_proj.out_features == 40
+    small = resize(model, groups, {mlp_group.name: 20}, example_inputs=x)
+    assert small.model.layers[0].mlp.up_proj.out_features == small.config.intermediate_size == 20

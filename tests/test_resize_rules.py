@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_resize import bert, gpt2, llama_gqa, mlp, randomise_bn
 from widthwise.groups import ChannelGroup, Member, _call_model, find_groups
 from widthwise.resize import (
     ResizeError,
@@ -24,6 +25,8 @@ from widthwise.resize import (
 )
 
 transformers = pytest.importorskip("transformers")
+# whether a Hugging Face config can describe the result is test_resize_hf.py's subject
+pytestmark = pytest.mark.filterwarnings("ignore::widthwise.resize.ResizeWarning")
 
 TOL = 1e-5  # function preservation, float32
 
@@ -31,8 +34,9 @@ TOL = 1e-5  # function preservation, float32
 def _out(model: nn.Module, x: object) -> torch.Tensor:
     with torch.no_grad():
         out = _call_model(model.eval(), x)
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state
+    for attr in ("logits", "last_hidden_state"):
+        if hasattr(out, attr):
+            return getattr(out, attr)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -104,108 +108,12 @@ class ResNet(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
-def bert():
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        num_hidden_layers=1,
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=37,
-        vocab_size=50,
-        max_position_embeddings=16,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return transformers.BertModel(cfg).eval(), {"input_ids": torch.randint(0, 50, (2, 6))}
-
-
-def gpt2():
-    """GPT-2 and its groups, written here: ``find_groups`` cannot trace GPT-2 yet (issue 13)."""
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        n_layer=1, n_embd=32, n_head=4, vocab_size=50, n_positions=16, resid_pdrop=0.0
-    )
-    cfg.embd_pdrop = cfg.attn_pdrop = 0.0
-    model = transformers.GPT2Model(cfg).eval()
-    e, a, mlp = 32, "h.0.attn.", "h.0.mlp."
-    # Conv1D weights are [in, out]: output channels on dim 1
-    attention = ChannelGroup(
-        "h.0.attn (attention)",
-        e,
-        tuple(
-            [Member(a + "c_attn.weight", 1, "producer", k * e, gate=g) for k, g in enumerate("qkv")]
-            + [Member(a + "c_attn.bias", 0, "other", k * e, gate=g) for k, g in enumerate("qkv")]
-            + [Member(a + "c_proj.weight", 0, "consumer")]
-        ),
-        kind="attention",
-        divisor=4,
-    )
-    hidden = ChannelGroup(
-        "h.0.mlp.c_fc",
-        4 * e,
-        (
-            Member(mlp + "c_fc.weight", 1, "producer"),
-            Member(mlp + "c_fc.bias", 0, "other"),
-            Member(mlp + "c_proj.weight", 0, "consumer"),
-        ),
-        kind="linear",
-    )
-    return model, [attention, hidden], {"input_ids": torch.randint(0, 50, (2, 6))}
-
-
-def llama_gqa():
-    """Llama with 4 query and 2 key/value heads; its query/output group written here
-    (``find_groups`` hangs on grouped-query attention, issue 13)."""
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=40,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=50,
-        max_position_embeddings=16,
-    )
-    model = transformers.LlamaModel(cfg).eval()
-    p = "layers.0.self_attn."
-    qo = ChannelGroup(
-        "layers.0.self_attn (attention)",
-        32,
-        (Member(p + "q_proj.weight", 0, "producer"), Member(p + "o_proj.weight", 1, "consumer")),
-        kind="attention",
-        divisor=4,
-    )
-    kv = ChannelGroup(
-        "layers.0.self_attn (key/value)",
-        16,
-        (
-            Member(p + "k_proj.weight", 0, "producer"),
-            Member(p + "v_proj.weight", 0, "producer"),
-        ),
-        kind="attention",
-    )
-    return model, [qo, kv], {"input_ids": torch.randint(0, 50, (2, 6))}
-
-
 # ---------------------------------------------------------------------------------------------
 # plain groups
 
 
 def test_plain_groups_have_the_trivial_rule_and_widen_exactly():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
-    x = torch.randn(4, 5)
+    net, x = mlp()
     groups = _groups(net, x)
     rules = width_rules(net, groups)
     assert rules == {"0": WidthRule(), "2": WidthRule()}
@@ -215,7 +123,7 @@ def test_plain_groups_have_the_trivial_rule_and_widen_exactly():
 
 def test_residual_stream_with_batchnorm_widens_exactly():
     torch.manual_seed(0)
-    net, x = _randomise_bn(ResNet()), torch.randn(2, 3, 5, 5)
+    net, x = randomise_bn(ResNet()), torch.randn(2, 3, 5, 5)
     groups = _groups(net, x)
     residual = next(g for g in groups if g.kind == "residual")
     rules = width_rules(net, groups)
@@ -405,7 +313,8 @@ def test_bert_attention_keeps_the_head_size_and_adds_whole_heads():
 
 
 def test_gpt2_attention_updates_what_its_forward_reads():
-    model, groups, x = gpt2()
+    model, x = gpt2()
+    groups = _groups(model, x)
     rules = width_rules(model, groups)
     assert rules["h.0.attn (attention)"] == WidthRule(
         8, 8, (), True, "attention 'h.0.attn' keeps head size 8: width = heads × 8"
@@ -426,23 +335,86 @@ def test_gpt2_attention_updates_what_its_forward_reads():
     assert not torch.equal(fresh.wte.weight, model.wte.weight)  # Hugging Face's own initialiser
 
 
-def test_grouped_query_attention_adds_query_heads_per_key_value_head():
-    model, groups, x = llama_gqa()
-    qo, kv = (g.name for g in groups)
+def test_grouped_query_attention_resizes_whole_key_value_heads():
+    # find_groups' channel: one key/value head with its 2 query heads (k/v rows 8, q rows 16)
+    model, x = llama_gqa()
+    groups = _groups(model, x)
+    attention = next(g.name for g in groups if g.kind == "attention")
     rules = width_rules(model, groups)
-    assert rules[qo].multiple_of == 16 and rules[qo].widen  # head size 8 × 2 key/value heads
-    assert not rules[kv].resizable and "not supported" in rules[kv].reason
-    new = assert_preserved(model, groups, {qo: 48}, x)
+    assert rules[attention].multiple_of == 1 and rules[attention].widen
+    assert "channels of 2 head(s) of 8" in rules[attention].reason
+    for init in ("net2net", "prune"):
+        new = assert_preserved(model, groups, {attention: 3}, x, init=init)
+        attn = new.layers[0].self_attn
+        assert (attn.q_proj.out_features, attn.k_proj.out_features) == (48, 24)
+        assert (attn.num_key_value_groups, attn.o_proj.in_features) == (2, 48)
+    assert _found(new, x)[attention] == 3
+    small = resize(model, groups, {attention: 1}, example_inputs=x).layers[0].self_attn
+    assert (small.q_proj.out_features, small.v_proj.out_features) == (16, 8)
+
+
+@pytest.mark.parametrize(
+    "builder, rows",
+    [
+        # one fused weight, q/k/v interleaved per head: a channel is 24 rows, 3 heads' worth
+        ("hf_gpt_neox_tiny", lambda heads: 3 * 8 * heads),
+        # one fused weight [q heads | k | v], one key/value head shared by every query head
+        ("hf_falcon_mqa", lambda heads: 8 * heads + 16),
+    ],
+)
+def test_fused_query_key_value_weights_gain_whole_heads(builder, rows):
+    import archs
+
+    model, x = getattr(archs, builder)()
+    model.eval()
+    groups = _groups(model, x)
+    attention = next(g for g in groups if g.kind == "attention")
+    assert attention.width == 4  # heads
+    rule = width_rules(model, groups)[attention.name]
+    assert rule.multiple_of == 1 and rule.widen and rule.resizable
+    for heads in (6, 3):
+        new = resize(model, groups, {attention.name: heads}, example_inputs=x)
+        layer = next(m for n, m in new.named_modules() if n.endswith("query_key_value"))
+        assert layer.out_features == rows(heads)
+        assert _found(new, x)[attention.name] == heads
+    torch.testing.assert_close(
+        _out(resize(model, groups, {attention.name: 6}), x), _out(model, x), atol=TOL, rtol=TOL
+    )
+
+
+def test_a_query_side_group_keeps_the_key_value_heads():
+    # surgery on groups find_groups does not make: query rows and output columns only, one
+    # channel per row; the key/value heads are kept, each gets more query heads
+    model, x = llama_gqa()
+    p = "layers.0.self_attn."
+    qo = ChannelGroup(
+        "qo",
+        32,
+        (Member(p + "q_proj.weight", 0, "producer"), Member(p + "o_proj.weight", 1, "consumer")),
+        kind="attention",
+        divisor=4,
+    )
+    kv = ChannelGroup(
+        "kv",
+        16,
+        (
+            Member(p + "k_proj.weight", 0, "producer"),
+            Member(p + "v_proj.weight", 0, "producer"),
+        ),
+        kind="attention",
+    )
+    rules = width_rules(model, [qo, kv])
+    assert rules["qo"].multiple_of == 16 and rules["qo"].widen  # head size 8 × 2 key/value heads
+    assert not rules["kv"].resizable and "not supported" in rules["kv"].reason
+    new = assert_preserved(model, [qo, kv], {"qo": 48}, x)
     attn = new.layers[0].self_attn
     assert attn.num_key_value_groups == 3 and attn.q_proj.out_features == 48
-    assert (
-        resize(model, groups, {qo: 16}, example_inputs=x).layers[0].self_attn.o_proj.in_features
-        == 16
-    )
+    small = resize(model, [qo, kv], {"qo": 16}, example_inputs=x)
+    assert small.layers[0].self_attn.o_proj.in_features == 16
     with pytest.raises(ResizeError, match="needs a multiple of 16"):
-        resize(model, groups, {qo: 24})
-    with pytest.raises(ResizeError, match=r"'layers.0.self_attn \(key/value\)' cannot be resized"):
-        resize(model, groups, {kv: 8})
+        resize(model, [qo, kv], {"qo": 24})
+    with pytest.raises(ResizeError, match=r"group 'kv' cannot be resized"):
+        resize(model, [qo, kv], {"kv": 8})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,36 +437,46 @@ def test_grouped_convolution_keeps_channels_in_their_groups():
             h = torch.relu(self.bn(self.b(torch.relu(self.a(x)))))
             return self.d(torch.relu(self.c(h)))
 
-    net, x = _randomise_bn(Net()), torch.randn(1, 3, 6, 6)
-    # written here: find_groups leaves grouped convolutions out (issue 13)
-    group = ChannelGroup(
-        "b",
-        8,
-        (
-            Member("b.weight", 0, "producer"),
-            Member("b.bias", 0, "other"),
-            Member("bn.weight", 0, "norm"),
-            Member("bn.bias", 0, "norm"),
-            Member("c.weight", 0, "producer"),
-            Member("c.bias", 0, "other"),
-            Member("d.weight", 1, "consumer"),
-        ),
-        kind="conv",
-        divisor=4,
-    )
-    rule = width_rules(net, [group])["b"]
-    assert rule.multiple_of == 4 and rule.widen and "groups=4" in rule.reason
-    new = assert_preserved(net, [group], {"b": 12}, x)
-    assert (new.b.groups, new.b.out_channels, new.c.groups, new.d.in_channels) == (4, 12, 12, 12)
-    # each conv group of b keeps its own 2 input channels' filters: new row j of group k copies a
-    # row of the same group
-    rows = {tuple(r.flatten().tolist()) for r in net.b.weight.detach()}
-    for k in range(4):
-        for r in new.b.weight.detach()[3 * k : 3 * k + 3]:
-            old = [i for i, o in enumerate(net.b.weight.detach()) if torch.equal(o, r)]
-            assert tuple(r.flatten().tolist()) in rows and old and old[0] // 2 == k
+    net, x = randomise_bn(Net()), torch.randn(1, 3, 6, 6)
+    groups = _groups(net, x)
+    assert {g.name: g.width for g in groups} == {"a": 2, "b": 8}
+    rules = width_rules(net, groups)
+    # a's channels feed b's 4 conv groups: find_groups lists a's rows once per conv group (one
+    # channel = one row in each), so any width keeps them apart
+    assert rules["a"] == WidthRule()
+    assert rules["b"].multiple_of == 4 and rules["b"].widen and "groups=4" in rules["b"].reason
+    new = assert_preserved(net, groups, {"a": 3, "b": 12}, x)
+    assert (new.a.out_channels, new.b.in_channels, new.b.groups) == (12, 12, 4)
+    assert (new.b.out_channels, new.c.groups, new.d.in_channels) == (12, 12, 12)
+    assert _found(new, x) == {"a": 3, "b": 12}
+    # every new row of a (b's input) and of b (its output) copies a row of the same conv group
+    only_b = resize(net, groups, {"b": 12})
+    for conv, resized, old_per, new_per in (("a", new, 2, 3), ("b", only_b, 2, 3)):
+        old_rows = getattr(net, conv).weight.detach()
+        new_rows = getattr(resized, conv).weight.detach()
+        for k in range(4):
+            for r in new_rows[new_per * k : new_per * (k + 1)]:
+                src = [i for i in range(len(old_rows)) if torch.equal(old_rows[i], r)]
+                assert src and src[0] // old_per == k, (conv, k, src)
     with pytest.raises(ResizeError, match="group 'b' needs a multiple of 4"):
-        resize(net, [group], {"b": 6})
+        resize(net, groups, {"b": 6})
+
+
+def test_weight_standardised_convolutions_cannot_widen_their_input_exactly():
+    import archs
+
+    # NFNet's ScaledStdConv2d normalises each filter over its input channels: a widened input
+    # moved the output by 5e-2 before this rule (benchmarks/resize_battery.py)
+    model, x = archs.nfnet_tiny()
+    model.eval()
+    groups = _groups(model, x)
+    rules = width_rules(model, groups)
+    assert not rules["conv1"].widen and "weight-standardised" in rules["conv1"].reason
+    assert rules["conv2"].widen  # its own filters (output channels) copy exactly
+    with pytest.raises(ResizeError, match="group 'conv1' cannot be widened function-pres"):
+        resize(model, groups, {"conv1": 10})
+    assert_preserved(model, groups, {"conv2": 14}, x)
+    assert _found(resize(model, groups, {"conv1": 10}, init="reinit"), x)["conv1"] == 10
 
 
 def test_group_norm_needs_multiples_and_cannot_widen_exactly():
@@ -576,6 +558,39 @@ def test_a_broken_plan_fails_as_resize_error_naming_the_group():
     not_a_param = ChannelGroup("gone", 4, (Member("9.weight", 0, "producer"),))
     with pytest.raises(ResizeError, match="group 'gone' names parameters the model lacks"):
         resize(net, [not_a_param], {"gone": 5})
+    # a model that cannot be copied (a lock, an open file, ...): one line, not deepcopy's error
+    import threading
+
+    net.lock = threading.Lock()
+    with pytest.raises(ResizeError, match=r"\['0'\]: the model cannot be copied .*TypeError"):
+        resize(net, [wrong], {"0": 5})
+
+
+def test_every_corrupted_group_fails_as_resize_error_naming_it():
+    # each member of each found group of an MLP, a ResNet and GPT-2 broken one way at a time
+    # (wrong dim, offset, repeat, role; dropped): the resize runs or raises ResizeError naming
+    # the group, never another exception
+    ran = refused = 0
+    for model, x in (mlp(), (randomise_bn(ResNet()), torch.randn(2, 3, 5, 5)), gpt2()):
+        groups = _groups(model, x)
+        for g in groups:
+            for k, m in enumerate(g.members):
+                for bad in (
+                    replace(m, dim=1 - m.dim if m.dim < 2 else 0),
+                    replace(m, offset=m.offset + 1),
+                    replace(m, repeat=m.repeat + 1),
+                    replace(m, role="consumer" if m.role != "consumer" else "producer"),
+                    None,
+                ):
+                    members = g.members[:k] + ((bad,) if bad else ()) + g.members[k + 1 :]
+                    broken = [replace(h, members=members) if h is g else h for h in groups]
+                    try:
+                        resize(model, broken, {g.name: g.width + 1}, example_inputs=x)
+                        ran += 1
+                    except ResizeError as exc:
+                        assert repr(g.name) in str(exc), str(exc)
+                        refused += 1
+    assert refused > 0 and ran > 0
 
 
 def test_check_widths_and_resize_share_defaults():

@@ -16,10 +16,15 @@ live in:
   is tied to every layer's attention width;
 * Hugging Face attention modules (GPT-2, BERT, Llama-style, ...) keep ``head_dim`` fixed and
   derive the head count, so their attention group's width is a multiple of the head size (times
-  the number of key/value heads under grouped-query attention, whose count is kept); an
-  attention group in a module with no known head size cannot widen exactly;
+  the number of key/value heads under grouped-query attention, whose count is kept); where
+  ``find_groups`` makes a channel of whole heads (Llama-style, GPT-NeoX and Falcon fused
+  weights: one key/value head with its query heads), any width is legal and heads come and go
+  whole; an attention group in a module with no known head size cannot widen exactly;
 * grouped convolutions (``groups > 1``) and ``GroupNorm`` need multiples of their group count,
-  and channels never move between their groups;
+  and channels never move between their groups (a group that ``find_groups`` lists once per
+  conv group, one row in each, is free);
+* a weight-standardised convolution (timm's ``StdConv2d``/``ScaledStdConv2d``) normalises each
+  filter over its input channels, so its input cannot widen exactly;
 * a ``divisor`` that no module above explains is kept as a multiple, and channels stay within
   its blocks (the blocks the group was verified on);
 * a weight tied to another (an output layer sharing the input embedding) is resized once and
@@ -69,13 +74,30 @@ Torch-Pruning, which finds the groups, has no widening and no recurrent layers, 
 the surgery itself: the index maps act on the :class:`~widthwise.groups.ChannelGroup` members,
 and module attributes (``in_features``, ``num_features``, ``hidden_size``, ``embed_dim``,
 Hugging Face ``num_heads``/``split_size``/``all_head_size``, ...) are then read back from the new
-weight shapes. Hugging Face ``config`` objects are not changed (a resized model may have layers
-of different head counts, which a config cannot express).
+weight shapes.
+
+Hugging Face configs
+--------------------
+The ``config`` of every Hugging Face model in the resized copy (duck-typed: a ``config`` with
+``to_dict``; transformers is never imported) is updated, so that ``save_pretrained`` and
+``from_pretrained`` rebuild it: ``hidden_size`` (read off the input embedding),
+``num_attention_heads``, ``num_key_value_heads`` and ``head_dim`` (off the attention modules),
+``intermediate_size``/``n_inner``/``d_ff`` (off the groups of that width; a list of per-layer
+values is set per layer). A model built from the new config on the meta device (no memory) is
+then compared with the resized one: numbers the model derives from its config when built
+(T5's ``model_dim``, Gemma's embedding scale) are copied over, so that the resized model
+computes what the loaded one will. Where no config can describe the result (one layer's MLP
+resized in a config with one ``intermediate_size``; heads whose size is no longer
+``hidden_size / num_attention_heads`` in GPT-2 or BERT, which derive it — Qwen2-style models
+take an explicit ``head_dim`` instead; a value the config's own ``validate`` rejects; a layer
+the rebuilt model shapes differently, such as BERT's pooler), one :class:`ResizeWarning` names
+the field and the model still resizes.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import warnings
@@ -96,6 +118,7 @@ Init = Literal["net2net", "prune", "reinit"]
 __all__ = [
     "Init",
     "ResizeError",
+    "ResizeWarning",
     "WidthRule",
     "channel_importance",
     "channel_map",
@@ -109,6 +132,12 @@ __all__ = [
 
 class ResizeError(RuntimeError):
     """The model could not be resized as planned; the message says which group and why."""
+
+
+class ResizeWarning(UserWarning):
+    """The resized model is fine, but its Hugging Face ``config`` cannot describe it (a field
+    that holds one value for all layers, now different per layer): ``save_pretrained`` and
+    ``from_pretrained`` would not rebuild it. The message names the field."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +176,17 @@ class WidthRule:
         return self.resizable and width >= self.minimum and width % self.multiple_of == 0
 
 
+@dataclass(frozen=True)
+class _HFHeads:
+    """How one channel of an attention group maps to the heads of a Hugging Face module."""
+
+    module: str
+    head_dim: int
+    q_rows: int  # query rows per channel: 1 (channels of heads) or a multiple of head_dim
+    kv_rows: int | None  # key/value rows per channel; None: the key/value heads are kept
+    kv_heads: int | None = None  # the kept key/value head count (when kv_rows is None)
+
+
 @dataclass
 class _Layout:
     """How a group's channels may move, beyond its public rule."""
@@ -154,13 +194,14 @@ class _Layout:
     blocks: int = 1  # channels stay inside `blocks` equal contiguous blocks
     unit: int = 1  # ... and move in whole units of this many channels (attention heads)
     within_heads: bool = False  # nn.MultiheadAttention: q rows scaled, k rows split
-    hf: list[tuple[str, int, int | None]] = field(default_factory=list)  # (module, head_dim, kv)
+    hf: list[_HFHeads] = field(default_factory=list)  # Hugging Face attention modules
     refuse: str | None = None  # why any resize of this group is refused
 
 
 _HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim")
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 # attributes of a Hugging Face attention module equal to its attention width
+_KV_ATTRS = ("num_key_value_heads", "num_kv_heads")
 _WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim", "hidden_size")
 _OUT_PROJ = ("o_proj", "out_proj", "c_proj", "wo", "dense")
 _RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
@@ -208,6 +249,9 @@ def _hf_attention(module: nn.Module) -> tuple[int, int | None, int | None] | Non
         if isinstance(out, nn.Linear) and out.in_features % d == 0:
             heads = out.in_features // d
     groups = getattr(module, "num_key_value_groups", None)
+    kv_heads = next((getattr(module, a) for a in _KV_ATTRS if hasattr(module, a)), None)
+    if groups is None and isinstance(heads, int) and isinstance(kv_heads, int) and kv_heads > 0:
+        groups = heads // kv_heads if heads % kv_heads == 0 else None  # Falcon: kv heads only
     if heads is None and groups is None and not hasattr(module, "scaling"):
         return None
     return d, heads if isinstance(heads, int) else None, groups if isinstance(groups, int) else None
@@ -224,6 +268,17 @@ def _normalises_over_channels(module: nn.Module) -> bool:
         return True
     name = type(module).__name__.lower()
     return any(k in name for k in ("layernorm", "rmsnorm", "groupnorm", "layer_norm", "rms_norm"))
+
+
+_WEIGHT_STANDARDISED = re.compile(r"stdconv|wsconv|weightstandard", re.IGNORECASE)
+
+
+def _standardises_weights(module: nn.Module) -> bool:
+    # timm's StdConv2d/ScaledStdConv2d (NFNet, BiT) normalise each filter over its input
+    # channels: split copies change its mean and spread, so widening its input is not exact
+    return isinstance(module, nn.modules.conv._ConvNd) and bool(
+        _WEIGHT_STANDARDISED.search(type(module).__name__)
+    )
 
 
 class _Rules:
@@ -325,7 +380,10 @@ class _Rules:
                         )
                 elif isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1:
                     depthwise = mod.groups == mod.in_channels and not mod.transposed
-                    if not depthwise:
+                    # dim 1 of a grouped weight counts channels within one conv group: a group
+                    # holding it has one channel per conv group already (find_groups lists its
+                    # producers once per conv group), so any width keeps them apart
+                    if not depthwise and m.dim == 0:
                         mult = math.lcm(mult, mod.groups)
                         blocks.append(mod.groups)
                         explained = True
@@ -340,6 +398,8 @@ class _Rules:
                     why.append(f"GroupNorm '{mod_name}' has {mod.num_groups} groups")
                 if _normalises_over_channels(mod) and not _is_channelwise_norm(mod):
                     nw.append(f"{type(mod).__name__} '{mod_name}'")  # normalises over them
+                if _standardises_weights(mod) and m.dim == 1:
+                    nw.append(f"weight-standardised {type(mod).__name__} '{mod_name}'")
             seen: dict[tuple[str, int, int], str] = {}
             for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
                 key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
@@ -468,41 +528,58 @@ class _Rules:
                 if info is None:
                     continue
                 d, heads, kv_groups = info
-                if g.width % d:
+                under = f"{name}." if name else ""
+                inside = [x for x in g.producers if x.param.startswith(under)]
+                outs = [
+                    x.repeat
+                    for x in g.members
+                    if x.role == "consumer" and x.param.startswith(under)
+                ]
+                # a channel is one row of each projection (width = heads × head size) or whole
+                # heads (find_groups: one key/value head and its query heads, repeat = rows);
+                # the output projection reads query rows only, so its repeat counts them even
+                # in a fused q/k/v weight interleaved per head (GPT-NeoX: repeat 3 × rows)
+                q_rows = min(outs) if outs else max((x.repeat for x in inside), default=1)
+                per_head = q_rows == 1
+                if (per_head and g.width % d) or (not per_head and q_rows % d):
                     return None
-                lay = _Layout(unit=d)
+                here = g.width * q_rows // d  # query heads, if the group holds the query side
+                total = heads if heads is not None else here
+                gqa = bool(kv_groups and kv_groups > 1 and total % kv_groups == 0)
+                kv = total // kv_groups if gqa and kv_groups else total
+                lay = _Layout(unit=d if per_head else 1)
+                kv_rows = [x.repeat for x in inside if x.repeat < q_rows]
+                projections = sum(3 if x.repeat == 3 * q_rows > 3 else 1 for x in inside)
                 # q, k and v rows (slices of one fused weight, or three weights) must all be in
                 # the group: with one head size, heads come and go in all of them together
-                inside = [x for x in g.producers if x.param.startswith(f"{name}." if name else "")]
-                gqa = bool(kv_groups and kv_groups > 1)
-                if len(inside) < (1 if gqa else 3):
+                if projections < (1 if gqa and not kv_rows else 3):
                     lay.refuse = (
-                        f"it holds {len(inside)} of the query/key/value projections of attention "
+                        f"it holds {projections} of the query/key/value projections of attention "
                         f"'{name}', whose head size {d} is shared by all of them"
                     )
                     return lay, d, f"attention '{name}' keeps head size {d}"
-                here = g.width // d
-                total = heads if heads is not None else here
-                if kv_groups and kv_groups > 1 and total % kv_groups == 0:
-                    kv = total // kv_groups
-                    if here == total:  # the query/output side: key/value heads are kept
-                        lay.blocks = kv
-                        lay.hf = [(name, d, kv)]
-                        return (
-                            lay,
-                            d * kv,
-                            f"attention '{name}' keeps head size {d} and {kv} key/value heads "
-                            f"(grouped-query): width = heads × {d}, heads a multiple of {kv}",
-                        )
-                    if here == kv:  # the key/value side
+                if here != total:
+                    if gqa and here == kv:  # the key/value side alone
                         lay.refuse = (
                             f"resizing the key/value heads of grouped-query attention '{name}' "
-                            "is not supported"
+                            "without their query heads is not supported"
                         )
                         return lay, d, f"attention '{name}' keeps head size {d}"
                     return None
-                lay.hf = [(name, d, None)]
-                return lay, d, f"attention '{name}' keeps head size {d}: width = heads × {d}"
+                unit = f"{d}" if per_head else f"{q_rows // d} head(s) of {d}"
+                if gqa and not kv_rows:  # the query/output side: key/value heads are kept
+                    lay.blocks = kv
+                    lay.hf = [_HFHeads(name, d, q_rows, None, kv)]
+                    return (
+                        lay,
+                        lay.unit * kv,
+                        f"attention '{name}' keeps head size {d} and {kv} key/value heads "
+                        f"(grouped-query): channels of {unit}, a multiple of {kv}",
+                    )
+                lay.hf = [_HFHeads(name, d, q_rows, kv_rows[0] if kv_rows else q_rows)]
+                if per_head:
+                    return lay, d, f"attention '{name}' keeps head size {d}: width = heads × {d}"
+                return lay, 1, f"attention '{name}' keeps head size {d}: channels of {unit}"
         return None
 
     # -- checks -----------------------------------------------------------------------------
@@ -600,13 +677,15 @@ def _probe(
 
     def fails(names: Sequence[str], width: int) -> str | None:
         try:
-            resize(
-                model,
-                groups,
-                dict.fromkeys(names, width),
-                init="reinit",
-                example_inputs=example_inputs,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResizeWarning)  # a trial, not the user's resize
+                resize(
+                    model,
+                    groups,
+                    dict.fromkeys(names, width),
+                    init="reinit",
+                    example_inputs=example_inputs,
+                )
         except ResizeError as exc:
             return str(exc)
         return None
@@ -953,24 +1032,25 @@ def _sync_attributes(model: nn.Module) -> None:
             _sync_rnn(name, module)
 
 
-def _sync_hf_attention(
-    model: nn.Module, name: str, head_dim: int, kv: int | None, old: int, new: int
-) -> None:
-    """Head count and width attributes of a Hugging Face attention module after a resize of its
+def _sync_hf_attention(model: nn.Module, name: str, hf: _HFHeads, old: int, new: int) -> None:
+    """Head counts and width attributes of a Hugging Face attention module after a resize of its
     attention group from ``old`` to ``new`` channels (head size fixed)."""
     module: Any = model.get_submodule(name)
-    old_heads, new_heads = old // head_dim, new // head_dim
+    old_heads, new_heads = old * hf.q_rows // hf.head_dim, new * hf.q_rows // hf.head_dim
     for attr in _HEADS_ATTRS:
         if getattr(module, attr, None) == old_heads:
             setattr(module, attr, new_heads)
     for attr in _WIDTH_ATTRS:
-        if getattr(module, attr, None) == old:
-            setattr(module, attr, new)
-    if kv is not None and hasattr(module, "num_key_value_groups"):
-        module.num_key_value_groups = new_heads // kv  # key/value heads kept
-    for attr in ("num_key_value_heads", "num_kv_heads"):
-        if kv is None and getattr(module, attr, None) == old_heads:
-            setattr(module, attr, new_heads)
+        if getattr(module, attr, None) == old * hf.q_rows:
+            setattr(module, attr, new * hf.q_rows)
+    if hf.kv_rows is None:  # key/value heads kept: more query heads share each
+        if hasattr(module, "num_key_value_groups") and hf.kv_heads:
+            module.num_key_value_groups = new_heads // hf.kv_heads
+        return
+    old_kv, new_kv = old * hf.kv_rows // hf.head_dim, new * hf.kv_rows // hf.head_dim
+    for attr in _KV_ATTRS:
+        if getattr(module, attr, None) == old_kv:
+            setattr(module, attr, new_kv)
 
 
 def resize(
@@ -1026,7 +1106,14 @@ def resize(
                     f"{m.offset + g.width * m.repeat} (were the groups found on another model?)"
                 )
     changed = [g for g in groups if full[g.name] != g.width]
-    new = copy.deepcopy(model)
+    names = [g.name for g in changed]
+    try:
+        new = copy.deepcopy(model)
+    except Exception as exc:  # a hook or attribute that cannot be copied
+        raise ResizeError(
+            f"group(s) {names}: the model cannot be copied to resize it "
+            f"({type(exc).__name__}: {exc}); remove what holds it (hooks, open files) first"
+        ) from exc
     gen = torch.Generator().manual_seed(seed)
     edits: dict[tuple[str, int], list[_Edit]] = defaultdict(list)
     for g in changed:
@@ -1088,10 +1175,31 @@ def resize(
             for g in changed
             if any(m.param.startswith(exc.module + ".") or not exc.module for m in g.members)
         ]
-        raise ResizeError(f"group(s) {touching or [g.name for g in changed]}: {exc}") from None
+        raise ResizeError(f"group(s) {touching or names}: {exc}") from None
+    except Exception as exc:
+        raise ResizeError(
+            f"group(s) {names}: the resized layers' sizes cannot be read back "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     for g in changed:
-        for mod_name, d, kv in rules.layouts[g.name].hf:
-            _sync_hf_attention(new, _strip_module(new, mod_name), d, kv, g.width, full[g.name])
+        for hf in rules.layouts[g.name].hf:
+            try:
+                _sync_hf_attention(new, _strip_module(new, hf.module), hf, g.width, full[g.name])
+            except Exception as exc:
+                raise ResizeError(
+                    f"group {g.name!r}: the head counts of attention '{hf.module}' cannot be "
+                    f"updated ({type(exc).__name__}: {exc})"
+                ) from exc
+    if changed:
+        try:
+            _update_configs(model, new, groups, full)
+        except Exception as exc:  # the model is resized; only its description is in doubt
+            warnings.warn(
+                f"the config of the model resized at group(s) {names} could not be updated "
+                f"({type(exc).__name__}: {exc}); save_pretrained/from_pretrained may not rebuild it",
+                ResizeWarning,
+                stacklevel=2,
+            )
     if init == "reinit":
         try:
             _reinitialise(new)
@@ -1116,6 +1224,299 @@ def resize(
             for mod, training in modes.items():
                 mod.training = training
     return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face configs
+
+# canonical names; a config's attribute_map resolves its own spelling (n_embd, n_head, d_model)
+_CFG_HIDDEN = "hidden_size"
+_CFG_HEADS = "num_attention_heads"
+_CFG_KV = "num_key_value_heads"
+_CFG_HEAD_DIM = ("head_dim", "d_kv")
+_CFG_INNER = ("intermediate_size", "n_inner", "d_ff", "ffn_dim")
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def _hf_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the outermost module holding each Hugging Face-style ``config``
+    (duck-typed: an object with ``to_dict``); inner modules share their model's config."""
+    seen: set[int] = set()
+    out = []
+    for name, module in model.named_modules():
+        cfg = getattr(module, "config", None)
+        if cfg is None or id(cfg) in seen or not callable(getattr(cfg, "to_dict", None)):
+            continue
+        seen.add(id(cfg))
+        out.append((canonical_name(name), module))
+    return out
+
+
+def _field(cfg: Any, name: str) -> str:
+    """The attribute a config stores ``name`` under (GPT-2: ``hidden_size`` is ``n_embd``)."""
+    return str(getattr(cfg, "attribute_map", {}).get(name, name))
+
+
+def _one(values: Mapping[str, Any]) -> Any:
+    return next(iter(values.values())) if len(set(values.values())) == 1 else None
+
+
+def _build_on_meta(cls: type, cfg: Any) -> tuple[nn.Module | None, str]:
+    """``cls(cfg)`` on the meta device (no memory, ~10 ms for a tiny model), quietly; or
+    ``(None, why)``."""
+    log = logging.getLogger("transformers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls(copy.deepcopy(cfg)), ""
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        log.setLevel(level)
+
+
+def _match_rebuilt(module: nn.Module, old_cfg: Any, cfg: Any) -> list[str]:
+    """Compare ``module`` with the model ``from_pretrained`` would build from ``cfg``.
+
+    A parameter shaped differently is a problem (returned): a coupling the fields do not know,
+    such as BERT's pooler, ``hidden_size`` wide. When every shape matches, the numbers a model
+    derives from its config when built (T5's ``model_dim``, Gemma's embedding scale) are copied
+    into ``module``, and so is a scalar non-persistent buffer that held an old one of them: the
+    resized model then computes what the loaded one will.
+    """
+    if not hasattr(type(module), "config_class"):  # not a Hugging Face model class
+        return []
+    rebuilt, why = _build_on_meta(type(module), cfg)
+    if rebuilt is None:
+        if _build_on_meta(type(module), old_cfg)[0] is None:
+            return []  # a model class that needs more than its config: nothing to compare
+        return [f"a model built from it fails ({why})"]
+    want = {n: tuple(p.shape) for n, p in rebuilt.named_parameters()}
+    for name, p in module.named_parameters():
+        if name in want and want[name] != tuple(p.shape):
+            return [
+                f"{name} is {tuple(p.shape)}, but a model built from the config would make it "
+                f"{want[name]}"
+            ]
+    twins = dict(rebuilt.named_modules())
+    for name, sub in module.named_modules():
+        twin: Any = twins.get(name)
+        if type(twin) is not type(sub):
+            continue
+        moved: dict[float, float] = {}
+        for attr, value in list(vars(sub).items()):
+            other = getattr(twin, attr, None)
+            numbers = type(value) in (int, float) and type(other) is type(value)
+            if attr[0] != "_" and numbers and other != value:
+                setattr(sub, attr, other)
+                moved[float(value)] = float(other)  # type: ignore[arg-type]
+        transient: Any = sub._non_persistent_buffers_set
+        for bname, buf in sub._buffers.items():
+            if buf is None or buf.ndim or not buf.is_floating_point() or bname not in transient:
+                continue
+            old = next((a for a in moved if math.isclose(float(buf), a, rel_tol=1e-6)), None)
+            if old is not None:
+                with torch.no_grad():
+                    buf.fill_(moved[old])
+    return []
+
+
+@dataclass
+class _ConfigEdit:
+    """What one resize changes in one Hugging Face config, and what it cannot say."""
+
+    cfg: Any
+    sets: dict[str, Any] = field(default_factory=dict)
+    # set only if a model built from the config agrees (an extra `head_dim`), else `derived`
+    tentative: dict[str, Any] = field(default_factory=dict)
+    derived: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def said(self, values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{_field(self.cfg, k)}={v}" for k, v in values.items())
+
+    def apply(self, module: nn.Module, old_cfg: Any) -> list[str]:
+        """Set the values, let the config validate itself, compare a model built from it."""
+        cfg = self.cfg
+        earlier = list(self.problems)
+        stored = {k: _field(cfg, k) for k in self.tentative}  # GPT-2 keeps heads as n_head
+        before = {k: cfg.__dict__[f] for k, f in stored.items() if f in cfg.__dict__}
+        values = {**self.sets, **(self.tentative if not self.problems else {})}
+        for k, v in list(values.items()):
+            try:
+                setattr(cfg, k, v)
+            except Exception as exc:  # a config that refuses the value: say so, keep the model
+                self.problems.append(f"{_field(cfg, k)}={v} ({type(exc).__name__}: {exc})")
+                del values[k]
+        validate = getattr(cfg, "validate", None)  # Hugging Face's own checks of a config
+        if values and callable(validate) and not self.problems:
+            try:
+                validate()
+            except Exception as exc:
+                self.problems.append(
+                    f"{self.said(values)}: {type(cfg).__name__} rejects them ({exc})"
+                )
+        if not self.problems:
+            for why in _match_rebuilt(module, old_cfg, cfg):
+                self.problems.append(f"{self.said(values) or 'as it was'}: {why}")
+        if self.tentative and self.problems:  # the extra head_dim did not do: undo, say why
+            for k in self.tentative:
+                if k in before:
+                    setattr(cfg, k, before[k])
+                elif stored[k] in cfg.__dict__:
+                    delattr(cfg, stored[k])
+            self.problems = [*earlier, self.derived]
+        return self.problems
+
+
+def _config_hidden(old: nn.Module, new: nn.Module, edit: _ConfigEdit) -> int | None:
+    """The residual width, read off the input embedding (when the config's is its width)."""
+    hidden = getattr(edit.cfg, _CFG_HIDDEN, None)
+    try:
+        emb_old = old.get_input_embeddings()  # type: ignore[operator]
+        emb_new = new.get_input_embeddings()  # type: ignore[operator]
+    except Exception:  # not a PreTrainedModel after all
+        return hidden if isinstance(hidden, int) else None
+    if not isinstance(hidden, int):
+        return None
+    embeddings = isinstance(emb_new, nn.Embedding) and isinstance(emb_old, nn.Embedding)
+    if embeddings and emb_old.embedding_dim == hidden != emb_new.embedding_dim:
+        edit.sets[_CFG_HIDDEN] = emb_new.embedding_dim
+        return int(emb_new.embedding_dim)
+    return hidden
+
+
+def _config_heads(new: nn.Module, hidden: int | None, edit: _ConfigEdit) -> None:
+    """Head counts and head size, read off the attention modules."""
+    cfg = edit.cfg
+    heads: dict[str, int] = {}
+    kv: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for name, sub in _named_modules(new).items():
+        info = _hf_attention(sub)
+        if info is not None and info[1] is not None:
+            heads[name], sizes[name] = info[1], info[0]
+            if info[2]:
+                kv[name] = info[1] // info[2]
+    if not heads or not isinstance(getattr(cfg, _CFG_HEADS, None), int):
+        return
+    n, d = _one(heads), _one(sizes)
+    explicit = next((f for f in _CFG_HEAD_DIM if getattr(cfg, f, None) is not None), None)
+    if n is None:
+        edit.problems.append(
+            f"{_field(cfg, _CFG_HEADS)} (attention layers now have "
+            f"{sorted(set(heads.values()))} heads)"
+        )
+    elif d is not None and explicit is None and hidden is not None and n * d != hidden:
+        # the config derives the head size as hidden / heads; models that read an extra
+        # `head_dim` (Qwen2) take one, the others (BERT, GPT-2) cannot: a rebuild tells
+        edit.derived = (
+            f"{_field(cfg, _CFG_HEADS)} ({n} heads of {d} channels, but "
+            f"{type(cfg).__name__} derives the head size as "
+            f"{_field(cfg, _CFG_HIDDEN)} / {_field(cfg, _CFG_HEADS)} = {hidden} / {n}: "
+            "resize the residual stream and the attention together)"
+        )
+        edit.tentative = {_CFG_HEADS: n, "head_dim": d}
+    elif n != getattr(cfg, _CFG_HEADS):
+        edit.sets[_CFG_HEADS] = n
+    if explicit is not None and d is not None and getattr(cfg, explicit) != d:
+        edit.sets[explicit] = d
+    if kv and getattr(cfg, _CFG_KV, None) is not None:
+        k = _one(kv)
+        if k is None:
+            edit.problems.append(
+                f"{_field(cfg, _CFG_KV)} (attention layers now have "
+                f"{sorted(set(kv.values()))} key/value heads)"
+            )
+        elif k != getattr(cfg, _CFG_KV):
+            edit.sets[_CFG_KV] = k
+
+
+def _config_mlp(
+    groups: Sequence[ChannelGroup],
+    full: Mapping[str, int],
+    under: str,
+    hidden: tuple[int | None, int | None],
+    edit: _ConfigEdit,
+) -> None:
+    """The MLP width, off the groups as wide as the config's intermediate size was."""
+    cfg = edit.cfg
+    inner = next((f for f in _CFG_INNER if hasattr(cfg, f)), None)
+    if inner is None:
+        return
+    value = getattr(cfg, inner)
+    hidden_old, hidden_new = hidden
+    # GPT-2 & co.: None means 4 × the hidden size
+    was = value if value is not None else 4 * hidden_old if hidden_old else None
+    implied = value if value is not None else 4 * hidden_new if hidden_new else None
+    per_layer = isinstance(value, list | tuple)
+    mlp = {
+        g.name: full[g.name]
+        for g in groups
+        if g.kind not in ("residual", "attention", "recurrent")
+        and g.producers
+        and all(m.param.startswith(under) for m in g.members)
+        and (g.width == was or (per_layer and g.width in value))
+    }
+    if not mlp:
+        return
+    w = _one(mlp)
+    if w is not None and per_layer:
+        if any(v != w for v in value):
+            edit.sets[inner] = type(value)([w] * len(value))
+    elif w is not None:
+        if w != was or was != implied:  # resized, or no longer what None (4 × hidden) says
+            edit.sets[inner] = w
+    elif per_layer:
+        new_value = list(value)
+        for gname, width in mlp.items():
+            hit = _LAYER_INDEX.search(gname[len(under) :])
+            if hit is None or int(hit.group(1)) >= len(new_value):
+                edit.problems.append(f"{inner} (no layer index in group '{gname}')")
+                return
+            new_value[int(hit.group(1))] = width
+        edit.sets[inner] = type(value)(new_value)
+    else:
+        edit.problems.append(
+            f"{inner} (the MLP widths now differ per layer: {sorted(set(mlp.values()))}, and "
+            f"{type(cfg).__name__}.{inner} holds one value for all layers)"
+        )
+
+
+def _update_configs(
+    old: nn.Module, new: nn.Module, groups: Sequence[ChannelGroup], full: Mapping[str, int]
+) -> None:
+    """Write the resized widths into the config of every Hugging Face model inside ``new``.
+
+    The residual width is read off the input embedding, head counts off the attention modules,
+    the MLP width off the groups of the config's intermediate size. A value that differs per
+    layer is written per layer where the config holds a list of them; what the config cannot
+    say raises one :class:`ResizeWarning` naming the field (which keeps its old value).
+    """
+    old_modules = _named_modules(old)
+    for prefix, module in _hf_models(new):
+        if prefix not in old_modules:
+            continue
+        before = old_modules[prefix]
+        edit = _ConfigEdit(module.config)
+        hidden_old = getattr(edit.cfg, _CFG_HIDDEN, None)
+        hidden = _config_hidden(before, module, edit)
+        _config_heads(module, hidden, edit)
+        under = f"{prefix}." if prefix else ""
+        _config_mlp(groups, full, under, (hidden_old, hidden), edit)
+        problems = edit.apply(module, before.config)
+        if problems:
+            warnings.warn(
+                f"{type(edit.cfg).__name__} of "
+                f"{('model ' + repr(prefix)) if prefix else 'the model'} cannot describe the "
+                f"resized model: {'; '.join(problems)}. save_pretrained/from_pretrained will "
+                "not rebuild it; keep its widths uniform per field, or save it whole "
+                "(torch.save)",
+                ResizeWarning,
+                stacklevel=3,
+            )
 
 
 def _reinitialise(model: nn.Module) -> None:
@@ -1181,7 +1582,8 @@ def shrink_with_torch_pruning(
     Returns ``(new_model, done)``: a copy of ``model`` in which every group named in ``done`` has
     its new width; the others (wider, unchanged, or not cuttable by Torch-Pruning: recurrent and
     attention-internal groups, groups whose channels stay in blocks (heads, conv groups) or that
-    are tied to others, models with GRU/LSTM or ``nn.MultiheadAttention``) are left to
+    are tied to others, models with GRU/LSTM or ``nn.MultiheadAttention``, and every cut after
+    one Torch-Pruning cannot trace, such as a Hugging Face model returning a cache) are left to
     :func:`resize`. The plan is checked against :func:`width_rules` first (:class:`ResizeError`). Which channels go is decided on ``model`` before any cut (the same choice as
     :func:`resize`), and the dependency graph is rebuilt after every cut, because Torch-Pruning
     caches concat offsets that a cut makes stale.
@@ -1213,18 +1615,29 @@ def shrink_with_torch_pruning(
     was_training = new.training
     new.eval()
     for name, module_name, drop in cuts:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
-            graph = tp.DependencyGraph().build_dependency(
-                new,
-                example_inputs=example_inputs,
-                forward_fn=_call_model,
-                verbose=False,
-            )
-            module = new.get_submodule(module_name)
-            pruner = graph.get_pruner_of_module(module)
-            cut = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=drop)
-            cut.prune()
+        try:  # nothing is cut yet: a model Torch-Pruning cannot trace is left to resize()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
+                graph = tp.DependencyGraph().build_dependency(
+                    new,
+                    example_inputs=example_inputs,
+                    forward_fn=_call_model,
+                    verbose=False,
+                )
+                module = new.get_submodule(module_name)
+                pruner = graph.get_pruner_of_module(module)
+                cut = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=drop)
+        except Exception:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cut.prune()
+        except Exception as exc:  # half cut: the copy is no longer usable
+            raise ResizeError(
+                f"group {name!r}: Torch-Pruning failed cutting '{module_name}' "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         del graph, cut
         done.add(name)
     new.train(was_training)
