@@ -26,7 +26,14 @@ from widthwise.groups import ChannelGroup, GroupingError, GroupingWarning, Membe
 from widthwise.norms import GroupStats, NormPlan, channel_norms, group_stats
 from widthwise.patterns import Verdict, classify, stable_from, synthetic_series
 from widthwise.report import Report
-from widthwise.resize import ResizeError, WidthRule, check_widths, resize, width_rules
+from widthwise.resize import (
+    ResizeError,
+    ResizeWarning,
+    WidthRule,
+    check_widths,
+    resize,
+    width_rules,
+)
 from widthwise.store import Run, RunFileError, RunStore, open_run
 from widthwise.streamline import WidthPlan, count_flops, count_params, streamline
 from widthwise.tracker import TrackerWarning, WidthTracker
@@ -42,6 +49,7 @@ __all__ = [
     "NormPlan",
     "Report",
     "ResizeError",
+    "ResizeWarning",
     "Run",
     "RunFileError",
     "RunStore",

@@ -59,6 +59,7 @@ from widthwise.groups import call_model as _call
 from widthwise.resize import (
     Init,
     ResizeError,
+    ResizeWarning,
     WidthRule,
     resize,
     shrink_with_torch_pruning,
@@ -444,7 +445,7 @@ def streamline(
     def cost(w: dict[str, int]) -> float:
         key = tuple(sorted(w.items()))
         if key not in cache:
-            cache[key] = cost_fn(resize(model, groups, w, init="reinit"))
+            cache[key] = cost_fn(_trial_resize(model, groups, w))
         return cache[key]
 
     t_max = max(
@@ -651,6 +652,16 @@ def _shrink_by_need(
     return new
 
 
+def _trial_resize(
+    model: nn.Module, groups: Sequence[ChannelGroup], widths: dict[str, int]
+) -> nn.Module:
+    """A resize the budget search only counts: a config it cannot describe is the plan's business
+    (``WidthPlan.apply`` warns), not each trial's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResizeWarning)
+        return resize(model, groups, widths, init="reinit")
+
+
 def _spread(u: _Unit, lead_width: int) -> dict[str, int]:
     """Widths of every group of ``u`` when its leader has ``lead_width`` (one shared factor)."""
     return {g.name: round(lead_width * g.width / u.lead.width) for g in u.groups}
@@ -668,7 +679,7 @@ def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list
             continue
         try:
             _check_widths(model, groups, _spread(u, w))
-            resize(model, groups, _spread(u, w), init="reinit")
+            _trial_resize(model, groups, _spread(u, w))
         except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
             u.direction, u.reason = 0, f"kept: resizing it failed ({exc})"
 
