@@ -82,7 +82,7 @@ def main() -> None:
     )
     prob = clf.predict_proba(x)[:, 1]
     want = np.where(y, "DS", "IS")
-    for p_decide in (0.5, 0.55, 0.6, 0.7):
+    for p_decide in (0.5, 0.55, 0.6, 0.65, 0.7):
         lab = np.where(prob >= p_decide, "DS", np.where(prob <= 1 - p_decide, "IS", "U"))
         parts = []
         for name, mask in (("dev", dev), ("held", ~dev)):

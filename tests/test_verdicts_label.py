@@ -136,13 +136,13 @@ def _set_weights(monkeypatch, coef: list[float], intercept: float) -> None:
 
 
 def test_label_and_confidence_follow_a_naive_logistic(monkeypatch):
-    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4, 0.35, -0.6, 0.8]
+    coef = [-0.7, 0.2, -0.3, -1.1, 0.9, -0.4, 0.35, -0.6, -2.0, 0.8]
     _set_weights(monkeypatch, coef, 0.5)
     paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
     for disp, rel in ((0.001, 0.25), (0.02, 1.0), (0.1, 4.0), (1.0, 0.5), (5.0, 2.0)):
         e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, disp, 0.1, 0.3, rel)
         x = [math.log(disp), math.log(0.05), math.log(5.0), math.log(2.0), 0.0, 1.0]
-        x += [math.log(16), math.log(rel), math.log(0.3)]
+        x += [math.log(16), math.log(rel), 0.0, math.log(0.3)]  # not in a residual branch
         p = 1 / (1 + math.exp(-(0.5 + sum(c * v for c, v in zip(coef, x)))))
         assert needs_width_probability("IS", e) == pytest.approx(p)
         label, conf, reason = decide(paper, e, kind="linear")

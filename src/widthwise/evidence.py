@@ -27,6 +27,10 @@ mean, the zero-channel counts and, when kept, the per-channel norm vectors):
 * ``relative_width`` (set by :func:`widthwise.verdicts.judge`): the group's width over the median
   width of the run's hidden groups (:func:`relative_width`). The loss says *whether* the run is
   short of capacity; a layer much narrower than its neighbours is *where* it is short.
+* ``residual_branch`` (set by :func:`widthwise.verdicts.judge`): 1 for a group inside a residual
+  branch (a network with residual streams, the group not one of them: a ResNet block's inner
+  conv, a transformer block's MLP or attention). In the oracle widening such a group almost
+  never helped -- the skip connection carries the signal past a narrow branch.
 
 >>> import numpy as np
 >>> steps = np.arange(10)
@@ -94,6 +98,7 @@ class Evidence:
     laggards: float = math.nan
     loss_ratio: float = math.nan
     relative_width: float = math.nan
+    residual_branch: float = 0.0
 
     @property
     def dead_fraction(self) -> float:

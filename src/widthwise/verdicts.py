@@ -140,6 +140,7 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
     hidden = [g.width for g in run.groups if g.kind in VALIDATED_KINDS] or [
         g.width for g in run.groups
     ]
+    residual_net = any(g.kind == "residual" for g in run.groups)
     rows, gate_rows = [], []
     found: dict[str, Verdict | None] = {}
     evidence: dict[str, Evidence] = {}
@@ -152,6 +153,7 @@ def judge(run: RunLike, *, history: pd.DataFrame | None = None) -> Judged:
             _evidence(run, history, group, steps, values),
             loss_ratio=run_loss,
             relative_width=relative_width(int(group.width), hidden),
+            residual_branch=float(residual_net and group.kind != "residual"),
         )
         evidence[group.name] = ev
         label, confidence, reason = decide(
@@ -218,8 +220,11 @@ def _why_undetermined(group: ChannelGroup, history: pd.DataFrame, n_finite: int)
 #: channels' growth since the first snapshot (log; the Matthew effect without the spread the
 #: initialisation's shape puts into the norms), the final variance (log; the metric is already
 #: scale-free), the variance level against its first-snapshot reference (log), the growth of the
-#: mean channel norm (log), the paper's shape verdict, and the run's final-over-initial training
-#: loss (log; an under-fitted run gains from width almost anywhere). Missing evidence (no channel
+#: mean channel norm (log), the paper's shape verdict, the group's width (log) and its width over
+#: the run's median hidden width (log; where a run is short of width), whether it sits inside a
+#: residual branch (widening those almost never helped: the skip carries the signal), and the
+#: run's final-over-initial training loss (log; an under-fitted run gains from width almost
+#: anywhere). Missing evidence (no channel
 #: norms kept) falls back to the level ratio for the dispersion and to no growth; a run without a
 #: logged loss uses :data:`COEF_NO_LOSS`.
 FEATURES = (
@@ -231,20 +236,22 @@ FEATURES = (
     "paper_IS",
     "log_width",
     "log_relative_width",
+    "residual_branch",
     "log_loss_ratio",
 )
 
 #: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
 #: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
-COEF = (0.2845, -0.8768, 0.3026, 0.8402, 1.2611, -0.2212, 0.0, 0.0, 1.4994)
-INTERCEPT = 0.1849
+COEF = (0.2183, -0.6766, 0.8118, -0.4653, 0.0226, -0.6478, -0.7796, -0.051, -3.8427, 1.148)
+INTERCEPT = 3.4689
 #: The same fitted without the loss feature, for runs that logged no training loss.
-COEF_NO_LOSS = (0.3096, -0.2967, 0.1344, -0.0915, 1.3217, 0.4611, 0.0, 0.0)
-INTERCEPT_NO_LOSS = 0.3462
+COEF_NO_LOSS = (0.1269, -0.3603, 0.153, -0.3316, 0.0592, -0.5125, -0.2799, -0.4726, -4.8826)
+INTERCEPT_NO_LOSS = 1.1847
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
-#: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined".
-P_DECIDE = 0.5
+#: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined". The
+#: widest band that left at most 15 % of the development cases undetermined (10 %; 0.6 left 17 %).
+P_DECIDE = 0.55
 
 #: Share of channels dead (zero norm, or collapsed; :mod:`widthwise.evidence`) above which a
 #: group never reads IS: the survivors are all that is left of its width.
@@ -273,6 +280,7 @@ def features(paper_label: str, ev: Evidence) -> list[float]:
         float(paper_label == "IS"),
         log(ev.width, 0.0),
         log(ev.relative_width, 0.0),
+        float(ev.residual_branch),
         log(ev.loss_ratio),
     ]
 
