@@ -1120,3 +1120,60 @@ def hf_swin_tiny(seed: int = 0):
 
 
 PATTERNS["hf_swin_tiny"] = hf_swin_tiny
+
+
+# ---------------------------------------------------------------------------------------------
+# found by the Hugging Face battery (benchmarks/bench_groups.py --hf)
+
+
+class FrozenPositions(nn.Module):
+    """Whisper's encoder / Marian / Pegasus: token embedding + a *frozen* position table
+    (``nn.Embedding`` with ``requires_grad=False``, sinusoidal values) added to the stream, one
+    pre-norm MLP block with a residual, a head on the mean."""
+
+    def __init__(self, vocab: int = 20, dim: int = 16, seq: int = 8):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(seq, dim)
+        self.pos.requires_grad_(False)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+        h = h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.head(h.mean(1))
+
+
+def frozen_positions(seed: int = 0):
+    g = _seed(seed)
+    return FrozenPositions(), torch.randint(0, 20, (2, 6), generator=g)
+
+
+def hf_marian_tiny(seed: int = 0):
+    """MarianMTModel: frozen sinusoidal position tables in encoder and decoder, shared
+    embedding, final_logits_bias."""
+    from transformers import MarianConfig, MarianMTModel
+
+    g = _seed(seed)
+    cfg = MarianConfig(
+        vocab_size=40,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        decoder_start_token_id=0,
+    )
+    ids = torch.randint(3, 40, (1, 6), generator=g)
+    return MarianMTModel(cfg), {"input_ids": ids, "decoder_input_ids": ids[:, :4]}
+
+
+PATTERNS["frozen_positions"] = frozen_positions
+PATTERNS["hf_marian_tiny"] = hf_marian_tiny

@@ -442,3 +442,41 @@ def test_hf_swin_patch_merging_places_the_first_stage_stream():
     red = "swin.encoder.layers.0.downsample.reduction.weight"
     # the 4 neighbours are concatenated: stage-1 channel ch is feature k*c + ch of the merge
     assert {m.offset for m in stream.members if m.param == red} == {0, c, 2 * c, 3 * c}
+
+
+def test_a_frozen_position_table_joins_the_stream_and_stays_frozen():
+    model, _, groups, msgs = run("frozen_positions")
+    assert msgs == []
+    d, h = model.tok.embedding_dim, model.fc1.out_features
+    check(
+        groups,
+        {
+            "tok+pos+fc2 (residual)": (
+                d,
+                "residual",
+                1,
+                [
+                    M("tok.weight", 1, "producer"),
+                    M("pos.weight", 1, "producer"),
+                    *norm("norm"),
+                    *consumer("fc1"),
+                    *rows("fc2"),
+                    *consumer("head"),
+                ],
+            ),
+            "fc1": (h, "linear", 1, [*rows("fc1"), *consumer("fc2")]),
+        },
+    )
+    assert not model.pos.weight.requires_grad  # find_groups put the flag back
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("pos"))
+
+
+def test_hf_marian_position_tables_are_members_of_both_streams():
+    model, _, groups, msgs = run("hf_marian_tiny")
+    assert msgs == []
+    stream = next(g for g in groups if g.kind == "residual")
+    params = {m.param for m in stream.members}
+    assert {"model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight"} <= (
+        params
+    )
+    assert not model.model.encoder.embed_positions.weight.requires_grad

@@ -71,6 +71,7 @@ from widthwise.groups.tracing import (
     TPPruner,
     _blocks,
     _conv1d_pruner,
+    _frozen_params_traced,
     _is_conv1d,
     _layout,
     _no_new_hooks,
@@ -502,6 +503,7 @@ class _Finder:
             with (
                 rec.CutHooks(self.model) as cuts,
                 _no_new_hooks(self.model),
+                _frozen_params_traced(self.model),
                 _tolerant_index_mapping(),
                 self._linear_shadows(),
                 warnings.catch_warnings(),

@@ -217,6 +217,21 @@ def _no_new_hooks(model: nn.Module) -> Iterator[None]:
                 m._forward_hooks.pop(k, None)
 
 
+@contextlib.contextmanager
+def _frozen_params_traced(model: nn.Module) -> Iterator[None]:
+    """Let frozen floating-point parameters require grad during the trace, then restore them: a
+    frozen weight (Whisper's and Marian's position tables) builds no autograd edge, so the
+    tracer would not see it couple to the channels it is added to."""
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
 def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int, int] | None:
     """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
     if not idxs or len(idxs) % width:
