@@ -7,6 +7,8 @@ arguments (Hugging Face models).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -1177,3 +1179,37 @@ def hf_marian_tiny(seed: int = 0):
 
 PATTERNS["frozen_positions"] = frozen_positions
 PATTERNS["hf_marian_tiny"] = hf_marian_tiny
+
+
+class WeightNormNet(nn.Module):
+    """wav2vec2's positional conv: weight-normalised convs, whose ``weight`` is computed from a
+    magnitude ``g`` and a direction ``v``. ``a``: norm over each output channel (``dim=0``, g is
+    per channel); ``pos``: norm over the kernel taps (``dim=2``, as wav2vec2), added back to the
+    stream. ``form="hooks"``: the older ``nn.utils.weight_norm`` (``weight_g``/``weight_v``)."""
+
+    def __init__(self, form: str = "parametrize"):
+        super().__init__()
+        if form == "parametrize":
+            wn = nn.utils.parametrizations.weight_norm
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wn = nn.utils.weight_norm
+        self.a = wn(nn.Conv1d(3, 8, 3, padding=1), dim=0)
+        self.pos = wn(nn.Conv1d(8, 8, 3, padding=1), dim=2)
+        self.b = nn.Conv1d(8, 12, 1)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h + F.gelu(self.pos(h))
+        return self.head(F.relu(self.b(h)).mean(2))
+
+
+def weight_norm_net(seed: int = 0, form: str = "parametrize"):
+    g = _seed(seed)
+    return WeightNormNet(form), torch.randn(2, 3, 10, generator=g)
+
+
+PATTERNS["weight_norm_net"] = weight_norm_net
+PATTERNS["weight_norm_hooks"] = lambda seed=0: weight_norm_net(seed, form="hooks")

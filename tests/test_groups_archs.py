@@ -323,7 +323,10 @@ def test_grouped_conv_producer_alone_is_not_silent():
 @pytest.mark.parametrize("arch", list(archs.PATTERNS))
 def test_every_group_is_a_symmetry(arch):
     model, x, groups, _ = run(arch)
-    assert_each_group_is_a_symmetry(model, x, groups)
+    # without grad: the old weight_norm hooks leave a non-leaf ``weight`` behind a forward with
+    # grad, and such a module cannot be deep-copied
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
     assert all(len(g.members) == len(set(g.members)) for g in groups)
 
 
@@ -480,3 +483,42 @@ def test_hf_marian_position_tables_are_members_of_both_streams():
         params
     )
     assert not model.model.encoder.embed_positions.weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    "arch, v, g",
+    [
+        (
+            "weight_norm_net",
+            "parametrizations.weight.original1",
+            "parametrizations.weight.original0",
+        ),
+        ("weight_norm_hooks", "weight_v", "weight_g"),
+    ],
+)
+def test_weight_norm_direction_and_magnitude_are_members(arch, v, g):
+    model, _, groups, msgs = run(arch)
+    assert msgs == []
+    c, h = model.a.out_channels, model.b.out_channels
+    # w = g v / ||v||: a normalises each output channel (dim=0, g per channel); pos normalises
+    # each kernel tap (dim=2, g per tap, so not a member)
+    check(
+        groups,
+        {
+            "a+pos (residual)": (
+                c,
+                "residual",
+                1,
+                [
+                    M(f"a.{v}", 0, "producer"),
+                    M(f"a.{g}", 0, "other"),
+                    M("a.bias", 0, "other"),
+                    M(f"pos.{v}", 0, "producer"),
+                    M("pos.bias", 0, "other"),
+                    M(f"pos.{v}", 1, "consumer"),
+                    *consumer("b"),
+                ],
+            ),
+            "b": (h, "conv", 1, [*rows("b"), *consumer("head")]),
+        },
+    )

@@ -154,6 +154,14 @@ def find_groups(
 _MATMUL_OPS = ("mm", "matmul", "einsum", "linear", "convolution", "dot", "attention", "embedding")
 
 
+def _module_of(param: str) -> str:
+    """The module that owns a parameter: ``a.weight`` -> ``a``; a parametrized weight's
+    ``a.parametrizations.weight.original1`` -> ``a`` too."""
+    owner, _, _ = param.rpartition(".")
+    head, sep, _ = owner.rpartition(".parametrizations.")
+    return head if sep else owner
+
+
 class _OutOfTime(Exception):
     """The dependency walk of one root went over its step budget or the deadline."""
 
@@ -997,12 +1005,10 @@ class _Finder:
                     self.root_keys.setdefault(raw.root, set()).add(key)
                 continue
             layers = sorted(
-                {m.param.rpartition(".")[0] for m in members},
+                {_module_of(m.param) for m in members},
                 key=lambda n: self.module_order.get(n, -1),
             )
-            if any(
-                m.role == "producer" and m.param.rpartition(".")[0] in self.ignored for m in members
-            ):
+            if any(m.role == "producer" and _module_of(m.param) in self.ignored for m in members):
                 continue
             group = ChannelGroup(
                 name=raw.name or self._name(raw, members),
@@ -1033,9 +1039,7 @@ class _Finder:
         extra = self._projections(groups)
         extra += self._place(placements, groups + extra)
         groups += [  # ignore= applies to these too
-            g
-            for g in extra
-            if not any(m.param.rpartition(".")[0] in self.ignored for m in g.producers)
+            g for g in extra if not any(_module_of(m.param) in self.ignored for m in g.producers)
         ]
         groups = [
             replace(
@@ -1063,7 +1067,7 @@ class _Finder:
         """Members under the names ``named_parameters()`` uses; a tied slice appears once (the
         first role seen wins: an embedding's producer rows over a tied head's consumer rows)."""
         out: dict[tuple[str, int, int, int, str | None], Member] = {}
-        for m in raw.members:
+        for m in (w for m0 in raw.members for w in self._weight_norm_members(m0)):
             name = self.canonical.get(m.param, m.param)
             key = (name, m.dim, m.offset, m.repeat, m.gate)
             if key not in out:
@@ -1072,14 +1076,49 @@ class _Finder:
             out.values(), key=lambda m: (self.param_order.get(m.param, -1), m.dim, m.offset)
         )
 
+    def _weight_norm_members(self, m: Member) -> list[Member]:
+        """A weight-normalised weight (``parametrizations.weight_norm``, or the older
+        ``weight_g``/``weight_v`` hooks; wav2vec2's positional conv) is computed, not a
+        parameter: its direction ``v`` takes the member's place, and its magnitude ``g`` joins
+        as ``"other"`` where it runs along the channel dim (weight_norm's ``dim``). ``w = g v /
+        ||v||`` with the norm over the other dims, so permuting both together permutes ``w``.
+        The permutation check still confirms it."""
+        if m.param in self.params or m.param in self.canonical:
+            return [m]
+        prefix, _, attr = m.param.rpartition(".")
+        names = (
+            (
+                f"{prefix}.parametrizations.{attr}.original1",
+                f"{prefix}.parametrizations.{attr}.original0",
+            )
+            if self._is_weight_norm(self.modules.get(prefix), attr)
+            else (f"{prefix}.{attr}_v", f"{prefix}.{attr}_g")
+        )
+        v_name, g_name = names
+        v, g = self.params.get(v_name), self.params.get(g_name)
+        if v is None or g is None or g.ndim != v.ndim:
+            return [m]
+        out = [replace(m, param=v_name)]
+        if g.shape[m.dim] == v.shape[m.dim] > 1:
+            out.append(replace(m, param=g_name, role="other"))
+        return out
+
+    @staticmethod
+    def _is_weight_norm(module: nn.Module | None, attr: str) -> bool:
+        from torch.nn.utils import parametrize
+        from torch.nn.utils.parametrizations import _WeightNorm
+
+        if module is None or not parametrize.is_parametrized(module, attr):
+            return False
+        chain = getattr(module.parametrizations, attr)
+        return len(chain) == 1 and isinstance(chain[0], _WeightNorm)
+
     def _name(self, raw: _Raw, members: list[Member]) -> str:
         producers = list(
-            dict.fromkeys(
-                m.param.rpartition(".")[0] or m.param for m in members if m.role == "producer"
-            )
+            dict.fromkeys(_module_of(m.param) or m.param for m in members if m.role == "producer")
         )
         if not producers:
-            producers = [members[0].param.rpartition(".")[0] or members[0].param]
+            producers = [_module_of(members[0].param) or members[0].param]
         if raw.attention:
             base = _common_prefix(producers) or "+".join(producers)
             return f"{base} (attention)"
@@ -1101,7 +1140,7 @@ class _Finder:
         producers = [m for m in members if m.role == "producer"]
         if len({m.param for m in producers}) > 1 and raw.residual:
             return "residual"
-        first = self.modules.get(producers[0].param.rpartition(".")[0]) if producers else None
+        first = self.modules.get(_module_of(producers[0].param)) if producers else None
         if isinstance(first, nn.modules.conv._ConvNd):
             return "conv"
         if isinstance(first, nn.Linear) or _is_conv1d(first):
