@@ -1213,3 +1213,25 @@ def weight_norm_net(seed: int = 0, form: str = "parametrize"):
 
 PATTERNS["weight_norm_net"] = weight_norm_net
 PATTERNS["weight_norm_hooks"] = lambda seed=0: weight_norm_net(seed, form="hooks")
+
+
+class BagClassifier(nn.Module):
+    """The PyTorch text-classification tutorial: ``nn.EmbeddingBag`` (mean of each bag's rows,
+    bags given by offsets into a flat index tensor) -> Linear -> ReLU -> head."""
+
+    def __init__(self, vocab: int = 30, dim: int = 16, hidden: int = 12):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, dim, mode="mean")
+        self.fc = nn.Linear(dim, hidden)
+        self.head = nn.Linear(hidden, 3)
+
+    def forward(self, ids, offsets):
+        return self.head(F.relu(self.fc(self.bag(ids, offsets))))
+
+
+def embedding_bag(seed: int = 0):
+    g = _seed(seed)
+    return BagClassifier(), (torch.randint(0, 30, (10,), generator=g), torch.tensor([0, 4, 7]))
+
+
+PATTERNS["embedding_bag"] = embedding_bag

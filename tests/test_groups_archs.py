@@ -522,3 +522,20 @@ def test_weight_norm_direction_and_magnitude_are_members(arch, v, g):
             "b": (h, "conv", 1, [*rows("b"), *consumer("head")]),
         },
     )
+
+
+def test_embedding_bag_columns_are_a_group():
+    model, _, groups, msgs = run("embedding_bag")
+    assert msgs == []
+    check(
+        groups,
+        {
+            "bag": (
+                model.bag.embedding_dim,
+                "embedding",
+                1,
+                [M("bag.weight", 1, "producer"), *consumer("fc")],
+            ),
+            "fc": (model.fc.out_features, "linear", 1, [*rows("fc"), *consumer("head")]),
+        },
+    )

@@ -71,6 +71,7 @@ from widthwise.groups.tracing import (
     TPPruner,
     _blocks,
     _conv1d_pruner,
+    _embedding_bag_pruner,
     _frozen_params_traced,
     _is_conv1d,
     _layout,
@@ -313,7 +314,7 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
     from widthwise.groups import recurrent as rec
 
-    mod: nn.Module = it.module  # a cut RNN/MHA (recurrent.BoundaryPruner) or HF Conv1D
+    mod: nn.Module = it.module  # a cut RNN/MHA (recurrent.BoundaryPruner), HF Conv1D, EmbeddingBag
     mname = it.mname
     off, rep = it.span
     if _is_conv1d(mod):  # Hugging Face Conv1D: y = x @ W + b with W [in, out]
@@ -323,6 +324,10 @@ def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
             raw.add([Member(f"{mname}.weight", 1, "producer", off, rep)])
             if getattr(mod, "bias", None) is not None:
                 raw.add([Member(f"{mname}.bias", 0, "other", off, rep)])
+        return
+    if isinstance(mod, nn.EmbeddingBag):  # a bag of rows summed: channels are weight columns
+        if not it.is_in:
+            raw.add([Member(f"{mname}.weight", 1, "producer", off, rep)])
         return
     # an RNN's initial-state problem spoils its hidden units, not the group that feeds it
     if mname in f.cuts.problems and not (it.is_in and isinstance(mod, nn.RNNBase)):
@@ -502,6 +507,8 @@ class _Finder:
                 pruners[type(m)] = rec.BoundaryPruner()
             elif _is_conv1d(m):
                 pruners[type(m)] = _conv1d_pruner()
+            elif isinstance(m, nn.EmbeddingBag):
+                pruners[type(m)] = _embedding_bag_pruner()
         self.input_leaves: list[torch.Tensor] = []
         # inputs as grad-requiring leaves reveal x + f(x) on the input; a model that writes
         # into its input in place cannot take them, so it is traced on the plain inputs
@@ -580,7 +587,13 @@ class _Finder:
 
         from widthwise.groups import recurrent as rec
 
-        root_types = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, *rec.BOUNDARY_TYPES)
+        root_types = (
+            nn.modules.conv._ConvNd,
+            nn.Linear,
+            nn.Embedding,
+            nn.EmbeddingBag,
+            *rec.BOUNDARY_TYPES,
+        )
         roots = sorted(
             (
                 m
@@ -1147,7 +1160,7 @@ class _Finder:
             return "linear"
         if producers and producers[0].dim == 0 and self.params[producers[0].param].ndim == 2:
             return "linear"  # F.linear on a raw weight
-        if isinstance(first, nn.Embedding):
+        if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
             return "embedding"
         return "other"
 

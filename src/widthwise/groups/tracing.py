@@ -291,6 +291,30 @@ def _weight_is_2d(module: object) -> bool:
 
 
 @functools.cache
+def _embedding_bag_pruner() -> TPPruner:
+    import torch_pruning as tp
+
+    class EmbeddingBagPruner(tp.pruner.BasePruningFunc):
+        """Torch-Pruning handler for ``nn.EmbeddingBag`` (it has none): channels are weight
+        columns; its inputs are indices, so it has no input channels."""
+
+        def prune_out_channels(  # pragma: no cover - never pruned
+            self, layer: nn.Module, idxs: Sequence[int]
+        ) -> nn.Module:
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: nn.EmbeddingBag) -> int:
+            return layer.embedding_dim
+
+        def get_in_channels(self, layer: nn.EmbeddingBag) -> None:
+            return None
+
+    pruner: TPPruner = EmbeddingBagPruner()
+    return pruner
+
+
 def _conv1d_pruner() -> TPPruner:
     import torch_pruning as tp
 
