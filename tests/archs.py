@@ -1235,3 +1235,33 @@ def embedding_bag(seed: int = 0):
 
 
 PATTERNS["embedding_bag"] = embedding_bag
+
+
+class ClsMeanHead(nn.Module):
+    """DINOv2's classifier: a ViT (class token, a 3-D parameter, concatenated along tokens;
+    learned positions; one pre-norm MLP block) whose head reads ``cat([cls, mean of patches])``
+    along features, so each stream channel is read at ``c`` and at ``d + c``."""
+
+    def __init__(self, dim: int = 16, tokens: int = 4):
+        super().__init__()
+        self.patch = nn.Linear(6, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.1)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def forward(self, x):
+        h = self.patch(x)
+        h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1) + self.pos
+        h = h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.head(torch.cat([h[:, 0], h[:, 1:].mean(dim=1)], dim=1))
+
+
+def cls_mean_head(seed: int = 0):
+    g = _seed(seed)
+    return ClsMeanHead(), torch.randn(2, 4, 6, generator=g)
+
+
+PATTERNS["cls_mean_head"] = cls_mean_head

@@ -539,3 +539,21 @@ def test_embedding_bag_columns_are_a_group():
             "fc": (model.fc.out_features, "linear", 1, [*rows("fc"), *consumer("head")]),
         },
     )
+
+
+def test_a_head_on_cat_of_class_token_and_patch_mean_reads_each_channel_twice():
+    model, _, groups, msgs = run("cls_mean_head")
+    assert msgs == []
+    d = model.patch.out_features
+    stream = next(g for g in groups if g.kind == "residual")
+    assert stream.width == d
+    assert set(stream.members) == {
+        *rows("patch"),
+        M("cls", 2, "other"),
+        M("pos", 2, "other"),
+        *norm("norm"),
+        *consumer("fc1"),
+        *rows("fc2"),
+        *consumer("head", 0),
+        *consumer("head", d),
+    }

@@ -107,12 +107,27 @@ def _update_index_mapping(dg: TPGraph) -> None:
         t.SLICE: im.update_slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
+    for node in nodes:
+        if node.type == t.CONCAT and _feature_cat_2d(node.grad_fn):
+            # Torch-Pruning turns off the map of every concat below a 3-D parameter (a ViT's
+            # class token, concatenated along tokens); a 2-D concat on features (DINOv2's head
+            # reads cat([cls, mean of patches])) is not that case
+            node.enable_index_mapping = True
     # splits first: a concat of split pieces reads the piece sizes they set
     for node in sorted(nodes, key=lambda n: n.type != t.SPLIT):
         fn = update.get(node.type)
         if fn is not None:
             with contextlib.suppress(Exception):
                 fn(dg, node)
+
+
+def _feature_cat_2d(gf: GradFn | None) -> bool:
+    """A ``torch.cat`` along dim 1 of 2-D tensors (batch, features)."""
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if not meta or dim is None:
+        return False
+    return len(meta[0].shape) == 2 and dim in (1, -1)
 
 
 def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
