@@ -1265,3 +1265,41 @@ def cls_mean_head(seed: int = 0):
 
 
 PATTERNS["cls_mean_head"] = cls_mean_head
+
+
+class FrozenRotary(nn.Module):
+    """RoFormer: one *frozen* sinusoidal table (``nn.Embedding``, head-size wide) computed once
+    and applied as a rotary embedding to q and k in every layer (2 layers, 2 heads)."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, seq: int = 8):
+        super().__init__()
+        self.heads, hd = heads, dim // heads
+        self.embed = nn.Linear(6, dim)
+        self.table = nn.Embedding(seq, hd)
+        self.table.requires_grad_(False)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({k: nn.Linear(dim, dim) for k in ("q", "k", "v", "o")}) for _ in range(2)
+        )
+        self.head = nn.Linear(dim, 3)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
+
+    def forward(self, x):
+        h = self.embed(x)
+        sin, cos = self.table(torch.arange(x.shape[1])).chunk(2, dim=-1)
+        for layer in self.layers:
+            q, k, v = (_split_heads(layer[p](h), self.heads) for p in ("q", "k", "v"))
+            q, k = self._rotate(q, sin, cos), self._rotate(k, sin, cos)
+            h = h + layer["o"](_merge_heads(_attend(q, k, v)))
+        return self.head(h.mean(1))
+
+
+def frozen_rotary(seed: int = 0):
+    g = _seed(seed)
+    return FrozenRotary(), torch.randn(2, 5, 6, generator=g)
+
+
+PATTERNS["frozen_rotary"] = frozen_rotary

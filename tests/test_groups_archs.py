@@ -557,3 +557,12 @@ def test_a_head_on_cat_of_class_token_and_patch_mean_reads_each_channel_twice():
         *consumer("head", 0),
         *consumer("head", d),
     }
+
+
+def test_a_frozen_rotary_table_does_not_tie_the_layers_heads_together():
+    model, _, groups, msgs = run("frozen_rotary")
+    assert msgs == []
+    names = {g.name for g in groups}
+    assert {"layers.0 (attention)", "layers.1 (attention)"} <= names, names
+    assert not any(m.param == "table.weight" for g in groups for m in g.members)
+    assert not model.table.weight.requires_grad

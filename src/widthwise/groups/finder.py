@@ -146,7 +146,21 @@ def find_groups(
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.enable_grad():
-            return _Finder(model, example_inputs, ignore, timeout).run()
+            start = time.monotonic()
+            finder = _Finder(model, example_inputs, ignore, timeout)
+            groups = finder.run()
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            frozen = any(not p.requires_grad for p in model.parameters())
+            if finder.left_out and frozen and (left is None or left > 0):
+                # Frozen weights are traced so that a frozen position table or backbone couples
+                # like a trained one; but a frozen table read by a rotary embedding (RoFormer)
+                # then ties every layer's heads together. Keep whichever way leaves less out.
+                other = _Finder(model, example_inputs, ignore, left, trace_frozen=False)
+                other_groups = other.run()
+                if len(other.left_out) < len(finder.left_out):
+                    finder, groups = other, other_groups
+            finder.warn(groups)
+            return groups
     finally:
         for m, training in modes.items():
             m.training = training
@@ -376,9 +390,15 @@ def _builders() -> dict[Any, tuple[_Builder, bool]]:
 
 class _Finder:
     def __init__(
-        self, model: nn.Module, example_inputs: Any, ignore: IgnoreSpec, timeout: float | None
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ignore: IgnoreSpec,
+        timeout: float | None,
+        trace_frozen: bool = True,
     ):
         self.model = model
+        self.trace_frozen = trace_frozen
         self.example_inputs = example_inputs
         self.timeout = timeout
         self.deadline = float("inf")
@@ -518,7 +538,9 @@ class _Finder:
             with (
                 rec.CutHooks(self.model) as cuts,
                 _no_new_hooks(self.model),
-                _frozen_params_traced(self.model),
+                _frozen_params_traced(self.model)
+                if self.trace_frozen
+                else contextlib.nullcontext(),
                 _tolerant_index_mapping(),
                 self._linear_shadows(),
                 warnings.catch_warnings(),
@@ -560,7 +582,11 @@ class _Finder:
             outputs.clear()
             self.input_leaves.clear()
             del dg, traced_inputs
-        groups = self._finish(raws)
+        return self._finish(raws)
+
+    def warn(self, groups: list[ChannelGroup]) -> None:
+        """The one :class:`GroupingWarning`: what was left out and why, or that nothing was
+        found."""
         name = type(self.model).__name__
         if self.left_out:
             items = "; ".join(f"{k}: {v}" for k, v in self.left_out.items())
@@ -579,7 +605,6 @@ class _Finder:
                 GroupingWarning,
                 stacklevel=3,
             )
-        return groups
 
     # -- Torch-Pruning groups -> raw groups --------------------------------------------------
 
