@@ -41,6 +41,7 @@ class TPNode(Protocol):
     grad_fn: GradFn | None
     type: Any  # torch_pruning.ops.OPTYPE (an Enum)
     pruning_dim: int
+    enable_index_mapping: bool  # concat/split nodes: whether their index maps are used
     inputs: list[TPNode]
     outputs: list[TPNode]
     dependencies: list[TPDependency]
