@@ -1303,3 +1303,37 @@ def frozen_rotary(seed: int = 0):
 
 
 PATTERNS["frozen_rotary"] = frozen_rotary
+
+
+class FusedGQA(nn.Module):
+    """Phi-3's attention: one fused ``qkv_proj`` whose rows are [q | k | v] with half as many
+    key/value heads (4 query heads, 2 key/value heads of size 4): ``2 * dim`` rows, as many as
+    a fused [gate | up]; k and v heads repeated for their query heads, then ``o_proj``."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, kv_heads: int = 2):
+        super().__init__()
+        self.heads, self.kv_heads, self.hd = heads, kv_heads, dim // heads
+        self.embed = nn.Linear(6, dim)
+        self.qkv_proj = nn.Linear(dim, dim + 2 * kv_heads * self.hd, bias=False)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        qkv = self.qkv_proj(h)
+        d, kvw = h.shape[-1], self.kv_heads * self.hd
+        q = _split_heads(qkv[..., :d], self.heads)
+        k = _split_heads(qkv[..., d : d + kvw], self.kv_heads)
+        v = _split_heads(qkv[..., d + kvw :], self.kv_heads)
+        rep = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        h = h + self.o_proj(_merge_heads(_attend(q, k, v)))
+        return self.head(h.mean(1))
+
+
+def fused_gqa(seed: int = 0):
+    g = _seed(seed)
+    return FusedGQA(), torch.randn(2, 5, 6, generator=g)
+
+
+PATTERNS["fused_gqa"] = fused_gqa

@@ -566,3 +566,19 @@ def test_a_frozen_rotary_table_does_not_tie_the_layers_heads_together():
     assert {"layers.0 (attention)", "layers.1 (attention)"} <= names, names
     assert not any(m.param == "table.weight" for g in groups for m in g.members)
     assert not model.table.weight.requires_grad
+
+
+def test_fused_qkv_with_half_as_many_key_value_heads_groups_whole_key_value_heads():
+    model, _, groups, msgs = run("fused_gqa")
+    assert msgs == []
+    d, hd, kvh = model.o_proj.in_features, model.hd, model.kv_heads
+    q_rows = d // kvh  # the query heads that share one key/value head
+    got = {g.name: g for g in groups}
+    att = got["qkv_proj (attention)"]
+    assert (att.width, att.kind) == (kvh, "attention")
+    assert set(att.members) == {
+        M("qkv_proj.weight", 0, "producer", 0, q_rows, "q"),
+        M("qkv_proj.weight", 0, "producer", d, hd, "k"),
+        M("qkv_proj.weight", 0, "producer", d + kvh * hd, hd, "v"),
+        M("o_proj.weight", 1, "consumer", 0, q_rows),
+    }
