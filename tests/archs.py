@@ -1337,3 +1337,30 @@ def fused_gqa(seed: int = 0):
 
 
 PATTERNS["fused_gqa"] = fused_gqa
+
+
+class BufferPositions(nn.Module):
+    """XGLM / M2M100: a sinusoidal position table kept as a *buffer* (not a parameter) and
+    added to the token embeddings; one MLP block with a residual; a head on the mean."""
+
+    def __init__(self, vocab: int = 20, dim: int = 16, seq: int = 8):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        pos = torch.arange(seq)[:, None] / 10000 ** (torch.arange(0, dim, 2) / dim)
+        self.register_buffer("table", torch.cat([pos.sin(), pos.cos()], 1), persistent=False)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.table[: ids.shape[1]]
+        h = h + self.fc2(F.gelu(self.fc1(h)))
+        return self.head(h.mean(1))
+
+
+def buffer_positions(seed: int = 0):
+    g = _seed(seed)
+    return BufferPositions(), torch.randint(0, 20, (2, 6), generator=g)
+
+
+PATTERNS["buffer_positions"] = buffer_positions

@@ -1320,6 +1320,12 @@ class _Finder:
                 continue  # a head count that passes was found
             if time.monotonic() > self.deadline:
                 why = f"not verified within timeout={self.timeout:g} s"
+            elif (buf := self._tied_buffer(sym, g)) is not None:
+                why = (
+                    f"a fixed tensor '{buf}' (a buffer, not a parameter: e.g. a sinusoidal "
+                    "position table) is combined with its channels, so they cannot be permuted "
+                    "or resized without rebuilding it"
+                )
             elif raw.input_product:
                 why = (
                     "its channels are multiplied element-wise by a model input (a per-channel "
@@ -1339,6 +1345,24 @@ class _Finder:
             self.root_keys.setdefault(raw.root, set()).add(g.name)
             groups[k] = None
         return [g for g in groups if g is not None]
+
+    def _tied_buffer(self, sym: Symmetry, g: ChannelGroup) -> str | None:
+        """The floating-point buffer (not a norm's running statistics) whose last dim, permuted
+        with ``g``, makes ``g`` pass: a fixed table added to the channels (XGLM, M2M100)."""
+        stats = ("running_mean", "running_var")
+        bufs = [
+            n
+            for n, b in sym.buffers.items()
+            if b.is_floating_point()
+            and b.ndim >= 1
+            and b.shape[-1] == g.width
+            and not n.endswith(stats)
+        ]
+        for n in bufs[:4]:  # a few forwards at most
+            probe = replace(g, members=(*g.members, Member(n, sym.buffers[n].ndim - 1, "other")))
+            if sym.passes([probe]):
+                return n
+        return None
 
     def _placements(self, raw: _Raw, group: ChannelGroup) -> list[tuple[str, ChannelGroup]]:
         """Where a group's channels may sit in the layers Torch-Pruning could not map (``k``
