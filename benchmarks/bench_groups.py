@@ -178,7 +178,7 @@ HF_BATTERY: dict[str, tuple[str, dict, str]] = {
     "poolformer": ("PoolFormerForImageClassification", dict(image_size=32, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1]), _IMAGE),
     "levit": ("LevitForImageClassification", dict(image_size=32, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8]), _IMAGE),
     "segformer": ("SegformerForImageClassification", dict(image_size=32, hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 2, 2, 4], depths=[1, 1, 1, 1]), _IMAGE),
-    "cvt": ("CvtForImageClassification", dict(embed_dim=[16, 32, 32], num_heads=[1, 2, 2], depth=[1, 1, 1], drop_path_rate=[0.0, 0.0, 0.0]), _IMAGE),
+    "cvt": ("CvtForImageClassification", dict(embed_dim=[16, 32, 32], num_heads=[1, 2, 2], depth=[1, 2, 3], drop_path_rate=[0.0, 0.0, 0.0]), _IMAGE),
     "pvt": ("PvtForImageClassification", dict(image_size=32, hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 2, 2, 4], depths=[1, 1, 1, 1]), _IMAGE),
     "focalnet": ("FocalNetForImageClassification", dict(image_size=32, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3]), _IMAGE),
     "clip-vision": ("CLIPVisionModelWithProjection", _VIT, _IMAGE),

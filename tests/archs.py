@@ -1364,3 +1364,55 @@ def buffer_positions(seed: int = 0):
 
 
 PATTERNS["buffer_positions"] = buffer_positions
+
+
+class TrigramEmbedding(nn.Module):
+    """MobileBERT's embedding: the token embeddings shifted one token left, unshifted, and
+    shifted right, concatenated on features (``dim=2``) and projected by one Linear; an MLP
+    block with a residual; a head on the mean."""
+
+    def __init__(self, vocab: int = 20, emb: int = 8, dim: int = 16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, emb)
+        self.proj = nn.Linear(3 * emb, dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids):
+        e = self.tok(ids)
+        left = F.pad(e[:, 1:], [0, 0, 0, 1])
+        right = F.pad(e[:, :-1], [0, 0, 1, 0])
+        h = self.proj(torch.cat([left, e, right], dim=2))
+        h = h + self.fc2(F.gelu(self.fc1(h)))
+        return self.head(h.mean(1))
+
+
+def trigram_embedding(seed: int = 0):
+    g = _seed(seed)
+    return TrigramEmbedding(), torch.randint(0, 20, (2, 6), generator=g)
+
+
+class TimeCat(nn.Module):
+    """A conv net that concatenates along *time* (the last dim of (batch, channels, time)):
+    not a concat on channels, whatever the dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(3, 8, 3, padding=1)
+        self.b = nn.Conv1d(8, 12, 3, padding=1)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        h = torch.cat([h, h.flip(-1)], dim=-1)
+        return self.head(F.relu(self.b(h)).mean(-1))
+
+
+def time_cat(seed: int = 0):
+    g = _seed(seed)
+    return TimeCat(), torch.randn(2, 3, 6, generator=g)
+
+
+PATTERNS["trigram_embedding"] = trigram_embedding
+PATTERNS["time_cat"] = time_cat

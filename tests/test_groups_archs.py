@@ -584,3 +584,30 @@ def test_fused_qkv_with_half_as_many_key_value_heads_groups_whole_key_value_head
         M("qkv_proj.weight", 0, "producer", d + kvh * hd, hd, "v"),
         M("o_proj.weight", 1, "consumer", 0, q_rows),
     }
+
+
+def test_a_concat_on_the_last_feature_dim_places_each_piece():
+    model, _, groups, msgs = run("trigram_embedding")
+    assert msgs == []
+    e, d = model.tok.embedding_dim, model.proj.out_features
+    got = {g.name: g for g in groups}
+    # cat([left, e, right], dim=2): embedding channel c is read at c, e + c and 2e + c
+    assert set(got["tok"].members) == {
+        M("tok.weight", 1, "producer"),
+        *(consumer("proj", off)[0] for off in (0, e, 2 * e)),
+    }
+    assert got["tok"].width == e
+    stream = next(g for g in groups if g.kind == "residual")
+    assert stream.width == d and set(rows("proj")) <= set(stream.members)
+
+
+def test_a_concat_on_time_is_not_read_as_channels():
+    model, _, groups, msgs = run("time_cat")
+    assert msgs == []
+    check(
+        groups,
+        {
+            "a": (model.a.out_channels, "conv", 1, [*rows("a"), *consumer("b")]),
+            "b": (model.b.out_channels, "conv", 1, [*rows("b"), *consumer("head")]),
+        },
+    )
