@@ -105,7 +105,12 @@ _TEXT, _SEQ2SEQ, _IMAGE, _AUDIO, _WAVE = "text", "seq2seq", "image", "audio", "w
 _SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 _VIT = dict(_SMALL, image_size=32, patch_size=8, num_channels=3)
 _CNN = dict(
-    image_size=32, num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8, num_stages=2
+    image_size=32,
+    num_channels=3,
+    hidden_sizes=[8, 16],
+    depths=[1, 1],
+    embedding_size=8,
+    num_stages=2,
 )
 
 _WAV = dict(_SMALL, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)  # fmt: skip

@@ -1416,3 +1416,35 @@ def time_cat(seed: int = 0):
 
 PATTERNS["trigram_embedding"] = trigram_embedding
 PATTERNS["time_cat"] = time_cat
+
+
+class InterpolatedPositions(nn.Module):
+    """PVT (and timm's position-embedding resampling): a learned position table for a 2x2
+    grid, bilinearly interpolated to the 4x4 patch grid and added to the patch embeddings;
+    tokens; one pre-norm MLP block with a residual; a head on the mean."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.pos = nn.Parameter(torch.randn(1, 4, dim) * 0.1)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.patch(x)
+        _, c, hh, ww = h.shape
+        grid = self.pos.reshape(1, 2, 2, c).permute(0, 3, 1, 2)
+        pos = F.interpolate(grid, size=(hh, ww), mode="bilinear", align_corners=False)
+        h = (h + pos).flatten(2).transpose(1, 2)
+        h = h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.head(h.mean(1))
+
+
+def interpolated_positions(seed: int = 0):
+    g = _seed(seed)
+    return InterpolatedPositions(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["interpolated_positions"] = interpolated_positions

@@ -611,3 +611,12 @@ def test_a_concat_on_time_is_not_read_as_channels():
             "b": (model.b.out_channels, "conv", 1, [*rows("b"), *consumer("head")]),
         },
     )
+
+
+def test_a_bilinearly_resampled_position_table_is_a_member_not_a_matmul():
+    model, _, groups, msgs = run("interpolated_positions")
+    assert msgs == []  # 'upsamplebilinear2d' is a resampling, not a linear layer
+    stream = next(g for g in groups if g.kind == "residual")
+    assert stream.width == model.patch.out_channels
+    assert M("pos", 2, "other") in stream.members
+    assert {*rows("patch"), *norm("norm"), *consumer("fc1"), *rows("fc2")} <= set(stream.members)

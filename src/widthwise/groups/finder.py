@@ -850,7 +850,8 @@ class _Finder:
         parents = [f for f, _ in gf.next_functions if f is not None]
         if any(k in op for k in ("view", "reshape", "transpose", "permute")):
             raw.rearranged = True
-        if any(k in op for k in _MATMUL_OPS):
+        # "upsamplebilinear2d" names "linear" but is a resampling (PVT's position embeddings)
+        if any(k in op for k in _MATMUL_OPS) and not op.startswith("upsample"):
             weights = [_weight_leaves(f, self.param_name) for f in parents]
             params = sorted(
                 {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
