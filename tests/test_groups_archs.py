@@ -278,7 +278,7 @@ def test_token_mask_keeps_the_group_and_a_channel_mask_is_named():
     [
         ("bot_block", ["qkv"]),
         ("single_linear", ["no channel group"]),
-        ("buffer_positions", ["tok+fc2 (residual)", "fixed tensor 'table'"]),
+        ("buffer_positions", ["tok+fc2 (residual)", "fixed tensors 'table' (buffers"]),
     ],
 )
 def test_left_out_with_one_warning(arch, named):

@@ -1321,11 +1321,13 @@ class _Finder:
                 continue  # a head count that passes was found
             if time.monotonic() > self.deadline:
                 why = f"not verified within timeout={self.timeout:g} s"
-            elif (buf := self._tied_buffer(sym, g)) is not None:
+            elif bufs := self._tied_buffers(sym, g):
                 why = (
-                    f"a fixed tensor '{buf}' (a buffer, not a parameter: e.g. a sinusoidal "
-                    "position table) is combined with its channels, so they cannot be permuted "
-                    "or resized without rebuilding it"
+                    "fixed tensors "
+                    + ", ".join(f"'{b}'" for b in bufs)
+                    + " (buffers, not parameters: e.g. a sinusoidal position table) are "
+                    "combined with its channels, so they cannot be permuted or resized without "
+                    "rebuilding them"
                 )
             elif raw.input_product:
                 why = (
@@ -1347,9 +1349,10 @@ class _Finder:
             groups[k] = None
         return [g for g in groups if g is not None]
 
-    def _tied_buffer(self, sym: Symmetry, g: ChannelGroup) -> str | None:
-        """The floating-point buffer (not a norm's running statistics) whose last dim, permuted
-        with ``g``, makes ``g`` pass: a fixed table added to the channels (XGLM, M2M100)."""
+    def _tied_buffers(self, sym: Symmetry, g: ChannelGroup) -> list[str]:
+        """The floating-point buffers (not a norm's running statistics) whose last dim,
+        permuted with ``g``, makes ``g`` pass: fixed tables added to the channels (XGLM's one,
+        M2M100's encoder and decoder ones). One forward for all, then one per buffer."""
         stats = ("running_mean", "running_var")
         bufs = [
             n
@@ -1358,12 +1361,16 @@ class _Finder:
             and b.ndim >= 1
             and b.shape[-1] == g.width
             and not n.endswith(stats)
-        ]
-        for n in bufs[:4]:  # a few forwards at most
-            probe = replace(g, members=(*g.members, Member(n, sym.buffers[n].ndim - 1, "other")))
-            if sym.passes([probe]):
-                return n
-        return None
+        ][:8]
+
+        def probe(names: list[str]) -> bool:
+            extra = tuple(Member(n, sym.buffers[n].ndim - 1, "other") for n in names)
+            return sym.passes([replace(g, members=(*g.members, *extra))])
+
+        if not bufs or not probe(bufs):
+            return []
+        needed = [n for n in bufs if not probe([b for b in bufs if b != n])]
+        return needed or bufs[:1]
 
     def _placements(self, raw: _Raw, group: ChannelGroup) -> list[tuple[str, ChannelGroup]]:
         """Where a group's channels may sit in the layers Torch-Pruning could not map (``k``
