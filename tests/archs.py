@@ -7,6 +7,8 @@ arguments (Hugging Face models).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -1120,3 +1122,329 @@ def hf_swin_tiny(seed: int = 0):
 
 
 PATTERNS["hf_swin_tiny"] = hf_swin_tiny
+
+
+# ---------------------------------------------------------------------------------------------
+# found by the Hugging Face battery (benchmarks/bench_groups.py --hf)
+
+
+class FrozenPositions(nn.Module):
+    """Whisper's encoder / Marian / Pegasus: token embedding + a *frozen* position table
+    (``nn.Embedding`` with ``requires_grad=False``, sinusoidal values) added to the stream, one
+    pre-norm MLP block with a residual, a head on the mean."""
+
+    def __init__(self, vocab: int = 20, dim: int = 16, seq: int = 8):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(seq, dim)
+        self.pos.requires_grad_(False)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+        h = h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.head(h.mean(1))
+
+
+def frozen_positions(seed: int = 0):
+    g = _seed(seed)
+    return FrozenPositions(), torch.randint(0, 20, (2, 6), generator=g)
+
+
+def hf_marian_tiny(seed: int = 0):
+    """MarianMTModel: frozen sinusoidal position tables in encoder and decoder, shared
+    embedding, final_logits_bias."""
+    from transformers import MarianConfig, MarianMTModel
+
+    g = _seed(seed)
+    cfg = MarianConfig(
+        vocab_size=40,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=24,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        decoder_start_token_id=0,
+    )
+    ids = torch.randint(3, 40, (1, 6), generator=g)
+    return MarianMTModel(cfg), {"input_ids": ids, "decoder_input_ids": ids[:, :4]}
+
+
+PATTERNS["frozen_positions"] = frozen_positions
+PATTERNS["hf_marian_tiny"] = hf_marian_tiny
+
+
+class WeightNormNet(nn.Module):
+    """wav2vec2's positional conv: weight-normalised convs, whose ``weight`` is computed from a
+    magnitude ``g`` and a direction ``v``. ``a``: norm over each output channel (``dim=0``, g is
+    per channel); ``pos``: norm over the kernel taps (``dim=2``, as wav2vec2), added back to the
+    stream. ``form="hooks"``: the older ``nn.utils.weight_norm`` (``weight_g``/``weight_v``)."""
+
+    def __init__(self, form: str = "parametrize"):
+        super().__init__()
+        if form == "parametrize":
+            wn = nn.utils.parametrizations.weight_norm
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wn = nn.utils.weight_norm
+        self.a = wn(nn.Conv1d(3, 8, 3, padding=1), dim=0)
+        self.pos = wn(nn.Conv1d(8, 8, 3, padding=1), dim=2)
+        self.b = nn.Conv1d(8, 12, 1)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h + F.gelu(self.pos(h))
+        return self.head(F.relu(self.b(h)).mean(2))
+
+
+def weight_norm_net(seed: int = 0, form: str = "parametrize"):
+    g = _seed(seed)
+    return WeightNormNet(form), torch.randn(2, 3, 10, generator=g)
+
+
+PATTERNS["weight_norm_net"] = weight_norm_net
+PATTERNS["weight_norm_hooks"] = lambda seed=0: weight_norm_net(seed, form="hooks")
+
+
+class BagClassifier(nn.Module):
+    """The PyTorch text-classification tutorial: ``nn.EmbeddingBag`` (mean of each bag's rows,
+    bags given by offsets into a flat index tensor) -> Linear -> ReLU -> head."""
+
+    def __init__(self, vocab: int = 30, dim: int = 16, hidden: int = 12):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, dim, mode="mean")
+        self.fc = nn.Linear(dim, hidden)
+        self.head = nn.Linear(hidden, 3)
+
+    def forward(self, ids, offsets):
+        return self.head(F.relu(self.fc(self.bag(ids, offsets))))
+
+
+def embedding_bag(seed: int = 0):
+    g = _seed(seed)
+    return BagClassifier(), (torch.randint(0, 30, (10,), generator=g), torch.tensor([0, 4, 7]))
+
+
+PATTERNS["embedding_bag"] = embedding_bag
+
+
+class ClsMeanHead(nn.Module):
+    """DINOv2's classifier: a ViT (class token, a 3-D parameter, concatenated along tokens;
+    learned positions; one pre-norm MLP block) whose head reads ``cat([cls, mean of patches])``
+    along features, so each stream channel is read at ``c`` and at ``d + c``."""
+
+    def __init__(self, dim: int = 16, tokens: int = 4):
+        super().__init__()
+        self.patch = nn.Linear(6, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.1)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def forward(self, x):
+        h = self.patch(x)
+        h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1) + self.pos
+        h = h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.head(torch.cat([h[:, 0], h[:, 1:].mean(dim=1)], dim=1))
+
+
+def cls_mean_head(seed: int = 0):
+    g = _seed(seed)
+    return ClsMeanHead(), torch.randn(2, 4, 6, generator=g)
+
+
+PATTERNS["cls_mean_head"] = cls_mean_head
+
+
+class FrozenRotary(nn.Module):
+    """RoFormer: one *frozen* sinusoidal table (``nn.Embedding``, head-size wide) computed once
+    and applied as a rotary embedding to q and k in every layer (2 layers, 2 heads)."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, seq: int = 8):
+        super().__init__()
+        self.heads, hd = heads, dim // heads
+        self.embed = nn.Linear(6, dim)
+        self.table = nn.Embedding(seq, hd)
+        self.table.requires_grad_(False)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({k: nn.Linear(dim, dim) for k in ("q", "k", "v", "o")}) for _ in range(2)
+        )
+        self.head = nn.Linear(dim, 3)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
+
+    def forward(self, x):
+        h = self.embed(x)
+        sin, cos = self.table(torch.arange(x.shape[1])).chunk(2, dim=-1)
+        for layer in self.layers:
+            q, k, v = (_split_heads(layer[p](h), self.heads) for p in ("q", "k", "v"))
+            q, k = self._rotate(q, sin, cos), self._rotate(k, sin, cos)
+            h = h + layer["o"](_merge_heads(_attend(q, k, v)))
+        return self.head(h.mean(1))
+
+
+def frozen_rotary(seed: int = 0):
+    g = _seed(seed)
+    return FrozenRotary(), torch.randn(2, 5, 6, generator=g)
+
+
+PATTERNS["frozen_rotary"] = frozen_rotary
+
+
+class FusedGQA(nn.Module):
+    """Phi-3's attention: one fused ``qkv_proj`` whose rows are [q | k | v] with half as many
+    key/value heads (4 query heads, 2 key/value heads of size 4): ``2 * dim`` rows, as many as
+    a fused [gate | up]; k and v heads repeated for their query heads, then ``o_proj``."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, kv_heads: int = 2):
+        super().__init__()
+        self.heads, self.kv_heads, self.hd = heads, kv_heads, dim // heads
+        self.embed = nn.Linear(6, dim)
+        self.qkv_proj = nn.Linear(dim, dim + 2 * kv_heads * self.hd, bias=False)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        qkv = self.qkv_proj(h)
+        d, kvw = h.shape[-1], self.kv_heads * self.hd
+        q = _split_heads(qkv[..., :d], self.heads)
+        k = _split_heads(qkv[..., d : d + kvw], self.kv_heads)
+        v = _split_heads(qkv[..., d + kvw :], self.kv_heads)
+        rep = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        h = h + self.o_proj(_merge_heads(_attend(q, k, v)))
+        return self.head(h.mean(1))
+
+
+def fused_gqa(seed: int = 0):
+    g = _seed(seed)
+    return FusedGQA(), torch.randn(2, 5, 6, generator=g)
+
+
+PATTERNS["fused_gqa"] = fused_gqa
+
+
+class BufferPositions(nn.Module):
+    """XGLM / M2M100: a sinusoidal position table kept as a *buffer* (not a parameter) and
+    added to the token embeddings; one MLP block with a residual; a head on the mean."""
+
+    def __init__(self, vocab: int = 20, dim: int = 16, seq: int = 8):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        pos = torch.arange(seq)[:, None] / 10000 ** (torch.arange(0, dim, 2) / dim)
+        self.register_buffer("table", torch.cat([pos.sin(), pos.cos()], 1), persistent=False)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.table[: ids.shape[1]]
+        h = h + self.fc2(F.gelu(self.fc1(h)))
+        return self.head(h.mean(1))
+
+
+def buffer_positions(seed: int = 0):
+    g = _seed(seed)
+    return BufferPositions(), torch.randint(0, 20, (2, 6), generator=g)
+
+
+PATTERNS["buffer_positions"] = buffer_positions
+
+
+class TrigramEmbedding(nn.Module):
+    """MobileBERT's embedding: the token embeddings shifted one token left, unshifted, and
+    shifted right, concatenated on features (``dim=2``) and projected by one Linear; an MLP
+    block with a residual; a head on the mean."""
+
+    def __init__(self, vocab: int = 20, emb: int = 8, dim: int = 16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, emb)
+        self.proj = nn.Linear(3 * emb, dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids):
+        e = self.tok(ids)
+        left = F.pad(e[:, 1:], [0, 0, 0, 1])
+        right = F.pad(e[:, :-1], [0, 0, 1, 0])
+        h = self.proj(torch.cat([left, e, right], dim=2))
+        h = h + self.fc2(F.gelu(self.fc1(h)))
+        return self.head(h.mean(1))
+
+
+def trigram_embedding(seed: int = 0):
+    g = _seed(seed)
+    return TrigramEmbedding(), torch.randint(0, 20, (2, 6), generator=g)
+
+
+class TimeCat(nn.Module):
+    """A conv net that concatenates along *time* (the last dim of (batch, channels, time)):
+    not a concat on channels, whatever the dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(3, 8, 3, padding=1)
+        self.b = nn.Conv1d(8, 12, 3, padding=1)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        h = torch.cat([h, h.flip(-1)], dim=-1)
+        return self.head(F.relu(self.b(h)).mean(-1))
+
+
+def time_cat(seed: int = 0):
+    g = _seed(seed)
+    return TimeCat(), torch.randn(2, 3, 6, generator=g)
+
+
+PATTERNS["trigram_embedding"] = trigram_embedding
+PATTERNS["time_cat"] = time_cat
+
+
+class InterpolatedPositions(nn.Module):
+    """PVT (and timm's position-embedding resampling): a learned position table for a 2x2
+    grid, bilinearly interpolated to the 4x4 patch grid and added to the patch embeddings;
+    tokens; one pre-norm MLP block with a residual; a head on the mean."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.pos = nn.Parameter(torch.randn(1, 4, dim) * 0.1)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.patch(x)
+        _, c, hh, ww = h.shape
+        grid = self.pos.reshape(1, 2, 2, c).permute(0, 3, 1, 2)
+        pos = F.interpolate(grid, size=(hh, ww), mode="bilinear", align_corners=False)
+        h = (h + pos).flatten(2).transpose(1, 2)
+        h = h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.head(h.mean(1))
+
+
+def interpolated_positions(seed: int = 0):
+    g = _seed(seed)
+    return InterpolatedPositions(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["interpolated_positions"] = interpolated_positions

@@ -203,18 +203,37 @@ def _projection_candidates(
     parts: list[
         tuple[str, WeightLayer, int, int]
     ] = []  # (name, module, offset, width) per gate block
+    gqa: list[tuple[str, WeightLayer, int, int]] = []
     for (name, p), w in zip(prods, widths):
+        if len(prods) == 1 and w > din and (w - din) % 2 == 0 and din % ((w - din) // 2) == 0:
+            kvw = (w - din) // 2  # fused [q | k | v] with fewer key/value heads (Falcon, Phi-3)
+            gqa = [(name, p, 0, din), (name, p, din, kvw), (name, p, din + kvw, kvw)]
         if w <= din and din % w == 0:  # q, k, v (k/v narrower with grouped key/value heads)
             parts.append((name, p, 0, w))
         elif w % din == 0:  # a fused projection: qkv, kv, gate/up
             parts += [(name, p, k * din, din) for k in range(w // din)]
-        elif len(prods) == 1 and w > din and (w - din) % 2 == 0 and din % ((w - din) // 2) == 0:
-            kvw = (w - din) // 2  # fused [q | k | v] with fewer key/value heads (Falcon, Phi-3)
-            parts += [(name, p, 0, din), (name, p, din, kvw), (name, p, din + kvw, kvw)]
-        else:
+        elif not gqa:
             return []
-    if len(parts) < 2:
-        return []
+    # 2*din rows read as din columns are [q | k | v] with half-width k/v (Phi-3 with half the
+    # key/value heads) as much as [gate | up]: both are proposed, the check decides
+    cands = _layout_candidates(oname, o, prods, parts, canonical, owners) if len(parts) > 1 else []
+    if gqa and gqa != parts:
+        extra = _layout_candidates(oname, o, prods, gqa, canonical, owners)
+        cands += [(("q|k|v", key), g) for key, g in extra]
+    return cands
+
+
+def _layout_candidates(
+    oname: str,
+    o: WeightLayer,
+    prods: list[tuple[str, WeightLayer]],
+    parts: list[tuple[str, WeightLayer, int, int]],
+    canonical: dict[str, str],
+    owners: Sequence[nn.Module | None],
+) -> list[Candidate]:
+    """Candidates for one reading of the producers' rows as gate blocks ``parts``."""
+    din = _in_width(o)
+    widths = [_out_width(p) for _, p in prods]
     # gate labels only where the order is known: the blocks of one fused q/k/v projection
     gates = ("q", "k", "v") if len(parts) == 3 and len(prods) == 1 else (None,) * len(parts)
     # blocks of one producer that are not q/k/v (SwiGLU's gate * up, a pixel shuffle's

@@ -71,6 +71,8 @@ from widthwise.groups.tracing import (
     TPPruner,
     _blocks,
     _conv1d_pruner,
+    _embedding_bag_pruner,
+    _frozen_params_traced,
     _is_conv1d,
     _layout,
     _no_new_hooks,
@@ -144,13 +146,35 @@ def find_groups(
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.enable_grad():
-            return _Finder(model, example_inputs, ignore, timeout).run()
+            start = time.monotonic()
+            finder = _Finder(model, example_inputs, ignore, timeout)
+            groups = finder.run()
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            frozen = any(not p.requires_grad for p in model.parameters())
+            if finder.left_out and frozen and (left is None or left > 0):
+                # Frozen weights are traced so that a frozen position table or backbone couples
+                # like a trained one; but a frozen table read by a rotary embedding (RoFormer)
+                # then ties every layer's heads together. Keep whichever way leaves less out.
+                other = _Finder(model, example_inputs, ignore, left, trace_frozen=False)
+                other_groups = other.run()
+                if len(other.left_out) < len(finder.left_out):
+                    finder, groups = other, other_groups
+            finder.warn(groups)
+            return groups
     finally:
         for m, training in modes.items():
             m.training = training
 
 
 _MATMUL_OPS = ("mm", "matmul", "einsum", "linear", "convolution", "dot", "attention", "embedding")
+
+
+def _module_of(param: str) -> str:
+    """The module that owns a parameter: ``a.weight`` -> ``a``; a parametrized weight's
+    ``a.parametrizations.weight.original1`` -> ``a`` too."""
+    owner, _, _ = param.rpartition(".")
+    head, sep, _ = owner.rpartition(".parametrizations.")
+    return head if sep else owner
 
 
 class _OutOfTime(Exception):
@@ -304,7 +328,7 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
     from widthwise.groups import recurrent as rec
 
-    mod: nn.Module = it.module  # a cut RNN/MHA (recurrent.BoundaryPruner) or HF Conv1D
+    mod: nn.Module = it.module  # a cut RNN/MHA (recurrent.BoundaryPruner), HF Conv1D, EmbeddingBag
     mname = it.mname
     off, rep = it.span
     if _is_conv1d(mod):  # Hugging Face Conv1D: y = x @ W + b with W [in, out]
@@ -314,6 +338,10 @@ def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
             raw.add([Member(f"{mname}.weight", 1, "producer", off, rep)])
             if getattr(mod, "bias", None) is not None:
                 raw.add([Member(f"{mname}.bias", 0, "other", off, rep)])
+        return
+    if isinstance(mod, nn.EmbeddingBag):  # a bag of rows summed: channels are weight columns
+        if not it.is_in:
+            raw.add([Member(f"{mname}.weight", 1, "producer", off, rep)])
         return
     # an RNN's initial-state problem spoils its hidden units, not the group that feeds it
     if mname in f.cuts.problems and not (it.is_in and isinstance(mod, nn.RNNBase)):
@@ -362,9 +390,15 @@ def _builders() -> dict[Any, tuple[_Builder, bool]]:
 
 class _Finder:
     def __init__(
-        self, model: nn.Module, example_inputs: Any, ignore: IgnoreSpec, timeout: float | None
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ignore: IgnoreSpec,
+        timeout: float | None,
+        trace_frozen: bool = True,
     ):
         self.model = model
+        self.trace_frozen = trace_frozen
         self.example_inputs = example_inputs
         self.timeout = timeout
         self.deadline = float("inf")
@@ -493,6 +527,8 @@ class _Finder:
                 pruners[type(m)] = rec.BoundaryPruner()
             elif _is_conv1d(m):
                 pruners[type(m)] = _conv1d_pruner()
+            elif isinstance(m, nn.EmbeddingBag):
+                pruners[type(m)] = _embedding_bag_pruner()
         self.input_leaves: list[torch.Tensor] = []
         # inputs as grad-requiring leaves reveal x + f(x) on the input; a model that writes
         # into its input in place cannot take them, so it is traced on the plain inputs
@@ -502,6 +538,9 @@ class _Finder:
             with (
                 rec.CutHooks(self.model) as cuts,
                 _no_new_hooks(self.model),
+                _frozen_params_traced(self.model)
+                if self.trace_frozen
+                else contextlib.nullcontext(),
                 _tolerant_index_mapping(),
                 self._linear_shadows(),
                 warnings.catch_warnings(),
@@ -543,7 +582,11 @@ class _Finder:
             outputs.clear()
             self.input_leaves.clear()
             del dg, traced_inputs
-        groups = self._finish(raws)
+        return self._finish(raws)
+
+    def warn(self, groups: list[ChannelGroup]) -> None:
+        """The one :class:`GroupingWarning`: what was left out and why, or that nothing was
+        found."""
         name = type(self.model).__name__
         if self.left_out:
             items = "; ".join(f"{k}: {v}" for k, v in self.left_out.items())
@@ -562,7 +605,6 @@ class _Finder:
                 GroupingWarning,
                 stacklevel=3,
             )
-        return groups
 
     # -- Torch-Pruning groups -> raw groups --------------------------------------------------
 
@@ -570,7 +612,13 @@ class _Finder:
 
         from widthwise.groups import recurrent as rec
 
-        root_types = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, *rec.BOUNDARY_TYPES)
+        root_types = (
+            nn.modules.conv._ConvNd,
+            nn.Linear,
+            nn.Embedding,
+            nn.EmbeddingBag,
+            *rec.BOUNDARY_TYPES,
+        )
         roots = sorted(
             (
                 m
@@ -802,7 +850,8 @@ class _Finder:
         parents = [f for f, _ in gf.next_functions if f is not None]
         if any(k in op for k in ("view", "reshape", "transpose", "permute")):
             raw.rearranged = True
-        if any(k in op for k in _MATMUL_OPS):
+        # "upsamplebilinear2d" names "linear" but is a resampling (PVT's position embeddings)
+        if any(k in op for k in _MATMUL_OPS) and not op.startswith("upsample"):
             weights = [_weight_leaves(f, self.param_name) for f in parents]
             params = sorted(
                 {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
@@ -995,12 +1044,10 @@ class _Finder:
                     self.root_keys.setdefault(raw.root, set()).add(key)
                 continue
             layers = sorted(
-                {m.param.rpartition(".")[0] for m in members},
+                {_module_of(m.param) for m in members},
                 key=lambda n: self.module_order.get(n, -1),
             )
-            if any(
-                m.role == "producer" and m.param.rpartition(".")[0] in self.ignored for m in members
-            ):
+            if any(m.role == "producer" and _module_of(m.param) in self.ignored for m in members):
                 continue
             group = ChannelGroup(
                 name=raw.name or self._name(raw, members),
@@ -1031,9 +1078,7 @@ class _Finder:
         extra = self._projections(groups)
         extra += self._place(placements, groups + extra)
         groups += [  # ignore= applies to these too
-            g
-            for g in extra
-            if not any(m.param.rpartition(".")[0] in self.ignored for m in g.producers)
+            g for g in extra if not any(_module_of(m.param) in self.ignored for m in g.producers)
         ]
         groups = [
             replace(
@@ -1061,7 +1106,7 @@ class _Finder:
         """Members under the names ``named_parameters()`` uses; a tied slice appears once (the
         first role seen wins: an embedding's producer rows over a tied head's consumer rows)."""
         out: dict[tuple[str, int, int, int, str | None], Member] = {}
-        for m in raw.members:
+        for m in (w for m0 in raw.members for w in self._weight_norm_members(m0)):
             name = self.canonical.get(m.param, m.param)
             key = (name, m.dim, m.offset, m.repeat, m.gate)
             if key not in out:
@@ -1070,14 +1115,49 @@ class _Finder:
             out.values(), key=lambda m: (self.param_order.get(m.param, -1), m.dim, m.offset)
         )
 
+    def _weight_norm_members(self, m: Member) -> list[Member]:
+        """A weight-normalised weight (``parametrizations.weight_norm``, or the older
+        ``weight_g``/``weight_v`` hooks; wav2vec2's positional conv) is computed, not a
+        parameter: its direction ``v`` takes the member's place, and its magnitude ``g`` joins
+        as ``"other"`` where it runs along the channel dim (weight_norm's ``dim``). ``w = g v /
+        ||v||`` with the norm over the other dims, so permuting both together permutes ``w``.
+        The permutation check still confirms it."""
+        if m.param in self.params or m.param in self.canonical:
+            return [m]
+        prefix, _, attr = m.param.rpartition(".")
+        names = (
+            (
+                f"{prefix}.parametrizations.{attr}.original1",
+                f"{prefix}.parametrizations.{attr}.original0",
+            )
+            if self._is_weight_norm(self.modules.get(prefix), attr)
+            else (f"{prefix}.{attr}_v", f"{prefix}.{attr}_g")
+        )
+        v_name, g_name = names
+        v, g = self.params.get(v_name), self.params.get(g_name)
+        if v is None or g is None or g.ndim != v.ndim:
+            return [m]
+        out = [replace(m, param=v_name)]
+        if g.shape[m.dim] == v.shape[m.dim] > 1:
+            out.append(replace(m, param=g_name, role="other"))
+        return out
+
+    @staticmethod
+    def _is_weight_norm(module: nn.Module | None, attr: str) -> bool:
+        from torch.nn.utils import parametrize
+        from torch.nn.utils.parametrizations import _WeightNorm
+
+        if module is None or not parametrize.is_parametrized(module, attr):
+            return False
+        chain = getattr(module.parametrizations, attr)
+        return len(chain) == 1 and isinstance(chain[0], _WeightNorm)
+
     def _name(self, raw: _Raw, members: list[Member]) -> str:
         producers = list(
-            dict.fromkeys(
-                m.param.rpartition(".")[0] or m.param for m in members if m.role == "producer"
-            )
+            dict.fromkeys(_module_of(m.param) or m.param for m in members if m.role == "producer")
         )
         if not producers:
-            producers = [members[0].param.rpartition(".")[0] or members[0].param]
+            producers = [_module_of(members[0].param) or members[0].param]
         if raw.attention:
             base = _common_prefix(producers) or "+".join(producers)
             return f"{base} (attention)"
@@ -1099,14 +1179,14 @@ class _Finder:
         producers = [m for m in members if m.role == "producer"]
         if len({m.param for m in producers}) > 1 and raw.residual:
             return "residual"
-        first = self.modules.get(producers[0].param.rpartition(".")[0]) if producers else None
+        first = self.modules.get(_module_of(producers[0].param)) if producers else None
         if isinstance(first, nn.modules.conv._ConvNd):
             return "conv"
         if isinstance(first, nn.Linear) or _is_conv1d(first):
             return "linear"
         if producers and producers[0].dim == 0 and self.params[producers[0].param].ndim == 2:
             return "linear"  # F.linear on a raw weight
-        if isinstance(first, nn.Embedding):
+        if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
             return "embedding"
         return "other"
 
@@ -1241,6 +1321,14 @@ class _Finder:
                 continue  # a head count that passes was found
             if time.monotonic() > self.deadline:
                 why = f"not verified within timeout={self.timeout:g} s"
+            elif bufs := self._tied_buffers(sym, g):
+                why = (
+                    "fixed tensors "
+                    + ", ".join(f"'{b}'" for b in bufs)
+                    + " (buffers, not parameters: e.g. a sinusoidal position table) are "
+                    "combined with its channels, so they cannot be permuted or resized without "
+                    "rebuilding them"
+                )
             elif raw.input_product:
                 why = (
                     "its channels are multiplied element-wise by a model input (a per-channel "
@@ -1260,6 +1348,29 @@ class _Finder:
             self.root_keys.setdefault(raw.root, set()).add(g.name)
             groups[k] = None
         return [g for g in groups if g is not None]
+
+    def _tied_buffers(self, sym: Symmetry, g: ChannelGroup) -> list[str]:
+        """The floating-point buffers (not a norm's running statistics) whose last dim,
+        permuted with ``g``, makes ``g`` pass: fixed tables added to the channels (XGLM's one,
+        M2M100's encoder and decoder ones). One forward for all, then one per buffer."""
+        stats = ("running_mean", "running_var")
+        bufs = [
+            n
+            for n, b in sym.buffers.items()
+            if b.is_floating_point()
+            and b.ndim >= 1
+            and b.shape[-1] == g.width
+            and not n.endswith(stats)
+        ][:8]
+
+        def probe(names: list[str]) -> bool:
+            extra = tuple(Member(n, sym.buffers[n].ndim - 1, "other") for n in names)
+            return sym.passes([replace(g, members=(*g.members, *extra))])
+
+        if not bufs or not probe(bufs):
+            return []
+        needed = [n for n in bufs if not probe([b for b in bufs if b != n])]
+        return needed or bufs[:1]
 
     def _placements(self, raw: _Raw, group: ChannelGroup) -> list[tuple[str, ChannelGroup]]:
         """Where a group's channels may sit in the layers Torch-Pruning could not map (``k``

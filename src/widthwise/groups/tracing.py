@@ -41,6 +41,7 @@ class TPNode(Protocol):
     grad_fn: GradFn | None
     type: Any  # torch_pruning.ops.OPTYPE (an Enum)
     pruning_dim: int
+    enable_index_mapping: bool  # concat/split nodes: whether their index maps are used
     inputs: list[TPNode]
     outputs: list[TPNode]
     dependencies: list[TPDependency]
@@ -107,12 +108,81 @@ def _update_index_mapping(dg: TPGraph) -> None:
         t.SLICE: im.update_slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
+    for node in nodes:
+        if node.type == t.CONCAT and _feature_cat_2d(node.grad_fn):
+            # Torch-Pruning turns off the map of every concat below a 3-D parameter (a ViT's
+            # class token, concatenated along tokens); a 2-D concat on features (DINOv2's head
+            # reads cat([cls, mean of patches])) is not that case
+            node.enable_index_mapping = True
+    for node in nodes:
+        if node.type == t.CONCAT:
+            with contextlib.suppress(Exception):
+                _features_last_cat(node)
     # splits first: a concat of split pieces reads the piece sizes they set
     for node in sorted(nodes, key=lambda n: n.type != t.SPLIT):
         fn = update.get(node.type)
         if fn is not None:
             with contextlib.suppress(Exception):
                 fn(dg, node)
+
+
+def _feature_cat_2d(gf: GradFn | None) -> bool:
+    """A ``torch.cat`` along dim 1 of 2-D tensors (batch, features)."""
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if not meta or dim is None:
+        return False
+    return len(meta[0].shape) == 2 and dim in (1, -1)
+
+
+def _read_by_features_layer(node: TPNode, optype: Any, depth: int = 4) -> bool:
+    """A Linear or LayerNorm reads ``node`` through at most ``depth`` parameter-free ops
+    (the view/addmm/transpose a Linear on 3-D input records)."""
+    frontier = list(node.outputs)
+    for _ in range(depth):
+        if any(isinstance(n.module, (nn.Linear, nn.LayerNorm)) for n in frontier):
+            return True
+        frontier = [
+            o
+            for n in frontier
+            if n.type == optype.ELEMENTWISE or n.type == optype.RESHAPE
+            for o in n.outputs
+        ]
+    return False
+
+
+def _features_last_cat(node: TPNode) -> None:
+    """Index maps of a ``torch.cat`` along the last dim of (batch, tokens, features) tensors
+    read by a Linear or LayerNorm (MobileBERT's trigram embedding: the embeddings shifted by
+    one token either way, concatenated on features). Torch-Pruning maps concats on dim 1
+    only; the piece sizes come from the autograd metadata."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if gf is None or not meta or dim is None:
+        return
+    nd = len(meta[0].shape)
+    if nd < 3 or dim not in (nd - 1, -1):
+        return
+    if not _read_by_features_layer(node, tp.ops.OPTYPE):
+        return  # (batch, channels, time) cat on time for a conv: not features
+    edges = [(f, nr) for f, nr in gf.next_functions if f is not None]
+    if [n.grad_fn for n in node.inputs] != [f for f, _ in edges]:
+        return  # cannot tell which input is which piece
+    offsets = [0]
+    for f, nr in edges:
+        offsets.append(offsets[-1] + int(f._input_metadata[nr].shape[-1]))
+    cat_map = tp.dependency.index_mapping._ConcatIndexMapping
+    for i, in_node in enumerate(node.inputs):
+        piece = offsets[i : i + 2]
+        for dep in node.dependencies:
+            if dep.target is in_node:
+                dep.index_mapping[1] = cat_map(offset=piece, reverse=True)
+        for dep in in_node.dependencies:
+            if dep.target is node:
+                dep.index_mapping[1] = cat_map(offset=piece, reverse=False)
 
 
 def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
@@ -217,6 +287,21 @@ def _no_new_hooks(model: nn.Module) -> Iterator[None]:
                 m._forward_hooks.pop(k, None)
 
 
+@contextlib.contextmanager
+def _frozen_params_traced(model: nn.Module) -> Iterator[None]:
+    """Let frozen floating-point parameters require grad during the trace, then restore them: a
+    frozen weight (Whisper's and Marian's position tables) builds no autograd edge, so the
+    tracer would not see it couple to the channels it is added to."""
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
 def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int, int] | None:
     """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
     if not idxs or len(idxs) % width:
@@ -276,6 +361,30 @@ def _weight_is_2d(module: object) -> bool:
 
 
 @functools.cache
+def _embedding_bag_pruner() -> TPPruner:
+    import torch_pruning as tp
+
+    class EmbeddingBagPruner(tp.pruner.BasePruningFunc):
+        """Torch-Pruning handler for ``nn.EmbeddingBag`` (it has none): channels are weight
+        columns; its inputs are indices, so it has no input channels."""
+
+        def prune_out_channels(  # pragma: no cover - never pruned
+            self, layer: nn.Module, idxs: Sequence[int]
+        ) -> nn.Module:
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: nn.EmbeddingBag) -> int:
+            return layer.embedding_dim
+
+        def get_in_channels(self, layer: nn.EmbeddingBag) -> None:
+            return None
+
+    pruner: TPPruner = EmbeddingBagPruner()
+    return pruner
+
+
 def _conv1d_pruner() -> TPPruner:
     import torch_pruning as tp
 

@@ -123,7 +123,9 @@ class Symmetry:
             for m in g.members:
                 key = (m.param, m.dim)
                 if key not in index:
-                    index[key] = torch.arange(self.params[m.param].shape[m.dim])
+                    # a buffer only as a probe: which fixed tensor ties a failing group
+                    t = self.params[m.param] if m.param in self.params else self.buffers[m.param]
+                    index[key] = torch.arange(t.shape[m.dim])
                 r = torch.arange(m.repeat)
                 dst = (m.offset + torch.arange(g.width)[:, None] * m.repeat + r).flatten()
                 src = (m.offset + perm[:, None] * m.repeat + r).flatten()
