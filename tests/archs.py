@@ -264,8 +264,10 @@ class HandwrittenAttention(nn.Module):
 
     def forward(self, x):
         h = self.embed(x)
+        b, t, d = h.shape
         q, k, v = (_split_heads(f(h), self.heads) for f in (self.q, self.k, self.v))
-        h = h + self.proj(_merge_heads(_attend(q, k, v)))
+        # reshaped to the residual width d, a literal: the attention width must equal it
+        h = h + self.proj(_attend(q, k, v).transpose(1, 2).reshape(b, t, d))
         return self.head(h.mean(1))
 
 
