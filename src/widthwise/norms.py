@@ -33,6 +33,7 @@ tensor([2.4495, 2.4495, 4.8990, 4.8990])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -107,6 +108,10 @@ class Series:
 #: weight is read from memory once. Measured (benchmarks/chunk_ab.py, docs/benchmarks.md): 1 << 20
 #: was the best block size or close to it; 1 << 16 was slower (per-block overhead).
 CHUNK_ELEMENTS = 1 << 20
+
+# What a weight's reductions are (NormPlan._fast_sums): row sums, column sums, or both.
+_ROWS, _COLS, _BOTH = 1, 2, 3
+_KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
 
 
 class GroupStats:
@@ -245,20 +250,10 @@ class NormPlan:
         self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
         self._shapes = {n: tuple(self._param(n).shape) for n in by_param}
         dtensor = _dtensor_type()
-        self._readers = [
-            (
-                slots[n][0],
-                slots[n][1],
-                n,
-                dims,
-                self._param(n).shape,
-                not isinstance(self._param(n), dtensor),
-            )
-            for n, dims in self._params
-        ]
         base: dict[tuple[str, int], int] = {}
         pos = 0
         self._partial_ranges: list[tuple[object, int, int]] = []
+        self._readers = []
         for name, dims in self._params:
             start = pos
             for d in dims:
@@ -270,6 +265,13 @@ class NormPlan:
                     self._partial_ranges[-1] = (pg, self._partial_ranges[-1][1], pos)
                 else:
                     self._partial_ranges.append((pg, start, pos))
+            p = self._param(name)
+            plain = not isinstance(p, dtensor)
+            kind = _KINDS.get(tuple(dims), 0) if plain and p.numel() > 0 else 0
+            k = math.prod(p.shape[2:])  # elements per (row, column): a conv's kernel
+            self._readers.append(
+                (slots[name][0], slots[name][1], name, dims, p.shape, plain, kind, k, start)
+            )
         self._reduced_len = pos
 
         # Index maps: gather each member's channel block out of the reductions, sum the block
@@ -407,12 +409,38 @@ class NormPlan:
             cols.add_(torch.sum(s, 0, out=part))
         return rows, cols
 
+    def _fast_sums(self, param: torch.Tensor, kind: int, k: int, out: torch.Tensor, a: int) -> bool:
+        """Sums of squares of a plain float32 weight straight into ``out[a:]``, the same kernels
+        as :meth:`_sums_of_squares` (so the same numbers) without its per-call dispatch and
+        copies: a small model's snapshot is mostly that fixed cost. ``False``: take the general
+        path."""
+        if param.dtype != torch.float32 or param.device != out.device:
+            return False
+        rows = param.shape[0]
+        m = param.view(rows, -1) if param.is_contiguous() else param.reshape(rows, -1)
+        if kind == _ROWS:
+            torch.linalg.vector_norm(m, dim=1, out=out[a : a + rows]).square_()
+            return True
+        if m.device.type == "cpu" and m.numel() > CHUNK_ELEMENTS:
+            return False  # the blocked path
+        sq = self._scratch(m, torch.float32)
+        torch.square(m, out=sq)
+        if kind == _BOTH:
+            torch.sum(sq, 1, out=out[a : a + rows])
+            a += rows
+        cols = m.shape[1] // k
+        if k == 1:
+            torch.sum(sq, 0, out=out[a : a + cols])
+        else:
+            torch.sum(sq.sum(0).view(cols, k), 1, out=out[a : a + cols])
+        return True
+
     def _flat_norms(self) -> torch.Tensor:
         """Norms of every series, concatenated, on the model's device (float64 where supported)."""
-        parts: list[torch.Tensor] = []
-        device = None
         f32 = torch.float32
-        for module, leaf, name, dims, shape, plain in self._readers:
+        device = None
+        reduced = None
+        for module, leaf, name, dims, shape, plain, kind, k, a in self._readers:
             param = cast(torch.Tensor, module._parameters[leaf])
             if param.shape != shape:
                 raise ModelChangedError(
@@ -420,23 +448,27 @@ class NormPlan:
                     f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
                     "WidthTracker (a new run file) for the changed model"
                 )
+            if reduced is None:
+                device = param.device if plain else local_shard(param).tensor.device
+                reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
+            if plain and kind and self._fast_sums(param.detach(), kind, k, reduced, a):
+                continue
             # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
             # dominates a small model's snapshot)
             shard = None if plain else local_shard(param)
             t = param.detach() if shard is None else shard.tensor
-            device = device or t.device
             sums = self._sums_of_squares(t, dims)
             for d, v in zip(dims, sums):
                 if shard is not None and shard.group is not None and v.numel() != shape[d]:
                     full = torch.zeros(shape[d], dtype=v.dtype, device=v.device)
                     full[shard.offsets[d] : shard.offsets[d] + v.numel()] = v
                     v = full
-                if v.dtype != f32 or v.device != device:
-                    v = v.to(device=device, dtype=f32)
-                parts.append(v)
+                reduced[a : a + shape[d]].copy_(v)
+                a += shape[d]
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        reduced = torch.cat(parts) if parts else torch.zeros(0, device=device)
+        if reduced is None:
+            reduced = torch.zeros(0, device=device)
         if self._partial_ranges:
             import torch.distributed as dist
 
