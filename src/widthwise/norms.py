@@ -293,6 +293,17 @@ class NormPlan:
         self._gather = torch.from_numpy(cat(gather).astype(np.int64))
         self._block = torch.from_numpy(cat(block).astype(np.int64))
         self._chan = torch.from_numpy(cat(chan).astype(np.int64))
+        # the same maps for NumPy (stats_from): block starts (None when every block is one
+        # element), and the blocks ordered by channel, members in order, for the products
+        self._np_gather = self._gather.numpy()
+        blk = self._block.numpy()
+        first = np.flatnonzero(np.diff(blk, prepend=-1)) if blk.size else blk
+        self._block_starts = None if first.size == blk.size else first
+        ch = self._chan.numpy()
+        self._chan_order = np.argsort(ch, kind="stable")
+        per = np.bincount(ch, minlength=offsets[-1]) if ch.size else np.zeros(offsets[-1], int)
+        self._chan_has = per > 0
+        self._chan_starts = (np.cumsum(per) - per)[self._chan_has]
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._empty = np.array([len(s.members) == 0 for s in series])
@@ -435,8 +446,12 @@ class NormPlan:
             torch.sum(sq.sum(0).view(cols, k), 1, out=out[a : a + cols])
         return True
 
-    def _flat_norms(self) -> torch.Tensor:
-        """Norms of every series, concatenated, on the model's device (float64 where supported)."""
+    @torch.no_grad()
+    def reduce(self) -> torch.Tensor:
+        """Sums of squares of every (weight, dimension) the groups read, float32, on the model's
+        device, summed across ranks for sharded parameters: the only part of a snapshot that
+        reads the weights. A new tensor each call, so it can be handed to another thread;
+        :meth:`stats_from` turns it into the statistics."""
         f32 = torch.float32
         device = None
         reduced = None
@@ -481,6 +496,12 @@ class NormPlan:
                 prev = b
             pieces.append(reduced[prev:])
             reduced = torch.cat(pieces)
+        return reduced
+
+    def _flat_norms(self) -> torch.Tensor:
+        """Norms of every series, concatenated, on the model's device (float64 where supported)."""
+        reduced = self.reduce()
+        device = reduced.device
         wide = torch.float32 if device.type == "mps" else torch.float64
         reduced = reduced.to(wide)
         gather, block, chan = self._indices(device)
@@ -504,7 +525,20 @@ class NormPlan:
     @torch.no_grad()
     def stats(self) -> GroupStats:
         """Statistics of every series (one host transfer)."""
-        n = self._flat_norms().cpu().numpy().astype(np.float64, copy=False)
+        return self.stats_from(self.reduce())
+
+    def stats_from(self, reduced: torch.Tensor) -> GroupStats:
+        """Statistics from the output of :meth:`reduce` (on the host, in float64: the same
+        gather, block sums, square roots and products as :meth:`channel_norms`, in the same
+        order, in NumPy)."""
+        r = reduced.detach().cpu().numpy().astype(np.float64)
+        blocks = r[self._np_gather]
+        if self._block_starts is not None:
+            blocks = np.add.reduceat(blocks, self._block_starts) if blocks.size else blocks
+        np.sqrt(blocks, out=blocks)
+        n = np.ones(int(self._offsets[-1]))
+        if blocks.size:
+            n[self._chan_has] = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
         return _stats_from_flat(self.series, n, self._offsets, self._empty)
 
 
