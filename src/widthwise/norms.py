@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -112,6 +112,17 @@ CHUNK_ELEMENTS = 1 << 20
 # What a weight's reductions are (NormPlan._fast_sums): row sums, column sums, or both.
 _ROWS, _COLS, _BOTH = 1, 2, 3
 _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
+
+
+class _Views(NamedTuple):
+    """Where one weight's fast-path kernels write (NormPlan._fast_views)."""
+
+    kind: int
+    rows: int
+    rows_out: torch.Tensor | None  # row sums (_ROWS, _BOTH)
+    cols_out: torch.Tensor | None  # column sums (_COLS, _BOTH)
+    sq: torch.Tensor | None  # the squares, [rows, rest]
+    tmp: torch.Tensor | None  # column sums before the kernel sum, [columns, kernel] (convs)
 
 
 class GroupStats:
@@ -309,6 +320,7 @@ class NormPlan:
         self._empty = np.array([len(s.members) == 0 for s in series])
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._fast: dict[torch.device, tuple[torch.Tensor, list[_Views | None]]] = {}
 
     def _param(self, name: str) -> torch.Tensor:
         module, leaf, _ = self._slots[name]
@@ -420,31 +432,47 @@ class NormPlan:
             cols.add_(torch.sum(s, 0, out=part))
         return rows, cols
 
-    def _fast_sums(self, param: torch.Tensor, kind: int, k: int, out: torch.Tensor, a: int) -> bool:
-        """Sums of squares of a plain float32 weight straight into ``out[a:]``, the same kernels
-        as :meth:`_sums_of_squares` (so the same numbers) without its per-call dispatch and
-        copies: a small model's snapshot is mostly that fixed cost. ``False``: take the general
-        path."""
-        if param.dtype != torch.float32 or param.device != out.device:
-            return False
-        rows = param.shape[0]
-        m = param.view(rows, -1) if param.is_contiguous() else param.reshape(rows, -1)
-        if kind == _ROWS:
-            torch.linalg.vector_norm(m, dim=1, out=out[a : a + rows]).square_()
-            return True
-        if m.device.type == "cpu" and m.numel() > CHUNK_ELEMENTS:
-            return False  # the blocked path
-        sq = self._scratch(m, torch.float32)
-        torch.square(m, out=sq)
-        if kind == _BOTH:
-            torch.sum(sq, 1, out=out[a : a + rows])
-            a += rows
-        cols = m.shape[1] // k
-        if k == 1:
-            torch.sum(sq, 0, out=out[a : a + cols])
-        else:
-            torch.sum(sq.sum(0).view(cols, k), 1, out=out[a : a + cols])
-        return True
+    def _fast_views(self, device: torch.device) -> tuple[torch.Tensor, list[_Views | None]]:
+        """The reduction vector and, per weight that can take the fast path, the views its
+        kernels write into, made once per device: a small model's snapshot is mostly per-call
+        fixed cost (slicing, buffers, dispatch), not arithmetic."""
+        cached = self._fast.get(device)
+        if cached is not None:
+            return cached
+        f32 = torch.float32
+        reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
+        blocked = device.type == "cpu"  # large CPU weights go through _blocked_sums instead
+
+        def fits(numel: int, kind: int) -> bool:
+            return kind == _ROWS or not (blocked and numel > CHUNK_ELEMENTS)
+
+        todo = [(r[4], r[6], r[7], r[8]) for r in self._readers]
+        size = max(
+            (
+                math.prod(sh)
+                for sh, kind, _, _ in todo
+                if kind not in (0, _ROWS) and fits(math.prod(sh), kind)
+            ),
+            default=0,
+        )
+        scratch = torch.empty(size, dtype=f32, device=device)
+        views: list[_Views | None] = []
+        for shape, kind, k, a in todo:
+            numel = math.prod(shape)
+            if not kind or not fits(numel, kind):
+                views.append(None)
+                continue
+            rows, width = shape[0], numel // shape[0]
+            if kind == _ROWS:
+                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, None))
+                continue
+            dst_rows = reduced[a : a + rows] if kind == _BOTH else None
+            c0 = a + rows if kind == _BOTH else a
+            sq = scratch[:numel].view(rows, width)
+            tmp = torch.empty(width, dtype=f32, device=device).view(shape[1], k) if k > 1 else None
+            views.append(_Views(kind, rows, dst_rows, reduced[c0 : c0 + shape[1]], sq, tmp))
+        self._fast[device] = (reduced, views)
+        return reduced, views
 
     @torch.no_grad()
     def reduce(self) -> torch.Tensor:
@@ -455,7 +483,8 @@ class NormPlan:
         f32 = torch.float32
         device = None
         reduced = None
-        for module, leaf, name, dims, shape, plain, kind, k, a in self._readers:
+        views: list[_Views | None] = []
+        for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(self._readers):
             param = cast(torch.Tensor, module._parameters[leaf])
             if param.shape != shape:
                 raise ModelChangedError(
@@ -465,21 +494,43 @@ class NormPlan:
                 )
             if reduced is None:
                 device = param.device if plain else local_shard(param).tensor.device
-                reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
-            if plain and kind and self._fast_sums(param.detach(), kind, k, reduced, a):
+                reduced, views = self._fast_views(device)
+            v = views[i]
+            if (
+                v is not None
+                and param.dtype == f32
+                and param.device == device
+                and param.is_contiguous()
+            ):
+                # the kernels of _sums_of_squares, so the same numbers
+                m = param if param.ndim == 2 else param.view(v.rows, -1)
+                if v.kind == _ROWS:
+                    torch.linalg.vector_norm(m, dim=1, out=v.rows_out).square_()
+                    continue
+                sq = cast(torch.Tensor, v.sq)
+                torch.square(m, out=sq)
+                if v.rows_out is not None:
+                    torch.sum(sq, 1, out=v.rows_out)
+                if v.tmp is None:
+                    torch.sum(sq, 0, out=v.cols_out)
+                else:
+                    torch.sum(sq, 0, out=v.tmp.view(-1))
+                    torch.sum(v.tmp, 1, out=v.cols_out)
                 continue
             # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
             # dominates a small model's snapshot)
             shard = None if plain else local_shard(param)
             t = param.detach() if shard is None else shard.tensor
             sums = self._sums_of_squares(t, dims)
-            for d, v in zip(dims, sums):
-                if shard is not None and shard.group is not None and v.numel() != shape[d]:
-                    full = torch.zeros(shape[d], dtype=v.dtype, device=v.device)
-                    full[shard.offsets[d] : shard.offsets[d] + v.numel()] = v
-                    v = full
-                reduced[a : a + shape[d]].copy_(v)
+            for d, s in zip(dims, sums):
+                if shard is not None and shard.group is not None and s.numel() != shape[d]:
+                    full = torch.zeros(shape[d], dtype=s.dtype, device=s.device)
+                    full[shard.offsets[d] : shard.offsets[d] + s.numel()] = s
+                    s = full
+                reduced[a : a + shape[d]].copy_(s)
                 a += shape[d]
+        if reduced is not None:
+            reduced = reduced.clone()  # the views are reused by the next call
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         if reduced is None:
