@@ -447,15 +447,17 @@ class NormPlan:
             return kind == _ROWS or not (blocked and numel > CHUNK_ELEMENTS)
 
         todo = [(r[4], r[6], r[7], r[8]) for r in self._readers]
-        size = max(
-            (
-                math.prod(sh)
-                for sh, kind, _, _ in todo
-                if kind not in (0, _ROWS) and fits(math.prod(sh), kind)
-            ),
-            default=0,
-        )
-        scratch = torch.empty(size, dtype=f32, device=device)
+        fast = [math.prod(sh) for sh, kind, _, _ in todo if kind not in (0, _ROWS)]
+        size = max([n for n in fast if fits(n, _BOTH)], default=0)
+        if blocked and any(n > CHUNK_ELEMENTS for n in fast):
+            size = max(size, CHUNK_ELEMENTS)
+        # one scratch buffer for the squares, shared with _blocked_sums (_scratch finds it):
+        # every buffer more is memory traffic when the cache is contended
+        scratch = self._buffers.get((device, f32))
+        if scratch is None or scratch.numel() < size:
+            scratch = self._buffers[(device, f32)] = torch.empty(size, dtype=f32, device=device)
+        widths = [math.prod(sh[1:]) for sh, kind, k, _ in todo if kind not in (0, _ROWS) and k > 1]
+        tmp = torch.empty(max(widths, default=0), dtype=f32, device=device)
         views: list[_Views | None] = []
         for shape, kind, k, a in todo:
             numel = math.prod(shape)
@@ -469,8 +471,8 @@ class NormPlan:
             dst_rows = reduced[a : a + rows] if kind == _BOTH else None
             c0 = a + rows if kind == _BOTH else a
             sq = scratch[:numel].view(rows, width)
-            tmp = torch.empty(width, dtype=f32, device=device).view(shape[1], k) if k > 1 else None
-            views.append(_Views(kind, rows, dst_rows, reduced[c0 : c0 + shape[1]], sq, tmp))
+            col_tmp = tmp[:width].view(shape[1], k) if k > 1 else None
+            views.append(_Views(kind, rows, dst_rows, reduced[c0 : c0 + shape[1]], sq, col_tmp))
         self._fast[device] = (reduced, views)
         return reduced, views
 
