@@ -289,7 +289,6 @@ def interleaved(fns: dict, repeats: int) -> dict[str, float]:
 
 def parts(repeats: int) -> None:
     """Breakdown of one snapshot of MLP 64x3, and the options for row + column sums."""
-    from widthwise.norms import _stats_from_flat
     from widthwise.store import RunStore
 
     model = mlp([64] * 3)
@@ -297,24 +296,23 @@ def parts(repeats: int) -> None:
     plan = NormPlan(model, groups)
     weights = [p.detach() for p in model.parameters() if p.ndim >= 2]
     with torch.no_grad():
-        flat = plan._flat_norms().numpy()
         st = plan.stats()
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore.create(Path(tmp) / "x.wwrun", groups)
         mem = RunStore.memory(groups)
         tracker = WidthTracker(model, groups=groups, store=Path(tmp) / "y.wwrun")
 
-        def sums() -> None:
-            for name, dims in plan._params:
-                plan._sums_of_squares(plan._param(name).detach(), dims)
+        behind = WidthTracker(model, groups=groups, background=True)
+        reduced = plan.reduce()
+
+        def background() -> None:
+            behind.snapshot()
+            behind.flush()  # the writer's share, so the parts after it are not slowed by it
 
         fns = {
             "floor": lambda: [v.item() for v in torch._foreach_norm(weights)],
-            "reductions": sums,
-            "reductions+combine": plan._flat_norms,
-            "numpy statistics": lambda: _stats_from_flat(
-                plan.series, flat, plan._offsets, plan._empty
-            ),
+            "reduce()": plan.reduce,
+            "stats_from() (NumPy)": lambda: plan.stats_from(reduced),
             "stats()": plan.stats,
             "transaction (memory)": lambda: mem.append_snapshot(
                 None, None, 0.0, None, st.columns, st.norms
@@ -322,11 +320,13 @@ def parts(repeats: int) -> None:
             "transaction (file)": lambda: store.append_snapshot(
                 None, None, 0.0, None, st.columns, st.norms
             ),
-            "snapshot()": tracker.snapshot,
+            "snapshot() (file)": tracker.snapshot,
+            "snapshot()+flush (bg)": background,
         }
         with torch.no_grad():
             res = interleaved(fns, repeats)
         tracker.close()
+        behind.close()
         store.close()
     print("MLP 64x3, one snapshot, by part (median us, interleaved):")
     for k, v in res.items():

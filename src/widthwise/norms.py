@@ -318,6 +318,7 @@ class NormPlan:
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._empty = np.array([len(s.members) == 0 for s in series])
+        self._layout = _layout(series, self._offsets, self._empty)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._fast: dict[torch.device, tuple[torch.Tensor, list[_Views | None]]] = {}
@@ -592,19 +593,48 @@ class NormPlan:
         n = np.ones(int(self._offsets[-1]))
         if blocks.size:
             n[self._chan_has] = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
-        return _stats_from_flat(self.series, n, self._offsets, self._empty)
+        return _stats_from_flat(self.series, n, self._offsets, self._empty, self._layout)
+
+
+class _Layout(NamedTuple):
+    """What the statistics need that depends only on the plan (made once, not per snapshot)."""
+
+    widths: np.ndarray
+    starts: np.ndarray  # segment starts, clipped for reduceat
+    bad: np.ndarray  # series with no weights or no channels: NaN statistics
+    static_flags: list[str]  # the flags when no channel is zero or non-finite
+    groups: list[str]
+    gates: list[str]
+
+
+def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) -> _Layout:
+    widths = np.diff(offsets)
+    size = int(offsets[-1]) if len(offsets) else 0
+    flags = []
+    for e, w in zip(empty, widths):
+        f = ["no_weights"] if e else ["all_zero"] if w == 0 else []  # as _stats_from_flat's loop
+        flags.append(",".join([*f, "width1"] if w < 2 else f))
+    return _Layout(
+        widths,
+        np.minimum(offsets[:-1], max(size - 1, 0)),
+        (widths <= 0) | empty,
+        flags,
+        [s.group for s in series],
+        [s.gate for s in series],
+    )
 
 
 def _stats_from_flat(
-    series: Sequence[Series], n: np.ndarray, offsets: np.ndarray, empty: np.ndarray
+    series: Sequence[Series],
+    n: np.ndarray,
+    offsets: np.ndarray,
+    empty: np.ndarray,
+    layout: _Layout | None = None,
 ) -> GroupStats:
-    widths = np.diff(offsets)
+    lay = layout or _layout(series, offsets, empty)
+    widths = lay.widths
     k = len(series)
-    cols: dict = {
-        "group": [s.group for s in series],
-        "gate": [s.gate for s in series],
-        "width": widths.copy(),
-    }
+    cols: dict = {"group": list(lay.groups), "gate": list(lay.gates), "width": widths.copy()}
     if k == 0 or n.size == 0:
         for c in ("variance", "mean", "max", "min"):
             cols[c] = np.full(k, np.nan)
@@ -612,10 +642,8 @@ def _stats_from_flat(
         cols["n_zero"] = np.zeros(k, dtype=np.int64)
         cols["flag"] = ["no_weights" if e else "" for e in empty]
         return GroupStats(series, cols, [np.zeros(0, np.float32) for _ in series])
-    starts = offsets[:-1]
     # reduceat misreads zero-width segments; widths are >= 1 for real groups, guard anyway
-    safe = widths > 0
-    starts_c = np.minimum(starts, n.size - 1)
+    starts_c = lay.starts
     with np.errstate(all="ignore"):
         mean = np.add.reduceat(n, starts_c) / widths
         mx = np.maximum.reduceat(n, starts_c)
@@ -624,33 +652,36 @@ def _stats_from_flat(
         xm = np.add.reduceat(x, starts_c) / widths
         ss = np.add.reduceat((x - np.repeat(xm, widths)) ** 2, starts_c)
         var = np.where(widths > 1, ss / (widths - 1), np.nan)
+        n32 = n.astype(np.float32)  # stored vectors are float32; the statistics used float64
     nonfinite = np.add.reduceat((~np.isfinite(n)).astype(np.int64), starts_c)
     zero = np.add.reduceat((n == 0).astype(np.int64), starts_c)
+    bad = lay.bad
     for arr in (mean, mx, mn, var):
-        arr[~safe | empty] = np.nan
-    nonfinite[~safe | empty] = 0
-    zero[~safe | empty] = 0
-    flags = []
-    for i in range(k):
-        f = []
-        if empty[i]:
-            f.append("no_weights")
-        else:
-            if nonfinite[i]:
-                f.append("nonfinite")
-            if zero[i] == widths[i]:
-                f.append("all_zero")
-            elif zero[i]:
-                f.append("zero")
-        if widths[i] < 2:
-            f.append("width1")
-        flags.append(",".join(f))
+        arr[bad] = np.nan
+    nonfinite[bad] = 0
+    zero[bad] = 0
+    if not nonfinite.any() and not zero.any():
+        flags = list(lay.static_flags)
+    else:
+        flags = []
+        for i in range(k):
+            f = []
+            if empty[i]:
+                f.append("no_weights")
+            else:
+                if nonfinite[i]:
+                    f.append("nonfinite")
+                if zero[i] == widths[i]:
+                    f.append("all_zero")
+                elif zero[i]:
+                    f.append("zero")
+            if widths[i] < 2:
+                f.append("width1")
+            flags.append(",".join(f))
     cols.update(
         variance=var, mean=mean, max=mx, min=mn, n_nonfinite=nonfinite, n_zero=zero, flag=flags
     )
-    with np.errstate(over="ignore"):  # stored vectors are float32; the statistics used float64
-        n32 = n.astype(np.float32)
-    norms = [n32[offsets[i] : offsets[i + 1]] for i in range(k)]
+    norms = np.split(n32, offsets[1:-1])
     for j in np.flatnonzero(empty):
         norms[j] = np.full(widths[j], np.nan, dtype=np.float32)
     return GroupStats(series, cols, norms)
