@@ -20,6 +20,15 @@ epoch keeps its distance from it. The step the caller passed is kept as ``user_s
 global step (``epoch * len(loader) + step``) when exact spacing across epochs matters. Files of
 schema 1 (before ``user_step``) are renumbered the same way when read.
 
+**Deferred writes.** :meth:`RunStore.defer` hands a snapshot's statistics and transaction to
+the store's writer thread (``WidthTracker(background=True)``, the default for in-memory runs),
+so the training loop pays only for reading the weights. Every read and every other method of
+the store first waits for what was deferred, so readers see the same data in the same order;
+:meth:`RunStore.close` and the end of the interpreter write what is pending. A process killed
+with SIGKILL loses what was still pending (the last few milliseconds): for a run file the
+tracker writes in the calling thread unless asked otherwise, so that a snapshot is in the file
+when ``snapshot()`` returns.
+
 **The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
 background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
 copying only the run file, after a kill or while training runs, loses at most that much.
