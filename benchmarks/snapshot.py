@@ -1,27 +1,28 @@
 """Cost of one snapshot over a distribution of models (CPU), and the overhead on training.
 
 For each model, in the same run and on the same weights, interleaved (floor, stats, snapshot,
-floor, ...) so that a slow phase of a shared machine hits all of them:
+background, floor, ...) so that a slow phase of a shared machine hits all of them:
 
 * floor: one ``torch._foreach_norm`` pass over the weights a snapshot reads (every member
   parameter with 2+ dims) — reading the weights once cannot be done faster;
 * stats: ``NormPlan.stats()`` (all groups, per-gate series, one host transfer);
-* snapshot: ``WidthTracker.snapshot()`` with a run file (adds the SQLite transaction and the
-  channel norm blobs), written in the calling thread (the default for a run file);
-* backgr.: the same with ``background=True``: the time the caller waits (the reductions; the
-  statistics and the transaction run on the store's writer thread, flushed untimed after each
-  call); bg CPU: the CPU time of the whole process per such snapshot (caller + writer +
-  checkpointer, ``time.process_time``), against the floor's, so that the work moved to the
-  writer thread is not hidden;
-* reference (``--reference``): the approach of the paper's code — ``deepcopy`` of the state dict,
-  then a Python loop over groups and tensors, one host sync per group.
+* snapshot: ``WidthTracker.snapshot()`` with a run file, written in the calling thread (the
+  default for a run file: the snapshot is in the file when the call returns);
+* background: the same with ``background=True``: the statistics and the SQLite transaction run
+  on the store's writer thread (flushed, untimed, after each call).
 
-The ratio snapshot / floor is the median over ``--rounds`` rounds of (median snapshot time /
-median floor time) within the round, with the standard error over rounds. Targets (issue 13):
-<= 3x the floor on models above 1M parameters, <= 4x below; the last column says y/n for the
-caller-thread snapshot and for the background one.
+Each is timed by the wall clock (``/wall``) and by the CPU time of the calling thread
+(``/cpu``, ``time.thread_time``: on a loaded machine the wall clock also counts the time the
+process waits for a core). ``/total`` is the CPU time of the whole process (caller + writer +
+checkpointer threads, ``time.process_time``) per call over ``--repeats`` calls in a row, against
+the floor's taken the same way, so that work moved to the writer thread is not hidden.
+
+A ratio is the median over ``--rounds`` rounds of (median time / median floor time, same clock)
+within the round, with the standard error over rounds. Targets (issue 13): <= 3x the floor on
+models above 1M parameters, <= 4x below; the last column says y/n per ratio column.
 
     python benchmarks/snapshot.py [--repeats 21] [--rounds 5] [--large] [--reference] [--training]
+    python benchmarks/snapshot.py --no-background   # also runs against a widthwise without it
     python benchmarks/snapshot.py --parts     # where a small model's snapshot time goes, and the
                                               # row+column reduction options on a 1024x1024 weight
 """
@@ -114,7 +115,13 @@ def models(large: bool) -> list[tuple[str, nn.Module, torch.Tensor]]:
 
 
 def bench_model(
-    name: str, model: nn.Module, x: torch.Tensor, repeats: int, rounds: int, reference: bool
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    repeats: int,
+    rounds: int,
+    reference: bool,
+    background: bool = True,
 ) -> dict:
     model.eval()
     t = time.perf_counter()
@@ -129,54 +136,57 @@ def bench_model(
         with torch.no_grad():
             [v.item() for v in torch._foreach_norm(weights)]
 
-    ratios_stats, ratios_snap, floors, stats_t, snaps = [], [], [], [], []
-    ratios_bg, bgs, ratios_cpu, cpus = [], [], [], []
+    clocks = {"wall": time.perf_counter, "cpu": time.thread_time}
+    ratios: dict[str, list[float]] = {}  # "snapshot/wall", ... per round
+    medians: dict[str, list[float]] = {}  # "floor/wall", ... per round, seconds
     with tempfile.TemporaryDirectory() as tmp:
         tracker = WidthTracker(model, groups=groups, store=Path(tmp) / "run.wwrun")
-        behind = WidthTracker(model, groups=groups, store=Path(tmp) / "bg.wwrun", background=True)
-
-        def background() -> None:
-            behind.snapshot()
-
-        fns = {
-            "floor": floor,
-            "stats": plan.stats,
-            "snapshot": tracker.snapshot,
-            "background": background,
-        }
+        fns = {"floor": floor, "stats": plan.stats, "snapshot": tracker.snapshot}
+        behind = None
+        if background:
+            behind = WidthTracker(
+                model, groups=groups, store=Path(tmp) / "bg.wwrun", background=True
+            )
+            fns["background"] = behind.snapshot
         for fn in fns.values():
             fn()  # warm-up
-        behind.flush()
         for _ in range(rounds):
-            times: dict[str, list[float]] = {k: [] for k in fns}
+            times: dict[str, list[float]] = {f"{k}/{c}": [] for k in fns for c in clocks}
             for _ in range(repeats):
                 for k, fn in fns.items():
-                    t = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     fn()
-                    times[k].append(time.perf_counter() - t)
-                    if k == "background":
+                    c1, t1 = time.thread_time(), time.perf_counter()
+                    times[f"{k}/wall"].append(t1 - t0)
+                    times[f"{k}/cpu"].append(c1 - c0)
+                    if behind is not None and k == "background":
                         behind.flush()  # untimed: the writer's work must not slow the others
             med = {k: statistics.median(v) for k, v in times.items()}
-            floors.append(med["floor"])
-            stats_t.append(med["stats"])
-            snaps.append(med["snapshot"])
-            bgs.append(med["background"])
-            ratios_stats.append(med["stats"] / med["floor"])
-            ratios_snap.append(med["snapshot"] / med["floor"])
-            ratios_bg.append(med["background"] / med["floor"])
-            # CPU time of every thread of the process (caller + writer + checkpointer), per call
-            cpu = {}
-            for k, fn in (("floor", floor), ("background", background)):
-                c = time.process_time()
-                for _ in range(repeats):
-                    fn()
-                behind.flush()
-                cpu[k] = (time.process_time() - c) / repeats
-            cpus.append(cpu["background"])
-            ratios_cpu.append(cpu["background"] / cpu["floor"])
+            for key, v in med.items():
+                medians.setdefault(key, []).append(v)
+                clock = key.split("/")[1]
+                ratios.setdefault(key, []).append(v / med[f"floor/{clock}"])
+            if behind is not None:
+                # CPU time of every thread of the process (caller + writer + checkpointer) per
+                # call, against the floor's: the work moved to the writer is not hidden
+                cpu = {}
+                for k, fn in (
+                    ("floor", floor),
+                    ("snapshot", tracker.snapshot),
+                    ("background", behind.snapshot),
+                ):
+                    c = time.process_time()
+                    for _ in range(repeats):
+                        fn()
+                    behind.flush()
+                    cpu[k] = (time.process_time() - c) / repeats
+                for k in ("snapshot", "background"):
+                    medians.setdefault(f"{k}/total", []).append(cpu[k])
+                    ratios.setdefault(f"{k}/total", []).append(cpu[k] / cpu["floor"])
         n_snap = tracker.store.n_snapshots
         tracker.close()
-        behind.close()
+        if behind is not None:
+            behind.close()
         size = (Path(tmp) / "run.wwrun").stat().st_size
     ref = (
         timed(lambda: reference_snapshot(model, groups), max(3, repeats // 4))
@@ -193,18 +203,9 @@ def bench_model(
         "groups": len(groups),
         "series": len(plan.series),
         "find_groups_s": t_groups,
-        "floor_ms": statistics.median(floors) * 1e3,
-        "stats_ms": statistics.median(stats_t) * 1e3,
-        "snapshot_ms": statistics.median(snaps) * 1e3,
-        "stats_ratio": statistics.median(ratios_stats),
-        "snap_ratio": statistics.median(ratios_snap),
-        "snap_ratio_se": se(ratios_snap),
-        "bg_ms": statistics.median(bgs) * 1e3,
-        "bg_ratio": statistics.median(ratios_bg),
-        "bg_ratio_se": se(ratios_bg),
-        "bg_cpu_ms": statistics.median(cpus) * 1e3,
-        "cpu_ratio": statistics.median(ratios_cpu),
-        "cpu_ratio_se": se(ratios_cpu),
+        "ms": {k: statistics.median(v) * 1e3 for k, v in medians.items()},
+        "ratio": {k: statistics.median(v) for k, v in ratios.items()},
+        "se": {k: se(v) for k, v in ratios.items()},
         "reference_ms": None if ref is None else ref * 1e3,
         "kb_per_snapshot": size / max(n_snap, 1) / 1024,
     }
@@ -388,6 +389,11 @@ def main() -> None:
     ap.add_argument("--training", action="store_true", help="measure the training overhead")
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--only", default=None, help="models whose name contains this")
+    ap.add_argument(
+        "--no-background",
+        action="store_true",
+        help="skip background=True (also: time a widthwise from before it had one)",
+    )
     ap.add_argument("--parts", action="store_true", help="where the time goes (see above)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -399,33 +405,34 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} per round, "
         f"{args.rounds} rounds (ratio: median over rounds, +- s.e.)\n"
     )
-    head = (
-        f"{'model':<18} {'params':>7} {'groups':>6} {'floor':>8} {'stats':>8} {'snapshot':>9} "
-        f"{'backgr.':>9} {'bg CPU':>9} {'snap/floor':>12} {'backgr./floor':>13} "
-        f"{'CPU/floor':>12} {'target':>6}"
+    cols = ["snapshot/wall", "snapshot/cpu"]
+    if not args.no_background:
+        cols += ["snapshot/total", "background/wall", "background/cpu", "background/total"]
+    print(
+        f"{'model':<18} {'params':>7} {'floor ms':>8} {'floor CPU':>9} {'snap ms':>8} "
+        + " ".join(f"{c:>16}" for c in cols)
+        + "  target"
     )
-    print(head)
     t0 = time.perf_counter()
     for name, model, x in models(args.large):
         if args.only and args.only not in name:
             continue
-        r = bench_model(name, model, x, args.repeats, args.rounds, args.reference)
+        r = bench_model(
+            name, model, x, args.repeats, args.rounds, args.reference, not args.no_background
+        )
         target = 3.0 if r["params"] > 1_000_000 else 4.0
-        ok = "".join("y" if r[k] <= target else "n" for k in ("snap_ratio", "bg_ratio"))
+        ok = "".join("y" if r["ratio"][c] <= target else "n" for c in cols)
         print(
-            f"{r['model']:<18} {r['params'] / 1e6:>6.2f}M {r['groups']:>6} "
-            f"{r['floor_ms']:>6.3f}ms {r['stats_ms']:>6.3f}ms {r['snapshot_ms']:>7.3f}ms "
-            f"{r['bg_ms']:>7.3f}ms {r['bg_cpu_ms']:>7.3f}ms "
-            f"{r['snap_ratio']:>6.2f}+-{r['snap_ratio_se']:.2f} "
-            f"{r['bg_ratio']:>7.2f}+-{r['bg_ratio_se']:.2f} "
-            f"{r['cpu_ratio']:>6.2f}+-{r['cpu_ratio_se']:.2f} "
-            f"{'<=' + str(int(target)) + ' ' + ok:>6}",
+            f"{r['model']:<18} {r['params'] / 1e6:>6.2f}M {r['ms']['floor/wall']:>8.3f} "
+            f"{r['ms']['floor/cpu']:>9.3f} {r['ms']['snapshot/wall']:>8.3f} "
+            + " ".join(f"{r['ratio'][c]:>10.2f}+-{r['se'][c]:<4.2f}" for c in cols)
+            + f"  <={int(target)} {ok}",
             flush=True,
         )
         if r["reference_ms"] is not None:
             print(
                 f"{'':<18} reference {r['reference_ms']:.1f} ms = "
-                f"{r['reference_ms'] / r['snapshot_ms']:.1f}x the snapshot; "
+                f"{r['reference_ms'] / r['ms']['snapshot/wall']:.1f}x the snapshot; "
                 f"{r['kb_per_snapshot']:.0f} KiB per snapshot on disk"
             )
         del model
