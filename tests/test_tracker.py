@@ -5,7 +5,12 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +19,7 @@ import torch
 from torch import nn
 
 import archs
+import widthwise
 from test_norms import cnn_bn_flatten_groups, mlp_groups, naive_norms, naive_stats
 from widthwise.groups import find_groups
 from widthwise.store import open_run
@@ -370,3 +376,27 @@ def test_a_failure_on_the_writer_thread_is_recorded_and_warned_at_the_next_call(
     assert h.flag.tolist()[: len(groups)] == ["error"] * len(groups)
     assert tracker.run.snapshots().error[0].startswith("ZeroDivisionError")
     assert h.flag.tolist()[len(groups) :] == [""] * len(groups) and tracker.n_failed == 1
+
+
+def test_a_process_that_ends_without_close_still_writes_every_pending_snapshot(tmp_path):
+    path = tmp_path / "run.wwrun"
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from torch import nn
+        from widthwise.groups import ChannelGroup, Member
+        from widthwise.tracker import WidthTracker
+        m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        g = ChannelGroup("0", 4, (Member("0.weight", 0, "producer"),
+                                  Member("2.weight", 1, "consumer")))
+        t = WidthTracker(m, groups=[g], store={str(path)!r}, background=True)
+        for i in range(50):
+            t.snapshot(i)
+        """
+    )
+    src = str(Path(widthwise.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    with open_run(path) as run:
+        assert run.snapshots().step.tolist() == list(range(50))

@@ -581,11 +581,13 @@ class NormPlan:
         """Statistics of every series (one host transfer)."""
         return self.stats_from(self.reduce())
 
-    def stats_from(self, reduced: torch.Tensor) -> GroupStats:
-        """Statistics from the output of :meth:`reduce` (on the host, in float64: the same
-        gather, block sums, square roots and products as :meth:`channel_norms`, in the same
-        order, in NumPy)."""
-        r = reduced.detach().cpu().numpy().astype(np.float64)
+    def stats_from(self, reduced: torch.Tensor | np.ndarray) -> GroupStats:
+        """Statistics from the output of :meth:`reduce` (or its NumPy copy on the host: then
+        no torch call at all, e.g. on another thread), in float64: the same gather, block
+        sums, square roots and products as :meth:`channel_norms`, in the same order."""
+        if isinstance(reduced, torch.Tensor):
+            reduced = reduced.detach().cpu().numpy()
+        r = reduced.astype(np.float64)
         blocks = r[self._np_gather]
         if self._block_starts is not None:
             blocks = np.add.reduceat(blocks, self._block_starts) if blocks.size else blocks

@@ -663,6 +663,8 @@ class RunStore:
             raise RunFileError(f"{self.path or 'the in-memory run'} is closed")
         if self._writer is None:
             self._writer = _Writer()
+            # a store dropped without close(): its idle thread ends once the store is collected
+            weakref.finalize(self, self._writer.stop_soon)
         self._writer.submit(job)
 
     def flush(self) -> None:
@@ -1046,6 +1048,7 @@ class _Writer:
             except BaseException:  # a job records its own failures; the thread must live on
                 pass
             finally:
+                job = None  # holds the store (and the tracker) alive while idle otherwise
                 self._queue.task_done()
 
     def submit(self, job: Callable[[], Any]) -> None:
@@ -1059,6 +1062,10 @@ class _Writer:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+    def stop_soon(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
 
 class _Checkpointer:

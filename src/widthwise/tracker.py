@@ -205,9 +205,8 @@ class WidthTracker:
                 raise RuntimeError("the tracker was closed")
             if metrics is not None:  # the values now: a tensor may change before the write
                 metrics = {k: _now(v) for k, v in metrics.items()}
-            reduced = self.plan.reduce()  # the only pass over the weights
-            if reduced.device.type != "cpu":
-                reduced = reduced.cpu()
+            # the only pass over the weights; the writer thread gets NumPy (no torch call there)
+            reduced = self.plan.reduce().cpu().numpy()
             write = functools.partial(self._write, reduced, step, epoch, wall, metrics, swapped)
             if not self.background:
                 return write()
@@ -219,7 +218,7 @@ class WidthTracker:
 
     def _write(
         self,
-        reduced: torch.Tensor,
+        reduced: np.ndarray,
         step: int | None,
         epoch: int | None,
         wall: float,
@@ -446,7 +445,10 @@ class WidthTracker:
 def _now(value: Any) -> Any:
     """A one-element tensor's value now (the write may come later); anything else as it is."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
+        try:
+            return value.item()
+        except Exception:  # (a meta tensor, ...) the store records what it cannot read as null
+            return value
     return value
 
 
