@@ -317,7 +317,7 @@ class NormPlan:
         self._chan_starts = (np.cumsum(per) - per)[self._chan_has]
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
-        self._empty = np.array([len(s.members) == 0 for s in series])
+        self._empty = np.array([len(s.members) == 0 for s in series], dtype=bool)
         self._layout = _layout(series, self._offsets, self._empty)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -619,7 +619,7 @@ def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) ->
     return _Layout(
         widths,
         np.minimum(offsets[:-1], max(size - 1, 0)),
-        (widths <= 0) | empty,
+        (widths <= 0) | np.asarray(empty, dtype=bool),
         flags,
         [s.group for s in series],
         [s.gate for s in series],
