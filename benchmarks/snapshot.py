@@ -23,6 +23,7 @@ models above 1M parameters, <= 4x below; the last column says y/n per ratio colu
 
     python benchmarks/snapshot.py [--repeats 21] [--rounds 5] [--large] [--reference] [--training]
     python benchmarks/snapshot.py --no-background   # also runs against a widthwise without it
+    python benchmarks/snapshot.py --compare-with OLD_norms.py --large   # same stored numbers?
     python benchmarks/snapshot.py --parts     # where a small model's snapshot time goes, and the
                                               # row+column reduction options on a 1024x1024 weight
 """
@@ -379,6 +380,35 @@ def parts(repeats: int) -> None:
         print(f"  {k:<28} {v:9.0f}")
 
 
+def compare_with(path: str, large: bool) -> None:
+    """Stored numbers of another ``norms.py`` (e.g. ``git show REV:src/widthwise/norms.py``)
+    against this one's, on every model: float32 norms in ULPs, variances relative."""
+    import importlib.util
+    import sys
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("other_norms", path)
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    sys.modules["other_norms"] = other  # dataclasses look their module up
+    spec.loader.exec_module(other)
+    for name, model, x in models(large):
+        groups = find_groups(model.eval(), x)
+        a, b = other.NormPlan(model, groups).stats(), NormPlan(model, groups).stats()
+        ulps = max(
+            (
+                int(np.abs(u.view(np.int32).astype(np.int64) - v.view(np.int32)).max())
+                if u.size
+                else 0
+            )
+            for u, v in zip(a.norms, b.norms)
+        )
+        va, vb = np.asarray(a.columns["variance"]), np.asarray(b.columns["variance"])
+        rel = float(np.nanmax(np.abs(va - vb) / np.abs(va))) if np.isfinite(va).any() else 0.0
+        print(f"{name:<18} norms: max {ulps} ULP apart; variances: max relative {rel:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
@@ -394,11 +424,15 @@ def main() -> None:
         action="store_true",
         help="skip background=True (also: time a widthwise from before it had one)",
     )
+    ap.add_argument("--compare-with", metavar="NORMS_PY", help="stored numbers vs another norms.py")
     ap.add_argument("--parts", action="store_true", help="where the time goes (see above)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.parts:
         parts(max(args.repeats, 200))
+        return
+    if args.compare_with:
+        compare_with(args.compare_with, args.large)
         return
     torch.manual_seed(0)
     print(
