@@ -121,8 +121,10 @@ class _Views(NamedTuple):
     rows: int
     rows_out: torch.Tensor | None  # row sums (_ROWS, _BOTH)
     cols_out: torch.Tensor | None  # column sums (_COLS, _BOTH)
-    sq: torch.Tensor | None  # the squares, [rows, rest]
-    tmp: torch.Tensor | None  # column sums before the kernel sum, [columns, kernel] (convs)
+    sq: torch.Tensor | None  # the squares, [rows (or rows per block), rest]
+    tmp: torch.Tensor | None  # column sums before the kernel sum, [columns * kernel] (convs)
+    per: int  # rows per block (0: the whole weight at once)
+    part: torch.Tensor | None  # one block's column sums, added to the rest
 
 
 class GroupStats:
@@ -442,38 +444,60 @@ class NormPlan:
             return cached
         f32 = torch.float32
         reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
-        blocked = device.type == "cpu"  # large CPU weights go through _blocked_sums instead
-
-        def fits(numel: int, kind: int) -> bool:
-            return kind == _ROWS or not (blocked and numel > CHUNK_ELEMENTS)
-
+        on_cpu = device.type == "cpu"
         todo = [(r[4], r[6], r[7], r[8]) for r in self._readers]
-        fast = [math.prod(sh) for sh, kind, _, _ in todo if kind not in (0, _ROWS)]
-        size = max([n for n in fast if fits(n, _BOTH)], default=0)
-        if blocked and any(n > CHUNK_ELEMENTS for n in fast):
-            size = max(size, CHUNK_ELEMENTS)
+
+        def rows_per_block(shape: torch.Size) -> int:
+            # on the CPU a weight above CHUNK_ELEMENTS is squared a block of rows at a time, so
+            # that the block is still in cache for its row and column sums
+            numel = math.prod(shape)
+            if not on_cpu or numel <= CHUNK_ELEMENTS:
+                return 0
+            return max(1, CHUNK_ELEMENTS // (numel // shape[0]))
+
+        def scratch_size(shape: torch.Size) -> int:
+            per = rows_per_block(shape)
+            return math.prod(shape) if not per else per * (math.prod(shape) // shape[0])
+
+        size = max(
+            (scratch_size(sh) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)), default=0
+        )
         # one scratch buffer for the squares, shared with _blocked_sums (_scratch finds it):
         # every buffer more is memory traffic when the cache is contended
         scratch = self._buffers.get((device, f32))
         if scratch is None or scratch.numel() < size:
             scratch = self._buffers[(device, f32)] = torch.empty(size, dtype=f32, device=device)
-        widths = [math.prod(sh[1:]) for sh, kind, k, _ in todo if kind not in (0, _ROWS) and k > 1]
+        widths = [math.prod(sh[1:]) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)]
         tmp = torch.empty(max(widths, default=0), dtype=f32, device=device)
+        part = torch.empty(max(widths, default=0), dtype=f32, device=device)
         views: list[_Views | None] = []
         for shape, kind, k, a in todo:
-            numel = math.prod(shape)
-            if not kind or not fits(numel, kind):
+            if not kind:
                 views.append(None)
                 continue
-            rows, width = shape[0], numel // shape[0]
+            rows = shape[0]
             if kind == _ROWS:
-                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, None))
+                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, None, 0, None))
                 continue
+            width = math.prod(shape) // rows
+            per = rows_per_block(shape)
             dst_rows = reduced[a : a + rows] if kind == _BOTH else None
             c0 = a + rows if kind == _BOTH else a
-            sq = scratch[:numel].view(rows, width)
-            col_tmp = tmp[:width].view(shape[1], k) if k > 1 else None
-            views.append(_Views(kind, rows, dst_rows, reduced[c0 : c0 + shape[1]], sq, col_tmp))
+            sq = scratch[: (per or rows) * width].view(per or rows, width)
+            # column sums of the [rows, columns * kernel] view go to tmp first for a conv
+            col_tmp = tmp[:width] if k > 1 else None
+            views.append(
+                _Views(
+                    kind,
+                    rows,
+                    dst_rows,
+                    reduced[c0 : c0 + shape[1]],
+                    sq,
+                    col_tmp,
+                    per,
+                    part[:width] if per else None,
+                )
+            )
         self._fast[device] = (reduced, views)
         return reduced, views
 
@@ -505,20 +529,33 @@ class NormPlan:
                 and param.device == device
                 and param.is_contiguous()
             ):
-                # the kernels of _sums_of_squares, so the same numbers
+                # the kernels of _sums_of_squares and _blocked_sums, so the same numbers
                 m = param if param.ndim == 2 else param.view(v.rows, -1)
                 if v.kind == _ROWS:
                     torch.linalg.vector_norm(m, dim=1, out=v.rows_out).square_()
                     continue
                 sq = cast(torch.Tensor, v.sq)
-                torch.square(m, out=sq)
-                if v.rows_out is not None:
-                    torch.sum(sq, 1, out=v.rows_out)
-                if v.tmp is None:
-                    torch.sum(sq, 0, out=v.cols_out)
+                cols = cast(torch.Tensor, v.cols_out if v.tmp is None else v.tmp)
+                if not v.per:
+                    torch.square(m, out=sq)
+                    if v.rows_out is not None:
+                        torch.sum(sq, 1, out=v.rows_out)
+                    torch.sum(sq, 0, out=cols)
                 else:
-                    torch.sum(sq, 0, out=v.tmp.view(-1))
-                    torch.sum(v.tmp, 1, out=v.cols_out)
+                    part = cast(torch.Tensor, v.part)
+                    for i, block in enumerate(torch.split(m, v.per)):
+                        s = sq[: block.shape[0]]
+                        torch.square(block, out=s)
+                        if v.rows_out is not None:
+                            r0 = i * v.per
+                            torch.sum(s, 1, out=v.rows_out[r0 : r0 + block.shape[0]])
+                        if i == 0:
+                            torch.sum(s, 0, out=cols)
+                        else:
+                            cols.add_(torch.sum(s, 0, out=part))
+                if v.tmp is not None:
+                    out = cast(torch.Tensor, v.cols_out)
+                    torch.sum(v.tmp.view(out.shape[0], -1), 1, out=out)
                 continue
             # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
             # dominates a small model's snapshot)
