@@ -106,10 +106,13 @@ class Series:
 #: On the CPU, weights larger than this many elements are reduced a block of rows at a time: a
 #: 4 MiB float32 block stays in the last-level cache between its row and column sums, so the
 #: weight is read from memory once. Measured (benchmarks/chunk_ab.py, docs/benchmarks.md): 1 << 20
-#: was the best block size or close to it; 1 << 16 was slower (per-block overhead).
+#: was the best block size or close to it; 1 << 16 was slower (per-block overhead). With the
+#: block views made once (NormPlan._fast_views), 1 << 18 was ~15% faster on MLP 1024x3 and level
+#: elsewhere, but another block size sums the columns in another order: the stored norms would
+#: move by up to 11 ULP (ViT-B), so it stays.
 CHUNK_ELEMENTS = 1 << 20
 
-# What a weight's reductions are (NormPlan._fast_sums): row sums, column sums, or both.
+# What a weight's reductions are (NormPlan._fast_views): row sums, column sums, or both.
 _ROWS, _COLS, _BOTH = 1, 2, 3
 _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
 
@@ -125,6 +128,18 @@ class _Views(NamedTuple):
     tmp: torch.Tensor | None  # column sums before the kernel sum, [columns * kernel] (convs)
     per: int  # rows per block (0: the whole weight at once)
     part: torch.Tensor | None  # one block's column sums, added to the rest
+    blocks: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]  # per block: squares, row sums
+
+
+def _blocks(
+    sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    """The scratch and row-sum views of each block of ``per`` rows (the last may be shorter)."""
+    out = []
+    for r0 in range(0, rows, per):
+        n = min(per, rows - r0)
+        out.append((sq[:n], None if rows_out is None else rows_out[r0 : r0 + n]))
+    return tuple(out)
 
 
 class GroupStats:
@@ -477,7 +492,9 @@ class NormPlan:
                 continue
             rows = shape[0]
             if kind == _ROWS:
-                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, None, 0, None))
+                views.append(
+                    _Views(kind, rows, reduced[a : a + rows], None, None, None, 0, None, ())
+                )
                 continue
             width = math.prod(shape) // rows
             per = rows_per_block(shape)
@@ -496,6 +513,7 @@ class NormPlan:
                     col_tmp,
                     per,
                     part[:width] if per else None,
+                    _blocks(sq, dst_rows, rows, per) if per else (),
                 )
             )
         self._fast[device] = (reduced, views)
@@ -543,12 +561,10 @@ class NormPlan:
                     torch.sum(sq, 0, out=cols)
                 else:
                     part = cast(torch.Tensor, v.part)
-                    for i, block in enumerate(torch.split(m, v.per)):
-                        s = sq[: block.shape[0]]
+                    for i, (block, (s, r)) in enumerate(zip(torch.split(m, v.per), v.blocks)):
                         torch.square(block, out=s)
-                        if v.rows_out is not None:
-                            r0 = i * v.per
-                            torch.sum(s, 1, out=v.rows_out[r0 : r0 + block.shape[0]])
+                        if r is not None:
+                            torch.sum(s, 1, out=r)
                         if i == 0:
                             torch.sum(s, 0, out=cols)
                         else:
