@@ -10,8 +10,9 @@ their reference code multiplies the norms of all coupled tensors and leaves 1-D 
 The group's statistic is the unbiased variance of ``n / mean(n)``.
 
 :class:`NormPlan` compiles the groups once. Each call then reads every parameter once (per needed
-dimension) with a batched reduction, combines the per-member sums of squares with index
-operations on the model's device, and makes one host transfer for all groups. No gradient
+dimension) with a batched reduction into one vector of sums of squares (:meth:`NormPlan.reduce`,
+on the model's device), makes one host transfer, and combines the members and computes the
+statistics in NumPy (:meth:`NormPlan.stats_from`; a tracker can run that part on another thread). No gradient
 tracking, no copy of the state dict, any device and dtype (``bfloat16`` is reduced in float32).
 Sharded FSDP2 parameters contribute partial sums that are added across ranks with one
 ``all_reduce`` per call, so every rank gets the numbers a single process would.
