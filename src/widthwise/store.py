@@ -643,7 +643,8 @@ class RunStore:
         )
         self._writer: _Writer | None = None
         self.closed = False
-        _STORES.add(self)
+        with _STORES_LOCK:
+            _STORES.add(self)
 
     # -- deferred writes -----------------------------------------------------------------------
     def defer(self, job: Callable[[], Any]) -> None:
@@ -938,7 +939,8 @@ class RunStore:
         if self._writer is not None:
             self._writer.stop()  # runs every deferred job first
         self.closed = True
-        _STORES.discard(self)
+        with _STORES_LOCK:
+            _STORES.discard(self)
         if self._checkpointer is not None:
             self._checkpointer.stop()
         with self._lock:
@@ -999,6 +1001,7 @@ class _Transaction:
 MAX_PENDING = 64
 
 _STORES: weakref.WeakSet[RunStore] = weakref.WeakSet()
+_STORES_LOCK = threading.Lock()  # a WeakSet is not safe to iterate while another thread adds
 _writer_thread = threading.local()
 
 
@@ -1012,7 +1015,9 @@ def _flush_writers(path: str | None, store: RunStore | None) -> None:
         store.flush()
     if path is not None:
         here = os.path.abspath(path)
-        for other in list(_STORES):
+        with _STORES_LOCK:
+            stores = list(_STORES)
+        for other in stores:
             if (
                 other is not store
                 and other.path is not None
@@ -1024,7 +1029,9 @@ def _flush_writers(path: str | None, store: RunStore | None) -> None:
 @atexit.register
 def _flush_all() -> None:
     # writer threads are daemons: run what they still hold before the interpreter ends
-    for store in list(_STORES):
+    with _STORES_LOCK:
+        stores = list(_STORES)
+    for store in stores:
         with contextlib.suppress(Exception):
             store.flush()
 
