@@ -406,3 +406,11 @@ def test_large_weights_reduced_in_blocks_match_naive(dtype, monkeypatch):
     groups = find_groups(model, torch.randn(2, 3, 20))
     model = model.to(dtype)
     assert_matches_naive(model, groups, rtol=1e-5)
+
+
+def test_a_plan_without_groups_gives_empty_statistics():
+    model, _ = mlp_groups()
+    plan = NormPlan(model, [])
+    assert plan.reduce().numel() == 0 and plan.channel_norms() == []
+    st = plan.stats()
+    assert len(st) == 0 and list(st.table.columns) == list(STAT_COLUMNS) and st.table.empty

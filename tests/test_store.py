@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -307,3 +308,32 @@ def test_sigkill_mid_run_leaves_a_readable_file(tmp_path):
         pd.testing.assert_series_equal(
             run.metrics().value, pd.Series(np.arange(n, dtype=float), name="value")
         )
+
+
+def test_deferred_snapshots_are_written_in_order_and_waited_for_by_every_read(tmp_path):
+    path = tmp_path / "run.wwrun"
+    store = RunStore.create(path, GROUPS)
+    rng = np.random.default_rng(3)
+    written, gate = [], threading.Event()
+    for i in range(5):
+        stats, norms = fake_snapshot(rng)
+        written.append((stats, norms))
+
+        def job(i=i, stats=stats, norms=norms):
+            if i == 0:
+                gate.wait(5)  # the writer is busy: nothing has been written yet
+            store.append_snapshot(10 * i, i // 2, 1000.0 + i, {"loss": 1.0 / (i + 1)}, stats, norms)
+
+        store.defer(job)
+    threading.Timer(0.2, gate.set).start()
+    t = time.perf_counter()
+    with open_run(path) as early:  # another connection, same process: waits for the writer
+        assert len(early) == 5 and time.perf_counter() - t < 4
+    check_round_trip(store.run, written)  # in the order deferred, with every value
+    stats, norms = fake_snapshot(rng)
+    store.defer(lambda: store.append_snapshot(50, 2, 1005.0, None, stats, norms))
+    store.close()  # writes what is pending
+    with open_run(path) as run:
+        assert len(run) == 6 and run.snapshots().step.tolist()[-1] == 50
+    with pytest.raises(RunFileError, match="closed"):
+        store.defer(lambda: None)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +19,7 @@ import torch
 from torch import nn
 
 import archs
+import widthwise
 from test_norms import cnn_bn_flatten_groups, mlp_groups, naive_norms, naive_stats
 from widthwise.groups import find_groups
 from widthwise.store import open_run
@@ -129,13 +135,13 @@ def test_nan_weights_are_recorded_not_raised():
 def test_failure_inside_snapshot_warns_once_and_is_recorded():
     model, groups = mlp_groups()
     tracker = WidthTracker(model, groups=groups)
-    real = tracker.plan.stats
-    tracker.plan.stats = lambda: 1 / 0
+    real = tracker.plan.reduce
+    tracker.plan.reduce = lambda: 1 / 0
     with pytest.warns(TrackerWarning, match="ZeroDivisionError") as caught:
         assert tracker.snapshot(5, metrics={"loss": 1.0}) is False
         assert tracker.snapshot() is False
     assert len([w for w in caught if w.category is TrackerWarning]) == 1
-    tracker.plan.stats = real
+    tracker.plan.reduce = real
     assert tracker.snapshot()
     h = tracker.history()
     assert list(h.step) == [5, 5, 6, 6, 7, 7]
@@ -275,3 +281,122 @@ def test_snapshot_value_for_non_numeric_metric_is_kept_as_null():
     m = tracker.metrics().set_index("name")
     assert math.isnan(m.loc["note", "value"])
     np.testing.assert_allclose(m.loc["lr", "value"], 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer thread (background=True, the default): the same record as writing in the caller
+
+
+def _records(tracker):
+    h = tracker.history(gates=True)
+    norms = [tracker.channel_norms(g.name)[1] for g in tracker.groups]
+    return h.drop(columns="wall_time"), norms, tracker.metrics().drop(columns="wall_time")
+
+
+def test_background_and_caller_writes_record_the_same_numbers():
+    model, x = archs.gru_model()  # gated groups: per-gate series too
+    groups = find_groups(model, x)
+    bg = WidthTracker(model, groups=groups)
+    fg = WidthTracker(model, groups=groups, background=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(6):
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert bg.snapshot(step, metrics={"loss": loss})
+        assert fg.snapshot(step, metrics={"loss": loss})
+    (hb, nb, mb), (hf, nf, mf) = _records(bg), _records(fg)
+    pd.testing.assert_frame_equal(hb, hf)
+    pd.testing.assert_frame_equal(mb, mf)
+    for a, b in zip(nb, nf):
+        np.testing.assert_array_equal(a, b)
+    # and both equal the naive loop on the final weights
+    last = hb[hb.snapshot == 5]
+    for g in groups:
+        ref = naive_stats(naive_norms(model, g))
+        row = last[(last.group == g.name) & (last.gate == "")].iloc[0]
+        np.testing.assert_allclose(row.variance, ref["variance"], rtol=1e-6)
+
+
+def test_every_pending_snapshot_is_in_the_file_after_close_and_seen_by_readers(tmp_path):
+    model, groups = mlp_groups()
+    path = tmp_path / "run.wwrun"
+    tracker = WidthTracker(model, groups=groups, store=path, background=True)
+    other = WidthTracker(model, groups=groups, store=path, background=True)  # same file
+    expected = []
+    for step in range(40):
+        with torch.no_grad():
+            model[0].weight.mul_(1.01)
+        expected.append(naive_stats(naive_norms(model, groups[0]))["variance"])
+        assert tracker.snapshot(step)
+    assert other.snapshot(100)
+    assert (
+        tracker.background
+        and not WidthTracker(model, groups=groups, store=tmp_path / "x").background
+    )
+    with open_run(path) as run:  # same process: both trackers' pending writes land first
+        assert len(run) == 41
+    other.close()
+    tracker.close()
+    with open_run(path) as run:
+        h = run.history()
+    got = h[h.group == groups[0].name].variance.to_numpy()[:40]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # each snapshot has its own weights
+
+
+def test_a_metric_tensor_is_recorded_with_its_value_at_the_snapshot():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    running = torch.tensor(1.0)
+    for step in range(3):
+        tracker.snapshot(step, metrics={"acc": running})
+        running += 1.0  # changed in place before the writer thread runs
+    m = tracker.metrics()
+    assert m.value.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_failure_on_the_writer_thread_is_recorded_and_warned_at_the_next_call():
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups)
+    real = tracker.plan.stats_from
+
+    def broken(reduced):
+        raise ZeroDivisionError("in the writer")
+
+    tracker.plan.stats_from = broken
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is warned from the writer thread itself
+        assert tracker.snapshot(0)  # taken; its write fails later
+        tracker.store.flush()
+    with pytest.warns(TrackerWarning, match="ZeroDivisionError: in the writer"):
+        tracker.plan.stats_from = real
+        assert tracker.snapshot(1)
+    h = tracker.history()
+    assert h.flag.tolist()[: len(groups)] == ["error"] * len(groups)
+    assert tracker.run.snapshots().error[0].startswith("ZeroDivisionError")
+    assert h.flag.tolist()[len(groups) :] == [""] * len(groups) and tracker.n_failed == 1
+
+
+def test_a_process_that_ends_without_close_still_writes_every_pending_snapshot(tmp_path):
+    path = tmp_path / "run.wwrun"
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from torch import nn
+        from widthwise.groups import ChannelGroup, Member
+        from widthwise.tracker import WidthTracker
+        m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        g = ChannelGroup("0", 4, (Member("0.weight", 0, "producer"),
+                                  Member("2.weight", 1, "consumer")))
+        t = WidthTracker(m, groups=[g], store={str(path)!r}, background=True)
+        for i in range(50):
+            t.snapshot(i)
+        """
+    )
+    src = str(Path(widthwise.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    with open_run(path) as run:
+        assert run.snapshots().step.tolist() == list(range(50))

@@ -10,8 +10,9 @@ their reference code multiplies the norms of all coupled tensors and leaves 1-D 
 The group's statistic is the unbiased variance of ``n / mean(n)``.
 
 :class:`NormPlan` compiles the groups once. Each call then reads every parameter once (per needed
-dimension) with a batched reduction, combines the per-member sums of squares with index
-operations on the model's device, and makes one host transfer for all groups. No gradient
+dimension) with a batched reduction into one vector of sums of squares (:meth:`NormPlan.reduce`,
+on the model's device), makes one host transfer, and combines the members and computes the
+statistics in NumPy (:meth:`NormPlan.stats_from`; a tracker can run that part on another thread). No gradient
 tracking, no copy of the state dict, any device and dtype (``bfloat16`` is reduced in float32).
 Sharded FSDP2 parameters contribute partial sums that are added across ranks with one
 ``all_reduce`` per call, so every rank gets the numbers a single process would.
@@ -33,9 +34,10 @@ tensor([2.4495, 2.4495, 4.8990, 4.8990])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -105,8 +107,40 @@ class Series:
 #: On the CPU, weights larger than this many elements are reduced a block of rows at a time: a
 #: 4 MiB float32 block stays in the last-level cache between its row and column sums, so the
 #: weight is read from memory once. Measured (benchmarks/chunk_ab.py, docs/benchmarks.md): 1 << 20
-#: was the best block size or close to it; 1 << 16 was slower (per-block overhead).
+#: was the best block size or close to it; 1 << 16 was slower (per-block overhead). With the
+#: block views made once (NormPlan._fast_views), 1 << 18 was ~15% faster on MLP 1024x3 and level
+#: elsewhere, but another block size sums the columns in another order: the stored norms would
+#: move by up to 11 ULP (ViT-B), so it stays.
 CHUNK_ELEMENTS = 1 << 20
+
+# What a weight's reductions are (NormPlan._fast_views): row sums, column sums, or both.
+_ROWS, _COLS, _BOTH = 1, 2, 3
+_KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
+
+
+class _Views(NamedTuple):
+    """Where one weight's fast-path kernels write (NormPlan._fast_views)."""
+
+    kind: int
+    rows: int
+    rows_out: torch.Tensor | None  # row sums (_ROWS, _BOTH)
+    cols_out: torch.Tensor | None  # column sums (_COLS, _BOTH)
+    sq: torch.Tensor | None  # the squares, [rows (or rows per block), rest]
+    tmp: torch.Tensor | None  # column sums before the kernel sum, [columns * kernel] (convs)
+    per: int  # rows per block (0: the whole weight at once)
+    part: torch.Tensor | None  # one block's column sums, added to the rest
+    blocks: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]  # per block: squares, row sums
+
+
+def _blocks(
+    sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    """The scratch and row-sum views of each block of ``per`` rows (the last may be shorter)."""
+    out = []
+    for r0 in range(0, rows, per):
+        n = min(per, rows - r0)
+        out.append((sq[:n], None if rows_out is None else rows_out[r0 : r0 + n]))
+    return tuple(out)
 
 
 class GroupStats:
@@ -245,20 +279,10 @@ class NormPlan:
         self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
         self._shapes = {n: tuple(self._param(n).shape) for n in by_param}
         dtensor = _dtensor_type()
-        self._readers = [
-            (
-                slots[n][0],
-                slots[n][1],
-                n,
-                dims,
-                self._param(n).shape,
-                not isinstance(self._param(n), dtensor),
-            )
-            for n, dims in self._params
-        ]
         base: dict[tuple[str, int], int] = {}
         pos = 0
         self._partial_ranges: list[tuple[object, int, int]] = []
+        self._readers = []
         for name, dims in self._params:
             start = pos
             for d in dims:
@@ -270,6 +294,13 @@ class NormPlan:
                     self._partial_ranges[-1] = (pg, self._partial_ranges[-1][1], pos)
                 else:
                     self._partial_ranges.append((pg, start, pos))
+            p = self._param(name)
+            plain = not isinstance(p, dtensor)
+            kind = _KINDS.get(tuple(dims), 0) if plain and p.numel() > 0 else 0
+            k = math.prod(p.shape[2:])  # elements per (row, column): a conv's kernel
+            self._readers.append(
+                (slots[name][0], slots[name][1], name, dims, p.shape, plain, kind, k, start)
+            )
         self._reduced_len = pos
 
         # Index maps: gather each member's channel block out of the reductions, sum the block
@@ -291,11 +322,24 @@ class NormPlan:
         self._gather = torch.from_numpy(cat(gather).astype(np.int64))
         self._block = torch.from_numpy(cat(block).astype(np.int64))
         self._chan = torch.from_numpy(cat(chan).astype(np.int64))
+        # the same maps for NumPy (stats_from): block starts (None when every block is one
+        # element), and the blocks ordered by channel, members in order, for the products
+        self._np_gather = self._gather.numpy()
+        blk = self._block.numpy()
+        first = np.flatnonzero(np.diff(blk, prepend=-1)) if blk.size else blk
+        self._block_starts = None if first.size == blk.size else first
+        ch = self._chan.numpy()
+        self._chan_order = np.argsort(ch, kind="stable")
+        per = np.bincount(ch, minlength=offsets[-1]) if ch.size else np.zeros(offsets[-1], int)
+        self._chan_has = per > 0
+        self._chan_starts = (np.cumsum(per) - per)[self._chan_has]
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
-        self._empty = np.array([len(s.members) == 0 for s in series])
+        self._empty = np.array([len(s.members) == 0 for s in series], dtype=bool)
+        self._layout = _layout(series, self._offsets, self._empty)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._fast: dict[torch.device, tuple[torch.Tensor, list[_Views | None]]] = {}
 
     def _param(self, name: str) -> torch.Tensor:
         module, leaf, _ = self._slots[name]
@@ -407,12 +451,86 @@ class NormPlan:
             cols.add_(torch.sum(s, 0, out=part))
         return rows, cols
 
-    def _flat_norms(self) -> torch.Tensor:
-        """Norms of every series, concatenated, on the model's device (float64 where supported)."""
-        parts: list[torch.Tensor] = []
-        device = None
+    def _fast_views(self, device: torch.device) -> tuple[torch.Tensor, list[_Views | None]]:
+        """The reduction vector and, per weight that can take the fast path, the views its
+        kernels write into, made once per device: a small model's snapshot is mostly per-call
+        fixed cost (slicing, buffers, dispatch), not arithmetic."""
+        cached = self._fast.get(device)
+        if cached is not None:
+            return cached
         f32 = torch.float32
-        for module, leaf, name, dims, shape, plain in self._readers:
+        reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
+        on_cpu = device.type == "cpu"
+        todo = [(r[4], r[6], r[7], r[8]) for r in self._readers]
+
+        def rows_per_block(shape: torch.Size) -> int:
+            # on the CPU a weight above CHUNK_ELEMENTS is squared a block of rows at a time, so
+            # that the block is still in cache for its row and column sums
+            numel = math.prod(shape)
+            if not on_cpu or numel <= CHUNK_ELEMENTS:
+                return 0
+            return max(1, CHUNK_ELEMENTS // (numel // shape[0]))
+
+        def scratch_size(shape: torch.Size) -> int:
+            per = rows_per_block(shape)
+            return math.prod(shape) if not per else per * (math.prod(shape) // shape[0])
+
+        size = max(
+            (scratch_size(sh) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)), default=0
+        )
+        # one scratch buffer for the squares, shared with _blocked_sums (_scratch finds it):
+        # every buffer more is memory traffic when the cache is contended
+        scratch = self._buffers.get((device, f32))
+        if scratch is None or scratch.numel() < size:
+            scratch = self._buffers[(device, f32)] = torch.empty(size, dtype=f32, device=device)
+        widths = [math.prod(sh[1:]) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)]
+        tmp = torch.empty(max(widths, default=0), dtype=f32, device=device)
+        part = torch.empty(max(widths, default=0), dtype=f32, device=device)
+        views: list[_Views | None] = []
+        for shape, kind, k, a in todo:
+            if not kind:
+                views.append(None)
+                continue
+            rows = shape[0]
+            if kind == _ROWS:
+                views.append(
+                    _Views(kind, rows, reduced[a : a + rows], None, None, None, 0, None, ())
+                )
+                continue
+            width = math.prod(shape) // rows
+            per = rows_per_block(shape)
+            dst_rows = reduced[a : a + rows] if kind == _BOTH else None
+            c0 = a + rows if kind == _BOTH else a
+            sq = scratch[: (per or rows) * width].view(per or rows, width)
+            # column sums of the [rows, columns * kernel] view go to tmp first for a conv
+            col_tmp = tmp[:width] if k > 1 else None
+            views.append(
+                _Views(
+                    kind,
+                    rows,
+                    dst_rows,
+                    reduced[c0 : c0 + shape[1]],
+                    sq,
+                    col_tmp,
+                    per,
+                    part[:width] if per else None,
+                    _blocks(sq, dst_rows, rows, per) if per else (),
+                )
+            )
+        self._fast[device] = (reduced, views)
+        return reduced, views
+
+    @torch.no_grad()
+    def reduce(self) -> torch.Tensor:
+        """Sums of squares of every (weight, dimension) the groups read, float32, on the model's
+        device, summed across ranks for sharded parameters: the only part of a snapshot that
+        reads the weights. A new tensor each call, so it can be handed to another thread;
+        :meth:`stats_from` turns it into the statistics."""
+        f32 = torch.float32
+        device = None
+        reduced = None
+        views: list[_Views | None] = []
+        for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(self._readers):
             param = cast(torch.Tensor, module._parameters[leaf])
             if param.shape != shape:
                 raise ModelChangedError(
@@ -420,23 +538,60 @@ class NormPlan:
                     f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
                     "WidthTracker (a new run file) for the changed model"
                 )
+            if reduced is None:
+                device = param.device if plain else local_shard(param).tensor.device
+                reduced, views = self._fast_views(device)
+            v = views[i]
+            if (
+                v is not None
+                and param.dtype == f32
+                and param.device == device
+                and param.is_contiguous()
+            ):
+                # the kernels of _sums_of_squares and _blocked_sums, so the same numbers
+                m = param if param.ndim == 2 else param.view(v.rows, -1)
+                if v.kind == _ROWS:
+                    torch.linalg.vector_norm(m, dim=1, out=v.rows_out).square_()
+                    continue
+                sq = cast(torch.Tensor, v.sq)
+                cols = cast(torch.Tensor, v.cols_out if v.tmp is None else v.tmp)
+                if not v.per:
+                    torch.square(m, out=sq)
+                    if v.rows_out is not None:
+                        torch.sum(sq, 1, out=v.rows_out)
+                    torch.sum(sq, 0, out=cols)
+                else:
+                    part = cast(torch.Tensor, v.part)
+                    for i, (block, (s, r)) in enumerate(zip(torch.split(m, v.per), v.blocks)):
+                        torch.square(block, out=s)
+                        if r is not None:
+                            torch.sum(s, 1, out=r)
+                        if i == 0:
+                            torch.sum(s, 0, out=cols)
+                        else:
+                            cols.add_(torch.sum(s, 0, out=part))
+                if v.tmp is not None:
+                    out = cast(torch.Tensor, v.cols_out)
+                    torch.sum(v.tmp.view(out.shape[0], -1), 1, out=out)
+                continue
             # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
             # dominates a small model's snapshot)
             shard = None if plain else local_shard(param)
             t = param.detach() if shard is None else shard.tensor
-            device = device or t.device
             sums = self._sums_of_squares(t, dims)
-            for d, v in zip(dims, sums):
-                if shard is not None and shard.group is not None and v.numel() != shape[d]:
-                    full = torch.zeros(shape[d], dtype=v.dtype, device=v.device)
-                    full[shard.offsets[d] : shard.offsets[d] + v.numel()] = v
-                    v = full
-                if v.dtype != f32 or v.device != device:
-                    v = v.to(device=device, dtype=f32)
-                parts.append(v)
+            for d, s in zip(dims, sums):
+                if shard is not None and shard.group is not None and s.numel() != shape[d]:
+                    full = torch.zeros(shape[d], dtype=s.dtype, device=s.device)
+                    full[shard.offsets[d] : shard.offsets[d] + s.numel()] = s
+                    s = full
+                reduced[a : a + shape[d]].copy_(s)
+                a += shape[d]
+        if reduced is not None:
+            reduced = reduced.clone()  # the views are reused by the next call
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        reduced = torch.cat(parts) if parts else torch.zeros(0, device=device)
+        if reduced is None:
+            reduced = torch.zeros(0, device=device)
         if self._partial_ranges:
             import torch.distributed as dist
 
@@ -449,6 +604,12 @@ class NormPlan:
                 prev = b
             pieces.append(reduced[prev:])
             reduced = torch.cat(pieces)
+        return reduced
+
+    def _flat_norms(self) -> torch.Tensor:
+        """Norms of every series, concatenated, on the model's device (float64 where supported)."""
+        reduced = self.reduce()
+        device = reduced.device
         wide = torch.float32 if device.type == "mps" else torch.float64
         reduced = reduced.to(wide)
         gather, block, chan = self._indices(device)
@@ -472,20 +633,64 @@ class NormPlan:
     @torch.no_grad()
     def stats(self) -> GroupStats:
         """Statistics of every series (one host transfer)."""
-        n = self._flat_norms().cpu().numpy().astype(np.float64, copy=False)
-        return _stats_from_flat(self.series, n, self._offsets, self._empty)
+        return self.stats_from(self.reduce())
+
+    def stats_from(self, reduced: torch.Tensor | np.ndarray) -> GroupStats:
+        """Statistics from the output of :meth:`reduce` (or its NumPy copy on the host: then
+        no torch call at all, e.g. on another thread), in float64: the same gather, block
+        sums, square roots and products as :meth:`channel_norms`, in the same order."""
+        if isinstance(reduced, torch.Tensor):
+            reduced = reduced.detach().cpu().numpy()
+        r = reduced.astype(np.float64)
+        blocks = r[self._np_gather]
+        if self._block_starts is not None:
+            blocks = np.add.reduceat(blocks, self._block_starts) if blocks.size else blocks
+        np.sqrt(blocks, out=blocks)
+        n = np.ones(int(self._offsets[-1]))
+        if blocks.size:
+            n[self._chan_has] = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
+        return _stats_from_flat(self.series, n, self._offsets, self._empty, self._layout)
+
+
+class _Layout(NamedTuple):
+    """What the statistics need that depends only on the plan (made once, not per snapshot)."""
+
+    widths: np.ndarray
+    starts: np.ndarray  # segment starts, clipped for reduceat
+    bad: np.ndarray  # series with no weights or no channels: NaN statistics
+    static_flags: list[str]  # the flags when no channel is zero or non-finite
+    groups: list[str]
+    gates: list[str]
+
+
+def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) -> _Layout:
+    widths = np.diff(offsets)
+    size = int(offsets[-1]) if len(offsets) else 0
+    flags = []
+    for e, w in zip(empty, widths):
+        f = ["no_weights"] if e else ["all_zero"] if w == 0 else []  # as _stats_from_flat's loop
+        flags.append(",".join([*f, "width1"] if w < 2 else f))
+    return _Layout(
+        widths,
+        np.minimum(offsets[:-1], max(size - 1, 0)),
+        (widths <= 0) | np.asarray(empty, dtype=bool),
+        flags,
+        [s.group for s in series],
+        [s.gate for s in series],
+    )
 
 
 def _stats_from_flat(
-    series: Sequence[Series], n: np.ndarray, offsets: np.ndarray, empty: np.ndarray
+    series: Sequence[Series],
+    n: np.ndarray,
+    offsets: np.ndarray,
+    empty: np.ndarray,
+    layout: _Layout | None = None,
 ) -> GroupStats:
-    widths = np.diff(offsets)
+    lay = layout or _layout(series, offsets, empty)
+    widths = lay.widths
     k = len(series)
-    cols: dict = {
-        "group": [s.group for s in series],
-        "gate": [s.gate for s in series],
-        "width": widths.copy(),
-    }
+    cols: dict = {"group": list(lay.groups), "gate": list(lay.gates), "width": widths.copy()}
     if k == 0 or n.size == 0:
         for c in ("variance", "mean", "max", "min"):
             cols[c] = np.full(k, np.nan)
@@ -493,10 +698,8 @@ def _stats_from_flat(
         cols["n_zero"] = np.zeros(k, dtype=np.int64)
         cols["flag"] = ["no_weights" if e else "" for e in empty]
         return GroupStats(series, cols, [np.zeros(0, np.float32) for _ in series])
-    starts = offsets[:-1]
     # reduceat misreads zero-width segments; widths are >= 1 for real groups, guard anyway
-    safe = widths > 0
-    starts_c = np.minimum(starts, n.size - 1)
+    starts_c = lay.starts
     with np.errstate(all="ignore"):
         mean = np.add.reduceat(n, starts_c) / widths
         mx = np.maximum.reduceat(n, starts_c)
@@ -505,33 +708,36 @@ def _stats_from_flat(
         xm = np.add.reduceat(x, starts_c) / widths
         ss = np.add.reduceat((x - np.repeat(xm, widths)) ** 2, starts_c)
         var = np.where(widths > 1, ss / (widths - 1), np.nan)
+        n32 = n.astype(np.float32)  # stored vectors are float32; the statistics used float64
     nonfinite = np.add.reduceat((~np.isfinite(n)).astype(np.int64), starts_c)
     zero = np.add.reduceat((n == 0).astype(np.int64), starts_c)
+    bad = lay.bad
     for arr in (mean, mx, mn, var):
-        arr[~safe | empty] = np.nan
-    nonfinite[~safe | empty] = 0
-    zero[~safe | empty] = 0
-    flags = []
-    for i in range(k):
-        f = []
-        if empty[i]:
-            f.append("no_weights")
-        else:
-            if nonfinite[i]:
-                f.append("nonfinite")
-            if zero[i] == widths[i]:
-                f.append("all_zero")
-            elif zero[i]:
-                f.append("zero")
-        if widths[i] < 2:
-            f.append("width1")
-        flags.append(",".join(f))
+        arr[bad] = np.nan
+    nonfinite[bad] = 0
+    zero[bad] = 0
+    if not nonfinite.any() and not zero.any():
+        flags = list(lay.static_flags)
+    else:
+        flags = []
+        for i in range(k):
+            f = []
+            if empty[i]:
+                f.append("no_weights")
+            else:
+                if nonfinite[i]:
+                    f.append("nonfinite")
+                if zero[i] == widths[i]:
+                    f.append("all_zero")
+                elif zero[i]:
+                    f.append("zero")
+            if widths[i] < 2:
+                f.append("width1")
+            flags.append(",".join(f))
     cols.update(
         variance=var, mean=mean, max=mx, min=mn, n_nonfinite=nonfinite, n_zero=zero, flag=flags
     )
-    with np.errstate(over="ignore"):  # stored vectors are float32; the statistics used float64
-        n32 = n.astype(np.float32)
-    norms = [n32[offsets[i] : offsets[i + 1]] for i in range(k)]
+    norms = np.split(n32, offsets[1:-1])
     for j in np.flatnonzero(empty):
         norms[j] = np.full(widths[j], np.nan, dtype=np.float32)
     return GroupStats(series, cols, norms)

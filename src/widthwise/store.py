@@ -20,6 +20,15 @@ epoch keeps its distance from it. The step the caller passed is kept as ``user_s
 global step (``epoch * len(loader) + step``) when exact spacing across epochs matters. Files of
 schema 1 (before ``user_step``) are renumbered the same way when read.
 
+**Deferred writes.** :meth:`RunStore.defer` hands a snapshot's statistics and transaction to
+the store's writer thread (``WidthTracker(background=True)``, the default for in-memory runs),
+so the training loop pays only for reading the weights. Every read and every other method of
+the store first waits for what was deferred, so readers see the same data in the same order;
+:meth:`RunStore.close` and the end of the interpreter write what is pending. A process killed
+with SIGKILL loses what was still pending (the last few milliseconds): for a run file the
+tracker writes in the calling thread unless asked otherwise, so that a snapshot is in the file
+when ``snapshot()`` returns.
+
 **The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
 background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
 copying only the run file, after a kill or while training runs, loses at most that much.
@@ -42,6 +51,7 @@ array([[0.1, 1. , 2. ]], dtype=float32)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import difflib
@@ -49,10 +59,12 @@ import functools
 import json
 import math
 import os
+import queue
 import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -259,6 +271,7 @@ class Run:
         self._lock = lock
         self.path = path
         self._owns = False  # open_run's runs close their connection; a store's view does not
+        self._store: RunStore | None = None  # the store this is a view of (its deferred writes)
         try:
             with self._read():
                 rows = conn.execute("SELECT idx, spec FROM groups ORDER BY idx").fetchall()
@@ -303,6 +316,9 @@ class Run:
             self.run = run
 
         def __enter__(self) -> sqlite3.Connection:
+            # writes this process deferred to a writer thread land before the read (outside
+            # the lock: the writer needs it)
+            _flush_writers(self.run.path, self.run._store)
             self.run._lock.acquire()
             return self.run._conn
 
@@ -619,11 +635,44 @@ class RunStore:
         self.path = path
         self._lock = threading.RLock()
         self.run = Run(conn, self._lock, path)
+        self.run._store = self
         self._index = {g.name: i for i, g in enumerate(self.run.groups)}
         self._reclock()
         self._checkpointer = (
             _Checkpointer(path) if path is not None and CHECKPOINT_SECONDS is not None else None
         )
+        self._writer: _Writer | None = None
+        self.closed = False
+        with _STORES_LOCK:
+            _STORES.add(self)
+
+    # -- deferred writes -----------------------------------------------------------------------
+    def defer(self, job: Callable[[], Any]) -> None:
+        """Run ``job`` (typically one :meth:`append_snapshot`) on this store's writer thread,
+        after every job deferred before it; returns at once (it waits only when
+        :data:`MAX_PENDING` jobs are already waiting). ``job`` handles its own errors.
+
+        Every other method of the store and every read of its :attr:`run` (or of a run opened
+        on the same file in this process) first waits for the deferred jobs, so callers see
+        the same data as if the jobs had run in the caller; :meth:`close` and interpreter exit
+        run what is pending.
+
+        Raises:
+            RunFileError: the store is closed.
+        """
+        if self.closed:
+            raise RunFileError(f"{self.path or 'the in-memory run'} is closed")
+        if self._writer is None:
+            self._writer = _Writer()
+            # a store dropped without close(): its idle thread ends once the store is collected
+            weakref.finalize(self, self._writer.stop_soon)
+        self._writer.submit(job)
+
+    def flush(self) -> None:
+        """Wait until every deferred job has run (no-op on the writer thread itself)."""
+        w = self._writer
+        if w is not None and not _on_writer_thread():
+            w.flush()
 
     def _reclock(self) -> None:
         with self._lock:
@@ -709,6 +758,7 @@ class RunStore:
             channel_norms: per-channel norms, one array per row of ``stats`` (or ``None``).
             error: why the statistics are missing, for a snapshot that failed.
         """
+        self.flush()
         groups, gates = list(stats["group"]), list(stats["gate"])
         idx = [self._index[g] for g in groups]
         var, mean, mx, mn = (stats[c] for c in ("variance", "mean", "max", "min"))
@@ -764,6 +814,7 @@ class RunStore:
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy committed snapshots from the ``-wal`` log into the run file now (passive: never
         waits for readers). Returns SQLite's ``(busy, log frames, checkpointed frames)``."""
+        self.flush()
         with self._lock:
             if self.path is None:
                 return (0, 0, 0)
@@ -821,6 +872,7 @@ class RunStore:
         wall = time.time() if wall_time is None else wall_time
         epoch = None if epoch is None else int(epoch)
         user = None if step is None else int(step)
+        self.flush()
         with self._lock:
             glob = self.clock.peek(user, epoch)
             with self._transaction() as c:
@@ -831,6 +883,7 @@ class RunStore:
     def truncate(self, n_snapshots: int, n_metrics: int | None = None) -> None:
         """Keep the first ``n_snapshots`` snapshots (and metric rows up to id ``n_metrics``);
         drop the rest. Used when training resumes from a checkpoint."""
+        self.flush()
         with self._transaction() as c:
             for table in ("snapshots", "stats", "norms"):
                 c.execute(f"DELETE FROM {table} WHERE snapshot >= ?", (int(n_snapshots),))
@@ -848,21 +901,25 @@ class RunStore:
     @property
     def n_metrics(self) -> int:
         """Id of the last metric row (0 when none)."""
+        self.flush()
         with self._lock:
             return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM metrics").fetchone()[0])
 
     @property
     def last_step(self) -> int | None:
         """Global step of the last snapshot (None before the first)."""
+        self.flush()
         return self.clock.last_global
 
     def serialize(self) -> bytes:
         """The whole database as bytes (for checkpointing an in-memory run)."""
+        self.flush()
         with self._lock:
             return self._conn.serialize()
 
     def restore(self, data: bytes) -> None:
         """Replace the database with :meth:`serialize` output."""
+        self.flush()
         with self._lock:
             self._conn.deserialize(data)
             _check(self._conn, self.path or "checkpointed run")
@@ -879,6 +936,11 @@ class RunStore:
         fails harmlessly (the run file is complete anyway). Only a reader that holds a read
         transaction open for longer keeps frames in the log; a warning then names the ``-wal``.
         """
+        if self._writer is not None:
+            self._writer.stop()  # runs every deferred job first
+        self.closed = True
+        with _STORES_LOCK:
+            _STORES.discard(self)
         if self._checkpointer is not None:
             self._checkpointer.stop()
         with self._lock:
@@ -932,6 +994,85 @@ class _Transaction:
             self.store._conn.execute("ROLLBACK" if typ else "COMMIT")
         finally:
             self.store._lock.release()
+
+
+#: Deferred jobs waiting for a store's writer thread before :meth:`RunStore.defer` waits (so a
+#: writer that falls behind slows the caller down instead of holding unbounded memory).
+MAX_PENDING = 64
+
+_STORES: weakref.WeakSet[RunStore] = weakref.WeakSet()
+_STORES_LOCK = threading.Lock()  # a WeakSet is not safe to iterate while another thread adds
+_writer_thread = threading.local()
+
+
+def _on_writer_thread() -> bool:
+    return getattr(_writer_thread, "active", False)
+
+
+def _flush_writers(path: str | None, store: RunStore | None) -> None:
+    """Run the jobs deferred by ``store`` and by every open store of the same file."""
+    if store is not None:
+        store.flush()
+    if path is not None:
+        here = os.path.abspath(path)
+        with _STORES_LOCK:
+            stores = list(_STORES)
+        for other in stores:
+            if (
+                other is not store
+                and other.path is not None
+                and os.path.abspath(other.path) == here
+            ):
+                other.flush()
+
+
+@atexit.register
+def _flush_all() -> None:
+    # writer threads are daemons: run what they still hold before the interpreter ends
+    with _STORES_LOCK:
+        stores = list(_STORES)
+    for store in stores:
+        with contextlib.suppress(Exception):
+            store.flush()
+
+
+class _Writer:
+    """A daemon thread that runs deferred jobs one at a time, in the order they came."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], Any] | None] = queue.Queue(MAX_PENDING)
+        self._thread = threading.Thread(target=self._loop, name="widthwise-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        _writer_thread.active = True
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except BaseException:  # a job records its own failures; the thread must live on
+                pass
+            finally:
+                job = None  # holds the store (and the tracker) alive while idle otherwise
+                self._queue.task_done()
+
+    def submit(self, job: Callable[[], Any]) -> None:
+        self._queue.put(job)
+
+    def flush(self) -> None:
+        if self._thread.is_alive():
+            self._queue.join()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def stop_soon(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
 
 class _Checkpointer:

@@ -22,7 +22,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 import time
 import traceback
 import warnings
@@ -67,6 +70,13 @@ class WidthTracker:
             correlations); statistics are always stored.
         gates: also record per-gate statistics of recurrent and attention groups.
         meta: extra JSON-serialisable information to keep with the run.
+        background: compute the statistics and write them on the store's writer thread, so
+            ``snapshot()`` costs the training loop only the reductions over the weights (every
+            read of the run still sees every snapshot taken before it; ``close()`` and the end
+            of the process write what is pending, but a process killed with SIGKILL loses the
+            snapshots still pending, a few milliseconds' worth). ``None`` (default): in the
+            background for an in-memory run, in the calling thread for a run file, so that a
+            snapshot is in the file when ``snapshot()`` returns.
 
     Raises:
         RunFileError: ``store`` cannot be created or written, is not a run file, or holds
@@ -74,7 +84,8 @@ class WidthTracker:
         ValueError: a :class:`RunStore` made for other channel groups, or no way to find groups.
 
     ``snapshot()`` never raises: a failure becomes one :class:`TrackerWarning` and a snapshot row
-    flagged ``"error"``. Under DDP/FSDP, call ``snapshot()`` on every rank (it runs one collective
+    flagged ``"error"`` (a failure on the writer thread is warned about by the next call into
+    the tracker). Under DDP/FSDP, call ``snapshot()`` on every rank (it runs one collective
     for sharded parameters).
 
     Steps may restart every epoch (``for step, batch in enumerate(loader)``): the run keeps a
@@ -96,6 +107,7 @@ class WidthTracker:
         keep_channel_norms: bool = True,
         gates: bool = True,
         meta: Mapping[str, Any] | None = None,
+        background: bool | None = None,
     ):
         if groups is None:
             if example_inputs is None:
@@ -112,7 +124,10 @@ class WidthTracker:
         self.model = model
         self.plan = NormPlan(model, groups, mode, gates=gates)
         self.keep_channel_norms = keep_channel_norms
-        self.n_failed = 0
+        self.background = bool(background)
+        self._n_failed = 0
+        self._count = threading.Lock()
+        self._late: list[str] = []  # failures on the writer thread, warned about in the caller's
         self._warned = False
         self._warned_swap = False
         self._loaded = False
@@ -142,6 +157,8 @@ class WidthTracker:
         else:
             self.store = RunStore.create(store, self.plan.groups, info, append=True)
         self._preexisting = self.store.n_snapshots
+        if background is None:
+            self.background = self.store.path is None
 
     # -- recording -----------------------------------------------------------------------------
     @property
@@ -178,12 +195,40 @@ class WidthTracker:
             # a bad metrics argument must not cost the statistics: they are recorded without it
             self._failed_metrics(TypeError(f"metrics must be a dict, not {type(metrics).__name__}"))
             metrics = None
+        self._warn_late()
         try:
             step = None if step is None else int(step)
             epoch = None if epoch is None else int(epoch)
             wall = time.time()
             swapped = self._check_model()
-            stats = self.plan.stats()
+            if self.store.closed:
+                raise RuntimeError("the tracker was closed")
+            if metrics is not None:  # the values now: a tensor may change before the write
+                metrics = {k: _now(v) for k, v in metrics.items()}
+            # the only pass over the weights; the writer thread gets NumPy (no torch call there)
+            reduced = self.plan.reduce().cpu().numpy()
+            write = functools.partial(self._write, reduced, step, epoch, wall, metrics, swapped)
+            if not self.background:
+                return write()
+            self.store.defer(write)
+            return True
+        except Exception as exc:
+            self._failed(exc, step, epoch, metrics)
+            return False
+
+    def _write(
+        self,
+        reduced: np.ndarray,
+        step: int | None,
+        epoch: int | None,
+        wall: float,
+        metrics: Mapping[str, Any] | None,
+        swapped: set[str],
+    ) -> bool:
+        """The statistics and the transaction of one snapshot (on the writer thread when
+        ``background``)."""
+        try:
+            stats = self.plan.stats_from(reduced)
             if swapped:
                 cols = stats.columns
                 cols["flag"] = [
@@ -194,8 +239,25 @@ class WidthTracker:
             self.store.append_snapshot(step, epoch, wall, metrics, stats.columns, norms)
             return True
         except Exception as exc:
-            self._failed(exc, step, epoch, metrics)
+            self._failed(exc, step, epoch, metrics, late=self.background)
             return False
+
+    @property
+    def n_failed(self) -> int:
+        """Snapshots and metric records that failed (each one recorded or at least counted)."""
+        with contextlib.suppress(Exception):
+            self.store.flush()
+        return self._n_failed
+
+    def flush(self) -> None:
+        """Wait until every snapshot taken so far is written (reads do this themselves)."""
+        self.store.flush()
+        self._warn_late()
+
+    def _warn_late(self) -> None:
+        if self._late:
+            msg, self._late = self._late[0], []
+            self._warn_failure(msg)
 
     def _check_model(self) -> set[str]:
         """Rebind the plan when a module it reads was replaced; the names of the groups that
@@ -203,6 +265,7 @@ class WidthTracker:
         gone = self.plan.stale()
         if not gone:
             return set()
+        self.store.flush()  # the writer thread reads the plan
         self.plan.rebind()  # ModelChangedError when the shapes changed: recorded as a failure
         prefixes = tuple(f"{p}." for p in gone)
         swapped = {
@@ -223,24 +286,22 @@ class WidthTracker:
             )
         return swapped
 
-    def _failed(self, exc: Exception, step: Any, epoch: Any, metrics: Any) -> None:
-        self.n_failed += 1
+    def _failed(
+        self, exc: Exception, step: Any, epoch: Any, metrics: Any, *, late: bool = False
+    ) -> None:
+        with self._count:
+            self._n_failed += 1
         msg = f"{type(exc).__name__}: {exc}"
-        if not self._warned:
-            self._warned = True
-            if isinstance(exc, ModelChangedError):
-                where_txt = ""
-            else:
-                tb = traceback.extract_tb(exc.__traceback__)
-                where_txt = (
-                    f", at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
-                )
-            warnings.warn(
-                f"widthwise snapshot failed and was recorded as an error ({msg}{where_txt}); "
-                "training continues. Further failures are recorded without a warning",
-                TrackerWarning,
-                stacklevel=3,
-            )
+        if not isinstance(exc, ModelChangedError):
+            tb = traceback.extract_tb(exc.__traceback__)
+            msg_at = f"{msg}, at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else msg
+        else:
+            msg_at = msg
+        if late:  # on the writer thread: warn in the caller's thread, at its next call
+            if not self._late:
+                self._late.append(msg_at)
+        else:
+            self._warn_failure(msg_at)
         try:
             try:
                 step = None if step is None else int(step)
@@ -268,6 +329,16 @@ class WidthTracker:
         except Exception:  # the store itself is failing: counting is all that is left
             pass
 
+    def _warn_failure(self, msg: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"widthwise snapshot failed and was recorded as an error ({msg}); "
+                "training continues. Further failures are recorded without a warning",
+                TrackerWarning,
+                stacklevel=4,
+            )
+
     def log_metrics(
         self, metrics: Mapping[str, Any], step: int | None = None, epoch: int | None = None
     ) -> None:
@@ -282,7 +353,8 @@ class WidthTracker:
             self._failed_metrics(exc)
 
     def _failed_metrics(self, exc: Exception) -> None:
-        self.n_failed += 1
+        with self._count:
+            self._n_failed += 1
         if not self._warned:
             self._warned = True
             warnings.warn(
@@ -357,8 +429,10 @@ class WidthTracker:
         self._loaded = True
 
     def close(self) -> None:
-        """Close the run file (the record stays readable with :func:`widthwise.open_run`)."""
+        """Write what is pending and close the run file (the record stays readable with
+        :func:`widthwise.open_run`)."""
         self.store.close()
+        self._warn_late()
 
     def __repr__(self) -> str:
         where = self.store.path or "memory"
@@ -366,6 +440,16 @@ class WidthTracker:
             f"WidthTracker({type(unwrap(self.model)).__name__}, groups={len(self.plan.groups)}, "
             f"snapshots={self.store.n_snapshots}, store={where!r})"
         )
+
+
+def _now(value: Any) -> Any:
+    """A one-element tensor's value now (the write may come later); anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        try:
+            return value.item()
+        except Exception:  # (a meta tensor, ...) the store records what it cannot read as null
+            return value
+    return value
 
 
 def _describe(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, Any]:
