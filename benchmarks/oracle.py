@@ -125,6 +125,16 @@ FAMILIES: dict[str, OracleFamily] = {
             configs=_cfgs(32, 4, 24, 3),
         ),
         OracleFamily(
+            "cnn",
+            lambda w, t: zoo.CNN1D(w, length=40, num_classes=10, batch_norm=False),
+            _three("convs"),
+            _mnist1d_small,
+            epochs=8,
+            sgd_lr=0.05,
+            batch_size=128,
+            configs=_cfgs(32, 4, 24, 3),
+        ),
+        OracleFamily(
             "resnet-bn",
             lambda w, t: zoo.ResNet(
                 "basic", [16, 32, 64], [1, 1, 1], in_channels=1, inner_widths=w

@@ -74,6 +74,11 @@ def main() -> None:
     print("COEF =", tuple(round(float(c), 4) for c in clf.coef_[0]))
     print("INTERCEPT =", round(float(clf.intercept_[0]), 4))
     print("COEF_NO_LOSS =", tuple(round(float(c), 4) for c in no_loss.coef_[0]))
+    lo, hi = x[dev].min(axis=0), x[dev].max(axis=0)
+    print("FEATURE_RANGE = (")
+    for name, a_, b_ in zip(FEATURES, lo, hi):
+        print(f"    ({round(float(a_), 2)}, {round(float(b_), 2)}),  # {name}")
+    print(")")
     print("INTERCEPT_NO_LOSS =", round(float(no_loss.intercept_[0]), 4))
     p_nl = no_loss.predict_proba(x[:, :-1])[:, 1]
     print(

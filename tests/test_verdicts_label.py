@@ -110,7 +110,7 @@ def test_fitted_weights_read_clear_cases_right():
     # fell to 80 %, a layer whose channels all grew alike reads DS.
     t = np.linspace(0, 1, 60)
     good_loss = 2.3 * (0.01 + 0.99 * np.exp(-t / 0.1))
-    fitted = _run({"wide": _matthew(64)}, loss=good_loss)
+    fitted = _run({"wide": _matthew(256)}, loss=good_loss)
     under = _run({"narrow": _alike(6)}, loss=2.3 * (0.8 + 0.2 * np.exp(-t / 0.1)))
     jf, ju = judge(fitted), judge(under)
     assert jf.table.iloc[0].label == "IS"
@@ -118,7 +118,7 @@ def test_fitted_weights_read_clear_cases_right():
     naive_loss = np.median(good_loss[-6:]) / np.median(good_loss[:6])
     assert jf.evidence["wide"].loss_ratio == pytest.approx(naive_loss, rel=1e-5)
     # the level ratio and the growth dispersion are the naive ones
-    arr = _matthew(64)
+    arr = _matthew(256)
     naive = np.median([relative_variance(r) for r in arr[-6:]]) / relative_variance(arr[0])
     assert jf.evidence["wide"].level_ratio == pytest.approx(naive, rel=1e-4)
     growth = np.median(arr[-6:], axis=0) / arr[0]

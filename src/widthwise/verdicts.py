@@ -242,16 +242,16 @@ FEATURES = (
 
 #: Logistic weights of "needs width" on :data:`FEATURES`, fitted on the oracle's development
 #: runs (``python benchmarks/oracle_fit.py``; docs/validity.md).
-COEF = (0.2183, -0.6766, 0.8118, -0.4653, 0.0226, -0.6478, -0.7796, -0.051, -3.8427, 1.148)
-INTERCEPT = 3.4689
+COEF = (0.2457, -0.6853, 0.9579, -0.5819, -0.024, -0.5752, -1.1531, 0.2725, -3.9176, 1.3683)
+INTERCEPT = 5.4266
 #: The same fitted without the loss feature, for runs that logged no training loss.
-COEF_NO_LOSS = (0.1269, -0.3603, 0.153, -0.3316, 0.0592, -0.5125, -0.2799, -0.4726, -4.8826)
-INTERCEPT_NO_LOSS = 1.1847
+COEF_NO_LOSS = (0.1506, -0.3299, 0.3518, -0.5614, 0.0843, -0.4277, -0.8195, 0.0588, -5.0095)
+INTERCEPT_NO_LOSS = 3.8815
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
 #: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined". The
-#: widest band that left at most 15 % of the development cases undetermined (10 %; 0.6 left 17 %).
-P_DECIDE = 0.55
+#: widest band that left at most 15 % of the development cases undetermined (13 %; 0.65 left 17 %).
+P_DECIDE = 0.6
 
 #: Share of channels dead (zero norm, or collapsed; :mod:`widthwise.evidence`) above which a
 #: group never reads IS: the survivors are all that is left of its width.
