@@ -154,3 +154,16 @@ def test_cli_names_match_the_experiment_definitions():
     from widthwise.commands import reproduce
 
     assert set(reproduce.FAMILY_NAMES) == set(experiments.FAMILIES)
+
+
+def test_reproduce_with_adamw_through_the_cli_records_the_optimizer(tmp_path, capsys):
+    args = ["reproduce", "teacher", "--quick", "--seeds", "1", "--optimizer", "adamw"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "teacher-adamw.csv")
+    assert {"label", "paper_label"} <= set(table.columns)
+    assert "(AdamW)" in capsys.readouterr().out
+    run = open_run(tmp_path / "teacher-adamw" / f"teacher-adamw-w{table.width[0]}-s0.wwrun")
+    assert "adamw" in str(run.meta).lower()
+    with pytest.raises(SystemExit) as bad:  # argparse's one-line usage error
+        main(["reproduce", "teacher", "--optimizer", "rmsprop", "--out", str(tmp_path)])
+    assert bad.value.code == 2

@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seeds", type=int, default=None, help="seeds per width (default 5; 2 quick)")
     p.add_argument("--out", default="widthwise-reproduce", help="output folder")
     p.add_argument(
+        "--optimizer",
+        choices=["family", "adamw"],
+        default="family",
+        help="train with each family's own optimiser (default) or with AdamW "
+        "(lr 1e-2, weight decay 0.01); results go to OUT/FAMILY-adamw",
+    )
+    p.add_argument(
         "--families",
         nargs="+",
         default=list(PROOF_FAMILY_NAMES),
@@ -90,21 +97,29 @@ def run(args: argparse.Namespace) -> int:
             started[0] += 1
             bar.set_postfix_str(msg)
 
+        adamw = args.optimizer == "adamw"
+        tag = f"{name}-adamw" if adamw else name
         results = experiments.sweep(
-            name, seeds=seeds, quick=args.quick, out_dir=out / name, progress=progress
+            name,
+            seeds=seeds,
+            quick=args.quick,
+            out_dir=out / tag,
+            progress=progress,
+            optimizer="adamw" if adamw else None,
         )
         bar.update(1)
         bar.close()
-        table = results[["width", "seed", "label", "confidence", "accuracy", "reason"]]
+        cols = ["width", "seed", "label", "confidence", "paper_label", "accuracy", "reason"]
+        table = results[[c for c in cols if c in results.columns]]
         summary = experiments.summary(results)
         fig = experiments.sweep_figure(results)
-        fig.savefig(out / f"{name}.png", dpi=110)
-        table.to_csv(out / f"{name}.csv", index=False)
-        summary.to_csv(out / f"{name}-summary.csv", index=False)
-        print(f"\n{fam.description}")
+        fig.savefig(out / f"{tag}.png", dpi=110)
+        table.to_csv(out / f"{tag}.csv", index=False)
+        summary.to_csv(out / f"{tag}-summary.csv", index=False)
+        print(f"\n{fam.description}" + (" (AdamW)" if adamw else ""))
         print(table.to_string(index=False))
         print(summary.to_string(index=False))
-        print(f"figure: {out / f'{name}.png'}  table: {out / f'{name}.csv'}")
+        print(f"figure: {out / f'{tag}.png'}  table: {out / f'{tag}.csv'}")
     return 0
 
 
