@@ -339,7 +339,15 @@ class Report:
         if notes:
             lines += ["why undetermined:"] + [_clip("  " + n, width) for n in notes] + [""]
         if self.plan is not None and not _plan_changes(self.plan):
-            lines += ["The plan keeps every width (no verdict to act on).", ""]
+            labels = set(self.table["label"])
+            why = (
+                "every group reads IS: nothing to widen at this budget"
+                if labels == {"IS"}
+                else "every group reads DS: nothing to narrow at this budget"
+                if labels == {"DS"}
+                else "no verdict to act on"
+            )
+            lines += [_clip(f"The plan keeps every width ({why}).", width), ""]
         elif self.plan is not None:
             budget = _budget_text(self.plan, arrow="->")
             lines += [_clip(budget + ". To build it:", width), _clip("  " + HOW_TO_APPLY, width)]
