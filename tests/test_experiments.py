@@ -154,6 +154,17 @@ def test_cli_names_match_the_experiment_definitions():
     from widthwise.commands import reproduce
 
     assert set(reproduce.FAMILY_NAMES) == set(experiments.FAMILIES)
+    from widthwise.reproduction import streamlining
+
+    assert tuple(streamlining.SETUPS) == reproduce.PROOF_FAMILY_NAMES
+    assert tuple(p[0] for p in streamlining.PLANS) == reproduce.PROOF_PLAN_NAMES
+
+
+def test_streamline_proof_refuses_an_unknown_plan(tmp_path, capsys):
+    out = tmp_path / "new"
+    assert main(["reproduce", "streamline", "--plans", "flopz", "--out", str(out)]) != 0
+    assert "no plan 'flopz'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_reproduce_with_adamw_through_the_cli_records_the_optimizer(tmp_path, capsys):

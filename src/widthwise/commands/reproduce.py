@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 FAMILY_NAMES = ("mlp", "cnn1d", "vgg", "resnet", "gru", "gcn", "vit", "teacher")
 #: the set-ups of reproduction.streamlining.SETUPS (kept here so `--help` needs no torch import)
 PROOF_FAMILY_NAMES = ("vgg1d", "resnet1d", "vit1d", "mlp", "gru")
+#: the budgets of reproduction.streamlining.PLANS
+PROOF_PLAN_NAMES = (
+    "flops",
+    "params0.6",
+    "flops-ifm",
+    "params0.6-ifm",
+    "flops-widen3",
+    "params0.35",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--epochs", type=int, default=None, help="for 'streamline': epochs per model (default 6)"
     )
+    p.add_argument(
+        "--plans",
+        nargs="+",
+        default=None,
+        help="for 'streamline': which budgets (default all: " + ", ".join(PROOF_PLAN_NAMES) + ")",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(
                     f"no streamlining set-up for {name!r}; choose from {', '.join(PROOF_FAMILY_NAMES)}"
                 )
+        bad = [p for p in args.plans or () if p not in PROOF_PLAN_NAMES]
+        if bad:
+            raise CLIError(f"no plan {bad[0]!r}; choose from {', '.join(PROOF_PLAN_NAMES)}")
         if args.epochs is not None and args.epochs < 1:
             raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
         out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +154,7 @@ def _streamline(args: argparse.Namespace, out: Path) -> int:
         setups=args.families,
         seeds=seeds,
         epochs=epochs,
+        plans=args.plans,
         progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)),
     )
     bar.close()
@@ -145,6 +164,8 @@ def _streamline(args: argparse.Namespace, out: Path) -> int:
         for v in plans[name]["verdicts"]:
             print(f"  {v['group']:<32} {v['width']:>5}  {v['label']:<12} {v['confidence']:.2f}")
         for plan, info in plans[name]["plans"].items():
+            if args.plans is not None and plan not in args.plans:
+                continue
             print(
                 f"  plan {plan:<18} {info['achieved_ratio']:.2f}x  met={info['met']}  {info['widths']}"
             )
