@@ -87,8 +87,9 @@ def main() -> None:
     )
     prob = clf.predict_proba(x)[:, 1]
     want = np.where(y, "DS", "IS")
-    for p_decide in (0.5, 0.55, 0.6, 0.65, 0.7):
-        lab = np.where(prob >= p_decide, "DS", np.where(prob <= 1 - p_decide, "IS", "U"))
+    bands = [(1 - q, q) for q in (0.5, 0.55, 0.6, 0.65, 0.7)] + [(0.4, 0.7), (0.45, 0.75)]
+    for lo, hi in bands:
+        lab = np.where(prob >= hi, "DS", np.where(prob <= lo, "IS", "U"))
         parts = []
         for name, mask in (("dev", dev), ("held", ~dev)):
             ds = lab[mask] == "DS"
@@ -97,7 +98,7 @@ def main() -> None:
                 f"undet {np.mean(lab[mask] == 'U'):.2f} "
                 f"DS right {np.mean(y[mask][ds]) if ds.any() else float('nan'):.2f}"
             )
-        print(f"P_DECIDE={p_decide}: " + " | ".join(parts))
+        print(f"IS at P <= {lo:.2f}, DS at P >= {hi:.2f}: " + " | ".join(parts))
     for name, mask in (("dev", dev), ("held", ~dev)):
         if not mask.any():
             continue
