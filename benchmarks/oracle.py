@@ -101,6 +101,20 @@ def _cfgs(generous: int, narrow: int, held_generous: int, held_narrow: int) -> d
     }
 
 
+def _cnn1d(name: str, *, batch_norm: bool, sgd_lr: float) -> OracleFamily:
+    """The 1-D CNN family, with or without BatchNorm (each its own SGD rate)."""
+    return OracleFamily(
+        name,
+        lambda w, t: zoo.CNN1D(w, length=40, num_classes=10, batch_norm=batch_norm),
+        _three("convs"),
+        _mnist1d_small,
+        epochs=8,
+        sgd_lr=sgd_lr,
+        batch_size=128,
+        configs=_cfgs(32, 4, 24, 3),
+    )
+
+
 FAMILIES: dict[str, OracleFamily] = {
     f.name: f
     for f in [
@@ -114,26 +128,8 @@ FAMILIES: dict[str, OracleFamily] = {
             batch_size=128,
             configs=_cfgs(256, 8, 128, 6),
         ),
-        OracleFamily(
-            "cnn-bn",
-            lambda w, t: zoo.CNN1D(w, length=40, num_classes=10, batch_norm=True),
-            _three("convs"),
-            _mnist1d_small,
-            epochs=8,
-            sgd_lr=0.1,
-            batch_size=128,
-            configs=_cfgs(32, 4, 24, 3),
-        ),
-        OracleFamily(
-            "cnn",
-            lambda w, t: zoo.CNN1D(w, length=40, num_classes=10, batch_norm=False),
-            _three("convs"),
-            _mnist1d_small,
-            epochs=8,
-            sgd_lr=0.05,
-            batch_size=128,
-            configs=_cfgs(32, 4, 24, 3),
-        ),
+        _cnn1d("cnn-bn", batch_norm=True, sgd_lr=0.1),
+        _cnn1d("cnn", batch_norm=False, sgd_lr=0.05),
         OracleFamily(
             "resnet-bn",
             lambda w, t: zoo.ResNet(
