@@ -678,9 +678,16 @@ def proof_table(results: pd.DataFrame) -> pd.DataFrame:
         accuracy_std=("accuracy", "std"),
         seeds=("seed", "count"),
     ).reset_index()
-    base = table[table.variant == "original"].set_index("family")
-    table["params_ratio"] = [
-        round(p / base.params[f], 3) for f, p in zip(table.family, table.params)
-    ]
-    table["flops_ratio"] = [round(p / base.flops[f], 3) for f, p in zip(table.family, table.flops)]
-    return table.round({"accuracy": 4, "accuracy_std": 4})
+    table = ratios_to_original(table, "family")
+    return table.round({"accuracy": 4, "accuracy_std": 4, "params_ratio": 3, "flops_ratio": 3})
+
+
+def ratios_to_original(table: pd.DataFrame, key: str, *, accuracy: bool = False) -> pd.DataFrame:
+    """Add ``params_ratio`` and ``flops_ratio`` (with ``accuracy``, also ``vs_original``): each
+    row against the ``original`` variant's row of the same ``key``."""
+    base = table[table.variant == "original"].set_index(key)
+    table["params_ratio"] = [p / base.params[k] for k, p in zip(table[key], table.params)]
+    table["flops_ratio"] = [f / base.flops[k] for k, f in zip(table[key], table.flops)]
+    if accuracy:
+        table["vs_original"] = [a - base.accuracy[k] for k, a in zip(table[key], table.accuracy)]
+    return table

@@ -46,7 +46,7 @@ from torch import nn
 from widthwise.groups import ChannelGroup, find_groups
 from widthwise.reproduction import data as wdata
 from widthwise.reproduction import zoo
-from widthwise.reproduction.experiments import Task, train
+from widthwise.reproduction.experiments import Task, ratios_to_original, train
 from widthwise.resize import resize
 from widthwise.streamline import count_flops, count_params, streamline
 
@@ -591,10 +591,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         sem=("accuracy", "sem"),
         seeds=("seed", "count"),
     ).reset_index()
-    base = t[t.variant == "original"].set_index("setup")
-    t["params_ratio"] = [p / base.params[s] for s, p in zip(t.setup, t.params)]
-    t["flops_ratio"] = [f / base.flops[s] for s, f in zip(t.setup, t.flops)]
-    t["vs_original"] = [a - base.accuracy[s] for s, a in zip(t.setup, t.accuracy)]
+    t = ratios_to_original(t, "setup", accuracy=True)
     return t.round({"accuracy": 4, "sem": 4, "params_ratio": 3, "flops_ratio": 3, "vs_original": 4})
 
 
