@@ -419,7 +419,7 @@ def streamline(
     for u in units:  # the amounts: floors on IS units
         if u.direction >= 0:
             continue
-        lo = max(u.floor, min_width, math.ceil(min_fraction * u.lead.width / u.step) * u.step)
+        lo = _narrowest(u, min_width, min_fraction)
         if floor == "ifm":
             lo = max([lo] + [ifm_width(channel_vectors(model, g)) for g in u.groups])
         u.floor = lo
@@ -481,9 +481,7 @@ def streamline(
             label, conf = labels.get(g.name, ("undetermined", 0.0))
             new = best[g.name]
             why = u.reason
-            if u.shrunk_by_need:
-                why = u.reason
-            elif u.direction:
+            if u.direction and not u.shrunk_by_need:  # (a need-shrunk unit says why itself)
                 why = f"{label} (confidence {conf:.2f}): " + (
                     "would gain from more width" if u.direction > 0 else "wide enough"
                 )
@@ -571,11 +569,12 @@ def _units(
         seen = [labels.get(g.name, ("undetermined", 0.0)) for g in gs]
         determined = [(lab, c) for lab, c in seen if lab in ("IS", "DS") and c >= min_confidence]
         names = {lab for lab, _ in determined}
+        one_width = len({g.width for g in gs}) == 1
         if determined:
             lab, c = min(determined, key=lambda d: d[1] if d[0] == "DS" else 1 - d[1])
             u.need = c if lab == "DS" else 1 - c
-            u.shrink_ok = len({g.width for g in gs}) == 1
-        if len({g.width for g in gs}) > 1:
+            u.shrink_ok = one_width
+        if not one_width:
             u.reason = "tied to groups of another width: kept"
         elif not determined:
             lab, c = seen[0]
@@ -613,7 +612,8 @@ def _shrink_by_need(
     DS almost everywhere, docs/validity.md) or the IS groups already sit at their floors while
     the budget asks for less. The verdicts still rank the groups: each narrows in proportion to
     ``1 - P(needs width)``, the least likely to need width most, within ``min_fraction`` and
-    ``min_width``. Undetermined groups (and verdicts below ``min_confidence``) stay as they are. Such units are marked so the plan's reason says why a DS group narrowed.
+    ``min_width``. Undetermined groups (and verdicts below ``min_confidence``) stay as they are.
+    Such units are marked so the plan's reason says why a DS group narrowed.
     """
     pool = [u for u in units if u.shrink_ok and u.lead.width > 1]
     if not pool:
@@ -621,11 +621,7 @@ def _shrink_by_need(
     spare = {id(u): 1.0 - u.need + 1e-3 for u in pool}
     top = max(spare.values())
     start = {id(u): best[u.lead.name] for u in pool}
-    lows = {}
-    for u in pool:
-        w0 = u.lead.width
-        lo = max(u.floor, min_width, math.ceil(min_fraction * w0 / u.step) * u.step)
-        lows[id(u)] = min(lo, start[id(u)])
+    lows = {id(u): min(_narrowest(u, min_width, min_fraction), start[id(u)]) for u in pool}
 
     def widths_at(s: float) -> dict[str, int]:
         out = dict(best)
@@ -647,9 +643,13 @@ def _shrink_by_need(
                 f"P(needs width) {u.need:.2f}: narrowed only to meet the budget, which the IS "
                 "groups alone cannot reach; the groups least likely to need width narrow most"
             )
-        elif new[u.lead.name] < start[id(u)]:
-            u.floor = min(u.floor, lows[id(u)])
     return new
+
+
+def _narrowest(u: _Unit, min_width: int, min_fraction: float) -> int:
+    """The leader width ``u`` may narrow to under the amount rules (before any IFM floor)."""
+    step_floor = math.ceil(min_fraction * u.lead.width / u.step) * u.step
+    return max(u.floor, min_width, step_floor)
 
 
 def _trial_resize(
