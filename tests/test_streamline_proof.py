@@ -78,8 +78,12 @@ def test_the_proof_resumes_without_retraining(tiny, tmp_path, monkeypatch):
     assert orig.params_ratio == 1.0 and orig.vs_original == 0.0
     lines = S.verdict_lines(again)
     assert len(lines) == 1 and lines[0].startswith("tiny flops: params")
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
     fig = S.figure(again)
     assert len(fig.axes) == 2
+    assert plt.get_fignums() == before  # a bare Figure: nothing left open in pyplot
 
 
 def test_uniform_and_random_widths_hit_the_target():

@@ -597,14 +597,13 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def figure(rows: pd.DataFrame):  # -> matplotlib Figure
     """Accuracy against parameters and against FLOPs, one row of panels per set-up."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot (as experiments.sweep_figure): nothing registered globally.
+    from matplotlib.figure import Figure
 
     t = summary(rows)
     setups = list(dict.fromkeys(t.setup))
-    fig, axes = plt.subplots(len(setups), 2, figsize=(10, 3.2 * len(setups)), squeeze=False)
+    fig = Figure(figsize=(10, 3.2 * len(setups)))
+    axes = fig.subplots(len(setups), 2, squeeze=False)
     style = {
         "original": ("k", "*"),
         "streamlined": ("C0", "o"),
