@@ -80,6 +80,7 @@ from widthwise.groups.tracing import (
     _tolerant_index_mapping,
     _update_index_mapping,
     _weight_leaves,
+    channel_counter,
 )
 from widthwise.groups.types import ChannelGroup, GroupingError, GroupingWarning, Member
 from widthwise.groups.verify import Symmetry, call_model, map_tensors, out_tensors
@@ -328,7 +329,7 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _customized(f: _Finder, raw: _Raw, it: _Item) -> None:
     from widthwise.groups import recurrent as rec
 
-    mod: nn.Module = it.module  # a cut RNN/MHA (recurrent.BoundaryPruner), HF Conv1D, EmbeddingBag
+    mod: nn.Module = it.module  # a cut RNN/MHA, HF Conv1D, EmbeddingBag (tracing.channel_counter)
     mname = it.mname
     off, rep = it.span
     if _is_conv1d(mod):  # Hugging Face Conv1D: y = x @ W + b with W [in, out]
@@ -524,7 +525,9 @@ class _Finder:
         pruners: dict[type, TPPruner] = {}
         for m in self.model.modules():
             if isinstance(m, rec.BOUNDARY_TYPES):
-                pruners[type(m)] = rec.BoundaryPruner()
+                pruners[type(m)] = channel_counter(
+                    rec.boundary_out_channels, rec.boundary_in_channels
+                )
             elif _is_conv1d(m):
                 pruners[type(m)] = _conv1d_pruner()
             elif isinstance(m, nn.EmbeddingBag):

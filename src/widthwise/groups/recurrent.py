@@ -14,7 +14,8 @@ What Torch-Pruning 1.6 does with them (checked on ``tests/archs.py``):
 So during tracing each such module is *cut*: a forward hook replaces its outputs with copies made
 by a single autograd node whose only graph inputs are the module's own inputs. Torch-Pruning then
 sees an opaque layer with ``in`` and ``out`` channels that are not coupled to each other
-(:class:`BoundaryPruner`); the groups inside the module are written here from its definition and
+(:func:`boundary_out_channels` / :func:`boundary_in_channels`, through
+``tracing.channel_counter``); the groups inside the module are written here from its definition and
 merged with the consumers that Torch-Pruning found downstream.
 """
 
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 import torch
-import torch_pruning as tp
 from torch import nn
 from torch.autograd.function import FunctionCtx
 from torch.nn.utils.rnn import PackedSequence
@@ -35,9 +35,10 @@ from widthwise.groups.types import Member
 
 __all__ = [
     "BOUNDARY_TYPES",
-    "BoundaryPruner",
     "CutHooks",
+    "boundary_in_channels",
     "boundary_in_members",
+    "boundary_out_channels",
     "boundary_out_members",
     "gate_labels",
     "lstm_cell_members",
@@ -61,29 +62,18 @@ def _directions(rnn: nn.RNNBase) -> tuple[str, ...]:
     return ("", "_reverse") if rnn.bidirectional else ("",)
 
 
-class BoundaryPruner(tp.pruner.BasePruningFunc):
-    """Torch-Pruning handler for a cut module: distinct in/out functions, so no in↔out coupling."""
+# Channel counts of a cut module for Torch-Pruning (``tracing.channel_counter``), registered for
+# BOUNDARY_TYPES only: a layer that is not an RNN is an nn.MultiheadAttention.
+def boundary_out_channels(layer: nn.Module) -> int:
+    if isinstance(layer, nn.RNNBase):
+        return (getattr(layer, "proj_size", 0) or layer.hidden_size) * len(_directions(layer))
+    return cast(nn.MultiheadAttention, layer).embed_dim
 
-    def prune_out_channels(  # pragma: no cover - never pruned
-        self, layer: nn.Module, idxs: Sequence[int]
-    ) -> nn.Module:
-        return layer
 
-    def prune_in_channels(  # pragma: no cover - never pruned
-        self, layer: nn.Module, idxs: Sequence[int]
-    ) -> nn.Module:
-        return layer
-
-    # registered for BOUNDARY_TYPES only: a layer that is not an RNN is an nn.MultiheadAttention
-    def get_out_channels(self, layer: nn.Module) -> int:
-        if isinstance(layer, nn.RNNBase):
-            return (getattr(layer, "proj_size", 0) or layer.hidden_size) * len(_directions(layer))
-        return cast(nn.MultiheadAttention, layer).embed_dim
-
-    def get_in_channels(self, layer: nn.Module) -> int:
-        if isinstance(layer, nn.RNNBase):
-            return layer.input_size
-        return cast(nn.MultiheadAttention, layer).embed_dim
+def boundary_in_channels(layer: nn.Module) -> int:
+    if isinstance(layer, nn.RNNBase):
+        return layer.input_size
+    return cast(nn.MultiheadAttention, layer).embed_dim
 
 
 class _Cut(torch.autograd.Function):

@@ -360,37 +360,16 @@ def _weight_is_2d(module: object) -> bool:
     return w is not None and w.ndim == 2
 
 
-@functools.cache
-def _embedding_bag_pruner() -> TPPruner:
+def channel_counter(
+    out_channels: Callable[[Any], int], in_channels: Callable[[Any], int | None]
+) -> TPPruner:
+    """A Torch-Pruning handler that only reports a module's channel counts: Torch-Pruning needs
+    one to walk through a module it has no handler for (HF ``Conv1D``, ``nn.EmbeddingBag``) or
+    that the finder cuts (recurrent and attention modules); widthwise never prunes through it,
+    and distinct in/out functions keep its input and output channels uncoupled."""
     import torch_pruning as tp
 
-    class EmbeddingBagPruner(tp.pruner.BasePruningFunc):
-        """Torch-Pruning handler for ``nn.EmbeddingBag`` (it has none): channels are weight
-        columns; its inputs are indices, so it has no input channels."""
-
-        def prune_out_channels(  # pragma: no cover - never pruned
-            self, layer: nn.Module, idxs: Sequence[int]
-        ) -> nn.Module:
-            return layer
-
-        prune_in_channels = prune_out_channels
-
-        def get_out_channels(self, layer: nn.EmbeddingBag) -> int:
-            return layer.embedding_dim
-
-        def get_in_channels(self, layer: nn.EmbeddingBag) -> None:
-            return None
-
-    pruner: TPPruner = EmbeddingBagPruner()
-    return pruner
-
-
-def _conv1d_pruner() -> TPPruner:
-    import torch_pruning as tp
-
-    class Conv1DPruner(tp.pruner.BasePruningFunc):
-        """Torch-Pruning handler for HF Conv1D: channels are weight columns (out), rows (in)."""
-
+    class ChannelCounter(tp.pruner.BasePruningFunc):
         def prune_out_channels(  # pragma: no cover - never pruned
             self, layer: nn.Module, idxs: Sequence[int]
         ) -> nn.Module:
@@ -401,11 +380,24 @@ def _conv1d_pruner() -> TPPruner:
         ) -> nn.Module:
             return layer
 
-        def get_out_channels(self, layer: HFConv1D) -> int:
-            return layer.weight.shape[1]
+        def get_out_channels(self, layer: nn.Module) -> int:
+            return out_channels(layer)
 
-        def get_in_channels(self, layer: HFConv1D) -> int:
-            return layer.weight.shape[0]
+        def get_in_channels(self, layer: nn.Module) -> int | None:
+            return in_channels(layer)
 
-    pruner: TPPruner = Conv1DPruner()
+    pruner: TPPruner = ChannelCounter()
     return pruner
+
+
+@functools.cache
+def _embedding_bag_pruner() -> TPPruner:
+    """``nn.EmbeddingBag`` (Torch-Pruning has no handler): channels are weight columns; its
+    inputs are indices, so it has no input channels."""
+    return channel_counter(lambda m: int(m.embedding_dim), lambda m: None)
+
+
+@functools.cache
+def _conv1d_pruner() -> TPPruner:
+    """HF ``Conv1D``: channels are weight columns (out) and rows (in)."""
+    return channel_counter(lambda m: int(m.weight.shape[1]), lambda m: int(m.weight.shape[0]))
