@@ -1,11 +1,14 @@
 """Fit the user-facing verdict's evidence weights on the oracle's *development* runs.
 
     python benchmarks/oracle_fit.py --runs oracle-runs            # prints coefficients + checks
+    python benchmarks/oracle_fit.py --verdicts docs/results/oracle-verdicts.csv   # no runs needed
 
 Reads the oracle runs (benchmarks/oracle.py), the oracle labels (benchmarks/oracle_report.py)
 and each group's evidence (widthwise.evidence via widthwise.verdicts.judge); fits a logistic
 regression of "needs width" (vs "enough"; "unclear" groups left out) on the development
-configurations only, and prints the coefficients to paste into ``widthwise.verdicts`` (so the
+configurations only, chooses the undetermined band by cross-validation on them (each development
+configuration predicted by a fit without it; the band with the best agreement among those leaving
+at most :data:`MAX_UNDETERMINED` undetermined), and prints the coefficients to paste into ``widthwise.verdicts`` (so the
 library needs no scikit-learn) with its agreement on dev and on the held-out configurations, and
 the agreement of two baselines measured on the same rows: the paper's shape verdict and
 "width < 16 needs width" (width alone, no evidence).
@@ -33,19 +36,49 @@ def _evidence(r) -> Evidence:
     return Evidence(**{k: getattr(r, k) for k in names})
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="oracle-runs")
-    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
-    p.add_argument("--cache", default=None, help="reuse/keep the judged rows in this pickle")
-    a = p.parse_args()
+#: The undetermined band may leave at most this share of the (cross-validated) dev cases undecided.
+MAX_UNDETERMINED = 0.15
+
+
+def choose_band(x: np.ndarray, y: np.ndarray, rows: pd.DataFrame, C: float) -> tuple[float, float]:
+    """The (IS at P <= lo, DS at P >= hi) band with the best cross-validated agreement.
+
+    Every development configuration (family + widths) is predicted by a fit on the others, as a
+    user's unseen network would be; among bands on a 0.05 grid leaving at most
+    :data:`MAX_UNDETERMINED` of the cases undetermined, the one agreeing best with the oracle on
+    the decided ones wins (ties: the narrower band). Prints the candidates' scores.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    runs = Path(a.runs)
+    fold = (rows.family + "/" + rows.config).to_numpy()
+    cv = np.full(len(y), np.nan)
+    for f in np.unique(fold):
+        out = fold == f
+        clf = LogisticRegression(C=C, max_iter=1000).fit(x[~out], y[~out])
+        cv[out] = clf.predict_proba(x[out])[:, 1]
+    best: tuple[float, float, float] | None = None
+    for lo in np.round(np.arange(0.30, 0.501, 0.05), 2):
+        for hi in np.round(np.arange(0.50, 0.801, 0.05), 2):
+            decided = (cv <= lo) | (cv >= hi)
+            if hi < lo or 1 - decided.mean() > MAX_UNDETERMINED:
+                continue
+            agree = float(np.mean((cv[decided] >= hi) == y[decided]))
+            ds_right = float(np.mean(y[cv >= hi]))
+            print(
+                f"  cv band {lo:.2f}-{hi:.2f}: agree {agree:.3f} "
+                f"undet {1 - decided.mean():.3f} DS right {ds_right:.3f}"
+            )
+            if best is None or agree > best[0] + 1e-12:
+                best = (agree, float(lo), float(hi))
+    assert best is not None, "no band leaves few enough cases undetermined"
+    return best[1], best[2]
+
+
+def _from_runs(runs: Path, cache: str | None) -> pd.DataFrame:
     df = pd.read_csv(runs / "oracle.csv")
     ol = rep.oracle_labels(df)
-    if a.cache and Path(a.cache).exists():
-        jr = pd.read_pickle(a.cache)
+    if cache and Path(cache).exists():
+        jr = pd.read_pickle(cache)
         known = set(zip(jr.family, jr.config, jr.opt, jr.seed))
         todo = df[
             [(f, c, o, s) not in known for f, c, o, s in zip(df.family, df.config, df.opt, df.seed)]
@@ -53,11 +86,33 @@ def main() -> None:
         jr = pd.concat([jr, rep.judged_rows(todo, runs)], ignore_index=True)
     else:
         jr = rep.judged_rows(df, runs)
-    if a.cache:
-        jr.to_pickle(a.cache)
+    if cache:
+        jr.to_pickle(cache)
     m = jr.merge(ol.drop(columns="width"), on=["family", "config", "opt", "widened"], how="inner")
     m = m[m.oracle != "unclear"].copy()
     m["width"] = [int(str(w).split("x")[i]) for w, i in zip(m.widths, m.widened)]
+    return m
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", default="oracle-runs")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
+    p.add_argument("--cache", default=None, help="reuse/keep the judged rows in this pickle")
+    p.add_argument(
+        "--verdicts",
+        default=None,
+        help="the merged per-verdict table of oracle_report.py --csv (evidence columns) instead "
+        "of judging the runs again",
+    )
+    a = p.parse_args()
+    from sklearn.linear_model import LogisticRegression
+
+    if a.verdicts:
+        m = pd.read_csv(a.verdicts)
+        m = m[m.oracle != "unclear"].copy()
+    else:
+        m = _from_runs(Path(a.runs), a.cache)
     x = np.array([features(r.paper_label, _evidence(r)) for r in m.itertuples()])
     ok = np.all(np.isfinite(x), axis=1)
     m, x = m[ok], x[ok]
@@ -87,7 +142,10 @@ def main() -> None:
     )
     prob = clf.predict_proba(x)[:, 1]
     want = np.where(y, "DS", "IS")
+    lo_cv, hi_cv = choose_band(x[dev], y[dev], m[dev], C=a.C)
+    print(f"band chosen by cross-validation on dev: IS at P <= {lo_cv}, DS at P >= {hi_cv}")
     bands = [(1 - q, q) for q in (0.5, 0.55, 0.6, 0.65, 0.7)] + [(0.4, 0.7), (0.45, 0.75)]
+    bands.append((lo_cv, hi_cv))
     for lo, hi in bands:
         lab = np.where(prob >= hi, "DS", np.where(prob <= lo, "IS", "U"))
         parts = []

@@ -1,8 +1,11 @@
 """Oracle labels, verdict agreement, confusion matrix and reliability diagram from oracle runs.
 
     python benchmarks/oracle_report.py                       # reads oracle-runs/, prints markdown
-    python benchmarks/oracle_report.py --runs oracle-runs --figure docs/figures/reliability.png \\
+    python benchmarks/oracle_report.py --runs oracle-runs --figure docs/figures/validity-reliability.png \\
         --csv docs/results/oracle-verdicts.csv > /tmp/validity-tables.md
+    # the same from the published table, each label decided again by today's widthwise.verdicts
+    python benchmarks/oracle_report.py --verdicts docs/results/oracle-verdicts.csv \\
+        --figure docs/figures/validity-reliability.png > docs/results/validity-tables.md
 
 The oracle label of a hidden group (per family, configuration and optimiser) compares, seed by
 seed, the held-out accuracy of the original with that of the model whose only change is that
@@ -112,6 +115,7 @@ def judged_rows(df: pd.DataFrame, runs: Path) -> pd.DataFrame:
                         "seed": int(r.seed),
                         "widened": i,
                         "group": g,
+                        "kind": t.kind,
                         "label": t.label,
                         "confidence": float(t.confidence),
                         "paper_label": t.paper_label,
@@ -121,6 +125,32 @@ def judged_rows(df: pd.DataFrame, runs: Path) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def redecide(m: pd.DataFrame) -> pd.DataFrame:
+    """``label``/``confidence``/``reason`` decided again from each row's stored evidence.
+
+    Exact for rows whose verdict came from the probability (their reason states it): the label is
+    a function of the evidence and the paper's label alone (``widthwise.verdicts.decide``). Rows
+    undetermined for another reason (too few snapshots, no reference level) are kept as they are.
+    """
+    from widthwise.evidence import Evidence
+    from widthwise.patterns import MIN_POINTS, Verdict
+    from widthwise.verdicts import decide
+
+    names = Evidence.__dataclass_fields__
+    m = m.copy()
+    for i, r in zip(m.index, m.itertuples()):
+        if "P(widening helps)" not in str(r.reason):
+            continue
+        paper = Verdict(r.paper_label, r.paper_confidence, evidence={"n_snapshots": MIN_POINTS})
+        ev = Evidence(**{k: getattr(r, k) for k in names})
+        kind = getattr(r, "kind", None)
+        if not isinstance(kind, str):  # tables written before the kind column: the GRU's
+            kind = "recurrent" if r.family == "gru" else "linear"  # hidden groups, else checked
+        label, conf, reason = decide(paper, ev, kind=kind, optimizer=str(r.opt).split("-")[0])
+        m.loc[i, ["label", "confidence", "reason"]] = [label, conf, reason]
+    return m
 
 
 def agreement(m: pd.DataFrame, col: str) -> dict[str, float]:
@@ -204,13 +234,26 @@ def main() -> None:
     p.add_argument("--runs", default="oracle-runs")
     p.add_argument("--figure", default=None, help="write the reliability diagram here (PNG)")
     p.add_argument("--csv", default=None, help="write the merged per-verdict table here")
+    p.add_argument(
+        "--verdicts",
+        default=None,
+        help="start from a table written by --csv (no runs needed): each label is decided again "
+        "from its stored evidence by today's widthwise.verdicts.decide",
+    )
     a = p.parse_args()
-    runs = Path(a.runs)
-    df = pd.read_csv(runs / "oracle.csv")
-    # Only complete configurations: every slot widened for every seed of the original.
-    ol = oracle_labels(df)
-    jr = judged_rows(df, runs)
-    m = jr.merge(ol.drop(columns="width"), on=["family", "config", "opt", "widened"], how="inner")
+    if a.verdicts:
+        m = redecide(pd.read_csv(a.verdicts))
+        keys = ["family", "config", "opt", "widened"]
+        ol = m.drop_duplicates(keys).sort_values(keys)
+    else:
+        runs = Path(a.runs)
+        df = pd.read_csv(runs / "oracle.csv")
+        # Only complete configurations: every slot widened for every seed of the original.
+        ol = oracle_labels(df)
+        jr = judged_rows(df, runs)
+        m = jr.merge(
+            ol.drop(columns="width"), on=["family", "config", "opt", "widened"], how="inner"
+        )
     # Baselines measured on the same cases: no evidence at all ("always DS") and width alone.
     m["baseline_always_DS"] = "DS"
     m["width"] = [int(str(w).split("x")[i]) for w, i in zip(m.widths, m.widened)]

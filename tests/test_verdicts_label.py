@@ -300,3 +300,19 @@ def test_relative_width_is_the_width_over_the_median_hidden_width():
     for name, width in (("a", 64), ("b", 6), ("c", 32)):
         assert ev[name].relative_width == pytest.approx(width / median)
     assert math.isnan(relative_width(6, []))  # no reference width
+
+
+def test_recurrent_ds_reads_undetermined_and_says_why(monkeypatch):
+    # The oracle confirmed DS on recurrent groups at chance: the same evidence that reads DS on a
+    # linear group reads undetermined on a recurrent one; IS on a recurrent group still stands.
+    paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
+    e = Evidence(16, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.02, 0.1, 0.3, 1.0)
+    right, total = wv.DS_AT_CHANCE["recurrent"]
+    assert right / total < P_DECIDE
+    for p, linear, recurrent in ((0.9, "DS", "undetermined"), (0.1, "IS", "IS")):
+        _set_weights(monkeypatch, [0.0] * len(FEATURES), math.log(p / (1 - p)))
+        assert decide(paper, e, kind="linear")[0] == linear
+        label, conf, reason = decide(paper, e, kind="recurrent")
+        assert label == recurrent
+        if label == "undetermined":
+            assert conf == 0.0 and f"right {right} of {total}" in reason and "0.90" in reason

@@ -49,6 +49,7 @@ from widthwise.groups import ChannelGroup
 from widthwise.patterns import MIN_POINTS, Verdict, classify, stable_from
 
 __all__ = [
+    "DS_AT_CHANCE",
     "GATE_COLUMNS",
     "TABLE_COLUMNS",
     "Judged",
@@ -263,6 +264,14 @@ VALIDATED_OPTIMIZERS = ("sgd", "adamw")
 VALIDATED_KINDS = ("linear", "conv", "recurrent")
 UNVALIDATED_CONFIDENCE = 0.5
 
+#: Layer kinds whose DS verdicts the oracle confirmed no better than chance on the development
+#: runs, with that count: a would-be DS there reads undetermined and says why (its calibrated
+#: confidence is that share, inside the undetermined band). Recurrent hidden groups: widening
+#: them lowered the test loss of the GRU language model but seldom moved its accuracy by a point,
+#: and the weight-norm evidence could not tell which ones would (held out: 15 of 30). Their IS
+#: verdicts stand (3 of 3 on dev).
+DS_AT_CHANCE = {"recurrent": (9, 18)}
+
 
 def features(paper_label: str, ev: Evidence) -> list[float]:
     """The :data:`FEATURES` vector of one group (NaN where the evidence is missing)."""
@@ -329,6 +338,14 @@ def decide(
         f"variance {ev.level_ratio:.3g}x its first-snapshot level, final {ev.final_variance:.3g}, "
         f"paper {paper.label}, loss {ev.loss_ratio:.2g}x its start: P(widening helps) = {p:.2f}"
     )
+    if p >= P_DECIDE and kind in DS_AT_CHANCE:
+        right, total = DS_AT_CHANCE[kind]
+        return (
+            "undetermined",
+            0.0,
+            f"{why}; but DS on {kind} groups was right {right} of {total} times on the oracle's "
+            "development runs (chance): widen it only if a retrain shows the gain",
+        )
     if p >= P_DECIDE:
         label, confidence = "DS", p
     elif p <= 1 - P_DECIDE:
