@@ -585,3 +585,18 @@ def test_png_helper_releases_pyplot_figures():
     fig.subplots().plot([0, 1])
     data = b64.b64decode(_png_base64(fig))
     assert data.startswith(b"\x89PNG") and plt.get_fignums() == []
+
+
+def test_a_plan_that_keeps_every_width_says_why(tracker, report):
+    # Undetermined groups are kept; with no DS beside IS ones there is nothing to widen, and the
+    # terminal says so (not "no verdict to act on", which an IS verdict contradicts).
+    first, second = report.table["group"]
+    for labels, why in (
+        ({first: "IS", second: "undetermined"}, "no group reads DS: nothing to widen"),
+        ({first: "undetermined", second: "undetermined"}, "no verdict to act on"),
+    ):
+        plan = forced_plan(tracker, report, labels)
+        old = dict(zip(report.table["group"], report.table["width"]))
+        assert dict(zip(plan.table["group"], plan.table["new_width"])) == old
+        text = forced(report, labels).with_plan(plan).to_text()
+        assert f"The plan keeps every width ({why}" in text, text

@@ -316,3 +316,21 @@ def test_recurrent_ds_reads_undetermined_and_says_why(monkeypatch):
         assert label == recurrent
         if label == "undetermined":
             assert conf == 0.0 and f"right {right} of {total}" in reason and "0.90" in reason
+
+
+def test_a_narrow_layer_outside_residual_branches_never_reads_is(monkeypatch):
+    # Evidence that reads IS at confidence 0.9 on a layer of ordinary width reads undetermined on
+    # a layer an eighth of the run's median width, unless it sits in a residual branch (where
+    # the oracle found widening useless) or there are no peers to compare with (NaN).
+    paper = classify(np.r_[np.linspace(1, 0.5, 5), np.linspace(0.5, 3, 10), np.full(20, 3.0)])
+    _set_weights(monkeypatch, [0.0] * len(FEATURES), math.log(0.1 / 0.9))
+
+    def ev(rel: float, residual: float = 0.0) -> Evidence:
+        return Evidence(4, 0, 0.0, 0.01, 0.05, 5.0, 2.0, True, 0.02, 0.1, 0.3, rel, residual)
+
+    limit = wv.NARROW_RELATIVE_WIDTH
+    assert decide(paper, ev(2 * limit), kind="conv")[0] == "IS"
+    label, conf, reason = decide(paper, ev(limit), kind="conv")
+    assert (label, conf) == ("undetermined", 0.0) and "median hidden width" in reason
+    assert decide(paper, ev(limit / 4, residual=1.0), kind="conv")[0] == "IS"
+    assert decide(paper, ev(math.nan), kind="conv")[0] == "IS"

@@ -339,11 +339,11 @@ class Report:
         if notes:
             lines += ["why undetermined:"] + [_clip("  " + n, width) for n in notes] + [""]
         if self.plan is not None and not _plan_changes(self.plan):
-            labels = set(self.table["label"])
+            labels = set(self.table["label"]) - {"undetermined"}
             why = (
-                "every group reads IS: nothing to widen at this budget"
+                "no group reads DS: nothing to widen at this budget"
                 if labels == {"IS"}
-                else "every group reads DS: nothing to narrow at this budget"
+                else "no group reads IS: nothing to narrow at this budget"
                 if labels == {"DS"}
                 else "no verdict to act on"
             )

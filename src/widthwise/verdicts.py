@@ -51,6 +51,7 @@ from widthwise.patterns import MIN_POINTS, Verdict, classify, stable_from
 __all__ = [
     "DS_AT_CHANCE",
     "GATE_COLUMNS",
+    "NARROW_RELATIVE_WIDTH",
     "TABLE_COLUMNS",
     "Judged",
     "RunLike",
@@ -251,12 +252,22 @@ INTERCEPT_NO_LOSS = 3.8815
 
 #: A verdict is given when the probability of "needs width" is at least this far from even
 #: (DS at p >= P_DECIDE, IS at p <= 1 - P_DECIDE); in between the label is "undetermined". The
-#: widest band that left at most 15 % of the development cases undetermined (13 %; 0.65 left 17 %).
-P_DECIDE = 0.6
+#: widest band (0.05 steps) that left at most 15 % of the development cases undetermined, the
+#: rules below included: 0.55 left 13.5 %, 0.6 18.3 % (0.6 was the choice before those rules).
+P_DECIDE = 0.55
 
 #: Share of channels dead (zero norm, or collapsed; :mod:`widthwise.evidence`) above which a
 #: group never reads IS: the survivors are all that is left of its width.
 DEAD_MAX_FRACTION = 0.25
+
+#: A group at most this share of the run's median hidden width, outside a residual branch, never
+#: reads IS. Such groups needed width in 72 of the 75 development cases the oracle decided (the 3
+#: others recurrent) and in every decided one outside the GRU; where the fit reads them IS it is
+#: extrapolating from other evidence -- the demo's 4-channel conv, trained longer than any oracle
+#: run, read IS at 0.94 although widening it gains 8 points (docs/validity.md). The oracle's narrow
+#: layers sit at 0.03-0.125 of the median and its others at 1 or more, so nothing between
+#: supports a larger share.
+NARROW_RELATIVE_WIDTH = 0.125
 
 #: What the oracle validated. Outside it the verdict says so in its reason and its confidence is
 #: capped at :data:`UNVALIDATED_CONFIDENCE`.
@@ -358,6 +369,18 @@ def decide(
             0.0,
             f"{ev.n_dead} of {ev.width} channels are dead (> {DEAD_MAX_FRACTION:.0%}): "
             f"the live ones may be all the width it has; {why}",
+        )
+    if (
+        label == "IS"
+        and not ev.residual_branch
+        and ev.relative_width <= NARROW_RELATIVE_WIDTH  # False for NaN: no peers to compare
+    ):
+        return (
+            "undetermined",
+            0.0,
+            f"{ev.width} channels, {ev.relative_width:.2g}x the run's median hidden width: the "
+            "oracle found such narrow layers short of width, so IS is not given; "
+            f"{why}",
         )
     opt = _optimizer_family(optimizer)
     if opt is not None and opt not in VALIDATED_OPTIMIZERS:
