@@ -243,6 +243,19 @@ def _reader(fn: _F) -> _F:
     return cast(_F, wrapper)
 
 
+def _after_deferred(fn: _F) -> _F:
+    """A :class:`RunStore` method that first waits for the jobs deferred before it (a no-op on
+    the writer thread): every caller then sees the store as if the deferred snapshots had been
+    written in its own thread, in the order they were taken (:meth:`RunStore.defer`)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: RunStore, *args: Any, **kwargs: Any) -> Any:
+        self.flush()
+        return fn(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 class _GroupNotFound(KeyError):
     _user_error = True
 
@@ -737,6 +750,7 @@ class RunStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
+    @_after_deferred
     def append_snapshot(
         self,
         step: int | None,
@@ -758,7 +772,6 @@ class RunStore:
             channel_norms: per-channel norms, one array per row of ``stats`` (or ``None``).
             error: why the statistics are missing, for a snapshot that failed.
         """
-        self.flush()
         groups, gates = list(stats["group"]), list(stats["gate"])
         idx = [self._index[g] for g in groups]
         var, mean, mx, mn = (stats[c] for c in ("variance", "mean", "max", "min"))
@@ -811,10 +824,10 @@ class RunStore:
             self._checkpointer.dirty.set()
         return snap
 
+    @_after_deferred
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy committed snapshots from the ``-wal`` log into the run file now (passive: never
         waits for readers). Returns SQLite's ``(busy, log frames, checkpointed frames)``."""
-        self.flush()
         with self._lock:
             if self.path is None:
                 return (0, 0, 0)
@@ -850,6 +863,7 @@ class RunStore:
             ],
         )
 
+    @_after_deferred
     def log_metrics(
         self,
         metrics: Mapping[str, Any] | int | None,
@@ -872,7 +886,6 @@ class RunStore:
         wall = time.time() if wall_time is None else wall_time
         epoch = None if epoch is None else int(epoch)
         user = None if step is None else int(step)
-        self.flush()
         with self._lock:
             glob = self.clock.peek(user, epoch)
             with self._transaction() as c:
@@ -880,10 +893,10 @@ class RunStore:
         if self._checkpointer is not None:
             self._checkpointer.dirty.set()
 
+    @_after_deferred
     def truncate(self, n_snapshots: int, n_metrics: int | None = None) -> None:
         """Keep the first ``n_snapshots`` snapshots (and metric rows up to id ``n_metrics``);
         drop the rest. Used when training resumes from a checkpoint."""
-        self.flush()
         with self._transaction() as c:
             for table in ("snapshots", "stats", "norms"):
                 c.execute(f"DELETE FROM {table} WHERE snapshot >= ?", (int(n_snapshots),))
@@ -899,27 +912,27 @@ class RunStore:
         return len(self.run)
 
     @property
+    @_after_deferred
     def n_metrics(self) -> int:
         """Id of the last metric row (0 when none)."""
-        self.flush()
         with self._lock:
             return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM metrics").fetchone()[0])
 
     @property
+    @_after_deferred
     def last_step(self) -> int | None:
         """Global step of the last snapshot (None before the first)."""
-        self.flush()
         return self.clock.last_global
 
+    @_after_deferred
     def serialize(self) -> bytes:
         """The whole database as bytes (for checkpointing an in-memory run)."""
-        self.flush()
         with self._lock:
             return self._conn.serialize()
 
+    @_after_deferred
     def restore(self, data: bytes) -> None:
         """Replace the database with :meth:`serialize` output."""
-        self.flush()
         with self._lock:
             self._conn.deserialize(data)
             _check(self._conn, self.path or "checkpointed run")
