@@ -34,6 +34,7 @@ tensor([2.4495, 2.4495, 4.8990, 4.8990])
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +119,10 @@ _ROWS, _COLS, _BOTH = 1, 2, 3
 _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
 
 
+#: Per block of rows: the scratch view its squares go to, and the view its row sums go to.
+_Blocks = tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+
+
 class _Views(NamedTuple):
     """Where one weight's fast-path kernels write (NormPlan._fast_views)."""
 
@@ -125,22 +130,57 @@ class _Views(NamedTuple):
     rows: int
     rows_out: torch.Tensor | None  # row sums (_ROWS, _BOTH)
     cols_out: torch.Tensor | None  # column sums (_COLS, _BOTH)
-    sq: torch.Tensor | None  # the squares, [rows (or rows per block), rest]
     tmp: torch.Tensor | None  # column sums before the kernel sum, [columns * kernel] (convs)
-    per: int  # rows per block (0: the whole weight at once)
-    part: torch.Tensor | None  # one block's column sums, added to the rest
-    blocks: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]  # per block: squares, row sums
+    per: int  # rows per block (all of them when the weight is one block)
+    part: torch.Tensor | None  # one block's column sums, added to the rest (several blocks)
+    blocks: _Blocks  # (_COLS, _BOTH)
 
 
-def _blocks(
-    sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int
-) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+def _rows_per_block(shape: Sequence[int], device: torch.device) -> int:
+    """Rows of a [rows, rest] weight squared and summed at a time: all of them, except on the
+    CPU above CHUNK_ELEMENTS, where a block must still be in cache for its row and column sums."""
+    numel = math.prod(shape)
+    if device.type != "cpu" or numel <= CHUNK_ELEMENTS:
+        return shape[0]
+    return max(1, CHUNK_ELEMENTS // (numel // shape[0]))
+
+
+def _blocks(sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int) -> _Blocks:
     """The scratch and row-sum views of each block of ``per`` rows (the last may be shorter)."""
     out = []
     for r0 in range(0, rows, per):
         n = min(per, rows - r0)
         out.append((sq[:n], None if rows_out is None else rows_out[r0 : r0 + n]))
     return tuple(out)
+
+
+def _square_into(m: torch.Tensor, out: torch.Tensor) -> None:
+    if m.dtype == out.dtype:
+        torch.square(m, out=out)
+    else:  # bfloat16/float16: convert into the buffer, then square in place
+        out.copy_(m).square_()
+
+
+def _square_sums(
+    m: torch.Tensor, per: int, blocks: _Blocks, cols: torch.Tensor, part: torch.Tensor | None
+) -> None:
+    """Row sums (into each block's row-sum view, where it has one) and column sums (into
+    ``cols``) of the squares of ``m`` [rows, rest], ``per`` rows at a time.
+
+    The one reduction of both NormPlan paths, so both store the same numbers. A block is squared
+    into its scratch view and summed both ways while it is in cache: the weight is read from
+    memory once instead of three times. The column sums of later blocks are added to the first
+    block's in order (into ``part`` first), so the block size fixes the float32 sums.
+    """
+    pieces = (m,) if len(blocks) == 1 else torch.split(m, per)
+    for i, (block, (s, r)) in enumerate(zip(pieces, blocks)):
+        _square_into(block, s)
+        if r is not None:
+            torch.sum(s, 1, out=r)
+        if i == 0:
+            torch.sum(s, 0, out=cols)
+        else:
+            cols.add_(torch.sum(s, 0, out=cast(torch.Tensor, part)))
 
 
 class GroupStats:
@@ -415,41 +455,16 @@ class NormPlan:
         m = t.reshape(t.shape[0], -1)
         if dims == [0]:
             return [torch.linalg.vector_norm(m, dim=1, dtype=acc).square_()]
-        if t.device.type == "cpu" and m.numel() > CHUNK_ELEMENTS:
-            rows, col_sums = self._blocked_sums(m, acc, want_rows=dims == [0, 1])
-        else:
-            sq = self._scratch(m, acc)
-            self._square_into(m, sq)
-            rows, col_sums = (sq.sum(1) if dims == [0, 1] else None), sq.sum(0)
-        cols = col_sums.view(t.shape[1], -1).sum(1)
-        return [cols] if dims == [1] else [rows, cols]
-
-    @staticmethod
-    def _square_into(m: torch.Tensor, out: torch.Tensor) -> None:
-        if m.dtype == out.dtype:
-            torch.square(m, out=out)
-        else:  # bfloat16/float16: convert into the buffer, then square in place
-            out.copy_(m).square_()
-
-    def _blocked_sums(  # type: ignore[no-untyped-def]
-        self, m: torch.Tensor, acc: torch.dtype, *, want_rows: bool
-    ):
-        # A large weight is squared a block of rows at a time: the block stays in cache while
-        # both its row sums and its column sums are taken, so the weight is read from memory
-        # once instead of three times.
-        per = max(1, CHUNK_ELEMENTS // m.shape[1])
+        n_rows, width = m.shape
+        per = _rows_per_block(m.shape, m.device)
         sq = self._scratch(m[:per], acc)
-        rows = torch.empty(m.shape[0], dtype=acc) if want_rows else None
-        cols = torch.zeros(m.shape[1], dtype=acc)
-        part = torch.empty(m.shape[1], dtype=acc)
-        for i in range(0, m.shape[0], per):
-            block = m[i : i + per]
-            s = sq[: block.shape[0]]
-            self._square_into(block, s)
-            if rows is not None:
-                torch.sum(s, 1, out=rows[i : i + block.shape[0]])
-            cols.add_(torch.sum(s, 0, out=part))
-        return rows, cols
+        new = functools.partial(torch.empty, dtype=acc, device=m.device)
+        rows = new(n_rows) if dims == [0, 1] else None
+        col_sums = new(width)
+        part = new(width) if per < n_rows else None
+        _square_sums(m, per, _blocks(sq, rows, n_rows, per), col_sums, part)
+        cols = col_sums.view(t.shape[1], -1).sum(1)
+        return [cols] if dims == [1] else [cast(torch.Tensor, rows), cols]
 
     def _fast_views(self, device: torch.device) -> tuple[torch.Tensor, list[_Views | None]]:
         """The reduction vector and, per weight that can take the fast path, the views its
@@ -460,25 +475,15 @@ class NormPlan:
             return cached
         f32 = torch.float32
         reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
-        on_cpu = device.type == "cpu"
         todo = [(r[4], r[6], r[7], r[8]) for r in self._readers]
 
-        def rows_per_block(shape: torch.Size) -> int:
-            # on the CPU a weight above CHUNK_ELEMENTS is squared a block of rows at a time, so
-            # that the block is still in cache for its row and column sums
-            numel = math.prod(shape)
-            if not on_cpu or numel <= CHUNK_ELEMENTS:
-                return 0
-            return max(1, CHUNK_ELEMENTS // (numel // shape[0]))
-
         def scratch_size(shape: torch.Size) -> int:
-            per = rows_per_block(shape)
-            return math.prod(shape) if not per else per * (math.prod(shape) // shape[0])
+            return _rows_per_block(shape, device) * (math.prod(shape) // shape[0])
 
         size = max(
             (scratch_size(sh) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)), default=0
         )
-        # one scratch buffer for the squares, shared with _blocked_sums (_scratch finds it):
+        # one scratch buffer for the squares, shared with _sums_of_squares (_scratch finds it):
         # every buffer more is memory traffic when the cache is contended
         scratch = self._buffers.get((device, f32))
         if scratch is None or scratch.numel() < size:
@@ -493,15 +498,13 @@ class NormPlan:
                 continue
             rows = shape[0]
             if kind == _ROWS:
-                views.append(
-                    _Views(kind, rows, reduced[a : a + rows], None, None, None, 0, None, ())
-                )
+                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, rows, None, ()))
                 continue
             width = math.prod(shape) // rows
-            per = rows_per_block(shape)
+            per = _rows_per_block(shape, device)
             dst_rows = reduced[a : a + rows] if kind == _BOTH else None
             c0 = a + rows if kind == _BOTH else a
-            sq = scratch[: (per or rows) * width].view(per or rows, width)
+            sq = scratch[: per * width].view(per, width)
             # column sums of the [rows, columns * kernel] view go to tmp first for a conv
             col_tmp = tmp[:width] if k > 1 else None
             views.append(
@@ -510,11 +513,10 @@ class NormPlan:
                     rows,
                     dst_rows,
                     reduced[c0 : c0 + shape[1]],
-                    sq,
                     col_tmp,
                     per,
-                    part[:width] if per else None,
-                    _blocks(sq, dst_rows, rows, per) if per else (),
+                    part[:width] if per < rows else None,
+                    _blocks(sq, dst_rows, rows, per),
                 )
             )
         self._fast[device] = (reduced, views)
@@ -548,28 +550,13 @@ class NormPlan:
                 and param.device == device
                 and param.is_contiguous()
             ):
-                # the kernels of _sums_of_squares and _blocked_sums, so the same numbers
+                # the kernels of _sums_of_squares, so the same numbers
                 m = param if param.ndim == 2 else param.view(v.rows, -1)
                 if v.kind == _ROWS:
                     torch.linalg.vector_norm(m, dim=1, out=v.rows_out).square_()
                     continue
-                sq = cast(torch.Tensor, v.sq)
                 cols = cast(torch.Tensor, v.cols_out if v.tmp is None else v.tmp)
-                if not v.per:
-                    torch.square(m, out=sq)
-                    if v.rows_out is not None:
-                        torch.sum(sq, 1, out=v.rows_out)
-                    torch.sum(sq, 0, out=cols)
-                else:
-                    part = cast(torch.Tensor, v.part)
-                    for i, (block, (s, r)) in enumerate(zip(torch.split(m, v.per), v.blocks)):
-                        torch.square(block, out=s)
-                        if r is not None:
-                            torch.sum(s, 1, out=r)
-                        if i == 0:
-                            torch.sum(s, 0, out=cols)
-                        else:
-                            cols.add_(torch.sum(s, 0, out=part))
+                _square_sums(m, v.per, v.blocks, cols, v.part)
                 if v.tmp is not None:
                     out = cast(torch.Tensor, v.cols_out)
                     torch.sum(v.tmp.view(out.shape[0], -1), 1, out=out)
