@@ -35,6 +35,7 @@ tensor([2.4495, 2.4495, 4.8990, 4.8990])
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -372,6 +373,7 @@ class NormPlan:
         self._chan_order = np.argsort(ch, kind="stable")
         per = np.bincount(ch, minlength=offsets[-1]) if ch.size else np.zeros(offsets[-1], int)
         self._chan_has = per > 0
+        self._chan_all = bool(self._chan_has.all())
         self._chan_starts = (np.cumsum(per) - per)[self._chan_has]
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
@@ -633,21 +635,33 @@ class NormPlan:
         if self._block_starts is not None:
             blocks = np.add.reduceat(blocks, self._block_starts) if blocks.size else blocks
         np.sqrt(blocks, out=blocks)
-        n = np.ones(int(self._offsets[-1]))
-        if blocks.size:
-            n[self._chan_has] = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
+        if not blocks.size:
+            n = np.ones(int(self._offsets[-1]))
+        else:
+            prods = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
+            if self._chan_all:  # every channel has a member (no empty series): no scatter
+                n = prods
+            else:
+                n = np.ones(int(self._offsets[-1]))
+                n[self._chan_has] = prods
         return _stats_from_flat(self.series, n, self._offsets, self._empty, self._layout)
 
 
 class _Layout(NamedTuple):
-    """What the statistics need that depends only on the plan (made once, not per snapshot)."""
+    """What the statistics need that depends only on the plan (made once, not per snapshot:
+    a small model's statistics are mostly per-call NumPy overhead, not arithmetic)."""
 
     widths: np.ndarray
     starts: np.ndarray  # segment starts, clipped for reduceat
     bad: np.ndarray  # series with no weights or no channels: NaN statistics
+    any_bad: bool
     static_flags: list[str]  # the flags when no channel is zero or non-finite
     groups: list[str]
     gates: list[str]
+    multi: np.ndarray  # widths > 1: the variance is defined
+    dof: np.ndarray  # widths - 1
+    bounds: list[tuple[int, int]]  # each series' slice of the flat norms
+    empty_at: list[int]  # series with no weights (their norms are NaN)
 
 
 def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) -> _Layout:
@@ -657,13 +671,20 @@ def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) ->
     for e, w in zip(empty, widths):
         f = ["no_weights"] if e else ["all_zero"] if w == 0 else []  # as _stats_from_flat's loop
         flags.append(",".join([*f, "width1"] if w < 2 else f))
+    bad = (widths <= 0) | np.asarray(empty, dtype=bool)
+    ends = offsets.tolist()
     return _Layout(
         widths,
         np.minimum(offsets[:-1], max(size - 1, 0)),
-        (widths <= 0) | np.asarray(empty, dtype=bool),
+        bad,
+        bool(bad.any()),
         flags,
         [s.group for s in series],
         [s.gate for s in series],
+        widths > 1,
+        widths - 1,
+        list(itertools.pairwise(ends)),
+        np.flatnonzero(empty).tolist(),
     )
 
 
@@ -694,16 +715,28 @@ def _stats_from_flat(
         x = n / np.repeat(mean, widths)
         xm = np.add.reduceat(x, starts_c) / widths
         ss = np.add.reduceat((x - np.repeat(xm, widths)) ** 2, starts_c)
-        var = np.where(widths > 1, ss / (widths - 1), np.nan)
+        var = np.where(lay.multi, ss / lay.dof, np.nan)
         n32 = n.astype(np.float32)  # stored vectors are float32; the statistics used float64
-    nonfinite = np.add.reduceat((~np.isfinite(n)).astype(np.int64), starts_c)
-    zero = np.add.reduceat((n == 0).astype(np.int64), starts_c)
-    bad = lay.bad
-    for arr in (mean, mx, mn, var):
-        arr[bad] = np.nan
-    nonfinite[bad] = 0
-    zero[bad] = 0
-    if not nonfinite.any() and not zero.any():
+    # the counts are taken only when there is something to count (a clean snapshot: zeros)
+    finite = np.isfinite(n)
+    clean_finite = bool(finite.all())
+    no_zero = bool(n.all())
+    if clean_finite:
+        nonfinite = np.zeros(k, dtype=np.int64)
+    else:
+        nonfinite = np.add.reduceat((~finite).astype(np.int64), starts_c)
+    zero = (
+        np.zeros(k, dtype=np.int64)
+        if no_zero
+        else np.add.reduceat(n == 0, starts_c, dtype=np.int64)
+    )
+    if lay.any_bad:
+        bad = lay.bad
+        for arr in (mean, mx, mn, var):
+            arr[bad] = np.nan
+        nonfinite[bad] = 0
+        zero[bad] = 0
+    if (clean_finite or not nonfinite.any()) and (no_zero or not zero.any()):
         flags = list(lay.static_flags)
     else:
         flags = []
@@ -724,8 +757,8 @@ def _stats_from_flat(
     cols.update(
         variance=var, mean=mean, max=mx, min=mn, n_nonfinite=nonfinite, n_zero=zero, flag=flags
     )
-    norms = np.split(n32, offsets[1:-1])
-    for j in np.flatnonzero(empty):
+    norms = [n32[a:b] for a, b in lay.bounds]
+    for j in lay.empty_at:
         norms[j] = np.full(widths[j], np.nan, dtype=np.float32)
     return GroupStats(series, cols, norms)
 
