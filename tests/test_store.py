@@ -189,6 +189,33 @@ def test_nan_and_inf_statistics_survive(tmp_path):
     assert math.isnan(store.run.channel_norms("fc1")[1][0, 1])
 
 
+def test_statistics_as_a_dataframe_read_back_value_for_value():
+    # append_snapshot takes the statistics a column at a time: a DataFrame (and NumPy scalars
+    # of other widths) must store the same values as the dict of lists it was made from
+    rng = np.random.default_rng(3)
+    stats, norms = fake_snapshot(rng)
+    stats["min"] = [np.float32(v) for v in stats["min"]]
+    stats["n_zero"] = [float(v) for v in stats["n_zero"]]
+    a, b = RunStore.memory(GROUPS), RunStore.memory(GROUPS)
+    a.append_snapshot(0, None, 0.0, None, stats, norms)
+    b.append_snapshot(0, None, 0.0, None, pd.DataFrame(stats), norms)
+    ha, hb = a.run.history(gates=True), b.run.history(gates=True)
+    pd.testing.assert_frame_equal(ha, hb)
+    for col in ("variance", "mean", "max", "min"):
+        expected = [float(v) for v in stats[col]]  # NaN stays NaN (stored as NULL)
+        np.testing.assert_array_equal(ha[col].to_numpy(), expected)
+    assert list(ha.n_zero) == [int(v) for v in stats["n_zero"]]
+
+
+def test_a_statistics_column_shorter_than_the_series_writes_nothing():
+    store = RunStore.memory(GROUPS)
+    stats, norms = fake_snapshot(np.random.default_rng(4))
+    stats["variance"] = stats["variance"][:2]
+    with pytest.raises(IndexError):
+        store.append_snapshot(0, None, 0.0, None, stats, norms)
+    assert store.n_snapshots == 0 and len(store.run.history(gates=True)) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # files that are not (readable) run files
 

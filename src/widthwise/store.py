@@ -205,6 +205,21 @@ def _real(x: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _column(values: Any, k: int, dtype: Any) -> list[Any]:
+    """The first ``k`` values of a statistics column as Python objects (IndexError when
+    shorter, as indexing them one by one would raise)."""
+    a = np.asarray(values, dtype=dtype)
+    if a.ndim != 1 or a.shape[0] < k:
+        raise IndexError(f"a statistics column has {a.size} values for {k} series")
+    return cast(list[Any], a[:k].tolist())
+
+
+def _reals(values: Any, k: int) -> list[float | None]:
+    """:func:`_real` of a whole column."""
+    col = _column(values, k, np.float64)
+    return [None if math.isnan(x) else x for x in col]
+
+
 def _metric_value(v: Any) -> float | None:
     try:
         return _real(v.item() if hasattr(v, "item") else v)
@@ -774,23 +789,12 @@ class RunStore:
         """
         groups, gates = list(stats["group"]), list(stats["gate"])
         idx = [self._index[g] for g in groups]
-        var, mean, mx, mn = (stats[c] for c in ("variance", "mean", "max", "min"))
-        nf, nz, flag = stats["n_nonfinite"], stats["n_zero"], stats["flag"]
-        rows = [
-            (
-                g,
-                gate,
-                pos,
-                _real(var[pos]),
-                _real(mean[pos]),
-                _real(mx[pos]),
-                _real(mn[pos]),
-                int(nf[pos]),
-                int(nz[pos]),
-                str(flag[pos]),
-            )
-            for pos, (g, gate) in enumerate(zip(idx, gates))
-        ]
+        k = len(idx)
+        # a column at a time: a small model's snapshot is mostly per-value Python overhead
+        reals = [_reals(stats[c], k) for c in ("variance", "mean", "max", "min")]
+        counts = [_column(stats[c], k, np.int64) for c in ("n_nonfinite", "n_zero")]
+        flags = [str(f) for f in _column(stats["flag"], k, object)]
+        rows = list(zip(idx, gates, range(k), *reals, *counts, flags))
         epoch = None if epoch is None else int(epoch)
         blobs = None
         if channel_norms is not None:
@@ -812,11 +816,15 @@ class RunStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (snap, glob, epoch, float(wall_time), error, user),
                 )
+                # the same statement text every time, so sqlite3 prepares it once (its cache)
                 c.executemany(
-                    f"INSERT INTO stats VALUES ({snap}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(snap, *r) for r in rows],
                 )
                 if blobs is not None:
-                    c.executemany(f"INSERT INTO norms VALUES ({snap}, ?, ?, ?)", blobs)
+                    c.executemany(
+                        "INSERT INTO norms VALUES (?, ?, ?, ?)", [(snap, *b) for b in blobs]
+                    )
                 self._insert_metrics(c, snap, glob, user, epoch, wall_time, metrics)
             # the clock moves only once the snapshot is committed
             self.clock = clock
