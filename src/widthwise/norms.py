@@ -39,7 +39,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -115,6 +115,17 @@ class Series:
 #: move by up to 11 ULP (ViT-B), so it stays.
 CHUNK_ELEMENTS = 1 << 20
 
+#: Small weights of one shape with the same reductions (a ResNet's 3x3 convs of one stage, its
+#: 1x1 convs) are reduced together, up to this many elements at a time: stacked into one
+#: [n, rows, rest] buffer, squared and summed with one kernel call each instead of one per
+#: weight, which is most of a small weight's cost. The sums of each weight are the same
+#: numbers (every row and every column is summed in the same order). Only weights of at most
+#: BATCH_ELEMENTS // 8 elements: above that, the extra pass of the stack and the batched
+#: column sums cost more than the calls they save (``benchmarks/snapshot.py --batches``,
+#: docs/benchmarks.md: ResNet-20's reductions 3.9x -> 2.7x the floor; 256x256 weights in
+#: pairs were 15% slower).
+BATCH_ELEMENTS = 1 << 17
+
 # What a weight's reductions are (NormPlan._fast_views): row sums, column sums, or both.
 _ROWS, _COLS, _BOTH = 1, 2, 3
 _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
@@ -122,6 +133,19 @@ _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
 
 #: Per block of rows: the scratch view its squares go to, and the view its row sums go to.
 _Blocks = tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+
+
+class _Batch(NamedTuple):
+    """Where the kernels of a batch of same-shape weights write (NormPlan._fast_views)."""
+
+    kind: int
+    n: int  # weights in the batch
+    rows: int
+    width: int  # elements per row (columns * kernel)
+    buf: torch.Tensor  # [n, rows, width] scratch: the weights, then their squares
+    rows_out: torch.Tensor | None  # [n, rows] (_ROWS, _BOTH)
+    cols_out: torch.Tensor | None  # [n, columns] (_COLS, _BOTH)
+    tmp: torch.Tensor | None  # [n, width] column sums before the kernel sum (convs)
 
 
 class _Views(NamedTuple):
@@ -135,6 +159,34 @@ class _Views(NamedTuple):
     per: int  # rows per block (all of them when the weight is one block)
     part: torch.Tensor | None  # one block's column sums, added to the rest (several blocks)
     blocks: _Blocks  # (_COLS, _BOTH)
+
+
+def _find_batches(readers: Sequence[tuple[Any, ...]]) -> dict[int, int]:
+    """First reader -> number of readers, for each run of two or more consecutive small plain
+    weights of one shape and the same reductions (at most BATCH_ELEMENTS in all, each at most
+    an eighth of that), laid out one after the other in the reduction vector."""
+    span = {_ROWS: lambda sh: sh[0], _COLS: lambda sh: sh[1], _BOTH: lambda sh: sh[0] + sh[1]}
+    out: dict[int, int] = {}
+    i = 0
+    while i < len(readers):
+        _, _, _, dims, shape, plain, kind, _, a = readers[i]
+        numel = math.prod(shape)
+        j = i + 1
+        if plain and kind and numel <= CHUNK_ELEMENTS and 8 * numel <= BATCH_ELEMENTS:
+            step = span[kind](shape)
+            while (
+                j < len(readers)
+                and (j - i + 1) * numel <= BATCH_ELEMENTS
+                and readers[j][4] == shape
+                and readers[j][3] == dims
+                and readers[j][5]
+                and readers[j][8] == a + (j - i) * step
+            ):
+                j += 1
+        if j - i > 1:
+            out[i] = j - i
+        i = j
+    return out
 
 
 def _rows_per_block(shape: Sequence[int], device: torch.device) -> int:
@@ -153,6 +205,41 @@ def _blocks(sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int
         n = min(per, rows - r0)
         out.append((sq[:n], None if rows_out is None else rows_out[r0 : r0 + n]))
     return tuple(out)
+
+
+def _checked(module: nn.Module, leaf: str, name: str, shape: torch.Size) -> torch.Tensor:
+    """The parameter now, if it still has the shape the plan was made for."""
+    param = cast(torch.Tensor, module._parameters[leaf])
+    if param.shape != shape:
+        raise ModelChangedError(
+            f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
+            f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
+            "WidthTracker (a new run file) for the changed model"
+        )
+    return param
+
+
+def _fast_ok(param: torch.Tensor, device: torch.device | None) -> bool:
+    """Whether the fast path's preallocated float32 views can take this parameter."""
+    return param.dtype == torch.float32 and param.device == device and param.is_contiguous()
+
+
+def _reduce_batch(b: _Batch, params: Sequence[torch.Tensor]) -> None:
+    """The reductions of a batch of same-shape weights with one kernel call each: every row
+    and every column is summed in the same order as one weight at a time (_square_sums)."""
+    torch.stack([p.view(b.rows, b.width) for p in params], out=b.buf)
+    if b.kind == _ROWS:
+        torch.linalg.vector_norm(b.buf, dim=2, out=b.rows_out).square_()
+        return
+    b.buf.square_()
+    if b.rows_out is not None:
+        torch.sum(b.buf, 2, out=b.rows_out)
+    cols = cast(torch.Tensor, b.cols_out)
+    if b.tmp is None:
+        torch.sum(b.buf, 1, out=cols)
+    else:
+        torch.sum(b.buf, 1, out=b.tmp)
+        torch.sum(b.tmp.view(b.n, cols.shape[1], -1), 2, out=cols)
 
 
 def _square_into(m: torch.Tensor, out: torch.Tensor) -> None:
@@ -315,6 +402,11 @@ class NormPlan:
             by_param.setdefault(name, []).append(dim)
         sharded = {n: local_shard(self._param(n)).group for n in by_param}
         complete = [n for n in by_param if sharded[n] is None]
+        # weights of one shape and the same reductions side by side, so that a run of them can
+        # be reduced as one batch (BATCH_ELEMENTS) straight into the reduction vector
+        key = {n: (tuple(self._param(n).shape), tuple(sorted(by_param[n]))) for n in complete}
+        seen_at = {k: i for i, k in reversed(list(enumerate(key.values())))}
+        complete.sort(key=lambda n: seen_at[key[n]])
         partial = [n for n in by_param if sharded[n] is not None]
         self._params = [(n, sorted(by_param[n])) for n in complete + partial]
         self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
@@ -343,6 +435,7 @@ class NormPlan:
                 (slots[name][0], slots[name][1], name, dims, p.shape, plain, kind, k, start)
             )
         self._reduced_len = pos
+        self._batches = _find_batches(self._readers)
 
         # Index maps: gather each member's channel block out of the reductions, sum the block
         # (flatten -> linear repeats), then multiply the members of a series per channel.
@@ -381,7 +474,9 @@ class NormPlan:
         self._layout = _layout(series, self._offsets, self._empty)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._fast: dict[torch.device, tuple[torch.Tensor, list[_Views | None]]] = {}
+        self._fast: dict[
+            torch.device, tuple[torch.Tensor, list[_Views | None], dict[int, _Batch]]
+        ] = {}
 
     def _param(self, name: str) -> torch.Tensor:
         module, leaf, _ = self._slots[name]
@@ -468,10 +563,13 @@ class NormPlan:
         cols = col_sums.view(t.shape[1], -1).sum(1)
         return [cols] if dims == [1] else [cast(torch.Tensor, rows), cols]
 
-    def _fast_views(self, device: torch.device) -> tuple[torch.Tensor, list[_Views | None]]:
-        """The reduction vector and, per weight that can take the fast path, the views its
-        kernels write into, made once per device: a small model's snapshot is mostly per-call
-        fixed cost (slicing, buffers, dispatch), not arithmetic."""
+    def _fast_views(
+        self, device: torch.device
+    ) -> tuple[torch.Tensor, list[_Views | None], dict[int, _Batch]]:
+        """The reduction vector and, per weight that can take the fast path (and per batch of
+        them, by first weight), the views its kernels write into, made once per device: a small
+        model's snapshot is mostly per-call fixed cost (slicing, buffers, dispatch), not
+        arithmetic."""
         cached = self._fast.get(device)
         if cached is not None:
             return cached
@@ -485,12 +583,15 @@ class NormPlan:
         size = max(
             (scratch_size(sh) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)), default=0
         )
+        batch_sizes = [n * math.prod(todo[i][0]) for i, n in self._batches.items()]
+        size = max([size, *batch_sizes])
         # one scratch buffer for the squares, shared with _sums_of_squares (_scratch finds it):
         # every buffer more is memory traffic when the cache is contended
         scratch = self._buffers.get((device, f32))
         if scratch is None or scratch.numel() < size:
             scratch = self._buffers[(device, f32)] = torch.empty(size, dtype=f32, device=device)
         widths = [math.prod(sh[1:]) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)]
+        widths += [n * math.prod(todo[i][0][1:]) for i, n in self._batches.items()]
         tmp = torch.empty(max(widths, default=0), dtype=f32, device=device)
         part = torch.empty(max(widths, default=0), dtype=f32, device=device)
         views: list[_Views | None] = []
@@ -521,8 +622,25 @@ class NormPlan:
                     _blocks(sq, dst_rows, rows, per),
                 )
             )
-        self._fast[device] = (reduced, views)
-        return reduced, views
+        batches: dict[int, _Batch] = {}
+        for i, n in self._batches.items():
+            shape, kind, k, a = todo[i]
+            rows, cols = shape[0], shape[1]
+            width = math.prod(shape) // rows
+            span = {_ROWS: rows, _COLS: cols, _BOTH: rows + cols}[kind]
+            region = reduced[a : a + n * span].view(n, span)
+            batches[i] = _Batch(
+                kind,
+                n,
+                rows,
+                width,
+                scratch[: n * rows * width].view(n, rows, width),
+                region[:, :rows] if kind != _COLS else None,
+                region[:, span - cols :] if kind != _ROWS else None,
+                tmp[: n * width].view(n, width) if k > 1 and kind != _ROWS else None,
+            )
+        self._fast[device] = (reduced, views, batches)
+        return reduced, views, batches
 
     @torch.no_grad()
     def reduce(self) -> torch.Tensor:
@@ -530,28 +648,28 @@ class NormPlan:
         device, summed across ranks for sharded parameters: the only part of a snapshot that
         reads the weights. A new tensor each call, so it can be handed to another thread;
         :meth:`stats_from` turns it into the statistics."""
-        f32 = torch.float32
         device = None
         reduced = None
         views: list[_Views | None] = []
-        for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(self._readers):
-            param = cast(torch.Tensor, module._parameters[leaf])
-            if param.shape != shape:
-                raise ModelChangedError(
-                    f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
-                    f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
-                    "WidthTracker (a new run file) for the changed model"
-                )
+        batches: dict[int, _Batch] = {}
+        readers = self._readers
+        done = 0  # readers before this one were reduced with their batch
+        for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(readers):
+            if i < done:
+                continue
+            param = _checked(module, leaf, name, shape)
             if reduced is None:
                 device = param.device if plain else local_shard(param).tensor.device
-                reduced, views = self._fast_views(device)
+                reduced, views, batches = self._fast_views(device)
+            batch = batches.get(i)
+            if batch is not None:
+                ms = [param, *(_checked(*r[:3], r[4]) for r in readers[i + 1 : i + batch.n])]
+                if all(_fast_ok(m, device) for m in ms):
+                    _reduce_batch(batch, ms)
+                    done = i + batch.n
+                    continue
             v = views[i]
-            if (
-                v is not None
-                and param.dtype == f32
-                and param.device == device
-                and param.is_contiguous()
-            ):
+            if v is not None and _fast_ok(param, device):
                 # the kernels of _sums_of_squares, so the same numbers
                 m = param if param.ndim == 2 else param.view(v.rows, -1)
                 if v.kind == _ROWS:
