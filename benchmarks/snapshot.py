@@ -26,6 +26,10 @@ models above 1M parameters, <= 4x below; the last column says y/n per ratio colu
     python benchmarks/snapshot.py --compare-with OLD_norms.py --large   # same stored numbers?
     python benchmarks/snapshot.py --parts     # where a small model's snapshot time goes, and the
                                               # row+column reduction options on a 1024x1024 weight
+    python benchmarks/snapshot.py --batches --large   # NormPlan.reduce() / floor against the
+                                              # size of same-shape batches (norms.BATCH_ELEMENTS)
+    python benchmarks/snapshot.py --tail --large      # the slowest file snapshots with SQLite's
+                                              # auto-checkpoint at its default and as now
 """
 
 from __future__ import annotations
@@ -380,6 +384,95 @@ def parts(repeats: int) -> None:
         print(f"  {k:<28} {v:9.0f}")
 
 
+def batches(large: bool, only: str | None, rounds: int) -> None:
+    """``NormPlan.reduce()`` against the floor (caller-thread CPU time, interleaved) with
+    same-shape weights reduced in batches of up to 0 (one weight at a time), 2^15, 2^17 and
+    2^19 elements (``norms.BATCH_ELEMENTS``; weights of at most an eighth of that)."""
+    from widthwise import norms
+
+    caps = [0, 1 << 15, 1 << 17, 1 << 19]
+    default = norms.BATCH_ELEMENTS
+    print("reduce() / floor, caller-thread CPU, median over rounds; batches: weights per batch")
+    for name, model, x in models(large):
+        if only and only not in name:
+            continue
+        groups = find_groups(model.eval(), x)
+        plans = {}
+        for cap in caps:
+            norms.BATCH_ELEMENTS = cap
+            plans[cap] = NormPlan(model, groups)
+        norms.BATCH_ELEMENTS = default
+        weights = [p.detach() for p in model.parameters() if p.ndim >= 2]
+        fns = {"floor": lambda w=weights: [v.item() for v in torch._foreach_norm(w)]}
+        fns.update(
+            {f"2^{cap.bit_length() - 1}" if cap else "none": plans[cap].reduce for cap in caps}
+        )
+        repeats = 11 if sum(w.numel() for w in weights) > 10_000_000 else 41
+        for fn in fns.values():
+            fn()
+        per_round = []
+        for _ in range(rounds):
+            times: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(repeats):
+                for k, fn in fns.items():
+                    c = time.thread_time()
+                    fn()
+                    times[k].append(time.thread_time() - c)
+            per_round.append({k: statistics.median(v) for k, v in times.items()})
+        ratio = {k: statistics.median(r[k] / r["floor"] for r in per_round) for k in fns}
+        sizes = sorted(plans[default]._batches.values(), reverse=True)
+        print(
+            f"{name:<18} "
+            + "  ".join(f"{k}: {v:.2f}" for k, v in ratio.items() if k != "floor")
+            + f"   batches at the default: {sizes or 'none'}",
+            flush=True,
+        )
+
+
+def tail(large: bool, only: str | None, repeats: int) -> None:
+    """``WidthTracker.snapshot()`` with a run file (the caller writes), two trackers taken in
+    turn: SQLite's auto-checkpoint at its default (1000 pages, in the training thread) and at
+    ``store.AUTOCHECKPOINT_PAGES`` (the checkpoint thread does the work). Median, mean and 99th
+    percentile of the wall and caller-thread CPU time per call."""
+    from widthwise import store as store_module
+
+    print(f"file snapshot, {repeats} calls each, in turn: median / mean / p99 ms")
+    for name, model, x in models(large):
+        if only and only not in name:
+            continue
+        groups = find_groups(model.eval(), x)
+        with tempfile.TemporaryDirectory() as tmp:
+            trackers = {}
+            for pages in (1000, store_module.AUTOCHECKPOINT_PAGES):
+                tr = WidthTracker(model, groups=groups, store=Path(tmp) / f"{pages}.wwrun")
+                tr.store._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+                trackers[pages] = tr
+            n = (
+                max(20, repeats // 10)
+                if sum(p.numel() for p in model.parameters()) > 1e7
+                else repeats
+            )
+            times: dict[tuple[int, str], list[float]] = {}
+            for _ in range(n):
+                for pages, tr in trackers.items():
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    tr.snapshot()
+                    c1, t1 = time.thread_time(), time.perf_counter()
+                    times.setdefault((pages, "wall"), []).append(t1 - t0)
+                    times.setdefault((pages, "cpu"), []).append(c1 - c0)
+            for tr in trackers.values():
+                tr.close()
+        for (pages, clock), v in times.items():
+            v = sorted(v)
+            p99 = v[min(len(v) - 1, int(0.99 * len(v)))]
+            print(
+                f"{name:<18} auto-checkpoint {pages:>5} pages, {clock:<4}: "
+                f"{statistics.median(v) * 1e3:7.3f} / {statistics.mean(v) * 1e3:7.3f} / "
+                f"{p99 * 1e3:7.3f}",
+                flush=True,
+            )
+
+
 def compare_with(path: str, large: bool) -> None:
     """Stored numbers of another ``norms.py`` (e.g. ``git show REV:src/widthwise/norms.py``)
     against this one's, on every model: float32 norms in ULPs, variances relative."""
@@ -426,10 +519,18 @@ def main() -> None:
     )
     ap.add_argument("--compare-with", metavar="NORMS_PY", help="stored numbers vs another norms.py")
     ap.add_argument("--parts", action="store_true", help="where the time goes (see above)")
+    ap.add_argument("--batches", action="store_true", help="reduce() against the batch size")
+    ap.add_argument("--tail", action="store_true", help="slowest file snapshots (auto-checkpoint)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.parts:
         parts(max(args.repeats, 200))
+        return
+    if args.tail:
+        tail(args.large, args.only, max(args.repeats, 300))
+        return
+    if args.batches:
+        batches(args.large, args.only, args.rounds)
         return
     if args.compare_with:
         compare_with(args.compare_with, args.large)

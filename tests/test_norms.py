@@ -414,3 +414,52 @@ def test_a_plan_without_groups_gives_empty_statistics():
     assert plan.reduce().numel() == 0 and plan.channel_norms() == []
     st = plan.stats()
     assert len(st) == 0 and list(st.table.columns) == list(STAT_COLUMNS) and st.table.empty
+
+
+class _SameShapes(nn.Module):
+    """Runs of same-shape weights of every kind: 3x3 convs (rows and columns, with a kernel),
+    square linears (rows and columns) and two heads that read the same channels (columns)."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            *[m for _ in range(3) for m in (nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())],
+        )  # fmt: skip
+        self.fcs = nn.Sequential(
+            nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU(),
+            nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+        )  # fmt: skip
+        self.head_a, self.head_b = nn.Linear(16, 4), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fcs(self.convs(x))
+        return self.head_a(h) + self.head_b(h)
+
+
+def test_same_shape_weights_reduced_as_a_batch_match_naive_and_one_at_a_time(monkeypatch):
+    from widthwise import norms
+
+    torch.manual_seed(0)
+    model = _SameShapes()
+    groups = find_groups(model, torch.randn(2, 3, 4, 4))
+    plans = {mode: NormPlan(model, groups, mode) for mode in ("product", "incoming")}
+    # white-box: the batches this test is about exist (convs, linears and heads; rows only)
+    assert sorted(plans["product"]._batches.values()) == [2, 2, 3]
+    assert max(plans["incoming"]._batches.values()) == 3
+    for mode in plans:
+        assert_matches_naive(model, groups, mode)
+    monkeypatch.setattr(norms, "BATCH_ELEMENTS", 0)
+    for mode, plan in plans.items():
+        single = NormPlan(model, groups, mode)
+        assert not single._batches
+        for a, b in zip(plan.stats().norms, single.stats().norms):  # the same float32 bits
+            np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
+    # a member the fast path cannot take (channels-last) sends its batch one weight at a time
+    before = plans["product"].stats().norms
+    conv = model.convs[4]
+    conv.weight = nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last))
+    assert not conv.weight.is_contiguous()
+    for a, b in zip(before, plans["product"].stats().norms):
+        np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
+    assert_matches_naive(model, groups)

@@ -121,6 +121,35 @@ def test_a_closed_run_is_one_file_and_reading_it_leaves_nothing_beside_it(tmp_pa
         assert len(run) == 3
 
 
+@pytest.mark.parametrize("thread", [True, False])
+def test_the_training_thread_leaves_checkpoints_to_the_checkpoint_thread(
+    tmp_path, monkeypatch, thread
+):
+    # More than SQLite's default auto-checkpoint (1000 pages) committed within one checkpoint
+    # interval: with the checkpoint thread, the commits stay in the log (the caller never copies
+    # them into the run file and syncs it); without it, SQLite's own auto-checkpoint still runs.
+    # Either way close() folds everything into the run file.
+    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 60.0 if thread else None)
+    wide = [ChannelGroup("fc1", 200_000, (Member("fc1.weight", 0, "producer"),))]
+    path = tmp_path / "run.wwrun"
+    store = RunStore.create(path, wide)
+    empty = os.path.getsize(path)
+    stats = {"group": ["fc1"], "gate": [""], "variance": [0.5], "mean": [1.0], "max": [2.0],
+             "min": [0.1], "n_nonfinite": [0], "n_zero": [0], "flag": [""]}  # fmt: skip
+    norms = [np.arange(200_000, dtype=np.float32)]
+    for i in range(6):  # 800 KB of norms each: ~1200 pages of log
+        store.append_snapshot(i, None, 0.0, None, stats, norms)
+    if thread:
+        assert os.path.getsize(path) == empty
+        assert os.path.getsize(f"{path}-wal") > 6 * 800_000
+    else:
+        assert os.path.getsize(path) > 4 * 800_000
+    store.close()
+    with open_run(path) as run:
+        assert len(run) == 6
+        np.testing.assert_array_equal(run.channel_norms("fc1")[1][-1], norms[0])
+
+
 def test_memory_store_uses_the_same_code(tmp_path):
     store = RunStore.memory(GROUPS)
     written = write_run(store, 3)
@@ -187,6 +216,33 @@ def test_nan_and_inf_statistics_survive(tmp_path):
     assert math.isinf(h["mean"][0]) and math.isnan(h["mean"][1]) and h["mean"][2] < 0
     assert h.epoch.isna().all()
     assert math.isnan(store.run.channel_norms("fc1")[1][0, 1])
+
+
+def test_statistics_as_a_dataframe_read_back_value_for_value():
+    # append_snapshot takes the statistics a column at a time: a DataFrame (and NumPy scalars
+    # of other widths) must store the same values as the dict of lists it was made from
+    rng = np.random.default_rng(3)
+    stats, norms = fake_snapshot(rng)
+    stats["min"] = [np.float32(v) for v in stats["min"]]
+    stats["n_zero"] = [float(v) for v in stats["n_zero"]]
+    a, b = RunStore.memory(GROUPS), RunStore.memory(GROUPS)
+    a.append_snapshot(0, None, 0.0, None, stats, norms)
+    b.append_snapshot(0, None, 0.0, None, pd.DataFrame(stats), norms)
+    ha, hb = a.run.history(gates=True), b.run.history(gates=True)
+    pd.testing.assert_frame_equal(ha, hb)
+    for col in ("variance", "mean", "max", "min"):
+        expected = [float(v) for v in stats[col]]  # NaN stays NaN (stored as NULL)
+        np.testing.assert_array_equal(ha[col].to_numpy(), expected)
+    assert list(ha.n_zero) == [int(v) for v in stats["n_zero"]]
+
+
+def test_a_statistics_column_shorter_than_the_series_writes_nothing():
+    store = RunStore.memory(GROUPS)
+    stats, norms = fake_snapshot(np.random.default_rng(4))
+    stats["variance"] = stats["variance"][:2]
+    with pytest.raises(IndexError):
+        store.append_snapshot(0, None, 0.0, None, stats, norms)
+    assert store.n_snapshots == 0 and len(store.run.history(gates=True)) == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,10 +34,12 @@ tensor([2.4495, 2.4495, 4.8990, 4.8990])
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -113,9 +115,37 @@ class Series:
 #: move by up to 11 ULP (ViT-B), so it stays.
 CHUNK_ELEMENTS = 1 << 20
 
+#: Small weights of one shape with the same reductions (a ResNet's 3x3 convs of one stage, its
+#: 1x1 convs) are reduced together, up to this many elements at a time: stacked into one
+#: [n, rows, rest] buffer, squared and summed with one kernel call each instead of one per
+#: weight, which is most of a small weight's cost. The sums of each weight are the same
+#: numbers (every row and every column is summed in the same order). Only weights of at most
+#: BATCH_ELEMENTS // 8 elements: above that, the extra pass of the stack and the batched
+#: column sums cost more than the calls they save (``benchmarks/snapshot.py --batches``,
+#: docs/benchmarks.md: ResNet-20's reductions 3.9x -> 2.7x the floor; 256x256 weights in
+#: pairs were 15% slower).
+BATCH_ELEMENTS = 1 << 17
+
 # What a weight's reductions are (NormPlan._fast_views): row sums, column sums, or both.
 _ROWS, _COLS, _BOTH = 1, 2, 3
 _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
+
+
+#: Per block of rows: the scratch view its squares go to, and the view its row sums go to.
+_Blocks = tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+
+
+class _Batch(NamedTuple):
+    """Where the kernels of a batch of same-shape weights write (NormPlan._fast_views)."""
+
+    kind: int
+    n: int  # weights in the batch
+    rows: int
+    width: int  # elements per row (columns * kernel)
+    buf: torch.Tensor  # [n, rows, width] scratch: the weights, then their squares
+    rows_out: torch.Tensor | None  # [n, rows] (_ROWS, _BOTH)
+    cols_out: torch.Tensor | None  # [n, columns] (_COLS, _BOTH)
+    tmp: torch.Tensor | None  # [n, width] column sums before the kernel sum (convs)
 
 
 class _Views(NamedTuple):
@@ -125,22 +155,120 @@ class _Views(NamedTuple):
     rows: int
     rows_out: torch.Tensor | None  # row sums (_ROWS, _BOTH)
     cols_out: torch.Tensor | None  # column sums (_COLS, _BOTH)
-    sq: torch.Tensor | None  # the squares, [rows (or rows per block), rest]
     tmp: torch.Tensor | None  # column sums before the kernel sum, [columns * kernel] (convs)
-    per: int  # rows per block (0: the whole weight at once)
-    part: torch.Tensor | None  # one block's column sums, added to the rest
-    blocks: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]  # per block: squares, row sums
+    per: int  # rows per block (all of them when the weight is one block)
+    part: torch.Tensor | None  # one block's column sums, added to the rest (several blocks)
+    blocks: _Blocks  # (_COLS, _BOTH)
 
 
-def _blocks(
-    sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int
-) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+def _find_batches(readers: Sequence[tuple[Any, ...]]) -> dict[int, int]:
+    """First reader -> number of readers, for each run of two or more consecutive small plain
+    weights of one shape and the same reductions (at most BATCH_ELEMENTS in all, each at most
+    an eighth of that), laid out one after the other in the reduction vector."""
+    span = {_ROWS: lambda sh: sh[0], _COLS: lambda sh: sh[1], _BOTH: lambda sh: sh[0] + sh[1]}
+    out: dict[int, int] = {}
+    i = 0
+    while i < len(readers):
+        _, _, _, dims, shape, plain, kind, _, a = readers[i]
+        numel = math.prod(shape)
+        j = i + 1
+        if plain and kind and numel <= CHUNK_ELEMENTS and 8 * numel <= BATCH_ELEMENTS:
+            step = span[kind](shape)
+            while (
+                j < len(readers)
+                and (j - i + 1) * numel <= BATCH_ELEMENTS
+                and readers[j][4] == shape
+                and readers[j][3] == dims
+                and readers[j][5]
+                and readers[j][8] == a + (j - i) * step
+            ):
+                j += 1
+        if j - i > 1:
+            out[i] = j - i
+        i = j
+    return out
+
+
+def _rows_per_block(shape: Sequence[int], device: torch.device) -> int:
+    """Rows of a [rows, rest] weight squared and summed at a time: all of them, except on the
+    CPU above CHUNK_ELEMENTS, where a block must still be in cache for its row and column sums."""
+    numel = math.prod(shape)
+    if device.type != "cpu" or numel <= CHUNK_ELEMENTS:
+        return shape[0]
+    return max(1, CHUNK_ELEMENTS // (numel // shape[0]))
+
+
+def _blocks(sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int) -> _Blocks:
     """The scratch and row-sum views of each block of ``per`` rows (the last may be shorter)."""
     out = []
     for r0 in range(0, rows, per):
         n = min(per, rows - r0)
         out.append((sq[:n], None if rows_out is None else rows_out[r0 : r0 + n]))
     return tuple(out)
+
+
+def _checked(module: nn.Module, leaf: str, name: str, shape: torch.Size) -> torch.Tensor:
+    """The parameter now, if it still has the shape the plan was made for."""
+    param = cast(torch.Tensor, module._parameters[leaf])
+    if param.shape != shape:
+        raise ModelChangedError(
+            f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
+            f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
+            "WidthTracker (a new run file) for the changed model"
+        )
+    return param
+
+
+def _fast_ok(param: torch.Tensor, device: torch.device | None) -> bool:
+    """Whether the fast path's preallocated float32 views can take this parameter."""
+    return param.dtype == torch.float32 and param.device == device and param.is_contiguous()
+
+
+def _reduce_batch(b: _Batch, params: Sequence[torch.Tensor]) -> None:
+    """The reductions of a batch of same-shape weights with one kernel call each: every row
+    and every column is summed in the same order as one weight at a time (_square_sums)."""
+    torch.stack([p.view(b.rows, b.width) for p in params], out=b.buf)
+    if b.kind == _ROWS:
+        torch.linalg.vector_norm(b.buf, dim=2, out=b.rows_out).square_()
+        return
+    b.buf.square_()
+    if b.rows_out is not None:
+        torch.sum(b.buf, 2, out=b.rows_out)
+    cols = cast(torch.Tensor, b.cols_out)
+    if b.tmp is None:
+        torch.sum(b.buf, 1, out=cols)
+    else:
+        torch.sum(b.buf, 1, out=b.tmp)
+        torch.sum(b.tmp.view(b.n, cols.shape[1], -1), 2, out=cols)
+
+
+def _square_into(m: torch.Tensor, out: torch.Tensor) -> None:
+    if m.dtype == out.dtype:
+        torch.square(m, out=out)
+    else:  # bfloat16/float16: convert into the buffer, then square in place
+        out.copy_(m).square_()
+
+
+def _square_sums(
+    m: torch.Tensor, per: int, blocks: _Blocks, cols: torch.Tensor, part: torch.Tensor | None
+) -> None:
+    """Row sums (into each block's row-sum view, where it has one) and column sums (into
+    ``cols``) of the squares of ``m`` [rows, rest], ``per`` rows at a time.
+
+    The one reduction of both NormPlan paths, so both store the same numbers. A block is squared
+    into its scratch view and summed both ways while it is in cache: the weight is read from
+    memory once instead of three times. The column sums of later blocks are added to the first
+    block's in order (into ``part`` first), so the block size fixes the float32 sums.
+    """
+    pieces = (m,) if len(blocks) == 1 else torch.split(m, per)
+    for i, (block, (s, r)) in enumerate(zip(pieces, blocks)):
+        _square_into(block, s)
+        if r is not None:
+            torch.sum(s, 1, out=r)
+        if i == 0:
+            torch.sum(s, 0, out=cols)
+        else:
+            cols.add_(torch.sum(s, 0, out=cast(torch.Tensor, part)))
 
 
 class GroupStats:
@@ -274,6 +402,11 @@ class NormPlan:
             by_param.setdefault(name, []).append(dim)
         sharded = {n: local_shard(self._param(n)).group for n in by_param}
         complete = [n for n in by_param if sharded[n] is None]
+        # weights of one shape and the same reductions side by side, so that a run of them can
+        # be reduced as one batch (BATCH_ELEMENTS) straight into the reduction vector
+        key = {n: (tuple(self._param(n).shape), tuple(sorted(by_param[n]))) for n in complete}
+        seen_at = {k: i for i, k in reversed(list(enumerate(key.values())))}
+        complete.sort(key=lambda n: seen_at[key[n]])
         partial = [n for n in by_param if sharded[n] is not None]
         self._params = [(n, sorted(by_param[n])) for n in complete + partial]
         self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
@@ -302,6 +435,7 @@ class NormPlan:
                 (slots[name][0], slots[name][1], name, dims, p.shape, plain, kind, k, start)
             )
         self._reduced_len = pos
+        self._batches = _find_batches(self._readers)
 
         # Index maps: gather each member's channel block out of the reductions, sum the block
         # (flatten -> linear repeats), then multiply the members of a series per channel.
@@ -332,6 +466,7 @@ class NormPlan:
         self._chan_order = np.argsort(ch, kind="stable")
         per = np.bincount(ch, minlength=offsets[-1]) if ch.size else np.zeros(offsets[-1], int)
         self._chan_has = per > 0
+        self._chan_all = bool(self._chan_has.all())
         self._chan_starts = (np.cumsum(per) - per)[self._chan_has]
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
@@ -339,7 +474,9 @@ class NormPlan:
         self._layout = _layout(series, self._offsets, self._empty)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._fast: dict[torch.device, tuple[torch.Tensor, list[_Views | None]]] = {}
+        self._fast: dict[
+            torch.device, tuple[torch.Tensor, list[_Views | None], dict[int, _Batch]]
+        ] = {}
 
     def _param(self, name: str) -> torch.Tensor:
         module, leaf, _ = self._slots[name]
@@ -415,75 +552,46 @@ class NormPlan:
         m = t.reshape(t.shape[0], -1)
         if dims == [0]:
             return [torch.linalg.vector_norm(m, dim=1, dtype=acc).square_()]
-        if t.device.type == "cpu" and m.numel() > CHUNK_ELEMENTS:
-            rows, col_sums = self._blocked_sums(m, acc, want_rows=dims == [0, 1])
-        else:
-            sq = self._scratch(m, acc)
-            self._square_into(m, sq)
-            rows, col_sums = (sq.sum(1) if dims == [0, 1] else None), sq.sum(0)
-        cols = col_sums.view(t.shape[1], -1).sum(1)
-        return [cols] if dims == [1] else [rows, cols]
-
-    @staticmethod
-    def _square_into(m: torch.Tensor, out: torch.Tensor) -> None:
-        if m.dtype == out.dtype:
-            torch.square(m, out=out)
-        else:  # bfloat16/float16: convert into the buffer, then square in place
-            out.copy_(m).square_()
-
-    def _blocked_sums(  # type: ignore[no-untyped-def]
-        self, m: torch.Tensor, acc: torch.dtype, *, want_rows: bool
-    ):
-        # A large weight is squared a block of rows at a time: the block stays in cache while
-        # both its row sums and its column sums are taken, so the weight is read from memory
-        # once instead of three times.
-        per = max(1, CHUNK_ELEMENTS // m.shape[1])
+        n_rows, width = m.shape
+        per = _rows_per_block(m.shape, m.device)
         sq = self._scratch(m[:per], acc)
-        rows = torch.empty(m.shape[0], dtype=acc) if want_rows else None
-        cols = torch.zeros(m.shape[1], dtype=acc)
-        part = torch.empty(m.shape[1], dtype=acc)
-        for i in range(0, m.shape[0], per):
-            block = m[i : i + per]
-            s = sq[: block.shape[0]]
-            self._square_into(block, s)
-            if rows is not None:
-                torch.sum(s, 1, out=rows[i : i + block.shape[0]])
-            cols.add_(torch.sum(s, 0, out=part))
-        return rows, cols
+        new = functools.partial(torch.empty, dtype=acc, device=m.device)
+        rows = new(n_rows) if dims == [0, 1] else None
+        col_sums = new(width)
+        part = new(width) if per < n_rows else None
+        _square_sums(m, per, _blocks(sq, rows, n_rows, per), col_sums, part)
+        cols = col_sums.view(t.shape[1], -1).sum(1)
+        return [cols] if dims == [1] else [cast(torch.Tensor, rows), cols]
 
-    def _fast_views(self, device: torch.device) -> tuple[torch.Tensor, list[_Views | None]]:
-        """The reduction vector and, per weight that can take the fast path, the views its
-        kernels write into, made once per device: a small model's snapshot is mostly per-call
-        fixed cost (slicing, buffers, dispatch), not arithmetic."""
+    def _fast_views(
+        self, device: torch.device
+    ) -> tuple[torch.Tensor, list[_Views | None], dict[int, _Batch]]:
+        """The reduction vector and, per weight that can take the fast path (and per batch of
+        them, by first weight), the views its kernels write into, made once per device: a small
+        model's snapshot is mostly per-call fixed cost (slicing, buffers, dispatch), not
+        arithmetic."""
         cached = self._fast.get(device)
         if cached is not None:
             return cached
         f32 = torch.float32
         reduced = torch.empty(self._reduced_len, dtype=f32, device=device)
-        on_cpu = device.type == "cpu"
         todo = [(r[4], r[6], r[7], r[8]) for r in self._readers]
 
-        def rows_per_block(shape: torch.Size) -> int:
-            # on the CPU a weight above CHUNK_ELEMENTS is squared a block of rows at a time, so
-            # that the block is still in cache for its row and column sums
-            numel = math.prod(shape)
-            if not on_cpu or numel <= CHUNK_ELEMENTS:
-                return 0
-            return max(1, CHUNK_ELEMENTS // (numel // shape[0]))
-
         def scratch_size(shape: torch.Size) -> int:
-            per = rows_per_block(shape)
-            return math.prod(shape) if not per else per * (math.prod(shape) // shape[0])
+            return _rows_per_block(shape, device) * (math.prod(shape) // shape[0])
 
         size = max(
             (scratch_size(sh) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)), default=0
         )
-        # one scratch buffer for the squares, shared with _blocked_sums (_scratch finds it):
+        batch_sizes = [n * math.prod(todo[i][0]) for i, n in self._batches.items()]
+        size = max([size, *batch_sizes])
+        # one scratch buffer for the squares, shared with _sums_of_squares (_scratch finds it):
         # every buffer more is memory traffic when the cache is contended
         scratch = self._buffers.get((device, f32))
         if scratch is None or scratch.numel() < size:
             scratch = self._buffers[(device, f32)] = torch.empty(size, dtype=f32, device=device)
         widths = [math.prod(sh[1:]) for sh, kind, _, _ in todo if kind in (_COLS, _BOTH)]
+        widths += [n * math.prod(todo[i][0][1:]) for i, n in self._batches.items()]
         tmp = torch.empty(max(widths, default=0), dtype=f32, device=device)
         part = torch.empty(max(widths, default=0), dtype=f32, device=device)
         views: list[_Views | None] = []
@@ -493,15 +601,13 @@ class NormPlan:
                 continue
             rows = shape[0]
             if kind == _ROWS:
-                views.append(
-                    _Views(kind, rows, reduced[a : a + rows], None, None, None, 0, None, ())
-                )
+                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, rows, None, ()))
                 continue
             width = math.prod(shape) // rows
-            per = rows_per_block(shape)
+            per = _rows_per_block(shape, device)
             dst_rows = reduced[a : a + rows] if kind == _BOTH else None
             c0 = a + rows if kind == _BOTH else a
-            sq = scratch[: (per or rows) * width].view(per or rows, width)
+            sq = scratch[: per * width].view(per, width)
             # column sums of the [rows, columns * kernel] view go to tmp first for a conv
             col_tmp = tmp[:width] if k > 1 else None
             views.append(
@@ -510,15 +616,31 @@ class NormPlan:
                     rows,
                     dst_rows,
                     reduced[c0 : c0 + shape[1]],
-                    sq,
                     col_tmp,
                     per,
-                    part[:width] if per else None,
-                    _blocks(sq, dst_rows, rows, per) if per else (),
+                    part[:width] if per < rows else None,
+                    _blocks(sq, dst_rows, rows, per),
                 )
             )
-        self._fast[device] = (reduced, views)
-        return reduced, views
+        batches: dict[int, _Batch] = {}
+        for i, n in self._batches.items():
+            shape, kind, k, a = todo[i]
+            rows, cols = shape[0], shape[1]
+            width = math.prod(shape) // rows
+            span = {_ROWS: rows, _COLS: cols, _BOTH: rows + cols}[kind]
+            region = reduced[a : a + n * span].view(n, span)
+            batches[i] = _Batch(
+                kind,
+                n,
+                rows,
+                width,
+                scratch[: n * rows * width].view(n, rows, width),
+                region[:, :rows] if kind != _COLS else None,
+                region[:, span - cols :] if kind != _ROWS else None,
+                tmp[: n * width].view(n, width) if k > 1 and kind != _ROWS else None,
+            )
+        self._fast[device] = (reduced, views, batches)
+        return reduced, views, batches
 
     @torch.no_grad()
     def reduce(self) -> torch.Tensor:
@@ -526,50 +648,35 @@ class NormPlan:
         device, summed across ranks for sharded parameters: the only part of a snapshot that
         reads the weights. A new tensor each call, so it can be handed to another thread;
         :meth:`stats_from` turns it into the statistics."""
-        f32 = torch.float32
         device = None
         reduced = None
         views: list[_Views | None] = []
-        for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(self._readers):
-            param = cast(torch.Tensor, module._parameters[leaf])
-            if param.shape != shape:
-                raise ModelChangedError(
-                    f"parameter {name!r} now has shape {tuple(param.shape)}, the channel groups "
-                    f"expect {tuple(shape)}; channel groups are fixed per run: start a new "
-                    "WidthTracker (a new run file) for the changed model"
-                )
+        batches: dict[int, _Batch] = {}
+        readers = self._readers
+        done = 0  # readers before this one were reduced with their batch
+        for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(readers):
+            if i < done:
+                continue
+            param = _checked(module, leaf, name, shape)
             if reduced is None:
                 device = param.device if plain else local_shard(param).tensor.device
-                reduced, views = self._fast_views(device)
+                reduced, views, batches = self._fast_views(device)
+            batch = batches.get(i)
+            if batch is not None:
+                ms = [param, *(_checked(*r[:3], r[4]) for r in readers[i + 1 : i + batch.n])]
+                if all(_fast_ok(m, device) for m in ms):
+                    _reduce_batch(batch, ms)
+                    done = i + batch.n
+                    continue
             v = views[i]
-            if (
-                v is not None
-                and param.dtype == f32
-                and param.device == device
-                and param.is_contiguous()
-            ):
-                # the kernels of _sums_of_squares and _blocked_sums, so the same numbers
+            if v is not None and _fast_ok(param, device):
+                # the kernels of _sums_of_squares, so the same numbers
                 m = param if param.ndim == 2 else param.view(v.rows, -1)
                 if v.kind == _ROWS:
                     torch.linalg.vector_norm(m, dim=1, out=v.rows_out).square_()
                     continue
-                sq = cast(torch.Tensor, v.sq)
                 cols = cast(torch.Tensor, v.cols_out if v.tmp is None else v.tmp)
-                if not v.per:
-                    torch.square(m, out=sq)
-                    if v.rows_out is not None:
-                        torch.sum(sq, 1, out=v.rows_out)
-                    torch.sum(sq, 0, out=cols)
-                else:
-                    part = cast(torch.Tensor, v.part)
-                    for i, (block, (s, r)) in enumerate(zip(torch.split(m, v.per), v.blocks)):
-                        torch.square(block, out=s)
-                        if r is not None:
-                            torch.sum(s, 1, out=r)
-                        if i == 0:
-                            torch.sum(s, 0, out=cols)
-                        else:
-                            cols.add_(torch.sum(s, 0, out=part))
+                _square_sums(m, v.per, v.blocks, cols, v.part)
                 if v.tmp is not None:
                     out = cast(torch.Tensor, v.cols_out)
                     torch.sum(v.tmp.view(out.shape[0], -1), 1, out=out)
@@ -646,21 +753,33 @@ class NormPlan:
         if self._block_starts is not None:
             blocks = np.add.reduceat(blocks, self._block_starts) if blocks.size else blocks
         np.sqrt(blocks, out=blocks)
-        n = np.ones(int(self._offsets[-1]))
-        if blocks.size:
-            n[self._chan_has] = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
+        if not blocks.size:
+            n = np.ones(int(self._offsets[-1]))
+        else:
+            prods = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
+            if self._chan_all:  # every channel has a member (no empty series): no scatter
+                n = prods
+            else:
+                n = np.ones(int(self._offsets[-1]))
+                n[self._chan_has] = prods
         return _stats_from_flat(self.series, n, self._offsets, self._empty, self._layout)
 
 
 class _Layout(NamedTuple):
-    """What the statistics need that depends only on the plan (made once, not per snapshot)."""
+    """What the statistics need that depends only on the plan (made once, not per snapshot:
+    a small model's statistics are mostly per-call NumPy overhead, not arithmetic)."""
 
     widths: np.ndarray
     starts: np.ndarray  # segment starts, clipped for reduceat
     bad: np.ndarray  # series with no weights or no channels: NaN statistics
+    any_bad: bool
     static_flags: list[str]  # the flags when no channel is zero or non-finite
     groups: list[str]
     gates: list[str]
+    multi: np.ndarray  # widths > 1: the variance is defined
+    dof: np.ndarray  # widths - 1
+    bounds: list[tuple[int, int]]  # each series' slice of the flat norms
+    empty_at: list[int]  # series with no weights (their norms are NaN)
 
 
 def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) -> _Layout:
@@ -670,13 +789,20 @@ def _layout(series: Sequence[Series], offsets: np.ndarray, empty: np.ndarray) ->
     for e, w in zip(empty, widths):
         f = ["no_weights"] if e else ["all_zero"] if w == 0 else []  # as _stats_from_flat's loop
         flags.append(",".join([*f, "width1"] if w < 2 else f))
+    bad = (widths <= 0) | np.asarray(empty, dtype=bool)
+    ends = offsets.tolist()
     return _Layout(
         widths,
         np.minimum(offsets[:-1], max(size - 1, 0)),
-        (widths <= 0) | np.asarray(empty, dtype=bool),
+        bad,
+        bool(bad.any()),
         flags,
         [s.group for s in series],
         [s.gate for s in series],
+        widths > 1,
+        widths - 1,
+        list(itertools.pairwise(ends)),
+        np.flatnonzero(empty).tolist(),
     )
 
 
@@ -707,16 +833,28 @@ def _stats_from_flat(
         x = n / np.repeat(mean, widths)
         xm = np.add.reduceat(x, starts_c) / widths
         ss = np.add.reduceat((x - np.repeat(xm, widths)) ** 2, starts_c)
-        var = np.where(widths > 1, ss / (widths - 1), np.nan)
+        var = np.where(lay.multi, ss / lay.dof, np.nan)
         n32 = n.astype(np.float32)  # stored vectors are float32; the statistics used float64
-    nonfinite = np.add.reduceat((~np.isfinite(n)).astype(np.int64), starts_c)
-    zero = np.add.reduceat((n == 0).astype(np.int64), starts_c)
-    bad = lay.bad
-    for arr in (mean, mx, mn, var):
-        arr[bad] = np.nan
-    nonfinite[bad] = 0
-    zero[bad] = 0
-    if not nonfinite.any() and not zero.any():
+    # the counts are taken only when there is something to count (a clean snapshot: zeros)
+    finite = np.isfinite(n)
+    clean_finite = bool(finite.all())
+    no_zero = bool(n.all())
+    if clean_finite:
+        nonfinite = np.zeros(k, dtype=np.int64)
+    else:
+        nonfinite = np.add.reduceat((~finite).astype(np.int64), starts_c)
+    zero = (
+        np.zeros(k, dtype=np.int64)
+        if no_zero
+        else np.add.reduceat(n == 0, starts_c, dtype=np.int64)
+    )
+    if lay.any_bad:
+        bad = lay.bad
+        for arr in (mean, mx, mn, var):
+            arr[bad] = np.nan
+        nonfinite[bad] = 0
+        zero[bad] = 0
+    if (clean_finite or not nonfinite.any()) and (no_zero or not zero.any()):
         flags = list(lay.static_flags)
     else:
         flags = []
@@ -737,8 +875,8 @@ def _stats_from_flat(
     cols.update(
         variance=var, mean=mean, max=mx, min=mn, n_nonfinite=nonfinite, n_zero=zero, flag=flags
     )
-    norms = np.split(n32, offsets[1:-1])
-    for j in np.flatnonzero(empty):
+    norms = [n32[a:b] for a, b in lay.bounds]
+    for j in lay.empty_at:
         norms[j] = np.full(widths[j], np.nan, dtype=np.float32)
     return GroupStats(series, cols, norms)
 

@@ -98,6 +98,12 @@ HISTORY_COLUMNS = ("snapshot", "step", "epoch", "wall_time", "group", *STAT_COLU
 #: paid in the loop after every snapshot taken over a second apart, it would cost 13x the snapshot.
 #: ``None`` leaves it to SQLite's own auto-checkpoint (every 1000 pages, in the training thread).
 CHECKPOINT_SECONDS: float | None = 1.0
+#: While the checkpoint thread runs, SQLite's own auto-checkpoint (the commit that finds more
+#: than this many pages in the log copies them into the run file and syncs it, in the training
+#: thread) is only a fallback for a log the thread cannot keep short. At SQLite's default (1000
+#: pages, 4 MiB) a ViT-B run reached it every ~16 snapshots, which put the copy and its fsyncs
+#: into the training loop's slowest snapshots (``benchmarks/snapshot.py --tail``).
+AUTOCHECKPOINT_PAGES = 16384
 #: close() waits at most this long for readers to leave the log before giving up on TRUNCATE.
 CLOSE_TIMEOUT_SECONDS = 2.0
 #: The log file is cut back to this size after a checkpoint (it otherwise keeps its largest size).
@@ -205,6 +211,21 @@ def _real(x: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _column(values: Any, k: int, dtype: Any) -> list[Any]:
+    """The first ``k`` values of a statistics column as Python objects (IndexError when
+    shorter, as indexing them one by one would raise)."""
+    a = np.asarray(values, dtype=dtype)
+    if a.ndim != 1 or a.shape[0] < k:
+        raise IndexError(f"a statistics column has {a.size} values for {k} series")
+    return cast(list[Any], a[:k].tolist())
+
+
+def _reals(values: Any, k: int) -> list[float | None]:
+    """:func:`_real` of a whole column."""
+    col = _column(values, k, np.float64)
+    return [None if math.isnan(x) else x for x in col]
+
+
 def _metric_value(v: Any) -> float | None:
     try:
         return _real(v.item() if hasattr(v, "item") else v)
@@ -239,6 +260,19 @@ def _reader(fn: _F) -> _F:
             if isinstance(exc, KeyError) and getattr(exc, "_user_error", False):
                 raise
             raise self._damaged(exc) from exc
+
+    return cast(_F, wrapper)
+
+
+def _after_deferred(fn: _F) -> _F:
+    """A :class:`RunStore` method that first waits for the jobs deferred before it (a no-op on
+    the writer thread): every caller then sees the store as if the deferred snapshots had been
+    written in its own thread, in the order they were taken (:meth:`RunStore.defer`)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: RunStore, *args: Any, **kwargs: Any) -> Any:
+        self.flush()
+        return fn(self, *args, **kwargs)
 
     return cast(_F, wrapper)
 
@@ -641,6 +675,8 @@ class RunStore:
         self._checkpointer = (
             _Checkpointer(path) if path is not None and CHECKPOINT_SECONDS is not None else None
         )
+        if self._checkpointer is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._writer: _Writer | None = None
         self.closed = False
         with _STORES_LOCK:
@@ -737,6 +773,7 @@ class RunStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
+    @_after_deferred
     def append_snapshot(
         self,
         step: int | None,
@@ -758,26 +795,14 @@ class RunStore:
             channel_norms: per-channel norms, one array per row of ``stats`` (or ``None``).
             error: why the statistics are missing, for a snapshot that failed.
         """
-        self.flush()
         groups, gates = list(stats["group"]), list(stats["gate"])
         idx = [self._index[g] for g in groups]
-        var, mean, mx, mn = (stats[c] for c in ("variance", "mean", "max", "min"))
-        nf, nz, flag = stats["n_nonfinite"], stats["n_zero"], stats["flag"]
-        rows = [
-            (
-                g,
-                gate,
-                pos,
-                _real(var[pos]),
-                _real(mean[pos]),
-                _real(mx[pos]),
-                _real(mn[pos]),
-                int(nf[pos]),
-                int(nz[pos]),
-                str(flag[pos]),
-            )
-            for pos, (g, gate) in enumerate(zip(idx, gates))
-        ]
+        k = len(idx)
+        # a column at a time: a small model's snapshot is mostly per-value Python overhead
+        reals = [_reals(stats[c], k) for c in ("variance", "mean", "max", "min")]
+        counts = [_column(stats[c], k, np.int64) for c in ("n_nonfinite", "n_zero")]
+        flags = [str(f) for f in _column(stats["flag"], k, object)]
+        rows = list(zip(idx, gates, range(k), *reals, *counts, flags))
         epoch = None if epoch is None else int(epoch)
         blobs = None
         if channel_norms is not None:
@@ -799,11 +824,15 @@ class RunStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (snap, glob, epoch, float(wall_time), error, user),
                 )
+                # the same statement text every time, so sqlite3 prepares it once (its cache)
                 c.executemany(
-                    f"INSERT INTO stats VALUES ({snap}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(snap, *r) for r in rows],
                 )
                 if blobs is not None:
-                    c.executemany(f"INSERT INTO norms VALUES ({snap}, ?, ?, ?)", blobs)
+                    c.executemany(
+                        "INSERT INTO norms VALUES (?, ?, ?, ?)", [(snap, *b) for b in blobs]
+                    )
                 self._insert_metrics(c, snap, glob, user, epoch, wall_time, metrics)
             # the clock moves only once the snapshot is committed
             self.clock = clock
@@ -811,10 +840,10 @@ class RunStore:
             self._checkpointer.dirty.set()
         return snap
 
+    @_after_deferred
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy committed snapshots from the ``-wal`` log into the run file now (passive: never
         waits for readers). Returns SQLite's ``(busy, log frames, checkpointed frames)``."""
-        self.flush()
         with self._lock:
             if self.path is None:
                 return (0, 0, 0)
@@ -850,6 +879,7 @@ class RunStore:
             ],
         )
 
+    @_after_deferred
     def log_metrics(
         self,
         metrics: Mapping[str, Any] | int | None,
@@ -872,7 +902,6 @@ class RunStore:
         wall = time.time() if wall_time is None else wall_time
         epoch = None if epoch is None else int(epoch)
         user = None if step is None else int(step)
-        self.flush()
         with self._lock:
             glob = self.clock.peek(user, epoch)
             with self._transaction() as c:
@@ -880,10 +909,10 @@ class RunStore:
         if self._checkpointer is not None:
             self._checkpointer.dirty.set()
 
+    @_after_deferred
     def truncate(self, n_snapshots: int, n_metrics: int | None = None) -> None:
         """Keep the first ``n_snapshots`` snapshots (and metric rows up to id ``n_metrics``);
         drop the rest. Used when training resumes from a checkpoint."""
-        self.flush()
         with self._transaction() as c:
             for table in ("snapshots", "stats", "norms"):
                 c.execute(f"DELETE FROM {table} WHERE snapshot >= ?", (int(n_snapshots),))
@@ -899,27 +928,27 @@ class RunStore:
         return len(self.run)
 
     @property
+    @_after_deferred
     def n_metrics(self) -> int:
         """Id of the last metric row (0 when none)."""
-        self.flush()
         with self._lock:
             return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM metrics").fetchone()[0])
 
     @property
+    @_after_deferred
     def last_step(self) -> int | None:
         """Global step of the last snapshot (None before the first)."""
-        self.flush()
         return self.clock.last_global
 
+    @_after_deferred
     def serialize(self) -> bytes:
         """The whole database as bytes (for checkpointing an in-memory run)."""
-        self.flush()
         with self._lock:
             return self._conn.serialize()
 
+    @_after_deferred
     def restore(self, data: bytes) -> None:
         """Replace the database with :meth:`serialize` output."""
-        self.flush()
         with self._lock:
             self._conn.deserialize(data)
             _check(self._conn, self.path or "checkpointed run")

@@ -127,7 +127,8 @@ class WidthTracker:
         self.background = bool(background)
         self._n_failed = 0
         self._count = threading.Lock()
-        self._late: list[str] = []  # failures on the writer thread, warned about in the caller's
+        # the first failure on the writer thread not yet warned about (warned in the caller's)
+        self._late: str | None = None
         self._warned = False
         self._warned_swap = False
         self._loaded = False
@@ -255,8 +256,8 @@ class WidthTracker:
         self._warn_late()
 
     def _warn_late(self) -> None:
-        if self._late:
-            msg, self._late = self._late[0], []
+        msg, self._late = self._late, None
+        if msg is not None:
             self._warn_failure(msg)
 
     def _check_model(self) -> set[str]:
@@ -298,8 +299,8 @@ class WidthTracker:
         else:
             msg_at = msg
         if late:  # on the writer thread: warn in the caller's thread, at its next call
-            if not self._late:
-                self._late.append(msg_at)
+            if self._late is None:
+                self._late = msg_at
         else:
             self._warn_failure(msg_at)
         try:
