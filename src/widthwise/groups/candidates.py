@@ -5,13 +5,13 @@ by one consumer through parameter-free ops) and the head sizes the modules decla
 keeps a candidate only if the permutation check (:mod:`.verify`) passes. Kinds proposed: every
 channel within heads (fused q/k/v at their offsets), whole key/value heads (rotary embeddings,
 grouped-query attention), query heads (multi-query), heads of a projection whose rows are
-grouped by head (GPT-NeoX), and a producer read as ``k`` features after a reshape (Swin's patch
-merging, pixel shuffle).
+grouped by head (GPT-NeoX), channels shared by heads that cannot move (BLOOM's ALiBi), and a
+producer read as ``k`` features after a reshape (Swin's patch merging, pixel shuffle).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,8 @@ _HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_
 
 
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
+#: the key of candidates whose heads stay in place (:func:`_shared_channel_candidates`)
+_SHARED = "shared channels"
 
 
 def _channel_size(module: object, is_in: bool) -> int | None:
@@ -220,7 +222,8 @@ def _projection_candidates(
     if gqa and gqa != parts:
         extra = _layout_candidates(oname, o, prods, gqa, canonical, owners)
         cands += [(("q|k|v", key), g) for key, g in extra]
-    return cands
+    # channels shared by heads that stay in place are the last resort: coarser than the rest
+    return sorted(cands, key=lambda c: _SHARED in str(c[0]))
 
 
 def _layout_candidates(
@@ -291,7 +294,40 @@ def _layout_candidates(
                 members = [*_rows(name, p, 0, w // heads, None), _cols(oname, o, hd)]
                 note = f"one channel is one head ({w // heads} rows of '{name}')"
                 cands.append((("interleaved heads", hd), group(heads, members, 1, note)))
+        cands += _shared_channel_candidates(oname, o, name, p, dims, group)
     return cands
+
+
+def _shared_channel_candidates(
+    oname: str,
+    o: WeightLayer,
+    name: str,
+    p: WeightLayer,
+    dims: list[int],
+    group: Callable[[int, list[Member], int, str], ChannelGroup],
+) -> list[Candidate]:
+    """Rows grouped by head ``[q_h, k_h, v_h]`` whose heads cannot move (BLOOM's ALiBi slopes
+    are fixed per head position): channel ``j`` is entry ``j`` of every gate block of every
+    head, and column ``h*hd + j`` of ``o`` for every head ``h``; the same permutation in every
+    head. Channels within one head could also permute independently, but the rows of channel
+    ``j`` are not one block per channel then (see :class:`.types.Member`)."""
+    din, w = _in_width(o), _out_width(p)
+    out: list[Candidate] = []
+    for hd in dims:
+        heads = din // hd
+        if hd < 2 or heads < 2 or w % heads or (w // heads) % hd:
+            continue
+        per = w // heads  # rows of one head: w // heads // hd gate blocks of hd
+        members = [
+            m
+            for h in range(heads)
+            for g in range(0, per, hd)
+            for m in _rows(name, p, h * per + g, 1, None)
+        ]
+        members += [replace(_cols(oname, o, 1), offset=h * hd) for h in range(heads)]
+        note = f"one channel is one channel of each of the {heads} heads (heads stay in place)"
+        out.append(((_SHARED, hd), group(hd, members, 1, note)))
+    return out
 
 
 def _common_prefix(names: list[str]) -> str:

@@ -1,0 +1,133 @@
+"""find_groups on text-model attention variants (issue 13): ALiBi attention (BLOOM), ...
+
+For each pattern: a small model written here that reproduces it, the groups expected from its
+definition, and, independently of find_groups' own check, every group permuted with naive
+per-channel loops on random weights must leave the output unchanged; where a coarser
+permutation is *not* a symmetry (heads that carry fixed per-head slopes), the test shows that
+too. The Hugging Face model is checked from a tiny config where it builds quickly.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from test_groups import M, assert_each_group_is_a_symmetry
+from widthwise import GroupingWarning, find_groups
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def grouped(model, x):
+    """(groups, GroupingWarning messages)."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    return groups, [str(r.message) for r in record if r.category is GroupingWarning]
+
+
+def ids(vocab=20, t=6, seed=0):
+    return torch.randint(0, vocab, (2, t), generator=torch.Generator().manual_seed(seed))
+
+
+def hf_tiny(cls_name, **kw):
+    """A Hugging Face model from a tiny config (random weights, no download) and its inputs."""
+    transformers = pytest.importorskip("transformers")
+    cls = getattr(transformers, cls_name)
+    torch.manual_seed(0)
+    model = cls(cls.config_class(**kw)).eval()
+    return model, {"input_ids": ids(kw.get("vocab_size", 20), 7)}
+
+
+# ---------------------------------------------------------------------------------------------
+# ALiBi attention (BLOOM): fused rows [q_h | k_h | v_h] per head, a fixed slope per head position
+
+
+class AlibiAttention(nn.Module):
+    def __init__(self, d=16, heads=4, vocab=20, classes=3):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.o = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, self.heads, 3, self.hd).unbind(3)
+        slopes = 2.0 ** (-8.0 * torch.arange(1, self.heads + 1) / self.heads)
+        pos = torch.arange(t, dtype=torch.float)
+        alibi = slopes[:, None, None] * (pos[None, None, :] - pos[None, :, None])  # h, q, k
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.hd) + alibi
+        ctx = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(b, t, d)
+        return self.head(x + self.o(ctx))
+
+
+def _alibi_members(qkv, o, heads, hd):
+    """Channel j: entry j of q_h, k_h, v_h (rows h*3hd + g*hd + j) and column h*hd + j of o."""
+    out = []
+    for h in range(heads):
+        for g in range(3):
+            out += [M(f"{qkv}.weight", 0, "producer", h * 3 * hd + g * hd)]
+            out += [M(f"{qkv}.bias", 0, "other", h * 3 * hd + g * hd)]
+        out += [M(f"{o}.weight", 1, "consumer", h * hd)]
+    return set(out)
+
+
+def _permute_heads(model, qkv, o, heads, hd, perm):
+    """A copy of ``model`` whose heads are reordered by ``perm`` (naive loops)."""
+    import copy
+
+    new = copy.deepcopy(model)
+    q, out = new.get_submodule(qkv), new.get_submodule(o)
+    old_w, old_b, old_o = q.weight.clone(), q.bias.clone(), out.weight.clone()
+    with torch.no_grad():
+        for h, src in enumerate(perm):
+            for r in range(3 * hd):
+                q.weight[h * 3 * hd + r] = old_w[src * 3 * hd + r]
+                q.bias[h * 3 * hd + r] = old_b[src * 3 * hd + r]
+            for c in range(hd):
+                out.weight[:, h * hd + c] = old_o[:, src * hd + c]
+    return new
+
+
+def test_alibi_heads_stay_in_place_and_their_channels_permute_together():
+    model, x = AlibiAttention(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    att = got["qkv (attention)"]
+    assert (att.width, att.kind, att.divisor) == (model.hd, "attention", 1)
+    assert set(att.members) == _alibi_members("qkv", "o", model.heads, model.hd)
+    assert len(att.members) == len(set(att.members))
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # why not whole heads: the slopes are fixed per head position
+    swapped = _permute_heads(model, "qkv", "o", model.heads, model.hd, [1, 0, 2, 3])
+    assert not torch.allclose(swapped(x), ref, atol=1e-4)
+
+
+def test_hf_bloom_attention_groups_channels_shared_by_the_heads():
+    model, x = hf_tiny(
+        "BloomForCausalLM", vocab_size=20, hidden_size=16, n_layer=2, n_head=4, pad_token_id=0
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"transformer.h.{layer}.self_attention"
+        att = got[f"{pre} (attention)"]
+        assert (att.width, att.kind) == (4, "attention")
+        expected = _alibi_members(f"{pre}.query_key_value", f"{pre}.dense", 4, 4)
+        assert set(att.members) == expected
+    assert_each_group_is_a_symmetry(model, x, groups)
