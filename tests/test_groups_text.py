@@ -1,4 +1,4 @@
-"""find_groups on text-model attention variants (issue 13): ALiBi attention (BLOOM), ...
+"""find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases (DeBERTa),
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -130,4 +130,84 @@ def test_hf_bloom_attention_groups_channels_shared_by_the_heads():
         assert (att.width, att.kind) == (4, "attention")
         expected = _alibi_members(f"{pre}.query_key_value", f"{pre}.dense", 4, 4)
         assert set(att.members) == expected
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeBERTa (v1): one fused projection without bias, rows [q_h | k_h | v_h] per head, and raw
+# per-channel biases q_bias / v_bias added to the query and value heads
+
+
+class BiasedHeads(nn.Module):
+    def __init__(self, d=16, heads=4, vocab=20, classes=3):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.att = nn.Module()
+        self.att.in_proj = nn.Linear(d, 3 * d, bias=False)
+        self.att.q_bias = nn.Parameter(torch.zeros(d))
+        self.att.v_bias = nn.Parameter(torch.zeros(d))
+        self.o = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        b, t, d = x.shape
+
+        def split(y):  # ..., t, d' -> ..., heads, t, d'/heads
+            return y.view(*y.shape[:-1], self.heads, -1).transpose(-3, -2)
+
+        q, k, v = split(self.att.in_proj(x)).chunk(3, dim=-1)
+        q, v = q + split(self.att.q_bias[None, None]), v + split(self.att.v_bias[None, None])
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(self.hd)).softmax(-1)
+        ctx = (scores @ v).transpose(1, 2).reshape(b, t, d)
+        return self.head(x + self.o(ctx))
+
+
+def _biased_head_members(pre, o, heads, hd):
+    return {
+        M(f"{pre}.in_proj.weight", 0, "producer", 0, 3 * hd),
+        M(f"{pre}.q_bias", 0, "other", 0, hd),
+        M(f"{pre}.v_bias", 0, "other", 0, hd),
+        M(f"{o}.weight", 1, "consumer", 0, hd),
+    }
+
+
+def test_raw_query_and_value_biases_move_with_their_heads():
+    model, x = BiasedHeads(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    att = got["att (attention)"]
+    assert (att.width, att.kind) == (model.heads, "attention")
+    assert set(att.members) == _biased_head_members("att", "o", model.heads, model.hd)
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # the biases are needed: the same heads moved without q_bias change the output
+    from dataclasses import replace
+
+    from test_groups import _permute_copy
+
+    without = replace(att, members=tuple(m for m in att.members if m.param != "att.q_bias"))
+    assert not torch.allclose(_permute_copy(model, [without], seed=0)(x), ref, atol=1e-4)
+
+
+def test_hf_deberta_v1_heads_with_their_biases():
+    model, x = hf_tiny(
+        "DebertaForSequenceClassification",
+        vocab_size=20,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=24,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"deberta.encoder.layer.{layer}.attention"
+        att = got[f"{pre}.self (attention)"]
+        assert att.width == 4
+        assert set(att.members) == _biased_head_members(f"{pre}.self", f"{pre}.output.dense", 4, 4)
     assert_each_group_is_a_symmetry(model, x, groups)

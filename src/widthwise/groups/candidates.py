@@ -339,3 +339,26 @@ def _common_prefix(names: list[str]) -> str:
             break
         common.append(segs[0])
     return ".".join(common)
+
+
+def _head_params(
+    prods: list[tuple[str, WeightLayer]], din: int, params: dict[str, nn.Parameter]
+) -> list[str]:
+    """Raw 1-D parameters of ``din`` entries held by the module that holds the producers, not
+    by a layer: per-channel biases added to the heads (DeBERTa's ``q_bias``/``v_bias`` beside
+    a fused projection without bias)."""
+    owners = {n.rpartition(".")[0] for n, _ in prods}
+    return [n for n, p in params.items() if n.rpartition(".")[0] in owners and p.shape == (din,)]
+
+
+def _with_head_params(cands: list[Candidate], extras: list[str]) -> list[Candidate]:
+    """Each candidate with ``extras`` indexed like its consumer's columns (a bias added to q or
+    v lies in the space ``o`` reads), ahead of the candidate without them; the check decides."""
+    if not extras:
+        return cands
+    out: list[Candidate] = []
+    for key, g in cands:
+        cols = [m for m in g.members if m.role == "consumer"]
+        more = [Member(n, 0, "other", m.offset, m.repeat) for n in extras for m in cols]
+        out.append((("head params", key), replace(g, members=(*g.members, *more))))
+    return out + cands

@@ -58,10 +58,13 @@ from widthwise.groups.candidates import (
     _channel_size,
     _common_prefix,
     _declared_head_dim,
+    _head_params,
+    _in_width,
     _placed_candidates,
     _projection_candidates,
     _projection_specs,
     _rows,
+    _with_head_params,
 )
 from widthwise.groups.tracing import (
     GradFn,
@@ -1254,6 +1257,7 @@ class _Finder:
                 continue  # every producer is already in a verified group
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            cands = _with_head_params(cands, _head_params(prods, _in_width(omod), self.params))
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)
