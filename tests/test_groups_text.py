@@ -1,4 +1,5 @@
-"""find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases (DeBERTa),
+"""find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases
+(DeBERTa), relative attention with raw per-head tensors (Funnel).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -210,4 +211,97 @@ def test_hf_deberta_v1_heads_with_their_biases():
         att = got[f"{pre}.self (attention)"]
         assert att.width == 4
         assert set(att.members) == _biased_head_members(f"{pre}.self", f"{pre}.output.dense", 4, 4)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# Funnel / Transformer-XL relative attention: q/k/v layers, raw per-head biases (heads, hd), a
+# position kernel (d, heads, hd) on a sinusoid computed in the forward, segment embeddings
+
+
+class RelativeHeads(nn.Module):
+    def __init__(self, d=16, heads=4, vocab=20, classes=3):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.att = nn.Module()
+        for name in ("q", "k", "v"):
+            setattr(self.att, name, nn.Linear(d, d))
+        for name in ("r_w_bias", "r_r_bias", "r_s_bias"):
+            setattr(self.att, name, nn.Parameter(torch.zeros(heads, self.hd)))
+        self.att.r_kernel = nn.Parameter(torch.zeros(d, heads, self.hd))
+        self.att.seg_embed = nn.Parameter(torch.zeros(2, heads, self.hd))
+        self.o = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        a, x = self.att, self.emb(ids)
+        b, t, d = x.shape
+        q, k, v = (f(x).view(b, t, self.heads, self.hd) for f in (a.q, a.k, a.v))
+        freq = torch.arange(t, dtype=torch.float)[:, None] / 100 ** (torch.arange(d) / d)
+        r = torch.einsum("td,dnh->tnh", freq.sin(), a.r_kernel)  # fixed table: not the stream
+        scores = torch.einsum("bind,bjnd->bnij", q + a.r_w_bias, k)
+        scores = scores + torch.einsum("bind,jnd->bnij", q + a.r_r_bias, r)
+        seg = torch.einsum("bind,snd->bnis", q + a.r_s_bias, a.seg_embed)
+        same = (ids[:, :, None] % 2 == ids[:, None, :] % 2)[:, None]
+        scores = scores + torch.where(same, seg[..., 1:], seg[..., :1])
+        att = (scores / math.sqrt(self.hd)).softmax(-1)
+        ctx = torch.einsum("bnij,bjnd->bind", att, v).reshape(b, t, d)
+        return self.head(x + self.o(ctx))
+
+
+def _relative_head_members(pre, o, q, k, v, hd):
+    """Whole heads: hd rows of q/k/v, hd columns of o, one entry along each raw tensor's head
+    dim."""
+    out = {M(f"{o}.weight", 1, "consumer", 0, hd)}
+    for name in (q, k, v):
+        out |= {
+            M(f"{pre}.{name}.weight", 0, "producer", 0, hd),
+            M(f"{pre}.{name}.bias", 0, "other", 0, hd),
+        }
+    out |= {M(f"{pre}.{n}", 0, "other") for n in ("r_w_bias", "r_r_bias", "r_s_bias")}
+    out |= {M(f"{pre}.{n}", 1, "other") for n in ("r_kernel", "seg_embed")}
+    return out
+
+
+def test_relative_attention_heads_move_with_their_raw_biases_and_kernels():
+    model, x = RelativeHeads(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    att = got["att (attention)"]
+    assert att.width == model.heads
+    assert set(att.members) == _relative_head_members("att", "o", "q", "k", "v", model.hd)
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    from dataclasses import replace
+
+    from test_groups import _permute_copy
+
+    for raw in ("att.r_kernel", "att.seg_embed", "att.r_r_bias"):  # each one is needed
+        without = replace(att, members=tuple(m for m in att.members if m.param != raw))
+        assert not torch.allclose(_permute_copy(model, [without], seed=0)(x), ref, atol=1e-4)
+
+
+def test_hf_funnel_relative_attention_heads():
+    model, x = hf_tiny(
+        "FunnelForSequenceClassification",
+        vocab_size=20,
+        d_model=16,
+        n_head=4,
+        d_head=4,
+        d_inner=24,
+        block_sizes=[1, 1],
+        num_decoder_layers=1,
+        num_labels=3,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for block in range(2):
+        pre = f"funnel.encoder.blocks.{block}.0.attention"
+        att = got[f"{pre} (attention)"]
+        assert att.width == 4
+        expected = _relative_head_members(pre, f"{pre}.post_proj", "q_head", "k_head", "v_head", 4)
+        expected -= {M(f"{pre}.q_head.bias", 0, "other", 0, 4)}  # q_head has no bias
+        assert set(att.members) == expected
     assert_each_group_is_a_symmetry(model, x, groups)

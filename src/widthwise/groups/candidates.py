@@ -343,22 +343,47 @@ def _common_prefix(names: list[str]) -> str:
 
 def _head_params(
     prods: list[tuple[str, WeightLayer]], din: int, params: dict[str, nn.Parameter]
-) -> list[str]:
-    """Raw 1-D parameters of ``din`` entries held by the module that holds the producers, not
-    by a layer: per-channel biases added to the heads (DeBERTa's ``q_bias``/``v_bias`` beside
-    a fused projection without bias)."""
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Raw parameters held by the module that holds the producers, not by a layer, shaped like
+    the heads: ``(din,)`` (DeBERTa's ``q_bias``/``v_bias`` beside a fused projection without
+    bias) or ``(..., heads, head_dim)`` with ``heads * head_dim == din`` (Funnel's and XLNet's
+    relative-position biases, segment embeddings and position kernel). (name, shape) each."""
     owners = {n.rpartition(".")[0] for n, _ in prods}
-    return [n for n, p in params.items() if n.rpartition(".")[0] in owners and p.shape == (din,)]
+    return [
+        (n, tuple(p.shape))
+        for n, p in params.items()
+        if n.rpartition(".")[0] in owners
+        and (p.shape == (din,) or (p.ndim >= 2 and p.shape[-2] * p.shape[-1] == din > p.shape[-1]))
+    ]
 
 
-def _with_head_params(cands: list[Candidate], extras: list[str]) -> list[Candidate]:
-    """Each candidate with ``extras`` indexed like its consumer's columns (a bias added to q or
-    v lies in the space ``o`` reads), ahead of the candidate without them; the check decides."""
+def _with_head_params(
+    cands: list[Candidate], extras: list[tuple[str, tuple[int, ...]]], din: int
+) -> list[Candidate]:
+    """Each candidate with ``extras`` (:func:`_head_params`), ahead of the candidate without
+    them; the check decides. A ``(din,)`` bias added to q or v lies in the space the output
+    projection reads, so it is indexed like the consumer's columns; a ``(..., heads, hd)``
+    tensor joins whole-head candidates along its head dim and shared-channel candidates along
+    its last dim (channels permuted independently within each head are not expressible)."""
     if not extras:
         return cands
     out: list[Candidate] = []
     for key, g in cands:
         cols = [m for m in g.members if m.role == "consumer"]
-        more = [Member(n, 0, "other", m.offset, m.repeat) for n in extras for m in cols]
-        out.append((("head params", key), replace(g, members=(*g.members, *more))))
+        more: list[Member] = []
+        for n, shape in extras:
+            if shape == (din,):
+                more += [Member(n, 0, "other", m.offset, m.repeat) for m in cols]
+                continue
+            heads, hd = shape[-2:]
+            if g.width == heads and all((m.offset, m.repeat) == (0, hd) for m in cols):
+                more.append(Member(n, len(shape) - 2, "other"))
+            elif g.width == hd and {(m.offset, m.repeat) for m in cols} == {
+                (h * hd, 1) for h in range(heads)
+            }:
+                more.append(Member(n, len(shape) - 1, "other"))
+            else:
+                break
+        else:
+            out.append((("head params", key), replace(g, members=(*g.members, *more))))
     return out + cands

@@ -1257,7 +1257,8 @@ class _Finder:
                 continue  # every producer is already in a verified group
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
-            cands = _with_head_params(cands, _head_params(prods, _in_width(omod), self.params))
+            din = _in_width(omod)
+            cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)
@@ -1278,6 +1279,8 @@ class _Finder:
                 continue
             out.append(g)
             claimed |= spans
+            for m in g.members:  # a raw parameter refused in the walk, now a member
+                self.left_out.pop(f"parameter '{m.param}'", None)
             for pname, _ in prods:
                 for key in self.root_keys.pop(pname, ()):
                     self.left_out.pop(key, None)
