@@ -1,5 +1,5 @@
 """find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases
-(DeBERTa), relative attention with raw per-head tensors (Funnel).
+(DeBERTa), relative attention with raw per-head tensors (Funnel), raw expert stacks (Mixtral).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from test_groups import M, assert_each_group_is_a_symmetry
@@ -304,4 +305,99 @@ def test_hf_funnel_relative_attention_heads():
         expected = _relative_head_members(pre, f"{pre}.post_proj", "q_head", "k_head", "v_head", 4)
         expected -= {M(f"{pre}.q_head.bias", 0, "other", 0, 4)}  # q_head has no bias
         assert set(att.members) == expected
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixture of experts (Mixtral): raw expert stacks gate_up_proj (E, 2I, H) and down_proj
+# (E, H, I) read with F.linear on one expert's slice, a router with a raw (E, H) weight
+
+
+class Experts(nn.Module):
+    def __init__(self, e, h, i):
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(e, 2 * i, h) / h**0.5)
+        self.down_proj = nn.Parameter(torch.randn(e, h, i) / i**0.5)
+
+    def forward(self, x, idx, weight):
+        out = torch.zeros_like(x)
+        for e in range(self.gate_up_proj.shape[0]):
+            sel = (idx == e).nonzero()[:, 0]
+            gate, up = F.linear(x[sel], self.gate_up_proj[e]).chunk(2, dim=-1)
+            y = F.linear(F.silu(gate) * up, self.down_proj[e]) * weight[sel, None]
+            out = out.index_add(0, sel, y)
+        return out
+
+
+class MoE(nn.Module):
+    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.mlp = nn.Module()
+        self.mlp.gate = nn.Module()
+        self.mlp.gate.weight = nn.Parameter(torch.randn(experts, d))
+        self.mlp.experts = Experts(experts, d, inner)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        flat = x.reshape(-1, x.shape[-1])
+        weight, idx = F.linear(flat, self.mlp.gate.weight).softmax(-1).max(-1)
+        return self.head(x + self.mlp.experts(flat, idx, weight).view_as(x))
+
+
+def _expert_members(pre, inner):
+    return {
+        M(f"{pre}.gate_up_proj", 1, "producer", 0),
+        M(f"{pre}.gate_up_proj", 1, "producer", inner),
+        M(f"{pre}.down_proj", 2, "consumer"),
+    }
+
+
+def test_expert_channels_permute_alike_in_every_expert_and_the_stream_reads_the_router():
+    model, x = MoE(), ids(t=12)
+    _, idx = F.linear(model.emb(x).reshape(-1, 16), model.mlp.gate.weight).max(-1)
+    assert len(set(idx.tolist())) > 1  # the input reaches several experts
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    inner = got["mlp.experts (experts)"]
+    assert inner.width == 12
+    assert set(inner.members) == _expert_members("mlp.experts", 12)
+    stream = next(g for g in groups if g.kind == "residual")
+    assert set(stream.members) == {
+        M("emb.weight", 1, "producer"),
+        M("mlp.gate.weight", 1, "consumer"),
+        M("mlp.experts.gate_up_proj", 2, "consumer"),
+        M("mlp.experts.down_proj", 1, "producer"),
+        M("head.weight", 1, "consumer"),
+    }
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_mixtral_experts_and_stream():
+    model, x = hf_tiny(
+        "MixtralForCausalLM",
+        vocab_size=20,
+        hidden_size=16,
+        intermediate_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=3,
+        num_experts_per_tok=2,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"model.layers.{layer}.mlp"
+        assert set(got[f"{pre}.experts (experts)"].members) == _expert_members(f"{pre}.experts", 12)
+        assert {
+            M(f"{pre}.gate.weight", 1, "consumer"),
+            M(f"{pre}.experts.gate_up_proj", 2, "consumer"),
+            M(f"{pre}.experts.down_proj", 1, "producer"),
+        } <= set(got["model (residual)"].members)
     assert_each_group_is_a_symmetry(model, x, groups)

@@ -66,6 +66,7 @@ from widthwise.groups.candidates import (
     _rows,
     _with_head_params,
 )
+from widthwise.groups.layouts import declared_layouts
 from widthwise.groups.tracing import (
     GradFn,
     PruningFn,
@@ -323,6 +324,9 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     p: nn.Parameter = it.module
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
     name = f.param_name[p]
+    if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
+        f._declared_member(raw, it, name)
+        return
     owner = f.modules.get(name.rpartition(".")[0])
     # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
     norm = p.ndim == 1 and owner is not None and "norm" in type(owner).__name__.lower()
@@ -421,6 +425,7 @@ class _Finder:
         self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
         self.fallbacks: list[ProjectionSpec] = []
+        self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
 
@@ -637,7 +642,9 @@ class _Finder:
         self.out_fns = out_fns
         # parameters outside any module Torch-Pruning understands (it guesses their channel dim)
         self.unwrapped: dict[torch.Tensor, str] = {
-            p: self.param_name[p] for p, _ in dg.unwrapped_parameters
+            p: self.param_name[p]
+            for p, _ in dg.unwrapped_parameters
+            if self.param_name[p] not in self.declared.stream
         }
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
@@ -1082,6 +1089,7 @@ class _Finder:
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
         extra = self._projections(groups)
+        extra += self._declared_inner(groups + extra)
         extra += self._place(placements, groups + extra)
         groups += [  # ignore= applies to these too
             g for g in extra if not any(_module_of(m.param) in self.ignored for m in g.producers)
@@ -1284,6 +1292,47 @@ class _Finder:
             for pname, _ in prods:
                 for key in self.root_keys.pop(pname, ()):
                     self.left_out.pop(key, None)
+        return out
+
+    # -- raw parameters whose layout is declared (.layouts) -----------------------------------
+
+    def _declared_member(self, raw: _Raw, it: _Item, name: str) -> None:
+        """The member of a raw parameter with a declared layout, in place of Torch-Pruning's
+        guess (it reads a matrix product on a raw tensor as element-wise)."""
+        declared = self.declared.stream[name]
+        if declared is None:  # never on a width: reached only through that element-wise guess
+            return
+        dim, role = declared
+        if self.params[name].shape[dim] != raw.width or it.span != (0, 1):
+            raw.reasons.append(f"raw parameter '{name}' is reached with other channels")
+            return
+        raw.add([Member(name, dim, role)])
+
+    def _declared_inner(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        """The groups inside structures with declared layouts (experts):
+        the first candidate of each that passes the permutation check."""
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        todo: list[list[Candidate]] = []
+        for opts in self.declared.inner:
+            free: list[Candidate] = [
+                (k, g) for k, g in opts if not {(m.param, m.dim) for m in g.members} & claimed
+            ]
+            if free:
+                todo.append(free)
+        if not todo or time.monotonic() > self.deadline:
+            return []
+        sym = Symmetry(self.model, self.example_inputs)
+        out: list[ChannelGroup] = []
+        for opts, g in zip(todo, self._search(sym, todo)):
+            if g is None:
+                self.left_out[opts[0][1].name] = (
+                    "permuting its channels (whole heads, or alike in every head or expert) "
+                    "changes the model output"
+                )
+                continue
+            out.append(g)
+            for m in g.members:
+                self.left_out.pop(f"parameter '{m.param}'", None)
         return out
 
     # -- verification by permutation symmetry ------------------------------------------------

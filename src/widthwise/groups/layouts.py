@@ -1,0 +1,101 @@
+"""Channel layouts of raw parameters in known module structures, which Torch-Pruning cannot read.
+
+Torch-Pruning sees a raw ``nn.Parameter`` in a matrix product (``einsum``, ``F.linear`` on a
+slice, ``grouped_mm``) as an element-wise operand and guesses its channel dim (the last). For
+structures whose layout follows from the shapes alone, this module declares it instead:
+
+* mixture-of-experts stacks (Mixtral and most Hugging Face MoE models): ``gate_up_proj``
+  ``(E, 2I, H)`` and ``down_proj`` ``(E, H, I)`` (or the transposed ``(E, H, 2I)``/``(E, I, H)``,
+  GPT-OSS), optional ``*_bias``, and the router's raw ``weight`` ``(E, H)`` in a sibling module.
+
+:func:`declared_layouts` gives (1) for each such parameter the dim along the model width and
+its role there (``None``: it never reads the width, e.g. a kernel applied to a fixed position
+table), which the finder uses in place of Torch-Pruning's guess, and (2) candidate groups for the
+channels inside the structure, which the finder keeps only if the permutation check passes.
+Expert channels permute alike in every expert (a member indexes one dim, so the expert index
+cannot be tied to a channel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from widthwise.groups.candidates import Candidate
+from widthwise.groups.types import ChannelGroup, Member, Role
+
+__all__ = ["Declared", "declared_layouts"]
+
+#: candidate groups for one structure, preferred first: (key, group)
+_Options = list[Candidate]
+
+
+@dataclass
+class Declared:
+    """Raw-parameter layouts of a model's known structures (see the module docstring)."""
+
+    #: parameter name -> (dim along the model width, role), or None: not on the model width
+    stream: dict[str, tuple[int, Role] | None] = field(default_factory=dict)
+    #: per structure, candidate groups for the channels inside it, preferred first
+    inner: list[_Options] = field(default_factory=list)
+
+
+def declared_layouts(model: nn.Module) -> Declared:
+    """The layouts of every known structure in ``model``."""
+    out = Declared()
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        params = dict(module.named_parameters(recurse=False))
+        prefix = f"{name}." if name else ""
+        _experts(prefix, params, modules, name, out)
+    return out
+
+
+def _experts(
+    prefix: str,
+    params: dict[str, nn.Parameter],
+    modules: dict[str, nn.Module],
+    name: str,
+    out: Declared,
+) -> bool:
+    gu, dn = params.get("gate_up_proj"), params.get("down_proj")
+    if gu is None or dn is None or gu.ndim != 3 or dn.ndim != 3 or gu.shape[0] != dn.shape[0]:
+        return False
+    e = gu.shape[0]
+    if gu.shape[1] == 2 * dn.shape[2] and gu.shape[2] == dn.shape[1]:  # rows out: F.linear
+        h, i, gu_in, gu_out, dn_in, dn_out = dn.shape[1], dn.shape[2], 2, 1, 2, 1
+    elif gu.shape[2] == 2 * dn.shape[1] and gu.shape[1] == dn.shape[2]:  # x @ W (GPT-OSS)
+        h, i, gu_in, gu_out, dn_in, dn_out = dn.shape[2], dn.shape[1], 1, 2, 1, 2
+    else:
+        return False
+    gu_n, dn_n = f"{prefix}gate_up_proj", f"{prefix}down_proj"
+    gu_b = params.get("gate_up_proj_bias")
+    dn_b = params.get("down_proj_bias")
+    out.stream[gu_n] = (gu_in, "consumer")
+    out.stream[dn_n] = (dn_out, "producer")
+    if dn_b is not None and dn_b.shape == (e, h):
+        out.stream[f"{prefix}down_proj_bias"] = (1, "other")
+    if gu_b is not None:
+        out.stream[f"{prefix}gate_up_proj_bias"] = None
+    # the router: a raw (E, H) weight in a sibling module (a Linear is traced as one already)
+    parent = name.rpartition(".")[0]
+    for mname, m in modules.items():
+        if mname.rpartition(".")[0] != parent or mname == name or isinstance(m, nn.Linear):
+            continue
+        w = getattr(m, "weight", None)
+        if isinstance(w, nn.Parameter) and w.shape == (e, h):
+            out.stream[f"{mname}.weight"] = (1, "consumer")
+    # gate and up rows as two blocks [gate | up], or interleaved (g0 u0 g1 u1 ...)
+    options: _Options = []
+    for key, places in (("blocks", [(0, 1), (i, 1)]), ("interleaved", [(0, 2)])):
+        members = [Member(gu_n, gu_out, "producer", off, rep) for off, rep in places]
+        if gu_b is not None and gu_b.shape == (e, 2 * i):
+            members += [Member(f"{prefix}gate_up_proj_bias", 1, "other", o, r) for o, r in places]
+        members.append(Member(dn_n, dn_in, "consumer"))
+        note = f"channel j is channel j of each of the {e} experts ({key} gate/up rows)"
+        label = name or "experts"
+        g = ChannelGroup(f"{label} (experts)", i, tuple(members), (name,), "linear", 1, (note,))
+        options.append((key, g))
+    out.inner.append(options)
+    return True
