@@ -1,5 +1,6 @@
 """find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases
-(DeBERTa), relative attention with raw per-head tensors (Funnel), raw expert stacks (Mixtral).
+(DeBERTa), relative attention with raw per-head tensors (Funnel) or raw projections (XLNet),
+raw expert stacks (Mixtral).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -400,4 +401,111 @@ def test_hf_mixtral_experts_and_stream():
             M(f"{pre}.experts.gate_up_proj", 2, "consumer"),
             M(f"{pre}.experts.down_proj", 1, "producer"),
         } <= set(got["model (residual)"].members)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# XLNet / Transformer-XL: raw q, k, v, o (d, heads, hd) in einsums, a position kernel r on a
+# sinusoid computed in the forward, raw per-head biases; the residual and its LayerNorm
+
+
+class RawRelativeAttention(nn.Module):
+    def __init__(self, d=16, heads=4, d_pos=8, vocab=20, classes=3, alibi=False):
+        super().__init__()
+        hd = d // heads
+        self.hd, self.d_pos, self.heads, self.alibi = hd, d_pos, heads, alibi
+        self.emb = nn.Embedding(vocab, d)
+        self.att = nn.Module()
+        for name in ("q", "k", "v", "o"):
+            setattr(self.att, name, nn.Parameter(torch.randn(d, heads, hd) / d**0.5))
+        self.att.r = nn.Parameter(torch.randn(d_pos, heads, hd) / d_pos**0.5)
+        self.att.r_w_bias = nn.Parameter(torch.zeros(heads, hd))
+        self.att.r_r_bias = nn.Parameter(torch.zeros(heads, hd))
+        self.att.layer_norm = nn.LayerNorm(d)
+        self.ff1, self.ff2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        a, h = self.att, self.emb(ids)
+        t = h.shape[1]
+        q, k, v = (torch.einsum("bid,dnh->binh", h, w) for w in (a.q, a.k, a.v))
+        freq = torch.arange(t, dtype=torch.float)[:, None] / 100 ** (torch.arange(self.d_pos) / 8)
+        kr = torch.einsum("jd,dnh->jnh", freq.sin(), a.r)
+        scores = torch.einsum("binh,bjnh->bnij", q + a.r_w_bias, k)
+        scores = scores + torch.einsum("binh,jnh->bnij", q + a.r_r_bias, kr)
+        if self.alibi:  # a fixed slope per head position: heads cannot move
+            pos = torch.arange(t, dtype=torch.float)
+            slopes = 2.0 ** -torch.arange(1.0, self.heads + 1)
+            scores = scores + slopes[:, None, None] * (pos[None, None] - pos[None, :, None])
+        vec = torch.einsum("bnij,bjnh->binh", (scores / math.sqrt(self.hd)).softmax(-1), v)
+        h = a.layer_norm(h + torch.einsum("binh,dnh->bid", vec, a.o))
+        h = h + self.ff2(self.ff1(h).relu())
+        return self.head(h.mean(1))
+
+
+def _xl_head_members(pre, biases=("r_w_bias", "r_r_bias")):
+    out = {M(f"{pre}.{n}", 1, "producer") for n in ("q", "k", "v")}
+    out |= {M(f"{pre}.o", 1, "consumer"), M(f"{pre}.r", 1, "other")}
+    return out | {M(f"{pre}.{n}", 0, "other") for n in biases}
+
+
+def test_raw_relative_attention_projections_join_the_stream_and_move_whole_heads():
+    model, x = RawRelativeAttention(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    att = got["att (attention)"]
+    assert att.width == 4
+    assert set(att.members) == _xl_head_members("att")
+    stream = next(g for g in groups if g.kind == "residual")
+    assert stream.divisor == 1
+    assert set(stream.members) == {
+        M("emb.weight", 1, "producer"),
+        *(M(f"att.{n}", 0, "consumer") for n in ("q", "k", "v")),
+        M("att.o", 0, "producer"),
+        M("att.layer_norm.weight", 0, "norm"),
+        M("att.layer_norm.bias", 0, "norm"),
+        M("ff1.weight", 1, "consumer"),
+        M("ff2.weight", 0, "producer"),
+        M("ff2.bias", 0, "other"),
+        M("head.weight", 1, "consumer"),
+    }
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_raw_relative_attention_with_fixed_heads_permutes_channels_alike_in_every_head():
+    model, x = RawRelativeAttention(alibi=True), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    att = {g.name: g for g in groups}["att (attention)"]
+    assert att.width == model.hd  # channel j of every head; the last dim of each raw tensor
+    assert set(att.members) == {M(m.param, m.dim + 1, m.role) for m in _xl_head_members("att")}
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_xlnet_relative_attention():
+    model, x = hf_tiny(
+        "XLNetForSequenceClassification",
+        vocab_size=20,
+        d_model=16,
+        n_layer=2,
+        n_head=4,
+        d_inner=24,
+        num_labels=3,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"transformer.layer.{layer}.rel_attn"
+        att = got[f"{pre} (attention)"]
+        biases = ("r_w_bias", "r_r_bias", "r_s_bias")
+        assert set(att.members) == _xl_head_members(pre, biases) | {
+            M(f"{pre}.seg_embed", 1, "other")
+        }
+        assert {
+            *(M(f"{pre}.{n}", 0, "consumer") for n in ("q", "k", "v")),
+            M(f"{pre}.o", 0, "producer"),
+        } <= set(got["transformer (residual)"].members)
     assert_each_group_is_a_symmetry(model, x, groups)

@@ -200,6 +200,9 @@ class _Raw:
         self.attention = False
         self.rearranged = False
         self.input_product = False
+        # holds a raw parameter with a declared layout (.layouts): the walk went through it as
+        # if element-wise, so the products it then met are inside that structure
+        self.declared = False
         self.divisor = 1
         self.notes: list[str] = []
         self.name: str | None = None
@@ -686,6 +689,7 @@ class _Finder:
                 if dg.is_out_channel_pruning_fn(handler):
                     visited.add(node.module)
                 self._convert_item(raw, node, handler, idxs, roots_)
+            raw.attention &= not raw.declared
             misplaced = sum("split or rearranged" in r for r in raw.reasons)
             if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
                 raws.extend(self._refine(raw, items))
@@ -1307,9 +1311,10 @@ class _Finder:
             raw.reasons.append(f"raw parameter '{name}' is reached with other channels")
             return
         raw.add([Member(name, dim, role)])
+        raw.declared = True
 
     def _declared_inner(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
-        """The groups inside structures with declared layouts (experts):
+        """The groups inside structures with declared layouts (experts, relative attention):
         the first candidate of each that passes the permutation check."""
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         todo: list[list[Candidate]] = []

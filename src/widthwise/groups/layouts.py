@@ -2,18 +2,21 @@
 
 Torch-Pruning sees a raw ``nn.Parameter`` in a matrix product (``einsum``, ``F.linear`` on a
 slice, ``grouped_mm``) as an element-wise operand and guesses its channel dim (the last). For
-structures whose layout follows from the shapes alone, this module declares it instead:
+two structures whose layout follows from the shapes alone, this module declares it instead:
 
 * mixture-of-experts stacks (Mixtral and most Hugging Face MoE models): ``gate_up_proj``
   ``(E, 2I, H)`` and ``down_proj`` ``(E, H, I)`` (or the transposed ``(E, H, 2I)``/``(E, I, H)``,
-  GPT-OSS), optional ``*_bias``, and the router's raw ``weight`` ``(E, H)`` in a sibling module.
+  GPT-OSS), optional ``*_bias``, and the router's raw ``weight`` ``(E, H)`` in a sibling module;
+* Transformer-XL relative attention (XLNet): raw ``q``, ``k``, ``v``, ``o`` of one shape
+  ``(H, heads, head_dim)``, the position kernel ``r``, the biases ``r_w_bias``/``r_r_bias``/
+  ``r_s_bias`` ``(heads, head_dim)`` and ``seg_embed`` ``(2, heads, head_dim)``.
 
 :func:`declared_layouts` gives (1) for each such parameter the dim along the model width and
 its role there (``None``: it never reads the width, e.g. a kernel applied to a fixed position
 table), which the finder uses in place of Torch-Pruning's guess, and (2) candidate groups for the
 channels inside the structure, which the finder keeps only if the permutation check passes.
 Expert channels permute alike in every expert (a member indexes one dim, so the expert index
-cannot be tied to a channel).
+cannot be tied to a channel); attention channels permute as whole heads, or alike in every head.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ def declared_layouts(model: nn.Module) -> Declared:
     for name, module in modules.items():
         params = dict(module.named_parameters(recurse=False))
         prefix = f"{name}." if name else ""
-        _experts(prefix, params, modules, name, out)
+        if _experts(prefix, params, modules, name, out):
+            continue
+        _relative_attention(prefix, params, out)
     return out
 
 
@@ -99,3 +104,54 @@ def _experts(
         options.append((key, g))
     out.inner.append(options)
     return True
+
+
+_XL_PROJ = ("q", "k", "v", "o")
+_XL_BIAS = ("r_w_bias", "r_r_bias", "r_s_bias")
+
+
+def _relative_attention(prefix: str, params: dict[str, nn.Parameter], out: Declared) -> None:
+    if any(n not in params for n in _XL_PROJ):
+        return
+    shape = params["q"].shape
+    if len(shape) != 3 or any(params[n].shape != shape for n in _XL_PROJ):
+        return
+    _, heads, hd = shape
+    for n in ("q", "k", "v"):
+        out.stream[prefix + n] = (0, "consumer")
+    out.stream[prefix + "o"] = (0, "producer")
+    extra: dict[str, int] = {}  # raw tensors indexed by head: name -> its head dim
+    if "r" in params and params["r"].ndim == 3 and params["r"].shape[1:] == (heads, hd):
+        extra["r"] = 1  # (position features, heads, hd): the table's width, not the model's
+    extra |= {n: 0 for n in _XL_BIAS if n in params and params[n].shape == (heads, hd)}
+    if "seg_embed" in params and params["seg_embed"].shape[1:] == (heads, hd):
+        extra["seg_embed"] = 1
+    for n in extra:
+        out.stream[prefix + n] = None  # reads a position table, or is added to the heads
+
+    def members(shift: int) -> tuple[Member, ...]:
+        """q/k/v/r rows and o's columns, along the head dim (shift 0) or the last (shift 1)."""
+        roles: dict[str, Role] = {"q": "producer", "k": "producer", "v": "producer"}
+        roles["o"] = "consumer"
+        roles.update(dict.fromkeys(extra, "other"))
+        dims = {n: 1 for n in _XL_PROJ} | extra
+        return tuple(Member(prefix + n, dims[n] + shift, roles[n]) for n in roles)
+
+    label = prefix.rstrip(".") or "attention"
+    layers = (prefix.rstrip("."),)
+    options: _Options = [
+        ("heads", ChannelGroup(f"{label} (attention)", heads, members(0), layers, "attention")),
+        (
+            "shared channels",
+            ChannelGroup(
+                f"{label} (attention)",
+                hd,
+                members(1),
+                layers,
+                "attention",
+                1,
+                (f"channel j is channel j of each of the {heads} heads",),
+            ),
+        ),
+    ]
+    out.inner.append(options)
