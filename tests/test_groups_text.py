@@ -1,6 +1,6 @@
 """find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases
 (DeBERTa), relative attention with raw per-head tensors (Funnel) or raw projections (XLNet),
-raw expert stacks (Mixtral).
+raw expert stacks (Mixtral), attention mixed with a span-based convolution (ConvBERT).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -508,4 +508,114 @@ def test_hf_xlnet_relative_attention():
             *(M(f"{pre}.{n}", 0, "consumer") for n in ("q", "k", "v")),
             M(f"{pre}.o", 0, "producer"),
         } <= set(got["transformer (residual)"].members)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# ConvBERT's mixed attention: attention heads beside a span-based dynamic convolution (per-head
+# kernels generated from query * separable-conv(key), applied to unfolded conv_out_layer rows);
+# the output dense reads [attention context | span conv]
+
+
+class SeparableConv1D(nn.Module):
+    def __init__(self, cin, cout, k):
+        super().__init__()
+        self.depthwise = nn.Conv1d(cin, cin, k, groups=cin, padding=k // 2, bias=False)
+        self.pointwise = nn.Conv1d(cin, cout, 1, bias=False)
+        self.bias = nn.Parameter(torch.zeros(cout, 1))
+
+    def forward(self, x):
+        return self.pointwise(self.depthwise(x)) + self.bias
+
+
+class SpanConvAttention(nn.Module):
+    def __init__(self, d, heads, k):
+        super().__init__()
+        self.num_attention_heads, self.hd, self.k = heads, d // heads // 2, k
+        a = heads * self.hd
+        self.query, self.key, self.value = nn.Linear(d, a), nn.Linear(d, a), nn.Linear(d, a)
+        self.key_conv_attn_layer = SeparableConv1D(d, a, k)
+        self.conv_kernel_layer = nn.Linear(a, heads * k)
+        self.conv_out_layer = nn.Linear(d, a)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        h, hd, k = self.num_attention_heads, self.hd, self.k
+        q = self.query(x)
+        key_conv = self.key_conv_attn_layer(x.transpose(1, 2)).transpose(1, 2)
+        kernels = self.conv_kernel_layer(key_conv * q).reshape(b, t, h, k).softmax(-1)
+        spans = F.pad(self.conv_out_layer(x), (0, 0, k // 2, k // 2)).unfold(1, k, 1)
+        conv = torch.einsum("bthck,bthk->bthc", spans.reshape(b, t, h, hd, k), kernels)
+        split = [f.view(b, t, h, hd).transpose(1, 2) for f in (q, self.key(x), self.value(x))]
+        att = (split[0] @ split[1].transpose(-1, -2) / math.sqrt(hd)).softmax(-1) @ split[2]
+        return torch.cat([att.transpose(1, 2), conv], 2).reshape(b, t, 2 * h * hd)
+
+
+class MixedAttentionBlock(nn.Module):
+    def __init__(self, d=16, heads=2, k=3, vocab=20, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.attention = nn.Module()
+        self.attention.self = SpanConvAttention(d, heads, k)
+        self.attention.output = nn.Module()
+        self.attention.output.dense = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        return self.head(x + self.attention.output.dense(self.attention.self(x)))
+
+
+def _span_conv_groups(pre, dense, a):
+    return {
+        f"{pre} (query/key)": {
+            *(M(f"{pre}.{n}.{p}", 0, r) for n in ("query", "key") for p, r in _WB),
+            M(f"{pre}.key_conv_attn_layer.pointwise.weight", 0, "producer"),
+            M(f"{pre}.key_conv_attn_layer.bias", 0, "other"),
+            M(f"{pre}.conv_kernel_layer.weight", 1, "consumer"),
+        },
+        f"{pre} (value)": {
+            *(M(f"{pre}.value.{p}", 0, r) for p, r in _WB),
+            M(f"{dense}.weight", 1, "consumer"),
+        },
+        f"{pre} (span conv)": {
+            *(M(f"{pre}.conv_out_layer.{p}", 0, r) for p, r in _WB),
+            M(f"{dense}.weight", 1, "consumer", a),
+        },
+    }
+
+
+_WB = (("weight", "producer"), ("bias", "other"))
+
+
+def test_span_conv_attention_groups_its_three_parts_within_heads():
+    model, x = MixedAttentionBlock(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for name, members in _span_conv_groups("attention.self", "attention.output.dense", 8).items():
+        assert (got[name].width, got[name].divisor) == (8, 2)
+        assert set(got[name].members) == members
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_convbert_mixed_attention():
+    model, x = hf_tiny(
+        "ConvBertForSequenceClassification",
+        vocab_size=20,
+        hidden_size=16,
+        embedding_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=24,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"convbert.encoder.layer.{layer}.attention"
+        for name, members in _span_conv_groups(f"{pre}.self", f"{pre}.output.dense", 8).items():
+            assert set(got[name].members) == members
     assert_each_group_is_a_symmetry(model, x, groups)

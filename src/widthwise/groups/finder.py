@@ -1314,22 +1314,30 @@ class _Finder:
         raw.declared = True
 
     def _declared_inner(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
-        """The groups inside structures with declared layouts (experts, relative attention):
-        the first candidate of each that passes the permutation check."""
+        """The groups inside structures with declared layouts (experts, relative attention,
+        span-based convolution): the first candidate of each that passes the permutation
+        check. A structure whose every group passes is no longer named as left out."""
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         todo: list[list[Candidate]] = []
-        for opts in self.declared.inner:
-            free: list[Candidate] = [
-                (k, g) for k, g in opts if not {(m.param, m.dim) for m in g.members} & claimed
-            ]
-            if free:
-                todo.append(free)
+        owner: list[int] = []  # todo entry -> its structure
+        for k, (_, parts) in enumerate(self.declared.inner):
+            for opts in parts:
+                free: list[Candidate] = [
+                    (key, g)
+                    for key, g in opts
+                    if not {(m.param, m.dim) for m in g.members} & claimed
+                ]
+                if free:
+                    todo.append(free)
+                    owner.append(k)
         if not todo or time.monotonic() > self.deadline:
             return []
         sym = Symmetry(self.model, self.example_inputs)
         out: list[ChannelGroup] = []
-        for opts, g in zip(todo, self._search(sym, todo)):
+        failed: set[int] = set()
+        for k, opts, g in zip(owner, todo, self._search(sym, todo)):
             if g is None:
+                failed.add(k)
                 self.left_out[opts[0][1].name] = (
                     "permuting its channels (whole heads, or alike in every head or expert) "
                     "changes the model output"
@@ -1338,6 +1346,11 @@ class _Finder:
             out.append(g)
             for m in g.members:
                 self.left_out.pop(f"parameter '{m.param}'", None)
+        for k in set(owner) - failed:  # the walk's failed groups rooted inside it are covered
+            prefix = self.declared.inner[k][0] + "."
+            for root in [r for r in self.root_keys if r.startswith(prefix)]:
+                for key in self.root_keys.pop(root):
+                    self.left_out.pop(key, None)
         return out
 
     # -- verification by permutation symmetry ------------------------------------------------

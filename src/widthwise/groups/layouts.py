@@ -2,14 +2,16 @@
 
 Torch-Pruning sees a raw ``nn.Parameter`` in a matrix product (``einsum``, ``F.linear`` on a
 slice, ``grouped_mm``) as an element-wise operand and guesses its channel dim (the last). For
-two structures whose layout follows from the shapes alone, this module declares it instead:
+structures whose layout follows from the shapes alone, this module declares it instead:
 
 * mixture-of-experts stacks (Mixtral and most Hugging Face MoE models): ``gate_up_proj``
   ``(E, 2I, H)`` and ``down_proj`` ``(E, H, I)`` (or the transposed ``(E, H, 2I)``/``(E, I, H)``,
   GPT-OSS), optional ``*_bias``, and the router's raw ``weight`` ``(E, H)`` in a sibling module;
 * Transformer-XL relative attention (XLNet): raw ``q``, ``k``, ``v``, ``o`` of one shape
   ``(H, heads, head_dim)``, the position kernel ``r``, the biases ``r_w_bias``/``r_r_bias``/
-  ``r_s_bias`` ``(heads, head_dim)`` and ``seg_embed`` ``(2, heads, head_dim)``.
+  ``r_s_bias`` ``(heads, head_dim)`` and ``seg_embed`` ``(2, heads, head_dim)``;
+* ConvBERT's mixed attention, whose span-based convolution Torch-Pruning cannot follow
+  (``unfold``, kernels reshaped per head): its three groups are declared from its layers.
 
 :func:`declared_layouts` gives (1) for each such parameter the dim along the model width and
 its role there (``None``: it never reads the width, e.g. a kernel applied to a fixed position
@@ -40,8 +42,9 @@ class Declared:
 
     #: parameter name -> (dim along the model width, role), or None: not on the model width
     stream: dict[str, tuple[int, Role] | None] = field(default_factory=dict)
-    #: per structure, candidate groups for the channels inside it, preferred first
-    inner: list[_Options] = field(default_factory=list)
+    #: per structure: its module name, and for each group inside it the candidates, preferred
+    #: first
+    inner: list[tuple[str, list[_Options]]] = field(default_factory=list)
 
 
 def declared_layouts(model: nn.Module) -> Declared:
@@ -54,6 +57,7 @@ def declared_layouts(model: nn.Module) -> Declared:
         if _experts(prefix, params, modules, name, out):
             continue
         _relative_attention(prefix, params, out)
+        _span_conv_attention(name, module, modules, out)
     return out
 
 
@@ -102,7 +106,7 @@ def _experts(
         label = name or "experts"
         g = ChannelGroup(f"{label} (experts)", i, tuple(members), (name,), "linear", 1, (note,))
         options.append((key, g))
-    out.inner.append(options)
+    out.inner.append((name, [options]))
     return True
 
 
@@ -154,4 +158,61 @@ def _relative_attention(prefix: str, params: dict[str, nn.Parameter], out: Decla
             ),
         ),
     ]
-    out.inner.append(options)
+    out.inner.append((prefix.rstrip("."), [options]))
+
+
+def _span_conv_attention(
+    name: str, module: nn.Module, modules: dict[str, nn.Module], out: Declared
+) -> None:
+    """ConvBERT: ``query``/``key``/``value`` (A = heads * hd rows each), a separable conv whose
+    pointwise rows are multiplied by the query and read by ``conv_kernel_layer`` (one kernel per
+    head), ``conv_out_layer`` unfolded and mixed per head by those kernels; the output dense
+    reads ``[attention context | span conv]`` (2A columns). Groups, each permuted within heads:
+    query/key with the kernel generator's input, value with the first A columns, the span conv
+    with the last A columns."""
+    linears = ("query", "key", "value", "conv_kernel_layer", "conv_out_layer")
+    sep = getattr(module, "key_conv_attn_layer", None)
+    pointwise = getattr(sep, "pointwise", None)
+    heads = getattr(module, "num_attention_heads", None)
+    if not all(isinstance(getattr(module, n, None), nn.Linear) for n in linears):
+        return
+    query = getattr(module, "query", None)
+    if not isinstance(pointwise, nn.Conv1d) or not isinstance(query, nn.Linear):
+        return
+    a = pointwise.out_channels
+    parent = name.rpartition(".")[0]
+    dname = f"{parent}.output.dense" if parent else "output.dense"
+    dense = modules.get(dname)
+    if not isinstance(heads, int) or a % heads or not isinstance(dense, nn.Linear):
+        return
+    if dense.in_features != 2 * a or query.out_features != a:
+        return
+    bias = getattr(sep, "bias", None)
+    p, dn = f"{name}.", f"{dname}.weight"
+
+    def rows(layer: str) -> list[Member]:
+        out = [Member(f"{p}{layer}.weight", 0, "producer")]
+        if getattr(modules[p + layer], "bias", None) is not None:
+            out.append(Member(f"{p}{layer}.bias", 0, "other"))
+        return out
+
+    qk = [
+        *rows("query"),
+        *rows("key"),
+        Member(f"{p}key_conv_attn_layer.pointwise.weight", 0, "producer"),
+    ]
+    if isinstance(bias, nn.Parameter) and bias.shape[0] == a:
+        qk.append(Member(f"{p}key_conv_attn_layer.bias", 0, "other"))
+    qk.append(Member(f"{p}conv_kernel_layer.weight", 1, "consumer"))
+    note = "channels permute within each head"
+    parts = [
+        (f"{name} (query/key)", qk),
+        (f"{name} (value)", [*rows("value"), Member(dn, 1, "consumer")]),
+        (f"{name} (span conv)", [*rows("conv_out_layer"), Member(dn, 1, "consumer", a)]),
+    ]
+    groups: list[_Options] = []
+    for n, ms in parts:
+        layers = tuple(dict.fromkeys(m.param.rpartition(".")[0] for m in ms))
+        g = ChannelGroup(n, a, tuple(ms), layers, "attention", heads, (note,))
+        groups.append([("heads", g)])
+    out.inner.append((name, groups))
