@@ -331,20 +331,29 @@ class Experts(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3):
+    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False):
         super().__init__()
+        self.shared = shared
         self.emb = nn.Embedding(vocab, d)
         self.mlp = nn.Module()
         self.mlp.gate = nn.Module()
         self.mlp.gate.weight = nn.Parameter(torch.randn(experts, d))
         self.mlp.experts = Experts(experts, d, inner)
+        if shared:  # Qwen2-MoE: a shared expert scaled by a per-token sigmoid gate
+            self.mlp.shared_expert = nn.Sequential(
+                nn.Linear(d, inner), nn.SiLU(), nn.Linear(inner, d)
+            )
+            self.mlp.shared_expert_gate = nn.Linear(d, 1, bias=False)
         self.head = nn.Linear(d, classes)
 
     def forward(self, ids):
         x = self.emb(ids)
         flat = x.reshape(-1, x.shape[-1])
         weight, idx = F.linear(flat, self.mlp.gate.weight).softmax(-1).max(-1)
-        return self.head(x + self.mlp.experts(flat, idx, weight).view_as(x))
+        y = self.mlp.experts(flat, idx, weight).view_as(x)
+        if self.shared:
+            y = y + torch.sigmoid(self.mlp.shared_expert_gate(x)) * self.mlp.shared_expert(x)
+        return self.head(x + y)
 
 
 def _expert_members(pre, inner):
@@ -373,6 +382,20 @@ def test_expert_channels_permute_alike_in_every_expert_and_the_stream_reads_the_
         M("mlp.experts.down_proj", 1, "producer"),
         M("head.weight", 1, "consumer"),
     }
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_a_per_token_gate_is_read_by_the_stream_not_a_producer_of_it():
+    model, x = MoE(shared=True), ids(t=12)
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    stream = next(g for g in groups if g.kind == "residual")
+    gate = [m for m in stream.members if m.param == "mlp.shared_expert_gate.weight"]
+    assert gate == [M("mlp.shared_expert_gate.weight", 1, "consumer")]
+    assert M("mlp.shared_expert.2.weight", 0, "producer") in stream.members
+    assert set(got["mlp.experts (experts)"].members) == _expert_members("mlp.experts", 12)
+    assert got["mlp.shared_expert.0"].width == 12
     assert_each_group_is_a_symmetry(model, x, groups)
 
 

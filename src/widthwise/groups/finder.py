@@ -287,6 +287,8 @@ def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _linear(f: _Finder, raw: _Raw, it: _Item) -> None:
     mod: nn.Linear = it.module
     off, rep = it.span
+    if not it.is_in and mod.out_features == 1 < raw.width:
+        return  # one output broadcast over the group (Qwen2-MoE's sigmoid(gate(x)) * expert(x))
     if not it.is_in:
         raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
         if mod.bias is not None:
