@@ -1,6 +1,7 @@
 """find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases
 (DeBERTa), relative attention with raw per-head tensors (Funnel) or raw projections (XLNet),
-raw expert stacks (Mixtral), attention mixed with a span-based convolution (ConvBERT).
+raw expert stacks (Mixtral, GPT-OSS, Qwen2-MoE), attention mixed with a span-based convolution
+(ConvBERT), norms over whole q/k projections (OLMoE).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -671,4 +672,90 @@ def test_hf_gpt_oss_transposed_interleaved_experts_and_no_crash():
             M(f"{pre}.gate_up_proj_bias", 1, "other", 0, 2),
             M(f"{pre}.down_proj", 1, "consumer"),
         }
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# OLMoE / OLMo-2: RMSNorm over the whole q and k projections (q_norm, k_norm), with grouped
+# key/value heads
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class NormedProjections(nn.Module):
+    def __init__(self, d=16, heads=4, kv_heads=2, vocab=20, classes=3):
+        super().__init__()
+        self.heads, self.kv, self.hd = heads, kv_heads, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.att = nn.Module()
+        self.att.q_proj = nn.Linear(d, d, bias=False)
+        self.att.k_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
+        self.att.v_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
+        self.att.o_proj = nn.Linear(d, d, bias=False)
+        self.att.q_norm, self.att.k_norm = RMSNorm(d), RMSNorm(kv_heads * self.hd)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        a, x = self.att, self.emb(ids)
+        b, t, d = x.shape
+        q = a.q_norm(a.q_proj(x)).view(b, t, self.heads, self.hd).transpose(1, 2)
+        k = a.k_norm(a.k_proj(x)).view(b, t, self.kv, self.hd).transpose(1, 2)
+        v = a.v_proj(x).view(b, t, self.kv, self.hd).transpose(1, 2)
+        r = self.heads // self.kv
+        k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+        ctx = ((q @ k.transpose(-1, -2)) / math.sqrt(self.hd)).softmax(-1) @ v
+        return self.head(x + a.o_proj(ctx.transpose(1, 2).reshape(b, t, d)))
+
+
+def _normed_head_members(pre, q_rows, hd):
+    return {
+        M(f"{pre}.q_proj.weight", 0, "producer", 0, q_rows),
+        M(f"{pre}.k_proj.weight", 0, "producer", 0, hd),
+        M(f"{pre}.v_proj.weight", 0, "producer", 0, hd),
+        M(f"{pre}.o_proj.weight", 1, "consumer", 0, q_rows),
+        M(f"{pre}.q_norm.weight", 0, "norm", 0, q_rows),
+        M(f"{pre}.k_norm.weight", 0, "norm", 0, hd),
+    }
+
+
+def test_norms_over_whole_projections_move_with_the_key_value_heads():
+    model, x = NormedProjections(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    att = {g.name: g for g in groups}["att (attention)"]
+    assert att.width == model.kv
+    assert set(att.members) == _normed_head_members("att", 2 * model.hd, model.hd)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_olmoe_attention_with_projection_norms():
+    model, x = hf_tiny(
+        "OlmoeForCausalLM",
+        vocab_size=20,
+        hidden_size=16,
+        intermediate_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=3,
+        num_experts_per_tok=2,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"model.layers.{layer}"
+        assert set(got[f"{pre}.self_attn (attention)"].members) == _normed_head_members(
+            f"{pre}.self_attn", 8, 4
+        )
+        assert got[f"{pre}.mlp.experts (experts)"].width == 12
     assert_each_group_is_a_symmetry(model, x, groups)

@@ -387,3 +387,41 @@ def _with_head_params(
         else:
             out.append((("head params", key), replace(g, members=(*g.members, *more))))
     return out + cands
+
+
+def _projection_norms(
+    prods: list[tuple[str, WeightLayer]], params: dict[str, nn.Parameter]
+) -> list[tuple[str, int]]:
+    """1-D parameters of the modules beside the producers (other children of their parent)
+    whose size is a producer's output width: a norm over a whole projection (OLMoE's and
+    OLMo-2's ``q_norm``/``k_norm``). (name, size) each."""
+    parents = {n.rpartition(".")[0] for n, _ in prods}
+    names = {n for n, _ in prods}
+    widths = {_out_width(p) for _, p in prods}
+    out = []
+    for n, p in params.items():
+        owner = n.rpartition(".")[0]
+        if owner in names or owner.rpartition(".")[0] not in parents:
+            continue
+        if p.ndim == 1 and p.shape[0] in widths:
+            out.append((n, p.shape[0]))
+    return out
+
+
+def _with_projection_norms(
+    cands: list[Candidate], prods: list[tuple[str, WeightLayer]], norms: list[tuple[str, int]]
+) -> list[Candidate]:
+    """Each candidate with ``norms`` (:func:`_projection_norms`) indexed like the rows of the
+    producers of their size, ahead of the candidate without them; the check decides."""
+    if not norms:
+        return cands
+    width_of = {f"{n}.weight": _out_width(p) for n, p in prods}
+    out: list[Candidate] = []
+    for key, g in cands:
+        more: list[Member] = []
+        for n, size in norms:
+            rows = [m for m in g.members if m.role == "producer" and width_of.get(m.param) == size]
+            more += dict.fromkeys(Member(n, 0, "norm", m.offset, m.repeat) for m in rows)
+        if {m.param for m in more} == {n for n, _ in norms}:
+            out.append((("projection norms", key), replace(g, members=(*g.members, *more))))
+    return out + cands

@@ -62,9 +62,11 @@ from widthwise.groups.candidates import (
     _in_width,
     _placed_candidates,
     _projection_candidates,
+    _projection_norms,
     _projection_specs,
     _rows,
     _with_head_params,
+    _with_projection_norms,
 )
 from widthwise.groups.layouts import declared_layouts
 from widthwise.groups.tracing import (
@@ -1273,6 +1275,7 @@ class _Finder:
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
+            cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.params))
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)
