@@ -332,12 +332,12 @@ class Experts(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False):
+    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False, linear=False):
         super().__init__()
-        self.shared = shared
+        self.shared, self.linear = shared, linear
         self.emb = nn.Embedding(vocab, d)
         self.mlp = nn.Module()
-        self.mlp.gate = nn.Module()
+        self.mlp.gate = nn.Linear(d, experts, bias=False) if linear else nn.Module()
         self.mlp.gate.weight = nn.Parameter(torch.randn(experts, d))
         self.mlp.experts = Experts(experts, d, inner)
         if shared:  # Qwen2-MoE: a shared expert scaled by a per-token sigmoid gate
@@ -350,7 +350,8 @@ class MoE(nn.Module):
     def forward(self, ids):
         x = self.emb(ids)
         flat = x.reshape(-1, x.shape[-1])
-        weight, idx = F.linear(flat, self.mlp.gate.weight).softmax(-1).max(-1)
+        logits = self.mlp.gate(flat) if self.linear else F.linear(flat, self.mlp.gate.weight)
+        weight, idx = logits.softmax(-1).max(-1)
         y = self.mlp.experts(flat, idx, weight).view_as(x)
         if self.shared:
             y = y + torch.sigmoid(self.mlp.shared_expert_gate(x)) * self.mlp.shared_expert(x)
@@ -386,14 +387,19 @@ def test_expert_channels_permute_alike_in_every_expert_and_the_stream_reads_the_
     assert_each_group_is_a_symmetry(model, x, groups)
 
 
-def test_a_per_token_gate_is_read_by_the_stream_not_a_producer_of_it():
-    model, x = MoE(shared=True), ids(t=12)
+@pytest.mark.parametrize("linear", [False, True])
+def test_a_per_token_gate_is_read_by_the_stream_not_a_producer_of_it(linear):
+    # the gate's one output, and a Linear router's top probability (Switch), are broadcast over
+    # the stream: they read it, they do not produce its channels
+    model, x = MoE(shared=True, linear=linear), ids(t=12)
     groups, msgs = grouped(model, x)
     assert msgs == []
     got = {g.name: g for g in groups}
     stream = next(g for g in groups if g.kind == "residual")
     gate = [m for m in stream.members if m.param == "mlp.shared_expert_gate.weight"]
     assert gate == [M("mlp.shared_expert_gate.weight", 1, "consumer")]
+    router = [m for m in stream.members if m.param == "mlp.gate.weight"]
+    assert router == [M("mlp.gate.weight", 1, "consumer")]
     assert M("mlp.shared_expert.2.weight", 0, "producer") in stream.members
     assert set(got["mlp.experts (experts)"].members) == _expert_members("mlp.experts", 12)
     assert got["mlp.shared_expert.0"].width == 12

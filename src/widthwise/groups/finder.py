@@ -289,8 +289,10 @@ def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _linear(f: _Finder, raw: _Raw, it: _Item) -> None:
     mod: nn.Linear = it.module
     off, rep = it.span
-    if not it.is_in and mod.out_features == 1 < raw.width:
-        return  # one output broadcast over the group (Qwen2-MoE's sigmoid(gate(x)) * expert(x))
+    if not it.is_in and mod.out_features < raw.width:
+        # fewer outputs than the group has channels: combined with it only after a broadcast or
+        # a reduction (Qwen2-MoE's sigmoid(gate(x)) * expert(x), Switch's max router prob)
+        return
     if not it.is_in:
         raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
         if mod.bias is not None:
