@@ -1,6 +1,7 @@
 """find_groups on text-model attention variants (issue 13): ALiBi (BLOOM), raw head biases
 (DeBERTa), relative attention with raw per-head tensors (Funnel) or raw projections (XLNet),
-raw expert stacks (Mixtral, GPT-OSS, Qwen2-MoE), attention mixed with a span-based convolution
+raw expert stacks (Mixtral, GPT-OSS), routers and gates broadcast over the stream (Qwen2-MoE,
+Switch), experts the example never ran, attention mixed with a span-based convolution
 (ConvBERT), norms over whole q/k projections (OLMoE).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
@@ -764,4 +765,53 @@ def test_hf_olmoe_attention_with_projection_norms():
             f"{pre}.self_attn", 8, 4
         )
         assert got[f"{pre}.mlp.experts (experts)"].width == 12
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# Experts as a ModuleList of MLPs (Switch, NLLB-MoE): an expert no token of the example input
+# was routed to never runs in the trace, yet couples like the others
+
+
+class ListMoE(nn.Module):
+    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.router = nn.Linear(d, experts)
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, inner), nn.ReLU(), nn.Linear(inner, d))
+            for _ in range(experts)
+        )
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        prob, idx = self.router(x).softmax(-1).max(-1)
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            mask = idx == e
+            if mask.any():
+                y = y.masked_scatter(mask[..., None], expert(x[mask]))
+        return self.head(x + prob[..., None] * y)
+
+
+def test_an_expert_that_never_ran_couples_like_the_ones_that_did():
+    model, x = ListMoE(), ids(t=12)
+    with torch.no_grad():
+        model.router.bias.copy_(torch.tensor([0.0, 0.0, -1e4]))  # no token reaches expert 2
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for e in range(3):
+        hidden = got[f"experts.{e}.0"]
+        assert set(hidden.members) == {
+            M(f"experts.{e}.0.weight", 0, "producer"),
+            M(f"experts.{e}.0.bias", 0, "other"),
+            M(f"experts.{e}.2.weight", 1, "consumer"),
+        }
+    stream = next(g for g in groups if g.kind == "residual")
+    assert {M("experts.2.0.weight", 1, "consumer"), M("experts.2.2.weight", 0, "producer")} <= set(
+        stream.members
+    )
+    # on its fresh random weights the naive check routes tokens to all three experts
     assert_each_group_is_a_symmetry(model, x, groups)

@@ -655,6 +655,7 @@ class _Finder:
             for p, _ in dg.unwrapped_parameters
             if self.param_name[p] not in self.declared.stream
         }
+        self.traced = {self.module_name[m] for m in dg.module2node if m in self.module_name}
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
@@ -1051,10 +1052,53 @@ class _Finder:
             root.divisor = math.lcm(root.divisor, raw.divisor)
         return out
 
+    def _untraced_siblings(self, raws: list[_Raw]) -> list[_Raw]:
+        """Modules of a ``ModuleList``/``ModuleDict`` that the example input never ran (experts
+        no token was routed to: Switch, NLLB-MoE) couple like a sibling that ran, if all are
+        alike: each group gets the same members in them, and a group inside one sibling is
+        copied into each. The permutation check confirms both."""
+        copies: dict[str, list[str]] = {}  # 'list.k.' of a sibling that ran -> ones that did not
+        for name, mod in self.modules.items():
+            if not isinstance(mod, (nn.ModuleList, nn.ModuleDict)) or not name:
+                continue
+            kids = [(f"{name}.{k}.", c) for k, c in mod.named_children()]
+            shapes = {tuple((n, p.shape) for n, p in c.named_parameters()) for _, c in kids}
+            if len(kids) < 2 or len(shapes) != 1 or not next(iter(shapes)):
+                continue
+            ran = [
+                p for p, c in kids if any(self.module_name[m] in self.traced for m in c.modules())
+            ]
+            idle = [p for p, _ in kids if p not in ran]
+            if ran and idle:
+                copies[ran[0]] = idle
+        if not copies:
+            return raws
+        out: list[_Raw] = []
+        for raw in raws:
+            out.append(raw)
+            for src, dsts in copies.items():
+                inside = [m for m in raw.members if m.param.startswith(src)]
+                if not inside:
+                    continue
+                if len(inside) == len(raw.members):  # a group inside the sibling: one per copy
+                    for dst in dsts:
+                        root = raw.root
+                        twin = _Raw(
+                            raw.width, dst + root[len(src) :] if root.startswith(src) else root
+                        )
+                        twin.add(replace(m, param=dst + m.param[len(src) :]) for m in inside)
+                        twin.reasons, twin.notes = list(raw.reasons), list(raw.notes)
+                        twin.output, twin.residual = raw.output, raw.residual
+                        twin.attention, twin.divisor = raw.attention, raw.divisor
+                        out.append(twin)
+                else:
+                    raw.add(replace(m, param=d + m.param[len(src) :]) for m in inside for d in dsts)
+        return out
+
     def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
         cands: list[tuple[_Raw, ChannelGroup]] = []
         placements: list[_Placement] = []
-        for raw in self._merge_shared(raws):
+        for raw in self._merge_shared(self._untraced_siblings(raws)):
             if raw.output or raw.tied_input:
                 continue
             if raw.grouped_in and not raw.reasons:
