@@ -5,13 +5,13 @@ by one consumer through parameter-free ops) and the head sizes the modules decla
 keeps a candidate only if the permutation check (:mod:`.verify`) passes. Kinds proposed: every
 channel within heads (fused q/k/v at their offsets), whole key/value heads (rotary embeddings,
 grouped-query attention), query heads (multi-query), heads of a projection whose rows are
-grouped by head (GPT-NeoX), and a producer read as ``k`` features after a reshape (Swin's patch
-merging, pixel shuffle).
+grouped by head (GPT-NeoX), channels shared by heads that cannot move (BLOOM's ALiBi), and a
+producer read as ``k`` features after a reshape (Swin's patch merging, pixel shuffle).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,8 @@ _HEAD_DIM_ATTRS = ("head_dim", "head_size", "attention_head_size", "d_kv", "key_
 
 
 _HEADS_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
+#: the key of candidates whose heads stay in place (:func:`_shared_channel_candidates`)
+_SHARED = "shared channels"
 
 
 def _channel_size(module: object, is_in: bool) -> int | None:
@@ -220,7 +222,8 @@ def _projection_candidates(
     if gqa and gqa != parts:
         extra = _layout_candidates(oname, o, prods, gqa, canonical, owners)
         cands += [(("q|k|v", key), g) for key, g in extra]
-    return cands
+    # channels shared by heads that stay in place are the last resort: coarser than the rest
+    return sorted(cands, key=lambda c: _SHARED in str(c[0]))
 
 
 def _layout_candidates(
@@ -291,7 +294,40 @@ def _layout_candidates(
                 members = [*_rows(name, p, 0, w // heads, None), _cols(oname, o, hd)]
                 note = f"one channel is one head ({w // heads} rows of '{name}')"
                 cands.append((("interleaved heads", hd), group(heads, members, 1, note)))
+        cands += _shared_channel_candidates(oname, o, name, p, dims, group)
     return cands
+
+
+def _shared_channel_candidates(
+    oname: str,
+    o: WeightLayer,
+    name: str,
+    p: WeightLayer,
+    dims: list[int],
+    group: Callable[[int, list[Member], int, str], ChannelGroup],
+) -> list[Candidate]:
+    """Rows grouped by head ``[q_h, k_h, v_h]`` whose heads cannot move (BLOOM's ALiBi slopes
+    are fixed per head position): channel ``j`` is entry ``j`` of every gate block of every
+    head, and column ``h*hd + j`` of ``o`` for every head ``h``; the same permutation in every
+    head. Channels within one head could also permute independently, but the rows of channel
+    ``j`` are not one block per channel then (see :class:`.types.Member`)."""
+    din, w = _in_width(o), _out_width(p)
+    out: list[Candidate] = []
+    for hd in dims:
+        heads = din // hd
+        if hd < 2 or heads < 2 or w % heads or (w // heads) % hd:
+            continue
+        per = w // heads  # rows of one head: w // heads // hd gate blocks of hd
+        members = [
+            m
+            for h in range(heads)
+            for g in range(0, per, hd)
+            for m in _rows(name, p, h * per + g, 1, None)
+        ]
+        members += [replace(_cols(oname, o, 1), offset=h * hd) for h in range(heads)]
+        note = f"one channel is one channel of each of the {heads} heads (heads stay in place)"
+        out.append(((_SHARED, hd), group(hd, members, 1, note)))
+    return out
 
 
 def _common_prefix(names: list[str]) -> str:
@@ -303,3 +339,89 @@ def _common_prefix(names: list[str]) -> str:
             break
         common.append(segs[0])
     return ".".join(common)
+
+
+def _head_params(
+    prods: list[tuple[str, WeightLayer]], din: int, params: dict[str, nn.Parameter]
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Raw parameters held by the module that holds the producers, not by a layer, shaped like
+    the heads: ``(din,)`` (DeBERTa's ``q_bias``/``v_bias`` beside a fused projection without
+    bias) or ``(..., heads, head_dim)`` with ``heads * head_dim == din`` (Funnel's and XLNet's
+    relative-position biases, segment embeddings and position kernel). (name, shape) each."""
+    owners = {n.rpartition(".")[0] for n, _ in prods}
+    return [
+        (n, tuple(p.shape))
+        for n, p in params.items()
+        if n.rpartition(".")[0] in owners
+        and (p.shape == (din,) or (p.ndim >= 2 and p.shape[-2] * p.shape[-1] == din > p.shape[-1]))
+    ]
+
+
+def _with_head_params(
+    cands: list[Candidate], extras: list[tuple[str, tuple[int, ...]]], din: int
+) -> list[Candidate]:
+    """Each candidate with ``extras`` (:func:`_head_params`), ahead of the candidate without
+    them; the check decides. A ``(din,)`` bias added to q or v lies in the space the output
+    projection reads, so it is indexed like the consumer's columns; a ``(..., heads, hd)``
+    tensor joins whole-head candidates along its head dim and shared-channel candidates along
+    its last dim (channels permuted independently within each head are not expressible)."""
+    if not extras:
+        return cands
+    out: list[Candidate] = []
+    for key, g in cands:
+        cols = [m for m in g.members if m.role == "consumer"]
+        more: list[Member] = []
+        for n, shape in extras:
+            if shape == (din,):
+                more += [Member(n, 0, "other", m.offset, m.repeat) for m in cols]
+                continue
+            heads, hd = shape[-2:]
+            if g.width == heads and all((m.offset, m.repeat) == (0, hd) for m in cols):
+                more.append(Member(n, len(shape) - 2, "other"))
+            elif g.width == hd and {(m.offset, m.repeat) for m in cols} == {
+                (h * hd, 1) for h in range(heads)
+            }:
+                more.append(Member(n, len(shape) - 1, "other"))
+            else:
+                break
+        else:
+            out.append((("head params", key), replace(g, members=(*g.members, *more))))
+    return out + cands
+
+
+def _projection_norms(
+    prods: list[tuple[str, WeightLayer]], params: dict[str, nn.Parameter]
+) -> list[tuple[str, int]]:
+    """1-D parameters of the modules beside the producers (other children of their parent)
+    whose size is a producer's output width: a norm over a whole projection (OLMoE's and
+    OLMo-2's ``q_norm``/``k_norm``). (name, size) each."""
+    parents = {n.rpartition(".")[0] for n, _ in prods}
+    names = {n for n, _ in prods}
+    widths = {_out_width(p) for _, p in prods}
+    out = []
+    for n, p in params.items():
+        owner = n.rpartition(".")[0]
+        if owner in names or owner.rpartition(".")[0] not in parents:
+            continue
+        if p.ndim == 1 and p.shape[0] in widths:
+            out.append((n, p.shape[0]))
+    return out
+
+
+def _with_projection_norms(
+    cands: list[Candidate], prods: list[tuple[str, WeightLayer]], norms: list[tuple[str, int]]
+) -> list[Candidate]:
+    """Each candidate with ``norms`` (:func:`_projection_norms`) indexed like the rows of the
+    producers of their size, ahead of the candidate without them; the check decides."""
+    if not norms:
+        return cands
+    width_of = {f"{n}.weight": _out_width(p) for n, p in prods}
+    out: list[Candidate] = []
+    for key, g in cands:
+        more: list[Member] = []
+        for n, size in norms:
+            rows = [m for m in g.members if m.role == "producer" and width_of.get(m.param) == size]
+            more += dict.fromkeys(Member(n, 0, "norm", m.offset, m.repeat) for m in rows)
+        if {m.param for m in more} == {n for n, _ in norms}:
+            out.append((("projection norms", key), replace(g, members=(*g.members, *more))))
+    return out + cands

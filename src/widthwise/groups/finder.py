@@ -58,11 +58,17 @@ from widthwise.groups.candidates import (
     _channel_size,
     _common_prefix,
     _declared_head_dim,
+    _head_params,
+    _in_width,
     _placed_candidates,
     _projection_candidates,
+    _projection_norms,
     _projection_specs,
     _rows,
+    _with_head_params,
+    _with_projection_norms,
 )
+from widthwise.groups.layouts import declared_layouts
 from widthwise.groups.tracing import (
     GradFn,
     PruningFn,
@@ -196,6 +202,9 @@ class _Raw:
         self.attention = False
         self.rearranged = False
         self.input_product = False
+        # holds a raw parameter with a declared layout (.layouts): the walk went through it as
+        # if element-wise, so the products it then met are inside that structure
+        self.declared = False
         self.divisor = 1
         self.notes: list[str] = []
         self.name: str | None = None
@@ -280,6 +289,10 @@ def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
 def _linear(f: _Finder, raw: _Raw, it: _Item) -> None:
     mod: nn.Linear = it.module
     off, rep = it.span
+    if not it.is_in and mod.out_features < raw.width:
+        # fewer outputs than the group has channels: combined with it only after a broadcast or
+        # a reduction (Qwen2-MoE's sigmoid(gate(x)) * expert(x), Switch's max router prob)
+        return
     if not it.is_in:
         raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
         if mod.bias is not None:
@@ -320,6 +333,9 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     p: nn.Parameter = it.module
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
     name = f.param_name[p]
+    if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
+        f._declared_member(raw, it, name)
+        return
     owner = f.modules.get(name.rpartition(".")[0])
     # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
     norm = p.ndim == 1 and owner is not None and "norm" in type(owner).__name__.lower()
@@ -418,6 +434,7 @@ class _Finder:
         self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
         self.fallbacks: list[ProjectionSpec] = []
+        self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
 
@@ -634,8 +651,11 @@ class _Finder:
         self.out_fns = out_fns
         # parameters outside any module Torch-Pruning understands (it guesses their channel dim)
         self.unwrapped: dict[torch.Tensor, str] = {
-            p: self.param_name[p] for p, _ in dg.unwrapped_parameters
+            p: self.param_name[p]
+            for p, _ in dg.unwrapped_parameters
+            if self.param_name[p] not in self.declared.stream
         }
+        self.traced = {self.module_name[m] for m in dg.module2node if m in self.module_name}
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
@@ -676,6 +696,7 @@ class _Finder:
                 if dg.is_out_channel_pruning_fn(handler):
                     visited.add(node.module)
                 self._convert_item(raw, node, handler, idxs, roots_)
+            raw.attention &= not raw.declared
             misplaced = sum("split or rearranged" in r for r in raw.reasons)
             if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
                 raws.extend(self._refine(raw, items))
@@ -1031,10 +1052,53 @@ class _Finder:
             root.divisor = math.lcm(root.divisor, raw.divisor)
         return out
 
+    def _untraced_siblings(self, raws: list[_Raw]) -> list[_Raw]:
+        """Modules of a ``ModuleList``/``ModuleDict`` that the example input never ran (experts
+        no token was routed to: Switch, NLLB-MoE) couple like a sibling that ran, if all are
+        alike: each group gets the same members in them, and a group inside one sibling is
+        copied into each. The permutation check confirms both."""
+        copies: dict[str, list[str]] = {}  # 'list.k.' of a sibling that ran -> ones that did not
+        for name, mod in self.modules.items():
+            if not isinstance(mod, (nn.ModuleList, nn.ModuleDict)) or not name:
+                continue
+            kids = [(f"{name}.{k}.", c) for k, c in mod.named_children()]
+            shapes = {tuple((n, p.shape) for n, p in c.named_parameters()) for _, c in kids}
+            if len(kids) < 2 or len(shapes) != 1 or not next(iter(shapes)):
+                continue
+            ran = [
+                p for p, c in kids if any(self.module_name[m] in self.traced for m in c.modules())
+            ]
+            idle = [p for p, _ in kids if p not in ran]
+            if ran and idle:
+                copies[ran[0]] = idle
+        if not copies:
+            return raws
+        out: list[_Raw] = []
+        for raw in raws:
+            out.append(raw)
+            for src, dsts in copies.items():
+                inside = [m for m in raw.members if m.param.startswith(src)]
+                if not inside:
+                    continue
+                if len(inside) == len(raw.members):  # a group inside the sibling: one per copy
+                    for dst in dsts:
+                        root = raw.root
+                        twin = _Raw(
+                            raw.width, dst + root[len(src) :] if root.startswith(src) else root
+                        )
+                        twin.add(replace(m, param=dst + m.param[len(src) :]) for m in inside)
+                        twin.reasons, twin.notes = list(raw.reasons), list(raw.notes)
+                        twin.output, twin.residual = raw.output, raw.residual
+                        twin.attention, twin.divisor = raw.attention, raw.divisor
+                        out.append(twin)
+                else:
+                    raw.add(replace(m, param=d + m.param[len(src) :]) for m in inside for d in dsts)
+        return out
+
     def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
         cands: list[tuple[_Raw, ChannelGroup]] = []
         placements: list[_Placement] = []
-        for raw in self._merge_shared(raws):
+        for raw in self._merge_shared(self._untraced_siblings(raws)):
             if raw.output or raw.tied_input:
                 continue
             if raw.grouped_in and not raw.reasons:
@@ -1079,6 +1143,7 @@ class _Finder:
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
         extra = self._projections(groups)
+        extra += self._declared_inner(groups + extra)
         extra += self._place(placements, groups + extra)
         groups += [  # ignore= applies to these too
             g for g in extra if not any(_module_of(m.param) in self.ignored for m in g.producers)
@@ -1254,6 +1319,9 @@ class _Finder:
                 continue  # every producer is already in a verified group
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            din = _in_width(omod)
+            cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
+            cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.params))
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)
@@ -1274,8 +1342,65 @@ class _Finder:
                 continue
             out.append(g)
             claimed |= spans
+            for m in g.members:  # a raw parameter refused in the walk, now a member
+                self.left_out.pop(f"parameter '{m.param}'", None)
             for pname, _ in prods:
                 for key in self.root_keys.pop(pname, ()):
+                    self.left_out.pop(key, None)
+        return out
+
+    # -- raw parameters whose layout is declared (.layouts) -----------------------------------
+
+    def _declared_member(self, raw: _Raw, it: _Item, name: str) -> None:
+        """The member of a raw parameter with a declared layout, in place of Torch-Pruning's
+        guess (it reads a matrix product on a raw tensor as element-wise)."""
+        declared = self.declared.stream[name]
+        if declared is None:  # never on a width: reached only through that element-wise guess
+            return
+        dim, role = declared
+        if self.params[name].shape[dim] != raw.width or it.span != (0, 1):
+            raw.reasons.append(f"raw parameter '{name}' is reached with other channels")
+            return
+        raw.add([Member(name, dim, role)])
+        raw.declared = True
+
+    def _declared_inner(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        """The groups inside structures with declared layouts (experts, relative attention,
+        span-based convolution): the first candidate of each that passes the permutation
+        check. A structure whose every group passes is no longer named as left out."""
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        todo: list[list[Candidate]] = []
+        owner: list[int] = []  # todo entry -> its structure
+        for k, (_, parts) in enumerate(self.declared.inner):
+            for opts in parts:
+                free: list[Candidate] = [
+                    (key, g)
+                    for key, g in opts
+                    if not {(m.param, m.dim) for m in g.members} & claimed
+                ]
+                if free:
+                    todo.append(free)
+                    owner.append(k)
+        if not todo or time.monotonic() > self.deadline:
+            return []
+        sym = Symmetry(self.model, self.example_inputs)
+        out: list[ChannelGroup] = []
+        failed: set[int] = set()
+        for k, opts, g in zip(owner, todo, self._search(sym, todo)):
+            if g is None:
+                failed.add(k)
+                self.left_out[opts[0][1].name] = (
+                    "permuting its channels (whole heads, or alike in every head or expert) "
+                    "changes the model output"
+                )
+                continue
+            out.append(g)
+            for m in g.members:
+                self.left_out.pop(f"parameter '{m.param}'", None)
+        for k in set(owner) - failed:  # the walk's failed groups rooted inside it are covered
+            prefix = self.declared.inner[k][0] + "."
+            for root in [r for r in self.root_keys if r.startswith(prefix)]:
+                for key in self.root_keys.pop(root):
                     self.left_out.pop(key, None)
         return out
 

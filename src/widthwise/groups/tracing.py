@@ -304,7 +304,7 @@ def _frozen_params_traced(model: nn.Module) -> Iterator[None]:
 
 def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int, int] | None:
     """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
-    if not idxs or len(idxs) % width:
+    if not idxs or len(idxs) % width or None in roots:  # None: an index map lost the root
         return None
     rep = len(idxs) // width
     off = min(idxs)
@@ -317,7 +317,7 @@ def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int,
 def _blocks(idxs: Sequence[int], roots: Sequence[int], width: int) -> list[tuple[int, int]] | None:
     """``[(offset, 1), ...]`` if the indices are several blocks that each hold channels
     ``0..width-1`` in order (GhostNet's ``cat([x, cheap(x)])`` read by one conv)."""
-    if not idxs or len(idxs) % width or len(idxs) == width:
+    if not idxs or len(idxs) % width or len(idxs) == width or None in roots:
         return None
     pairs = sorted(zip(idxs, roots))
     out: list[tuple[int, int]] = []
