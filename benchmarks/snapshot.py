@@ -367,9 +367,22 @@ def parts(repeats: int) -> None:
             torch.sum(s, 1, out=rows[i : i + per])
             cols.add_(torch.sum(s, 0, out=part))
 
+    col_out = torch.empty(1024)
+
+    def column_blocks(per: int) -> None:
+        # the same column sums bit for bit (each column's rows in the same order), in pieces
+        for j in range(0, 1024, per):
+            torch.sum(buf[:, j : j + per], 0, out=col_out[j : j + per])
+
+    torch.square(w, out=buf)
     opts = {
         "floor (_foreach_norm)": lambda: torch._foreach_norm([w]),
         "square, sum(1), sum(0)": current,
+        "  square alone": lambda: torch.square(w, out=buf),
+        "  sum(1) alone": lambda: buf.sum(1),
+        "  sum(0) alone": lambda: buf.sum(0),
+        "  sum(0), column blocks 256": lambda: column_blocks(256),
+        "  sum(0), column blocks 64": lambda: column_blocks(64),
         "vector_norm rows + square": norm_rows_then_square,
         "square, BLAS mv x2": blas_mv,
         "vector_norm + vecdot(dim=0)": vecdot,
