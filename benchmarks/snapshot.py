@@ -30,6 +30,8 @@ models above 1M parameters, <= 4x below; the last column says y/n per ratio colu
                                               # size of same-shape batches (norms.BATCH_ELEMENTS)
     python benchmarks/snapshot.py --tail --large      # the slowest file snapshots with SQLite's
                                               # auto-checkpoint at its default and as now
+    python benchmarks/snapshot.py --against OLD/src/widthwise --large   # this tracker against
+                                              # another checkout's, in one process, interleaved
 """
 
 from __future__ import annotations
@@ -365,9 +367,22 @@ def parts(repeats: int) -> None:
             torch.sum(s, 1, out=rows[i : i + per])
             cols.add_(torch.sum(s, 0, out=part))
 
+    col_out = torch.empty(1024)
+
+    def column_blocks(per: int) -> None:
+        # the same column sums bit for bit (each column's rows in the same order), in pieces
+        for j in range(0, 1024, per):
+            torch.sum(buf[:, j : j + per], 0, out=col_out[j : j + per])
+
+    torch.square(w, out=buf)
     opts = {
         "floor (_foreach_norm)": lambda: torch._foreach_norm([w]),
         "square, sum(1), sum(0)": current,
+        "  square alone": lambda: torch.square(w, out=buf),
+        "  sum(1) alone": lambda: buf.sum(1),
+        "  sum(0) alone": lambda: buf.sum(0),
+        "  sum(0), column blocks 256": lambda: column_blocks(256),
+        "  sum(0), column blocks 64": lambda: column_blocks(64),
         "vector_norm rows + square": norm_rows_then_square,
         "square, BLAS mv x2": blas_mv,
         "vector_norm + vecdot(dim=0)": vecdot,
@@ -473,6 +488,82 @@ def tail(large: bool, only: str | None, repeats: int) -> None:
             )
 
 
+def load_other(src: str):
+    """``WidthTracker`` of another checkout (``OLD/src/widthwise``): its norms.py, store.py and
+    tracker.py loaded under private names and wired to each other; everything else they
+    import (groups, distributed) is this checkout's."""
+    import importlib.util
+    import sys
+
+    loaded = {}
+    for mod in ("norms", "store", "tracker"):
+        spec = importlib.util.spec_from_file_location(f"other_{mod}", Path(src) / f"{mod}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[f"other_{mod}"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        loaded[mod] = module
+    loaded["store"].STAT_COLUMNS = loaded["norms"].STAT_COLUMNS
+    tracker = loaded["tracker"]
+    tracker.NormPlan = loaded["norms"].NormPlan
+    tracker.ModelChangedError = loaded["norms"].ModelChangedError
+    tracker.RunStore, tracker.Run = loaded["store"].RunStore, loaded["store"].Run
+    return tracker.WidthTracker
+
+
+def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) -> None:
+    """The snapshot of another checkout ("before") and of this one ("after"), with a run file
+    (the caller writes) and with ``background=True``, timed in the same process, in shuffled
+    order with the floor: caller-thread CPU time / the floor's, median over rounds."""
+    import random
+
+    Other = load_other(src)
+    print(f"caller-thread CPU / floor, median of {repeats} per round, median over {rounds} rounds")
+    print(f"{'model':<18} {'floor ms':>8}  file: before  after   background: before  after")
+    for name, model, x in models(large):
+        if only and only not in name:
+            continue
+        groups = find_groups(model.eval(), x)
+        params = dict(model.named_parameters())
+        read = sorted({m.param for g in groups for m in g.members if params[m.param].ndim >= 2})
+        weights = [params[n].detach() for n in read]
+        with tempfile.TemporaryDirectory() as tmp:
+            trackers = {
+                (who, bg): cls(
+                    model, groups=groups, store=Path(tmp) / f"{who}{bg}.wwrun", background=bg
+                )
+                for who, cls in (("before", Other), ("after", WidthTracker))
+                for bg in (False, True)
+            }
+            fns = {"floor": lambda w=weights: [v.item() for v in torch._foreach_norm(w)]}
+            fns.update({k: tr.snapshot for k, tr in trackers.items()})
+            for fn in fns.values():
+                fn()
+            keys = list(fns)
+            n = max(5, repeats // 4) if sum(w.numel() for w in weights) > 10_000_000 else repeats
+            per_round = []
+            for _ in range(rounds):
+                times: dict = {k: [] for k in fns}
+                for _ in range(n):
+                    random.shuffle(keys)
+                    for k in keys:
+                        c = time.thread_time()
+                        fns[k]()
+                        times[k].append(time.thread_time() - c)
+                        if k != "floor" and k[1]:
+                            trackers[k].flush()  # untimed: the writer's work
+                per_round.append({k: statistics.median(v) for k, v in times.items()})
+            for tr in trackers.values():
+                tr.close()
+        r = {k: statistics.median(d[k] / d["floor"] for d in per_round) for k in fns}
+        floor_ms = statistics.median(d["floor"] for d in per_round) * 1e3
+        print(
+            f"{name:<18} {floor_ms:>8.3f}  {r[('before', False)]:>12.2f} {r[('after', False)]:>6.2f}"
+            f"   {r[('before', True)]:>18.2f} {r[('after', True)]:>6.2f}",
+            flush=True,
+        )
+
+
 def compare_with(path: str, large: bool) -> None:
     """Stored numbers of another ``norms.py`` (e.g. ``git show REV:src/widthwise/norms.py``)
     against this one's, on every model: float32 norms in ULPs, variances relative."""
@@ -521,10 +612,14 @@ def main() -> None:
     ap.add_argument("--parts", action="store_true", help="where the time goes (see above)")
     ap.add_argument("--batches", action="store_true", help="reduce() against the batch size")
     ap.add_argument("--tail", action="store_true", help="slowest file snapshots (auto-checkpoint)")
+    ap.add_argument("--against", metavar="OLD_SRC_WIDTHWISE", help="before/after in one process")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.parts:
         parts(max(args.repeats, 200))
+        return
+    if args.against:
+        against(args.against, args.large, args.only, args.repeats, args.rounds)
         return
     if args.tail:
         tail(args.large, args.only, max(args.repeats, 300))

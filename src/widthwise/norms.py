@@ -123,7 +123,7 @@ CHUNK_ELEMENTS = 1 << 20
 #: BATCH_ELEMENTS // 8 elements: above that, the extra pass of the stack and the batched
 #: column sums cost more than the calls they save (``benchmarks/snapshot.py --batches``,
 #: docs/benchmarks.md: ResNet-20's reductions 3.9x -> 2.7x the floor; 256x256 weights in
-#: pairs were 15% slower).
+#: pairs were 15% slower and a pair of 64x64 ones no faster, so a batch has three or more).
 BATCH_ELEMENTS = 1 << 17
 
 # What a weight's reductions are (NormPlan._fast_views): row sums, column sums, or both.
@@ -162,7 +162,7 @@ class _Views(NamedTuple):
 
 
 def _find_batches(readers: Sequence[tuple[Any, ...]]) -> dict[int, int]:
-    """First reader -> number of readers, for each run of two or more consecutive small plain
+    """First reader -> number of readers, for each run of three or more consecutive small plain
     weights of one shape and the same reductions (at most BATCH_ELEMENTS in all, each at most
     an eighth of that), laid out one after the other in the reduction vector."""
     span = {_ROWS: lambda sh: sh[0], _COLS: lambda sh: sh[1], _BOTH: lambda sh: sh[0] + sh[1]}
@@ -183,7 +183,7 @@ def _find_batches(readers: Sequence[tuple[Any, ...]]) -> dict[int, int]:
                 and readers[j][8] == a + (j - i) * step
             ):
                 j += 1
-        if j - i > 1:
+        if j - i >= 3:  # a pair was slower than two weights one at a time (the stack's cost)
             out[i] = j - i
         i = j
     return out
@@ -260,8 +260,14 @@ def _square_sums(
     memory once instead of three times. The column sums of later blocks are added to the first
     block's in order (into ``part`` first), so the block size fixes the float32 sums.
     """
-    pieces = (m,) if len(blocks) == 1 else torch.split(m, per)
-    for i, (block, (s, r)) in enumerate(zip(pieces, blocks)):
+    if len(blocks) == 1:  # most weights: no split, no loop (a small model's cost is calls)
+        s, r = blocks[0]
+        _square_into(m, s)
+        if r is not None:
+            torch.sum(s, 1, out=r)
+        torch.sum(s, 0, out=cols)
+        return
+    for i, (block, (s, r)) in enumerate(zip(torch.split(m, per), blocks)):
         _square_into(block, s)
         if r is not None:
             torch.sum(s, 1, out=r)
@@ -648,6 +654,7 @@ class NormPlan:
         device, summed across ranks for sharded parameters: the only part of a snapshot that
         reads the weights. A new tensor each call, so it can be handed to another thread;
         :meth:`stats_from` turns it into the statistics."""
+        f32 = torch.float32
         device = None
         reduced = None
         views: list[_Views | None] = []
@@ -657,7 +664,9 @@ class NormPlan:
         for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(readers):
             if i < done:
                 continue
-            param = _checked(module, leaf, name, shape)
+            param = cast(torch.Tensor, module._parameters[leaf])
+            if param.shape != shape:
+                _checked(module, leaf, name, shape)  # raises ModelChangedError
             if reduced is None:
                 device = param.device if plain else local_shard(param).tensor.device
                 reduced, views, batches = self._fast_views(device)
@@ -669,7 +678,12 @@ class NormPlan:
                     done = i + batch.n
                     continue
             v = views[i]
-            if v is not None and _fast_ok(param, device):
+            if (
+                v is not None
+                and param.dtype == f32
+                and param.device == device
+                and param.is_contiguous()
+            ):
                 # the kernels of _sums_of_squares, so the same numbers
                 m = param if param.ndim == 2 else param.view(v.rows, -1)
                 if v.kind == _ROWS:
