@@ -1450,3 +1450,63 @@ def interpolated_positions(seed: int = 0):
 
 
 PATTERNS["interpolated_positions"] = interpolated_positions
+
+
+# ---------------------------------------------------------------------------------------------
+# vision patterns (issue 13): gates broadcast over channels, per-head tables, conv projections
+
+
+class FocalModulation(nn.Module):
+    """timm's FocalNet block (focal modulation), channels first: a 1x1 conv ``f`` makes
+    ``[q | ctx | gates]`` (split ``C, C, L+1``); ``L`` depthwise convs refine ctx, each level
+    scaled by its one-channel gate; the global context (mean) by the last gate; ``h`` (1x1)
+    turns the summed context into a modulator of q; ``proj`` (1x1) back to the stream."""
+
+    def __init__(self, dim: int = 16, levels: int = 2):
+        super().__init__()
+        self.dim, self.levels = dim, levels
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.f = nn.Conv2d(dim, 2 * dim + levels + 1, 1)
+        self.focal_layers = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(dim, dim, 3 + 2 * k, padding=1 + k, groups=dim, bias=False), nn.GELU()
+            )
+            for k in range(levels)
+        )
+        self.h = nn.Conv2d(dim, dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        q, ctx, gates = torch.split(self.f(x), (self.dim, self.dim, self.levels + 1), 1)
+        ctx_all = 0
+        for level, layer in enumerate(self.focal_layers):
+            ctx = layer(ctx)
+            ctx_all = ctx_all + ctx * gates[:, level : level + 1]
+        ctx_global = F.gelu(ctx.mean((2, 3), keepdim=True))
+        ctx_all = ctx_all + ctx_global * gates[:, self.levels :]
+        x = x + self.proj(q * self.h(ctx_all))
+        return self.head(x.mean((2, 3)))
+
+
+def focal_modulation(seed: int = 0):
+    g = _seed(seed)
+    return FocalModulation(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_focalnet_tiny(seed: int = 0):
+    """Hugging Face FocalNet (random weights): focal modulation with a Linear ``f`` on
+    channels-last tokens, permuted to channels first for the split."""
+    from transformers import FocalNetConfig, FocalNetForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = FocalNetConfig(
+        image_size=32, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3],
+        num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return FocalNetForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update({"focal_modulation": focal_modulation, "hf_focalnet_tiny": hf_focalnet_tiny})

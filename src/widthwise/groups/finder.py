@@ -71,6 +71,7 @@ from widthwise.groups.tracing import (
     TPPruner,
     _blocks,
     _conv1d_pruner,
+    _cut_channel_broadcasts,
     _embedding_bag_pruner,
     _frozen_params_traced,
     _is_conv1d,
@@ -636,6 +637,7 @@ class _Finder:
         self.unwrapped: dict[torch.Tensor, str] = {
             p: self.param_name[p] for p, _ in dg.unwrapped_parameters
         }
+        self.broadcast_operands = _cut_channel_broadcasts(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
@@ -820,8 +822,8 @@ class _Finder:
         is_in = handler.__name__ == "prune_in_channels"
         if node.grad_fn in self.out_fns and not is_in:
             raw.output = True
-        if t == tp.ops.OPTYPE.OUTPUT:
-            raw.output = True
+        if t == tp.ops.OPTYPE.OUTPUT or node in self.broadcast_operands:
+            raw.output = True  # a gate broadcast over other channels is fixed like an output
             return
         entry = _builders().get(t)
         if entry is None:

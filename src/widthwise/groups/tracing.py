@@ -105,7 +105,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
         t.RESHAPE: im.update_reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
         t.EXPAND: im.update_expand_index_mapping,
-        t.SLICE: im.update_slice_index_mapping,
+        t.SLICE: _slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
     for node in nodes:
@@ -401,3 +401,118 @@ def _embedding_bag_pruner() -> TPPruner:
 def _conv1d_pruner() -> TPPruner:
     """HF ``Conv1D``: channels are weight columns (out) and rows (in)."""
     return channel_counter(lambda m: int(m.weight.shape[1]), lambda m: int(m.weight.shape[0]))
+
+
+#: autograd nodes of element-wise arithmetic that broadcasts, and of reductions (keepdim)
+_BROADCASTING = ("mulbackward", "divbackward", "addbackward", "subbackward", "wherebackward")
+_REDUCING = (
+    "meanbackward", "sumbackward", "normbackward", "linalgvectornormbackward", "stdbackward",
+    "varbackward", "amaxbackward", "aminbackward", "maxbackward", "minbackward",
+    "logsumexpbackward",
+)  # fmt: skip
+
+
+def _tokens_last(gf: GradFn, layers: dict[GradFn, Any], depth: int = 8) -> bool:
+    """The tensor ``gf`` computes comes from a Linear, LayerNorm or Embedding through
+    element-wise ops only (its channels are its last dim); ``layers``: grad_fn -> module."""
+    frontier = [gf]
+    for _ in range(depth):
+        nxt = []
+        for f in frontier:
+            mod = layers.get(f)
+            if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
+                return True
+            if mod is not None and isinstance(mod, nn.Module):
+                return False  # another layer (a Conv1d: channels first)
+            name = f.name().lower()
+            if any(k in name for k in ("view", "reshape", "permute", "transpose", "unsqueeze")):
+                return False
+            nxt += [p for p, _ in f.next_functions if p is not None]
+        frontier = nxt
+    return False
+
+
+def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
+    """Cut the edges between an op and an operand broadcast over the channels, and between a
+    reduction over the channels and its input. A gate of one channel scaling many (FocalNet's
+    focal gates ``ctx * gates[:, l:l+1]``, a spatial attention map, a per-token weight
+    ``h * w[:, None]``) does not tie those channels to anything, nor does RMSNorm's
+    ``x.pow(2).mean(-1, keepdim=True)``; Torch-Pruning couples every operand of an
+    element-wise op and passes indices through reductions, so its index maps would carry
+    channel ``i`` into a one-channel tensor. The cases cut are those where the channel dim is
+    known: size 1 against more along dim 1 only of a 2-D, 4-D or 5-D tensor (``N, C, H, W``),
+    or along the last dim only of a 3-D tensor that comes from a Linear, LayerNorm or
+    Embedding through element-wise ops (``B, T, C``; not a Conv1d's ``B, C, L``). The
+    permutation check still vouches for every group. Returns the broadcast operands: like an output, each of their
+    channels has a fixed role (it scales all the channels of the other operand)."""
+    import torch_pruning as tp
+
+    def channel_only(dims: set[int], ndim: int, f: GradFn) -> bool:
+        if ndim == 3:
+            return dims == {2} and _tokens_last(f, layers)
+        return dims == {1} and ndim in (2, 4, 5)
+
+    layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+    cut: set[TPNode] = set()
+    for node in list(dg.module2node.values()):
+        gf = node.grad_fn
+        meta = getattr(gf, "_input_metadata", None)
+        if node.type != tp.ops.OPTYPE.ELEMENTWISE or gf is None or not meta:
+            continue
+        op = gf.name().lower()
+        arithmetic, reduction = op.startswith(_BROADCASTING), op.startswith(_REDUCING)
+        if not arithmetic and not reduction:
+            continue  # a view, permute, unsqueeze or matmul changes shapes for other reasons
+        out = tuple(meta[0].shape)
+        for f, nr in gf.next_functions:
+            in_meta = getattr(f, "_input_metadata", None)
+            if f is None or not in_meta or nr >= len(in_meta):
+                continue
+            shape = tuple(in_meta[nr].shape)
+            if len(shape) < len(out):
+                shape = (1,) * (len(out) - len(shape)) + shape
+            if len(shape) != len(out) or not out:
+                continue
+            wide = {d for d, (a, b) in enumerate(zip(shape, out)) if a == 1 < b}
+            narrow = {d for d, (a, b) in enumerate(zip(shape, out)) if a > 1 == b}
+            broadcast = arithmetic and len(node.inputs) > 1 and channel_only(wide, len(out), f)
+            if not broadcast and not (reduction and channel_only(narrow, len(out), f)):
+                continue
+            for other in [n for n in node.inputs if n.grad_fn is f]:
+                node.dependencies = [d for d in node.dependencies if d.target is not other]
+                other.dependencies = [d for d in other.dependencies if d.target is not node]
+                if broadcast:
+                    cut.add(other)
+    return cut
+
+
+class _PieceThenSlice:
+    """Two index maps applied in order: a split piece's and a slice's (either direction)."""
+
+    def __init__(self, piece: IndexMap, other: IndexMap, towards_slice: bool):
+        self.piece, self.other, self.towards_slice = piece, other, towards_slice
+
+    def __call__(self, idxs: list[Any]) -> list[Any]:
+        if self.towards_slice:
+            return self.other(self.piece(idxs))
+        return self.piece(self.other(idxs))
+
+
+def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's slice maps, kept after a split map on the same edge: a slice of a split
+    piece (FocalNet's ``gates[:, l:l+1]`` of ``split(x, (C, C, L+1))``) is mapped by the piece
+    first, then by the slice; Torch-Pruning writes both into the same slot. Idempotent: the
+    finder updates the maps twice."""
+    import torch_pruning as tp
+
+    edges = [d for d in node.dependencies if d.target in node.inputs]
+    edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
+    before = {}
+    for d in edges:
+        old = d.index_mapping[0]
+        before[id(d)] = old.piece if isinstance(old, _PieceThenSlice) else old
+    tp.dependency.index_mapping.update_slice_index_mapping(dg, node)
+    for d in edges:
+        old, new = before[id(d)], d.index_mapping[0]
+        if old is not None and new is not None and old is not new:
+            d.index_mapping[0] = _PieceThenSlice(old, new, towards_slice=d.target is node)

@@ -1,0 +1,86 @@
+"""find_groups on the vision and recurrent patterns of issue 13 (tests/archs.py ``PATTERNS``):
+gates broadcast over channels (FocalNet), per-head tables and scales, conv projections inside
+attention, a multi-layer GRU started from one learned state.
+
+Each test writes the groups expected from the architecture's definition and permutes every group
+with the naive per-channel loops of ``tests/test_groups.py`` on a randomised copy of the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import archs
+from test_groups import M, assert_each_group_is_a_symmetry, consumer
+from widthwise import GroupingWarning, find_groups
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(arch):
+    """(model, inputs, groups, GroupingWarning messages)."""
+    model, x = archs.PATTERNS[arch]()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    return model, x, groups, msgs
+
+
+def rows(name, offset=0, repeat=1, bias=True):
+    out = [M(f"{name}.weight", 0, "producer", offset, repeat)]
+    if bias:
+        out.append(M(f"{name}.bias", 0, "other", offset, repeat))
+    return out
+
+
+def by_members(groups):
+    return {frozenset(g.members): g for g in groups}
+
+
+# ---------------------------------------------------------------------------------------------
+# FocalNet: one-channel gates scale whole context maps
+
+
+def test_focal_modulation_groups_q_and_context_and_leaves_the_gates_fixed():
+    model, x, groups, msgs = run("focal_modulation")
+    assert msgs == []
+    c, levels = model.dim, model.levels
+    depthwise = [M(f"focal_layers.{k}.0.weight", 0, "producer") for k in range(levels)]
+    expected = {
+        # the stream: stem, the block's output projection, the convs and head that read it
+        frozenset([*rows("stem"), *consumer("f"), *rows("proj"), *consumer("head")]),
+        # q is multiplied element-wise by the modulator h(ctx_all): one permutation for both
+        frozenset([*rows("f"), *rows("h"), *consumer("proj")]),
+        # ctx: its rows of f, every depthwise level, the columns of h
+        frozenset([*rows("f", offset=c), *depthwise, *consumer("h")]),
+    }
+    assert set(by_members(groups)) == expected
+    assert all(g.width == c and g.divisor == 1 for g in groups)
+    # the L+1 gate rows of f are in no group: each scales one level, a fixed role
+    gate_rows = {(m.offset, m.repeat) for g in groups for m in g.members if m.param == "f.weight"}
+    assert all(off + c * rep <= 2 * c for off, rep in gate_rows)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_focalnet_modulation_groups():
+    model, x, groups, msgs = run("hf_focalnet_tiny")
+    assert msgs == []
+    for s, c in enumerate((16, 32)):
+        mod = f"focalnet.encoder.stages.{s}.layers.0.modulation"
+        found = set(by_members(groups))
+        q = [*rows(f"{mod}.projection_in"), *rows(f"{mod}.projection_context")]
+        q += consumer(f"{mod}.projection_out")
+        ctx = [*rows(f"{mod}.projection_in", offset=c), *consumer(f"{mod}.projection_context")]
+        ctx += [M(f"{mod}.focal_layers.{k}.0.weight", 0, "producer") for k in range(2)]
+        assert frozenset(q) in found and frozenset(ctx) in found
+    assert_each_group_is_a_symmetry(model, x, groups)
