@@ -1510,3 +1510,27 @@ def hf_focalnet_tiny(seed: int = 0):
 
 
 PATTERNS.update({"focal_modulation": focal_modulation, "hf_focalnet_tiny": hf_focalnet_tiny})
+
+
+class LearnedH0StackedGRU(nn.Module):
+    """embed -> 2-layer GRU (hidden 8) started from one learned h0 ``[2, 1, 8]`` (expanded
+    over the batch) -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 10)
+        self.h0 = nn.Parameter(torch.randn(2, 1, 8) * 0.1)
+        self.rnn = nn.GRU(10, 8, num_layers=2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h0 = self.h0.expand(2, x.shape[0], 8).contiguous()
+        return self.head(self.rnn(self.embed(x), h0)[0][:, -1])
+
+
+def learned_h0_stacked_gru(seed: int = 0):
+    g = _seed(seed)
+    return LearnedH0StackedGRU(), torch.randn(2, 4, 6, generator=g)
+
+
+PATTERNS["learned_h0_stacked_gru"] = learned_h0_stacked_gru

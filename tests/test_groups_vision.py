@@ -84,3 +84,35 @@ def test_hf_focalnet_modulation_groups():
         ctx += [M(f"{mod}.focal_layers.{k}.0.weight", 0, "producer") for k in range(2)]
         assert frozenset(q) in found and frozenset(ctx) in found
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# a stacked GRU started from one learned state
+
+
+def test_stacked_gru_from_one_learned_state_is_one_hidden_group():
+    model, x, groups, msgs = run("learned_h0_stacked_gru")
+    assert msgs == []
+    h, rnn = model.rnn.hidden_size, model.rnn
+    expected = [M("h0", 2, "other"), *consumer("head")]
+    for layer in range(rnn.num_layers):
+        for k, gate in enumerate("rzn"):
+            for kind in ("ih", "hh"):
+                expected.append(M(f"rnn.weight_{kind}_l{layer}", 0, "producer", k * h, 1, gate))
+                expected.append(M(f"rnn.bias_{kind}_l{layer}", 0, "other", k * h, 1, gate))
+        expected.append(M(f"rnn.weight_hh_l{layer}", 1, "consumer"))
+        if layer > 0:
+            expected.append(M(f"rnn.weight_ih_l{layer}", 1, "consumer"))
+    got = {g.name: g for g in groups}
+    assert set(got) == {"embed", "rnn (hidden)"}
+    assert (got["rnn (hidden)"].width, got["rnn (hidden)"].kind) == (h, "recurrent")
+    assert set(got["rnn (hidden)"].members) == set(expected)
+    assert_each_group_is_a_symmetry(model, x, groups)
+    # permuting one layer's units (and all of h0) is not a symmetry: one group is needed
+    g = got["rnn (hidden)"]
+    one = [m for m in g.members if not m.param.endswith("_l1") and m.param != "head.weight"]
+    broken = type(g)(g.name, g.width, tuple(one), g.layers, g.kind, g.divisor)
+    from test_groups import _outputs, _permute_copy
+
+    ref = _outputs(model, x)
+    assert not torch.allclose(_outputs(_permute_copy(model, [broken], seed=1).eval(), x), ref)

@@ -902,6 +902,7 @@ class _Finder:
         h = proj or rnn.hidden_size  # the units the next layer and the output read
         dirs = ("", "_reverse") if rnn.bidirectional else ("",)
         out: list[_Raw] = []
+        layers: list[_Raw] = []  # the hidden units' group of each layer
         for layer in range(rnn.num_layers):
             for d, sfx in enumerate(dirs):
                 if proj:  # the cell units, read only by this layer's projection
@@ -944,19 +945,35 @@ class _Finder:
                     raw.reasons.append(problems[name])
                 for p in self.cuts.learned.get(name, ()) if layer == 0 else ():
                     pname = self.param_name.get(p, "?")
-                    if p.shape[-1] != h or p.numel() != h:
+                    if p.shape[-1] != h or p.numel() not in (h, h * rnn.num_layers * len(dirs)):
                         raw.reasons.append(f"'{name}' starts from '{pname}' {tuple(p.shape)}")
-                    elif rnn.num_layers * len(dirs) > 1:
+                    elif rnn.num_layers * len(dirs) > 1 and (len(dirs) > 1 or proj):
                         raw.reasons.append(
                             f"'{name}' starts all its layers from one learned state '{pname}'"
                         )
                     else:
                         raw.add([Member(pname, p.ndim - 1, "other")])
+                layers.append(raw)
+        if rnn.num_layers > 1 and len(dirs) == 1 and not proj and self.cuts.learned.get(name):
+            out = self._one_learned_state(name, layers, out)
         for r in raws:
             if len(dirs) == 2 and any(x[1] is rnn for x in r.rnn_out):
                 r.members.clear()  # replaced by the per-direction copies above
                 r.output = False
         return out
+
+    def _one_learned_state(self, name: str, layers: list[_Raw], out: list[_Raw]) -> list[_Raw]:
+        """A stacked RNN whose layers all start from one learned state (``h0`` of shape
+        ``[L, 1, H]`` or ``[1, 1, H]`` expanded): the state's last dim is every layer's units,
+        so the layers' units permute together, as one group (nn.RNNBase has one
+        ``hidden_size`` anyway). The last layer may be a group built downstream of the RNN."""
+        host = layers[-1]
+        for raw in layers[:-1]:
+            host.add(raw.members)
+            host.reasons += raw.reasons
+        host.name = f"{name} (hidden)"
+        host.notes.append(f"'{name}' starts every layer from one learned state")
+        return [r for r in out if not any(r is x for x in layers[:-1])]
 
     # -- raw groups -> verified ChannelGroups ------------------------------------------------
 
