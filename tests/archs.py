@@ -1534,3 +1534,76 @@ def learned_h0_stacked_gru(seed: int = 0):
 
 
 PATTERNS["learned_h0_stacked_gru"] = learned_h0_stacked_gru
+
+
+class SwinV2Block(nn.Module):
+    """Swin-V2 (timm/HF): a 4x4 patch map as one window; cosine attention (q and k normalised
+    per head) times a per-head learned ``logit_scale`` (clamped, exponentiated); a continuous
+    position bias from an MLP on log-spaced relative coordinates (one output per head, 16 *
+    sigmoid); post-norm residuals; patch merging that reduces before it normalises."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, window: int = 4):
+        super().__init__()
+        self.heads, self.hd, self.window = heads, dim // heads, window
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.query, self.key, self.value = (nn.Linear(dim, dim) for _ in range(3))
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(heads, 1, 1)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, heads, bias=False))
+        r = torch.arange(-(window - 1), window, dtype=torch.float32) / (window - 1) * 8
+        table = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1)
+        self.register_buffer("coords", torch.sign(table) * torch.log2(table.abs() + 1) / 3)
+        pos = torch.stack(torch.meshgrid(*[torch.arange(window)] * 2, indexing="ij")).flatten(1)
+        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+        self.proj = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.merge_norm = nn.LayerNorm(2 * dim)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def attention(self, x):
+        b, n, c = x.shape
+
+        def heads(t):
+            return t.view(b, n, self.heads, self.hd).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        scores = scores * torch.clamp(self.logit_scale, max=4.6052).exp()
+        bias = self.cpb_mlp(self.coords).view(-1, self.heads)[self.index.view(-1)]
+        bias = bias.view(n, n, self.heads).permute(2, 0, 1)
+        scores = scores + 16 * torch.sigmoid(bias).unsqueeze(0)
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(o)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)  # B, 16 tokens, C
+        x = x + self.norm1(self.attention(x))
+        x = x + self.norm2(self.fc2(F.gelu(self.fc1(x))))
+        b, _, c = x.shape
+        m = x.view(b, self.window, self.window, c)
+        m = torch.cat([m[:, 0::2, 0::2], m[:, 1::2, 0::2], m[:, 0::2, 1::2], m[:, 1::2, 1::2]], -1)
+        m = self.merge_norm(self.reduction(m.view(b, -1, 4 * c)))
+        return self.head(m.mean(1))
+
+
+def swinv2_block(seed: int = 0):
+    g = _seed(seed)
+    return SwinV2Block(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_swinv2_tiny(seed: int = 0):
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = Swinv2Config(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4,
+        num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return Swinv2ForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update({"swinv2_block": swinv2_block, "hf_swinv2_tiny": hf_swinv2_tiny})

@@ -116,3 +116,62 @@ def test_stacked_gru_from_one_learned_state_is_one_hidden_group():
 
     ref = _outputs(model, x)
     assert not torch.allclose(_outputs(_permute_copy(model, [broken], seed=1).eval(), x), ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin-V2: cosine attention, per-head logit scale, continuous position bias MLP
+
+
+def test_swinv2_block_groups_within_heads_and_leaves_the_per_head_tables_alone():
+    model, x, groups, msgs = run("swinv2_block")
+    assert msgs == []
+    c = model.proj.in_features
+    qkv = [*rows("query"), *rows("key"), *rows("value")]
+    # each stream channel is read by the reduction four times: cat of the 2x2 neighbours
+    merge = [M("reduction.weight", 1, "consumer", k * c) for k in range(4)]
+    stream = [*rows("patch"), *(M(f"{n}.weight", 1, "consumer") for n in ("query", "key", "value"))]
+    stream += [*rows("proj"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("fc1"), *rows("fc2"), M("norm2.weight", 0, "norm")]
+    stream += [M("norm2.bias", 0, "norm"), *merge]
+    merged = [*rows("reduction", bias=False), M("merge_norm.weight", 0, "norm")]
+    merged += [M("merge_norm.bias", 0, "norm"), *consumer("head")]
+    expected = {
+        frozenset(stream): (c, 1),
+        # q/k/v channels permute within heads: the logit scale and the position bias are per
+        # head, so whole heads would need them permuted too
+        frozenset([*qkv, *consumer("proj")]): (c, model.heads),
+        frozenset([*rows("cpb_mlp.0"), *consumer("cpb_mlp.2")]): (32, 1),
+        frozenset([*rows("fc1"), *consumer("fc2")]): (2 * c, 1),
+        frozenset(merged): (2 * c, 1),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    # the per-head tables are in no group: their rows are heads, a fixed count
+    tracked = {m.param for g in groups for m in g.members}
+    assert "logit_scale" not in tracked and M("cpb_mlp.2.weight", 0, "producer") not in {
+        m for g in groups for m in g.members
+    }
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_swinv2_attention_and_streams_are_grouped():
+    model, x, groups, msgs = run("hf_swinv2_tiny")
+    assert msgs == []
+    for s, heads in enumerate(model.config.num_heads):
+        att = f"swinv2.encoder.layers.{s}.blocks.0.attention"
+        g = next(g for g in groups if g.kind == "attention" and att in g.name)
+        width = model.config.embed_dim * 2**s
+        assert (g.width, g.divisor) == (width, heads)
+        want = {f"{att}.self.{n}.weight" for n in ("query", "key", "value")}
+        assert want | {f"{att}.output.dense.weight"} <= {m.param for m in g.members}
+        # the position bias MLP's hidden units (its ReLU runs in place on a view)
+        cpb = f"{att}.self.continuous_position_bias_mlp"
+        hidden = [*rows(f"{cpb}.0"), *consumer(f"{cpb}.2")]
+        assert frozenset(hidden) in by_members(groups)
+    streams = [g for g in groups if g.kind == "residual"]
+    assert sorted(g.width for g in streams) == [16, 32]
+    red = "swinv2.encoder.layers.0.downsample.reduction.weight"
+    assert {m.offset for g in streams for m in g.members if m.param == red} == {0, 16, 32, 48}
+    assert_each_group_is_a_symmetry(model, x, groups)

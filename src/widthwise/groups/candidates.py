@@ -294,6 +294,19 @@ def _layout_candidates(
     return cands
 
 
+def _head_tables(
+    o: WeightLayer, prods: list[tuple[str, WeightLayer]], owners: Sequence[nn.Module]
+) -> list[tuple[str, WeightLayer]]:
+    """Producers with one output per attention head (Swin-V2's continuous position bias MLP):
+    added to the attention scores, not read as channels by ``o``. The candidates are also
+    proposed without them; the permutation check decides."""
+    din = _in_width(o)
+    hd = _declared_head_dim(owners, din, din)
+    if not hd or hd == din:
+        return []
+    return [(n, p) for n, p in prods if _out_width(p) == din // hd]
+
+
 def _common_prefix(names: list[str]) -> str:
     """The dotted module path all ``names`` share ("" if none)."""
     parts = [n.split(".") for n in names]

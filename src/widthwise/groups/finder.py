@@ -58,6 +58,7 @@ from widthwise.groups.candidates import (
     _channel_size,
     _common_prefix,
     _declared_head_dim,
+    _head_tables,
     _placed_candidates,
     _projection_candidates,
     _projection_specs,
@@ -77,6 +78,7 @@ from widthwise.groups.tracing import (
     _is_conv1d,
     _layout,
     _no_new_hooks,
+    _out_of_place,
     _RouteLinear,
     _tolerant_index_mapping,
     _update_index_mapping,
@@ -546,6 +548,7 @@ class _Finder:
                 if self.trace_frozen
                 else contextlib.nullcontext(),
                 _tolerant_index_mapping(),
+                _out_of_place(self.model),
                 self._linear_shadows(),
                 warnings.catch_warnings(),
             ):
@@ -1273,6 +1276,9 @@ class _Finder:
                 continue  # every producer is already in a verified group
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            if tables := _head_tables(omod, prods, [m for m in owners if m is not None]):
+                rest = [p for p in prods if p not in tables]
+                cands += _projection_candidates(oname, omod, rest, self.canonical, owners)
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)

@@ -102,7 +102,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
     update = {
         t.CONCAT: im.update_concat_index_mapping,
         t.SPLIT: _split_index_mapping,
-        t.RESHAPE: im.update_reshape_index_mapping,
+        t.RESHAPE: _reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
         t.EXPAND: im.update_expand_index_mapping,
         t.SLICE: _slice_index_mapping,
@@ -117,7 +117,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
     for node in nodes:
         if node.type == t.CONCAT:
             with contextlib.suppress(Exception):
-                _features_last_cat(node)
+                _features_last_cat(node, dg)
     # splits first: a concat of split pieces reads the piece sizes they set
     for node in sorted(nodes, key=lambda n: n.type != t.SPLIT):
         fn = update.get(node.type)
@@ -151,7 +151,7 @@ def _read_by_features_layer(node: TPNode, optype: Any, depth: int = 4) -> bool:
     return False
 
 
-def _features_last_cat(node: TPNode) -> None:
+def _features_last_cat(node: TPNode, dg: TPGraph) -> None:
     """Index maps of a ``torch.cat`` along the last dim of (batch, tokens, features) tensors
     read by a Linear or LayerNorm (MobileBERT's trigram embedding: the embeddings shifted by
     one token either way, concatenated on features). Torch-Pruning maps concats on dim 1
@@ -164,9 +164,10 @@ def _features_last_cat(node: TPNode) -> None:
     if gf is None or not meta or dim is None:
         return
     nd = len(meta[0].shape)
+    dim = dim - 2**64 if dim >= 2**63 else dim  # autograd saves cat(dim=-1) as an unsigned int
     if nd < 3 or dim not in (nd - 1, -1):
         return
-    if not _read_by_features_layer(node, tp.ops.OPTYPE):
+    if not _read_by_features_layer(node, tp.ops.OPTYPE) and not _pieces_channels_last(node, dg):
         return  # (batch, channels, time) cat on time for a conv: not features
     edges = [(f, nr) for f, nr in gf.next_functions if f is not None]
     if [n.grad_fn for n in node.inputs] != [f for f, _ in edges]:
@@ -183,6 +184,15 @@ def _features_last_cat(node: TPNode) -> None:
         for dep in in_node.dependencies:
             if dep.target is node:
                 dep.index_mapping[1] = cat_map(offset=piece, reverse=False)
+
+
+def _pieces_channels_last(node: TPNode, dg: TPGraph) -> bool:
+    """Every piece a concat reads holds channels last (Swin-V2's patch merging: the 2x2
+    neighbours of a ``B, H, W, C`` map concatenated on C, read by the reduction first)."""
+    layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+    gf = node.grad_fn
+    parents = [f for f, _ in getattr(gf, "next_functions", ()) if f is not None]
+    return bool(parents) and all(_channels_last(f, layers) for f in parents)
 
 
 def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
@@ -302,6 +312,21 @@ def _frozen_params_traced(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(False)
 
 
+@contextlib.contextmanager
+def _out_of_place(model: nn.Module) -> Iterator[None]:
+    """Run in-place activations (``nn.ReLU(inplace=True)``) out of place during the trace: one
+    applied to a Linear's output on 3-D or larger input (a view) rewrites the view's autograd
+    node, and the Linear drops out of the graph (Swin-V2's position bias MLP)."""
+    changed = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    try:
+        for m in changed:
+            m.inplace = False  # type: ignore[assignment]
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True  # type: ignore[assignment]
+
+
 def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int, int] | None:
     """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
     if not idxs or len(idxs) % width:
@@ -403,18 +428,11 @@ def _conv1d_pruner() -> TPPruner:
     return channel_counter(lambda m: int(m.weight.shape[1]), lambda m: int(m.weight.shape[0]))
 
 
-#: autograd nodes of element-wise arithmetic that broadcasts, and of reductions (keepdim)
-_BROADCASTING = ("mulbackward", "divbackward", "addbackward", "subbackward", "wherebackward")
-_REDUCING = (
-    "meanbackward", "sumbackward", "normbackward", "linalgvectornormbackward", "stdbackward",
-    "varbackward", "amaxbackward", "aminbackward", "maxbackward", "minbackward",
-    "logsumexpbackward",
-)  # fmt: skip
-
-
-def _tokens_last(gf: GradFn, layers: dict[GradFn, Any], depth: int = 8) -> bool:
-    """The tensor ``gf`` computes comes from a Linear, LayerNorm or Embedding through
-    element-wise ops only (its channels are its last dim); ``layers``: grad_fn -> module."""
+def _channels_last(gf: GradFn, layers: dict[GradFn, Any], depth: int = 12) -> bool:
+    """The tensor ``gf`` computes holds channels in its last dim: it comes from a Linear,
+    LayerNorm or Embedding through ops that keep the last dim where it is (element-wise ops, a
+    view to ``B, H, W, C``, a slice, a permute that leaves it last); ``layers``: grad_fn ->
+    module. False at a convolution (channels first) or an op that moves the last dim."""
     frontier = [gf]
     for _ in range(depth):
         nxt = []
@@ -422,14 +440,41 @@ def _tokens_last(gf: GradFn, layers: dict[GradFn, Any], depth: int = 8) -> bool:
             mod = layers.get(f)
             if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
                 return True
-            if mod is not None and isinstance(mod, nn.Module):
-                return False  # another layer (a Conv1d: channels first)
-            name = f.name().lower()
-            if any(k in name for k in ("view", "reshape", "permute", "transpose", "unsqueeze")):
+            if isinstance(mod, nn.Module) and next(mod.parameters(recurse=False), None) is not None:
+                return False  # another layer (a convolution: channels first)
+            if not _keeps_last_dim(f):
                 return False
             nxt += [p for p, _ in f.next_functions if p is not None]
         frontier = nxt
     return False
+
+
+def _keeps_last_dim(f: GradFn) -> bool:
+    """Whether the op behind ``f`` leaves its input's last dim as its output's last dim."""
+    name = f.name().lower()
+    meta = getattr(f, "_input_metadata", None)
+    nd = len(meta[0].shape) if meta else 0
+    if "permute" in name:
+        dims = [int(d) % max(nd, 1) for d in getattr(f, "_saved_dims", ())]
+        return bool(dims) and dims[-1] == nd - 1
+    if "transpose" in name or name.startswith("tbackward"):
+        ends = {int(getattr(f, d, 0)) % max(nd, 1) for d in ("_saved_dim0", "_saved_dim1")}
+        return name.startswith("transpose") and nd - 1 not in ends
+    if any(k in name for k in ("view", "reshape")):
+        before = getattr(f, "_saved_self_sym_sizes", None)
+        if not meta or before is None:
+            return False
+        return list(meta[0].shape)[-1:] == list(before)[-1:]
+    return True
+
+
+#: autograd nodes of element-wise arithmetic that broadcasts, and of reductions (keepdim)
+_BROADCASTING = ("mulbackward", "divbackward", "addbackward", "subbackward", "wherebackward")
+_REDUCING = (
+    "meanbackward", "sumbackward", "normbackward", "linalgvectornormbackward", "stdbackward",
+    "varbackward", "amaxbackward", "aminbackward", "maxbackward", "minbackward",
+    "logsumexpbackward",
+)  # fmt: skip
 
 
 def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
@@ -449,7 +494,7 @@ def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
 
     def channel_only(dims: set[int], ndim: int, f: GradFn) -> bool:
         if ndim == 3:
-            return dims == {2} and _tokens_last(f, layers)
+            return dims == {2} and _channels_last(f, layers)
         return dims == {1} and ndim in (2, 4, 5)
 
     layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
@@ -486,6 +531,20 @@ def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
     return cut
 
 
+def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's reshape maps, except for a view that keeps channels last where they are
+    (Swin's ``[B, H*W, C] -> [B, H, W, C]``): channel ``i`` stays channel ``i``, but
+    Torch-Pruning, which only knows channels first, reads a flatten into its readers."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    if gf is not None and _keeps_last_dim(gf) and "view" in gf.name().lower():
+        layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+        if _channels_last(gf, layers):
+            return
+    tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
+
+
 class _PieceThenSlice:
     """Two index maps applied in order: a split piece's and a slice's (either direction)."""
 
@@ -505,6 +564,18 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
     finder updates the maps twice."""
     import torch_pruning as tp
 
+    gf = node.grad_fn
+    sizes = getattr(gf, "_saved_self_sym_sizes", None)
+    if (
+        gf is not None
+        and sizes is not None
+        and len(sizes) == 4
+        and getattr(gf, "_saved_dim", 0) == 1
+    ):
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+        if parents and _channels_last(parents[0], layers):
+            return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
     edges = [d for d in node.dependencies if d.target in node.inputs]
     edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
     before = {}
