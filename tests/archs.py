@@ -1607,3 +1607,74 @@ def hf_swinv2_tiny(seed: int = 0):
 
 
 PATTERNS.update({"swinv2_block": swinv2_block, "hf_swinv2_tiny": hf_swinv2_tiny})
+
+
+class ConvProjectionAttention(nn.Module):
+    """CvT: a class token beside the patch tokens; attention splits it off, turns the patch
+    tokens back into a ``B, C, H, W`` map, projects q/k/v each with a depthwise conv and a
+    BatchNorm, puts the class token back in front (concat along tokens), then Linear q/k/v
+    and 2 heads; pre-norm residual block and MLP; the head reads the class token."""
+
+    def __init__(self, dim: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.norm1 = nn.LayerNorm(dim)
+        self.conv_q, self.conv_k, self.conv_v = (
+            nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim))
+            for _ in range(3)
+        )  # fmt: skip
+        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x, h, w):
+        cls, x = torch.split(x, [1, h * w], 1)
+        b, n, c = x.shape
+        m = x.permute(0, 2, 1).reshape(b, c, h, w)
+
+        def heads(t):
+            return t.view(b, -1, self.heads, c // self.heads).permute(0, 2, 1, 3)
+
+        q, k, v = (
+            heads(lin(torch.cat((cls, conv(m).flatten(2).permute(0, 2, 1)), dim=1)))
+            for conv, lin in ((self.conv_q, self.q), (self.conv_k, self.k), (self.conv_v, self.v))
+        )
+        o = (q @ k.transpose(-2, -1) / (c // self.heads) ** 0.5).softmax(-1) @ v
+        return self.out(o.permute(0, 2, 1, 3).reshape(b, n + 1, c))
+
+    def forward(self, x):
+        x = self.patch(x)
+        b, _, h, w = x.shape
+        x = torch.cat((self.cls_token.expand(b, -1, -1), x.flatten(2).transpose(1, 2)), dim=1)
+        x = x + self.attention(self.norm1(x), h, w)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x[:, 0])
+
+
+def conv_projection_attention(seed: int = 0):
+    g = _seed(seed)
+    return ConvProjectionAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_cvt_tiny(seed: int = 0):
+    """Hugging Face CvT (random weights); the last stage carries the class token. (Depths
+    1, 2, 3: CvT indexes its drop-path rates by stage, so a stage needs more layers than its
+    index.)"""
+    from transformers import CvtConfig, CvtForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = CvtConfig(
+        embed_dim=[16, 32, 32], num_heads=[1, 2, 2], depth=[1, 2, 3], drop_path_rate=[0.0] * 3,
+        num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return CvtForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update(
+    {"conv_projection_attention": conv_projection_attention, "hf_cvt_tiny": hf_cvt_tiny}
+)

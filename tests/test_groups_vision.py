@@ -175,3 +175,47 @@ def test_hf_swinv2_attention_and_streams_are_grouped():
     red = "swinv2.encoder.layers.0.downsample.reduction.weight"
     assert {m.offset for g in streams for m in g.members if m.param == red} == {0, 16, 32, 48}
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# CvT: depthwise conv projections inside attention, a class token split off along tokens
+
+
+def test_conv_projection_attention_keeps_the_stream_through_the_class_token_split():
+    model, x, groups, msgs = run("conv_projection_attention")
+    assert msgs == []
+    c = model.out.out_features
+    stream = [M("cls_token", 2, "other"), *rows("patch"), *rows("out"), *rows("fc2")]
+    for ln in ("norm1", "norm2"):
+        stream += [M(f"{ln}.weight", 0, "norm"), M(f"{ln}.bias", 0, "norm")]
+    for p in ("q", "k", "v"):
+        # the depthwise projection keeps channel i at i: it is part of the stream
+        stream += [M(f"conv_{p}.0.weight", 0, "producer"), *consumer(p)]
+        stream += [M(f"conv_{p}.1.weight", 0, "norm"), M(f"conv_{p}.1.bias", 0, "norm")]
+    stream += [*consumer("fc1"), *consumer("head")]
+    expected = {
+        frozenset(stream): (c, 1),
+        frozenset([*rows("q"), *rows("k"), *rows("v"), *consumer("out")]): (c, model.heads),
+        frozenset([*rows("fc1"), *consumer("fc2")]): (2 * c, 1),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_cvt_every_stage_is_grouped():
+    model, x, groups, msgs = run("hf_cvt_tiny")
+    assert msgs == []
+    for s, (dim, heads) in enumerate(zip(model.config.embed_dim, model.config.num_heads)):
+        stream = next(g for g in groups if g.name == f"cvt.encoder.stages.{s} (residual)")
+        assert stream.width == dim
+        att = f"cvt.encoder.stages.{s}.layers.0.attention.attention"
+        conv = f"{att}.convolution_projection_query.convolution_projection.convolution.weight"
+        assert M(conv, 0, "producer") in stream.members
+        g = next(g for g in groups if g.name == f"{att} (attention)")
+        assert (g.width, g.divisor) == (dim, heads if heads > 1 else 1)
+    cls = "cvt.encoder.stages.2.cls_token"
+    assert any(m.param == cls for g in groups for m in g.members)
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -100,7 +100,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
 
     im, t = tp.dependency.index_mapping, tp.ops.OPTYPE
     update = {
-        t.CONCAT: im.update_concat_index_mapping,
+        t.CONCAT: _concat_index_mapping,
         t.SPLIT: _split_index_mapping,
         t.RESHAPE: _reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
@@ -124,6 +124,30 @@ def _update_index_mapping(dg: TPGraph) -> None:
         if fn is not None:
             with contextlib.suppress(Exception):
                 fn(dg, node)
+
+
+def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
+    """A concat or split along dim 1 of ``B, T, C`` tensors that hold channels last: along the
+    tokens (CvT's class token split off and put back around its conv projections), so each
+    piece keeps every channel where it is. Torch-Pruning maps dim 1 as channels."""
+    gf = node.grad_fn
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if gf is None or not meta or dim is None:
+        return False
+    dim = dim - 2**64 if dim >= 2**63 else dim  # saved as an unsigned int when negative
+    if len(meta[0].shape) != 3 or dim not in (1, -2):
+        return False
+    layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+    return any(_channels_last(f, layers) for f, _ in gf.next_functions if f is not None)
+
+
+def _concat_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`)."""
+    import torch_pruning as tp
+
+    if not _along_tokens(node, dg):
+        tp.dependency.index_mapping.update_concat_index_mapping(dg, node)
 
 
 def _feature_cat_2d(gf: GradFn | None) -> bool:
@@ -207,6 +231,8 @@ def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
     dim = getattr(gf, "_saved_dim", None)
     if shape is None or dim is None:
         return tp.dependency.index_mapping.update_split_index_mapping(dg, node)
+    if _along_tokens(node, dg):
+        return None
     dim = dim + len(shape) if dim < 0 else dim
     if dim != 1:  # not the channel dimension: no index map
         return None
