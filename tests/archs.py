@@ -1678,3 +1678,69 @@ def hf_cvt_tiny(seed: int = 0):
 PATTERNS.update(
     {"conv_projection_attention": conv_projection_attention, "hf_cvt_tiny": hf_cvt_tiny}
 )
+
+
+class MambaMixer(nn.Module):
+    """A selective state-space mixer (Mamba, as ``mamba_ssm``'s reference scan) in a
+    pre-norm residual block: in_proj to input x and gate z (I each), depthwise causal conv,
+    x_proj to the step rank R and the state inputs B, C (N each), dt_proj back to I, a scan
+    with A = -exp(A_log) [I, N] and a skip D [I], out_proj."""
+
+    def __init__(self, dim: int = 8, inner: int = 12, state: int = 4, rank: int = 2):
+        super().__init__()
+        self.inner, self.state, self.rank = inner, state, rank
+        self.embed = nn.Linear(5, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
+        self.conv1d = nn.Conv1d(inner, inner, 3, groups=inner, padding=2)
+        self.x_proj = nn.Linear(inner, rank + 2 * state, bias=False)
+        self.dt_proj = nn.Linear(rank, inner)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, state + 1.0)).repeat(inner, 1))
+        self.D = nn.Parameter(torch.ones(inner))
+        self.out_proj = nn.Linear(inner, dim, bias=False)
+        self.head = nn.Linear(dim, 3)
+
+    def mix(self, h):
+        t = h.shape[1]
+        x, z = self.in_proj(h).transpose(1, 2).chunk(2, dim=1)
+        x = F.silu(self.conv1d(x)[..., :t]).transpose(1, 2)  # B, T, I
+        dt, b, c = torch.split(self.x_proj(x), [self.rank, self.state, self.state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))  # B, T, I
+        a = -torch.exp(self.A_log)
+        s = torch.zeros(h.shape[0], self.inner, self.state)
+        ys = []
+        for k in range(t):
+            s = (
+                torch.exp(dt[:, k, :, None] * a) * s
+                + dt[:, k, :, None] * b[:, k, None] * x[:, k, :, None]
+            )
+            ys.append((s @ c[:, k, :, None])[..., 0])
+        y = torch.stack(ys, 1) + x * self.D
+        return self.out_proj(y * F.silu(z.transpose(1, 2)))
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + self.mix(self.norm(h))
+        return self.head(h.mean(1))
+
+
+def mamba_mixer(seed: int = 0):
+    g = _seed(seed)
+    return MambaMixer(), torch.randn(2, 5, 5, generator=g)
+
+
+def hf_mamba_tiny(seed: int = 0):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = MambaConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=2, state_size=4, expand=2,
+        conv_kernel=3, intermediate_size=32,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference-scan fallback notice
+        model = MambaForCausalLM(cfg).eval()
+    return model, {"input_ids": torch.randint(3, 64, (1, 6), generator=_seed(seed))}
+
+
+PATTERNS.update({"mamba_mixer": mamba_mixer, "hf_mamba_tiny": hf_mamba_tiny})

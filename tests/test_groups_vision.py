@@ -219,3 +219,58 @@ def test_hf_cvt_every_stage_is_grouped():
     cls = "cvt.encoder.stages.2.cls_token"
     assert any(m.param == cls for g in groups for m in g.members)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mamba: a selective state-space mixer, written from its definition
+
+
+def test_mamba_mixer_inner_state_and_rank_groups():
+    model, x, groups, msgs = run("mamba_mixer")
+    assert msgs == []
+    i, n, r = model.inner, model.state, model.rank
+    inner = [
+        M("in_proj.weight", 0, "producer"),
+        M("in_proj.weight", 0, "producer", i),  # the gate z of channel k multiplies y_k
+        *rows("conv1d"),
+        *consumer("x_proj"),
+        *rows("dt_proj"),
+        M("A_log", 0, "other"),
+        M("D", 0, "other"),
+        *consumer("out_proj"),
+    ]
+    state = [M("x_proj.weight", 0, "producer", r), M("x_proj.weight", 0, "producer", r + n)]
+    state.append(M("A_log", 1, "other"))
+    rank = [M("x_proj.weight", 0, "producer"), *consumer("dt_proj")]
+    stream = [*rows("embed"), M("norm.weight", 0, "norm"), M("norm.bias", 0, "norm")]
+    stream += [*consumer("in_proj"), M("out_proj.weight", 0, "producer"), *consumer("head")]
+    expected = {
+        frozenset(inner): i,
+        frozenset(state): n,
+        frozenset(rank): r,
+        frozenset(stream): model.embed.out_features,
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w for k, w in expected.items())
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # the gate rows are needed: without them the inner permutation changes the output
+    g = got[frozenset(inner)]
+    broken = type(g)(g.name, g.width, tuple(m for m in g.members if m.offset != i), g.layers)
+    from test_groups import _outputs, _permute_copy
+
+    assert not torch.allclose(_outputs(_permute_copy(model, [broken], seed=2).eval(), x), ref)
+
+
+def test_hf_mamba_mixers_are_grouped():
+    model, x, groups, msgs = run("hf_mamba_tiny")
+    assert msgs == []
+    cfg = model.config
+    for layer in range(cfg.num_hidden_layers):
+        p = f"backbone.layers.{layer}.mixer"
+        inner = next(g for g in groups if g.name == f"{p}.in_proj (inner)")
+        assert inner.width == cfg.intermediate_size
+        assert {M(f"{p}.A_log", 0, "other"), M(f"{p}.D", 0, "other")} <= set(inner.members)
+        state = next(g for g in groups if g.name == f"{p}.x_proj (state)")
+        assert (state.width, M(f"{p}.A_log", 1, "other") in state.members) == (4, True)
+    assert_each_group_is_a_symmetry(model, x, groups)

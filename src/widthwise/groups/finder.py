@@ -1098,6 +1098,7 @@ class _Finder:
                 self.root_keys.setdefault(raw.root, set()).add(group.name)
                 continue
             cands.append((raw, group))
+        cands, placements = self._known_blocks(cands, placements)
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
         extra = self._projections(groups)
@@ -1126,6 +1127,32 @@ class _Finder:
             k = seen[g.name] = seen.get(g.name, 0) + 1
             named.append(g if k == 1 else replace(g, name=f"{g.name} #{k}"))
         return named
+
+    def _known_blocks(
+        self, cands: list[tuple[_Raw, ChannelGroup]], placements: list[_Placement]
+    ) -> tuple[list[tuple[_Raw, ChannelGroup]], list[_Placement]]:
+        """Groups of the blocks written from their definition (:mod:`.blocks`: the Mamba
+        mixer) replace whatever the walks built on the same tensor dims; they are verified
+        like the rest."""
+        from widthwise.groups.blocks import known_blocks
+
+        blocks = known_blocks(self.model)
+        if not blocks:
+            return cands, placements
+        claimed = {(m.param, m.dim) for b in blocks for g in b.groups for m in g.members}
+
+        def free(g: ChannelGroup) -> bool:
+            return not any((m.param, m.dim) in claimed for m in g.members)
+
+        for layer in (n for b in blocks for n in b.layers):
+            for key in self.root_keys.pop(layer, set()) | {layer}:
+                self.left_out.pop(key, None)
+        cands = [(r, g) for r, g in cands if free(g)]
+        placements = [p for p in placements if free(p[1])]
+        for g in (g for b in blocks for g in b.groups):
+            if not any(_module_of(m.param) in self.ignored for m in g.producers):
+                cands.append((_Raw(g.width, g.layers[0]), g))
+        return cands, placements
 
     def _canonical_members(self, raw: _Raw) -> list[Member]:
         """Members under the names ``named_parameters()`` uses; a tied slice appears once (the
