@@ -1744,3 +1744,79 @@ def hf_mamba_tiny(seed: int = 0):
 
 
 PATTERNS.update({"mamba_mixer": mamba_mixer, "hf_mamba_tiny": hf_mamba_tiny})
+
+
+class LinearNorm(nn.Module):
+    """timm LeViT's ``LinearNorm``: a Linear and a BatchNorm1d over the flattened tokens."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+        self.bn = nn.BatchNorm1d(cout)
+
+    def forward(self, x):
+        return self.bn(self.linear(x).flatten(0, 1)).reshape_as(self.linear(x))
+
+
+class LeViTAttention(nn.Module):
+    """timm's LeViT attention: one LinearNorm makes q/k/v interleaved per head
+    (``view(B, N, heads, -1).split([key, key, val])``), per-head bias tables indexed by the
+    relative offset of two points, Hardswish then a LinearNorm back to the stream; conv stem
+    with BatchNorm, residual MLP of LinearNorms, head on the mean token."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, key_dim: int = 4, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, key_dim, ratio * key_dim
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        self.qkv = LinearNorm(dim, heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Sequential(nn.Hardswish(), LinearNorm(heads * self.val_dim, dim))
+        points = [(i, j) for i in range(4) for j in range(4)]
+        offsets: dict[tuple[int, int], int] = {}
+        idx = [
+            offsets.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(offsets))
+            for a in points
+            for b in points
+        ]
+        self.attention_biases = nn.Parameter(torch.randn(heads, len(offsets)) * 0.1)
+        self.register_buffer("bias_idxs", torch.tensor(idx).view(16, 16))
+        self.up, self.down = LinearNorm(dim, 2 * dim), LinearNorm(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x):
+        b, n, _ = x.shape
+        q, k, v = (
+            self.qkv(x)
+            .view(b, n, self.num_heads, -1)
+            .split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        )
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        att = q @ k.transpose(-2, -1) * self.key_dim**-0.5
+        att = (att + self.attention_biases[:, self.bias_idxs]).softmax(-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attention(x)
+        x = x + self.down(F.hardswish(self.up(x)))
+        return self.head(x.mean(1))
+
+
+def levit_attention(seed: int = 0):
+    g = _seed(seed)
+    return LeViTAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_levit_tiny(seed: int = 0):
+    """Hugging Face LeViT (random weights): attention and subsampling attention."""
+    from transformers import LevitConfig, LevitForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = LevitConfig(
+        image_size=32, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1],
+        key_dim=[8, 8, 8], num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return LevitForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update({"levit_attention": levit_attention, "hf_levit_tiny": hf_levit_tiny})

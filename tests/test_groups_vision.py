@@ -274,3 +274,53 @@ def test_hf_mamba_mixers_are_grouped():
         state = next(g for g in groups if g.name == f"{p}.x_proj (state)")
         assert (state.width, M(f"{p}.A_log", 1, "other") in state.members) == (4, True)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# LeViT: q/k/v interleaved per head in one Linear+BatchNorm, per-head bias tables
+
+
+def _norm_rows(name, offset=0):
+    return [M(f"{name}.weight", 0, "norm", offset), M(f"{name}.bias", 0, "norm", offset)]
+
+
+def test_levit_attention_key_and_value_dims_permute_in_every_head():
+    model, x, groups, msgs = run("levit_attention")
+    assert msgs == []
+    h, kd, vd = model.num_heads, model.key_dim, model.val_dim
+    step = 2 * kd + vd  # one head's [q | k | v] rows
+    keys, values = [], []
+    for head in range(h):
+        for off in (head * step, head * step + kd):  # q and k: dim i of q meets dim i of k
+            keys += [M("qkv.linear.weight", 0, "producer", off), *_norm_rows("qkv.bn", off)]
+        off = head * step + 2 * kd
+        values += [M("qkv.linear.weight", 0, "producer", off), *_norm_rows("qkv.bn", off)]
+        values.append(M("proj.1.linear.weight", 1, "consumer", head * vd))
+    stream = [*rows("stem.0"), *_norm_rows("stem.1"), *consumer("qkv.linear")]
+    stream += [M("proj.1.linear.weight", 0, "producer"), *_norm_rows("proj.1.bn")]
+    stream += [*consumer("up.linear"), M("down.linear.weight", 0, "producer")]
+    stream += [*_norm_rows("down.bn"), *consumer("head")]
+    hidden = [M("up.linear.weight", 0, "producer"), *_norm_rows("up.bn"), *consumer("down.linear")]
+    expected = {
+        frozenset(keys): kd,
+        frozenset(values): vd,
+        frozenset(stream): model.head.in_features,
+        frozenset(hidden): 2 * model.head.in_features,
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w for k, w in expected.items())
+    # the bias tables are per head: not in any group
+    assert all(m.param != "attention_biases" for g in groups for m in g.members)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_levit_attention_and_subsampling_attention_are_grouped():
+    model, x, groups, msgs = run("hf_levit_tiny")
+    assert msgs == []
+    names = {g.name for g in groups}
+    assert "levit.encoder.stages.0.layers.0.module (keys)" in names
+    assert "levit.encoder.stages.0.layers.2 (values)" in names  # the subsampling attention
+    streams = sorted(g.width for g in groups if g.kind == "residual")
+    assert streams == sorted(model.config.hidden_sizes)
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -454,44 +454,59 @@ def _conv1d_pruner() -> TPPruner:
     return channel_counter(lambda m: int(m.weight.shape[1]), lambda m: int(m.weight.shape[0]))
 
 
-def _channels_last(gf: GradFn, layers: dict[GradFn, Any], depth: int = 12) -> bool:
-    """The tensor ``gf`` computes holds channels in its last dim: it comes from a Linear,
-    LayerNorm or Embedding through ops that keep the last dim where it is (element-wise ops, a
-    view to ``B, H, W, C``, a slice, a permute that leaves it last); ``layers``: grad_fn ->
-    module. False at a convolution (channels first) or an op that moves the last dim."""
-    frontier = [gf]
-    for _ in range(depth):
-        nxt = []
-        for f in frontier:
-            mod = layers.get(f)
-            if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
-                return True
-            if isinstance(mod, nn.Module) and next(mod.parameters(recurse=False), None) is not None:
-                return False  # another layer (a convolution: channels first)
-            if not _keeps_last_dim(f):
-                return False
-            nxt += [p for p, _ in f.next_functions if p is not None]
-        frontier = nxt
-    return False
+def _channels_last(gf: GradFn, layers: dict[GradFn, Any]) -> bool:
+    """The tensor ``gf`` computes holds its channels in its last dim (:func:`_channel_dim`)."""
+    dim, nd = _channel_dim(gf, layers), _ndim(gf)
+    return dim is not None and dim == nd - 1
 
 
-def _keeps_last_dim(f: GradFn) -> bool:
-    """Whether the op behind ``f`` leaves its input's last dim as its output's last dim."""
-    name = f.name().lower()
+def _ndim(f: GradFn) -> int:
     meta = getattr(f, "_input_metadata", None)
-    nd = len(meta[0].shape) if meta else 0
+    return len(meta[0].shape) if meta else 0
+
+
+def _channel_dim(gf: GradFn, layers: dict[GradFn, Any], depth: int = 16) -> int | None:
+    """Which dim of the tensor ``gf`` computes holds the channels, followed back to the layer
+    that made them (Linear, LayerNorm, Embedding: last; a convolution or BatchNorm: dim 1)
+    through permutes, transposes, views that keep the channel dim whole, slices and
+    element-wise ops; None where that cannot be told."""
+    mod = layers.get(gf)
+    nd = _ndim(gf)
+    if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
+        return nd - 1
+    if isinstance(mod, nn.Module) and next(mod.parameters(recurse=False), None) is not None:
+        return 1 if nd >= 2 else None  # channels first (a 2-D output: also last)
+    parents = [(f, nr) for f, nr in gf.next_functions if f is not None and _ndim(f) > 0]
+    if depth == 0 or not parents or not nd:
+        return None
+    name = gf.name().lower()
+    f0 = parents[0][0]
     if "permute" in name:
-        dims = [int(d) % max(nd, 1) for d in getattr(f, "_saved_dims", ())]
-        return bool(dims) and dims[-1] == nd - 1
+        dims = [int(d) % nd for d in getattr(gf, "_saved_dims", ())]
+        c = _channel_dim(f0, layers, depth - 1)
+        return dims.index(c) if c is not None and c in dims else None
     if "transpose" in name or name.startswith("tbackward"):
-        ends = {int(getattr(f, d, 0)) % max(nd, 1) for d in ("_saved_dim0", "_saved_dim1")}
-        return name.startswith("transpose") and nd - 1 not in ends
+        d0, d1 = (int(getattr(gf, d, k)) % nd for k, d in enumerate(("_saved_dim0", "_saved_dim1")))
+        c = _channel_dim(f0, layers, depth - 1)
+        return None if c is None else {d0: d1, d1: d0}.get(c, c)
     if any(k in name for k in ("view", "reshape")):
-        before = getattr(f, "_saved_self_sym_sizes", None)
-        if not meta or before is None:
-            return False
-        return list(meta[0].shape)[-1:] == list(before)[-1:]
-    return True
+        before = [int(x) for x in getattr(gf, "_saved_self_sym_sizes", ())]
+        after = list(getattr(gf, "_input_metadata")[0].shape)  # noqa: B009
+        c = _channel_dim(f0, layers, depth - 1)
+        if c is None or not before:
+            return None
+        if c == len(before) - 1 and after[-1:] == before[-1:]:
+            return nd - 1  # the last dim kept whole (B, H*W, C <-> B, H, W, C)
+        if after[: c + 1] == before[: c + 1]:
+            return c  # the dims up to the channels kept (B, C, H, W -> B, C, H*W)
+        return None
+    if _ndim(f0) != nd and not any(k in name for k in _BROADCASTING):
+        return None  # squeeze, unsqueeze, select, a reduction without keepdim
+    for f, _ in parents:  # element-wise (right-aligned when broadcast), slice, pad, clone
+        c = _channel_dim(f, layers, depth - 1)
+        if c is not None:
+            return c + nd - _ndim(f)
+    return None
 
 
 #: autograd nodes of element-wise arithmetic that broadcasts, and of reductions (keepdim)
@@ -564,9 +579,10 @@ def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
     import torch_pruning as tp
 
     gf = node.grad_fn
-    if gf is not None and _keeps_last_dim(gf) and "view" in gf.name().lower():
+    if gf is not None and "view" in gf.name().lower():
         layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
-        if _channels_last(gf, layers):
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        if parents and _channels_last(parents[0], layers) and _channels_last(gf, layers):
             return
     tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
 
