@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -138,8 +139,8 @@ def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
     dim = dim - 2**64 if dim >= 2**63 else dim  # saved as an unsigned int when negative
     if len(meta[0].shape) != 3 or dim not in (1, -2):
         return False
-    layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
-    return any(_channels_last(f, layers) for f, _ in gf.next_functions if f is not None)
+    found = _dims(dg)
+    return any(_channels_last(f, found) for f, _ in gf.next_functions if f is not None)
 
 
 def _concat_index_mapping(dg: TPGraph, node: TPNode) -> None:
@@ -213,10 +214,10 @@ def _features_last_cat(node: TPNode, dg: TPGraph) -> None:
 def _pieces_channels_last(node: TPNode, dg: TPGraph) -> bool:
     """Every piece a concat reads holds channels last (Swin-V2's patch merging: the 2x2
     neighbours of a ``B, H, W, C`` map concatenated on C, read by the reduction first)."""
-    layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+    found = _dims(dg)
     gf = node.grad_fn
     parents = [f for f, _ in getattr(gf, "next_functions", ()) if f is not None]
-    return bool(parents) and all(_channels_last(f, layers) for f in parents)
+    return bool(parents) and all(_channels_last(f, found) for f in parents)
 
 
 def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
@@ -454,9 +455,29 @@ def _conv1d_pruner() -> TPPruner:
     return channel_counter(lambda m: int(m.weight.shape[1]), lambda m: int(m.weight.shape[0]))
 
 
-def _channels_last(gf: GradFn, layers: dict[GradFn, Any]) -> bool:
+class _Dims:
+    """Per traced graph: the layer behind each autograd node, and the channel dim found for
+    each node so far (:func:`_channel_dim` is asked about many nodes; each is answered once,
+    which keeps the repairs linear in the size of the graph)."""
+
+    def __init__(self, dg: TPGraph):
+        self.layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn}
+        self.memo: dict[GradFn, int | None] = {}
+
+
+_DIMS: weakref.WeakKeyDictionary[Any, _Dims] = weakref.WeakKeyDictionary()
+
+
+def _dims(dg: TPGraph) -> _Dims:
+    found = _DIMS.get(dg)
+    if found is None:
+        found = _DIMS[dg] = _Dims(dg)
+    return found
+
+
+def _channels_last(gf: GradFn, dims: _Dims) -> bool:
     """The tensor ``gf`` computes holds its channels in its last dim (:func:`_channel_dim`)."""
-    dim, nd = _channel_dim(gf, layers), _ndim(gf)
+    dim, nd = _channel_dim(gf, dims), _ndim(gf)
     return dim is not None and dim == nd - 1
 
 
@@ -465,12 +486,19 @@ def _ndim(f: GradFn) -> int:
     return len(meta[0].shape) if meta else 0
 
 
-def _channel_dim(gf: GradFn, layers: dict[GradFn, Any], depth: int = 16) -> int | None:
+def _channel_dim(gf: GradFn, dims: _Dims, depth: int = 16) -> int | None:
+    if gf not in dims.memo:
+        dims.memo[gf] = None  # a cycle reads as unknown
+        dims.memo[gf] = _find_channel_dim(gf, dims, depth)
+    return dims.memo[gf]
+
+
+def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
     """Which dim of the tensor ``gf`` computes holds the channels, followed back to the layer
     that made them (Linear, LayerNorm, Embedding: last; a convolution or BatchNorm: dim 1)
     through permutes, transposes, views that keep the channel dim whole, slices and
     element-wise ops; None where that cannot be told."""
-    mod = layers.get(gf)
+    mod = dims.layers.get(gf)
     nd = _ndim(gf)
     if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
         return nd - 1
@@ -482,17 +510,17 @@ def _channel_dim(gf: GradFn, layers: dict[GradFn, Any], depth: int = 16) -> int 
     name = gf.name().lower()
     f0 = parents[0][0]
     if "permute" in name:
-        dims = [int(d) % nd for d in getattr(gf, "_saved_dims", ())]
-        c = _channel_dim(f0, layers, depth - 1)
-        return dims.index(c) if c is not None and c in dims else None
+        order = [int(d) % nd for d in getattr(gf, "_saved_dims", ())]
+        c = _channel_dim(f0, dims, depth - 1)
+        return order.index(c) if c is not None and c in order else None
     if "transpose" in name or name.startswith("tbackward"):
         d0, d1 = (int(getattr(gf, d, k)) % nd for k, d in enumerate(("_saved_dim0", "_saved_dim1")))
-        c = _channel_dim(f0, layers, depth - 1)
+        c = _channel_dim(f0, dims, depth - 1)
         return None if c is None else {d0: d1, d1: d0}.get(c, c)
     if any(k in name for k in ("view", "reshape")):
         before = [int(x) for x in getattr(gf, "_saved_self_sym_sizes", ())]
         after = list(getattr(gf, "_input_metadata")[0].shape)  # noqa: B009
-        c = _channel_dim(f0, layers, depth - 1)
+        c = _channel_dim(f0, dims, depth - 1)
         if c is None or not before:
             return None
         if c == len(before) - 1 and after[-1:] == before[-1:]:
@@ -503,7 +531,7 @@ def _channel_dim(gf: GradFn, layers: dict[GradFn, Any], depth: int = 16) -> int 
     if _ndim(f0) != nd and not any(k in name for k in _BROADCASTING):
         return None  # squeeze, unsqueeze, select, a reduction without keepdim
     for f, _ in parents:  # element-wise (right-aligned when broadcast), slice, pad, clone
-        c = _channel_dim(f, layers, depth - 1)
+        c = _channel_dim(f, dims, depth - 1)
         if c is not None:
             return c + nd - _ndim(f)
     return None
@@ -527,18 +555,18 @@ def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
     element-wise op and passes indices through reductions, so its index maps would carry
     channel ``i`` into a one-channel tensor. The cases cut are those where the channel dim is
     known: size 1 against more along dim 1 only of a 2-D, 4-D or 5-D tensor (``N, C, H, W``),
-    or along the last dim only of a 3-D tensor that comes from a Linear, LayerNorm or
-    Embedding through element-wise ops (``B, T, C``; not a Conv1d's ``B, C, L``). The
-    permutation check still vouches for every group. Returns the broadcast operands: like an output, each of their
-    channels has a fixed role (it scales all the channels of the other operand)."""
+    or along the last dim only of a 3-D tensor that holds channels last (``B, T, C``; not a
+    Conv1d's ``B, C, L``: :func:`_channel_dim`). The permutation check still vouches for every
+    group. Returns the broadcast operands: like an output, each of their channels has a fixed
+    role (it scales all the channels of the other operand)."""
     import torch_pruning as tp
 
     def channel_only(dims: set[int], ndim: int, f: GradFn) -> bool:
         if ndim == 3:
-            return dims == {2} and _channels_last(f, layers)
+            return dims == {2} and _channels_last(f, found)
         return dims == {1} and ndim in (2, 4, 5)
 
-    layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+    found = _dims(dg)
     cut: set[TPNode] = set()
     for node in list(dg.module2node.values()):
         gf = node.grad_fn
@@ -580,9 +608,9 @@ def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
 
     gf = node.grad_fn
     if gf is not None and "view" in gf.name().lower():
-        layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
+        found = _dims(dg)
         parents = [f for f, _ in gf.next_functions if f is not None]
-        if parents and _channels_last(parents[0], layers) and _channels_last(gf, layers):
+        if parents and _channels_last(parents[0], found) and _channels_last(gf, found):
             return
     tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
 
@@ -615,8 +643,8 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
         and getattr(gf, "_saved_dim", 0) == 1
     ):
         parents = [f for f, _ in gf.next_functions if f is not None]
-        layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn is not None}
-        if parents and _channels_last(parents[0], layers):
+        found = _dims(dg)
+        if parents and _channels_last(parents[0], found):
             return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
     edges = [d for d in node.dependencies if d.target in node.inputs]
     edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
