@@ -59,6 +59,7 @@ from widthwise.groups.candidates import (
     _common_prefix,
     _declared_head_dim,
     _head_tables,
+    _is_head_table,
     _placed_candidates,
     _projection_candidates,
     _projection_specs,
@@ -656,6 +657,8 @@ class _Finder:
             if time.monotonic() > self.deadline:
                 late.append(rname)
                 continue
+            if _is_head_table(root, self._owners([rname])):
+                continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
             pruner = dg.get_pruner_of_module(root)
             width = pruner.get_out_channels(root)
             try:
