@@ -1450,3 +1450,373 @@ def interpolated_positions(seed: int = 0):
 
 
 PATTERNS["interpolated_positions"] = interpolated_positions
+
+
+# ---------------------------------------------------------------------------------------------
+# vision patterns (issue 13): gates broadcast over channels, per-head tables, conv projections
+
+
+class FocalModulation(nn.Module):
+    """timm's FocalNet block (focal modulation), channels first: a 1x1 conv ``f`` makes
+    ``[q | ctx | gates]`` (split ``C, C, L+1``); ``L`` depthwise convs refine ctx, each level
+    scaled by its one-channel gate; the global context (mean) by the last gate; ``h`` (1x1)
+    turns the summed context into a modulator of q; ``proj`` (1x1) back to the stream."""
+
+    def __init__(self, dim: int = 16, levels: int = 2):
+        super().__init__()
+        self.dim, self.levels = dim, levels
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.f = nn.Conv2d(dim, 2 * dim + levels + 1, 1)
+        self.focal_layers = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(dim, dim, 3 + 2 * k, padding=1 + k, groups=dim, bias=False), nn.GELU()
+            )
+            for k in range(levels)
+        )
+        self.h = nn.Conv2d(dim, dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        q, ctx, gates = torch.split(self.f(x), (self.dim, self.dim, self.levels + 1), 1)
+        ctx_all = 0
+        for level, layer in enumerate(self.focal_layers):
+            ctx = layer(ctx)
+            ctx_all = ctx_all + ctx * gates[:, level : level + 1]
+        ctx_global = F.gelu(ctx.mean((2, 3), keepdim=True))
+        ctx_all = ctx_all + ctx_global * gates[:, self.levels :]
+        x = x + self.proj(q * self.h(ctx_all))
+        return self.head(x.mean((2, 3)))
+
+
+def focal_modulation(seed: int = 0):
+    g = _seed(seed)
+    return FocalModulation(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_focalnet_tiny(seed: int = 0):
+    """Hugging Face FocalNet (random weights): focal modulation with a Linear ``f`` on
+    channels-last tokens, permuted to channels first for the split."""
+    from transformers import FocalNetConfig, FocalNetForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = FocalNetConfig(
+        image_size=32, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3],
+        num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return FocalNetForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update({"focal_modulation": focal_modulation, "hf_focalnet_tiny": hf_focalnet_tiny})
+
+
+class LearnedH0StackedGRU(nn.Module):
+    """embed -> 2-layer GRU (hidden 8) started from one learned h0 ``[2, 1, 8]`` (expanded
+    over the batch) -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 10)
+        self.h0 = nn.Parameter(torch.randn(2, 1, 8) * 0.1)
+        self.rnn = nn.GRU(10, 8, num_layers=2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h0 = self.h0.expand(2, x.shape[0], 8).contiguous()
+        return self.head(self.rnn(self.embed(x), h0)[0][:, -1])
+
+
+def learned_h0_stacked_gru(seed: int = 0):
+    g = _seed(seed)
+    return LearnedH0StackedGRU(), torch.randn(2, 4, 6, generator=g)
+
+
+PATTERNS["learned_h0_stacked_gru"] = learned_h0_stacked_gru
+
+
+class SwinV2Block(nn.Module):
+    """Swin-V2 (timm/HF): a 4x4 patch map as one window; cosine attention (q and k normalised
+    per head) times a per-head learned ``logit_scale`` (clamped, exponentiated); a continuous
+    position bias from an MLP on log-spaced relative coordinates (one output per head, 16 *
+    sigmoid); post-norm residuals; patch merging that reduces before it normalises."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, window: int = 4):
+        super().__init__()
+        self.heads, self.hd, self.window = heads, dim // heads, window
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.query, self.key, self.value = (nn.Linear(dim, dim) for _ in range(3))
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(heads, 1, 1)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, heads, bias=False))
+        r = torch.arange(-(window - 1), window, dtype=torch.float32) / (window - 1) * 8
+        table = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1)
+        self.register_buffer("coords", torch.sign(table) * torch.log2(table.abs() + 1) / 3)
+        pos = torch.stack(torch.meshgrid(*[torch.arange(window)] * 2, indexing="ij")).flatten(1)
+        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+        self.proj = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.merge_norm = nn.LayerNorm(2 * dim)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def attention(self, x):
+        b, n, c = x.shape
+
+        def heads(t):
+            return t.view(b, n, self.heads, self.hd).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        scores = scores * torch.clamp(self.logit_scale, max=4.6052).exp()
+        bias = self.cpb_mlp(self.coords).view(-1, self.heads)[self.index.view(-1)]
+        bias = bias.view(n, n, self.heads).permute(2, 0, 1)
+        scores = scores + 16 * torch.sigmoid(bias).unsqueeze(0)
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(o)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)  # B, 16 tokens, C
+        x = x + self.norm1(self.attention(x))
+        x = x + self.norm2(self.fc2(F.gelu(self.fc1(x))))
+        b, _, c = x.shape
+        m = x.view(b, self.window, self.window, c)
+        m = torch.cat([m[:, 0::2, 0::2], m[:, 1::2, 0::2], m[:, 0::2, 1::2], m[:, 1::2, 1::2]], -1)
+        m = self.merge_norm(self.reduction(m.view(b, -1, 4 * c)))
+        return self.head(m.mean(1))
+
+
+def swinv2_block(seed: int = 0):
+    g = _seed(seed)
+    return SwinV2Block(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_swinv2_tiny(seed: int = 0):
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = Swinv2Config(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4,
+        num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return Swinv2ForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update({"swinv2_block": swinv2_block, "hf_swinv2_tiny": hf_swinv2_tiny})
+
+
+class ConvProjectionAttention(nn.Module):
+    """CvT: a class token beside the patch tokens; attention splits it off, turns the patch
+    tokens back into a ``B, C, H, W`` map, projects q/k/v each with a depthwise conv and a
+    BatchNorm, puts the class token back in front (concat along tokens), then Linear q/k/v
+    and 2 heads; pre-norm residual block and MLP; the head reads the class token."""
+
+    def __init__(self, dim: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.norm1 = nn.LayerNorm(dim)
+        self.conv_q, self.conv_k, self.conv_v = (
+            nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim))
+            for _ in range(3)
+        )  # fmt: skip
+        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x, h, w):
+        cls, x = torch.split(x, [1, h * w], 1)
+        b, n, c = x.shape
+        m = x.permute(0, 2, 1).reshape(b, c, h, w)
+
+        def heads(t):
+            return t.view(b, -1, self.heads, c // self.heads).permute(0, 2, 1, 3)
+
+        q, k, v = (
+            heads(lin(torch.cat((cls, conv(m).flatten(2).permute(0, 2, 1)), dim=1)))
+            for conv, lin in ((self.conv_q, self.q), (self.conv_k, self.k), (self.conv_v, self.v))
+        )
+        o = (q @ k.transpose(-2, -1) / (c // self.heads) ** 0.5).softmax(-1) @ v
+        return self.out(o.permute(0, 2, 1, 3).reshape(b, n + 1, c))
+
+    def forward(self, x):
+        x = self.patch(x)
+        b, _, h, w = x.shape
+        x = torch.cat((self.cls_token.expand(b, -1, -1), x.flatten(2).transpose(1, 2)), dim=1)
+        x = x + self.attention(self.norm1(x), h, w)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x[:, 0])
+
+
+def conv_projection_attention(seed: int = 0):
+    g = _seed(seed)
+    return ConvProjectionAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_cvt_tiny(seed: int = 0):
+    """Hugging Face CvT (random weights); the last stage carries the class token. (Depths
+    1, 2, 3: CvT indexes its drop-path rates by stage, so a stage needs more layers than its
+    index.)"""
+    from transformers import CvtConfig, CvtForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = CvtConfig(
+        embed_dim=[16, 32, 32], num_heads=[1, 2, 2], depth=[1, 2, 3], drop_path_rate=[0.0] * 3,
+        num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return CvtForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update(
+    {"conv_projection_attention": conv_projection_attention, "hf_cvt_tiny": hf_cvt_tiny}
+)
+
+
+class MambaMixer(nn.Module):
+    """A selective state-space mixer (Mamba, as ``mamba_ssm``'s reference scan) in a
+    pre-norm residual block: in_proj to input x and gate z (I each), depthwise causal conv,
+    x_proj to the step rank R and the state inputs B, C (N each), dt_proj back to I, a scan
+    with A = -exp(A_log) [I, N] and a skip D [I], out_proj."""
+
+    def __init__(self, dim: int = 8, inner: int = 12, state: int = 4, rank: int = 2):
+        super().__init__()
+        self.inner, self.state, self.rank = inner, state, rank
+        self.embed = nn.Linear(5, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
+        self.conv1d = nn.Conv1d(inner, inner, 3, groups=inner, padding=2)
+        self.x_proj = nn.Linear(inner, rank + 2 * state, bias=False)
+        self.dt_proj = nn.Linear(rank, inner)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, state + 1.0)).repeat(inner, 1))
+        self.D = nn.Parameter(torch.ones(inner))
+        self.out_proj = nn.Linear(inner, dim, bias=False)
+        self.head = nn.Linear(dim, 3)
+
+    def mix(self, h):
+        t = h.shape[1]
+        x, z = self.in_proj(h).transpose(1, 2).chunk(2, dim=1)
+        x = F.silu(self.conv1d(x)[..., :t]).transpose(1, 2)  # B, T, I
+        dt, b, c = torch.split(self.x_proj(x), [self.rank, self.state, self.state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))  # B, T, I
+        a = -torch.exp(self.A_log)
+        s = torch.zeros(h.shape[0], self.inner, self.state)
+        ys = []
+        for k in range(t):
+            s = (
+                torch.exp(dt[:, k, :, None] * a) * s
+                + dt[:, k, :, None] * b[:, k, None] * x[:, k, :, None]
+            )
+            ys.append((s @ c[:, k, :, None])[..., 0])
+        y = torch.stack(ys, 1) + x * self.D
+        return self.out_proj(y * F.silu(z.transpose(1, 2)))
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + self.mix(self.norm(h))
+        return self.head(h.mean(1))
+
+
+def mamba_mixer(seed: int = 0):
+    g = _seed(seed)
+    return MambaMixer(), torch.randn(2, 5, 5, generator=g)
+
+
+def hf_mamba_tiny(seed: int = 0):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = MambaConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=2, state_size=4, expand=2,
+        conv_kernel=3, intermediate_size=32,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference-scan fallback notice
+        model = MambaForCausalLM(cfg).eval()
+    return model, {"input_ids": torch.randint(3, 64, (1, 6), generator=_seed(seed))}
+
+
+PATTERNS.update({"mamba_mixer": mamba_mixer, "hf_mamba_tiny": hf_mamba_tiny})
+
+
+class LinearNorm(nn.Module):
+    """timm LeViT's ``LinearNorm``: a Linear and a BatchNorm1d over the flattened tokens."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+        self.bn = nn.BatchNorm1d(cout)
+
+    def forward(self, x):
+        return self.bn(self.linear(x).flatten(0, 1)).reshape_as(self.linear(x))
+
+
+class LeViTAttention(nn.Module):
+    """timm's LeViT attention: one LinearNorm makes q/k/v interleaved per head
+    (``view(B, N, heads, -1).split([key, key, val])``), per-head bias tables indexed by the
+    relative offset of two points, Hardswish then a LinearNorm back to the stream; conv stem
+    with BatchNorm, residual MLP of LinearNorms, head on the mean token."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, key_dim: int = 4, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, key_dim, ratio * key_dim
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        self.qkv = LinearNorm(dim, heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Sequential(nn.Hardswish(), LinearNorm(heads * self.val_dim, dim))
+        points = [(i, j) for i in range(4) for j in range(4)]
+        offsets: dict[tuple[int, int], int] = {}
+        idx = [
+            offsets.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(offsets))
+            for a in points
+            for b in points
+        ]
+        self.attention_biases = nn.Parameter(torch.randn(heads, len(offsets)) * 0.1)
+        self.register_buffer("bias_idxs", torch.tensor(idx).view(16, 16))
+        self.up, self.down = LinearNorm(dim, 2 * dim), LinearNorm(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x):
+        b, n, _ = x.shape
+        q, k, v = (
+            self.qkv(x)
+            .view(b, n, self.num_heads, -1)
+            .split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        )
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        att = q @ k.transpose(-2, -1) * self.key_dim**-0.5
+        att = (att + self.attention_biases[:, self.bias_idxs]).softmax(-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attention(x)
+        x = x + self.down(F.hardswish(self.up(x)))
+        return self.head(x.mean(1))
+
+
+def levit_attention(seed: int = 0):
+    g = _seed(seed)
+    return LeViTAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def hf_levit_tiny(seed: int = 0):
+    """Hugging Face LeViT (random weights): attention and subsampling attention."""
+    from transformers import LevitConfig, LevitForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = LevitConfig(
+        image_size=32, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1],
+        key_dim=[8, 8, 8], num_labels=3,
+    )  # fmt: skip
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return LevitForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update({"levit_attention": levit_attention, "hf_levit_tiny": hf_levit_tiny})

@@ -12,8 +12,10 @@
   HF ``Conv1D``, ``F.linear`` on raw parameters, layouts of index lists).
 * :mod:`~widthwise.groups.candidates`: candidate groups around attention and gated blocks where
   the dependency walk failed (kept only if the permutation check passes).
+* :mod:`~widthwise.groups.blocks`: groups of blocks written from their definition where the
+  trace cannot follow them (the Mamba mixer), verified like the rest.
 
-Imports run one way: types <- verify, recurrent, tracing <- candidates <- finder <- this
+Imports run one way: types <- verify, recurrent, tracing, blocks <- candidates <- finder <- this
 package (tests/test_groups_layout.py checks it).
 """
 

@@ -330,6 +330,33 @@ def _shared_channel_candidates(
     return out
 
 
+def _head_tables(
+    o: WeightLayer, prods: list[tuple[str, WeightLayer]], owners: Sequence[nn.Module]
+) -> list[tuple[str, WeightLayer]]:
+    """Producers with one output per attention head (Swin-V2's continuous position bias MLP):
+    added to the attention scores, not read as channels by ``o``. The candidates are also
+    proposed without them; the permutation check decides."""
+    din = _in_width(o)
+    hd = _declared_head_dim(owners, din, din)
+    if not hd or hd == din:
+        return []
+    return [(n, p) for n, p in prods if _out_width(p) == din // hd]
+
+
+def _is_head_table(module: object, owners: Sequence[nn.Module]) -> bool:
+    """A Linear with one output per attention head of the module around it (Swin-V2's
+    continuous position bias MLP, added to the attention scores): its width is the head
+    count, fixed like an output; a walk from it reaches the heads' q/k/v rows only through
+    the score products, so it is not walked."""
+    if not isinstance(module, nn.Linear):
+        return False
+    for owner in owners[:3]:  # the attention module: the table's parent or grandparent
+        heads = next((getattr(owner, a) for a in _HEADS_ATTRS if hasattr(owner, a)), None)
+        if isinstance(heads, int):
+            return module.out_features == heads and module.in_features > heads
+    return False
+
+
 def _common_prefix(names: list[str]) -> str:
     """The dotted module path all ``names`` share ("" if none)."""
     parts = [n.split(".") for n in names]

@@ -59,7 +59,9 @@ from widthwise.groups.candidates import (
     _common_prefix,
     _declared_head_dim,
     _head_params,
+    _head_tables,
     _in_width,
+    _is_head_table,
     _placed_candidates,
     _projection_candidates,
     _projection_norms,
@@ -77,11 +79,13 @@ from widthwise.groups.tracing import (
     TPPruner,
     _blocks,
     _conv1d_pruner,
+    _cut_channel_broadcasts,
     _embedding_bag_pruner,
     _frozen_params_traced,
     _is_conv1d,
     _layout,
     _no_new_hooks,
+    _out_of_place,
     _RouteLinear,
     _tolerant_index_mapping,
     _update_index_mapping,
@@ -205,6 +209,11 @@ class _Raw:
         # holds a raw parameter with a declared layout (.layouts): the walk went through it as
         # if element-wise, so the products it then met are inside that structure
         self.declared = False
+        # reaches a gate broadcast over other channels (tracing._cut_channel_broadcasts): its
+        # one channel is fixed like an output, unless the walk went through a declared raw
+        # product first (a MoE's raw router, then the max over its experts, to the per-token
+        # weight): then the stream's channels reached it only by that element-wise guess
+        self.broadcast = False
         self.divisor = 1
         self.notes: list[str] = []
         self.name: str | None = None
@@ -562,6 +571,7 @@ class _Finder:
                 if self.trace_frozen
                 else contextlib.nullcontext(),
                 _tolerant_index_mapping(),
+                _out_of_place(self.model),
                 self._linear_shadows(),
                 warnings.catch_warnings(),
             ):
@@ -656,6 +666,7 @@ class _Finder:
             if self.param_name[p] not in self.declared.stream
         }
         self.traced = {self.module_name[m] for m in dg.module2node if m in self.module_name}
+        self.broadcast_operands = _cut_channel_broadcasts(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
@@ -671,6 +682,8 @@ class _Finder:
             if time.monotonic() > self.deadline:
                 late.append(rname)
                 continue
+            if _is_head_table(root, self._owners([rname])):
+                continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
             pruner = dg.get_pruner_of_module(root)
             width = pruner.get_out_channels(root)
             try:
@@ -697,6 +710,7 @@ class _Finder:
                     visited.add(node.module)
                 self._convert_item(raw, node, handler, idxs, roots_)
             raw.attention &= not raw.declared
+            raw.output |= raw.broadcast and not raw.declared
             misplaced = sum("split or rearranged" in r for r in raw.reasons)
             if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
                 raws.extend(self._refine(raw, items))
@@ -754,6 +768,7 @@ class _Finder:
                 sel = [(i, pos[r]) for i, r in zip(idxs, roots) if r in pos]
                 if sel:
                     self._convert_item(sub, node, handler, [i for i, _ in sel], [r for _, r in sel])
+            sub.output |= sub.broadcast and not sub.declared
             subs.append(sub)
         return subs
 
@@ -844,6 +859,9 @@ class _Finder:
         if t == tp.ops.OPTYPE.OUTPUT:
             raw.output = True
             return
+        if node in self.broadcast_operands:  # fixed like an output (see _Raw.broadcast)
+            raw.broadcast = True
+            return
         entry = _builders().get(t)
         if entry is None:
             return
@@ -921,6 +939,7 @@ class _Finder:
         h = proj or rnn.hidden_size  # the units the next layer and the output read
         dirs = ("", "_reverse") if rnn.bidirectional else ("",)
         out: list[_Raw] = []
+        layers: list[_Raw] = []  # the hidden units' group of each layer
         for layer in range(rnn.num_layers):
             for d, sfx in enumerate(dirs):
                 if proj:  # the cell units, read only by this layer's projection
@@ -963,19 +982,35 @@ class _Finder:
                     raw.reasons.append(problems[name])
                 for p in self.cuts.learned.get(name, ()) if layer == 0 else ():
                     pname = self.param_name.get(p, "?")
-                    if p.shape[-1] != h or p.numel() != h:
+                    if p.shape[-1] != h or p.numel() not in (h, h * rnn.num_layers * len(dirs)):
                         raw.reasons.append(f"'{name}' starts from '{pname}' {tuple(p.shape)}")
-                    elif rnn.num_layers * len(dirs) > 1:
+                    elif rnn.num_layers * len(dirs) > 1 and (len(dirs) > 1 or proj):
                         raw.reasons.append(
                             f"'{name}' starts all its layers from one learned state '{pname}'"
                         )
                     else:
                         raw.add([Member(pname, p.ndim - 1, "other")])
+                layers.append(raw)
+        if rnn.num_layers > 1 and len(dirs) == 1 and not proj and self.cuts.learned.get(name):
+            out = self._one_learned_state(name, layers, out)
         for r in raws:
             if len(dirs) == 2 and any(x[1] is rnn for x in r.rnn_out):
                 r.members.clear()  # replaced by the per-direction copies above
                 r.output = False
         return out
+
+    def _one_learned_state(self, name: str, layers: list[_Raw], out: list[_Raw]) -> list[_Raw]:
+        """A stacked RNN whose layers all start from one learned state (``h0`` of shape
+        ``[L, 1, H]`` or ``[1, 1, H]`` expanded): the state's last dim is every layer's units,
+        so the layers' units permute together, as one group (nn.RNNBase has one
+        ``hidden_size`` anyway). The last layer may be a group built downstream of the RNN."""
+        host = layers[-1]
+        for raw in layers[:-1]:
+            host.add(raw.members)
+            host.reasons += raw.reasons
+        host.name = f"{name} (hidden)"
+        host.notes.append(f"'{name}' starts every layer from one learned state")
+        return [r for r in out if not any(r is x for x in layers[:-1])]
 
     # -- raw groups -> verified ChannelGroups ------------------------------------------------
 
@@ -1140,6 +1175,7 @@ class _Finder:
                 self.root_keys.setdefault(raw.root, set()).add(group.name)
                 continue
             cands.append((raw, group))
+        cands, placements = self._known_blocks(cands, placements)
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
         extra = self._projections(groups)
@@ -1169,6 +1205,32 @@ class _Finder:
             k = seen[g.name] = seen.get(g.name, 0) + 1
             named.append(g if k == 1 else replace(g, name=f"{g.name} #{k}"))
         return named
+
+    def _known_blocks(
+        self, cands: list[tuple[_Raw, ChannelGroup]], placements: list[_Placement]
+    ) -> tuple[list[tuple[_Raw, ChannelGroup]], list[_Placement]]:
+        """Groups of the blocks written from their definition (:mod:`.blocks`: the Mamba
+        mixer) replace whatever the walks built on the same tensor dims; they are verified
+        like the rest."""
+        from widthwise.groups.blocks import known_blocks
+
+        blocks = known_blocks(self.model)
+        if not blocks:
+            return cands, placements
+        claimed = {(m.param, m.dim) for b in blocks for g in b.groups for m in g.members}
+
+        def free(g: ChannelGroup) -> bool:
+            return not any((m.param, m.dim) in claimed for m in g.members)
+
+        for layer in (n for b in blocks for n in b.layers):
+            for key in self.root_keys.pop(layer, set()) | {layer}:
+                self.left_out.pop(key, None)
+        cands = [(r, g) for r, g in cands if free(g)]
+        placements = [p for p in placements if free(p[1])]
+        for g in (g for b in blocks for g in b.groups):
+            if not any(_module_of(m.param) in self.ignored for m in g.producers):
+                cands.append((_Raw(g.width, g.layers[0]), g))
+        return cands, placements
 
     def _canonical_members(self, raw: _Raw) -> list[Member]:
         """Members under the names ``named_parameters()`` uses; a tied slice appears once (the
@@ -1319,6 +1381,9 @@ class _Finder:
                 continue  # every producer is already in a verified group
             owners = self._owners([oname, *dict(prods)])
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
+            if tables := _head_tables(omod, prods, [m for m in owners if m is not None]):
+                rest = [p for p in prods if p not in tables]
+                cands += _projection_candidates(oname, omod, rest, self.canonical, owners)
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.params))

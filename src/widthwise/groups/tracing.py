@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -100,12 +101,12 @@ def _update_index_mapping(dg: TPGraph) -> None:
 
     im, t = tp.dependency.index_mapping, tp.ops.OPTYPE
     update = {
-        t.CONCAT: im.update_concat_index_mapping,
+        t.CONCAT: _concat_index_mapping,
         t.SPLIT: _split_index_mapping,
-        t.RESHAPE: im.update_reshape_index_mapping,
+        t.RESHAPE: _reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
         t.EXPAND: im.update_expand_index_mapping,
-        t.SLICE: im.update_slice_index_mapping,
+        t.SLICE: _slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
     for node in nodes:
@@ -117,13 +118,37 @@ def _update_index_mapping(dg: TPGraph) -> None:
     for node in nodes:
         if node.type == t.CONCAT:
             with contextlib.suppress(Exception):
-                _features_last_cat(node)
+                _features_last_cat(node, dg)
     # splits first: a concat of split pieces reads the piece sizes they set
     for node in sorted(nodes, key=lambda n: n.type != t.SPLIT):
         fn = update.get(node.type)
         if fn is not None:
             with contextlib.suppress(Exception):
                 fn(dg, node)
+
+
+def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
+    """A concat or split along dim 1 of ``B, T, C`` tensors that hold channels last: along the
+    tokens (CvT's class token split off and put back around its conv projections), so each
+    piece keeps every channel where it is. Torch-Pruning maps dim 1 as channels."""
+    gf = node.grad_fn
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if gf is None or not meta or dim is None:
+        return False
+    dim = dim - 2**64 if dim >= 2**63 else dim  # saved as an unsigned int when negative
+    if len(meta[0].shape) != 3 or dim not in (1, -2):
+        return False
+    found = _dims(dg)
+    return any(_channels_last(f, found) for f, _ in gf.next_functions if f is not None)
+
+
+def _concat_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`)."""
+    import torch_pruning as tp
+
+    if not _along_tokens(node, dg):
+        tp.dependency.index_mapping.update_concat_index_mapping(dg, node)
 
 
 def _feature_cat_2d(gf: GradFn | None) -> bool:
@@ -151,7 +176,7 @@ def _read_by_features_layer(node: TPNode, optype: Any, depth: int = 4) -> bool:
     return False
 
 
-def _features_last_cat(node: TPNode) -> None:
+def _features_last_cat(node: TPNode, dg: TPGraph) -> None:
     """Index maps of a ``torch.cat`` along the last dim of (batch, tokens, features) tensors
     read by a Linear or LayerNorm (MobileBERT's trigram embedding: the embeddings shifted by
     one token either way, concatenated on features). Torch-Pruning maps concats on dim 1
@@ -164,9 +189,10 @@ def _features_last_cat(node: TPNode) -> None:
     if gf is None or not meta or dim is None:
         return
     nd = len(meta[0].shape)
+    dim = dim - 2**64 if dim >= 2**63 else dim  # autograd saves cat(dim=-1) as an unsigned int
     if nd < 3 or dim not in (nd - 1, -1):
         return
-    if not _read_by_features_layer(node, tp.ops.OPTYPE):
+    if not _read_by_features_layer(node, tp.ops.OPTYPE) and not _pieces_channels_last(node, dg):
         return  # (batch, channels, time) cat on time for a conv: not features
     edges = [(f, nr) for f, nr in gf.next_functions if f is not None]
     if [n.grad_fn for n in node.inputs] != [f for f, _ in edges]:
@@ -185,6 +211,15 @@ def _features_last_cat(node: TPNode) -> None:
                 dep.index_mapping[1] = cat_map(offset=piece, reverse=False)
 
 
+def _pieces_channels_last(node: TPNode, dg: TPGraph) -> bool:
+    """Every piece a concat reads holds channels last (Swin-V2's patch merging: the 2x2
+    neighbours of a ``B, H, W, C`` map concatenated on C, read by the reduction first)."""
+    found = _dims(dg)
+    gf = node.grad_fn
+    parents = [f for f, _ in getattr(gf, "next_functions", ()) if f is not None]
+    return bool(parents) and all(_channels_last(f, found) for f in parents)
+
+
 def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
     """Index maps of a ``torch.split``/``chunk`` on channels, each reader mapped to the piece it
     actually reads (the autograd edge's output number). Torch-Pruning assumes its readers come
@@ -197,6 +232,8 @@ def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
     dim = getattr(gf, "_saved_dim", None)
     if shape is None or dim is None:
         return tp.dependency.index_mapping.update_split_index_mapping(dg, node)
+    if _along_tokens(node, dg):
+        return None
     dim = dim + len(shape) if dim < 0 else dim
     if dim != 1:  # not the channel dimension: no index map
         return None
@@ -302,6 +339,21 @@ def _frozen_params_traced(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(False)
 
 
+@contextlib.contextmanager
+def _out_of_place(model: nn.Module) -> Iterator[None]:
+    """Run in-place activations (``nn.ReLU(inplace=True)``) out of place during the trace: one
+    applied to a Linear's output on 3-D or larger input (a view) rewrites the view's autograd
+    node, and the Linear drops out of the graph (Swin-V2's position bias MLP)."""
+    changed = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    try:
+        for m in changed:
+            m.inplace = False  # type: ignore[assignment]
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True  # type: ignore[assignment]
+
+
 def _layout(idxs: Sequence[int], roots: Sequence[int], width: int) -> tuple[int, int] | None:
     """``(offset, repeat)`` if channel ``r`` owns exactly ``[offset + r*repeat, +repeat)``."""
     if not idxs or len(idxs) % width or None in roots:  # None: an index map lost the root
@@ -401,3 +453,207 @@ def _embedding_bag_pruner() -> TPPruner:
 def _conv1d_pruner() -> TPPruner:
     """HF ``Conv1D``: channels are weight columns (out) and rows (in)."""
     return channel_counter(lambda m: int(m.weight.shape[1]), lambda m: int(m.weight.shape[0]))
+
+
+class _Dims:
+    """Per traced graph: the layer behind each autograd node, and the channel dim found for
+    each node so far (:func:`_channel_dim` is asked about many nodes; each is answered once,
+    which keeps the repairs linear in the size of the graph)."""
+
+    def __init__(self, dg: TPGraph):
+        self.layers = {n.grad_fn: n.module for n in dg.module2node.values() if n.grad_fn}
+        self.memo: dict[GradFn, int | None] = {}
+
+
+_DIMS: weakref.WeakKeyDictionary[Any, _Dims] = weakref.WeakKeyDictionary()
+
+
+def _dims(dg: TPGraph) -> _Dims:
+    found = _DIMS.get(dg)
+    if found is None:
+        found = _DIMS[dg] = _Dims(dg)
+    return found
+
+
+def _channels_last(gf: GradFn, dims: _Dims) -> bool:
+    """The tensor ``gf`` computes holds its channels in its last dim (:func:`_channel_dim`)."""
+    dim, nd = _channel_dim(gf, dims), _ndim(gf)
+    return dim is not None and dim == nd - 1
+
+
+def _ndim(f: GradFn) -> int:
+    meta = getattr(f, "_input_metadata", None)
+    return len(meta[0].shape) if meta else 0
+
+
+def _channel_dim(gf: GradFn, dims: _Dims, depth: int = 16) -> int | None:
+    if gf not in dims.memo:
+        dims.memo[gf] = None  # a cycle reads as unknown
+        dims.memo[gf] = _find_channel_dim(gf, dims, depth)
+    return dims.memo[gf]
+
+
+def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
+    """Which dim of the tensor ``gf`` computes holds the channels, followed back to the layer
+    that made them (Linear, LayerNorm, Embedding: last; a convolution or BatchNorm: dim 1)
+    through permutes, transposes, views that keep the channel dim whole, slices and
+    element-wise ops; None where that cannot be told."""
+    mod = dims.layers.get(gf)
+    nd = _ndim(gf)
+    if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
+        return nd - 1
+    if isinstance(mod, nn.Module) and next(mod.parameters(recurse=False), None) is not None:
+        return 1 if nd >= 2 else None  # channels first (a 2-D output: also last)
+    parents = [(f, nr) for f, nr in gf.next_functions if f is not None and _ndim(f) > 0]
+    if depth == 0 or not parents or not nd:
+        return None
+    name = gf.name().lower()
+    f0 = parents[0][0]
+    if "permute" in name:
+        order = [int(d) % nd for d in getattr(gf, "_saved_dims", ())]
+        c = _channel_dim(f0, dims, depth - 1)
+        return order.index(c) if c is not None and c in order else None
+    if "transpose" in name or name.startswith("tbackward"):
+        d0, d1 = (int(getattr(gf, d, k)) % nd for k, d in enumerate(("_saved_dim0", "_saved_dim1")))
+        c = _channel_dim(f0, dims, depth - 1)
+        return None if c is None else {d0: d1, d1: d0}.get(c, c)
+    if any(k in name for k in ("view", "reshape")):
+        before = [int(x) for x in getattr(gf, "_saved_self_sym_sizes", ())]
+        after = list(getattr(gf, "_input_metadata")[0].shape)  # noqa: B009
+        c = _channel_dim(f0, dims, depth - 1)
+        if c is None or not before:
+            return None
+        if c == len(before) - 1 and after[-1:] == before[-1:]:
+            return nd - 1  # the last dim kept whole (B, H*W, C <-> B, H, W, C)
+        if after[: c + 1] == before[: c + 1]:
+            return c  # the dims up to the channels kept (B, C, H, W -> B, C, H*W)
+        return None
+    if _ndim(f0) != nd and not any(k in name for k in _BROADCASTING):
+        return None  # squeeze, unsqueeze, select, a reduction without keepdim
+    for f, _ in parents:  # element-wise (right-aligned when broadcast), slice, pad, clone
+        c = _channel_dim(f, dims, depth - 1)
+        if c is not None:
+            return c + nd - _ndim(f)
+    return None
+
+
+#: autograd nodes of element-wise arithmetic that broadcasts, and of reductions (keepdim)
+_BROADCASTING = ("mulbackward", "divbackward", "addbackward", "subbackward", "wherebackward")
+_REDUCING = (
+    "meanbackward", "sumbackward", "normbackward", "linalgvectornormbackward", "stdbackward",
+    "varbackward", "amaxbackward", "aminbackward", "maxbackward", "minbackward",
+    "logsumexpbackward",
+)  # fmt: skip
+
+
+def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
+    """Cut the edges between an op and an operand broadcast over the channels, and between a
+    reduction over the channels and its input. A gate of one channel scaling many (FocalNet's
+    focal gates ``ctx * gates[:, l:l+1]``, a spatial attention map, a per-token weight
+    ``h * w[:, None]``) does not tie those channels to anything, nor does RMSNorm's
+    ``x.pow(2).mean(-1, keepdim=True)``; Torch-Pruning couples every operand of an
+    element-wise op and passes indices through reductions, so its index maps would carry
+    channel ``i`` into a one-channel tensor. The cases cut are those where the channel dim is
+    known: size 1 against more along dim 1 only of a 2-D, 4-D or 5-D tensor (``N, C, H, W``),
+    or along the last dim only of a 3-D tensor that holds channels last (``B, T, C``; not a
+    Conv1d's ``B, C, L``: :func:`_channel_dim`). The permutation check still vouches for every
+    group. Returns the broadcast operands: like an output, each of their channels has a fixed
+    role (it scales all the channels of the other operand)."""
+    import torch_pruning as tp
+
+    def channel_only(dims: set[int], ndim: int, f: GradFn) -> bool:
+        if ndim == 3:
+            return dims == {2} and _channels_last(f, found)
+        return dims == {1} and ndim in (2, 4, 5)
+
+    found = _dims(dg)
+    cut: set[TPNode] = set()
+    for node in list(dg.module2node.values()):
+        gf = node.grad_fn
+        meta = getattr(gf, "_input_metadata", None)
+        if node.type != tp.ops.OPTYPE.ELEMENTWISE or gf is None or not meta:
+            continue
+        op = gf.name().lower()
+        arithmetic, reduction = op.startswith(_BROADCASTING), op.startswith(_REDUCING)
+        if not arithmetic and not reduction:
+            continue  # a view, permute, unsqueeze or matmul changes shapes for other reasons
+        out = tuple(meta[0].shape)
+        for f, nr in gf.next_functions:
+            in_meta = getattr(f, "_input_metadata", None)
+            if f is None or not in_meta or nr >= len(in_meta):
+                continue
+            shape = tuple(in_meta[nr].shape)
+            if len(shape) < len(out):
+                shape = (1,) * (len(out) - len(shape)) + shape
+            if len(shape) != len(out) or not out:
+                continue
+            wide = {d for d, (a, b) in enumerate(zip(shape, out)) if a == 1 < b}
+            narrow = {d for d, (a, b) in enumerate(zip(shape, out)) if a > 1 == b}
+            broadcast = arithmetic and len(node.inputs) > 1 and channel_only(wide, len(out), f)
+            if not broadcast and not (reduction and channel_only(narrow, len(out), f)):
+                continue
+            for other in [n for n in node.inputs if n.grad_fn is f]:
+                node.dependencies = [d for d in node.dependencies if d.target is not other]
+                other.dependencies = [d for d in other.dependencies if d.target is not node]
+                if broadcast:
+                    cut.add(other)
+    return cut
+
+
+def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's reshape maps, except for a view that keeps channels last where they are
+    (Swin's ``[B, H*W, C] -> [B, H, W, C]``): channel ``i`` stays channel ``i``, but
+    Torch-Pruning, which only knows channels first, reads a flatten into its readers."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    if gf is not None and "view" in gf.name().lower():
+        found = _dims(dg)
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        if parents and _channels_last(parents[0], found) and _channels_last(gf, found):
+            return
+    tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
+
+
+class _PieceThenSlice:
+    """Two index maps applied in order: a split piece's and a slice's (either direction)."""
+
+    def __init__(self, piece: IndexMap, other: IndexMap, towards_slice: bool):
+        self.piece, self.other, self.towards_slice = piece, other, towards_slice
+
+    def __call__(self, idxs: list[Any]) -> list[Any]:
+        if self.towards_slice:
+            return self.other(self.piece(idxs))
+        return self.piece(self.other(idxs))
+
+
+def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's slice maps, kept after a split map on the same edge: a slice of a split
+    piece (FocalNet's ``gates[:, l:l+1]`` of ``split(x, (C, C, L+1))``) is mapped by the piece
+    first, then by the slice; Torch-Pruning writes both into the same slot. Idempotent: the
+    finder updates the maps twice."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    sizes = getattr(gf, "_saved_self_sym_sizes", None)
+    if (
+        gf is not None
+        and sizes is not None
+        and len(sizes) == 4
+        and getattr(gf, "_saved_dim", 0) == 1
+    ):
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        found = _dims(dg)
+        if parents and _channels_last(parents[0], found):
+            return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
+    edges = [d for d in node.dependencies if d.target in node.inputs]
+    edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
+    before = {}
+    for d in edges:
+        old = d.index_mapping[0]
+        before[id(d)] = old.piece if isinstance(old, _PieceThenSlice) else old
+    tp.dependency.index_mapping.update_slice_index_mapping(dg, node)
+    for d in edges:
+        old, new = before[id(d)], d.index_mapping[0]
+        if old is not None and new is not None and old is not new:
+            d.index_mapping[0] = _PieceThenSlice(old, new, towards_slice=d.target is node)

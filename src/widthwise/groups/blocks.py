@@ -1,0 +1,196 @@
+"""Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
+attention.
+
+Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
+attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
+other group, and drops the groups its dependency walks built for the same layers.
+
+Why: a selective state-space mixer (Mamba, in Hugging Face ``transformers`` and in
+``mamba_ssm``) reads its inner channels through a transpose, a ``chunk`` into the input and
+the gate, a depthwise causal conv, a matrix product of ``dt_proj.weight`` with a slice of
+``x_proj``'s output and an element-wise scan with ``A_log`` and ``D``: Torch-Pruning's index
+maps cannot follow that, but the symmetry is plain from the definition::
+
+    x, z = in_proj(h).chunk(2)               # inner channels I, twice
+    x = act(conv1d(x))                       # depthwise: channel i stays i
+    dt, B, C = x_proj(x).split([R, N, N])    # dt rank R, state size N
+    dt = softplus(dt_proj.weight @ dt + dt_proj.bias)     # back to I
+    y = scan(x, dt, A = -exp(A_log) [I, N], B, C) + D * x # per channel i, per state n
+    out = out_proj(y * act(z))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from widthwise.groups.types import ChannelGroup, Member
+
+
+@dataclass(frozen=True)
+class KnownBlock:
+    """A recognised block: its groups and the layers they cover (walks from these are
+    replaced by the groups)."""
+
+    name: str
+    groups: tuple[ChannelGroup, ...]
+    layers: tuple[str, ...]
+
+
+def known_blocks(model: nn.Module) -> list[KnownBlock]:
+    """Every Mamba mixer and LeViT attention in ``model`` (recognised by their attributes),
+    with their groups."""
+    out = []
+    for name, module in model.named_modules():
+        block = _mamba_mixer(name, module) or _levit_attention(name, module)
+        if block is not None:
+            out.append(block)
+    return out
+
+
+def _mamba_mixer(name: str, m: nn.Module) -> KnownBlock | None:
+    in_proj, x_proj, dt_proj, out_proj = (
+        getattr(m, a, None) for a in ("in_proj", "x_proj", "dt_proj", "out_proj")
+    )
+    conv, a_log, d = getattr(m, "conv1d", None), getattr(m, "A_log", None), getattr(m, "D", None)
+    if not (
+        isinstance(in_proj, nn.Linear)
+        and isinstance(x_proj, nn.Linear)
+        and isinstance(dt_proj, nn.Linear)
+        and isinstance(out_proj, nn.Linear)
+        and isinstance(conv, nn.Conv1d)
+        and isinstance(a_log, nn.Parameter)
+        and isinstance(d, nn.Parameter)
+        and a_log.ndim == 2
+        and d.ndim == 1
+    ):
+        return None
+    inner, state = conv.out_channels, a_log.shape[1]
+    rank = dt_proj.weight.shape[1]
+    shapes_fit = (
+        conv.groups == conv.in_channels == inner
+        and in_proj.weight.shape[0] == 2 * inner
+        and x_proj.weight.shape == (rank + 2 * state, inner)
+        and dt_proj.weight.shape[0] == inner
+        and tuple(a_log.shape[:1]) == tuple(d.shape) == (inner,)
+        and out_proj.weight.shape[1] == inner
+    )
+    if not shapes_fit:
+        return None
+    p = f"{name}." if name else ""
+
+    def rows(layer: str, mod: nn.Module, offset: int = 0) -> list[Member]:
+        out = [Member(f"{p}{layer}.weight", 0, "producer", offset)]
+        if getattr(mod, "bias", None) is not None:
+            out.append(Member(f"{p}{layer}.bias", 0, "other", offset))
+        return out
+
+    inner_members = [
+        *rows("in_proj", in_proj),  # x
+        *rows("in_proj", in_proj, inner),  # the gate z multiplies y channel by channel
+        *rows("conv1d", conv),
+        Member(f"{p}x_proj.weight", 1, "consumer"),
+        *rows("dt_proj", dt_proj),
+        Member(f"{p}A_log", 0, "other"),
+        Member(f"{p}D", 0, "other"),
+        Member(f"{p}out_proj.weight", 1, "consumer"),
+    ]
+    state_members = [
+        Member(f"{p}x_proj.weight", 0, "producer", rank),  # B
+        Member(f"{p}x_proj.weight", 0, "producer", rank + state),  # C
+        Member(f"{p}A_log", 1, "other"),
+    ]
+    rank_members = [
+        Member(f"{p}x_proj.weight", 0, "producer"),
+        Member(f"{p}dt_proj.weight", 1, "consumer"),
+    ]
+    layers = tuple(f"{p}{n}" for n in ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"))
+    note = "a Mamba mixer's {}, written from its definition"
+    groups = [
+        ChannelGroup(f"{p}in_proj (inner)", inner, tuple(inner_members), layers, "linear", 1,
+                     (note.format("inner channels (input and gate of each)"),)),
+        ChannelGroup(f"{p}x_proj (state)", state, tuple(state_members),
+                     (f"{p}x_proj",), "linear", 1, (note.format("state size (B, C, A)"),)),
+        ChannelGroup(f"{p}x_proj (dt rank)", rank, tuple(rank_members),
+                     (f"{p}x_proj", f"{p}dt_proj"), "linear", 1, (note.format("dt rank"),)),
+    ]  # fmt: skip
+    return KnownBlock(name, tuple(g for g in groups if g.width > 1), layers)
+
+
+def _linear_bn(
+    block: nn.Module, prefix: str, names: tuple[str, ...]
+) -> tuple[str, nn.Linear, str | None] | None:
+    """The first of ``names`` on ``block`` as (path of its Linear, the Linear, path of the
+    BatchNorm after it): a bare Linear, a Linear+BatchNorm pair (LeViT's ``linear`` and
+    ``batch_norm``/``bn``), or the last module of a Sequential holding one."""
+    for n in names:
+        mod, path = getattr(block, n, None), f"{prefix}{n}"
+        if isinstance(mod, nn.Sequential) and len(mod):
+            last = len(mod) - 1
+            mod, path = mod[last], f"{path}.{last}"
+        if isinstance(mod, nn.Linear):
+            return path, mod, None
+        lin = getattr(mod, "linear", None)
+        if isinstance(lin, nn.Linear):
+            bn = next((b for b in ("batch_norm", "bn") if hasattr(mod, b)), None)
+            return f"{path}.linear", lin, f"{path}.{bn}" if bn else None
+    return None
+
+
+def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
+    """LeViT's attention (Hugging Face and timm): q/k/v of each head interleaved in one
+    Linear+BatchNorm (``view(B, N, heads, -1).split([key, key, value])``), per-head bias
+    tables; the subsampling variant has separate ``queries`` and ``keys_values``. The key dims
+    (q and k alike) and the value dims permute, each dim in every head at once: whole heads
+    would move the bias tables too (and Hugging Face caches them in eval mode)."""
+    heads = getattr(m, "num_attention_heads", getattr(m, "num_heads", None))
+    kd = getattr(m, "key_dim", None)
+    ratio = getattr(m, "attention_ratio", None)
+    vd = getattr(m, "val_dim", None) or (ratio * kd if isinstance(ratio, int) and kd else None)
+    if not all(isinstance(v, int) and v > 0 for v in (heads, kd, vd)):
+        return None
+    assert isinstance(heads, int) and isinstance(kd, int) and isinstance(vd, int)
+    p = f"{name}." if name else ""
+    proj = _linear_bn(m, p, ("projection", "proj"))
+    qkv = _linear_bn(m, p, ("queries_keys_values", "qkv"))
+    kv, q = _linear_bn(m, p, ("keys_values", "kv")), _linear_bn(m, p, ("queries", "q"))
+    if proj is None or proj[1].in_features != heads * vd:
+        return None
+
+    def rows(part: tuple[str, nn.Linear, str | None], offset: int) -> list[Member]:
+        path, _, bn = part
+        out = [Member(f"{path}.weight", 0, "producer", offset)]
+        out += [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
+        return out
+
+    keys: list[Member] = []
+    values = [Member(f"{proj[0]}.weight", 1, "consumer", h * vd) for h in range(heads)]
+    if qkv is not None and qkv[1].out_features == heads * (2 * kd + vd):
+        step = 2 * kd + vd
+        for h in range(heads):
+            keys += [*rows(qkv, h * step), *rows(qkv, h * step + kd)]
+            values += rows(qkv, h * step + 2 * kd)
+        parts = [qkv]
+    elif (
+        kv is not None
+        and q is not None
+        and kv[1].out_features == heads * (kd + vd)
+        and q[1].out_features == heads * kd
+    ):
+        for h in range(heads):
+            keys += [*rows(q, h * kd), *rows(kv, h * (kd + vd))]
+            values += rows(kv, h * (kd + vd) + kd)
+        parts = [q, kv]
+    else:
+        return None
+    layers = tuple(n for x in [*parts, proj] for n in (x[0], x[2]) if n is not None)
+    note = "LeViT attention: dim {} of every head's {}, written from its definition"
+    label = name or "attention"
+    groups = (
+        ChannelGroup(f"{label} (keys)", kd, tuple(keys), layers,
+                     "attention", 1, (note.format("i", "query and key"),)),
+        ChannelGroup(f"{label} (values)", vd, tuple(values), layers, "attention", 1,
+                     (note.format("i", "value"),)),
+    )  # fmt: skip
+    return KnownBlock(name, tuple(g for g in groups if g.width > 1), layers)
