@@ -332,13 +332,26 @@ class Experts(nn.Module):
         return out
 
 
+class TupleRouter(nn.Linear):
+    """PhiMoE's and Llama 4's router: an nn.Linear whose forward returns a tuple."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        weight, idx = logits.softmax(-1).max(-1)
+        return logits, weight, idx
+
+
 class MoE(nn.Module):
-    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False, linear=False):
+    def __init__(
+        self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False, linear=False, odd=False
+    ):
         super().__init__()
-        self.shared, self.linear = shared, linear
+        self.shared, self.linear, self.odd = shared, linear, odd
         self.emb = nn.Embedding(vocab, d)
         self.mlp = nn.Module()
         self.mlp.gate = nn.Linear(d, experts, bias=False) if linear else nn.Module()
+        if odd:
+            self.mlp.gate = TupleRouter(d, experts, bias=False)
         self.mlp.gate.weight = nn.Parameter(torch.randn(experts, d))
         self.mlp.experts = Experts(experts, d, inner)
         if shared:  # Qwen2-MoE: a shared expert scaled by a per-token sigmoid gate
@@ -351,8 +364,11 @@ class MoE(nn.Module):
     def forward(self, ids):
         x = self.emb(ids)
         flat = x.reshape(-1, x.shape[-1])
-        logits = self.mlp.gate(flat) if self.linear else F.linear(flat, self.mlp.gate.weight)
-        weight, idx = logits.softmax(-1).max(-1)
+        if self.odd:
+            _, weight, idx = self.mlp.gate(flat)
+        else:
+            logits = self.mlp.gate(flat) if self.linear else F.linear(flat, self.mlp.gate.weight)
+            weight, idx = logits.softmax(-1).max(-1)
         y = self.mlp.experts(flat, idx, weight).view_as(x)
         if self.shared:
             y = y + torch.sigmoid(self.mlp.shared_expert_gate(x)) * self.mlp.shared_expert(x)
@@ -404,6 +420,41 @@ def test_a_per_token_gate_is_read_by_the_stream_not_a_producer_of_it(linear):
     assert M("mlp.shared_expert.2.weight", 0, "producer") in stream.members
     assert set(got["mlp.experts (experts)"].members) == _expert_members("mlp.experts", 12)
     assert got["mlp.shared_expert.0"].width == 12
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_a_linear_router_that_returns_a_tuple_is_traced_as_an_op():
+    # Torch-Pruning's trace hook fails on it (an AttributeError, so a GroupingError before)
+    model, x = MoE(odd=True), ids(t=12)
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    stream = next(g for g in groups if g.kind == "residual")
+    assert M("mlp.gate.weight", 1, "consumer") in stream.members
+    assert set({g.name: g for g in groups}["mlp.experts (experts)"].members) == _expert_members(
+        "mlp.experts", 12
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_phimoe_router_is_a_linear_that_returns_a_tuple():
+    model, x = hf_tiny(
+        "PhimoeForCausalLM",
+        vocab_size=20,
+        hidden_size=16,
+        intermediate_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=3,
+        num_experts_per_tok=2,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    stream = {g.name: g for g in groups}["model (residual)"]
+    for layer in range(2):
+        assert M(f"model.layers.{layer}.mlp.router.weight", 1, "consumer") in stream.members
     assert_each_group_is_a_symmetry(model, x, groups)
 
 

@@ -553,6 +553,15 @@ class _Finder:
         # inputs as grad-requiring leaves reveal x + f(x) on the input; a model that writes
         # into its input in place cannot take them, so it is traced on the plain inputs
         attempts = [self._with_grad(self.example_inputs), map_tensors(self.example_inputs)]
+        # a Linear subclass whose forward returns a tuple (the routers of Llama 4 and PhiMoE)
+        # breaks Torch-Pruning's trace hook: as a last resort such layers are traced as ops
+        odd = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward
+        ]
+        if odd:
+            attempts.append(self._with_grad(self.example_inputs))
         for k, traced_inputs in enumerate(attempts):
             outputs.clear()
             with (
@@ -572,6 +581,9 @@ class _Finder:
                         example_inputs=traced_inputs,
                         forward_fn=forward_fn,
                         customized_pruners=pruners,
+                        ignored_layers=odd if k == 2 else None,
+                        # their weights as raw parameters read along their input dim
+                        unwrapped_parameters=[(m.weight, 1) for m in odd] if k == 2 else None,
                         verbose=False,
                     )
                     break

@@ -90,7 +90,7 @@ def _experts(
     # the router: a raw (E, H) weight in a sibling module (a Linear is traced as one already)
     parent = name.rpartition(".")[0]
     for mname, m in modules.items():
-        if mname.rpartition(".")[0] != parent or mname == name or isinstance(m, nn.Linear):
+        if mname.rpartition(".")[0] != parent or mname == name or _plain_linear(m):
             continue
         w = getattr(m, "weight", None)
         if isinstance(w, nn.Parameter) and w.shape == (e, h):
@@ -108,6 +108,12 @@ def _experts(
         options.append((key, g))
     out.inner.append((name, [options]))
     return True
+
+
+def _plain_linear(m: nn.Module) -> bool:
+    """An ``nn.Linear`` traced as one (a subclass with its own forward may be traced as an op,
+    see the finder's last trace attempt)."""
+    return isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
 
 
 _XL_PROJ = ("q", "k", "v", "o")
