@@ -138,6 +138,43 @@ def test_hf_bloom_attention_groups_channels_shared_by_the_heads():
     assert_each_group_is_a_symmetry(model, x, groups)
 
 
+class AlibiMultiQuery(nn.Module):
+    """Falcon with ALiBi: separate q, and one key/value head shared by all query heads."""
+
+    def __init__(self, d=16, heads=4, vocab=20, classes=3):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, self.hd), nn.Linear(d, self.hd)
+        self.o = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        b, t, d = x.shape
+        q = self.q(x).view(b, t, self.heads, self.hd).transpose(1, 2)
+        k, v = self.k(x)[:, None], self.v(x)[:, None]
+        slopes = 2.0 ** (-8.0 * torch.arange(1, self.heads + 1) / self.heads)
+        pos = torch.arange(t, dtype=torch.float)
+        alibi = slopes[:, None, None] * (pos[None, None, :] - pos[None, :, None])
+        att = (q @ k.transpose(-1, -2) / math.sqrt(self.hd) + alibi).softmax(-1)
+        return self.head(x + self.o((att @ v).transpose(1, 2).reshape(b, t, d)))
+
+
+def test_alibi_with_one_key_value_head_permutes_channels_alike_in_every_head():
+    model, x = AlibiMultiQuery(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    att = {g.name: g for g in groups}["q+k+v (attention)"]
+    hd = model.hd
+    expected = {M(f"{n}.{p}", 0, r) for n in ("k", "v") for p, r in _WB}
+    for h in range(model.heads):
+        expected |= {M(f"q.{p}", 0, r, h * hd) for p, r in _WB}
+        expected.add(M("o.weight", 1, "consumer", h * hd))
+    assert (att.width, set(att.members)) == (hd, expected)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
 # ---------------------------------------------------------------------------------------------
 # DeBERTa (v1): one fused projection without bias, rows [q_h | k_h | v_h] per head, and raw
 # per-channel biases q_bias / v_bias added to the query and value heads

@@ -295,6 +295,18 @@ def _layout_candidates(
                 note = f"one channel is one head ({w // heads} rows of '{name}')"
                 cands.append((("interleaved heads", hd), group(heads, members, 1, note)))
         cands += _shared_channel_candidates(oname, o, name, p, dims, group)
+    for hd in dims:  # heads that cannot move, gate blocks [q | k | v] (Falcon with ALiBi)
+        if hd < 2 or din // hd < 2 or any(w % hd for *_, w in parts):
+            continue
+        members = [
+            m
+            for (n, p, off, w), g in zip(parts, gates)
+            for h in range(w // hd)
+            for m in _rows(n, p, off + h * hd, 1, g)
+        ]
+        members += [replace(_cols(oname, o, 1), offset=h * hd) for h in range(din // hd)]
+        note = f"one channel is one channel of each of the {din // hd} heads (heads stay in place)"
+        cands.append(((_SHARED, "blocks", hd), group(hd, members, 1, note)))
     return cands
 
 
