@@ -795,6 +795,7 @@ class NormedProjections(nn.Module):
         self.att.v_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
         self.att.o_proj = nn.Linear(d, d, bias=False)
         self.att.q_norm, self.att.k_norm = RMSNorm(d), RMSNorm(kv_heads * self.hd)
+        self.att.other = nn.Linear(2, d)  # not a norm: its (d,) bias is no member
         self.head = nn.Linear(d, classes)
 
     def forward(self, ids):

@@ -402,21 +402,20 @@ def _with_head_params(
 
 
 def _projection_norms(
-    prods: list[tuple[str, WeightLayer]], params: dict[str, nn.Parameter]
+    prods: list[tuple[str, WeightLayer]], modules: dict[str, nn.Module]
 ) -> list[tuple[str, int]]:
-    """1-D parameters of the modules beside the producers (other children of their parent)
+    """1-D parameters of the norm layers beside the producers (other children of their parent)
     whose size is a producer's output width: a norm over a whole projection (OLMoE's and
     OLMo-2's ``q_norm``/``k_norm``). (name, size) each."""
     parents = {n.rpartition(".")[0] for n, _ in prods}
-    names = {n for n, _ in prods}
     widths = {_out_width(p) for _, p in prods}
     out = []
-    for n, p in params.items():
-        owner = n.rpartition(".")[0]
-        if owner in names or owner.rpartition(".")[0] not in parents:
+    for mname, m in modules.items():
+        if mname.rpartition(".")[0] not in parents or "norm" not in type(m).__name__.lower():
             continue
-        if p.ndim == 1 and p.shape[0] in widths:
-            out.append((n, p.shape[0]))
+        for pname, p in m.named_parameters(recurse=False):
+            if p.ndim == 1 and p.shape[0] in widths:
+                out.append((f"{mname}.{pname}", p.shape[0]))
     return out
 
 

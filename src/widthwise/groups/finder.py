@@ -1333,7 +1333,7 @@ class _Finder:
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
-            cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.params))
+            cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)
