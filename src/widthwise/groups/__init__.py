@@ -12,9 +12,12 @@
   HF ``Conv1D``, ``F.linear`` on raw parameters, layouts of index lists).
 * :mod:`~widthwise.groups.candidates`: candidate groups around attention and gated blocks where
   the dependency walk failed (kept only if the permutation check passes).
+* :mod:`~widthwise.groups.layouts`: channel layouts declared for raw parameters of known
+  structures (mixture-of-experts stacks, Transformer-XL attention, ConvBERT's span convolution)
+  and candidate groups inside them.
 
-Imports run one way: types <- verify, recurrent, tracing <- candidates <- finder <- this
-package (tests/test_groups_layout.py checks it).
+Imports run one way: types <- verify, recurrent, tracing <- candidates <- layouts <- finder <-
+this package (tests/test_groups_layout.py checks it).
 """
 
 from widthwise.groups.finder import find_groups

@@ -11,7 +11,9 @@ How it works:
    ``nn.MultiheadAttention`` are cut out of that trace first (:mod:`.recurrent`: Torch-Pruning
    mis-groups or crashes on them) and their inner groups are written from their definition.
    Hugging Face's ``Conv1D`` (a Linear with a transposed weight) gets its own pruner, and
-   ``F.linear`` on a raw weight and bias is routed through a stand-in ``nn.Linear``. Index maps
+   ``F.linear`` on a raw weight and bias is routed through a stand-in ``nn.Linear``. Raw
+   parameters of known structures (expert stacks, Transformer-XL attention) get the channel dim
+   :mod:`.layouts` declares for them instead of Torch-Pruning's guess. Index maps
    that Torch-Pruning cannot infer are skipped instead of failing the trace; ``split``/``chunk``
    pieces are mapped by the autograd edge they are read through.
 2. From every root layer the dependency graph is walked (our own walk: Torch-Pruning's
