@@ -2,7 +2,7 @@
 (DeBERTa), relative attention with raw per-head tensors (Funnel) or raw projections (XLNet),
 raw expert stacks (Mixtral, GPT-OSS), routers and gates broadcast over the stream (Qwen2-MoE,
 Switch), experts the example never ran, attention mixed with a span-based convolution
-(ConvBERT), norms over whole q/k projections (OLMoE).
+(ConvBERT), norms over whole q/k projections (OLMoE), latent attention (DeepSeek).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -903,4 +903,107 @@ def test_an_expert_that_never_ran_couples_like_the_ones_that_did():
         stream.members
     )
     # on its fresh random weights the naive check routes tokens to all three experts
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSeek's multi-head latent attention: compressed key/value channels (kv_a_proj_with_mqa ->
+# kv_a_layernorm -> kv_b_proj), a rotary key part shared by every head, per-head [nope | rope]
+# query rows and [k_nope | v] key/value rows
+
+
+def _rotate(x, t):
+    """A fixed rotation of channel pairs by position (a rotary embedding)."""
+    angle = torch.arange(t, dtype=torch.float)[:, None] / 10 ** torch.arange(x.shape[-1] // 2)
+    cos, sin = angle.cos(), angle.sin()
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
+
+
+class LatentAttention(nn.Module):
+    def __init__(self, d=16, heads=4, rank=8, nope=4, rope=2, v=4, vocab=20, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.att = nn.Module()
+        a = self.att
+        a.num_heads, a.kv_lora_rank, a.v_head_dim, a.nope, a.rope = heads, rank, v, nope, rope
+        a.q_proj = nn.Linear(d, heads * (nope + rope), bias=False)
+        a.kv_a_proj_with_mqa = nn.Linear(d, rank + rope, bias=False)
+        a.kv_a_layernorm = RMSNorm(rank)
+        a.kv_b_proj = nn.Linear(rank, heads * (nope + v), bias=False)
+        a.o_proj = nn.Linear(heads * v, d, bias=False)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        a, x = self.att, self.emb(ids)
+        b, t, _ = x.shape
+        h = a.num_heads
+        q = a.q_proj(x).view(b, t, h, a.nope + a.rope).transpose(1, 2)
+        q = torch.cat([q[..., : a.nope], _rotate(q[..., a.nope :], t)], -1)
+        latent, k_pe = a.kv_a_proj_with_mqa(x).split([a.kv_lora_rank, a.rope], -1)
+        kv = a.kv_b_proj(a.kv_a_layernorm(latent)).view(b, t, h, -1).transpose(1, 2)
+        k_nope, val = kv.split([a.nope, a.v_head_dim], -1)
+        k_pe = _rotate(k_pe, t)[:, None].expand(b, h, t, a.rope)
+        k = torch.cat([k_nope, k_pe], -1)
+        att = (q @ k.transpose(-1, -2) / math.sqrt(a.nope + a.rope)).softmax(-1)
+        return self.head(x + a.o_proj((att @ val).transpose(1, 2).reshape(b, t, -1)))
+
+
+def _latent_groups(pre, q, q_rows, kv_rows, v, biases=()):
+    return {
+        f"{pre} (latent)": {
+            M(f"{pre}.kv_a_proj_with_mqa.weight", 0, "producer"),
+            M(f"{pre}.kv_a_layernorm.weight", 0, "norm"),
+            M(f"{pre}.kv_b_proj.weight", 1, "consumer"),
+        },
+        f"{pre} (attention)": {
+            M(f"{pre}.{q}.weight", 0, "producer", 0, q_rows),
+            M(f"{pre}.kv_b_proj.weight", 0, "producer", 0, kv_rows),
+            M(f"{pre}.o_proj.weight", 1, "consumer", 0, v),
+        },
+    }
+
+
+def test_latent_attention_groups_its_compressed_channels_and_whole_heads():
+    model, x = LatentAttention(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for name, members in _latent_groups("att", "q_proj", 6, 8, 4).items():
+        assert set(got[name].members) == members
+    assert (got["att (latent)"].width, got["att (attention)"].width) == (8, 4)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_deepseek_v3_latent_attention():
+    model, x = hf_tiny(
+        "DeepseekV3ForCausalLM",
+        vocab_size=20,
+        hidden_size=16,
+        intermediate_size=24,
+        moe_intermediate_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        q_lora_rank=8,
+        kv_lora_rank=8,
+        qk_rope_head_dim=2,
+        qk_nope_head_dim=4,
+        v_head_dim=4,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"model.layers.{layer}.self_attn"
+        for name, members in _latent_groups(pre, "q_b_proj", 6, 8, 4).items():
+            assert set(got[name].members) == members
+    assert got["model.layers.1.mlp.experts (experts)"].width == 12
     assert_each_group_is_a_symmetry(model, x, groups)
