@@ -32,6 +32,7 @@ HF_TEXT_EXTRA: dict[str, tuple[str, dict, str]] = {
     "minimax": ("MiniMaxForCausalLM", dict(_MOE, num_local_experts=3, head_dim=8, layer_types=["full_attention", "full_attention"], block_size=4), T),
     "dots1": ("Dots1ForCausalLM", dict(_MOE, n_routed_experts=3, moe_intermediate_size=16, first_k_dense_replace=1, n_shared_experts=1, head_dim=8), T),
     "deepseek-v3": ("DeepseekV3ForCausalLM", dict(num_key_value_heads=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, first_k_dense_replace=1, n_group=1, topk_group=1), T),
+    "deepseek-v2": ("DeepseekV2ForCausalLM", dict(num_key_value_heads=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, first_k_dense_replace=1, n_group=1, topk_group=1), T),
     "switch": ("SwitchTransformersForConditionalGeneration", dict(num_experts=2, expert_capacity=8, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1), S),
     "nllb-moe": ("NllbMoeForConditionalGeneration", dict(num_experts=2, encoder_sparse_step=1, decoder_sparse_step=1, expert_capacity=8), S),
     "falcon-alibi": ("FalconForCausalLM", dict(alibi=True), T),
