@@ -2,7 +2,7 @@
 (DeBERTa), relative attention with raw per-head tensors (Funnel) or raw projections (XLNet),
 raw expert stacks (Mixtral, GPT-OSS), routers and gates broadcast over the stream (Qwen2-MoE,
 Switch), experts the example never ran, attention mixed with a span-based convolution
-(ConvBERT), norms over whole q/k projections (OLMoE).
+(ConvBERT), norms over whole q/k projections (OLMoE), latent attention (DeepSeek).
 
 For each pattern: a small model written here that reproduces it, the groups expected from its
 definition, and, independently of find_groups' own check, every group permuted with naive
@@ -135,6 +135,43 @@ def test_hf_bloom_attention_groups_channels_shared_by_the_heads():
         assert (att.width, att.kind) == (4, "attention")
         expected = _alibi_members(f"{pre}.query_key_value", f"{pre}.dense", 4, 4)
         assert set(att.members) == expected
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+class AlibiMultiQuery(nn.Module):
+    """Falcon with ALiBi: separate q, and one key/value head shared by all query heads."""
+
+    def __init__(self, d=16, heads=4, vocab=20, classes=3):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, self.hd), nn.Linear(d, self.hd)
+        self.o = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        b, t, d = x.shape
+        q = self.q(x).view(b, t, self.heads, self.hd).transpose(1, 2)
+        k, v = self.k(x)[:, None], self.v(x)[:, None]
+        slopes = 2.0 ** (-8.0 * torch.arange(1, self.heads + 1) / self.heads)
+        pos = torch.arange(t, dtype=torch.float)
+        alibi = slopes[:, None, None] * (pos[None, None, :] - pos[None, :, None])
+        att = (q @ k.transpose(-1, -2) / math.sqrt(self.hd) + alibi).softmax(-1)
+        return self.head(x + self.o((att @ v).transpose(1, 2).reshape(b, t, d)))
+
+
+def test_alibi_with_one_key_value_head_permutes_channels_alike_in_every_head():
+    model, x = AlibiMultiQuery(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    att = {g.name: g for g in groups}["q+k+v (attention)"]
+    hd = model.hd
+    expected = {M(f"{n}.{p}", 0, r) for n in ("k", "v") for p, r in _WB}
+    for h in range(model.heads):
+        expected |= {M(f"q.{p}", 0, r, h * hd) for p, r in _WB}
+        expected.add(M("o.weight", 1, "consumer", h * hd))
+    assert (att.width, set(att.members)) == (hd, expected)
     assert_each_group_is_a_symmetry(model, x, groups)
 
 
@@ -332,13 +369,26 @@ class Experts(nn.Module):
         return out
 
 
+class TupleRouter(nn.Linear):
+    """PhiMoE's and Llama 4's router: an nn.Linear whose forward returns a tuple."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        weight, idx = logits.softmax(-1).max(-1)
+        return logits, weight, idx
+
+
 class MoE(nn.Module):
-    def __init__(self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False, linear=False):
+    def __init__(
+        self, d=16, experts=3, inner=12, vocab=20, classes=3, shared=False, linear=False, odd=False
+    ):
         super().__init__()
-        self.shared, self.linear = shared, linear
+        self.shared, self.linear, self.odd = shared, linear, odd
         self.emb = nn.Embedding(vocab, d)
         self.mlp = nn.Module()
         self.mlp.gate = nn.Linear(d, experts, bias=False) if linear else nn.Module()
+        if odd:
+            self.mlp.gate = TupleRouter(d, experts, bias=False)
         self.mlp.gate.weight = nn.Parameter(torch.randn(experts, d))
         self.mlp.experts = Experts(experts, d, inner)
         if shared:  # Qwen2-MoE: a shared expert scaled by a per-token sigmoid gate
@@ -351,8 +401,11 @@ class MoE(nn.Module):
     def forward(self, ids):
         x = self.emb(ids)
         flat = x.reshape(-1, x.shape[-1])
-        logits = self.mlp.gate(flat) if self.linear else F.linear(flat, self.mlp.gate.weight)
-        weight, idx = logits.softmax(-1).max(-1)
+        if self.odd:
+            _, weight, idx = self.mlp.gate(flat)
+        else:
+            logits = self.mlp.gate(flat) if self.linear else F.linear(flat, self.mlp.gate.weight)
+            weight, idx = logits.softmax(-1).max(-1)
         y = self.mlp.experts(flat, idx, weight).view_as(x)
         if self.shared:
             y = y + torch.sigmoid(self.mlp.shared_expert_gate(x)) * self.mlp.shared_expert(x)
@@ -404,6 +457,41 @@ def test_a_per_token_gate_is_read_by_the_stream_not_a_producer_of_it(linear):
     assert M("mlp.shared_expert.2.weight", 0, "producer") in stream.members
     assert set(got["mlp.experts (experts)"].members) == _expert_members("mlp.experts", 12)
     assert got["mlp.shared_expert.0"].width == 12
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_a_linear_router_that_returns_a_tuple_is_traced_as_an_op():
+    # Torch-Pruning's trace hook fails on it (an AttributeError, so a GroupingError before)
+    model, x = MoE(odd=True), ids(t=12)
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    stream = next(g for g in groups if g.kind == "residual")
+    assert M("mlp.gate.weight", 1, "consumer") in stream.members
+    assert set({g.name: g for g in groups}["mlp.experts (experts)"].members) == _expert_members(
+        "mlp.experts", 12
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_phimoe_router_is_a_linear_that_returns_a_tuple():
+    model, x = hf_tiny(
+        "PhimoeForCausalLM",
+        vocab_size=20,
+        hidden_size=16,
+        intermediate_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=3,
+        num_experts_per_tok=2,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    stream = {g.name: g for g in groups}["model (residual)"]
+    for layer in range(2):
+        assert M(f"model.layers.{layer}.mlp.router.weight", 1, "consumer") in stream.members
     assert_each_group_is_a_symmetry(model, x, groups)
 
 
@@ -707,6 +795,7 @@ class NormedProjections(nn.Module):
         self.att.v_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
         self.att.o_proj = nn.Linear(d, d, bias=False)
         self.att.q_norm, self.att.k_norm = RMSNorm(d), RMSNorm(kv_heads * self.hd)
+        self.att.other = nn.Linear(2, d)  # not a norm: its (d,) bias is no member
         self.head = nn.Linear(d, classes)
 
     def forward(self, ids):
@@ -814,4 +903,107 @@ def test_an_expert_that_never_ran_couples_like_the_ones_that_did():
         stream.members
     )
     # on its fresh random weights the naive check routes tokens to all three experts
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSeek's multi-head latent attention: compressed key/value channels (kv_a_proj_with_mqa ->
+# kv_a_layernorm -> kv_b_proj), a rotary key part shared by every head, per-head [nope | rope]
+# query rows and [k_nope | v] key/value rows
+
+
+def _rotate(x, t):
+    """A fixed rotation of channel pairs by position (a rotary embedding)."""
+    angle = torch.arange(t, dtype=torch.float)[:, None] / 10 ** torch.arange(x.shape[-1] // 2)
+    cos, sin = angle.cos(), angle.sin()
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
+
+
+class LatentAttention(nn.Module):
+    def __init__(self, d=16, heads=4, rank=8, nope=4, rope=2, v=4, vocab=20, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.att = nn.Module()
+        a = self.att
+        a.num_heads, a.kv_lora_rank, a.v_head_dim, a.nope, a.rope = heads, rank, v, nope, rope
+        a.q_proj = nn.Linear(d, heads * (nope + rope), bias=False)
+        a.kv_a_proj_with_mqa = nn.Linear(d, rank + rope, bias=False)
+        a.kv_a_layernorm = RMSNorm(rank)
+        a.kv_b_proj = nn.Linear(rank, heads * (nope + v), bias=False)
+        a.o_proj = nn.Linear(heads * v, d, bias=False)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        a, x = self.att, self.emb(ids)
+        b, t, _ = x.shape
+        h = a.num_heads
+        q = a.q_proj(x).view(b, t, h, a.nope + a.rope).transpose(1, 2)
+        q = torch.cat([q[..., : a.nope], _rotate(q[..., a.nope :], t)], -1)
+        latent, k_pe = a.kv_a_proj_with_mqa(x).split([a.kv_lora_rank, a.rope], -1)
+        kv = a.kv_b_proj(a.kv_a_layernorm(latent)).view(b, t, h, -1).transpose(1, 2)
+        k_nope, val = kv.split([a.nope, a.v_head_dim], -1)
+        k_pe = _rotate(k_pe, t)[:, None].expand(b, h, t, a.rope)
+        k = torch.cat([k_nope, k_pe], -1)
+        att = (q @ k.transpose(-1, -2) / math.sqrt(a.nope + a.rope)).softmax(-1)
+        return self.head(x + a.o_proj((att @ val).transpose(1, 2).reshape(b, t, -1)))
+
+
+def _latent_groups(pre, q, q_rows, kv_rows, v, biases=()):
+    return {
+        f"{pre} (latent)": {
+            M(f"{pre}.kv_a_proj_with_mqa.weight", 0, "producer"),
+            M(f"{pre}.kv_a_layernorm.weight", 0, "norm"),
+            M(f"{pre}.kv_b_proj.weight", 1, "consumer"),
+        },
+        f"{pre} (attention)": {
+            M(f"{pre}.{q}.weight", 0, "producer", 0, q_rows),
+            M(f"{pre}.kv_b_proj.weight", 0, "producer", 0, kv_rows),
+            M(f"{pre}.o_proj.weight", 1, "consumer", 0, v),
+        },
+    }
+
+
+def test_latent_attention_groups_its_compressed_channels_and_whole_heads():
+    model, x = LatentAttention(), ids()
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for name, members in _latent_groups("att", "q_proj", 6, 8, 4).items():
+        assert set(got[name].members) == members
+    assert (got["att (latent)"].width, got["att (attention)"].width) == (8, 4)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_deepseek_v3_latent_attention():
+    model, x = hf_tiny(
+        "DeepseekV3ForCausalLM",
+        vocab_size=20,
+        hidden_size=16,
+        intermediate_size=24,
+        moe_intermediate_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        q_lora_rank=8,
+        kv_lora_rank=8,
+        qk_rope_head_dim=2,
+        qk_nope_head_dim=4,
+        v_head_dim=4,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+        max_position_embeddings=16,
+        pad_token_id=0,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    got = {g.name: g for g in groups}
+    for layer in range(2):
+        pre = f"model.layers.{layer}.self_attn"
+        for name, members in _latent_groups(pre, "q_b_proj", 6, 8, 4).items():
+            assert set(got[name].members) == members
+    assert got["model.layers.1.mlp.experts (experts)"].width == 12
     assert_each_group_is_a_symmetry(model, x, groups)

@@ -14,9 +14,12 @@
   the dependency walk failed (kept only if the permutation check passes).
 * :mod:`~widthwise.groups.blocks`: groups of blocks written from their definition where the
   trace cannot follow them (the Mamba mixer), verified like the rest.
+* :mod:`~widthwise.groups.layouts`: channel layouts declared for raw parameters of known
+  structures (mixture-of-experts stacks, Transformer-XL attention, ConvBERT's span convolution)
+  and candidate groups inside them.
 
-Imports run one way: types <- verify, recurrent, tracing, blocks <- candidates <- finder <- this
-package (tests/test_groups_layout.py checks it).
+Imports run one way: types <- verify, recurrent, tracing, blocks <- candidates <- layouts <-
+finder <- this package (tests/test_groups_layout.py checks it).
 """
 
 from widthwise.groups.finder import find_groups

@@ -295,6 +295,18 @@ def _layout_candidates(
                 note = f"one channel is one head ({w // heads} rows of '{name}')"
                 cands.append((("interleaved heads", hd), group(heads, members, 1, note)))
         cands += _shared_channel_candidates(oname, o, name, p, dims, group)
+    for hd in dims:  # heads that cannot move, gate blocks [q | k | v] (Falcon with ALiBi)
+        if hd < 2 or din // hd < 2 or any(w % hd for *_, w in parts):
+            continue
+        members = [
+            m
+            for (n, p, off, w), g in zip(parts, gates)
+            for h in range(w // hd)
+            for m in _rows(n, p, off + h * hd, 1, g)
+        ]
+        members += [replace(_cols(oname, o, 1), offset=h * hd) for h in range(din // hd)]
+        note = f"one channel is one channel of each of the {din // hd} heads (heads stay in place)"
+        cands.append(((_SHARED, "blocks", hd), group(hd, members, 1, note)))
     return cands
 
 
@@ -417,21 +429,20 @@ def _with_head_params(
 
 
 def _projection_norms(
-    prods: list[tuple[str, WeightLayer]], params: dict[str, nn.Parameter]
+    prods: list[tuple[str, WeightLayer]], modules: dict[str, nn.Module]
 ) -> list[tuple[str, int]]:
-    """1-D parameters of the modules beside the producers (other children of their parent)
+    """1-D parameters of the norm layers beside the producers (other children of their parent)
     whose size is a producer's output width: a norm over a whole projection (OLMoE's and
     OLMo-2's ``q_norm``/``k_norm``). (name, size) each."""
     parents = {n.rpartition(".")[0] for n, _ in prods}
-    names = {n for n, _ in prods}
     widths = {_out_width(p) for _, p in prods}
     out = []
-    for n, p in params.items():
-        owner = n.rpartition(".")[0]
-        if owner in names or owner.rpartition(".")[0] not in parents:
+    for mname, m in modules.items():
+        if mname.rpartition(".")[0] not in parents or "norm" not in type(m).__name__.lower():
             continue
-        if p.ndim == 1 and p.shape[0] in widths:
-            out.append((n, p.shape[0]))
+        for pname, p in m.named_parameters(recurse=False):
+            if p.ndim == 1 and p.shape[0] in widths:
+                out.append((f"{mname}.{pname}", p.shape[0]))
     return out
 
 

@@ -11,7 +11,9 @@ How it works:
    ``nn.MultiheadAttention`` are cut out of that trace first (:mod:`.recurrent`: Torch-Pruning
    mis-groups or crashes on them) and their inner groups are written from their definition.
    Hugging Face's ``Conv1D`` (a Linear with a transposed weight) gets its own pruner, and
-   ``F.linear`` on a raw weight and bias is routed through a stand-in ``nn.Linear``. Index maps
+   ``F.linear`` on a raw weight and bias is routed through a stand-in ``nn.Linear``. Raw
+   parameters of known structures (expert stacks, Transformer-XL attention) get the channel dim
+   :mod:`.layouts` declares for them instead of Torch-Pruning's guess. Index maps
    that Torch-Pruning cannot infer are skipped instead of failing the trace; ``split``/``chunk``
    pieces are mapped by the autograd edge they are read through.
 2. From every root layer the dependency graph is walked (our own walk: Torch-Pruning's
@@ -562,6 +564,15 @@ class _Finder:
         # inputs as grad-requiring leaves reveal x + f(x) on the input; a model that writes
         # into its input in place cannot take them, so it is traced on the plain inputs
         attempts = [self._with_grad(self.example_inputs), map_tensors(self.example_inputs)]
+        # a Linear subclass whose forward returns a tuple (the routers of Llama 4 and PhiMoE)
+        # breaks Torch-Pruning's trace hook: as a last resort such layers are traced as ops
+        odd = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward
+        ]
+        if odd:
+            attempts.append(self._with_grad(self.example_inputs))
         for k, traced_inputs in enumerate(attempts):
             outputs.clear()
             with (
@@ -582,6 +593,9 @@ class _Finder:
                         example_inputs=traced_inputs,
                         forward_fn=forward_fn,
                         customized_pruners=pruners,
+                        ignored_layers=odd if k == 2 else None,
+                        # their weights as raw parameters read along their input dim
+                        unwrapped_parameters=[(m.weight, 1) for m in odd] if k == 2 else None,
                         verbose=False,
                     )
                     break
@@ -1386,7 +1400,7 @@ class _Finder:
                 cands += _projection_candidates(oname, omod, rest, self.canonical, owners)
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
-            cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.params))
+            cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             cands = [
                 (key, c)

@@ -11,7 +11,9 @@ structures whose layout follows from the shapes alone, this module declares it i
   ``(H, heads, head_dim)``, the position kernel ``r``, the biases ``r_w_bias``/``r_r_bias``/
   ``r_s_bias`` ``(heads, head_dim)`` and ``seg_embed`` ``(2, heads, head_dim)``;
 * ConvBERT's mixed attention, whose span-based convolution Torch-Pruning cannot follow
-  (``unfold``, kernels reshaped per head): its three groups are declared from its layers.
+  (``unfold``, kernels reshaped per head): its three groups are declared from its layers;
+* multi-head latent attention (DeepSeek-V2/V3): the compressed key/value channels and the
+  heads, whose key has a rotary part shared by all heads, are declared from its layers.
 
 :func:`declared_layouts` gives (1) for each such parameter the dim along the model width and
 its role there (``None``: it never reads the width, e.g. a kernel applied to a fixed position
@@ -58,6 +60,7 @@ def declared_layouts(model: nn.Module) -> Declared:
             continue
         _relative_attention(prefix, params, out)
         _span_conv_attention(name, module, modules, out)
+        _latent_attention(name, module, out)
     return out
 
 
@@ -90,7 +93,7 @@ def _experts(
     # the router: a raw (E, H) weight in a sibling module (a Linear is traced as one already)
     parent = name.rpartition(".")[0]
     for mname, m in modules.items():
-        if mname.rpartition(".")[0] != parent or mname == name or isinstance(m, nn.Linear):
+        if mname.rpartition(".")[0] != parent or mname == name or _plain_linear(m):
             continue
         w = getattr(m, "weight", None)
         if isinstance(w, nn.Parameter) and w.shape == (e, h):
@@ -108,6 +111,12 @@ def _experts(
         options.append((key, g))
     out.inner.append((name, [options]))
     return True
+
+
+def _plain_linear(m: nn.Module) -> bool:
+    """An ``nn.Linear`` traced as one (a subclass with its own forward may be traced as an op,
+    see the finder's last trace attempt)."""
+    return isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
 
 
 _XL_PROJ = ("q", "k", "v", "o")
@@ -216,3 +225,57 @@ def _span_conv_attention(
         g = ChannelGroup(n, a, tuple(ms), layers, "attention", heads, (note,))
         groups.append([("heads", g)])
     out.inner.append((name, groups))
+
+
+def _latent_attention(name: str, module: nn.Module, out: Declared) -> None:
+    """DeepSeek's multi-head latent attention: ``kv_a_proj_with_mqa`` computes ``kv_lora_rank``
+    compressed channels (normalised by ``kv_a_layernorm``, read by ``kv_b_proj``) and a rotary
+    key part shared by all heads; ``kv_b_proj`` rows are ``[k_nope | v]`` per head, the query
+    projection (``q_b_proj``, or ``q_proj`` without a query rank) rows ``[q_nope | q_rope]`` per
+    head, ``o_proj`` reads ``v_head_dim`` columns per head. Groups: the compressed channels, and
+    whole heads (the shared rotary part stays)."""
+    kv_a, kv_b, o, norm = (
+        getattr(module, n, None)
+        for n in ("kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "kv_a_layernorm")
+    )
+    q = getattr(module, "q_b_proj", None) or getattr(module, "q_proj", None)
+    v = getattr(module, "v_head_dim", None)  # head sizes stay; counts are read off the weights
+    if not (
+        isinstance(kv_a, nn.Linear)
+        and isinstance(kv_b, nn.Linear)
+        and isinstance(o, nn.Linear)
+        and isinstance(q, nn.Linear)
+        and isinstance(norm, nn.Module)
+        and isinstance(v, int)
+        and v > 0
+    ):
+        return
+    heads, rank = o.in_features // v, kv_b.in_features
+    if o.in_features % v or kv_a.out_features <= rank or not name:
+        return
+    if kv_b.out_features % heads or q.out_features % heads:
+        return
+    p = f"{name}."
+    qname = p + ("q_b_proj" if q is getattr(module, "q_b_proj", None) else "q_proj")
+
+    def rows(layer: str, m: nn.Linear, repeat: int) -> list[Member]:
+        ms = [Member(f"{layer}.weight", 0, "producer", 0, repeat)]
+        return ms + ([Member(f"{layer}.bias", 0, "other", 0, repeat)] if m.bias is not None else [])
+
+    latent = [
+        *rows(p + "kv_a_proj_with_mqa", kv_a, 1),
+        Member(p + "kv_b_proj.weight", 1, "consumer"),
+    ]
+    latent += [Member(f"{p}kv_a_layernorm.{n}", 0, "norm") for n, _ in norm.named_parameters()]
+    whole = [
+        *rows(qname, q, q.out_features // heads),
+        *rows(p + "kv_b_proj", kv_b, kv_b.out_features // heads),
+        Member(p + "o_proj.weight", 1, "consumer", 0, v),
+    ]
+    parts: list[_Options] = []
+    for label, width, members in (("latent", rank, latent), ("attention", heads, whole)):
+        layers = tuple(dict.fromkeys(m.param.rpartition(".")[0] for m in members))
+        kind = "attention" if label == "attention" else "linear"
+        g = ChannelGroup(f"{name} ({label})", width, tuple(members), layers, kind)
+        parts.append([(label, g)])
+    out.inner.append((name, parts))
