@@ -1820,3 +1820,73 @@ def hf_levit_tiny(seed: int = 0):
 
 
 PATTERNS.update({"levit_attention": levit_attention, "hf_levit_tiny": hf_levit_tiny})
+
+
+def _rel_logits_1d(q, rel_k, permute_mask):
+    """timm's ``rel_logits_1d``: logits of q against relative offsets along one axis,
+    turned into absolute key positions by the pad-and-reshape trick."""
+    b, h, w, _ = q.shape
+    x = q @ rel_k.transpose(-1, -2)  # B, H, W, 2W-1
+    x = x.reshape(-1, w, 2 * w - 1)
+    x = F.pad(x, [0, 1]).flatten(1)
+    x = F.pad(x, [0, w - 1]).reshape(-1, w + 1, 2 * w - 1)
+    x = x[:, :w, w - 1 :].reshape(b, h, 1, w, w).expand(-1, -1, h, -1, -1)
+    return x.permute(permute_mask)
+
+
+class PosEmbedRel(nn.Module):
+    """timm's ``PosEmbedRel``: learned relative-position tables per axis, [2S-1, head dim]."""
+
+    def __init__(self, size: int, dim_head: int):
+        super().__init__()
+        self.size = size
+        self.height_rel = nn.Parameter(torch.randn(2 * size - 1, dim_head) * 0.1)
+        self.width_rel = nn.Parameter(torch.randn(2 * size - 1, dim_head) * 0.1)
+
+    def forward(self, q):
+        b, hw, _ = q.shape
+        q = q.reshape(b, self.size, self.size, -1)
+        rel_w = _rel_logits_1d(q, self.width_rel, (0, 1, 3, 2, 4))
+        rel_h = _rel_logits_1d(q.transpose(1, 2), self.height_rel, (0, 3, 1, 4, 2))
+        return (rel_h + rel_w).reshape(b, hw, hw)
+
+
+class BottleneckAttn(nn.Module):
+    """timm's BoTNet bottleneck: 1x1 conv in, ``BottleneckAttn`` (one 1x1 qkv conv, 2 heads,
+    ``q @ k`` plus relative-position logits), BatchNorm + ReLU, 1x1 conv out, residual."""
+
+    def __init__(self, dim: int = 16, inner: int = 8, heads: int = 2, size: int = 4):
+        super().__init__()
+        self.num_heads, self.dim_head_qk = heads, inner // heads
+        self.dim_head_v, self.dim_out_qk, self.dim_out_v = inner // heads, inner, inner
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        self.conv1 = nn.Sequential(nn.Conv2d(dim, inner, 1, bias=False), nn.BatchNorm2d(inner))
+        self.qkv = nn.Conv2d(inner, 3 * inner, 1, bias=False)
+        self.pos_embed = PosEmbedRel(size, self.dim_head_qk)
+        self.post_attn = nn.BatchNorm2d(inner)
+        self.conv3 = nn.Sequential(nn.Conv2d(inner, dim, 1, bias=False), nn.BatchNorm2d(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def attn(self, x):
+        b, _, h, w = x.shape
+        q, k, v = torch.split(self.qkv(x), [self.dim_out_qk, self.dim_out_qk, self.dim_out_v], 1)
+        q = q.reshape(b * self.num_heads, self.dim_head_qk, -1).transpose(-1, -2)
+        k = k.reshape(b * self.num_heads, self.dim_head_qk, -1)
+        v = v.reshape(b * self.num_heads, self.dim_head_v, -1).transpose(-1, -2)
+        att = (q @ k) * self.dim_head_qk**-0.5 + self.pos_embed(q)
+        return (att.softmax(-1) @ v).transpose(-1, -2).reshape(b, self.dim_out_v, h, w)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.post_attn(self.attn(y)))
+        x = F.relu(x + self.conv3(y))
+        return self.head(x.mean((2, 3)))
+
+
+def bottleneck_attn(seed: int = 0):
+    g = _seed(seed)
+    return BottleneckAttn(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["bottleneck_attn"] = bottleneck_attn

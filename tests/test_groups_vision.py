@@ -324,3 +324,52 @@ def test_hf_levit_attention_and_subsampling_attention_are_grouped():
     streams = sorted(g.width for g in groups if g.kind == "residual")
     assert streams == sorted(model.config.hidden_sizes)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# BoTNet: relative-position self-attention over a conv feature map
+
+
+def _bot_keys(heads, hd, tables):
+    """q and k rows of every head (dim i of each), and the tables' columns."""
+    keys = [M("qkv.weight", 0, "producer", j * hd) for j in range(2 * heads)]
+    return keys + [M(t, 1, "other") for t in tables]
+
+
+def test_bot_block_keys_with_the_position_tables_and_values_within_heads_of_the_stream():
+    model, x, groups, msgs = run("bot_block")
+    assert msgs == []
+    c, heads, hd = model.bn.num_features, model.heads, model.hd
+    # attention output is added to the stream: the stream permutes within heads, with v rows
+    stream = [*rows("stem"), *consumer("qkv"), M("qkv.weight", 0, "producer", 2 * c)]
+    stream += [M("bn.weight", 0, "norm"), M("bn.bias", 0, "norm"), *consumer("fc")]
+    expected = {
+        frozenset(_bot_keys(heads, hd, ("rel_h", "rel_w"))): (hd, 1),
+        frozenset(stream): (c, heads),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_timm_bottleneck_attn_values_group_reaches_the_conv_after_it():
+    model, x, groups, msgs = run("bottleneck_attn")
+    assert msgs == []
+    heads, hd, inner = model.num_heads, model.dim_head_qk, model.dim_out_v
+    tables = ("pos_embed.height_rel", "pos_embed.width_rel")
+    values = [M("qkv.weight", 0, "producer", 2 * inner), *_norm_rows("post_attn")]
+    values += consumer("conv3.0")
+    got = by_members(groups)
+    assert frozenset(_bot_keys(heads, hd, tables)) in got
+    v = got[frozenset(values)]
+    assert (v.width, v.divisor, v.kind) == (inner, heads, "attention")
+    stream = [*rows("stem.0"), *_norm_rows("stem.1"), *consumer("conv1.0")]
+    stream += [M("conv3.0.weight", 0, "producer"), *_norm_rows("conv3.1"), *consumer("head")]
+    hidden = [M("conv1.0.weight", 0, "producer"), *_norm_rows("conv1.1"), *consumer("qkv")]
+    assert set(got) == {frozenset(_bot_keys(heads, hd, tables)), frozenset(values)} | {
+        frozenset(stream),
+        frozenset(hidden),
+    }
+    assert_each_group_is_a_symmetry(model, x, groups)

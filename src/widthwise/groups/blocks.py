@@ -1,9 +1,11 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
-attention.
+attention, BoTNet's relative-position attention.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
-other group, and drops the groups its dependency walks built for the same layers.
+other group, and drops the groups its dependency walks built on the same tensor entries. A
+block whose output is merged from heads (BoTNet) also names the producer rows that output's
+channels are; the finder's walks stop at that merge and take those rows (within heads).
 
 Why: a selective state-space mixer (Mamba, in Hugging Face ``transformers`` and in
 ``mamba_ssm``) reads its inner channels through a transpose, a ``chunk`` into the input and
@@ -36,14 +38,23 @@ class KnownBlock:
     name: str
     groups: tuple[ChannelGroup, ...]
     layers: tuple[str, ...]
+    #: the block's output, whose channels are rows of a producer the walks cannot reach through
+    #: the heads (BoTNet's ``attn @ v`` merged back to ``B, C, H, W``): (the producer module,
+    #: the rows of output channel 0, the head count); the walks stop at that merge and take
+    #: these rows, permuted within heads
+    values: tuple[nn.Module, Member, int] | None = None
 
 
 def known_blocks(model: nn.Module) -> list[KnownBlock]:
-    """Every Mamba mixer and LeViT attention in ``model`` (recognised by their attributes),
-    with their groups."""
+    """Every Mamba mixer, LeViT attention and BoTNet-style relative-position attention in
+    ``model`` (recognised by their attributes), with their groups."""
     out = []
     for name, module in model.named_modules():
-        block = _mamba_mixer(name, module) or _levit_attention(name, module)
+        block = (
+            _mamba_mixer(name, module)
+            or _levit_attention(name, module)
+            or _rel_pos_attention(name, module)
+        )
         if block is not None:
             out.append(block)
     return out
@@ -194,3 +205,44 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
                      (note.format("i", "value"),)),
     )  # fmt: skip
     return KnownBlock(name, tuple(g for g in groups if g.width > 1), layers)
+
+
+def _rel_pos_attention(name: str, m: nn.Module) -> KnownBlock | None:
+    """BoTNet's self-attention over a feature map (timm's ``BottleneckAttn``): one 1x1
+    ``qkv`` conv split into q, k, v of ``heads`` heads, logits ``q @ k`` plus ``q`` against
+    relative-position tables (raw parameters whose last dim is the key head size, shared by
+    all heads). The key dims permute together in q, k and the tables, each dim in every head
+    at once; the value dims permute within heads with whatever reads the block's output."""
+    qkv = getattr(m, "qkv", None)
+    heads = next((getattr(m, a) for a in ("num_heads", "heads") if hasattr(m, a)), None)
+    dqk = next((getattr(m, a) for a in ("dim_head_qk", "hd", "dim_head") if hasattr(m, a)), None)
+    dv = next((getattr(m, a) for a in ("dim_head_v", "hd", "dim_head") if hasattr(m, a)), None)
+    if not (isinstance(qkv, (nn.Conv2d, nn.Linear)) and getattr(qkv, "groups", 1) == 1):
+        return None
+    if not all(isinstance(v, int) and v > 1 for v in (heads, dqk, dv)):
+        return None
+    assert isinstance(heads, int) and isinstance(dqk, int) and isinstance(dv, int)
+    if qkv.weight.shape[0] != heads * (2 * dqk + dv):
+        return None
+    p = f"{name}." if name else ""
+    tables = [
+        n
+        for n, t in m.named_parameters()
+        if not n.startswith("qkv.") and t.ndim == 2 and t.shape[-1] == dqk
+    ]
+    if not tables:
+        return None
+    rows = [Member(f"{p}qkv.weight", 0, "producer", h * dqk) for h in range(2 * heads)]
+    if qkv.bias is not None:
+        rows += [Member(f"{p}qkv.bias", 0, "other", h * dqk) for h in range(2 * heads)]
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)",
+        dqk,
+        (*rows, *(Member(f"{p}{t}", 1, "other") for t in tables)),
+        (f"{p}qkv",),
+        "attention",
+        1,
+        ("relative-position attention: dim i of every head's query, key and position tables",),
+    )
+    values = (qkv, Member(f"{p}qkv.weight", 0, "producer", 2 * heads * dqk), heads)
+    return KnownBlock(name, (keys,), (f"{p}qkv", *(f"{p}{t}" for t in tables)), values)

@@ -642,6 +642,7 @@ class _Finder:
             p: self.param_name[p] for p, _ in dg.unwrapped_parameters
         }
         self.broadcast_operands = _cut_channel_broadcasts(dg)
+        self.value_merges = self._cut_value_merges(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
@@ -689,6 +690,7 @@ class _Finder:
                 raws.extend(self._refine(raw, items))
             else:
                 raws.append(raw)
+        raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
         retry = set(self.unfinished) | {
@@ -830,6 +832,17 @@ class _Finder:
             raw.output = True
         if t == tp.ops.OPTYPE.OUTPUT or node in self.broadcast_operands:
             raw.output = True  # a gate broadcast over other channels is fixed like an output
+            return
+        if node in self.value_merges:  # a block's output merged from heads (blocks.py)
+            self.merges_reached.add(node)
+            layout = _layout(idxs, roots, raw.width)
+            rows, heads = self.value_merges[node]
+            if layout is None:
+                raw.reasons.append(f"channels reaching '{rows.param}' are split or rearranged")
+                return
+            off, rep = layout
+            raw.add([replace(rows, offset=rows.offset + off, repeat=rep)])
+            raw.divisor = math.lcm(raw.divisor, heads)
             return
         entry = _builders().get(t)
         if entry is None:
@@ -1131,24 +1144,73 @@ class _Finder:
             named.append(g if k == 1 else replace(g, name=f"{g.name} #{k}"))
         return named
 
+    def _cut_value_merges(self, dg: TPGraph) -> dict[TPNode, tuple[Member, int]]:
+        """For each block whose output is merged from heads (:mod:`.blocks`, BoTNet): the
+        reshape that merges them, cut from the attention inside (whose head reshapes
+        Torch-Pruning cannot map), with the producer rows its channels are."""
+        from widthwise.groups.blocks import known_blocks
+
+        self.blocks = known_blocks(self.model)
+        out: dict[TPNode, tuple[Member, int]] = {}
+        self.merges_reached: set[TPNode] = set()
+        for b in self.blocks:
+            if b.values is None or b.values[0] not in dg.module2node:
+                continue
+            producer, rows, heads = b.values
+            width = self.params[rows.param].shape[rows.dim] - rows.offset
+            node = _head_merge(dg.module2node[producer], width)
+            if node is None:
+                continue
+            for n in list(node.inputs):
+                node.dependencies = [d for d in node.dependencies if d.target is not n]
+                n.dependencies = [d for d in n.dependencies if d.target is not node]
+            out[node] = (rows, heads)
+        return out
+
+    def _walk_value_merges(self, dg: TPGraph, budget: int) -> list[_Raw]:
+        """Walk from each head merge (:meth:`_cut_value_merges`) that no layer's walk reached
+        downstream (timm's BoTNet: the attention's values are read by a BatchNorm and a conv,
+        not added to a stream): their channels are the producer rows it names."""
+        out = []
+        for node, (rows, _) in self.value_merges.items():
+            if node in self.merges_reached or time.monotonic() > self.deadline:
+                continue
+            fn = dg.get_pruner_of_module(node.module).prune_out_channels
+            width = self.params[rows.param].shape[rows.dim] - rows.offset
+            root = _module_of(rows.param)
+            raw = _Raw(width, root)
+            raw.name, raw.kind = f"{root} (values)", "attention"
+            try:
+                items = self._walk(dg, node.module, fn, width, budget)
+            except _OutOfTime:
+                self.left_out[raw.name] = f"the dependency walk from it did not end within {budget}"
+                continue
+            for item in items:
+                self._convert_item(raw, *item)
+            out.append(raw)
+        return out
+
     def _known_blocks(
         self, cands: list[tuple[_Raw, ChannelGroup]], placements: list[_Placement]
     ) -> tuple[list[tuple[_Raw, ChannelGroup]], list[_Placement]]:
         """Groups of the blocks written from their definition (:mod:`.blocks`: the Mamba
         mixer) replace whatever the walks built on the same tensor dims; they are verified
         like the rest."""
-        from widthwise.groups.blocks import known_blocks
-
-        blocks = known_blocks(self.model)
+        blocks = self.blocks
         if not blocks:
             return cands, placements
-        claimed = {(m.param, m.dim) for b in blocks for g in b.groups for m in g.members}
+        claimed: dict[tuple[str, int], set[int]] = {}
+        for g in (g for b in blocks for g in b.groups):
+            for m in g.members:
+                claimed.setdefault((m.param, m.dim), set()).update(_span(m, g.width))
 
         def free(g: ChannelGroup) -> bool:
-            return not any((m.param, m.dim) in claimed for m in g.members)
+            return not any(
+                claimed.get((m.param, m.dim), set()) & _span(m, g.width) for m in g.members
+            )
 
         for layer in (n for b in blocks for n in b.layers):
-            for key in self.root_keys.pop(layer, set()) | {layer}:
+            for key in self.root_keys.pop(layer, set()) | {layer, f"parameter '{layer}'"}:
                 self.left_out.pop(key, None)
         cands = [(r, g) for r, g in cands if free(g)]
         placements = [p for p in placements if free(p[1])]
@@ -1527,6 +1589,42 @@ class _Finder:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _span(m: Member, width: int) -> set[int]:
+    """The indices a member addresses along its dim."""
+    return set(range(m.offset, m.offset + width * m.repeat))
+
+
+def _head_merge(start: TPNode, width: int, limit: int = 200) -> TPNode | None:
+    """The first reshape after an attention product (``attn @ v``) downstream of ``start``,
+    through parameter-free ops, that makes a tensor of ``width`` channels (dim 1 of a 4-D
+    map, or the last dim of tokens) out of a differently shaped one: where the heads are
+    merged back."""
+    import torch_pruning as tp
+
+    seen, queue = {start}, [(start, False)]
+    while queue and len(seen) < limit:
+        node, after = queue.pop(0)
+        for nxt in node.outputs:
+            if nxt in seen or isinstance(nxt.module, nn.Parameter):
+                continue
+            seen.add(nxt)
+            gf = nxt.grad_fn
+            meta = getattr(gf, "_input_metadata", None)
+            product = after or "mm" in (gf.name().lower() if gf is not None else "")
+            if product and nxt.type == tp.ops.OPTYPE.RESHAPE and meta:
+                shape = list(meta[0].shape)
+                before = list(getattr(gf, "_saved_self_sym_sizes", ()))
+                # B*heads, HW, d -> B, C, H, W; or B, N, heads, d -> B, N, C
+                fits = (len(shape) == 4 and shape[1] == width and len(before) == 3) or (
+                    len(shape) == 3 and shape[-1] == width and len(before) == 4
+                )
+                if fits:
+                    return nxt
+            if next(iter(getattr(nxt.module, "parameters", lambda: iter(()))()), None) is None:
+                queue.append((nxt, product))
+    return None
 
 
 def _divisors(n: int) -> list[int]:
