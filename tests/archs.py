@@ -1890,3 +1890,50 @@ def bottleneck_attn(seed: int = 0):
 
 
 PATTERNS["bottleneck_attn"] = bottleneck_attn
+
+
+class AdditiveAttention(nn.Module):
+    """SwiftFormer's efficient additive attention: q and k (Linear, normalised), a learned
+    scoring vector ``w_g`` [C, 1] (a raw parameter: ``q @ w_g``) whose softmax over tokens
+    pools q into one global query, ``proj(global * k) + q``, ``final``; a residual around it."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.embed = nn.Linear(6, dim)
+        self.to_query, self.to_key = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.w_g = nn.Parameter(torch.randn(dim, 1))
+        self.proj, self.final = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x):
+        q = F.normalize(self.to_query(x), dim=-1)
+        k = F.normalize(self.to_key(x), dim=-1)
+        weight = (q @ self.w_g * q.shape[-1] ** -0.5).softmax(dim=1)
+        g = torch.sum(weight * q, dim=1).unsqueeze(1).repeat(1, k.shape[1], 1)
+        return self.final(self.proj(g * k) + q)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + self.attention(h)
+        return self.head(h.mean(1))
+
+
+def additive_attention(seed: int = 0):
+    g = _seed(seed)
+    return AdditiveAttention(), torch.randn(2, 5, 6, generator=g)
+
+
+def hf_swiftformer_tiny(seed: int = 0):
+    from transformers import SwiftFormerConfig, SwiftFormerForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = SwiftFormerConfig(
+        image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 16, 16, 32], num_labels=3
+    )
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return SwiftFormerForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update(
+    {"additive_attention": additive_attention, "hf_swiftformer_tiny": hf_swiftformer_tiny}
+)

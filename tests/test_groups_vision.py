@@ -373,3 +373,31 @@ def test_timm_bottleneck_attn_values_group_reaches_the_conv_after_it():
         frozenset(hidden),
     }
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# SwiftFormer: efficient additive attention with a raw [C, 1] scoring vector
+
+
+def test_additive_attention_scoring_vector_rows_join_q_and_k():
+    model, x, groups, msgs = run("additive_attention")
+    assert msgs == []
+    # q's channels meet w_g's rows (the score), k's (global * k) and proj's output (+ q)
+    inner = [M("w_g", 0, "other"), *rows("to_query"), *rows("to_key"), *rows("proj")]
+    inner += [*consumer("proj"), *consumer("final")]
+    stream = [*rows("embed"), *consumer("to_query"), *consumer("to_key"), *rows("final")]
+    stream += consumer("head")
+    got = by_members(groups)
+    assert set(got) == {frozenset(inner), frozenset(stream)}
+    assert got[frozenset(inner)].width == model.w_g.shape[0]
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_swiftformer_attention_is_grouped():
+    model, x, groups, msgs = run("hf_swiftformer_tiny")
+    assert msgs == []
+    for s in (0, 2, 4, 6):
+        w_g = f"swiftformer.encoder.network.{s}.blocks.0.attn.w_g"
+        g = next(g for g in groups if M(w_g, 0, "other") in g.members)
+        assert g.width == model.get_parameter(w_g).shape[0]
+    assert_each_group_is_a_symmetry(model, x, groups)

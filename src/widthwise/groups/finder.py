@@ -74,6 +74,7 @@ from widthwise.groups.tracing import (
     _blocks,
     _conv1d_pruner,
     _cut_channel_broadcasts,
+    _cut_scoring_products,
     _embedding_bag_pruner,
     _frozen_params_traced,
     _is_conv1d,
@@ -323,6 +324,8 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     off, rep = it.span
     p: nn.Parameter = it.module
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
+    if p.ndim == 2 and p.shape[1] == 1 < p.shape[0]:
+        dim = 0  # a [C, 1] scoring vector (SwiftFormer's w_g): its rows are the channels
     name = f.param_name[p]
     owner = f.modules.get(name.rpartition(".")[0])
     # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
@@ -642,6 +645,7 @@ class _Finder:
             p: self.param_name[p] for p, _ in dg.unwrapped_parameters
         }
         self.broadcast_operands = _cut_channel_broadcasts(dg)
+        _cut_scoring_products(dg)
         self.value_merges = self._cut_value_merges(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
@@ -830,8 +834,14 @@ class _Finder:
         is_in = handler.__name__ == "prune_in_channels"
         if node.grad_fn in self.out_fns and not is_in:
             raw.output = True
-        if t == tp.ops.OPTYPE.OUTPUT or node in self.broadcast_operands:
-            raw.output = True  # a gate broadcast over other channels is fixed like an output
+        if t == tp.ops.OPTYPE.OUTPUT:
+            raw.output = True
+            return
+        if node in self.broadcast_operands:  # a one-channel gate broadcast over channels
+            if len(set(idxs)) == 1:
+                raw.output = True  # its channel: fixed like an output
+            else:  # many channels mapped into one: say so rather than drop them
+                raw.reasons.append("its channels are reduced to a one-channel gate")
             return
         if node in self.value_merges:  # a block's output merged from heads (blocks.py)
             self.merges_reached.add(node)
@@ -879,6 +889,7 @@ class _Finder:
             weights = [_weight_leaves(f, self.param_name) for f in parents]
             params = sorted(
                 {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
+                - _scoring_vectors(parents, weights, self.unwrapped)
             )
             if params:
                 for p in params:
@@ -1589,6 +1600,21 @@ class _Finder:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _scoring_vectors(
+    parents: list[GradFn], weights: list[list[torch.Tensor] | None], unwrapped: dict[Any, str]
+) -> set[str]:
+    """Raw parameters of shape ``[C, 1]`` that ``x @ w`` reads as the right operand, as they
+    are (SwiftFormer's ``w_g``): one score per token from its C channels, so the channels of
+    ``x`` are the rows of ``w`` and the single output is fixed like a gate."""
+    if len(parents) != 2 or weights[0] is not None or not weights[1]:
+        return set()
+    w = weights[1]
+    if len(w) != 1 or w[0] not in unwrapped or w[0].ndim != 2 or w[0].shape[1] != 1:
+        return set()
+    # the operand must be the parameter itself (a transpose would make it [1, C])
+    return {unwrapped[w[0]]} if getattr(parents[1], "variable", None) is w[0] else set()
 
 
 def _span(m: Member, width: int) -> set[int]:
