@@ -1937,3 +1937,31 @@ def hf_swiftformer_tiny(seed: int = 0):
 PATTERNS.update(
     {"additive_attention": additive_attention, "hf_swiftformer_tiny": hf_swiftformer_tiny}
 )
+
+
+class SeparableAttention(nn.Module):
+    """MobileViT-V2's separable self-attention: one 1x1 conv makes [query (1) | key (C) |
+    value (C)]; the one-channel query's softmax over patches pools the keys into a context
+    vector, which multiplies relu(value) channel by channel; 1x1 out conv; residual."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.dim = dim
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.qkv = nn.Conv2d(dim, 1 + 2 * dim, 1)
+        self.out = nn.Conv2d(dim, dim, 1)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        p = x.reshape(b, c, 1, h * w)  # one patch position, h*w patches
+        q, k, v = torch.split(self.qkv(p), [1, self.dim, self.dim], dim=1)
+        context = (k * q.softmax(dim=-1)).sum(dim=-1, keepdim=True)
+        y = self.out(F.relu(v) * context.expand_as(v)).reshape(b, c, h, w)
+        return self.head((x + y).mean((2, 3)))
+
+
+def separable_attention(seed: int = 0):
+    g = _seed(seed)
+    return SeparableAttention(), torch.randn(2, 3, 8, 8, generator=g)

@@ -15,7 +15,7 @@ import torch
 
 import archs
 from test_groups import M, assert_each_group_is_a_symmetry, consumer
-from widthwise import GroupingWarning, find_groups
+from widthwise import ChannelGroup, GroupingWarning, find_groups
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -401,3 +401,26 @@ def test_hf_swiftformer_attention_is_grouped():
         g = next(g for g in groups if M(w_g, 0, "other") in g.members)
         assert g.width == model.get_parameter(w_g).shape[0]
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# MobileViT-V2: key and value rows of one conv multiplied together: left out, never split
+
+
+def test_separable_attention_key_and_value_are_not_split_into_groups():
+    model, x = archs.separable_attention()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    assert len(msgs) == 1 and "qkv" in msgs[0] and "multiplied" in msgs[0]
+    assert all(m.param != "qkv.weight" or m.dim == 1 for g in groups for m in g.members)
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # why: permuting the key rows alone (what a split would return) is not a symmetry
+    c = model.dim
+    keys = ChannelGroup(
+        "keys", c, (M("qkv.weight", 0, "producer", 1), M("qkv.bias", 0, "other", 1))
+    )
+    from test_groups import _outputs, _permute_copy
+
+    assert not torch.allclose(_outputs(_permute_copy(model, [keys], seed=4).eval(), x), ref)

@@ -739,14 +739,29 @@ class _Finder:
             classes.setdefault(tuple(ks), []).append(r)
         if len(classes) < 2:
             return [raw]
+        # classes whose channels are multiplied together (MobileViT-V2's key and value, rows of
+        # one conv): as separate groups they would be wrong, and the permutation check can miss
+        # it where the output barely depends on them
+        cls_of = {r: k for k, cls in enumerate(classes.values()) for r in cls}
+        tied = {
+            cls_of[r]
+            for pair in self.walk_collisions
+            if len({cls_of.get(r) for r in pair}) == 2 and None not in {cls_of.get(r) for r in pair}
+            for r in pair
+        }
         subs = []
-        for cls in classes.values():
+        for k, cls in enumerate(classes.values()):
             pos = {r: k for k, r in enumerate(cls)}
             sub = _Raw(len(cls), raw.root)
             for node, handler, idxs, roots in items:
                 sel = [(i, pos[r]) for i, r in zip(idxs, roots) if r in pos]
                 if sel:
                     self._convert_item(sub, node, handler, [i for i, _ in sel], [r for _, r in sel])
+            if k in tied:
+                sub.reasons.append(
+                    f"its channels are multiplied by other channels of '{raw.root}' (two blocks of "
+                    "one projection tied together, e.g. key and value)"
+                )
             subs.append(sub)
         return subs
 
@@ -770,6 +785,8 @@ class _Finder:
         from torch_pruning.dependency.dependency import Dependency
 
         node0 = dg.module2node[root]
+        # pairs of root channels multiplied together (k * v, gate * up of one projection)
+        self.walk_collisions: set[tuple[int, int]] = set()
         start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
         dep0 = Dependency(fn, fn, source=node0, target=node0)
         order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
@@ -809,7 +826,9 @@ class _Finder:
                     order.append(key)
                 slot = merged[key]
                 for h in new:
-                    slot.setdefault(h.idx, h.root_idx)
+                    first = slot.setdefault(h.idx, h.root_idx)
+                    if first != h.root_idx and _is_product(key[0]):
+                        self.walk_collisions.add((first, h.root_idx))
                 stack.append((new_dep, new))
         out: list[_WalkItem] = []
         for key in order:
@@ -1600,6 +1619,15 @@ class _Finder:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _is_product(node: TPNode) -> bool:
+    """An element-wise product of two activations (neither operand a parameter)."""
+    gf = node.grad_fn
+    if gf is None or not gf.name().startswith("MulBackward"):
+        return False
+    parents = [f for f, _ in gf.next_functions if f is not None]
+    return len(parents) == 2 and all(getattr(f, "variable", None) is None for f in parents)
 
 
 def _scoring_vectors(
