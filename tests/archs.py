@@ -1965,3 +1965,65 @@ class SeparableAttention(nn.Module):
 def separable_attention(seed: int = 0):
     g = _seed(seed)
     return SeparableAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class ConvNormAct(nn.Module):
+    """timm EfficientViT's ``ConvNormAct``: ``conv``, then ``norm`` (BatchNorm or nothing)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, norm: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=not norm)
+        self.norm = nn.BatchNorm2d(cout) if norm else nn.Identity()
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+class LiteMLA(nn.Module):
+    """timm's EfficientViT (MIT) ``LiteMLA``: a 1x1 qkv conv (per head ``[q | k | v]`` of
+    ``dim`` channels), one more scale made by a 5x5 depthwise and a 1x1 conv grouped per
+    block, ReLU linear attention per head with the ones-padded value trick, a 1x1 conv-norm
+    back to the stream; conv stem, residual, head on the mean."""
+
+    def __init__(self, width: int = 16, dim: int = 4):
+        super().__init__()
+        self.dim = dim
+        heads = width // dim
+        total = heads * dim
+        self.stem = ConvNormAct(3, width, 3, norm=True)
+        self.qkv = ConvNormAct(width, 3 * total)
+        self.aggreg = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(3 * total, 3 * total, 5, padding=2, groups=3 * total, bias=False),
+                    nn.Conv2d(3 * total, 3 * total, 1, groups=3 * heads, bias=False),
+                )
+            ]
+        )
+        self.proj = ConvNormAct(2 * total, width, norm=True)
+        self.head = nn.Linear(width, 3)
+
+    def attn(self, x):
+        b, _, h, w = x.shape
+        qkv = self.qkv(x)
+        qkv = torch.cat([qkv, *(op(qkv) for op in self.aggreg)], dim=1)
+        qkv = qkv.reshape(b, -1, 3 * self.dim, h * w).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        q, k = F.relu(q), F.relu(k)
+        v = F.pad(v, (0, 1), mode="constant", value=1.0)
+        out = q @ (k.transpose(-1, -2) @ v)
+        out = out[..., :-1] / (out[..., -1:] + 1e-5)
+        return self.proj(out.transpose(-1, -2).reshape(b, -1, h, w))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.attn(x)
+        return self.head(x.mean((2, 3)))
+
+
+def lite_mla(seed: int = 0):
+    g = _seed(seed)
+    return LiteMLA(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["lite_mla"] = lite_mla

@@ -424,3 +424,29 @@ def test_separable_attention_key_and_value_are_not_split_into_groups():
     from test_groups import _outputs, _permute_copy
 
     assert not torch.allclose(_outputs(_permute_copy(model, [keys], seed=4).eval(), x), ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientViT (MIT): lite multi-scale linear attention
+
+
+def test_lite_mla_head_channels_share_one_permutation_per_scale():
+    model, x, groups, msgs = run("lite_mla")
+    assert msgs == []
+    d = model.dim
+    blocks = model.qkv.conv.out_channels // d  # [q | k | v] of every head
+    heads = blocks // 3
+    first = [M("qkv.conv.weight", 0, "producer", j * d) for j in range(blocks)]
+    first += [M("qkv.conv.bias", 0, "other", j * d) for j in range(blocks)]
+    first += [M("aggreg.0.0.weight", 0, "producer", j * d) for j in range(blocks)]
+    # the grouped 1x1 conv reads channel i of every block through one column
+    first.append(M("aggreg.0.1.weight", 1, "consumer"))
+    first += [M("proj.conv.weight", 1, "consumer", h * d) for h in range(heads)]
+    second = [M("aggreg.0.1.weight", 0, "producer", j * d) for j in range(blocks)]
+    second += [M("proj.conv.weight", 1, "consumer", (heads + h) * d) for h in range(heads)]
+    stream = [*rows("stem.conv", bias=False), *_norm_rows("stem.norm"), *consumer("qkv.conv")]
+    stream += [M("proj.conv.weight", 0, "producer"), *_norm_rows("proj.norm"), *consumer("head")]
+    got = by_members(groups)
+    assert set(got) == {frozenset(first), frozenset(second), frozenset(stream)}
+    assert got[frozenset(first)].width == got[frozenset(second)].width == d
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -1,5 +1,5 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
-attention, BoTNet's relative-position attention.
+attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
@@ -46,14 +46,16 @@ class KnownBlock:
 
 
 def known_blocks(model: nn.Module) -> list[KnownBlock]:
-    """Every Mamba mixer, LeViT attention and BoTNet-style relative-position attention in
-    ``model`` (recognised by their attributes), with their groups."""
+    """Every Mamba mixer, LeViT attention, BoTNet-style relative-position attention and
+    EfficientViT lite multi-scale linear attention in ``model`` (recognised by their
+    attributes), with their groups."""
     out = []
     for name, module in model.named_modules():
         block = (
             _mamba_mixer(name, module)
             or _levit_attention(name, module)
             or _rel_pos_attention(name, module)
+            or _lite_mla(name, module)
         )
         if block is not None:
             out.append(block)
@@ -246,3 +248,81 @@ def _rel_pos_attention(name: str, m: nn.Module) -> KnownBlock | None:
     )
     values = (qkv, Member(f"{p}qkv.weight", 0, "producer", 2 * heads * dqk), heads)
     return KnownBlock(name, (keys,), (f"{p}qkv", *(f"{p}{t}" for t in tables)), values)
+
+
+def _conv_norm(
+    block: nn.Module, prefix: str, attr: str
+) -> tuple[str, nn.Conv2d, str | None] | None:
+    """``attr`` of ``block`` as (path of its conv, the conv, path of a BatchNorm after it): a
+    bare Conv2d or a conv-norm module (timm's ``ConvNormAct``: ``conv`` and ``norm``/``bn``)."""
+    mod, path = getattr(block, attr, None), f"{prefix}{attr}"
+    if isinstance(mod, nn.Conv2d):
+        return path, mod, None
+    conv = getattr(mod, "conv", None)
+    if not isinstance(conv, nn.Conv2d):
+        return None
+    bn = next(
+        (b for b in ("norm", "bn") if isinstance(getattr(mod, b, None), nn.BatchNorm2d)), None
+    )
+    return f"{path}.conv", conv, f"{path}.{bn}" if bn else None
+
+
+def _lite_mla(name: str, m: nn.Module) -> KnownBlock | None:
+    """EfficientViT's (MIT) lite multi-scale linear attention: a 1x1 ``qkv`` conv whose rows
+    are ``[q | k | v]`` per head of ``dim`` channels; each scale of ``aggreg`` is a depthwise
+    conv and a 1x1 conv grouped by those blocks, making as many heads again; ReLU linear
+    attention per head (``q @ (k^T @ v)``), the heads concatenated into ``proj``. The grouped
+    conv's weight ``[3T, dim, 1, 1]`` reads dim i of every block through one column, so the
+    original heads' q, k and v share one permutation of their ``dim`` channels (with the
+    value columns of ``proj``); each scale's outputs share another."""
+    p = f"{name}." if name else ""
+    qkv, proj = _conv_norm(m, p, "qkv"), _conv_norm(m, p, "proj")
+    aggreg, d = getattr(m, "aggreg", None), getattr(m, "dim", None)
+    if qkv is None or proj is None or not isinstance(aggreg, nn.ModuleList):
+        return None
+    if not isinstance(d, int) or d < 2 or qkv[1].out_channels % (3 * d):
+        return None
+    total3 = qkv[1].out_channels
+    heads = total3 // (3 * d)
+    scales: list[tuple[str, nn.Conv2d, str, nn.Conv2d]] = []
+    for k, op in enumerate(aggreg):
+        convs = list(op) if isinstance(op, nn.Sequential) else []
+        if len(convs) != 2:
+            return None
+        dw, grouped = convs
+        if not (isinstance(dw, nn.Conv2d) and isinstance(grouped, nn.Conv2d)):
+            return None
+        if dw.groups != total3 or grouped.groups != 3 * heads or grouped.out_channels != total3:
+            return None
+        scales.append((f"{p}aggreg.{k}.0", dw, f"{p}aggreg.{k}.1", grouped))
+    if proj[1].in_channels != heads * d * (1 + len(scales)) or proj[1].groups != 1:
+        return None
+
+    def rows(path: str, conv: nn.Conv2d, bn: str | None, offset: int) -> list[Member]:
+        out = [Member(f"{path}.weight", 0, "producer", offset)]
+        if conv.bias is not None:
+            out.append(Member(f"{path}.bias", 0, "other", offset))
+        out += [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
+        return out
+
+    blocks = range(3 * heads)
+    first = [m_ for j in blocks for m_ in rows(qkv[0], qkv[1], qkv[2], j * d)]
+    for dw_path, dw, g_path, _ in scales:
+        first += [m_ for j in blocks for m_ in rows(dw_path, dw, None, j * d)]
+        first.append(Member(f"{g_path}.weight", 1, "consumer"))
+    first += [Member(f"{proj[0]}.weight", 1, "consumer", h * d) for h in range(heads)]
+    note = "EfficientViT lite attention: channel i of every head's q, k and v{}"
+    label = name or "attention"
+    groups = [ChannelGroup(f"{label} (heads)", d, tuple(first), (qkv[0], proj[0]), "attention",
+                           1, (note.format(""),))]  # fmt: skip
+    for k, (_, _, g_path, grouped) in enumerate(scales):
+        members = [m_ for j in blocks for m_ in rows(g_path, grouped, None, j * d)]
+        start = heads * (1 + k)
+        members += [
+            Member(f"{proj[0]}.weight", 1, "consumer", (start + h) * d) for h in range(heads)
+        ]
+        groups.append(ChannelGroup(f"{label} (scale {k + 1} heads)", d, tuple(members),
+                                   (g_path, proj[0]), "attention", 1,
+                                   (note.format(f" at scale {k + 1}"),)))  # fmt: skip
+    layers = (qkv[0], *(x for s in scales for x in (s[0], s[2])))
+    return KnownBlock(name, tuple(groups), layers)
