@@ -6,7 +6,8 @@ find_groups adds the conversion to plain data, recurrent/attention handling, and
 check of every group.
 
 ``--hf``: every model class in :data:`HF_BATTERY` that builds here from a tiny config (random
-weights, no download) goes through ``find_groups(timeout=60)``; per model it prints the groups,
+weights, no download; the first 72 entries are the original battery, the vision entries after
+``clip-vision`` were added for issue 13) goes through ``find_groups(timeout=60)``; per model it prints the groups,
 the left-out warning, the seconds, and an independent permutation check of every group (the
 naive per-channel loops of ``tests/test_groups.py``). The last line is the share of models
 grouped with nothing left out.
@@ -187,6 +188,17 @@ HF_BATTERY: dict[str, tuple[str, dict, str]] = {
     "pvt": ("PvtForImageClassification", dict(image_size=32, hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 2, 2, 4], depths=[1, 1, 1, 1]), _IMAGE),
     "focalnet": ("FocalNetForImageClassification", dict(image_size=32, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3]), _IMAGE),
     "clip-vision": ("CLIPVisionModelWithProjection", _VIT, _IMAGE),
+    "swinv2-shift": ("Swinv2ForImageClassification", dict(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4), _IMAGE),
+    "mobilevitv2": ("MobileViTV2ForImageClassification", dict(image_size=64, width_multiplier=0.25), _IMAGE),
+    "swiftformer": ("SwiftFormerForImageClassification", dict(image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 16, 16, 32]), _IMAGE),
+    "pvt-v2": ("PvtV2ForImageClassification", dict(image_size=32, hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 2, 2, 4], depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2]), _IMAGE),
+    "dinov2-reg": ("Dinov2WithRegistersForImageClassification", _VIT, _IMAGE),
+    "siglip-vision": ("SiglipVisionModel", _VIT, _IMAGE),
+    "data2vec-vision": ("Data2VecVisionForImageClassification", _VIT, _IMAGE),
+    "vitdet": ("VitDetModel", dict(_VIT, pretrain_image_size=32), _IMAGE),
+    "ijepa": ("IJepaForImageClassification", _VIT, _IMAGE),
+    "vit-msn": ("ViTMSNForImageClassification", _VIT, _IMAGE),
+    "dinov3-convnext": ("DINOv3ConvNextModel", dict(hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1]), _IMAGE),
     "wav2vec2": ("Wav2Vec2ForSequenceClassification", _WAV, _WAVE),
     "hubert": ("HubertForSequenceClassification", _WAV, _WAVE),
 }  # fmt: skip

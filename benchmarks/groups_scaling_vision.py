@@ -88,6 +88,8 @@ def main() -> None:
                 f"{n:>14d} {params:7d} {len(groups):7d} {base * 1e3:17.1f} ms "
                 f"{ours * 1e3:9.1f} ms {ours / base:6.2f}  {'yes' if left else 'no'}"
             )
+        if len(args.blocks) < 2:
+            continue
         blocks = [float(b) for b in args.blocks]
         tp_slope = slope(blocks, base_t) if base_t[0] == base_t[0] else float("nan")
         print(

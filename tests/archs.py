@@ -1820,3 +1820,210 @@ def hf_levit_tiny(seed: int = 0):
 
 
 PATTERNS.update({"levit_attention": levit_attention, "hf_levit_tiny": hf_levit_tiny})
+
+
+def _rel_logits_1d(q, rel_k, permute_mask):
+    """timm's ``rel_logits_1d``: logits of q against relative offsets along one axis,
+    turned into absolute key positions by the pad-and-reshape trick."""
+    b, h, w, _ = q.shape
+    x = q @ rel_k.transpose(-1, -2)  # B, H, W, 2W-1
+    x = x.reshape(-1, w, 2 * w - 1)
+    x = F.pad(x, [0, 1]).flatten(1)
+    x = F.pad(x, [0, w - 1]).reshape(-1, w + 1, 2 * w - 1)
+    x = x[:, :w, w - 1 :].reshape(b, h, 1, w, w).expand(-1, -1, h, -1, -1)
+    return x.permute(permute_mask)
+
+
+class PosEmbedRel(nn.Module):
+    """timm's ``PosEmbedRel``: learned relative-position tables per axis, [2S-1, head dim]."""
+
+    def __init__(self, size: int, dim_head: int):
+        super().__init__()
+        self.size = size
+        self.height_rel = nn.Parameter(torch.randn(2 * size - 1, dim_head) * 0.1)
+        self.width_rel = nn.Parameter(torch.randn(2 * size - 1, dim_head) * 0.1)
+
+    def forward(self, q):
+        b, hw, _ = q.shape
+        q = q.reshape(b, self.size, self.size, -1)
+        rel_w = _rel_logits_1d(q, self.width_rel, (0, 1, 3, 2, 4))
+        rel_h = _rel_logits_1d(q.transpose(1, 2), self.height_rel, (0, 3, 1, 4, 2))
+        return (rel_h + rel_w).reshape(b, hw, hw)
+
+
+class BottleneckAttn(nn.Module):
+    """timm's BoTNet bottleneck: 1x1 conv in, ``BottleneckAttn`` (one 1x1 qkv conv, 2 heads,
+    ``q @ k`` plus relative-position logits), BatchNorm + ReLU, 1x1 conv out, residual."""
+
+    def __init__(self, dim: int = 16, inner: int = 8, heads: int = 2, size: int = 4):
+        super().__init__()
+        self.num_heads, self.dim_head_qk = heads, inner // heads
+        self.dim_head_v, self.dim_out_qk, self.dim_out_v = inner // heads, inner, inner
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        self.conv1 = nn.Sequential(nn.Conv2d(dim, inner, 1, bias=False), nn.BatchNorm2d(inner))
+        self.qkv = nn.Conv2d(inner, 3 * inner, 1, bias=False)
+        self.pos_embed = PosEmbedRel(size, self.dim_head_qk)
+        self.post_attn = nn.BatchNorm2d(inner)
+        self.conv3 = nn.Sequential(nn.Conv2d(inner, dim, 1, bias=False), nn.BatchNorm2d(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def attn(self, x):
+        b, _, h, w = x.shape
+        q, k, v = torch.split(self.qkv(x), [self.dim_out_qk, self.dim_out_qk, self.dim_out_v], 1)
+        q = q.reshape(b * self.num_heads, self.dim_head_qk, -1).transpose(-1, -2)
+        k = k.reshape(b * self.num_heads, self.dim_head_qk, -1)
+        v = v.reshape(b * self.num_heads, self.dim_head_v, -1).transpose(-1, -2)
+        att = (q @ k) * self.dim_head_qk**-0.5 + self.pos_embed(q)
+        return (att.softmax(-1) @ v).transpose(-1, -2).reshape(b, self.dim_out_v, h, w)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.post_attn(self.attn(y)))
+        x = F.relu(x + self.conv3(y))
+        return self.head(x.mean((2, 3)))
+
+
+def bottleneck_attn(seed: int = 0):
+    g = _seed(seed)
+    return BottleneckAttn(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["bottleneck_attn"] = bottleneck_attn
+
+
+class AdditiveAttention(nn.Module):
+    """SwiftFormer's efficient additive attention: q and k (Linear, normalised), a learned
+    scoring vector ``w_g`` [C, 1] (a raw parameter: ``q @ w_g``) whose softmax over tokens
+    pools q into one global query, ``proj(global * k) + q``, ``final``; a residual around it."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.embed = nn.Linear(6, dim)
+        self.to_query, self.to_key = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.w_g = nn.Parameter(torch.randn(dim, 1))
+        self.proj, self.final = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x):
+        q = F.normalize(self.to_query(x), dim=-1)
+        k = F.normalize(self.to_key(x), dim=-1)
+        weight = (q @ self.w_g * q.shape[-1] ** -0.5).softmax(dim=1)
+        g = torch.sum(weight * q, dim=1).unsqueeze(1).repeat(1, k.shape[1], 1)
+        return self.final(self.proj(g * k) + q)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + self.attention(h)
+        return self.head(h.mean(1))
+
+
+def additive_attention(seed: int = 0):
+    g = _seed(seed)
+    return AdditiveAttention(), torch.randn(2, 5, 6, generator=g)
+
+
+def hf_swiftformer_tiny(seed: int = 0):
+    from transformers import SwiftFormerConfig, SwiftFormerForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = SwiftFormerConfig(
+        image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 16, 16, 32], num_labels=3
+    )
+    x = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_seed(seed))}
+    return SwiftFormerForImageClassification(cfg).eval(), x
+
+
+PATTERNS.update(
+    {"additive_attention": additive_attention, "hf_swiftformer_tiny": hf_swiftformer_tiny}
+)
+
+
+class SeparableAttention(nn.Module):
+    """MobileViT-V2's separable self-attention: one 1x1 conv makes [query (1) | key (C) |
+    value (C)]; the one-channel query's softmax over patches pools the keys into a context
+    vector, which multiplies relu(value) channel by channel; 1x1 out conv; residual."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.dim = dim
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.qkv = nn.Conv2d(dim, 1 + 2 * dim, 1)
+        self.out = nn.Conv2d(dim, dim, 1)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        p = x.reshape(b, c, 1, h * w)  # one patch position, h*w patches
+        q, k, v = torch.split(self.qkv(p), [1, self.dim, self.dim], dim=1)
+        context = (k * q.softmax(dim=-1)).sum(dim=-1, keepdim=True)
+        y = self.out(F.relu(v) * context.expand_as(v)).reshape(b, c, h, w)
+        return self.head((x + y).mean((2, 3)))
+
+
+def separable_attention(seed: int = 0):
+    g = _seed(seed)
+    return SeparableAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+class ConvNormAct(nn.Module):
+    """timm EfficientViT's ``ConvNormAct``: ``conv``, then ``norm`` (BatchNorm or nothing)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, norm: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=not norm)
+        self.norm = nn.BatchNorm2d(cout) if norm else nn.Identity()
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+class LiteMLA(nn.Module):
+    """timm's EfficientViT (MIT) ``LiteMLA``: a 1x1 qkv conv (per head ``[q | k | v]`` of
+    ``dim`` channels), one more scale made by a 5x5 depthwise and a 1x1 conv grouped per
+    block, ReLU linear attention per head with the ones-padded value trick, a 1x1 conv-norm
+    back to the stream; conv stem, residual, head on the mean."""
+
+    def __init__(self, width: int = 16, dim: int = 4):
+        super().__init__()
+        self.dim = dim
+        heads = width // dim
+        total = heads * dim
+        self.stem = ConvNormAct(3, width, 3, norm=True)
+        self.qkv = ConvNormAct(width, 3 * total)
+        self.aggreg = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(3 * total, 3 * total, 5, padding=2, groups=3 * total, bias=False),
+                    nn.Conv2d(3 * total, 3 * total, 1, groups=3 * heads, bias=False),
+                )
+            ]
+        )
+        self.proj = ConvNormAct(2 * total, width, norm=True)
+        self.head = nn.Linear(width, 3)
+
+    def attn(self, x):
+        b, _, h, w = x.shape
+        qkv = self.qkv(x)
+        qkv = torch.cat([qkv, *(op(qkv) for op in self.aggreg)], dim=1)
+        qkv = qkv.reshape(b, -1, 3 * self.dim, h * w).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        q, k = F.relu(q), F.relu(k)
+        v = F.pad(v, (0, 1), mode="constant", value=1.0)
+        out = q @ (k.transpose(-1, -2) @ v)
+        out = out[..., :-1] / (out[..., -1:] + 1e-5)
+        return self.proj(out.transpose(-1, -2).reshape(b, -1, h, w))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.attn(x)
+        return self.head(x.mean((2, 3)))
+
+
+def lite_mla(seed: int = 0):
+    g = _seed(seed)
+    return LiteMLA(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["lite_mla"] = lite_mla

@@ -276,7 +276,6 @@ def test_token_mask_keeps_the_group_and_a_channel_mask_is_named():
 @pytest.mark.parametrize(
     "arch, named",
     [
-        ("bot_block", ["qkv"]),
         ("single_linear", ["no channel group"]),
         ("buffer_positions", ["tok+fc2 (residual)", "fixed tensors 'table' (buffers"]),
     ],
@@ -394,7 +393,7 @@ def test_fused_qkv_grouped_by_head_and_multi_query_attention():
 # every pattern not named in test_left_out_with_one_warning or the mask test is fully grouped
 FULLY_GROUPED = sorted(
     set(archs.PATTERNS)
-    - {"bot_block", "single_linear", "masked_mlp_per_channel", "buffer_positions"}
+    - {"single_linear", "masked_mlp_per_channel", "buffer_positions"}
 )
 
 

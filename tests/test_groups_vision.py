@@ -15,7 +15,7 @@ import torch
 
 import archs
 from test_groups import M, assert_each_group_is_a_symmetry, consumer
-from widthwise import GroupingWarning, find_groups
+from widthwise import ChannelGroup, GroupingWarning, find_groups
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -323,4 +323,130 @@ def test_hf_levit_attention_and_subsampling_attention_are_grouped():
     assert "levit.encoder.stages.0.layers.2 (values)" in names  # the subsampling attention
     streams = sorted(g.width for g in groups if g.kind == "residual")
     assert streams == sorted(model.config.hidden_sizes)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# BoTNet: relative-position self-attention over a conv feature map
+
+
+def _bot_keys(heads, hd, tables):
+    """q and k rows of every head (dim i of each), and the tables' columns."""
+    keys = [M("qkv.weight", 0, "producer", j * hd) for j in range(2 * heads)]
+    return keys + [M(t, 1, "other") for t in tables]
+
+
+def test_bot_block_keys_with_the_position_tables_and_values_within_heads_of_the_stream():
+    model, x, groups, msgs = run("bot_block")
+    assert msgs == []
+    c, heads, hd = model.bn.num_features, model.heads, model.hd
+    # attention output is added to the stream: the stream permutes within heads, with v rows
+    stream = [*rows("stem"), *consumer("qkv"), M("qkv.weight", 0, "producer", 2 * c)]
+    stream += [M("bn.weight", 0, "norm"), M("bn.bias", 0, "norm"), *consumer("fc")]
+    expected = {
+        frozenset(_bot_keys(heads, hd, ("rel_h", "rel_w"))): (hd, 1),
+        frozenset(stream): (c, heads),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_timm_bottleneck_attn_values_group_reaches_the_conv_after_it():
+    model, x, groups, msgs = run("bottleneck_attn")
+    assert msgs == []
+    heads, hd, inner = model.num_heads, model.dim_head_qk, model.dim_out_v
+    tables = ("pos_embed.height_rel", "pos_embed.width_rel")
+    values = [M("qkv.weight", 0, "producer", 2 * inner), *_norm_rows("post_attn")]
+    values += consumer("conv3.0")
+    got = by_members(groups)
+    assert frozenset(_bot_keys(heads, hd, tables)) in got
+    v = got[frozenset(values)]
+    assert (v.width, v.divisor, v.kind) == (inner, heads, "attention")
+    stream = [*rows("stem.0"), *_norm_rows("stem.1"), *consumer("conv1.0")]
+    stream += [M("conv3.0.weight", 0, "producer"), *_norm_rows("conv3.1"), *consumer("head")]
+    hidden = [M("conv1.0.weight", 0, "producer"), *_norm_rows("conv1.1"), *consumer("qkv")]
+    assert set(got) == {frozenset(_bot_keys(heads, hd, tables)), frozenset(values)} | {
+        frozenset(stream),
+        frozenset(hidden),
+    }
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# SwiftFormer: efficient additive attention with a raw [C, 1] scoring vector
+
+
+def test_additive_attention_scoring_vector_rows_join_q_and_k():
+    model, x, groups, msgs = run("additive_attention")
+    assert msgs == []
+    # q's channels meet w_g's rows (the score), k's (global * k) and proj's output (+ q)
+    inner = [M("w_g", 0, "other"), *rows("to_query"), *rows("to_key"), *rows("proj")]
+    inner += [*consumer("proj"), *consumer("final")]
+    stream = [*rows("embed"), *consumer("to_query"), *consumer("to_key"), *rows("final")]
+    stream += consumer("head")
+    got = by_members(groups)
+    assert set(got) == {frozenset(inner), frozenset(stream)}
+    assert got[frozenset(inner)].width == model.w_g.shape[0]
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_hf_swiftformer_attention_is_grouped():
+    model, x, groups, msgs = run("hf_swiftformer_tiny")
+    assert msgs == []
+    for s in (0, 2, 4, 6):
+        w_g = f"swiftformer.encoder.network.{s}.blocks.0.attn.w_g"
+        g = next(g for g in groups if M(w_g, 0, "other") in g.members)
+        assert g.width == model.get_parameter(w_g).shape[0]
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# MobileViT-V2: key and value rows of one conv multiplied together: left out, never split
+
+
+def test_separable_attention_key_and_value_are_not_split_into_groups():
+    model, x = archs.separable_attention()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    assert len(msgs) == 1 and "qkv" in msgs[0] and "multiplied" in msgs[0]
+    assert all(m.param != "qkv.weight" or m.dim == 1 for g in groups for m in g.members)
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # why: permuting the key rows alone (what a split would return) is not a symmetry
+    c = model.dim
+    keys = ChannelGroup(
+        "keys", c, (M("qkv.weight", 0, "producer", 1), M("qkv.bias", 0, "other", 1))
+    )
+    from test_groups import _outputs, _permute_copy
+
+    assert not torch.allclose(_outputs(_permute_copy(model, [keys], seed=4).eval(), x), ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientViT (MIT): lite multi-scale linear attention
+
+
+def test_lite_mla_head_channels_share_one_permutation_per_scale():
+    model, x, groups, msgs = run("lite_mla")
+    assert msgs == []
+    d = model.dim
+    blocks = model.qkv.conv.out_channels // d  # [q | k | v] of every head
+    heads = blocks // 3
+    first = [M("qkv.conv.weight", 0, "producer", j * d) for j in range(blocks)]
+    first += [M("qkv.conv.bias", 0, "other", j * d) for j in range(blocks)]
+    first += [M("aggreg.0.0.weight", 0, "producer", j * d) for j in range(blocks)]
+    # the grouped 1x1 conv reads channel i of every block through one column
+    first.append(M("aggreg.0.1.weight", 1, "consumer"))
+    first += [M("proj.conv.weight", 1, "consumer", h * d) for h in range(heads)]
+    second = [M("aggreg.0.1.weight", 0, "producer", j * d) for j in range(blocks)]
+    second += [M("proj.conv.weight", 1, "consumer", (heads + h) * d) for h in range(heads)]
+    stream = [*rows("stem.conv", bias=False), *_norm_rows("stem.norm"), *consumer("qkv.conv")]
+    stream += [M("proj.conv.weight", 0, "producer"), *_norm_rows("proj.norm"), *consumer("head")]
+    got = by_members(groups)
+    assert set(got) == {frozenset(first), frozenset(second), frozenset(stream)}
+    assert got[frozenset(first)].width == got[frozenset(second)].width == d
     assert_each_group_is_a_symmetry(model, x, groups)

@@ -1,9 +1,11 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
-attention.
+attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
-other group, and drops the groups its dependency walks built for the same layers.
+other group, and drops the groups its dependency walks built on the same tensor entries. A
+block whose output is merged from heads (BoTNet) also names the producer rows that output's
+channels are; the finder's walks stop at that merge and take those rows (within heads).
 
 Why: a selective state-space mixer (Mamba, in Hugging Face ``transformers`` and in
 ``mamba_ssm``) reads its inner channels through a transpose, a ``chunk`` into the input and
@@ -36,14 +38,25 @@ class KnownBlock:
     name: str
     groups: tuple[ChannelGroup, ...]
     layers: tuple[str, ...]
+    #: the block's output, whose channels are rows of a producer the walks cannot reach through
+    #: the heads (BoTNet's ``attn @ v`` merged back to ``B, C, H, W``): (the producer module,
+    #: the rows of output channel 0, the head count); the walks stop at that merge and take
+    #: these rows, permuted within heads
+    values: tuple[nn.Module, Member, int] | None = None
 
 
 def known_blocks(model: nn.Module) -> list[KnownBlock]:
-    """Every Mamba mixer and LeViT attention in ``model`` (recognised by their attributes),
-    with their groups."""
+    """Every Mamba mixer, LeViT attention, BoTNet-style relative-position attention and
+    EfficientViT lite multi-scale linear attention in ``model`` (recognised by their
+    attributes), with their groups."""
     out = []
     for name, module in model.named_modules():
-        block = _mamba_mixer(name, module) or _levit_attention(name, module)
+        block = (
+            _mamba_mixer(name, module)
+            or _levit_attention(name, module)
+            or _rel_pos_attention(name, module)
+            or _lite_mla(name, module)
+        )
         if block is not None:
             out.append(block)
     return out
@@ -194,3 +207,122 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
                      (note.format("i", "value"),)),
     )  # fmt: skip
     return KnownBlock(name, tuple(g for g in groups if g.width > 1), layers)
+
+
+def _rel_pos_attention(name: str, m: nn.Module) -> KnownBlock | None:
+    """BoTNet's self-attention over a feature map (timm's ``BottleneckAttn``): one 1x1
+    ``qkv`` conv split into q, k, v of ``heads`` heads, logits ``q @ k`` plus ``q`` against
+    relative-position tables (raw parameters whose last dim is the key head size, shared by
+    all heads). The key dims permute together in q, k and the tables, each dim in every head
+    at once; the value dims permute within heads with whatever reads the block's output."""
+    qkv = getattr(m, "qkv", None)
+    heads = next((getattr(m, a) for a in ("num_heads", "heads") if hasattr(m, a)), None)
+    dqk = next((getattr(m, a) for a in ("dim_head_qk", "hd", "dim_head") if hasattr(m, a)), None)
+    dv = next((getattr(m, a) for a in ("dim_head_v", "hd", "dim_head") if hasattr(m, a)), None)
+    if not (isinstance(qkv, (nn.Conv2d, nn.Linear)) and getattr(qkv, "groups", 1) == 1):
+        return None
+    if not all(isinstance(v, int) and v > 1 for v in (heads, dqk, dv)):
+        return None
+    assert isinstance(heads, int) and isinstance(dqk, int) and isinstance(dv, int)
+    if qkv.weight.shape[0] != heads * (2 * dqk + dv):
+        return None
+    p = f"{name}." if name else ""
+    tables = [
+        n
+        for n, t in m.named_parameters()
+        if not n.startswith("qkv.") and t.ndim == 2 and t.shape[-1] == dqk
+    ]
+    if not tables:
+        return None
+    rows = [Member(f"{p}qkv.weight", 0, "producer", h * dqk) for h in range(2 * heads)]
+    if qkv.bias is not None:
+        rows += [Member(f"{p}qkv.bias", 0, "other", h * dqk) for h in range(2 * heads)]
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)",
+        dqk,
+        (*rows, *(Member(f"{p}{t}", 1, "other") for t in tables)),
+        (f"{p}qkv",),
+        "attention",
+        1,
+        ("relative-position attention: dim i of every head's query, key and position tables",),
+    )
+    values = (qkv, Member(f"{p}qkv.weight", 0, "producer", 2 * heads * dqk), heads)
+    return KnownBlock(name, (keys,), (f"{p}qkv", *(f"{p}{t}" for t in tables)), values)
+
+
+def _conv_norm(
+    block: nn.Module, prefix: str, attr: str
+) -> tuple[str, nn.Conv2d, str | None] | None:
+    """``attr`` of ``block`` as (path of its conv, the conv, path of a BatchNorm after it): a
+    bare Conv2d or a conv-norm module (timm's ``ConvNormAct``: ``conv`` and ``norm``/``bn``)."""
+    mod, path = getattr(block, attr, None), f"{prefix}{attr}"
+    if isinstance(mod, nn.Conv2d):
+        return path, mod, None
+    conv = getattr(mod, "conv", None)
+    if not isinstance(conv, nn.Conv2d):
+        return None
+    bn = next(
+        (b for b in ("norm", "bn") if isinstance(getattr(mod, b, None), nn.BatchNorm2d)), None
+    )
+    return f"{path}.conv", conv, f"{path}.{bn}" if bn else None
+
+
+def _lite_mla(name: str, m: nn.Module) -> KnownBlock | None:
+    """EfficientViT's (MIT) lite multi-scale linear attention: a 1x1 ``qkv`` conv whose rows
+    are ``[q | k | v]`` per head of ``dim`` channels; each scale of ``aggreg`` is a depthwise
+    conv and a 1x1 conv grouped by those blocks, making as many heads again; ReLU linear
+    attention per head (``q @ (k^T @ v)``), the heads concatenated into ``proj``. The grouped
+    conv's weight ``[3T, dim, 1, 1]`` reads dim i of every block through one column, so the
+    original heads' q, k and v share one permutation of their ``dim`` channels (with the
+    value columns of ``proj``); each scale's outputs share another."""
+    p = f"{name}." if name else ""
+    qkv, proj = _conv_norm(m, p, "qkv"), _conv_norm(m, p, "proj")
+    aggreg, d = getattr(m, "aggreg", None), getattr(m, "dim", None)
+    if qkv is None or proj is None or not isinstance(aggreg, nn.ModuleList):
+        return None
+    if not isinstance(d, int) or d < 2 or qkv[1].out_channels % (3 * d):
+        return None
+    total3 = qkv[1].out_channels
+    heads = total3 // (3 * d)
+    scales: list[tuple[str, nn.Conv2d, str, nn.Conv2d]] = []
+    for k, op in enumerate(aggreg):
+        convs = list(op) if isinstance(op, nn.Sequential) else []
+        if len(convs) != 2:
+            return None
+        dw, grouped = convs
+        if not (isinstance(dw, nn.Conv2d) and isinstance(grouped, nn.Conv2d)):
+            return None
+        if dw.groups != total3 or grouped.groups != 3 * heads or grouped.out_channels != total3:
+            return None
+        scales.append((f"{p}aggreg.{k}.0", dw, f"{p}aggreg.{k}.1", grouped))
+    if proj[1].in_channels != heads * d * (1 + len(scales)) or proj[1].groups != 1:
+        return None
+
+    def rows(path: str, conv: nn.Conv2d, bn: str | None, offset: int) -> list[Member]:
+        out = [Member(f"{path}.weight", 0, "producer", offset)]
+        if conv.bias is not None:
+            out.append(Member(f"{path}.bias", 0, "other", offset))
+        out += [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
+        return out
+
+    blocks = range(3 * heads)
+    first = [m_ for j in blocks for m_ in rows(qkv[0], qkv[1], qkv[2], j * d)]
+    for dw_path, dw, g_path, _ in scales:
+        first += [m_ for j in blocks for m_ in rows(dw_path, dw, None, j * d)]
+        first.append(Member(f"{g_path}.weight", 1, "consumer"))
+    first += [Member(f"{proj[0]}.weight", 1, "consumer", h * d) for h in range(heads)]
+    note = "EfficientViT lite attention: channel i of every head's q, k and v{}"
+    label = name or "attention"
+    groups = [ChannelGroup(f"{label} (heads)", d, tuple(first), (qkv[0], proj[0]), "attention",
+                           1, (note.format(""),))]  # fmt: skip
+    for k, (_, _, g_path, grouped) in enumerate(scales):
+        members = [m_ for j in blocks for m_ in rows(g_path, grouped, None, j * d)]
+        start = heads * (1 + k)
+        members += [
+            Member(f"{proj[0]}.weight", 1, "consumer", (start + h) * d) for h in range(heads)
+        ]
+        groups.append(ChannelGroup(f"{label} (scale {k + 1} heads)", d, tuple(members),
+                                   (g_path, proj[0]), "attention", 1,
+                                   (note.format(f" at scale {k + 1}"),)))  # fmt: skip
+    layers = (qkv[0], *(x for s in scales for x in (s[0], s[2])))
+    return KnownBlock(name, tuple(groups), layers)

@@ -82,6 +82,7 @@ from widthwise.groups.tracing import (
     _blocks,
     _conv1d_pruner,
     _cut_channel_broadcasts,
+    _cut_scoring_products,
     _embedding_bag_pruner,
     _frozen_params_traced,
     _is_conv1d,
@@ -343,6 +344,8 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     off, rep = it.span
     p: nn.Parameter = it.module
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
+    if p.ndim == 2 and p.shape[1] == 1 < p.shape[0]:
+        dim = 0  # a [C, 1] scoring vector (SwiftFormer's w_g): its rows are the channels
     name = f.param_name[p]
     if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
         f._declared_member(raw, it, name)
@@ -681,6 +684,8 @@ class _Finder:
         }
         self.traced = {self.module_name[m] for m in dg.module2node if m in self.module_name}
         self.broadcast_operands = _cut_channel_broadcasts(dg)
+        _cut_scoring_products(dg)
+        self.value_merges = self._cut_value_merges(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
@@ -730,6 +735,7 @@ class _Finder:
                 raws.extend(self._refine(raw, items))
             else:
                 raws.append(raw)
+        raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
         retry = set(self.unfinished) | {
@@ -774,8 +780,18 @@ class _Finder:
             classes.setdefault(tuple(ks), []).append(r)
         if len(classes) < 2:
             return [raw]
+        # classes whose channels are multiplied together (MobileViT-V2's key and value, rows of
+        # one conv): as separate groups they would be wrong, and the permutation check can miss
+        # it where the output barely depends on them
+        cls_of = {r: k for k, cls in enumerate(classes.values()) for r in cls}
+        tied = {
+            cls_of[r]
+            for pair in self.walk_collisions
+            if len({cls_of.get(r) for r in pair}) == 2 and None not in {cls_of.get(r) for r in pair}
+            for r in pair
+        }
         subs = []
-        for cls in classes.values():
+        for k, cls in enumerate(classes.values()):
             pos = {r: k for k, r in enumerate(cls)}
             sub = _Raw(len(cls), raw.root)
             for node, handler, idxs, roots in items:
@@ -783,6 +799,11 @@ class _Finder:
                 if sel:
                     self._convert_item(sub, node, handler, [i for i, _ in sel], [r for _, r in sel])
             sub.output |= sub.broadcast and not sub.declared
+            if k in tied:
+                sub.reasons.append(
+                    f"its channels are multiplied by other channels of '{raw.root}' (two blocks of "
+                    "one projection tied together, e.g. key and value)"
+                )
             subs.append(sub)
         return subs
 
@@ -806,6 +827,8 @@ class _Finder:
         from torch_pruning.dependency.dependency import Dependency
 
         node0 = dg.module2node[root]
+        # pairs of root channels multiplied together (k * v, gate * up of one projection)
+        self.walk_collisions: set[tuple[int, int]] = set()
         start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
         dep0 = Dependency(fn, fn, source=node0, target=node0)
         order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
@@ -845,7 +868,9 @@ class _Finder:
                     order.append(key)
                 slot = merged[key]
                 for h in new:
-                    slot.setdefault(h.idx, h.root_idx)
+                    first = slot.setdefault(h.idx, h.root_idx)
+                    if first != h.root_idx and _is_product(key[0]):
+                        self.walk_collisions.add((first, h.root_idx))
                 stack.append((new_dep, new))
         out: list[_WalkItem] = []
         for key in order:
@@ -873,8 +898,21 @@ class _Finder:
         if t == tp.ops.OPTYPE.OUTPUT:
             raw.output = True
             return
-        if node in self.broadcast_operands:  # fixed like an output (see _Raw.broadcast)
+        if node in self.broadcast_operands:  # a one-channel gate broadcast over channels
+            # fixed like an output unless the walk crossed a declared raw weight (_Raw.broadcast);
+            # a router's expert channels reach a per-token weight several at a time
             raw.broadcast = True
+            return
+        if node in self.value_merges:  # a block's output merged from heads (blocks.py)
+            self.merges_reached.add(node)
+            layout = _layout(idxs, roots, raw.width)
+            rows, heads = self.value_merges[node]
+            if layout is None:
+                raw.reasons.append(f"channels reaching '{rows.param}' are split or rearranged")
+                return
+            off, rep = layout
+            raw.add([replace(rows, offset=rows.offset + off, repeat=rep)])
+            raw.divisor = math.lcm(raw.divisor, heads)
             return
         entry = _builders().get(t)
         if entry is None:
@@ -911,6 +949,7 @@ class _Finder:
             weights = [_weight_leaves(f, self.param_name) for f in parents]
             params = sorted(
                 {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
+                - _scoring_vectors(parents, weights, self.unwrapped)
             )
             if params:
                 for p in params:
@@ -1220,24 +1259,73 @@ class _Finder:
             named.append(g if k == 1 else replace(g, name=f"{g.name} #{k}"))
         return named
 
+    def _cut_value_merges(self, dg: TPGraph) -> dict[TPNode, tuple[Member, int]]:
+        """For each block whose output is merged from heads (:mod:`.blocks`, BoTNet): the
+        reshape that merges them, cut from the attention inside (whose head reshapes
+        Torch-Pruning cannot map), with the producer rows its channels are."""
+        from widthwise.groups.blocks import known_blocks
+
+        self.blocks = known_blocks(self.model)
+        out: dict[TPNode, tuple[Member, int]] = {}
+        self.merges_reached: set[TPNode] = set()
+        for b in self.blocks:
+            if b.values is None or b.values[0] not in dg.module2node:
+                continue
+            producer, rows, heads = b.values
+            width = self.params[rows.param].shape[rows.dim] - rows.offset
+            node = _head_merge(dg.module2node[producer], width)
+            if node is None:
+                continue
+            for n in list(node.inputs):
+                node.dependencies = [d for d in node.dependencies if d.target is not n]
+                n.dependencies = [d for d in n.dependencies if d.target is not node]
+            out[node] = (rows, heads)
+        return out
+
+    def _walk_value_merges(self, dg: TPGraph, budget: int) -> list[_Raw]:
+        """Walk from each head merge (:meth:`_cut_value_merges`) that no layer's walk reached
+        downstream (timm's BoTNet: the attention's values are read by a BatchNorm and a conv,
+        not added to a stream): their channels are the producer rows it names."""
+        out = []
+        for node, (rows, _) in self.value_merges.items():
+            if node in self.merges_reached or time.monotonic() > self.deadline:
+                continue
+            fn = dg.get_pruner_of_module(node.module).prune_out_channels
+            width = self.params[rows.param].shape[rows.dim] - rows.offset
+            root = _module_of(rows.param)
+            raw = _Raw(width, root)
+            raw.name, raw.kind = f"{root} (values)", "attention"
+            try:
+                items = self._walk(dg, node.module, fn, width, budget)
+            except _OutOfTime:
+                self.left_out[raw.name] = f"the dependency walk from it did not end within {budget}"
+                continue
+            for item in items:
+                self._convert_item(raw, *item)
+            out.append(raw)
+        return out
+
     def _known_blocks(
         self, cands: list[tuple[_Raw, ChannelGroup]], placements: list[_Placement]
     ) -> tuple[list[tuple[_Raw, ChannelGroup]], list[_Placement]]:
         """Groups of the blocks written from their definition (:mod:`.blocks`: the Mamba
         mixer) replace whatever the walks built on the same tensor dims; they are verified
         like the rest."""
-        from widthwise.groups.blocks import known_blocks
-
-        blocks = known_blocks(self.model)
+        blocks = self.blocks
         if not blocks:
             return cands, placements
-        claimed = {(m.param, m.dim) for b in blocks for g in b.groups for m in g.members}
+        claimed: dict[tuple[str, int], set[int]] = {}
+        for g in (g for b in blocks for g in b.groups):
+            for m in g.members:
+                claimed.setdefault((m.param, m.dim), set()).update(_span(m, g.width))
 
         def free(g: ChannelGroup) -> bool:
-            return not any((m.param, m.dim) in claimed for m in g.members)
+            return not any(
+                claimed.get((m.param, m.dim), set()) & _span(m, g.width) for m in g.members
+            )
 
         for layer in (n for b in blocks for n in b.layers):
-            for key in self.root_keys.pop(layer, set()) | {layer}:
+            for key in self.root_keys.pop(layer, set()) | {layer, f"parameter '{layer}'"}:
                 self.left_out.pop(key, None)
         cands = [(r, g) for r, g in cands if free(g)]
         placements = [p for p in placements if free(p[1])]
@@ -1676,6 +1764,66 @@ class _Finder:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _is_product(node: TPNode) -> bool:
+    """An element-wise product of two activations (neither operand a parameter)."""
+    gf = node.grad_fn
+    if gf is None or not gf.name().startswith("MulBackward"):
+        return False
+    parents = [f for f, _ in gf.next_functions if f is not None]
+    return len(parents) == 2 and all(getattr(f, "variable", None) is None for f in parents)
+
+
+def _scoring_vectors(
+    parents: list[GradFn], weights: list[list[torch.Tensor] | None], unwrapped: dict[Any, str]
+) -> set[str]:
+    """Raw parameters of shape ``[C, 1]`` that ``x @ w`` reads as the right operand, as they
+    are (SwiftFormer's ``w_g``): one score per token from its C channels, so the channels of
+    ``x`` are the rows of ``w`` and the single output is fixed like a gate."""
+    if len(parents) != 2 or weights[0] is not None or not weights[1]:
+        return set()
+    w = weights[1]
+    if len(w) != 1 or w[0] not in unwrapped or w[0].ndim != 2 or w[0].shape[1] != 1:
+        return set()
+    # the operand must be the parameter itself (a transpose would make it [1, C])
+    return {unwrapped[w[0]]} if getattr(parents[1], "variable", None) is w[0] else set()
+
+
+def _span(m: Member, width: int) -> set[int]:
+    """The indices a member addresses along its dim."""
+    return set(range(m.offset, m.offset + width * m.repeat))
+
+
+def _head_merge(start: TPNode, width: int, limit: int = 200) -> TPNode | None:
+    """The first reshape after an attention product (``attn @ v``) downstream of ``start``,
+    through parameter-free ops, that makes a tensor of ``width`` channels (dim 1 of a 4-D
+    map, or the last dim of tokens) out of a differently shaped one: where the heads are
+    merged back."""
+    import torch_pruning as tp
+
+    seen, queue = {start}, [(start, False)]
+    while queue and len(seen) < limit:
+        node, after = queue.pop(0)
+        for nxt in node.outputs:
+            if nxt in seen or isinstance(nxt.module, nn.Parameter):
+                continue
+            seen.add(nxt)
+            gf = nxt.grad_fn
+            meta = getattr(gf, "_input_metadata", None)
+            product = after or "mm" in (gf.name().lower() if gf is not None else "")
+            if product and nxt.type == tp.ops.OPTYPE.RESHAPE and meta:
+                shape = list(meta[0].shape)
+                before = list(getattr(gf, "_saved_self_sym_sizes", ()))
+                # B*heads, HW, d -> B, C, H, W; or B, N, heads, d -> B, N, C
+                fits = (len(shape) == 4 and shape[1] == width and len(before) == 3) or (
+                    len(shape) == 3 and shape[-1] == width and len(before) == 4
+                )
+                if fits:
+                    return nxt
+            if next(iter(getattr(nxt.module, "parameters", lambda: iter(()))()), None) is None:
+                queue.append((nxt, product))
+    return None
 
 
 def _divisors(n: int) -> list[int]:

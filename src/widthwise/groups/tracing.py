@@ -615,6 +615,30 @@ def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
     tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
 
 
+def _cut_scoring_products(dg: TPGraph) -> None:
+    """Cut a product ``x @ w`` with a raw ``[C, 1]`` parameter (SwiftFormer's ``w_g``) from
+    its output: it scores each token from its C channels, so ``x``'s channels meet ``w``'s
+    rows, but its one output is not those channels (a softmax over it scales them as a
+    gate). Torch-Pruning passes the channel indices through it."""
+    import torch_pruning as tp
+
+    for node in list(dg.module2node.values()):
+        gf = node.grad_fn
+        if node.type != tp.ops.OPTYPE.ELEMENTWISE or gf is None:
+            continue
+        if not gf.name().lower().startswith(("mmbackward", "bmmbackward")):
+            continue
+        leaves = [getattr(f, "variable", None) for f, _ in gf.next_functions if f is not None]
+        if not any(
+            isinstance(v, nn.Parameter) and v.ndim == 2 and v.shape[1] == 1 and v.shape[0] > 1
+            for v in leaves
+        ):
+            continue
+        for out in list(node.outputs):
+            node.dependencies = [d for d in node.dependencies if d.target is not out]
+            out.dependencies = [d for d in out.dependencies if d.target is not node]
+
+
 class _PieceThenSlice:
     """Two index maps applied in order: a split piece's and a slice's (either direction)."""
 
