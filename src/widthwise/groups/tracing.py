@@ -212,12 +212,50 @@ def _features_last_cat(node: TPNode, dg: TPGraph) -> None:
 
 
 def _pieces_channels_last(node: TPNode, dg: TPGraph) -> bool:
-    """Every piece a concat reads holds channels last (Swin-V2's patch merging: the 2x2
-    neighbours of a ``B, H, W, C`` map concatenated on C, read by the reduction first)."""
+    """Every piece a concat reads holds a whole set of channels, last (Swin-V2's patch merging:
+    the 2x2 neighbours of a ``B, H, W, C`` map concatenated on C, read by the reduction first).
+    Pieces cut from one tensor's channels and put back together (a rotary embedding's halves,
+    ``cat([a*cos - b*sin, a*sin + b*cos], -1)`` of ``x[..., 0::2]`` and ``x[..., 1::2]``) are a
+    rearrangement of those channels, not a concat of channel sets: on DeepSeek's rotary key,
+    shared by all heads, such a map let the walks from the heads carry head indices into the
+    compressed key/value projection."""
     found = _dims(dg)
     gf = node.grad_fn
     parents = [f for f, _ in getattr(gf, "next_functions", ()) if f is not None]
-    return bool(parents) and all(_channels_last(f, found) for f in parents)
+    return bool(parents) and all(
+        _channels_last(f, found) and not _cut_from_channels(f, found) for f in parents
+    )
+
+
+def _has_own_params(mod: nn.Module) -> bool:
+    return next(mod.parameters(recurse=False), None) is not None
+
+
+#: autograd nodes that take part of a tensor along one dim (``_saved_dim``)
+_CUTTING = ("slicebackward", "splitbackward", "splitwithsizesbackward", "narrowbackward")
+
+
+def _cut_from_channels(gf: GradFn, dims: _Dims, depth: int = 8) -> bool:
+    """The tensor ``gf`` computes is made, through element-wise ops (same number of dims), from
+    part of another tensor's last dim: a slice or split that drops some of its channels."""
+    todo, seen = [(gf, depth)], set()
+    while todo:
+        f, left = todo.pop()
+        mod = dims.layers.get(f)
+        if f in seen or (isinstance(mod, nn.Module) and _has_own_params(mod)):
+            continue  # a layer makes its channels whole
+        seen.add(f)
+        nd = _ndim(f)
+        dim = getattr(f, "_saved_dim", None)
+        if f.name().lower().startswith(_CUTTING) and nd and isinstance(dim, int):
+            dim = (dim - 2**64 if dim >= 2**63 else dim) % nd  # negative: saved unsigned
+            before = [int(x) for x in getattr(f, "_saved_self_sym_sizes", ())]
+            after = int(getattr(f, "_input_metadata")[0].shape[dim])  # noqa: B009
+            if dim == nd - 1 and (not before or before[dim] != after):
+                return True
+        if left:
+            todo += [(p, left - 1) for p, _ in f.next_functions if p is not None and _ndim(p) == nd]
+    return False
 
 
 def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
