@@ -121,35 +121,6 @@ def test_a_closed_run_is_one_file_and_reading_it_leaves_nothing_beside_it(tmp_pa
         assert len(run) == 3
 
 
-@pytest.mark.parametrize("thread", [True, False])
-def test_the_training_thread_leaves_checkpoints_to_the_checkpoint_thread(
-    tmp_path, monkeypatch, thread
-):
-    # More than SQLite's default auto-checkpoint (1000 pages) committed within one checkpoint
-    # interval: with the checkpoint thread, the commits stay in the log (the caller never copies
-    # them into the run file and syncs it); without it, SQLite's own auto-checkpoint still runs.
-    # Either way close() folds everything into the run file.
-    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 60.0 if thread else None)
-    wide = [ChannelGroup("fc1", 200_000, (Member("fc1.weight", 0, "producer"),))]
-    path = tmp_path / "run.wwrun"
-    store = RunStore.create(path, wide)
-    empty = os.path.getsize(path)
-    stats = {"group": ["fc1"], "gate": [""], "variance": [0.5], "mean": [1.0], "max": [2.0],
-             "min": [0.1], "n_nonfinite": [0], "n_zero": [0], "flag": [""]}  # fmt: skip
-    norms = [np.arange(200_000, dtype=np.float32)]
-    for i in range(6):  # 800 KB of norms each: ~1200 pages of log
-        store.append_snapshot(i, None, 0.0, None, stats, norms)
-    if thread:
-        assert os.path.getsize(path) == empty
-        assert os.path.getsize(f"{path}-wal") > 6 * 800_000
-    else:
-        assert os.path.getsize(path) > 4 * 800_000
-    store.close()
-    with open_run(path) as run:
-        assert len(run) == 6
-        np.testing.assert_array_equal(run.channel_norms("fc1")[1][-1], norms[0])
-
-
 def test_memory_store_uses_the_same_code(tmp_path):
     store = RunStore.memory(GROUPS)
     written = write_run(store, 3)

@@ -98,12 +98,6 @@ HISTORY_COLUMNS = ("snapshot", "step", "epoch", "wall_time", "group", *STAT_COLU
 #: paid in the loop after every snapshot taken over a second apart, it would cost 13x the snapshot.
 #: ``None`` leaves it to SQLite's own auto-checkpoint (every 1000 pages, in the training thread).
 CHECKPOINT_SECONDS: float | None = 1.0
-#: While the checkpoint thread runs, SQLite's own auto-checkpoint (the commit that finds more
-#: than this many pages in the log copies them into the run file and syncs it, in the training
-#: thread) is only a fallback for a log the thread cannot keep short. At SQLite's default (1000
-#: pages, 4 MiB) a ViT-B run reached it every ~16 snapshots, which put the copy and its fsyncs
-#: into the training loop's slowest snapshots (``benchmarks/snapshot.py --tail``).
-AUTOCHECKPOINT_PAGES = 16384
 #: close() waits at most this long for readers to leave the log before giving up on TRUNCATE.
 CLOSE_TIMEOUT_SECONDS = 2.0
 #: The log file is cut back to this size after a checkpoint (it otherwise keeps its largest size).
@@ -675,8 +669,6 @@ class RunStore:
         self._checkpointer = (
             _Checkpointer(path) if path is not None and CHECKPOINT_SECONDS is not None else None
         )
-        if self._checkpointer is not None:
-            conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._writer: _Writer | None = None
         self.closed = False
         with _STORES_LOCK:
