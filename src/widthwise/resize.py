@@ -68,7 +68,10 @@ Both function-preserving inits are exact (tested to 1e-5) for linear consumers, 
 (BatchNorm, InstanceNorm), recurrent hidden units and attention. A group normalised over its
 channels (LayerNorm, RMSNorm, GroupNorm) cannot be widened exactly — the statistics change — so
 its rule says ``widen=False`` and ``net2net``/``prune`` refuse to widen it (narrowing, and
-``reinit``, are fine).
+``reinit``, are fine). A normalisation the modules do not show (``F.normalize`` over the channels
+in a forward, as SwiftFormer's additive attention) is seen only by running the model: with
+``example_inputs``, a widening by ``net2net``/``prune`` whose output differs from the unresized
+model's by more than 1e-5 of its scale raises :class:`ResizeError` naming the widened groups.
 
 Torch-Pruning, which finds the groups, has no widening and no recurrent layers, so widthwise does
 the surgery itself: the index maps act on the :class:`~widthwise.groups.ChannelGroup` members,
@@ -1068,12 +1071,13 @@ def resize(
     tied to a named one (:attr:`WidthRule.tied`) takes its width. Every width is checked against
     :func:`width_rules` first. With ``example_inputs`` (a tensor, a tuple of positional arguments
     or a dict of keyword arguments) the new model is run once on them, in eval mode and without
-    grad, as a check.
+    grad, as a check; when ``init`` is ``"net2net"`` or ``"prune"`` and a group widens, its output
+    must also match the unresized model's (to 1e-5 of its scale).
 
     Raises:
         ResizeError: a width breaks a rule, a group cannot be widened function-preservingly with
-            ``init="net2net"``/``"prune"``, the surgery fails, or the check forward fails; the
-            message names the group.
+            ``init="net2net"``/``"prune"`` (by its rule, or by the check forward's output), the
+            surgery fails, or the check forward fails; the message names the group.
 
     >>> import torch
     >>> from widthwise.groups import ChannelGroup, Member
@@ -1209,21 +1213,68 @@ def resize(
                 f"re-initialised ({type(exc).__name__}: {exc})"
             ) from exc
     if example_inputs is not None and changed:
-        from widthwise.groups import _call_model
-
-        modes = {mod: mod.training for mod in new.modules()}
-        try:
-            with torch.no_grad():
-                _call_model(new.eval(), example_inputs)
-        except Exception as exc:
-            raise ResizeError(
-                f"the model resized at group(s) {[g.name for g in changed]} fails its forward "
-                f"pass ({type(exc).__name__}: {exc})"
-            ) from exc
-        finally:
-            for mod, training in modes.items():
-                mod.training = training
+        got = _run_eval(new, example_inputs, [g.name for g in changed])
+        widened = [g.name for g in changed if full[g.name] > g.width]
+        if init in ("net2net", "prune") and widened:
+            # a normalisation the modules do not show (F.normalize over the channels in the
+            # forward) breaks net2net's split: the outputs say so
+            change = _largest_change(_run_eval(model, example_inputs, []), got)
+            if change > _EXACT:
+                raise ResizeError(
+                    f"group(s) {widened} cannot be widened function-preservingly: with "
+                    f"init={init!r} the model's output on example_inputs changes by "
+                    f"{change:.1e} (more than {_EXACT:.0e} of its scale; something in the "
+                    "forward, such as F.normalize over these channels, depends on how many "
+                    "there are); use init='reinit' to widen them"
+                )
     return new
+
+
+# relative to the output's scale: net2net and prune are exact up to float rounding
+_EXACT = 1e-5
+
+
+def _run_eval(model: nn.Module, inputs: Any, names: Sequence[str]) -> Any:
+    """``model``'s output on ``inputs``, in eval mode and without grad; training flags restored.
+    With ``names`` (a resized model), a failing forward is a ResizeError naming those groups."""
+    from widthwise.groups import _call_model
+
+    modes = {mod: mod.training for mod in model.modules()}
+    try:
+        with torch.no_grad():
+            return _call_model(model.eval(), inputs)
+    except Exception as exc:
+        if not names:
+            raise
+        raise ResizeError(
+            f"the model resized at group(s) {list(names)} fails its forward "
+            f"pass ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        for mod, training in modes.items():
+            mod.training = training
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of a model output (tensor, tuple, dict, ModelOutput), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, Mapping):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, list | tuple):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def _largest_change(before: Any, after: Any) -> float:
+    """Largest change between two outputs, over the tensors of equal shape (a resized residual
+    stream changes shape), relative to each tensor's scale (at least 1)."""
+    worst = 0.0
+    for a, b in zip(_tensors(before), _tensors(after), strict=False):
+        if a.shape == b.shape and a.numel():
+            scale = max(1.0, a.abs().max().item())
+            worst = max(worst, (a - b).abs().max().item() / scale)
+    return worst
 
 
 # ---------------------------------------------------------------------------------------------
