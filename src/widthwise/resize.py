@@ -284,6 +284,24 @@ def _standardises_weights(module: nn.Module) -> bool:
     )
 
 
+def _weight_normalised_over(model: nn.Module, mod_name: str, attr: str, dim: int) -> bool:
+    """Whether ``dim`` of a weight-normalised direction ``v`` is normalised over: its magnitude
+    ``g`` (torch's ``weight_norm``: ``original0``/``weight_g``) is shared along that dim, so a
+    split copy changes the norm of every slice it lies in."""
+    if attr == "original1":
+        g_name = f"{mod_name}.original0"
+    elif attr.endswith("_v"):
+        g_name = f"{mod_name}.{attr[:-2]}_g" if mod_name else f"{attr[:-2]}_g"
+    else:
+        return False
+    try:
+        g = model.get_parameter(g_name)
+        v = model.get_parameter(f"{mod_name}.{attr}" if mod_name else attr)
+    except AttributeError:
+        return False
+    return g.dim() == v.dim() and dim < v.dim() and g.shape[dim] == 1 < v.shape[dim]
+
+
 class _Rules:
     """Width rules and layouts of a model's groups (derived once per :func:`resize`)."""
 
@@ -403,6 +421,10 @@ class _Rules:
                     nw.append(f"{type(mod).__name__} '{mod_name}'")  # normalises over them
                 if _standardises_weights(mod) and m.dim == 1:
                     nw.append(f"weight-standardised {type(mod).__name__} '{mod_name}'")
+                if _weight_normalised_over(model, mod_name, attr, m.dim):
+                    nw.append(
+                        f"the weight norm of '{mod_name.removesuffix('.parametrizations.weight')}'"
+                    )
             seen: dict[tuple[str, int, int], str] = {}
             for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
                 key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
