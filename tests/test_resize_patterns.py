@@ -94,3 +94,44 @@ def test_a_group_a_weight_norm_normalises_over_cannot_widen_exactly(form, monkey
     assert new.pos.weight.shape[:2] == (g.width - 1, g.width - 1)
     if form == "parametrize":  # find_groups does not find the hooks form's group again (reported)
         assert _group(_groups(new, x), name).width == g.width - 1
+
+
+def _lite_mla_by_hand(model: nn.Module, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """LiteMLA's forward written per head with loops, head size ``dim`` given, not read."""
+    with torch.no_grad():
+        h = model.stem(x)
+        qkv = model.qkv(h)
+        scales = [qkv, *(op(qkv) for op in model.aggreg)]
+        b, _, rows, cols = h.shape
+        heads = []
+        for t in scales:
+            for first in range(0, t.shape[1], 3 * dim):
+                q = torch.relu(t[:, first : first + dim].flatten(2))  # [b, dim, n]
+                k = torch.relu(t[:, first + dim : first + 2 * dim].flatten(2))
+                v = t[:, first + 2 * dim : first + 3 * dim].flatten(2)
+                out = torch.zeros_like(v)
+                for n in range(q.shape[2]):
+                    w = torch.einsum("bd,bdm->bm", q[:, :, n], k)  # q_n · k_m over channels
+                    out[:, :, n] = torch.einsum("bm,bdm->bd", w, v) / (
+                        w.sum(1, keepdim=True) + 1e-5
+                    )
+                heads.append(out)
+        y = model.proj(torch.cat(heads, 1).reshape(b, -1, rows, cols))
+        return model.head((h + y).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("width", "init"), [(6, "reinit"), (3, "net2net"), (2, "prune")])
+def test_lite_mla_head_size_follows_its_groups(width, init):
+    # EfficientViT's LiteMLA reshapes by its `dim` attribute: resize sets it, and the groups of
+    # all scales (one head size) move together
+    model, x = archs.lite_mla()
+    groups = _groups(model, x)
+    new = resize(model, groups, {"attention (heads)": width}, init=init, example_inputs=x)
+    assert new.dim == width and model.dim == 4
+    found = {g.name: g.width for g in _groups(new, x)}
+    assert found["attention (heads)"] == found["attention (scale 1 heads)"] == width
+    torch.testing.assert_close(_out(new, x), _lite_mla_by_hand(new, x, width), atol=TOL, rtol=TOL)
+    # the unresized model agrees with the hand-written forward too (the reference is right)
+    torch.testing.assert_close(_out(model, x), _lite_mla_by_hand(model, x, 4), atol=TOL, rtol=TOL)
+    with pytest.raises(ResizeError, match=re.escape("'attention (heads)'")):
+        resize(model, groups, {"attention (heads)": 6}, init="net2net", example_inputs=x)

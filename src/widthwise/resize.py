@@ -20,11 +20,17 @@ live in:
   ``find_groups`` makes a channel of whole heads (Llama-style, GPT-NeoX and Falcon fused
   weights: one key/value head with its query heads), any width is legal and heads come and go
   whole; an attention group in a module with no known head size cannot widen exactly;
+* a group of one channel of every head (EfficientViT's LiteMLA: each head's q, k and v channel
+  ``i``, one group per scale) whose width a module above keeps as ``dim``/``head_dim`` is that
+  head size: the groups sharing it are tied and the attribute is set to the new width;
+* grouped convolution members that are each one whole conv group only change the groups' size;
 * grouped convolutions (``groups > 1``) and ``GroupNorm`` need multiples of their group count,
   and channels never move between their groups (a group that ``find_groups`` lists once per
   conv group, one row in each, is free);
 * a weight-standardised convolution (timm's ``StdConv2d``/``ScaledStdConv2d``) normalises each
-  filter over its input channels, so its input cannot widen exactly;
+  filter over its input channels, so its input cannot widen exactly; so does torch's
+  ``weight_norm`` (parametrized or hooks) over every dim its magnitude ``g`` is shared along
+  (wav2vec2's positional conv: all of them);
 * a ``divisor`` that no module above explains is kept as a multiple, and channels stay within
   its blocks (the blocks the group was verified on);
 * a weight tied to another (an output layer sharing the input embedding) is resized once and
@@ -199,6 +205,7 @@ class _Layout:
     within_heads: bool = False  # nn.MultiheadAttention: q rows scaled, k rows split
     hf: list[_HFHeads] = field(default_factory=list)  # Hugging Face attention modules
     refuse: str | None = None  # why any resize of this group is refused
+    head_attr: tuple[str, str] | None = None  # (module, attribute) holding the head size
 
 
 _HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim")
@@ -300,6 +307,28 @@ def _weight_normalised_over(model: nn.Module, mod_name: str, attr: str, dim: int
     except AttributeError:
         return False
     return g.dim() == v.dim() and dim < v.dim() and g.shape[dim] == 1 < v.shape[dim]
+
+
+_HEAD_SIZE_ATTRS = (*_HEAD_DIM_ATTRS, "dim")
+
+
+def _head_size_attr(g: ChannelGroup, modules: Mapping[str, nn.Module]) -> tuple[str, str] | None:
+    """``(module, attribute)`` of the head size of a group of one channel of every head (the same
+    weight listed at several offsets: EfficientViT's LiteMLA), kept by the nearest module above
+    its producers as an integer equal to the group's width (``dim``, ``head_dim``)."""
+    producers = g.producers
+    by_param: dict[str, set[int]] = defaultdict(set)
+    for m in producers:
+        by_param[m.param].add(m.offset)
+    if not producers or max(len(offsets) for offsets in by_param.values()) < 2:
+        return None
+    for name in _ancestors(producers[0].param.rpartition(".")[0])[1:]:
+        mod = modules.get(name)
+        for attr in _HEAD_SIZE_ATTRS:
+            value = getattr(mod, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value == g.width:
+                return name, attr
+    return None
 
 
 class _Rules:
@@ -404,7 +433,11 @@ class _Rules:
                     # dim 1 of a grouped weight counts channels within one conv group: a group
                     # holding it has one channel per conv group already (find_groups lists its
                     # producers once per conv group), so any width keeps them apart
-                    if not depthwise and m.dim == 0:
+                    # a member that is one whole conv group (LiteMLA's per-head aggregation: one
+                    # member per conv group) only changes the conv groups' size
+                    per = mod.weight.shape[0] // mod.groups
+                    whole = m.offset % per == 0 and g.width * m.repeat == per
+                    if not depthwise and m.dim == 0 and not whole:
                         mult = math.lcm(mult, mod.groups)
                         blocks.append(mod.groups)
                         explained = True
@@ -443,6 +476,15 @@ class _Rules:
             if g.kind == "attention" and not lay.within_heads and not lay.hf and not lay.refuse:
                 # heads of unknown size and temperature: new channels may land in any head
                 exact_no.append("its attention module keeps no head size resize knows")
+                lay.head_attr = _head_size_attr(g, modules)
+                if lay.head_attr is not None:  # its forward reads it: every group of it moves
+                    attn_mod, size_attr = lay.head_attr
+                    key = (attn_mod, f"head size {size_attr}")
+                    tie_reasons[key] = (
+                        f"attention '{attn_mod or type(model).__name__}'",
+                        f"one head size ({size_attr}) for the channels of all its heads",
+                    )
+                    ks.add(key)
             if g.divisor > 1 and not explained:
                 blocks.append(g.divisor)
                 why.append(f"verified as {g.divisor} blocks of equal width (its divisor)")
@@ -1208,6 +1250,9 @@ def resize(
             f"({type(exc).__name__}: {exc})"
         ) from exc
     for g in changed:
+        head_attr = rules.layouts[g.name].head_attr
+        if head_attr is not None:
+            setattr(new.get_submodule(_strip_module(new, head_attr[0])), head_attr[1], full[g.name])
         for hf in rules.layouts[g.name].hf:
             try:
                 _sync_hf_attention(new, _strip_module(new, hf.module), hf, g.width, full[g.name])
