@@ -5,6 +5,7 @@ naming the group; net2net widening is exact to 1e-5 or refused."""
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 import warnings
 
@@ -135,3 +136,21 @@ def test_lite_mla_head_size_follows_its_groups(width, init):
     torch.testing.assert_close(_out(model, x), _lite_mla_by_hand(model, x, 4), atol=TOL, rtol=TOL)
     with pytest.raises(ResizeError, match=re.escape("'attention (heads)'")):
         resize(model, groups, {"attention (heads)": 6}, init="net2net", example_inputs=x)
+
+
+@pytest.mark.parametrize(("width", "init"), [(18, "net2net"), (18, "reinit"), (15, "net2net")])
+def test_embedding_bag_reports_its_new_width(width, init):
+    model, x = archs.embedding_bag()
+    groups = _groups(model, x)
+    new = resize(model, groups, {"bag": width}, init=init, example_inputs=x)
+    assert new.bag.embedding_dim == width and new.bag.weight.shape == (30, width)
+    assert {g.name: g.width for g in _groups(new, x)}["bag"] == width
+    if init == "net2net" and width > 16:  # mean of each bag's rows, by hand, through the layers
+        ids, offsets = x
+        bounds = [*offsets.tolist(), len(ids)]
+        with torch.no_grad():
+            bags = torch.stack(
+                [new.bag.weight[ids[a:b]].mean(0) for a, b in itertools.pairwise(bounds)]
+            )
+            by_hand = new.head(torch.relu(new.fc(bags)))
+        torch.testing.assert_close(by_hand, _out(model, x), atol=TOL, rtol=TOL)

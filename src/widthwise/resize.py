@@ -1076,7 +1076,7 @@ def _sync_attributes(model: nn.Module) -> None:
                     f"GroupNorm '{name}' with {module.num_groups} groups cannot take "
                     f"{module.num_channels} channels",
                 )
-        elif isinstance(module, nn.Embedding):
+        elif isinstance(module, nn.Embedding | nn.EmbeddingBag):  # not subclasses of each other
             module.num_embeddings, module.embedding_dim = module.weight.shape
         elif isinstance(module, nn.MultiheadAttention):
             if module.in_proj_weight is not None:
