@@ -154,3 +154,26 @@ def test_embedding_bag_reports_its_new_width(width, init):
             )
             by_hand = new.head(torch.relu(new.fc(bags)))
         torch.testing.assert_close(by_hand, _out(model, x), atol=TOL, rtol=TOL)
+
+
+def test_res2net_last_split_narrows_as_planned_and_cannot_widen():
+    # torch.split(x, w) takes every part at w channels and the last at what is left: the last
+    # part can narrow (find_groups then cannot regroup the uneven split; resize's model is the
+    # planned one), but not widen (the extra channels would make a part of their own)
+    model, x = archs.res2net_block()
+    groups = _groups(model, x)
+    new = resize(model, groups, {"conv1 #2": 3}, init="net2net", example_inputs=x)
+    assert new.conv1.out_channels == new.conv3.in_channels == 15
+    with torch.no_grad():  # the forward by hand, parts cut at 4, 8, 12 and 12..15
+        h = torch.relu(new.stem(x))
+        y = torch.relu(new.bn1(new.conv1(h)))
+        parts = [y[:, 0:4], y[:, 4:8], y[:, 8:12], y[:, 12:15]]
+        outs, sp = [], parts[0]
+        for i in range(3):
+            sp = torch.relu(new.convs[i](parts[0] if i == 0 else sp + parts[i]))
+            outs.append(sp)
+        by_hand = new.fc((h + new.conv3(torch.cat([*outs, parts[3]], 1))).mean((2, 3)))
+    torch.testing.assert_close(_out(new, x), by_hand, atol=TOL, rtol=TOL)
+    for init in ("net2net", "reinit"):
+        with pytest.raises(ResizeError, match=re.escape("'conv1 #2'")):
+            resize(model, groups, {"conv1 #2": 6}, init=init, example_inputs=x)
