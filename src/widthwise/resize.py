@@ -117,6 +117,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.utils.weight_norm import WeightNorm
 
 from widthwise.distributed import canonical_name
 from widthwise.groups import ChannelGroup, Member
@@ -1036,6 +1037,13 @@ def _sync_rnn(name: str, rnn: nn.RNNBase) -> None:
 
 def _sync_attributes(model: nn.Module) -> None:
     """Read module attributes back from the (resized) weight shapes."""
+    for module in model.modules():
+        # the older nn.utils.weight_norm keeps `weight` as a plain tensor its pre-hook recomputes
+        # from g and v at each forward: until then it has the old shape
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                with torch.no_grad():
+                    setattr(module, hook.name, hook.compute_weight(module))
     for name, module in _named_modules(model).items():
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
