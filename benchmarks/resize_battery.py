@@ -1,6 +1,7 @@
 """Every group of every model in ``tests/archs.py``, resized three ways, as a user would.
 
-For each group found by ``find_groups``: widen by two multiples of its rule with
+The models are the module's builders and the variants ``archs.PATTERNS`` adds. For each group
+found by ``find_groups``: widen by two multiples of its rule with
 ``init="net2net"`` and with ``"reinit"``, and narrow by one multiple with ``"net2net"``, each with
 ``example_inputs`` (the forward check). A run counts as ``ok`` when the resized model's groups,
 found again, have the planned width (the group and every group tied to it); ``ResizeError`` is a
@@ -63,19 +64,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    builders = [
-        n
+    # the module's builders, and the variants PATTERNS makes of them (weight_norm_hooks)
+    builders = {
+        n: getattr(archs, n)
         for n in dir(archs)
         if n[0].islower()
         and callable(getattr(archs, n))
         and getattr(archs, n).__module__ == "archs"
-        and args.only in n
-    ]
+    }
+    builders.update({n: b for n, b in archs.PATTERNS.items() if n not in builders})
     tally: Counter[str] = Counter()
     worst = 0.0
-    for name in builders:
+    for name in sorted(n for n in builders if args.only in n):
         try:
-            model, x = getattr(archs, name)()
+            model, x = builders[name]()
             groups = find_groups(model.eval(), x)
         except Exception as exc:
             print(f"{name}: not grouped ({type(exc).__name__})")

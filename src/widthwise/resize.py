@@ -20,11 +20,17 @@ live in:
   ``find_groups`` makes a channel of whole heads (Llama-style, GPT-NeoX and Falcon fused
   weights: one key/value head with its query heads), any width is legal and heads come and go
   whole; an attention group in a module with no known head size cannot widen exactly;
+* a group of one channel of every head (EfficientViT's LiteMLA: each head's q, k and v channel
+  ``i``, one group per scale) whose width a module above keeps as ``dim``/``head_dim`` is that
+  head size: the groups sharing it are tied and the attribute is set to the new width;
+* grouped convolution members that are each one whole conv group only change the groups' size;
 * grouped convolutions (``groups > 1``) and ``GroupNorm`` need multiples of their group count,
   and channels never move between their groups (a group that ``find_groups`` lists once per
   conv group, one row in each, is free);
 * a weight-standardised convolution (timm's ``StdConv2d``/``ScaledStdConv2d``) normalises each
-  filter over its input channels, so its input cannot widen exactly;
+  filter over its input channels, so its input cannot widen exactly; so does torch's
+  ``weight_norm`` (parametrized or hooks) over every dim its magnitude ``g`` is shared along
+  (wav2vec2's positional conv: all of them);
 * a ``divisor`` that no module above explains is kept as a multiple, and channels stay within
   its blocks (the blocks the group was verified on);
 * a weight tied to another (an output layer sharing the input embedding) is resized once and
@@ -68,7 +74,10 @@ Both function-preserving inits are exact (tested to 1e-5) for linear consumers, 
 (BatchNorm, InstanceNorm), recurrent hidden units and attention. A group normalised over its
 channels (LayerNorm, RMSNorm, GroupNorm) cannot be widened exactly — the statistics change — so
 its rule says ``widen=False`` and ``net2net``/``prune`` refuse to widen it (narrowing, and
-``reinit``, are fine).
+``reinit``, are fine). A normalisation the modules do not show (``F.normalize`` over the channels
+in a forward, as SwiftFormer's additive attention) is seen only by running the model: with
+``example_inputs``, a widening by ``net2net``/``prune`` whose output differs from the unresized
+model's by more than 1e-5 of its scale raises :class:`ResizeError` naming the widened groups.
 
 Torch-Pruning, which finds the groups, has no widening and no recurrent layers, so widthwise does
 the surgery itself: the index maps act on the :class:`~widthwise.groups.ChannelGroup` members,
@@ -108,6 +117,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.utils.weight_norm import WeightNorm
 
 from widthwise.distributed import canonical_name
 from widthwise.groups import ChannelGroup, Member
@@ -196,6 +206,7 @@ class _Layout:
     within_heads: bool = False  # nn.MultiheadAttention: q rows scaled, k rows split
     hf: list[_HFHeads] = field(default_factory=list)  # Hugging Face attention modules
     refuse: str | None = None  # why any resize of this group is refused
+    head_attr: tuple[str, str] | None = None  # (module, attribute) holding the head size
 
 
 _HEAD_DIM_ATTRS = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim")
@@ -279,6 +290,46 @@ def _standardises_weights(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and bool(
         _WEIGHT_STANDARDISED.search(type(module).__name__)
     )
+
+
+def _weight_normalised_over(model: nn.Module, mod_name: str, attr: str, dim: int) -> bool:
+    """Whether ``dim`` of a weight-normalised direction ``v`` is normalised over: its magnitude
+    ``g`` (torch's ``weight_norm``: ``original0``/``weight_g``) is shared along that dim, so a
+    split copy changes the norm of every slice it lies in."""
+    if attr == "original1":
+        g_name = f"{mod_name}.original0"
+    elif attr.endswith("_v"):
+        g_name = f"{mod_name}.{attr[:-2]}_g" if mod_name else f"{attr[:-2]}_g"
+    else:
+        return False
+    try:
+        g = model.get_parameter(g_name)
+        v = model.get_parameter(f"{mod_name}.{attr}" if mod_name else attr)
+    except AttributeError:
+        return False
+    return g.dim() == v.dim() and dim < v.dim() and g.shape[dim] == 1 < v.shape[dim]
+
+
+_HEAD_SIZE_ATTRS = (*_HEAD_DIM_ATTRS, "dim")
+
+
+def _head_size_attr(g: ChannelGroup, modules: Mapping[str, nn.Module]) -> tuple[str, str] | None:
+    """``(module, attribute)`` of the head size of a group of one channel of every head (the same
+    weight listed at several offsets: EfficientViT's LiteMLA), kept by the nearest module above
+    its producers as an integer equal to the group's width (``dim``, ``head_dim``)."""
+    producers = g.producers
+    by_param: dict[str, set[int]] = defaultdict(set)
+    for m in producers:
+        by_param[m.param].add(m.offset)
+    if not producers or max(len(offsets) for offsets in by_param.values()) < 2:
+        return None
+    for name in _ancestors(producers[0].param.rpartition(".")[0])[1:]:
+        mod = modules.get(name)
+        for attr in _HEAD_SIZE_ATTRS:
+            value = getattr(mod, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value == g.width:
+                return name, attr
+    return None
 
 
 class _Rules:
@@ -383,7 +434,11 @@ class _Rules:
                     # dim 1 of a grouped weight counts channels within one conv group: a group
                     # holding it has one channel per conv group already (find_groups lists its
                     # producers once per conv group), so any width keeps them apart
-                    if not depthwise and m.dim == 0:
+                    # a member that is one whole conv group (LiteMLA's per-head aggregation: one
+                    # member per conv group) only changes the conv groups' size
+                    per = mod.weight.shape[0] // mod.groups
+                    whole = m.offset % per == 0 and g.width * m.repeat == per
+                    if not depthwise and m.dim == 0 and not whole:
                         mult = math.lcm(mult, mod.groups)
                         blocks.append(mod.groups)
                         explained = True
@@ -400,6 +455,10 @@ class _Rules:
                     nw.append(f"{type(mod).__name__} '{mod_name}'")  # normalises over them
                 if _standardises_weights(mod) and m.dim == 1:
                     nw.append(f"weight-standardised {type(mod).__name__} '{mod_name}'")
+                if _weight_normalised_over(model, mod_name, attr, m.dim):
+                    nw.append(
+                        f"the weight norm of '{mod_name.removesuffix('.parametrizations.weight')}'"
+                    )
             seen: dict[tuple[str, int, int], str] = {}
             for m in g.members:  # one tensor listed twice: a tied weight (input/output embedding)
                 key3 = (aliases.get(m.param, m.param), m.dim, m.offset)
@@ -418,6 +477,15 @@ class _Rules:
             if g.kind == "attention" and not lay.within_heads and not lay.hf and not lay.refuse:
                 # heads of unknown size and temperature: new channels may land in any head
                 exact_no.append("its attention module keeps no head size resize knows")
+                lay.head_attr = _head_size_attr(g, modules)
+                if lay.head_attr is not None:  # its forward reads it: every group of it moves
+                    attn_mod, size_attr = lay.head_attr
+                    key = (attn_mod, f"head size {size_attr}")
+                    tie_reasons[key] = (
+                        f"attention '{attn_mod or type(model).__name__}'",
+                        f"one head size ({size_attr}) for the channels of all its heads",
+                    )
+                    ks.add(key)
             if g.divisor > 1 and not explained:
                 blocks.append(g.divisor)
                 why.append(f"verified as {g.divisor} blocks of equal width (its divisor)")
@@ -969,6 +1037,13 @@ def _sync_rnn(name: str, rnn: nn.RNNBase) -> None:
 
 def _sync_attributes(model: nn.Module) -> None:
     """Read module attributes back from the (resized) weight shapes."""
+    for module in model.modules():
+        # the older nn.utils.weight_norm keeps `weight` as a plain tensor its pre-hook recomputes
+        # from g and v at each forward: until then it has the old shape
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                with torch.no_grad():
+                    setattr(module, hook.name, hook.compute_weight(module))
     for name, module in _named_modules(model).items():
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
@@ -1009,7 +1084,7 @@ def _sync_attributes(model: nn.Module) -> None:
                     f"GroupNorm '{name}' with {module.num_groups} groups cannot take "
                     f"{module.num_channels} channels",
                 )
-        elif isinstance(module, nn.Embedding):
+        elif isinstance(module, nn.Embedding | nn.EmbeddingBag):  # not subclasses of each other
             module.num_embeddings, module.embedding_dim = module.weight.shape
         elif isinstance(module, nn.MultiheadAttention):
             if module.in_proj_weight is not None:
@@ -1068,12 +1143,13 @@ def resize(
     tied to a named one (:attr:`WidthRule.tied`) takes its width. Every width is checked against
     :func:`width_rules` first. With ``example_inputs`` (a tensor, a tuple of positional arguments
     or a dict of keyword arguments) the new model is run once on them, in eval mode and without
-    grad, as a check.
+    grad, as a check; when ``init`` is ``"net2net"`` or ``"prune"`` and a group widens, its output
+    must also match the unresized model's (to 1e-5 of its scale).
 
     Raises:
         ResizeError: a width breaks a rule, a group cannot be widened function-preservingly with
-            ``init="net2net"``/``"prune"``, the surgery fails, or the check forward fails; the
-            message names the group.
+            ``init="net2net"``/``"prune"`` (by its rule, or by the check forward's output), the
+            surgery fails, or the check forward fails; the message names the group.
 
     >>> import torch
     >>> from widthwise.groups import ChannelGroup, Member
@@ -1182,6 +1258,9 @@ def resize(
             f"({type(exc).__name__}: {exc})"
         ) from exc
     for g in changed:
+        head_attr = rules.layouts[g.name].head_attr
+        if head_attr is not None:
+            setattr(new.get_submodule(_strip_module(new, head_attr[0])), head_attr[1], full[g.name])
         for hf in rules.layouts[g.name].hf:
             try:
                 _sync_hf_attention(new, _strip_module(new, hf.module), hf, g.width, full[g.name])
@@ -1209,21 +1288,68 @@ def resize(
                 f"re-initialised ({type(exc).__name__}: {exc})"
             ) from exc
     if example_inputs is not None and changed:
-        from widthwise.groups import _call_model
-
-        modes = {mod: mod.training for mod in new.modules()}
-        try:
-            with torch.no_grad():
-                _call_model(new.eval(), example_inputs)
-        except Exception as exc:
-            raise ResizeError(
-                f"the model resized at group(s) {[g.name for g in changed]} fails its forward "
-                f"pass ({type(exc).__name__}: {exc})"
-            ) from exc
-        finally:
-            for mod, training in modes.items():
-                mod.training = training
+        got = _run_eval(new, example_inputs, [g.name for g in changed])
+        widened = [g.name for g in changed if full[g.name] > g.width]
+        if init in ("net2net", "prune") and widened:
+            # a normalisation the modules do not show (F.normalize over the channels in the
+            # forward) breaks net2net's split: the outputs say so
+            change = _largest_change(_run_eval(model, example_inputs, []), got)
+            if change > _EXACT:
+                raise ResizeError(
+                    f"group(s) {widened} cannot be widened function-preservingly: with "
+                    f"init={init!r} the model's output on example_inputs changes by "
+                    f"{change:.1e} (more than {_EXACT:.0e} of its scale; something in the "
+                    "forward, such as F.normalize over these channels, depends on how many "
+                    "there are); use init='reinit' to widen them"
+                )
     return new
+
+
+# relative to the output's scale: net2net and prune are exact up to float rounding
+_EXACT = 1e-5
+
+
+def _run_eval(model: nn.Module, inputs: Any, names: Sequence[str]) -> Any:
+    """``model``'s output on ``inputs``, in eval mode and without grad; training flags restored.
+    With ``names`` (a resized model), a failing forward is a ResizeError naming those groups."""
+    from widthwise.groups import _call_model
+
+    modes = {mod: mod.training for mod in model.modules()}
+    try:
+        with torch.no_grad():
+            return _call_model(model.eval(), inputs)
+    except Exception as exc:
+        if not names:
+            raise
+        raise ResizeError(
+            f"the model resized at group(s) {list(names)} fails its forward "
+            f"pass ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        for mod, training in modes.items():
+            mod.training = training
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of a model output (tensor, tuple, dict, ModelOutput), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, Mapping):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, list | tuple):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def _largest_change(before: Any, after: Any) -> float:
+    """Largest change between two outputs, over the tensors of equal shape (a resized residual
+    stream changes shape), relative to each tensor's scale (at least 1)."""
+    worst = 0.0
+    for a, b in zip(_tensors(before), _tensors(after), strict=False):
+        if a.shape == b.shape and a.numel():
+            scale = max(1.0, a.abs().max().item())
+            worst = max(worst, (a - b).abs().max().item() / scale)
+    return worst
 
 
 # ---------------------------------------------------------------------------------------------
