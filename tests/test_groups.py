@@ -22,14 +22,7 @@ from torch import nn
 import archs
 from widthwise import ChannelGroup, GroupingError, GroupingWarning, Member, find_groups
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: extra intra-op threads only contend with the other xdist worker
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def M(param, dim, role, offset=0, repeat=1, gate=None):

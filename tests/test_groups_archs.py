@@ -19,13 +19,7 @@ import archs
 from test_groups import M, assert_each_group_is_a_symmetry, check, consumer, norm
 from widthwise import GroupingWarning, find_groups
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(arch, **kw):

@@ -24,13 +24,7 @@ from torch import nn
 from test_groups import M, assert_each_group_is_a_symmetry
 from widthwise import GroupingWarning, find_groups
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grouped(model, x):
