@@ -14,20 +14,11 @@ import torch
 from torch import nn
 
 import archs
-from widthwise.groups import ChannelGroup, _call_model, find_groups
+from test_resize_rules import TOL, _out
+from widthwise.groups import ChannelGroup, find_groups
 from widthwise.resize import ResizeError, resize, width_rules
 
-TOL = 1e-5
 RESIZE = importlib.import_module("widthwise.resize")  # the module; the package exports the function
-
-
-def _out(model: nn.Module, x: object) -> torch.Tensor:
-    with torch.no_grad():
-        out = _call_model(model.eval(), x)
-    for attr in ("logits", "last_hidden_state"):
-        if hasattr(out, attr):
-            return getattr(out, attr)
-    return out[0] if isinstance(out, tuple) else out
 
 
 def _groups(model: nn.Module, x: object) -> list[ChannelGroup]:
