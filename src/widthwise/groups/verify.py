@@ -43,18 +43,18 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor] | None = No
     return obj
 
 
-def out_tensors(out: Any) -> list[torch.Tensor]:
+def out_tensors(out: Any, *, logits_only: bool = True) -> list[torch.Tensor]:
     """The floating-point tensors of a model output (tensor, dict, dataclass-like, nested); of a
     Hugging Face output with ``logits``, the logits alone (T5 also returns its encoder's last
-    hidden state, which would pin the whole residual stream)."""
+    hidden state, which would pin the whole residual stream) unless ``logits_only`` is False."""
     if isinstance(out, torch.Tensor):
         return [out] if out.is_floating_point() else []
     if isinstance(out, Mapping):  # dict, or a Hugging Face ModelOutput
-        if "logits" in out:  # the prediction; hidden states returned beside it are not outputs
+        if logits_only and "logits" in out:  # the prediction; hidden states are not outputs
             return out_tensors(out["logits"])
-        return [t for v in out.values() for t in out_tensors(v)]
+        return [t for v in out.values() for t in out_tensors(v, logits_only=logits_only)]
     if isinstance(out, (tuple, list)):
-        return [t for v in out for t in out_tensors(v)]
+        return [t for v in out for t in out_tensors(v, logits_only=logits_only)]
     return []
 
 
