@@ -48,6 +48,18 @@ def hf_tiny(cls_name, **kw):
     return model, {"input_ids": ids(kw.get("vocab_size", 20), 7)}
 
 
+#: the config every tiny mixture-of-experts model below shares (two of three experts per token)
+_TINY_MOE = dict(
+    vocab_size=20,
+    hidden_size=16,
+    intermediate_size=12,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_experts_per_tok=2,
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # ALiBi attention (BLOOM): fused rows [q_h | k_h | v_h] per head, a fixed slope per head position
 
@@ -470,14 +482,8 @@ def test_a_linear_router_that_returns_a_tuple_is_traced_as_an_op():
 def test_hf_phimoe_router_is_a_linear_that_returns_a_tuple():
     model, x = hf_tiny(
         "PhimoeForCausalLM",
-        vocab_size=20,
-        hidden_size=16,
-        intermediate_size=12,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **_TINY_MOE,
         num_local_experts=3,
-        num_experts_per_tok=2,
         max_position_embeddings=16,
         pad_token_id=0,
     )
@@ -492,14 +498,8 @@ def test_hf_phimoe_router_is_a_linear_that_returns_a_tuple():
 def test_hf_mixtral_experts_and_stream():
     model, x = hf_tiny(
         "MixtralForCausalLM",
-        vocab_size=20,
-        hidden_size=16,
-        intermediate_size=12,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **_TINY_MOE,
         num_local_experts=3,
-        num_experts_per_tok=2,
         max_position_embeddings=16,
         pad_token_id=0,
     )
@@ -739,15 +739,9 @@ def test_hf_gpt_oss_transposed_interleaved_experts_and_no_crash():
     # its trace also yields index maps that lose their root channel (a TypeError before)
     model, x = hf_tiny(
         "GptOssForCausalLM",
-        vocab_size=20,
-        hidden_size=16,
-        intermediate_size=12,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **_TINY_MOE,
         head_dim=4,
         num_local_experts=3,
-        num_experts_per_tok=2,
         layer_types=["full_attention", "sliding_attention"],
         pad_token_id=0,
     )
@@ -828,14 +822,8 @@ def test_norms_over_whole_projections_move_with_the_key_value_heads():
 def test_hf_olmoe_attention_with_projection_norms():
     model, x = hf_tiny(
         "OlmoeForCausalLM",
-        vocab_size=20,
-        hidden_size=16,
-        intermediate_size=12,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **_TINY_MOE,
         num_experts=3,
-        num_experts_per_tok=2,
         max_position_embeddings=16,
         pad_token_id=0,
     )
