@@ -363,25 +363,9 @@ def decide(
         label, confidence = "IS", 1 - p
     else:
         return "undetermined", 0.0, "; ".join([why, *notes])
-    if label == "IS" and ev.dead_fraction > DEAD_MAX_FRACTION:
-        return (
-            "undetermined",
-            0.0,
-            f"{ev.n_dead} of {ev.width} channels are dead (> {DEAD_MAX_FRACTION:.0%}): "
-            f"the live ones may be all the width it has; {why}",
-        )
-    if (
-        label == "IS"
-        and not ev.residual_branch
-        and ev.relative_width <= NARROW_RELATIVE_WIDTH  # False for NaN: no peers to compare
-    ):
-        return (
-            "undetermined",
-            0.0,
-            f"{ev.width} channels, {ev.relative_width:.2g}x the run's median hidden width: the "
-            "oracle found such narrow layers short of width, so IS is not given; "
-            f"{why}",
-        )
+    veto = _why_not_is(ev) if label == "IS" else None
+    if veto is not None:
+        return "undetermined", 0.0, f"{veto}; {why}"
     opt = _optimizer_family(optimizer)
     if opt is not None and opt not in VALIDATED_OPTIMIZERS:
         notes.append(f"optimiser {optimizer!r} not validated by the oracle (confidence capped)")
@@ -390,6 +374,22 @@ def decide(
         notes.append(f"layer kind {kind!r} not validated by the oracle (confidence capped)")
         confidence = min(confidence, UNVALIDATED_CONFIDENCE)
     return label, round(confidence, 4), "; ".join([why, *notes])
+
+
+def _why_not_is(ev: Evidence) -> str | None:
+    """Why evidence that reads IS cannot be trusted to (it becomes undetermined), or None."""
+    if ev.dead_fraction > DEAD_MAX_FRACTION:
+        return (
+            f"{ev.n_dead} of {ev.width} channels are dead (> {DEAD_MAX_FRACTION:.0%}): "
+            "the live ones may be all the width it has"
+        )
+    # NaN relative width (no peers to compare with) compares False
+    if not ev.residual_branch and ev.relative_width <= NARROW_RELATIVE_WIDTH:
+        return (
+            f"{ev.width} channels, {ev.relative_width:.2g}x the run's median hidden width: the "
+            "oracle found such narrow layers short of width, so IS is not given"
+        )
+    return None
 
 
 def _optimizer_family(name: str | None) -> str | None:
