@@ -1154,7 +1154,6 @@ def resize(
 
         >>> import torch
         >>> from widthwise.groups import ChannelGroup, Member
-    from widthwise.groups.verify import out_tensors
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
         >>> g = ChannelGroup("0", 4, (Member("0.weight", 0, "producer"), Member("0.bias", 0, "other"),
         ...                           Member("2.weight", 1, "consumer")))
