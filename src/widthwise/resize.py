@@ -1140,29 +1140,29 @@ def resize(
 ) -> nn.Module:
     """A new model whose groups have the given widths; ``model`` is left unchanged.
 
-        ``widths`` maps group names to new widths; groups not named keep theirs, except that a group
-        tied to a named one (:attr:`WidthRule.tied`) takes its width. Every width is checked against
-        :func:`width_rules` first. With ``example_inputs`` (a tensor, a tuple of positional arguments
-        or a dict of keyword arguments) the new model is run once on them, in eval mode and without
-        grad, as a check; when ``init`` is ``"net2net"`` or ``"prune"`` and a group widens, its output
-        must also match the unresized model's (to 1e-5 of its scale).
+    ``widths`` maps group names to new widths; groups not named keep theirs, except that a group
+    tied to a named one (:attr:`WidthRule.tied`) takes its width. Every width is checked against
+    :func:`width_rules` first. With ``example_inputs`` (a tensor, a tuple of positional arguments
+    or a dict of keyword arguments) the new model is run once on them, in eval mode and without
+    grad, as a check; when ``init`` is ``"net2net"`` or ``"prune"`` and a group widens, its output
+    must also match the unresized model's (to 1e-5 of its scale).
 
-        Raises:
-            ResizeError: a width breaks a rule, a group cannot be widened function-preservingly with
-                ``init="net2net"``/``"prune"`` (by its rule, or by the check forward's output), the
-                surgery fails, or the check forward fails; the message names the group.
+    Raises:
+        ResizeError: a width breaks a rule, a group cannot be widened function-preservingly with
+            ``init="net2net"``/``"prune"`` (by its rule, or by the check forward's output), the
+            surgery fails, or the check forward fails; the message names the group.
 
-        >>> import torch
-        >>> from widthwise.groups import ChannelGroup, Member
-        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-        >>> g = ChannelGroup("0", 4, (Member("0.weight", 0, "producer"), Member("0.bias", 0, "other"),
-        ...                           Member("2.weight", 1, "consumer")))
-        >>> wide = resize(net, [g], {"0": 7})
-        >>> wide[0].out_features, wide[2].in_features
-        (7, 7)
-        >>> x = torch.randn(5, 3)
-        >>> torch.allclose(wide(x), net(x), atol=1e-6)
-        True
+    >>> import torch
+    >>> from widthwise.groups import ChannelGroup, Member
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> g = ChannelGroup("0", 4, (Member("0.weight", 0, "producer"), Member("0.bias", 0, "other"),
+    ...                           Member("2.weight", 1, "consumer")))
+    >>> wide = resize(net, [g], {"0": 7})
+    >>> wide[0].out_features, wide[2].in_features
+    (7, 7)
+    >>> x = torch.randn(5, 3)
+    >>> torch.allclose(wide(x), net(x), atol=1e-6)
+    True
     """
     if init not in ("net2net", "prune", "reinit"):
         raise ValueError(f"init must be 'net2net', 'prune' or 'reinit', got {init!r}")
