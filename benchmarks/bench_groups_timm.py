@@ -1,0 +1,301 @@
+"""find_groups on timm's image models: one model per timm module (its smallest registered
+variant), random weights, no download. A battery nobody here wrote the patterns from.
+
+timm is not a dependency of widthwise: install it without its dependencies (its torchvision
+would be the registry's CUDA build, which fails to import beside the CPU torch), and this script
+puts a stand-in torchvision (``benchmarks/_stubs``) on the path first:
+
+    pip install --no-deps timm==1.0.31
+    OMP_NUM_THREADS=1 python benchmarks/bench_groups_timm.py --out timm.jsonl [--jobs 2] [--only NAME ...]
+
+Each model runs in its own process under a wall-clock bound (``--limit`` seconds; a model past it
+counts as a hang). Per model: ``find_groups(model, x, timeout=60)`` on one example of the model's
+default input size, the groups, the left-out warning, the seconds, and an independent
+permutation check: every returned group permuted at once with the naive per-channel loops of
+``tests/test_groups.py`` on fresh random weights, outputs compared element-wise
+(``rtol=1e-4, atol=1e-5``); on a failure, each group alone. Rows go to ``--out`` as JSON lines
+(rerun with the same file to continue). The last line: models grouped with nothing left out,
+crashes, hangs, wrong groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: The smallest registered model of each of timm 1.0.31's 98 model modules (by parameter count,
+#: built on the meta device: ``--select`` recomputes it).
+BATTERY = [
+    "beit_base_patch16_224",
+    "halonet_h1",
+    "test_byobnet",
+    "cait_xxs24_224",
+    "coat_tiny",
+    "convit_tiny",
+    "convmixer_768_32",
+    "test_convnext",
+    "cpubone_nano",
+    "crossvit_tiny_240",
+    "csatv2",
+    "cs3darknet_focus_s",
+    "cspnext_tiny",
+    "davit_tiny",
+    "deepseek_vit_412m",
+    "deit_tiny_patch16_224",
+    "densenet121",
+    "dla46x_c",
+    "dpn48b",
+    "edgenext_xx_small",
+    "efficientformer_l1",
+    "efficientformerv2_s0",
+    "test_efficientnet",
+    "efficientvim_m1",
+    "efficientvit_b0",
+    "efficientvit_m0",
+    "vit_tiny_patch16_dinov3_qkvb",
+    "fasternet_t0",
+    "fastvit_t8",
+    "focalnet_tiny_srf",
+    "gcvit_xxtiny",
+    "gemma4_vit_167m",
+    "ghostnet_050",
+    "hardcorenas_b",
+    "hgnetv2_b0",
+    "hiera_tiny_224",
+    "sam2_hiera_tiny",
+    "hrnet_w18_small",
+    "iformer_t",
+    "inception_next_atto",
+    "inception_resnet_v2",
+    "inception_v3",
+    "inception_v4",
+    "lcnetv2_small",
+    "levit_128s",
+    "lowformer_b0",
+    "test_mambaout",
+    "test_coatnet",
+    "poolformerv2_s12",
+    "gmlp_ti16_224",
+    "mobilenetv3_small_050",
+    "mobilenetv5_base",
+    "mobilevit_xxs",
+    "mvitv2_tiny",
+    "naflexvit_base_patch16_parfac_gap",
+    "nasnetalarge",
+    "nest_tiny",
+    "nextvit_small",
+    "test_nfnet",
+    "pit_ti_224",
+    "pnasnet5large",
+    "pvt_v2_b0",
+    "qwen3_vit_88m",
+    "rdnet_tiny",
+    "regnetx_002",
+    "repghostnet_050",
+    "repvit_m1",
+    "res2next50",
+    "resnest14d",
+    "test_resnet",
+    "resnetv2_18",
+    "rexnet_100",
+    "selecsls42",
+    "legacy_seresnet18",
+    "sequencer2d_s",
+    "shvit_s1",
+    "skresnet18",
+    "starnet_s050",
+    "swiftformer_xs",
+    "swin_tiny_patch4_window7_224",
+    "swinv2_tiny_window8_256",
+    "swinv2_cr_tiny_224",
+    "tiny_vit_5m_224",
+    "tnt_s_legacy_patch16_224",
+    "tresnet_m",
+    "twins_svt_small",
+    "vgg11",
+    "visformer_tiny",
+    "test_vit",
+    "vit_tiny_r_s16_p8_224",
+    "test_vit_relpos",
+    "samvit_base_patch16_224",
+    "vitamin_small_224",
+    "volo_d1_224",
+    "ese_vovnet19b_slim_dw",
+    "legacy_xception",
+    "xception41p",
+    "xcit_nano_12_p8_224",
+]
+
+
+def _import_timm():
+    sys.path.insert(0, str(HERE / "_stubs"))
+    import timm
+
+    return timm
+
+
+def select() -> list[str]:
+    """The smallest model of each timm module, counted on the meta device."""
+    import torch
+
+    timm = _import_timm()
+    from timm.models import _registry
+
+    smallest: dict[str, tuple[int, str]] = {}
+    for name in timm.list_models():
+        module = _registry.model_entrypoint(name).__module__.rpartition(".")[2]
+        try:
+            with torch.device("meta"):
+                n = sum(p.numel() for p in timm.create_model(name).parameters())
+        except Exception:
+            continue
+        if module not in smallest or n < smallest[module][0]:
+            smallest[module] = (n, name)
+    return [name for _, (_, name) in sorted(smallest.items())]
+
+
+def one(name: str) -> dict:
+    """Build, group and check one model (runs in a child process)."""
+    import copy
+    import warnings
+
+    import torch
+
+    timm = _import_timm()
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from test_groups import _permute_copy
+    from widthwise import GroupingWarning, find_groups
+    from widthwise.groups.verify import call_model, out_tensors
+
+    row: dict = {"model": name}
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+    row["params"] = sum(p.numel() for p in model.parameters())
+    t = time.perf_counter()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        try:
+            groups = find_groups(model, x, timeout=60)
+        except Exception as e:
+            groups, row["error"] = [], f"{type(e).__name__}: {str(e)[:300]}"
+    row["secs"] = round(time.perf_counter() - t, 2)
+    msgs = [str(r.message) for r in record if issubclass(r.category, GroupingWarning)]
+    row["groups"] = len(groups)
+    row["left"] = [m for m in msgs if "left out" in m]
+    row["warnings"] = [m for m in msgs if "left out" not in m]
+    if groups:
+
+        def outputs(m):
+            return torch.cat([o.flatten() for o in out_tensors(call_model(m, x))])
+
+        fresh = copy.deepcopy(model)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            for p in fresh.parameters():
+                p.copy_(torch.randn_like(p) / (p[0].numel() ** 0.5 if p.ndim > 1 else 4.0))
+            ref = outputs(fresh)
+
+            def ok(gs, seed):
+                out = outputs(_permute_copy(fresh, gs, seed=seed).eval())
+                return bool(torch.allclose(out, ref, rtol=1e-4, atol=1e-5))
+
+            row["wrong"] = (
+                []
+                if ok(groups, 0)
+                else [g.name for k, g in enumerate(groups) if not ok([g], k + 1)]
+            )
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench_groups_timm.jsonl", help="JSON lines, resumable")
+    ap.add_argument("--only", nargs="*", default=[], help="timm model names (default: BATTERY)")
+    ap.add_argument("--jobs", type=int, default=1, help="models run at once")
+    ap.add_argument("--limit", type=float, default=600, help="wall seconds per model")
+    ap.add_argument("--select", action="store_true", help="print the battery anew and exit")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one)))
+        return
+    if args.select:
+        print(" ".join(select()))
+        return
+    names = args.only or BATTERY
+    out = Path(args.out)
+    done = {json.loads(line)["model"] for line in out.open()} if out.exists() else set()
+    todo = [n for n in names if n not in done]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            name = todo.pop(0)
+            cmd = [sys.executable, __file__, "--one", name]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            running.append((name, proc, time.monotonic()))
+        time.sleep(0.2)
+        for item in list(running):
+            name, proc, start = item
+            if proc.poll() is None and time.monotonic() - start < args.limit:
+                continue
+            if proc.poll() is None:
+                proc.kill()
+                row = {"model": name, "hang": f"still running after {args.limit:g} s"}
+            else:
+                stdout, stderr = proc.communicate()
+                lines = stdout.decode().strip().splitlines()
+                if proc.returncode == 0 and lines:
+                    row = json.loads(lines[-1])
+                else:
+                    last = (stderr.decode().strip().splitlines() or ["?"])[-1]
+                    row = {"model": name, "crash": f"exit {proc.returncode}: {last[:300]}"}
+            running.remove(item)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(_line(row), flush=True)
+    summary([json.loads(line) for line in out.open() if json.loads(line)["model"] in set(names)])
+
+
+def _clean(row: dict) -> bool:
+    return bool(row.get("groups")) and not (
+        row.get("left") or row.get("error") or row.get("wrong") or row.get("hang")
+        or row.get("crash")
+    )  # fmt: skip
+
+
+def _line(row: dict) -> str:
+    why = (
+        row.get("hang") or row.get("crash") or row.get("error")
+        or (f"WRONG {row['wrong']}" if row.get("wrong") else "")
+        or (row["left"][0] if row.get("left") else "")
+    )  # fmt: skip
+    mark = "ok" if _clean(row) else "--"
+    return (
+        f"{mark} {row['model'][:34]:34s} {row.get('params', 0) / 1e6:7.1f}M "
+        f"{row.get('groups', 0):4d} groups {row.get('secs', 0):6.1f} s  {why[:160]}"
+    )
+
+
+def summary(rows: list[dict]) -> None:
+    n = len(rows)
+    clean = sum(map(_clean, rows))
+    print(
+        f"grouped with nothing left out: {clean}/{n} = {clean / max(n, 1):.0%}; "
+        f"crashes {sum(bool(r.get('crash') or r.get('error')) for r in rows)}, "
+        f"hangs {sum(bool(r.get('hang')) for r in rows)}, "
+        f"models with a wrong group {sum(bool(r.get('wrong')) for r in rows)}, "
+        f"median find_groups {sorted(r.get('secs', 0) for r in rows)[n // 2] if n else 0:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
