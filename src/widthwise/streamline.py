@@ -100,7 +100,8 @@ TOLERANCE = 0.02
 #: the IS groups alone cannot reach makes the planner narrow by need. The verdict table gives
 #: such groups no probability (confidence 0), and the label is undetermined inside the band
 #: around even odds (``widthwise.verdicts.P_DECIDE``: 0.45 < P < 0.55), so even odds: they
-#: narrow before any DS group and after any IS group.
+#: narrow before any DS group and after any IS group (verdicts whose confidence was capped at
+#: 0.50, outside what the oracle validated, tie with them).
 UNDETERMINED_NEED = 0.5
 
 # Aten ops that carry most of a network's FLOPs; one of them running uncounted means the count is
