@@ -137,9 +137,20 @@ def test_a_budget_below_min_fraction_is_said_even_without_the_ifm_floor(cnn):
 
 def test_low_confidence_verdicts_count_as_undetermined(cnn):
     net, x, groups = cnn
-    table = verdict_table({g.name: ("IS", 0.3) for g in groups})
-    plan = streamline(net, table, x, budget=0.5 * count_flops(net, x), min_confidence=0.5)
+    weak = verdict_table({g.name: ("IS", 0.3) for g in groups})
+    # a budget the (ignored) IS verdicts would have met is no reason to move them
+    plan = streamline(net, weak, x, budget="flops", min_confidence=0.5)
     assert plan.widths == {g.name: g.width for g in groups}
+    # a smaller one narrows them by need, exactly as undetermined groups
+    target = 0.5 * count_flops(net, x)
+    plan = streamline(net, weak, x, budget=target, min_confidence=0.5)
+    none = verdict_table({g.name: ("undetermined", 0.0) for g in groups})
+    assert plan.widths == streamline(net, none, x, budget=target).widths
+    assert plan.budget["met"]
+    for reason in plan.table.reason[plan.table.new_width < plan.table.old_width]:
+        assert reason.startswith(
+            "IS below min_confidence (0.30 < 0.5), P(needs width) taken as 0.5"
+        )
 
 
 def test_round_to_keeps_changed_widths_divisible(cnn):
@@ -383,11 +394,14 @@ def test_width_rules_multiples_minimums_and_no_widening_are_honoured(cnn, monkey
         ),
     )
     table = verdict_table({a: ("DS", 1.0), b: ("IS", 1.0), c: ("DS", 1.0)})
-    plan = streamline(net, table, x, budget=0.5 * count_flops(net, x), floor="none")
+    plan = streamline(net, table, x, budget="flops", floor="none")
     rows = plan.table.set_index("group")
     assert plan.widths[a] == 8 and "fixed-size stem" in rows.reason[a]
-    assert plan.widths[b] % 6 == 0 and 18 <= plan.widths[b] < 32
-    assert plan.widths[b] == 18  # the budget is far below: b stops at its rule's minimum
+    assert plan.widths[c] > 32 and plan.widths[b] % 6 == 0 and 18 <= plan.widths[b] < 32
+    # far below what b can give: b stops at its rule's minimum, the DS groups narrow by need
+    plan = streamline(net, table, x, budget=0.3 * count_flops(net, x), floor="none")
+    assert plan.widths[b] == 18 and plan.budget["met"]
+    assert plan.widths[a] <= 8  # a DS group may narrow by need, never widen against its rule
 
 
 def test_tied_groups_move_together(monkeypatch):
@@ -472,12 +486,103 @@ def test_every_group_ds_still_meets_a_smaller_budget_narrowing_the_least_needed_
     assert (plan.table.label == "DS").all()  # the verdicts themselves are unchanged
 
 
-def test_undetermined_groups_are_not_narrowed_by_need(cnn):
-    net, x, groups = cnn
-    names = [g.name for g in groups]
+def _mlp_params(widths, n_in=40, n_out=10):
+    """Parameters of a Linear/ReLU MLP with these hidden widths, counted layer by layer."""
+    total, fan_in = 0, n_in
+    for w in [*widths, n_out]:
+        total += fan_in * w + w  # weight and bias
+        fan_in = w
+    return total
+
+
+def test_undetermined_groups_narrow_by_need_before_ds_groups():
+    # The issue-15 MLP's shape: the IS group alone cannot reach the budget (it stops at its
+    # min_fraction floor), so width comes from the others, least likely to need it first: the
+    # undetermined group (P = 0.5) before the DS group (P = 0.9).
+    torch.manual_seed(0)
+    net = zoo.MLP(40, [128, 128, 128], 10)
+    x = torch.randn(4, 40)
+    assert count_params(net) == _mlp_params([128, 128, 128])
     table = verdict_table(
-        {names[0]: ("undetermined", 0.0), names[1]: ("DS", 0.9), names[2]: ("DS", 0.8)}
+        {"hidden.0": ("DS", 0.9), "hidden.1": ("undetermined", 0.0), "hidden.2": ("IS", 0.9)}
     )
-    plan = streamline(net, table, x, budget=0.7 * count_params(net), budget_kind="params")
-    assert plan.widths[names[0]] == groups[0].width
-    assert plan.widths[names[2]] < groups[2].width
+    target = 0.2 * _mlp_params([128, 128, 128])
+    # out of reach unless the undetermined group narrows: even with the DS group at its floor
+    assert _mlp_params([32, 128, 32]) > 1.02 * target
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)
+        plan = streamline(net, table, x, budget=target, budget_kind="params")
+    w = plan.widths
+    assert abs(_mlp_params([w["hidden.0"], w["hidden.1"], w["hidden.2"]]) - target) <= 0.02 * target
+    assert plan.budget["met"] and plan.budget["achieved"] == count_params(plan.apply(net, "reinit"))
+    assert w["hidden.2"] == 32  # the IS group at its floor: max(min_width, 128 / 4)
+    assert w["hidden.1"] < w["hidden.0"] < 128  # undetermined narrows more than DS
+    reasons = dict(zip(plan.table.group, plan.table.reason))
+    assert reasons["hidden.1"].startswith(
+        "undetermined, P(needs width) taken as 0.5: narrowed only to meet the budget"
+    )
+    assert reasons["hidden.0"].startswith("DS (confidence 0.90), P(needs width) 0.90: narrowed")
+    assert reasons["hidden.2"] == "IS (confidence 0.90): wide enough; stopped at its floor (32)"
+    assert list(plan.table.label) == ["DS", "undetermined", "IS"]  # verdicts unchanged
+
+
+def test_a_budget_the_is_groups_can_meet_leaves_undetermined_groups_alone():
+    # Two IS groups at one confidence narrow by one factor: the plan is the widest common width
+    # within the budget (cost within the 2 % tolerance: nothing left for the greedy pass).
+    torch.manual_seed(0)
+    net = zoo.MLP(40, [128, 128, 128], 10)
+    x = torch.randn(4, 40)
+    table = verdict_table(
+        {"hidden.0": ("undetermined", 0.0), "hidden.1": ("IS", 0.8), "hidden.2": ("IS", 0.8)}
+    )
+    target = 0.7 * _mlp_params([128, 128, 128])
+    fits = [w for w in range(32, 129) if _mlp_params([128, w, w]) <= target]
+    w = max(fits)
+    assert abs(_mlp_params([128, w, w]) - target) <= 0.02 * target
+    plan = streamline(net, table, x, budget=target, budget_kind="params")
+    assert plan.widths == {"hidden.0": 128, "hidden.1": w, "hidden.2": w}
+    assert plan.table.set_index("group").reason["hidden.0"] == "undetermined: kept"
+
+
+def test_the_need_pool_keeps_disagreeing_ties_other_widths_and_failed_resizes(monkeypatch):
+    torch.manual_seed(0)
+    net = zoo.CNN1D([16, 16, 16, 8], length=40, num_classes=10)
+    x = torch.randn(2, 1, 40)
+    groups = find_groups(net, x)
+    a, b, c, d = (g.name for g in groups)
+    # a and c tied, one IS and one DS: they disagree; b is tied to d, of another width
+    monkeypatch.setattr(
+        streamline_module,
+        "width_rules",
+        _rules(
+            **{
+                a: WidthRule(tied=(c,)),
+                c: WidthRule(tied=(a,)),
+                b: WidthRule(tied=(d,)),
+                d: WidthRule(tied=(b,)),
+            }
+        ),
+    )
+    table = verdict_table({a: ("IS", 1.0), b: ("undetermined", 0.0), c: ("DS", 0.5)})
+    with pytest.warns(BudgetWarning, match="budget not met"):
+        plan = streamline(net, table, x, budget=0.5 * count_flops(net, x))
+    assert plan.widths == {g.name: g.width for g in groups}  # nothing may narrow
+    rows = plan.table.set_index("group")
+    assert "disagree" in rows.reason[a] and "another width" in rows.reason[b]
+    # untied, the undetermined groups narrow; one whose narrowing fails is kept, and says why
+    monkeypatch.setattr(streamline_module, "width_rules", _rules())
+    real = streamline_module.resize
+
+    def fragile(model, gs, widths, **kw):
+        if widths.get(b, 16) != 16:
+            raise ResizeError(f"group {b!r}: cannot narrow")
+        return real(model, gs, widths, **kw)
+
+    monkeypatch.setattr(streamline_module, "resize", fragile)
+    table = verdict_table({g.name: ("undetermined", 0.0) for g in groups})
+    plan = streamline(net, table, x, budget=0.8 * count_flops(net, x))
+    rows = plan.table.set_index("group")
+    assert plan.widths[b] == 16 and "narrowing it failed" in rows.reason[b]
+    assert "cannot narrow" in rows.reason[b]
+    assert all(plan.widths[n] < w for n, w in ((a, 16), (c, 16), (d, 8)))
+    assert plan.budget["met"]

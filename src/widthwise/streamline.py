@@ -21,8 +21,11 @@ nothing from widening. So the amounts come from evidence, through a few explicit
 The budget is then met (within ``tolerance``) by one monotone search: IS groups narrow together,
 ``w * (1 - c * t)`` for the smallest ``t`` that fits; when narrowing is not needed (a larger
 budget) the DS widening grows instead, and when narrowing to the floors is not enough the DS
-widening shrinks back. Undetermined groups keep their width. Costs are counted on the resized
-model itself: FLOPs with :mod:`torch.utils.flop_counter`, parameters by counting.
+widening shrinks back. Undetermined groups keep their width, unless the budget is still out of
+reach: then every group not tied to a disagreeing or differently sized group narrows by need,
+the least likely to need width most (undetermined ones count as even odds,
+:data:`UNDETERMINED_NEED`), each within its floors. Costs are counted on the resized model
+itself: FLOPs with :mod:`torch.utils.flop_counter`, parameters by counting.
 
 Contract:
 
@@ -93,6 +96,13 @@ MIN_WIDTH = 4
 MIN_FRACTION = 0.25
 #: The budget counts as met within this relative error.
 TOLERANCE = 0.02
+#: P(needs width) of an undetermined group (or a verdict below ``min_confidence``) when a budget
+#: the IS groups alone cannot reach makes the planner narrow by need. The verdict table gives
+#: such groups no probability (confidence 0), and the label is undetermined inside the band
+#: around even odds (``widthwise.verdicts.P_DECIDE``: 0.45 < P < 0.55), so even odds: they
+#: narrow before any DS group and after any IS group (verdicts whose confidence was capped at
+#: 0.50, outside what the oracle validated, tie with them).
+UNDETERMINED_NEED = 0.5
 
 # Aten ops that carry most of a network's FLOPs; one of them running uncounted means the count is
 # too low (e.g. CPU flash attention, fused RNN kernels).
@@ -331,8 +341,10 @@ class _Unit:
     confidence: float = 0.0
     floor: int = 1  # narrowest leader width
     reason: str = ""
-    need: float = 0.5  # P(needs width) read from the verdict; 0.5 when undetermined
-    shrink_ok: bool = False  # a verdict at min_confidence or above, no tie to another width
+    need: float = UNDETERMINED_NEED  # P(needs width) read from the verdict
+    verdict: str = "undetermined"  # the verdict the need was read from, for the reason
+    judged: bool = False  # need read from an IS/DS verdict (else UNDETERMINED_NEED)
+    shrink_ok: bool = False  # may narrow by need: one width, tied groups do not disagree
     shrunk_by_need: bool = False
 
     @property
@@ -416,7 +428,7 @@ def streamline(
         )
 
     units = _units(model, groups, labels, min_confidence, round_to)
-    for u in units:  # the amounts: floors on IS units
+    for u in units:  # the amounts: floors on IS units (the need pool's: _shrink_by_need)
         if u.direction >= 0:
             continue
         lo = _narrowest(u, min_width, min_fraction)
@@ -467,7 +479,8 @@ def streamline(
             best = widths_at(_bisect(lambda k: target - cost(widths_at(k, 0.0)), widen, k_max), 0)
         else:
             best = widths_at(k_max, 0.0)
-    if cost(best) > target * (1 + tolerance):
+    if cost(best) > target * (1 + tolerance):  # only here: the IS groups alone fall short
+        _trial_narrowing(model, groups, [u for u in units if u.shrink_ok and u.direction >= 0])
         best = _shrink_by_need(units, best, cost, target, min_width, min_fraction)
         moving = [u for u in units if u.direction]
     best = _refine(best, moving, cost, target, tolerance, max_factor)
@@ -570,10 +583,15 @@ def _units(
         determined = [(lab, c) for lab, c in seen if lab in ("IS", "DS") and c >= min_confidence]
         names = {lab for lab, _ in determined}
         one_width = len({g.width for g in gs}) == 1
+        # Narrowing by need takes any unit of one width whose groups do not disagree; a unit
+        # without a verdict it acts on counts as even odds (UNDETERMINED_NEED).
+        u.shrink_ok = one_width and len(names) <= 1
         if determined:
             lab, c = min(determined, key=lambda d: d[1] if d[0] == "DS" else 1 - d[1])
             u.need = c if lab == "DS" else 1 - c
-            u.shrink_ok = one_width
+            u.verdict, u.judged = f"{lab} (confidence {c:.2f})", True
+        elif seen[0][0] in ("IS", "DS"):
+            u.verdict = f"{seen[0][0]} below min_confidence ({seen[0][1]:.2f} < {min_confidence})"
         if not one_width:
             u.reason = "tied to groups of another width: kept"
         elif not determined:
@@ -611,17 +629,21 @@ def _shrink_by_need(
     Reached when every group reads DS (nothing to take width from: short, under-fitted runs read
     DS almost everywhere, docs/validity.md) or the IS groups already sit at their floors while
     the budget asks for less. The verdicts still rank the groups: each narrows in proportion to
-    ``1 - P(needs width)``, the least likely to need width most, within ``min_fraction`` and
-    ``min_width``. Undetermined groups (and verdicts below ``min_confidence``) stay as they are.
-    Such units are marked so the plan's reason says why a DS group narrowed.
+    ``1 - P(needs width)``, the least likely to need width most, within ``min_fraction``,
+    ``min_width`` and its width rule (IS groups arrive at their floors, the IFM floor included
+    when asked for, and stay there). A group without a verdict the planner acts on
+    (undetermined, or below ``min_confidence``) has P = :data:`UNDETERMINED_NEED`, so it
+    narrows more than any DS group. Units tied to groups of another width, or whose tied groups
+    disagree, stay. Units narrowed here are marked so the plan's reason says why they narrowed.
     """
-    pool = [u for u in units if u.shrink_ok and u.lead.width > 1]
+    start = {id(u): best[u.lead.name] for u in units}
+    lows = {id(u): min(_narrowest(u, min_width, min_fraction), start[id(u)]) for u in units}
+    # (IS groups arrive here at their floors: they would only set the pace, not move)
+    pool = [u for u in units if u.shrink_ok and lows[id(u)] < start[id(u)]]
     if not pool:
         return best
     spare = {id(u): 1.0 - u.need + 1e-3 for u in pool}
     top = max(spare.values())
-    start = {id(u): best[u.lead.name] for u in pool}
-    lows = {id(u): min(_narrowest(u, min_width, min_fraction), start[id(u)]) for u in pool}
 
     def widths_at(s: float) -> dict[str, int]:
         out = dict(best)
@@ -631,17 +653,23 @@ def _shrink_by_need(
             out.update(_spread(u, min(w, start[id(u)])))
         return out
 
-    if cost(widths_at(1.0)) > target:
-        new = widths_at(1.0)  # at the floors: the closest plan, the caller warns
-    else:
+    # At s = 1 the units least likely to need width reach their floors; past it the others
+    # keep narrowing at their own pace until, at s_max, every unit is at its floor.
+    s_max = top / min(spare.values())
+    if cost(widths_at(1.0)) <= target:
         new = widths_at(_bisect(lambda s: cost(widths_at(s)) - target, 0.0, 1.0))
+    elif cost(widths_at(s_max)) <= target:
+        new = widths_at(_bisect(lambda s: cost(widths_at(s)) - target, 1.0, s_max))
+    else:
+        new = widths_at(s_max)  # at the floors: the closest plan, the caller warns
     for u in pool:
         if new[u.lead.name] < start[id(u)] and u.direction >= 0:
             u.direction, u.confidence, u.floor = -1, 1.0 - u.need, lows[id(u)]
             u.shrunk_by_need = True
+            p = f"P(needs width) {u.need:.2f}" if u.judged else f"P(needs width) taken as {u.need}"
             u.reason = (
-                f"P(needs width) {u.need:.2f}: narrowed only to meet the budget, which the IS "
-                "groups alone cannot reach; the groups least likely to need width narrow most"
+                f"{u.verdict}, {p}: narrowed only to meet the budget, which the IS groups alone "
+                "cannot reach; the groups least likely to need width narrow most"
             )
     return new
 
@@ -667,6 +695,19 @@ def _spread(u: _Unit, lead_width: int) -> dict[str, int]:
     return {g.name: round(lead_width * g.width / u.lead.width) for g in u.groups}
 
 
+def _trial_narrowing(
+    model: nn.Module, groups: Sequence[ChannelGroup], units: Sequence[_Unit]
+) -> None:
+    """Resize each unit of the need pool one step narrower; one that fails leaves the pool."""
+    for u in units:
+        w = max(u.step, u.lead.width - u.step)
+        failed = "no narrower width" if w == u.lead.width else _resize_fails(model, groups, u, w)
+        if failed is not None:
+            u.shrink_ok = False
+            if not u.direction:
+                u.reason += f"; narrowing it failed ({failed})"
+
+
 def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list[_Unit]) -> None:
     """Resize every moving unit once, one step in its direction; keep those that fail."""
     for u in units:
@@ -676,12 +717,25 @@ def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list
         w = w0 + u.step if u.direction > 0 else max(u.step, w0 - u.step)
         if w == w0:
             u.direction, u.reason = 0, f"kept: no narrower width is a multiple of {u.step}"
+            u.shrink_ok = False
             continue
-        try:
-            _check_widths(model, groups, _spread(u, w))
-            _trial_resize(model, groups, _spread(u, w))
-        except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
-            u.direction, u.reason = 0, f"kept: resizing it failed ({exc})"
+        failed = _resize_fails(model, groups, u, w)
+        if failed is not None:
+            # a failed narrowing also keeps it out of the need pool; a failed widening does not
+            u.shrink_ok = u.shrink_ok and u.direction > 0
+            u.direction, u.reason = 0, f"kept: resizing it failed ({failed})"
+
+
+def _resize_fails(
+    model: nn.Module, groups: Sequence[ChannelGroup], u: _Unit, lead_width: int
+) -> str | None:
+    """Why resizing ``u`` to ``lead_width`` fails, or None when it runs."""
+    try:
+        _check_widths(model, groups, _spread(u, lead_width))
+        _trial_resize(model, groups, _spread(u, lead_width))
+    except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
+        return str(exc)
+    return None
 
 
 def _refine(
