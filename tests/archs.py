@@ -8,6 +8,7 @@ arguments (Hugging Face models).
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -1769,7 +1770,9 @@ class LeViTAttention(nn.Module):
         self.num_heads, self.key_dim, self.val_dim = heads, key_dim, ratio * key_dim
         self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
         self.qkv = LinearNorm(dim, heads * (2 * key_dim + self.val_dim))
-        self.proj = nn.Sequential(nn.Hardswish(), LinearNorm(heads * self.val_dim, dim))
+        # named children, as in timm (Hugging Face's LeViT numbers them: hf_levit_tiny)
+        act, ln = nn.Hardswish(), LinearNorm(heads * self.val_dim, dim)
+        self.proj = nn.Sequential(OrderedDict(act=act, ln=ln))
         points = [(i, j) for i in range(4) for j in range(4)]
         offsets: dict[tuple[int, int], int] = {}
         idx = [

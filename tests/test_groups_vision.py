@@ -289,9 +289,9 @@ def test_levit_attention_key_and_value_dims_permute_in_every_head():
             keys += [M("qkv.linear.weight", 0, "producer", off), *_norm_rows("qkv.bn", off)]
         off = head * step + 2 * kd
         values += [M("qkv.linear.weight", 0, "producer", off), *_norm_rows("qkv.bn", off)]
-        values.append(M("proj.1.linear.weight", 1, "consumer", head * vd))
+        values.append(M("proj.ln.linear.weight", 1, "consumer", head * vd))
     stream = [*rows("stem.0"), *_norm_rows("stem.1"), *consumer("qkv.linear")]
-    stream += [M("proj.1.linear.weight", 0, "producer"), *_norm_rows("proj.1.bn")]
+    stream += [M("proj.ln.linear.weight", 0, "producer"), *_norm_rows("proj.ln.bn")]
     stream += [*consumer("up.linear"), M("down.linear.weight", 0, "producer")]
     stream += [*_norm_rows("down.bn"), *consumer("head")]
     hidden = [M("up.linear.weight", 0, "producer"), *_norm_rows("up.bn"), *consumer("down.linear")]

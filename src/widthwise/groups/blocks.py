@@ -140,8 +140,8 @@ def _linear_bn(
     for n in names:
         mod, path = getattr(block, n, None), f"{prefix}{n}"
         if isinstance(mod, nn.Sequential) and len(mod):
-            last = len(mod) - 1
-            mod, path = mod[last], f"{path}.{last}"
+            last = list(mod._modules)[-1]  # its name: timm's LeViT names them ("act", "ln")
+            mod, path = mod[-1], f"{path}.{last}"
         if isinstance(mod, nn.Linear):
             return path, mod, None
         lin = getattr(mod, "linear", None)
