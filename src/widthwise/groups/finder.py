@@ -1229,6 +1229,11 @@ class _Finder:
                 continue
             cands.append((raw, group))
         cands, placements = self._known_blocks(cands, placements)
+        for raw, group in list(cands):  # blocks written from a definition: shapes checked too
+            if problem := self._shape_problem(group):
+                cands.remove((raw, group))
+                self.left_out[group.name] = problem
+                self.root_keys.setdefault(raw.root, set()).add(group.name)
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
         extra = self._projections(groups)
