@@ -6,9 +6,13 @@ found by ``find_groups``: widen by two multiples of its rule with
 ``example_inputs`` (the forward check). A run counts as ``ok`` when the resized model's groups,
 found again, have the planned width (the group and every group tied to it); ``ResizeError`` is a
 refusal that names the group; anything else is a crash. For net2net widening the largest output
-change is printed too.
+change is printed too, relative to the output's scale (at least 1), as ``resize`` checks it.
 
     PYTHONPATH=src python benchmarks/resize_battery.py [--only hf_] [--counts]
+    PYTHONPATH=src python benchmarks/resize_battery.py --timm test_vit resnet18 ...
+
+``--timm NAME ...``: timm models instead (random weights, default input size; timm installed
+with ``pip install --no-deps timm``, see ``bench_groups_timm.py``).
 
 Hugging Face models are also saved with ``save_pretrained`` and loaded back after every resize
 that raised no ``ResizeWarning``: ``config ok`` when the loaded model has the resized model's
@@ -57,10 +61,21 @@ def _round_trip(new: torch.nn.Module, x: object) -> str:
     return "config ok" if same else "config wrong"
 
 
+def _timm(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    sys.path.insert(0, str(ROOT / "benchmarks" / "_stubs"))  # torchvision stand-in
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    return model, torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="only the builders whose name contains this")
     parser.add_argument("--counts", action="store_true", help="print the counts only")
+    parser.add_argument("--timm", nargs="*", default=[], help="timm model names instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -73,6 +88,8 @@ def main() -> None:
         and getattr(archs, n).__module__ == "archs"
     }
     builders.update({n: b for n, b in archs.PATTERNS.items() if n not in builders})
+    if args.timm:
+        builders = {n: (lambda n=n: _timm(n)) for n in args.timm}
     tally: Counter[str] = Counter()
     worst = 0.0
     for name in sorted(n for n in builders if args.only in n):
@@ -102,7 +119,9 @@ def main() -> None:
                     tally["ok" if ok else "wrong widths"] += 1
                     cell = f"{init} {width}: {'ok' if ok else 'WRONG WIDTHS'}"
                     if init == "net2net" and width > g.width:
-                        change = (_out(new, x) - base).abs().max().item()
+                        # relative to the output's scale (at least 1), as resize's own check
+                        scale = max(1.0, base.abs().max().item())
+                        change = (_out(new, x) - base).abs().max().item() / scale
                         worst = max(worst, change)
                         cell += f" (max change {change:.0e})"
                     if hf and any(issubclass(w.category, ResizeWarning) for w in said):
@@ -121,7 +140,7 @@ def main() -> None:
                 cells.append(cell)
             if not args.counts:
                 print(f"{name} | {g.name} ({g.width}) | " + "; ".join(cells))
-    print(dict(sorted(tally.items())), f"largest net2net output change: {worst:.1e}")
+    print(dict(sorted(tally.items())), f"largest net2net output change (relative): {worst:.1e}")
 
 
 if __name__ == "__main__":
