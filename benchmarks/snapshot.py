@@ -41,6 +41,7 @@ import copy
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -166,6 +167,8 @@ def bench_model(
                     c1, t1 = time.thread_time(), time.perf_counter()
                     times[f"{k}/wall"].append(t1 - t0)
                     times[f"{k}/cpu"].append(c1 - c0)
+                    if k == "snapshot":
+                        tracker.flush()  # untimed: the statistics rows, on the writer thread
                     if behind is not None and k == "background":
                         behind.flush()  # untimed: the writer's work must not slow the others
             med = {k: statistics.median(v) for k, v in times.items()}
@@ -186,6 +189,7 @@ def bench_model(
                     for _ in range(repeats):
                         fn()
                     behind.flush()
+                    tracker.flush()
                     cpu[k] = (time.process_time() - c) / repeats
                 for k in ("snapshot", "background"):
                     medians.setdefault(f"{k}/total", []).append(cpu[k])
@@ -283,15 +287,18 @@ def bench_training(steps: int, every: int, rounds: int) -> dict:
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median microseconds of each function, timed round-robin (same load for all)."""
+    """Median microseconds of each function, timed round-robin (same load for all). A function
+    that returns a callable has it called after the timing (untimed: a writer thread's share)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()
     for _ in range(repeats):
         for k, fn in fns.items():
             t = time.perf_counter()
-            fn()
+            after = fn()
             times[k].append(time.perf_counter() - t)
+            if callable(after):
+                after()
     return {k: statistics.median(v) * 1e6 for k, v in times.items()}
 
 
@@ -312,6 +319,21 @@ def parts(repeats: int) -> None:
 
         behind = WidthTracker(model, groups=groups, background=True)
         reduced = plan.reduce()
+        host = reduced.numpy()
+        pending = RunStore.create(Path(tmp) / "p.wwrun", groups)  # commits timed, rows untimed
+        expand = RunStore.create(Path(tmp) / "e.wwrun", groups)  # the other way round
+
+        def commit_pending() -> Callable[[], object]:
+            pending.append_pending(None, None, 0.0, None, host, plan.layout)
+            return pending.expand_pending
+
+        def expand_rows() -> Callable[[], object]:
+            expand.expand_pending()
+            return lambda: expand.append_pending(None, None, 0.0, None, host, plan.layout)
+
+        def file_snapshot() -> Callable[[], None]:
+            tracker.snapshot()
+            return tracker.flush  # the statistics rows on the writer thread: untimed
 
         def background() -> None:
             behind.snapshot()
@@ -328,17 +350,19 @@ def parts(repeats: int) -> None:
             "transaction (file)": lambda: store.append_snapshot(
                 None, None, 0.0, None, st.columns, st.norms
             ),
-            "snapshot() (file)": tracker.snapshot,
+            "pending commit (file)": commit_pending,
+            "expand_pending() (writer)": expand_rows,
+            "snapshot() (file)": file_snapshot,
+            "snapshot()+flush (file)": lambda: (tracker.snapshot(), tracker.flush()),
             "snapshot()+flush (bg)": background,
         }
         with torch.no_grad():
             res = interleaved(fns, repeats)
-        tracker.close()
-        behind.close()
-        store.close()
+        for s in (tracker, behind, store, pending, expand):
+            s.close()
     print("MLP 64x3, one snapshot, by part (median us, interleaved):")
     for k, v in res.items():
-        print(f"  {k:<22} {v:8.0f}")
+        print(f"  {k:<26} {v:8.0f}")
     w = torch.randn(1024, 1024)
     buf = torch.empty_like(w)
     ones = torch.ones(1024)

@@ -40,7 +40,7 @@ from torch import nn
 from widthwise.distributed import has_sharded_parameters, is_writer, plain_copy, unwrap
 from widthwise.groups import ChannelGroup
 from widthwise.norms import Mode, ModelChangedError, NormPlan
-from widthwise.store import Run, RunStore
+from widthwise.store import Run, RunStore, mark_changed
 
 if TYPE_CHECKING:
     from widthwise.report import Report
@@ -208,6 +208,24 @@ class WidthTracker:
                 metrics = {k: _now(v) for k, v in metrics.items()}
             # the only pass over the weights; the writer thread gets NumPy (no torch call there)
             reduced = self.plan.reduce().cpu().numpy()
+            if self.store.path is not None and not self.background:
+                # durable now, cheap for the caller: the reductions in one small transaction;
+                # the statistics rows follow on the writer thread (readers compute them until
+                # then, from the same numbers with the same code)
+                self.store.append_pending(
+                    step,
+                    epoch,
+                    wall,
+                    metrics,
+                    reduced,
+                    self.plan.layout,
+                    changed=swapped,
+                    keep_norms=self.keep_channel_norms,
+                )
+                # the job holds the tensor: freeing a torch tensor releases the GIL, which
+                # would hand it to the woken writer in the middle of this call
+                self.store.defer_expansion(functools.partial(self._expansion_failed, reduced))
+                return True
             write = functools.partial(self._write, reduced, step, epoch, wall, metrics, swapped)
             if not self.background:
                 return write()
@@ -230,18 +248,21 @@ class WidthTracker:
         ``background``)."""
         try:
             stats = self.plan.stats_from(reduced)
-            if swapped:
-                cols = stats.columns
-                cols["flag"] = [
-                    ",".join(filter(None, (f, "model_changed"))) if g in swapped else f
-                    for g, f in zip(cols["group"], cols["flag"])
-                ]
+            mark_changed(stats.columns, swapped)
             norms = stats.norms if self.keep_channel_norms else None
             self.store.append_snapshot(step, epoch, wall, metrics, stats.columns, norms)
             return True
         except Exception as exc:
             self._failed(exc, step, epoch, metrics, late=self.background)
             return False
+
+    def _expansion_failed(self, reduced: Any, failed: list[tuple[int, str]]) -> None:
+        """On the writer thread: statistics of pending snapshots that could not be computed
+        (recorded by the store as failed snapshots); warned at the next call."""
+        with self._count:
+            self._n_failed += len(failed)
+        if self._late is None:
+            self._late = failed[0][1]
 
     @property
     def n_failed(self) -> int:
