@@ -25,9 +25,19 @@ the store's writer thread (``WidthTracker(background=True)``, the default for in
 so the training loop pays only for reading the weights. Every read and every other method of
 the store first waits for what was deferred, so readers see the same data in the same order;
 :meth:`RunStore.close` and the end of the interpreter write what is pending. A process killed
-with SIGKILL loses what was still pending (the last few milliseconds): for a run file the
-tracker writes in the calling thread unless asked otherwise, so that a snapshot is in the file
-when ``snapshot()`` returns.
+with SIGKILL loses what was still pending (the last few milliseconds).
+
+**Snapshots committed as their reductions** (the tracker's default for a run file: durable when
+``snapshot()`` returns, and cheap for the caller). :meth:`RunStore.append_pending` commits, in
+the calling thread, the snapshot row, its metrics and one ``pending`` row holding the sums of
+squares the statistics come from (:meth:`~widthwise.norms.NormPlan.reduce`, one float32 blob)
+in one small transaction; :meth:`RunStore.expand_pending`, deferred to the writer thread, turns
+pending rows into the statistics and norm rows and drops them, in one transaction. What turns
+reductions into statistics (:class:`~widthwise.norms.StatsLayout`: index maps, series names and
+widths) is stored once per file in ``layouts``, so a reader that finds pending rows — in another
+process while training runs, or in a file whose writer was killed — computes their statistics
+in memory with the same code, to the same bits, and the next store that appends to the file
+writes them. Readers query both tables in one read transaction, so a snapshot is seen once.
 
 **The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
 background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
@@ -775,7 +785,8 @@ def open_run(path: str | os.PathLike) -> Run:
 
 
 class RunStore:
-    """Writer of a run: one transaction per snapshot.
+    """Writer of a run: one transaction per snapshot (:meth:`append_snapshot`), or one small
+    one per snapshot and its statistics later (:meth:`append_pending`, :meth:`expand_pending`).
 
     Create with :meth:`create` (a file) or :meth:`memory` (an in-memory database, same code).
     Thread-safe; ``run`` is a :class:`Run` view over the same database. Steps go through a

@@ -75,8 +75,11 @@ class WidthTracker:
             read of the run still sees every snapshot taken before it; ``close()`` and the end
             of the process write what is pending, but a process killed with SIGKILL loses the
             snapshots still pending, a few milliseconds' worth). ``None`` (default): in the
-            background for an in-memory run, in the calling thread for a run file, so that a
-            snapshot is in the file when ``snapshot()`` returns.
+            background for an in-memory run; for a run file, the calling thread commits the
+            reductions in one small transaction and the writer thread writes the statistics
+            rows (:meth:`widthwise.store.RunStore.append_pending`), so a snapshot is in the
+            file, and survives a SIGKILL, when ``snapshot()`` returns. ``False``: all of it in
+            the calling thread.
 
     Raises:
         RunFileError: ``store`` cannot be created or written, is not a run file, or holds
@@ -158,6 +161,8 @@ class WidthTracker:
         else:
             self.store = RunStore.create(store, self.plan.groups, info, append=True)
         self._preexisting = self.store.n_snapshots
+        # a run file by default: the caller commits the reductions, the writer the statistics
+        self._reductions_first = background is None and self.store.path is not None
         if background is None:
             self.background = self.store.path is None
 
@@ -208,7 +213,7 @@ class WidthTracker:
                 metrics = {k: _now(v) for k, v in metrics.items()}
             # the only pass over the weights; the writer thread gets NumPy (no torch call there)
             reduced = self.plan.reduce().cpu().numpy()
-            if self.store.path is not None and not self.background:
+            if self._reductions_first:
                 # durable now, cheap for the caller: the reductions in one small transaction;
                 # the statistics rows follow on the writer thread (readers compute them until
                 # then, from the same numbers with the same code)
