@@ -654,10 +654,12 @@ class NormPlan:
         return reduced, views, batches
 
     @torch.no_grad()
-    def reduce(self) -> torch.Tensor:
+    def reduce(self, *, fresh: bool = True) -> torch.Tensor:
         """Sums of squares of every (weight, dimension) the groups read, float32, on the model's
         device, summed across ranks for sharded parameters: the only part of a snapshot that
-        reads the weights. A new tensor each call, so it can be handed to another thread;
+        reads the weights. A new tensor each call, so it can be handed to another thread
+        (``fresh=False``: the plan's own buffer where it has one, valid until the next call —
+        for a caller that copies it at once);
         :meth:`stats_from` turns it into the statistics."""
         f32 = torch.float32
         device = None
@@ -712,7 +714,7 @@ class NormPlan:
                     s = full
                 reduced[a : a + shape[d]].copy_(s)
                 a += shape[d]
-        if reduced is not None:
+        if reduced is not None and fresh:
             reduced = reduced.clone()  # the views are reused by the next call
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))

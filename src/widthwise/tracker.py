@@ -212,8 +212,10 @@ class WidthTracker:
             if metrics is not None:  # the values now: a tensor may change before the write
                 metrics = {k: _now(v) for k, v in metrics.items()}
             # the only pass over the weights; the writer thread gets NumPy (no torch call there)
-            reduced = self.plan.reduce().cpu().numpy()
             if self._reductions_first:
+                # the plan's own buffer where it can: append_pending copies it at once
+                out = self.plan.reduce(fresh=False)
+                reduced = (out if out.device.type == "cpu" else out.cpu()).numpy()
                 # durable now, cheap for the caller: the reductions in one small transaction;
                 # the statistics rows follow on the writer thread (readers compute them until
                 # then, from the same numbers with the same code)
@@ -231,6 +233,7 @@ class WidthTracker:
                 # would hand it to the woken writer in the middle of this call
                 self.store.defer_expansion(functools.partial(self._expansion_failed, reduced))
                 return True
+            reduced = self.plan.reduce().cpu().numpy()
             write = functools.partial(self._write, reduced, step, epoch, wall, metrics, swapped)
             if not self.background:
                 return write()
