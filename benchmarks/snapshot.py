@@ -25,6 +25,7 @@ models above 1M parameters, <= 4x below; the last column says y/n per ratio colu
     python benchmarks/snapshot.py [--repeats 21] [--rounds 5] [--large] [--reference] [--training]
     python benchmarks/snapshot.py --no-background   # also runs against a widthwise without it
     python benchmarks/snapshot.py --compare-with OLD_norms.py --large   # same stored numbers?
+    python benchmarks/snapshot.py --compare-runs OLD/src/widthwise --large   # same run files?
     python benchmarks/snapshot.py --parts     # where a small model's snapshot time goes, and the
                                               # row+column reduction options on a 1024x1024 weight
     python benchmarks/snapshot.py --batches --large   # NormPlan.reduce() / floor against the
@@ -619,6 +620,47 @@ def compare_with(path: str, large: bool) -> None:
         print(f"{name:<18} norms: max {ulps} ULP apart; variances: max relative {rel:.1e}")
 
 
+def compare_runs(src: str, large: bool, n: int = 4) -> None:
+    """Run files of another checkout's tracker and of this one's (each one's default for a run
+    file), recorded side by side on the same weights, read back: every stored number equal?
+    ``n`` snapshots per model, with the weights scaled between them and a metric."""
+    import numpy as np
+
+    from widthwise.store import open_run
+
+    Other = load_other(src)
+    for name, model, x in models(large):
+        groups = find_groups(model.eval(), x)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {who: Path(tmp) / f"{who}.wwrun" for who in ("before", "after")}
+            trackers = {
+                "before": Other(model, groups=groups, store=paths["before"]),
+                "after": WidthTracker(model, groups=groups, store=paths["after"]),
+            }
+            for step in range(n):
+                with torch.no_grad():
+                    for i, p in enumerate(model.parameters()):
+                        p.mul_(1.0 + 0.01 * ((i + step) % 5))
+                for tr in trackers.values():
+                    tr.snapshot(10 * step, epoch=step // 2, metrics={"loss": 1.0 / (step + 1)})
+            for tr in trackers.values():
+                tr.close()
+            with open_run(paths["before"]) as a, open_run(paths["after"]) as b:
+                ha, hb = (r.history(gates=True).drop(columns="wall_time") for r in (a, b))
+                same = ha.equals(hb) and len(ha) == n * len(NormPlan(model, groups).series)
+                bits = 0
+                for g in groups:
+                    for gate in ("", *g.gates):
+                        na, nb = a.channel_norms(g.name, gate)[1], b.channel_norms(g.name, gate)[1]
+                        same = same and na.shape == nb.shape
+                        if na.shape == nb.shape and na.size:
+                            d = np.abs(na.view(np.int32).astype(np.int64) - nb.view(np.int32))
+                            bits = max(bits, int(d.max()))
+                ma, mb = (r.metrics().drop(columns="wall_time") for r in (a, b))
+                same = same and ma.equals(mb)
+        print(f"{name:<18} {n} snapshots: history and metrics equal: {same}; norms max {bits} ULP")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
@@ -639,6 +681,9 @@ def main() -> None:
     ap.add_argument("--batches", action="store_true", help="reduce() against the batch size")
     ap.add_argument("--tail", action="store_true", help="slowest file snapshots (auto-checkpoint)")
     ap.add_argument("--against", metavar="OLD_SRC_WIDTHWISE", help="before/after in one process")
+    ap.add_argument(
+        "--compare-runs", metavar="OLD_SRC_WIDTHWISE", help="stored run files vs another checkout"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.parts:
@@ -652,6 +697,9 @@ def main() -> None:
         return
     if args.batches:
         batches(args.large, args.only, args.rounds)
+        return
+    if args.compare_runs:
+        compare_runs(args.compare_runs, args.large)
         return
     if args.compare_with:
         compare_with(args.compare_with, args.large)
