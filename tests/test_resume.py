@@ -248,13 +248,18 @@ def test_a_process_killed_before_its_writer_wrote_the_statistics_keeps_every_sna
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _this_src()},
     )
+    import threading
+
+    watchdog = threading.Timer(180, proc.kill)  # a stuck child must not hang the suite
+    watchdog.start()
     try:
         last = -1
         while last < 7:
             line = proc.stdout.readline()
-            assert line, "the child ended early"
+            assert line, "the child ended early (or was stuck)"
             last = int(line)
     finally:
+        watchdog.cancel()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
