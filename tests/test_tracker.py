@@ -497,3 +497,31 @@ def test_a_stored_layout_gives_the_plans_statistics_bit_for_bit(make):
         np.testing.assert_array_equal(u.view(np.int32), v.view(np.int32))
     with pytest.raises(ValueError, match="layout"):
         StatsLayout.from_json('{"version": 99}')
+
+
+def test_a_writer_that_falls_behind_never_holds_up_the_training_loop(tmp_path):
+    import threading
+    import time
+
+    from widthwise.store import MAX_PENDING
+
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups, store=tmp_path / "run.wwrun")
+    gate, calls = threading.Event(), []
+    expand = tracker.store.expand_pending
+    tracker.store.expand_pending = lambda: (calls.append(1), gate.wait(3), expand())[-1]
+    n = 2 * MAX_PENDING + 5  # more than the writer's queue holds
+    expected = []
+    t = time.perf_counter()
+    for step in range(n):
+        with torch.no_grad():
+            model[0].weight.mul_(1.01)
+        expected.append(naive_stats(naive_norms(model, groups[0]))["variance"])
+        assert tracker.snapshot(step)
+    assert time.perf_counter() - t < 2.5  # did not wait for the stuck writer (3 s a call)
+    gate.set()
+    h = tracker.history()  # waits for the writer
+    assert len(calls) < n // 4  # the pending rows were expanded together
+    got = h[h.group == groups[0].name].variance.to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    tracker.close()

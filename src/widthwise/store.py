@@ -813,6 +813,8 @@ class RunStore:
         self._writer: _Writer | None = None
         self._ordered = 0  # deferred jobs that may add snapshots (not expansions) still to run
         self._ordered_lock = threading.Lock()
+        self._expansion_queued = False  # an expand_pending job waits for the writer
+        self._reports: list[Callable[[list[tuple[int, str]]], Any]] = []
         self._layouts = self.run._layouts  # layout id -> layout, shared with the reader
         self._layout_ids: dict[int, tuple[StatsLayout, int]] = {}  # id(layout) -> (it, row id)
         self.closed = False
@@ -1065,18 +1067,35 @@ class RunStore:
     def defer_expansion(self, report: Callable[[list[tuple[int, str]]], Any] | None = None) -> None:
         """:meth:`expand_pending` on the writer thread; ``report`` gets what it returns when a
         snapshot failed. A later :meth:`append_pending` does not wait for it (it adds no
-        snapshot); every read does.
+        snapshot); every read does. While one expansion is waiting for the writer, more calls
+        join it (it expands every pending row), so a writer that falls behind never makes the
+        caller wait for a place in the queue, and catches up in one transaction.
 
         Raises:
             RunFileError: the store is closed.
         """
+        with self._ordered_lock:
+            if report is not None:
+                self._reports.append(report)
+            if self._expansion_queued:
+                return
+            self._expansion_queued = True
 
         def job() -> None:
+            with self._ordered_lock:  # rows committed from now on get an expansion of their own
+                self._expansion_queued = False
+                reports, self._reports = self._reports, []
             failed = self.expand_pending()
-            if failed and report is not None:
-                report(failed)
+            if failed:
+                for tell in {getattr(r, "func", r): r for r in reports}.values():
+                    tell(failed)
 
-        self._submit(job)
+        try:
+            self._submit(job)
+        except BaseException:
+            with self._ordered_lock:
+                self._expansion_queued = False
+            raise
 
     def expand_pending(self) -> list[tuple[int, str]]:
         """Write the statistics of every pending snapshot (:meth:`append_pending`) and drop its
