@@ -6,8 +6,9 @@ background, floor, ...) so that a slow phase of a shared machine hits all of the
 * floor: one ``torch._foreach_norm`` pass over the weights a snapshot reads (every member
   parameter with 2+ dims) — reading the weights once cannot be done faster;
 * stats: ``NormPlan.stats()`` (all groups, per-gate series, one host transfer);
-* snapshot: ``WidthTracker.snapshot()`` with a run file, written in the calling thread (the
-  default for a run file: the snapshot is in the file when the call returns);
+* snapshot: ``WidthTracker.snapshot()`` with a run file, the default for one: the calling
+  thread commits the reductions (one ``pending`` row), so the snapshot is in the file when the
+  call returns; the writer thread writes the statistics rows (flushed, untimed, after each call);
 * background: the same with ``background=True``: the statistics and the SQLite transaction run
   on the store's writer thread (flushed, untimed, after each call).
 
@@ -24,6 +25,7 @@ models above 1M parameters, <= 4x below; the last column says y/n per ratio colu
     python benchmarks/snapshot.py [--repeats 21] [--rounds 5] [--large] [--reference] [--training]
     python benchmarks/snapshot.py --no-background   # also runs against a widthwise without it
     python benchmarks/snapshot.py --compare-with OLD_norms.py --large   # same stored numbers?
+    python benchmarks/snapshot.py --compare-runs OLD/src/widthwise --large   # same run files?
     python benchmarks/snapshot.py --parts     # where a small model's snapshot time goes, and the
                                               # row+column reduction options on a 1024x1024 weight
     python benchmarks/snapshot.py --batches --large   # NormPlan.reduce() / floor against the
@@ -41,6 +43,7 @@ import copy
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -166,6 +169,8 @@ def bench_model(
                     c1, t1 = time.thread_time(), time.perf_counter()
                     times[f"{k}/wall"].append(t1 - t0)
                     times[f"{k}/cpu"].append(c1 - c0)
+                    if k == "snapshot":
+                        tracker.flush()  # untimed: the statistics rows, on the writer thread
                     if behind is not None and k == "background":
                         behind.flush()  # untimed: the writer's work must not slow the others
             med = {k: statistics.median(v) for k, v in times.items()}
@@ -186,6 +191,7 @@ def bench_model(
                     for _ in range(repeats):
                         fn()
                     behind.flush()
+                    tracker.flush()
                     cpu[k] = (time.process_time() - c) / repeats
                 for k in ("snapshot", "background"):
                     medians.setdefault(f"{k}/total", []).append(cpu[k])
@@ -283,15 +289,18 @@ def bench_training(steps: int, every: int, rounds: int) -> dict:
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median microseconds of each function, timed round-robin (same load for all)."""
+    """Median microseconds of each function, timed round-robin (same load for all). A function
+    that returns a callable has it called after the timing (untimed: a writer thread's share)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()
     for _ in range(repeats):
         for k, fn in fns.items():
             t = time.perf_counter()
-            fn()
+            after = fn()
             times[k].append(time.perf_counter() - t)
+            if callable(after):
+                after()
     return {k: statistics.median(v) * 1e6 for k, v in times.items()}
 
 
@@ -312,6 +321,21 @@ def parts(repeats: int) -> None:
 
         behind = WidthTracker(model, groups=groups, background=True)
         reduced = plan.reduce()
+        host = reduced.numpy()
+        pending = RunStore.create(Path(tmp) / "p.wwrun", groups)  # commits timed, rows untimed
+        expand = RunStore.create(Path(tmp) / "e.wwrun", groups)  # the other way round
+
+        def commit_pending() -> Callable[[], object]:
+            pending.append_pending(None, None, 0.0, None, host, plan.layout)
+            return pending.expand_pending
+
+        def expand_rows() -> Callable[[], object]:
+            expand.expand_pending()
+            return lambda: expand.append_pending(None, None, 0.0, None, host, plan.layout)
+
+        def file_snapshot() -> Callable[[], None]:
+            tracker.snapshot()
+            return tracker.flush  # the statistics rows on the writer thread: untimed
 
         def background() -> None:
             behind.snapshot()
@@ -328,17 +352,19 @@ def parts(repeats: int) -> None:
             "transaction (file)": lambda: store.append_snapshot(
                 None, None, 0.0, None, st.columns, st.norms
             ),
-            "snapshot() (file)": tracker.snapshot,
+            "pending commit (file)": commit_pending,
+            "expand_pending() (writer)": expand_rows,
+            "snapshot() (file)": file_snapshot,
+            "snapshot()+flush (file)": lambda: (tracker.snapshot(), tracker.flush()),
             "snapshot()+flush (bg)": background,
         }
         with torch.no_grad():
             res = interleaved(fns, repeats)
-        tracker.close()
-        behind.close()
-        store.close()
+        for s in (tracker, behind, store, pending, expand):
+            s.close()
     print("MLP 64x3, one snapshot, by part (median us, interleaved):")
     for k, v in res.items():
-        print(f"  {k:<22} {v:8.0f}")
+        print(f"  {k:<26} {v:8.0f}")
     w = torch.randn(1024, 1024)
     buf = torch.empty_like(w)
     ones = torch.ones(1024)
@@ -445,7 +471,8 @@ def batches(large: bool, only: str | None, rounds: int) -> None:
 
 
 def tail(large: bool, only: str | None, repeats: int) -> None:
-    """``WidthTracker.snapshot()`` with a run file (the caller writes), two trackers taken in
+    """``WidthTracker.snapshot()`` with a run file (the default: the caller commits the
+    reductions; the writer's statistics rows flushed untimed), two trackers taken in
     turn: SQLite's auto-checkpoint at its default (1000 pages, in the training thread) and at
     16384 pages (leaving the work to the store's checkpoint thread; measured, not adopted: see
     docs/benchmarks.md). Median, mean and 99th
@@ -472,6 +499,7 @@ def tail(large: bool, only: str | None, repeats: int) -> None:
                     t0, c0 = time.perf_counter(), time.thread_time()
                     tr.snapshot()
                     c1, t1 = time.thread_time(), time.perf_counter()
+                    tr.flush()
                     times.setdefault((pages, "wall"), []).append(t1 - t0)
                     times.setdefault((pages, "cpu"), []).append(c1 - c0)
             for tr in trackers.values():
@@ -512,7 +540,7 @@ def load_other(src: str):
 
 def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) -> None:
     """The snapshot of another checkout ("before") and of this one ("after"), with a run file
-    (the caller writes) and with ``background=True``, timed in the same process, in shuffled
+    (each one's default) and with ``background=True``, timed in the same process, in shuffled
     order with the floor: caller-thread CPU time / the floor's, median over rounds."""
     import random
 
@@ -532,7 +560,7 @@ def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) 
                     model, groups=groups, store=Path(tmp) / f"{who}{bg}.wwrun", background=bg
                 )
                 for who, cls in (("before", Other), ("after", WidthTracker))
-                for bg in (False, True)
+                for bg in (None, True)  # None: each one's default for a run file
             }
             fns = {"floor": lambda w=weights: [v.item() for v in torch._foreach_norm(w)]}
             fns.update({k: tr.snapshot for k, tr in trackers.items()})
@@ -549,7 +577,7 @@ def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) 
                         c = time.thread_time()
                         fns[k]()
                         times[k].append(time.thread_time() - c)
-                        if k != "floor" and k[1]:
+                        if k != "floor":
                             trackers[k].flush()  # untimed: the writer's work
                 per_round.append({k: statistics.median(v) for k, v in times.items()})
             for tr in trackers.values():
@@ -557,7 +585,7 @@ def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) 
         r = {k: statistics.median(d[k] / d["floor"] for d in per_round) for k in fns}
         floor_ms = statistics.median(d["floor"] for d in per_round) * 1e3
         print(
-            f"{name:<18} {floor_ms:>8.3f}  {r[('before', False)]:>12.2f} {r[('after', False)]:>6.2f}"
+            f"{name:<18} {floor_ms:>8.3f}  {r[('before', None)]:>12.2f} {r[('after', None)]:>6.2f}"
             f"   {r[('before', True)]:>18.2f} {r[('after', True)]:>6.2f}",
             flush=True,
         )
@@ -592,6 +620,47 @@ def compare_with(path: str, large: bool) -> None:
         print(f"{name:<18} norms: max {ulps} ULP apart; variances: max relative {rel:.1e}")
 
 
+def compare_runs(src: str, large: bool, n: int = 4) -> None:
+    """Run files of another checkout's tracker and of this one's (each one's default for a run
+    file), recorded side by side on the same weights, read back: every stored number equal?
+    ``n`` snapshots per model, with the weights scaled between them and a metric."""
+    import numpy as np
+
+    from widthwise.store import open_run
+
+    Other = load_other(src)
+    for name, model, x in models(large):
+        groups = find_groups(model.eval(), x)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {who: Path(tmp) / f"{who}.wwrun" for who in ("before", "after")}
+            trackers = {
+                "before": Other(model, groups=groups, store=paths["before"]),
+                "after": WidthTracker(model, groups=groups, store=paths["after"]),
+            }
+            for step in range(n):
+                with torch.no_grad():
+                    for i, p in enumerate(model.parameters()):
+                        p.mul_(1.0 + 0.01 * ((i + step) % 5))
+                for tr in trackers.values():
+                    tr.snapshot(10 * step, epoch=step // 2, metrics={"loss": 1.0 / (step + 1)})
+            for tr in trackers.values():
+                tr.close()
+            with open_run(paths["before"]) as a, open_run(paths["after"]) as b:
+                ha, hb = (r.history(gates=True).drop(columns="wall_time") for r in (a, b))
+                same = ha.equals(hb) and len(ha) == n * len(NormPlan(model, groups).series)
+                bits = 0
+                for g in groups:
+                    for gate in ("", *g.gates):
+                        na, nb = a.channel_norms(g.name, gate)[1], b.channel_norms(g.name, gate)[1]
+                        same = same and na.shape == nb.shape
+                        if na.shape == nb.shape and na.size:
+                            d = np.abs(na.view(np.int32).astype(np.int64) - nb.view(np.int32))
+                            bits = max(bits, int(d.max()))
+                ma, mb = (r.metrics().drop(columns="wall_time") for r in (a, b))
+                same = same and ma.equals(mb)
+        print(f"{name:<18} {n} snapshots: history and metrics equal: {same}; norms max {bits} ULP")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
@@ -612,6 +681,9 @@ def main() -> None:
     ap.add_argument("--batches", action="store_true", help="reduce() against the batch size")
     ap.add_argument("--tail", action="store_true", help="slowest file snapshots (auto-checkpoint)")
     ap.add_argument("--against", metavar="OLD_SRC_WIDTHWISE", help="before/after in one process")
+    ap.add_argument(
+        "--compare-runs", metavar="OLD_SRC_WIDTHWISE", help="stored run files vs another checkout"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.parts:
@@ -625,6 +697,9 @@ def main() -> None:
         return
     if args.batches:
         batches(args.large, args.only, args.rounds)
+        return
+    if args.compare_runs:
+        compare_runs(args.compare_runs, args.large)
         return
     if args.compare_with:
         compare_with(args.compare_with, args.large)

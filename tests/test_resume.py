@@ -189,3 +189,124 @@ def test_hf_resume_from_checkpoint_continues_the_same_run(tmp_path):
         # Timings (eval_runtime, ...) and the Trainer's whole-run train_loss differ by nature.
         same = {"loss", "grad_norm", "learning_rate", "epoch", "eval_loss"}
         assert_same_run(run_file, tmp_path / "whole" / "run.wwrun", steps, same)
+
+
+# ------------------------------------------------- SIGKILL between the commit and the statistics
+KILLED_BEFORE_EXPANSION = """
+import sys, threading, time, torch
+from torch import nn
+from widthwise import find_groups
+from widthwise.store import RunStore
+from widthwise.tracker import WidthTracker
+
+def model_at(step, model=None):
+    if model is None:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 7), nn.ReLU(),
+                              nn.Linear(7, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(1.0 + 0.01 * step)
+        model[2].weight[:4].mul_(0.9)
+        if step == 4:
+            model[2].weight[1].zero_()
+    return model
+
+if __name__ == "__main__":
+    stuck = threading.Event()
+    expand = RunStore.expand_pending
+    def expand_unless_stuck(self):
+        if stuck.is_set():
+            threading.Event().wait()  # the writer never gets to the statistics
+        return expand(self)
+    RunStore.expand_pending = expand_unless_stuck
+    torch.set_num_threads(1)
+    model = model_at(0)
+    tracker = WidthTracker(model, torch.randn(2, 6), store=sys.argv[1])
+    for step in range(100):
+        if step:
+            model_at(step, model)
+        tracker.snapshot(10 * step, epoch=step // 3, metrics={"loss": 1.0 / (step + 1)})
+        if step == 2:
+            tracker.flush()  # the first three are expanded, the later ones stay pending
+            stuck.set()
+        print(step, flush=True)  # snapshot() has returned
+    time.sleep(600)
+"""
+
+
+def test_a_process_killed_before_its_writer_wrote_the_statistics_keeps_every_snapshot(tmp_path):
+    import sqlite3
+
+    from widthwise.tracker import WidthTracker
+
+    script = tmp_path / "child.py"
+    script.write_text(KILLED_BEFORE_EXPANSION)
+    path = tmp_path / "killed.wwrun"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _this_src()},
+    )
+    import threading
+
+    watchdog = threading.Timer(180, proc.kill)  # a stuck child must not hang the suite
+    watchdog.start()
+    try:
+        last = -1
+        while last < 7:
+            line = proc.stdout.readline()
+            assert line, "the child ended early (or was stuck)"
+            last = int(line)
+    finally:
+        watchdog.cancel()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        pending = con.execute("SELECT count(*) FROM pending").fetchone()[0]
+    assert pending >= 5  # killed with snapshots committed as their reductions only
+
+    # the same steps in this process, statistics written in the calling thread (no file)
+    ns = runpy.run_path(str(script), run_name="child")
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the child's: float sums in the same order
+    try:
+        model = ns["model_at"](0)
+        ref = WidthTracker(model, torch.randn(2, 6), background=False)
+        with open_run(path) as run:
+            n = len(run)
+        assert n >= last + 1  # every snapshot whose snapshot() returned
+        for step in range(n):
+            if step:
+                ns["model_at"](step, model)
+            ref.snapshot(10 * step, epoch=step // 3, metrics={"loss": 1.0 / (step + 1)})
+    finally:
+        torch.set_num_threads(threads)
+
+    def same(run) -> None:
+        ha, hb = run.history(gates=True), ref.run.history(gates=True)
+        cols = ["snapshot", "step", "epoch", "group", "gate", "width", *STATS, "flag"]
+        pd.testing.assert_frame_equal(ha[cols], hb[cols], check_exact=True)
+        assert (ha.n_zero > 0).any()  # the zeroed channel is in the record
+        for g in ref.groups:
+            sa, na = run.channel_norms(g.name)
+            sb, nb = ref.run.channel_norms(g.name)
+            np.testing.assert_array_equal(sa, sb)
+            np.testing.assert_array_equal(na.view(np.int32), nb.view(np.int32))  # 0 ULP
+        pd.testing.assert_frame_equal(
+            run.metrics()[["step", "epoch", "name", "value"]],
+            ref.run.metrics()[["step", "epoch", "name", "value"]],
+            check_exact=True,
+        )
+
+    with open_run(path) as run:  # a reader computes the pending statistics in memory
+        same(run)
+    resumed = WidthTracker(ref.model, groups=ref.groups, store=path)  # an appender writes them
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        assert con.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
+    same(resumed.run)
+    resumed.close()
+    with open_run(path) as run:
+        same(run)

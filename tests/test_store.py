@@ -364,3 +364,91 @@ def test_deferred_snapshots_are_written_in_order_and_waited_for_by_every_read(tm
         assert len(run) == 6 and run.snapshots().step.tolist()[-1] == 50
     with pytest.raises(RunFileError, match="closed"):
         store.defer(lambda: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# snapshots committed as their reductions (schema 3's pending rows)
+
+
+def _tiny_plan():
+    import torch
+    from torch import nn
+
+    from widthwise.norms import NormPlan
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    group = ChannelGroup(
+        "0", 3, (Member("0.weight", 0, "producer"), Member("2.weight", 1, "consumer"))
+    )
+    return model, [group], NormPlan(model, [group])
+
+
+def test_a_damaged_pending_snapshot_is_refused_by_readers_and_recorded_as_failed_by_appenders(
+    tmp_path,
+):
+    _, groups, plan = _tiny_plan()
+    path = tmp_path / "run.wwrun"
+    store = RunStore.create(path, groups)
+    reduced = plan.reduce().numpy()
+    for i in range(3):
+        store.append_pending(i, None, 1.0 + i, {"loss": float(i)}, reduced * (i + 1), plan.layout)
+    store.expand_pending = lambda: []  # the writer never ran (a killed process)
+    store.close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE pending SET reduced = x'00' WHERE snapshot = 1")
+    con.commit()
+    con.close()
+    with open_run(path) as run:
+        assert len(run) == 3  # the snapshot rows are there
+        with pytest.raises(RunFileError, match=r"run.wwrun: cannot read .*wrong size"):
+            run.history()
+    appender = RunStore.create(path, groups, append=True)  # writes what it can
+    h = appender.run.history()
+    assert h.flag.tolist() == ["", "error", ""]
+    assert appender.run.snapshots().error[1].startswith("ValueError")
+    # the others hold the statistics of their reductions, as computed in the caller
+    steps, norms = appender.run.channel_norms("0")
+    assert steps.tolist() == [0, 2]  # a failed snapshot keeps no norms
+    for k, i in enumerate((0, 2)):
+        st = plan.stats_from(reduced * (i + 1))
+        assert h.variance[i] == st.columns["variance"][0]
+        np.testing.assert_array_equal(norms[k], st.norms[0])
+    appender.close()
+
+
+def test_a_schema_2_file_is_read_and_migrated_when_appended_to(tmp_path):
+    path = tmp_path / "old.wwrun"
+    store = RunStore.create(path, GROUPS)
+    written = write_run(store, 4)
+    store.close()
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE pending")
+    con.execute("DROP TABLE layouts")
+    con.execute("PRAGMA user_version = 2")
+    con.commit()
+    con.close()
+    with open_run(path) as run:
+        check_round_trip(run, written)
+    store = RunStore.create(path, GROUPS, append=True)
+    check_round_trip(store.run, written)
+    store.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert {"pending", "layouts"} <= tables
+
+
+def test_a_pending_snapshot_takes_its_index_after_the_deferred_ones(tmp_path):
+    _, groups, plan = _tiny_plan()
+    store = RunStore.create(tmp_path / "run.wwrun", groups)
+    gate = threading.Event()
+    st = plan.stats()
+    store.defer(lambda: (gate.wait(5), store.append_snapshot(0, None, 0.0, None, st.columns)))
+    threading.Timer(0.2, gate.set).start()
+    snap = store.append_pending(1, None, 1.0, None, plan.reduce().numpy(), plan.layout)
+    assert snap == 1 and store.run.snapshots().step.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="reductions"):
+        store.append_pending(2, None, 2.0, None, np.zeros(3, np.float32), plan.layout)
+    store.close()

@@ -400,3 +400,128 @@ def test_a_process_that_ends_without_close_still_writes_every_pending_snapshot(t
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     with open_run(path) as run:
         assert run.snapshots().step.tolist() == list(range(50))
+
+
+# ---------------------------------------------------------------------------------------------
+# a run file's snapshot is committed as its reductions; the statistics rows follow on the writer
+
+
+def _same_records(a, b):
+    """Statistics (every gate), norms and metrics of two runs, value for value (not wall time)."""
+    ha, hb = a.history(gates=True), b.history(gates=True)
+    pd.testing.assert_frame_equal(
+        ha.drop(columns="wall_time"), hb.drop(columns="wall_time"), check_exact=True
+    )
+    for g in a.groups:
+        for gate in ("", *g.gates):
+            sa, na = a.channel_norms(g.name, gate)
+            sb, nb = b.channel_norms(g.name, gate)
+            np.testing.assert_array_equal(sa, sb)
+            np.testing.assert_array_equal(na.view(np.int32), nb.view(np.int32))  # 0 ULP
+    pd.testing.assert_frame_equal(
+        a.metrics().drop(columns="wall_time"), b.metrics().drop(columns="wall_time")
+    )
+
+
+def test_snapshots_not_yet_expanded_read_the_same_as_statistics_written_in_the_caller(tmp_path):
+    import sqlite3
+    import threading
+
+    model, x = archs.gru_model()  # per-gate series too
+    groups = find_groups(model, x)
+    path = tmp_path / "run.wwrun"
+    tracker = WidthTracker(model, groups=groups, store=path)  # file: the caller commits reductions
+    ref = WidthTracker(model, groups=groups, background=False)  # statistics in the caller
+    assert not tracker.background
+    gate = threading.Event()
+    expand = tracker.store.expand_pending
+    tracker.store.expand_pending = lambda: (gate.wait(20), expand())[1]  # the writer is stuck
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrackerWarning)  # the swapped module below
+        for step in range(6):
+            with torch.no_grad():
+                model.embed.weight.mul_(1.1)
+                model.rnn.weight_hh_l0[:8].mul_(0.8)  # one gate only
+                if step == 0:  # a replaced module: flagged model_changed (before anything
+                    model.head = nn.Linear(8, 3)  # is pending: the swap waits for the writer)
+                if step == 3:
+                    model.embed.weight[0].zero_()  # a zero channel: flags and counts
+            for t in (tracker, ref):
+                assert t.snapshot(step % 4, epoch=step // 4, metrics={"loss": 0.5 * step})
+        # a consistent copy of the file while nothing is expanded: another process's view
+        copy_path = tmp_path / "copy.wwrun"
+        with sqlite3.connect(path) as src, sqlite3.connect(copy_path) as dst:
+            src.backup(dst)
+        with sqlite3.connect(copy_path) as con:
+            assert con.execute("SELECT count(*) FROM pending").fetchone()[0] == 6
+            assert con.execute("SELECT count(*) FROM stats").fetchone()[0] == 0
+        with open_run(copy_path) as early:  # computes the pending statistics in memory
+            _same_records(early, ref.run)
+            assert "model_changed" in ",".join(early.history().flag)
+            assert early.snapshots().step.tolist() == ref.run.snapshots().step.tolist()
+        gate.set()
+        tracker.flush()  # the writer replaces the pending rows by statistics rows
+        with sqlite3.connect(path) as con:
+            assert con.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
+        _same_records(tracker.run, ref.run)
+    tracker.close()
+    with open_run(path) as run:
+        _same_records(run, ref.run)
+    # and the numbers are the paper's, not only self-consistent
+    last = ref.history().query("snapshot == 5")
+    for g in groups:
+        want = naive_stats(naive_norms(model, g))["variance"]
+        got = last[last.group == g.name].variance.iloc[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make", [archs.gru_model, archs.lstm_model, archs.resnet_small, archs.mha_model]
+)
+def test_a_stored_layout_gives_the_plans_statistics_bit_for_bit(make):
+    from widthwise.norms import NormPlan, StatsLayout
+
+    model, x = make()
+    groups = find_groups(model, x)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")  # non-finite counts and flags
+    plan = NormPlan(model, groups)
+    reduced = plan.reduce().numpy()
+    layout = StatsLayout.from_json(plan.layout.to_json())
+    a, b = plan.stats_from(reduced), layout.stats_from(reduced)
+    assert [(s.group, s.gate, s.width) for s in a.series] == [
+        (s.group, s.gate, s.width) for s in b.series
+    ]
+    pd.testing.assert_frame_equal(a.table, b.table, check_exact=True)
+    for u, v in zip(a.norms, b.norms):
+        np.testing.assert_array_equal(u.view(np.int32), v.view(np.int32))
+    with pytest.raises(ValueError, match="layout"):
+        StatsLayout.from_json('{"version": 99}')
+
+
+def test_a_writer_that_falls_behind_never_holds_up_the_training_loop(tmp_path):
+    import threading
+    import time
+
+    from widthwise.store import MAX_PENDING
+
+    model, groups = mlp_groups()
+    tracker = WidthTracker(model, groups=groups, store=tmp_path / "run.wwrun")
+    gate, calls = threading.Event(), []
+    expand = tracker.store.expand_pending
+    tracker.store.expand_pending = lambda: (calls.append(1), gate.wait(3), expand())[-1]
+    n = 2 * MAX_PENDING + 5  # more than the writer's queue holds
+    expected = []
+    t = time.perf_counter()
+    for step in range(n):
+        with torch.no_grad():
+            model[0].weight.mul_(1.01)
+        expected.append(naive_stats(naive_norms(model, groups[0]))["variance"])
+        assert tracker.snapshot(step)
+    assert time.perf_counter() - t < 2.5  # did not wait for the stuck writer (3 s a call)
+    gate.set()
+    h = tracker.history()  # waits for the writer
+    assert len(calls) < n // 4  # the pending rows were expanded together
+    got = h[h.group == groups[0].name].variance.to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    tracker.close()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ __all__ = [
     "ModelChangedError",
     "NormPlan",
     "Series",
+    "StatsLayout",
     "channel_norms",
     "group_stats",
     "norm_variance",
@@ -464,20 +466,23 @@ class NormPlan:
         self._chan = torch.from_numpy(cat(chan).astype(np.int64))
         # the same maps for NumPy (stats_from): block starts (None when every block is one
         # element), and the blocks ordered by channel, members in order, for the products
-        self._np_gather = self._gather.numpy()
         blk = self._block.numpy()
         first = np.flatnonzero(np.diff(blk, prepend=-1)) if blk.size else blk
-        self._block_starts = None if first.size == blk.size else first
         ch = self._chan.numpy()
-        self._chan_order = np.argsort(ch, kind="stable")
         per = np.bincount(ch, minlength=offsets[-1]) if ch.size else np.zeros(offsets[-1], int)
-        self._chan_has = per > 0
-        self._chan_all = bool(self._chan_has.all())
-        self._chan_starts = (np.cumsum(per) - per)[self._chan_has]
         self._n_blocks = n_blocks
         self._offsets = np.asarray(offsets, dtype=np.int64)
-        self._empty = np.array([len(s.members) == 0 for s in series], dtype=bool)
-        self._layout = _layout(series, self._offsets, self._empty)
+        self.layout = StatsLayout(
+            series,
+            self._reduced_len,
+            self._gather.numpy(),
+            None if first.size == blk.size else first,
+            np.argsort(ch, kind="stable"),
+            (np.cumsum(per) - per)[per > 0],
+            per > 0,
+            self._offsets,
+            np.array([len(s.members) == 0 for s in series], dtype=bool),
+        )
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._fast: dict[
@@ -649,10 +654,12 @@ class NormPlan:
         return reduced, views, batches
 
     @torch.no_grad()
-    def reduce(self) -> torch.Tensor:
+    def reduce(self, *, fresh: bool = True) -> torch.Tensor:
         """Sums of squares of every (weight, dimension) the groups read, float32, on the model's
         device, summed across ranks for sharded parameters: the only part of a snapshot that
-        reads the weights. A new tensor each call, so it can be handed to another thread;
+        reads the weights. A new tensor each call, so it can be handed to another thread
+        (``fresh=False``: the plan's own buffer where it has one, valid until the next call —
+        for a caller that copies it at once);
         :meth:`stats_from` turns it into the statistics."""
         f32 = torch.float32
         device = None
@@ -707,7 +714,7 @@ class NormPlan:
                     s = full
                 reduced[a : a + shape[d]].copy_(s)
                 a += shape[d]
-        if reduced is not None:
+        if reduced is not None and fresh:
             reduced = reduced.clone()  # the views are reused by the next call
         if device is None:  # no member has 2+ dims
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
@@ -759,24 +766,122 @@ class NormPlan:
     def stats_from(self, reduced: torch.Tensor | np.ndarray) -> GroupStats:
         """Statistics from the output of :meth:`reduce` (or its NumPy copy on the host: then
         no torch call at all, e.g. on another thread), in float64: the same gather, block
-        sums, square roots and products as :meth:`channel_norms`, in the same order."""
+        sums, square roots and products as :meth:`channel_norms`, in the same order
+        (:meth:`StatsLayout.stats_from`)."""
         if isinstance(reduced, torch.Tensor):
             reduced = reduced.detach().cpu().numpy()
+        return self.layout.stats_from(reduced)
+
+
+class StatsLayout:
+    """What turns the output of :meth:`NormPlan.reduce` into the statistics, and nothing of
+    the model: index maps and the series' names and widths. A run file keeps it (:meth:`to_json`)
+    beside each snapshot written as its reductions, so the statistics can be computed later, in
+    another thread or another process, by this same code and to the same bits.
+
+    >>> import torch
+    >>> from widthwise.groups import ChannelGroup, Member
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> plan = NormPlan(model, [ChannelGroup("0", 4, (Member("0.weight", 0, "producer"),
+    ...                                               Member("2.weight", 1, "consumer")))])
+    >>> layout = StatsLayout.from_json(plan.layout.to_json())
+    >>> reduced = plan.reduce().numpy()
+    >>> bool((layout.stats_from(reduced).norms[0] == plan.stats_from(reduced).norms[0]).all())
+    True
+    """
+
+    def __init__(
+        self,
+        series: Sequence[Series],
+        n_reduced: int,
+        gather: np.ndarray,
+        block_starts: np.ndarray | None,
+        chan_order: np.ndarray,
+        chan_starts: np.ndarray,
+        chan_has: np.ndarray,
+        offsets: np.ndarray,
+        empty: np.ndarray,
+    ):
+        self.series = tuple(series)
+        self.n_reduced = int(n_reduced)
+        self.gather = gather
+        self.block_starts = block_starts
+        self.chan_order = chan_order
+        self.chan_starts = chan_starts
+        self.chan_has = chan_has
+        self.chan_all = bool(chan_has.all())
+        self.offsets = offsets
+        self.empty = empty
+        self._layout = _layout(self.series, offsets, empty)
+
+    def stats_from(self, reduced: np.ndarray) -> GroupStats:
+        """Statistics from the sums of squares ``reduced`` (float32, ``n_reduced`` values)."""
         r = reduced.astype(np.float64)
-        blocks = r[self._np_gather]
-        if self._block_starts is not None:
-            blocks = np.add.reduceat(blocks, self._block_starts) if blocks.size else blocks
+        blocks = r[self.gather]
+        if self.block_starts is not None:
+            blocks = np.add.reduceat(blocks, self.block_starts) if blocks.size else blocks
         np.sqrt(blocks, out=blocks)
         if not blocks.size:
-            n = np.ones(int(self._offsets[-1]))
+            n = np.ones(int(self.offsets[-1]))
         else:
-            prods = np.multiply.reduceat(blocks[self._chan_order], self._chan_starts)
-            if self._chan_all:  # every channel has a member (no empty series): no scatter
+            prods = np.multiply.reduceat(blocks[self.chan_order], self.chan_starts)
+            if self.chan_all:  # every channel has a member (no empty series): no scatter
                 n = prods
             else:
-                n = np.ones(int(self._offsets[-1]))
-                n[self._chan_has] = prods
-        return _stats_from_flat(self.series, n, self._offsets, self._empty, self._layout)
+                n = np.ones(int(self.offsets[-1]))
+                n[self.chan_has] = prods
+        return _stats_from_flat(self.series, n, self.offsets, self.empty, self._layout)
+
+    def to_json(self) -> str:
+        """The layout as JSON (names, widths and index lists; the members are left out)."""
+        ints = lambda a: [int(x) for x in a]  # noqa: E731
+        return json.dumps(
+            {
+                "version": 1,
+                "series": [[s.group, s.gate, s.width] for s in self.series],
+                "n_reduced": self.n_reduced,
+                "gather": ints(self.gather),
+                "block_starts": None if self.block_starts is None else ints(self.block_starts),
+                "chan_order": ints(self.chan_order),
+                "chan_starts": ints(self.chan_starts),
+                "chan_has": ints(self.chan_has),
+                "offsets": ints(self.offsets),
+                "empty": ints(self.empty),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> StatsLayout:
+        """The layout :meth:`to_json` wrote (``ValueError`` when it is not one)."""
+        d = json.loads(text)
+        if not isinstance(d, dict) or d.get("version") != 1:
+            raise ValueError("not a statistics layout this widthwise can read")
+        i64 = lambda k: np.asarray(d[k], dtype=np.int64).reshape(-1)  # noqa: E731
+        series = [Series(str(g), str(gate), int(w), ()) for g, gate, w in d["series"]]
+        offsets, gather = i64("offsets"), i64("gather")
+        n = int(d["n_reduced"])
+        widths = np.diff(offsets)
+        if (
+            offsets.size != len(series) + 1
+            or (series and (offsets[0] != 0 or bool((widths < 0).any())))
+            or [s.width for s in series] != widths.tolist()
+            or (gather.size and (gather.min() < 0 or gather.max() >= n))
+        ):
+            raise ValueError("a statistics layout whose index lists do not fit together")
+        starts = None if d["block_starts"] is None else i64("block_starts")
+        has = i64("chan_has").astype(bool)
+        return cls(
+            series,
+            n,
+            gather,
+            starts,
+            i64("chan_order"),
+            i64("chan_starts"),
+            has,
+            offsets,
+            i64("empty").astype(bool),
+        )
 
 
 class _Layout(NamedTuple):

@@ -25,9 +25,19 @@ the store's writer thread (``WidthTracker(background=True)``, the default for in
 so the training loop pays only for reading the weights. Every read and every other method of
 the store first waits for what was deferred, so readers see the same data in the same order;
 :meth:`RunStore.close` and the end of the interpreter write what is pending. A process killed
-with SIGKILL loses what was still pending (the last few milliseconds): for a run file the
-tracker writes in the calling thread unless asked otherwise, so that a snapshot is in the file
-when ``snapshot()`` returns.
+with SIGKILL loses what was still pending (the last few milliseconds).
+
+**Snapshots committed as their reductions** (the tracker's default for a run file: durable when
+``snapshot()`` returns, and cheap for the caller). :meth:`RunStore.append_pending` commits, in
+the calling thread, the snapshot row, its metrics and one ``pending`` row holding the sums of
+squares the statistics come from (:meth:`~widthwise.norms.NormPlan.reduce`, one float32 blob)
+in one small transaction; :meth:`RunStore.expand_pending`, deferred to the writer thread, turns
+pending rows into the statistics and norm rows and drops them, in one transaction. What turns
+reductions into statistics (:class:`~widthwise.norms.StatsLayout`: index maps, series names and
+widths) is stored once per file in ``layouts``, so a reader that finds pending rows — in another
+process while training runs, or in a file whose writer was killed — computes their statistics
+in memory with the same code, to the same bits, and the next store that appends to the file
+writes them. Readers query both tables in one read transaction, so a snapshot is seen once.
 
 **The run file alone is complete within a bounded delay.** Commits go to the ``-wal`` file; a
 background thread copies them into the run file itself within :data:`CHECKPOINT_SECONDS`, so
@@ -65,7 +75,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -73,7 +83,7 @@ import numpy as np
 import pandas as pd
 
 from widthwise.groups import ChannelGroup
-from widthwise.norms import STAT_COLUMNS
+from widthwise.norms import STAT_COLUMNS, StatsLayout
 
 if TYPE_CHECKING:
     from widthwise.report import Report
@@ -81,10 +91,12 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "Run", "RunFileError", "RunStore", "StepClock", "open_run"]
 
 #: Version of the table layout; readers refuse files with a larger number. 2 added ``user_step``
-#: (the caller's step) beside the global ``step`` of snapshots and metrics.
-SCHEMA_VERSION = 2
-#: Schemas this version reads (1 is renumbered on reading, and migrated when appended to).
-READABLE_SCHEMAS = (1, 2)
+#: (the caller's step) beside the global ``step`` of snapshots and metrics; 3 added ``pending``
+#: (snapshots written as their reductions, statistics to follow) and ``layouts`` (what turns
+#: reductions into statistics), which a reader of schema 2 would not know to read.
+SCHEMA_VERSION = 3
+#: Schemas this version reads (1 is renumbered on reading; 1 and 2 are migrated when appended to).
+READABLE_SCHEMAS = (1, 2, 3)
 #: SQLite ``application_id`` of widthwise run files (ASCII "Wdth").
 APPLICATION_ID = 0x57647468
 
@@ -102,6 +114,17 @@ CHECKPOINT_SECONDS: float | None = 1.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 #: The log file is cut back to this size after a checkpoint (it otherwise keeps its largest size).
 JOURNAL_SIZE_LIMIT = 4 << 20
+
+# Schema 3: a snapshot committed as its reductions (float32 sums of squares, one blob) and the
+# layout that turns them into statistics rows (norms.StatsLayout, JSON; one row per distinct
+# layout). The store's writer thread replaces a pending row by its stats/norms rows in one
+# transaction; until then (or forever, after a SIGKILL) readers compute them in memory.
+_PENDING_SCHEMA = """
+CREATE TABLE layouts (id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE pending (
+    snapshot INTEGER PRIMARY KEY, layout INTEGER NOT NULL, reduced BLOB NOT NULL,
+    changed TEXT, keep_norms INTEGER NOT NULL);
+"""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,6 +147,7 @@ CREATE TABLE metrics (
     id INTEGER PRIMARY KEY, snapshot INTEGER, step INTEGER, epoch INTEGER,
     wall_time REAL NOT NULL, name TEXT NOT NULL, value REAL, user_step INTEGER);
 """
+_SCHEMA += _PENDING_SCHEMA
 
 
 class RunFileError(RuntimeError):
@@ -160,6 +184,12 @@ class StepClock:
             return user + self.offset
         restart = user < self.last_user or new_epoch
         return self.last_global + (self.gap if restart and self.gap else 1)
+
+    def copy(self) -> StepClock:
+        """An independent copy (cheaper than :func:`copy.copy`: one per snapshot)."""
+        clock = StepClock.__new__(StepClock)
+        clock.__dict__.update(self.__dict__)
+        return clock
 
     def peek(self, user: int | None, epoch: int | None = None) -> int | None:
         """The global step of a metric logged at ``user`` now (None: the last snapshot's)."""
@@ -225,6 +255,61 @@ def _metric_value(v: Any) -> float | None:
         return _real(v.item() if hasattr(v, "item") else v)
     except (TypeError, ValueError):
         return None
+
+
+#: One row of the stats table after its snapshot: ``(group_idx, gate, pos, variance, mean, max,
+#: min, n_nonfinite, n_zero, flag)``; one of the norms table: ``(group_idx, gate, blob)``.
+_StatRow = tuple[Any, ...]
+
+
+def _stat_rows(
+    index: Mapping[str, int],
+    stats: Mapping[str, Sequence],
+    channel_norms: Sequence[np.ndarray] | None,
+) -> tuple[list[_StatRow], list[_StatRow] | None]:
+    """The stats rows and norm rows of one snapshot (without its index), as stored."""
+    groups, gates = list(stats["group"]), list(stats["gate"])
+    idx = [index[g] for g in groups]
+    k = len(idx)
+    # a column at a time: a small model's snapshot is mostly per-value Python overhead
+    reals = [_reals(stats[c], k) for c in ("variance", "mean", "max", "min")]
+    counts = [_column(stats[c], k, np.int64) for c in ("n_nonfinite", "n_zero")]
+    flags = [str(f) for f in _column(stats["flag"], k, object)]
+    rows = list(zip(idx, gates, range(k), *reals, *counts, flags))
+    blobs = None
+    if channel_norms is not None:
+        blobs = [
+            (g, gate, np.asarray(v, dtype="<f4").tobytes())
+            for g, gate, v in zip(idx, gates, channel_norms)
+        ]
+    return rows, blobs
+
+
+def mark_changed(columns: dict[str, Any], changed: Any) -> None:
+    """Add ``model_changed`` to the flags of the groups in ``changed`` (a module of theirs was
+    replaced since the previous snapshot), in place."""
+    if changed:
+        columns["flag"] = [
+            ",".join(filter(None, (f, "model_changed"))) if g in changed else f
+            for g, f in zip(columns["group"], columns["flag"])
+        ]
+
+
+def _expanded(
+    layout: StatsLayout,
+    index: Mapping[str, int],
+    reduced: bytes,
+    changed: str | None,
+    keep_norms: Any,
+) -> tuple[list[_StatRow], list[_StatRow] | None]:
+    """The stats and norm rows of a pending snapshot: what the tracker would have written in
+    the calling thread (the same statistics code, :meth:`StatsLayout.stats_from`)."""
+    if not isinstance(reduced, bytes) or len(reduced) != 4 * layout.n_reduced:
+        raise ValueError("the reductions of a pending snapshot have the wrong size")
+    stats = layout.stats_from(np.frombuffer(reduced, dtype="<f4"))
+    if changed:
+        mark_changed(stats.columns, set(json.loads(changed)))
+    return _stat_rows(index, stats.columns, stats.norms if keep_norms else None)
 
 
 #: What decoding a damaged row can raise; a reader turns these into RunFileError.
@@ -300,6 +385,7 @@ class Run:
         self.path = path
         self._owns = False  # open_run's runs close their connection; a store's view does not
         self._store: RunStore | None = None  # the store this is a view of (its deferred writes)
+        self._layouts: dict[int, StatsLayout] = {}  # decoded rows of the layouts table
         try:
             with self._read():
                 rows = conn.execute("SELECT idx, spec FROM groups ORDER BY idx").fetchall()
@@ -357,6 +443,47 @@ class Run:
 
     def _read(self) -> Run._Reading:
         return Run._Reading(self)
+
+    @contextlib.contextmanager
+    def _consistent(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_read` in one read transaction: the queries see the same commit, so a
+        snapshot the writer moves from ``pending`` to ``stats`` meanwhile is seen once."""
+        with self._read() as c:
+            c.execute("BEGIN")
+            try:
+                yield c
+            finally:
+                c.execute("COMMIT")
+
+    def _layout(self, c: sqlite3.Connection, lid: int) -> StatsLayout:
+        layout = self._layouts.get(lid)
+        if layout is None:
+            row = c.execute("SELECT spec FROM layouts WHERE id = ?", (lid,)).fetchone()
+            if row is None:
+                raise self._damaged("a pending snapshot refers to a layout the file does not have")
+            layout = self._layouts[lid] = StatsLayout.from_json(row[0])
+        return layout
+
+    def _pending(
+        self, c: sqlite3.Connection, head: str
+    ) -> list[tuple[tuple[Any, ...], list[_StatRow], list[_StatRow] | None]]:
+        """``(columns head of snapshots s, stats rows, norm rows)`` of every snapshot still
+        pending (committed as its reductions; a writer killed before it wrote the statistics),
+        computed in memory as the writer would have stored them (:func:`_expanded`)."""
+        if not c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending'"
+        ).fetchone():
+            return []  # schema 1 or 2
+        rows = c.execute(
+            f"SELECT {head}, p.layout, p.reduced, p.changed, p.keep_norms FROM pending p "
+            "JOIN snapshots s ON s.snapshot = p.snapshot ORDER BY p.snapshot"
+        ).fetchall()
+        n = len(head.split(","))
+        out = []
+        for r in rows:
+            stats, norms = _expanded(self._layout(c, int(r[n])), self._index, *r[n + 1 :])
+            out.append((tuple(r[:n]), stats, norms))
+        return out
 
     @_reader
     def __len__(self) -> int:
@@ -450,13 +577,18 @@ class Run:
                 whole-group rows (``gate == ""``), so each (snapshot, group) appears once.
         """
         where = "" if gates else "WHERE st.gate = ''"
-        with self._read() as c:
+        with self._consistent() as c:
             rows = c.execute(
                 "SELECT s.snapshot, s.step, s.epoch, s.wall_time, st.group_idx, st.gate, "
                 "st.variance, st.mean, st.max, st.min, st.n_nonfinite, st.n_zero, st.flag "
                 "FROM stats st JOIN snapshots s ON s.snapshot = st.snapshot "
                 f"{where} ORDER BY st.snapshot, st.pos"
             ).fetchall()
+            pending = self._pending(c, "s.snapshot, s.step, s.epoch, s.wall_time")
+        if pending:
+            for head, stats, _ in pending:
+                rows += [(*head, r[0], r[1], *r[3:]) for r in stats if gates or r[1] == ""]
+            rows.sort(key=lambda r: r[0])  # stable: each snapshot's rows keep their order
         cols = ["snapshot", "step", "epoch", "wall_time", "group_idx", "gate", "variance"]
         cols += ["mean", "max", "min", "n_nonfinite", "n_zero", "flag"]
         df = pd.DataFrame(rows, columns=cols)
@@ -499,13 +631,18 @@ class Run:
         """
         gi = self._group_index(group)
         width = self.groups[gi].width
-        with self._read() as c:
+        with self._consistent() as c:
             rows = c.execute(
                 "SELECT n.snapshot, n.norms FROM norms n JOIN snapshots s "
                 "ON s.snapshot = n.snapshot WHERE n.group_idx = ? AND n.gate = ? "
                 "ORDER BY n.snapshot",
                 (gi, gate),
             ).fetchall()
+            pending = self._pending(c, "s.snapshot")
+        if pending:
+            for head, _, kept in pending:
+                rows += [(head[0], r[2]) for r in kept or () if r[0] == gi and r[1] == gate]
+            rows.sort(key=lambda r: r[0])
         snaps = np.array([int(r[0]) for r in rows], dtype=np.int64)
         norms = np.zeros((len(rows), width), dtype=np.float32)
         for i, (_, blob) in enumerate(rows):
@@ -602,7 +739,10 @@ def _check(conn: sqlite3.Connection, path: str) -> None:
             f"{path} was written by a newer widthwise (run-file schema {version}; this version "
             f"reads up to {SCHEMA_VERSION}); upgrade widthwise to read it"
         )
-    missing = {"meta", "groups", "snapshots", "stats", "norms", "metrics"} - tables
+    needed = {"meta", "groups", "snapshots", "stats", "norms", "metrics"}
+    if version >= 3:
+        needed |= {"pending", "layouts"}
+    missing = needed - tables
     if missing:
         raise RunFileError(
             f"{path} is a damaged widthwise run file (missing tables: {', '.join(sorted(missing))})"
@@ -651,7 +791,8 @@ def open_run(path: str | os.PathLike) -> Run:
 
 
 class RunStore:
-    """Writer of a run: one transaction per snapshot.
+    """Writer of a run: one transaction per snapshot (:meth:`append_snapshot`), or one small
+    one per snapshot and its statistics later (:meth:`append_pending`, :meth:`expand_pending`).
 
     Create with :meth:`create` (a file) or :meth:`memory` (an in-memory database, same code).
     Thread-safe; ``run`` is a :class:`Run` view over the same database. Steps go through a
@@ -670,6 +811,12 @@ class RunStore:
             _Checkpointer(path) if path is not None and CHECKPOINT_SECONDS is not None else None
         )
         self._writer: _Writer | None = None
+        self._ordered = 0  # deferred jobs that may add snapshots (not expansions) still to run
+        self._ordered_lock = threading.Lock()
+        self._expansion_queued = False  # an expand_pending job waits for the writer
+        self._reports: list[Callable[[list[tuple[int, str]]], Any]] = []
+        self._layouts = self.run._layouts  # layout id -> layout, shared with the reader
+        self._layout_ids: dict[int, tuple[StatsLayout, int]] = {}  # id(layout) -> (it, row id)
         self.closed = False
         with _STORES_LOCK:
             _STORES.add(self)
@@ -688,6 +835,24 @@ class RunStore:
         Raises:
             RunFileError: the store is closed.
         """
+        with self._ordered_lock:
+            self._ordered += 1
+
+        def counted() -> None:
+            try:
+                job()
+            finally:
+                with self._ordered_lock:
+                    self._ordered -= 1
+
+        try:
+            self._submit(counted)
+        except BaseException:
+            with self._ordered_lock:
+                self._ordered -= 1
+            raise
+
+    def _submit(self, job: Callable[[], Any]) -> None:
         if self.closed:
             raise RunFileError(f"{self.path or 'the in-memory run'} is closed")
         if self._writer is None:
@@ -740,7 +905,13 @@ class RunStore:
                 except BaseException:
                     conn.close()
                     raise
-                return cls(conn, path)
+                store = cls(conn, path)
+                try:
+                    store.expand_pending()  # snapshots a killed writer committed as reductions
+                except BaseException:
+                    store.close()
+                    raise
+                return store
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
@@ -787,21 +958,8 @@ class RunStore:
             channel_norms: per-channel norms, one array per row of ``stats`` (or ``None``).
             error: why the statistics are missing, for a snapshot that failed.
         """
-        groups, gates = list(stats["group"]), list(stats["gate"])
-        idx = [self._index[g] for g in groups]
-        k = len(idx)
-        # a column at a time: a small model's snapshot is mostly per-value Python overhead
-        reals = [_reals(stats[c], k) for c in ("variance", "mean", "max", "min")]
-        counts = [_column(stats[c], k, np.int64) for c in ("n_nonfinite", "n_zero")]
-        flags = [str(f) for f in _column(stats["flag"], k, object)]
-        rows = list(zip(idx, gates, range(k), *reals, *counts, flags))
+        rows, blobs = _stat_rows(self._index, stats, channel_norms)
         epoch = None if epoch is None else int(epoch)
-        blobs = None
-        if channel_norms is not None:
-            blobs = [
-                (g, gate, np.asarray(v, dtype="<f4").tobytes())
-                for g, gate, v in zip(idx, gates, channel_norms)
-            ]
         with self._lock:
             clock = copy.copy(self.clock)
             user = clock.next_user() if step is None else int(step)
@@ -831,6 +989,170 @@ class RunStore:
         if self._checkpointer is not None:
             self._checkpointer.dirty.set()
         return snap
+
+    def append_pending(
+        self,
+        step: int | None,
+        epoch: int | None,
+        wall_time: float,
+        metrics: Mapping[str, Any] | None,
+        reduced: np.ndarray,
+        layout: StatsLayout,
+        *,
+        changed: Sequence[str] | set[str] = (),
+        keep_norms: bool = True,
+    ) -> int:
+        """Record one snapshot as its reductions: one small transaction (the snapshot row, the
+        metrics and one ``pending`` row with ``reduced`` as a float32 blob); returns its index.
+
+        The snapshot is in the file when this returns; its statistics rows follow with
+        :meth:`expand_pending` (the tracker defers it to the writer thread). Until then, and
+        for good after a SIGKILL, every reader computes them from the pending row with the same
+        code (:meth:`StatsLayout.stats_from`), so they read the same numbers either way, and
+        the next store that appends to the file writes them.
+
+        Args:
+            reduced: :meth:`NormPlan.reduce`'s output on the host (``layout.n_reduced`` values).
+            layout: the plan's :attr:`NormPlan.layout` (stored once per file).
+            changed: groups to flag ``model_changed``.
+            keep_norms: also store the per-channel norm vectors.
+        """
+        if self._ordered:  # a deferred append takes its snapshot index first
+            self.flush()
+        blob = np.asarray(reduced, dtype="<f4").tobytes()
+        if len(blob) != 4 * layout.n_reduced:
+            raise ValueError(
+                f"{len(blob) // 4} reductions for a layout of {layout.n_reduced}; pass "
+                "NormPlan.reduce() of the plan the layout belongs to"
+            )
+        lid = self._layout_id(layout)
+        epoch = None if epoch is None else int(epoch)
+        marked = json.dumps(sorted(changed)) if changed else None
+        with self._lock:
+            clock = self.clock.copy()
+            user = clock.next_user() if step is None else int(step)
+            glob = clock.advance(user, epoch)
+            with self._transaction() as c:
+                # the index is read inside the transaction: another writer of the file may
+                # have added a snapshot
+                snap = c.execute(
+                    "INSERT INTO snapshots (snapshot, step, epoch, wall_time, user_step) "
+                    "VALUES ((SELECT coalesce(max(snapshot) + 1, 0) FROM snapshots), ?, ?, ?, ?)",
+                    (glob, epoch, float(wall_time), user),
+                ).lastrowid
+                c.execute(
+                    "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
+                    (snap, lid, blob, marked, int(bool(keep_norms))),
+                )
+                self._insert_metrics(c, snap, glob, user, epoch, wall_time, metrics)
+            self.clock = clock
+        if self._checkpointer is not None and not self._checkpointer.dirty.is_set():
+            self._checkpointer.dirty.set()
+        return int(cast(int, snap))
+
+    def _layout_id(self, layout: StatsLayout) -> int:
+        hit = self._layout_ids.get(id(layout))
+        if hit is not None and hit[0] is layout:
+            return hit[1]
+        spec = layout.to_json()
+        with self._transaction() as c:
+            row = c.execute("SELECT id FROM layouts WHERE spec = ?", (spec,)).fetchone()
+            if row is None:
+                row = (c.execute("INSERT INTO layouts (spec) VALUES (?)", (spec,)).lastrowid,)
+        lid = int(row[0])
+        self._layout_ids[id(layout)] = (layout, lid)
+        self._layouts.setdefault(lid, layout)
+        return lid
+
+    def defer_expansion(self, report: Callable[[list[tuple[int, str]]], Any] | None = None) -> None:
+        """:meth:`expand_pending` on the writer thread; ``report`` gets what it returns when a
+        snapshot failed. A later :meth:`append_pending` does not wait for it (it adds no
+        snapshot); every read does. While one expansion is waiting for the writer, more calls
+        join it (it expands every pending row), so a writer that falls behind never makes the
+        caller wait for a place in the queue, and catches up in one transaction.
+
+        Raises:
+            RunFileError: the store is closed.
+        """
+        with self._ordered_lock:
+            if report is not None:
+                self._reports.append(report)
+            if self._expansion_queued:
+                return
+            self._expansion_queued = True
+
+        def job() -> None:
+            with self._ordered_lock:  # rows committed from now on get an expansion of their own
+                self._expansion_queued = False
+                reports, self._reports = self._reports, []
+            failed = self.expand_pending()
+            if failed:
+                for tell in {getattr(r, "func", r): r for r in reports}.values():
+                    tell(failed)
+
+        try:
+            self._submit(job)
+        except BaseException:
+            with self._ordered_lock:
+                self._expansion_queued = False
+            raise
+
+    def expand_pending(self) -> list[tuple[int, str]]:
+        """Write the statistics of every pending snapshot (:meth:`append_pending`) and drop its
+        pending row, in one transaction. Returns ``(snapshot, why)`` for those whose statistics
+        could not be computed: they are recorded as failed snapshots (flag ``"error"``), as a
+        failure in the calling thread would have been."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT snapshot, layout, reduced, changed, keep_norms FROM pending "
+                "ORDER BY snapshot"
+            ).fetchall()
+        if not rows:
+            return []
+        done, failed = [], []
+        for snap, lid, *rest in rows:  # the arithmetic outside the lock
+            try:
+                with self._lock:
+                    layout = self.run._layout(self._conn, int(lid))
+                stats, norms = _expanded(layout, self._index, *rest)
+                error = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                failed.append((int(snap), error))
+                stats, norms = self._error_rows(lid), None
+            done.append((snap, stats, norms, error))
+        with self._transaction() as c:
+            for snap, stats, norms, error in done:
+                if c.execute("DELETE FROM pending WHERE snapshot = ?", (snap,)).rowcount != 1:
+                    continue  # another store of the file wrote it meanwhile
+                c.executemany(
+                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(snap, *r) for r in stats],
+                )
+                if norms is not None:
+                    c.executemany(
+                        "INSERT INTO norms VALUES (?, ?, ?, ?)", [(snap, *b) for b in norms]
+                    )
+                if error is not None:
+                    c.execute("UPDATE snapshots SET error = ? WHERE snapshot = ?", (error, snap))
+        if self._checkpointer is not None:
+            self._checkpointer.dirty.set()
+        return failed
+
+    def _error_rows(self, lid: Any) -> list[_StatRow]:
+        """Rows of a snapshot whose statistics failed: its layout's series (the groups when the
+        layout cannot be read), NaN, flagged ``"error"``."""
+        try:
+            with self._lock:
+                series = [(s.group, s.gate) for s in self.run._layout(self._conn, int(lid)).series]
+        except Exception:
+            series = [(g.name, "") for g in self.run.groups]
+        nan = None
+        return [
+            (self._index[g], gate, pos, nan, nan, nan, nan, 0, 0, "error")
+            for pos, (g, gate) in enumerate(series)
+            if g in self._index
+        ]
 
     @_after_deferred
     def checkpoint(self) -> tuple[int, int, int]:
@@ -906,7 +1228,10 @@ class RunStore:
         """Keep the first ``n_snapshots`` snapshots (and metric rows up to id ``n_metrics``);
         drop the rest. Used when training resumes from a checkpoint."""
         with self._transaction() as c:
-            for table in ("snapshots", "stats", "norms"):
+            tables = ["snapshots", "stats", "norms"]
+            if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'pending'").fetchone():
+                tables.append("pending")
+            for table in tables:
                 c.execute(f"DELETE FROM {table} WHERE snapshot >= ?", (int(n_snapshots),))
             if n_metrics is None:
                 c.execute("DELETE FROM metrics WHERE snapshot >= ?", (int(n_snapshots),))
@@ -945,6 +1270,8 @@ class RunStore:
             self._conn.deserialize(data)
             _check(self._conn, self.path or "checkpointed run")
             _migrate(self._conn)
+            self._layouts.clear()
+            self._layout_ids.clear()
             self._reclock()
 
     def close(self) -> None:
@@ -959,6 +1286,11 @@ class RunStore:
         """
         if self._writer is not None:
             self._writer.stop()  # runs every deferred job first
+        if not self.closed:
+            # what a failed expansion left (readers compute it meanwhile; a store of the file
+            # that appends later writes it)
+            with contextlib.suppress(Exception):
+                self.expand_pending()
         self.closed = True
         with _STORES_LOCK:
             _STORES.discard(self)
@@ -1149,11 +1481,22 @@ def _writer_pragmas(conn: sqlite3.Connection) -> None:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a schema-1 file to schema 2 (adds ``user_step``, renumbers repeated steps)."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= 2:
+    """Bring a file of schema 1 or 2 to schema 3 (1 -> 2 adds ``user_step`` and renumbers
+    repeated steps; 2 -> 3 adds the empty ``pending`` and ``layouts`` tables)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for stmt in _PENDING_SCHEMA.strip().split(";"):
+            name = stmt.split("(")[0].split()[-1] if stmt.strip() else ""
+            if name and name not in tables:
+                conn.execute(stmt)
+        if version >= 2:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+            return
         for table in ("snapshots", "metrics"):
             cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             if "user_step" not in cols:

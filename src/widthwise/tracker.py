@@ -40,7 +40,7 @@ from torch import nn
 from widthwise.distributed import has_sharded_parameters, is_writer, plain_copy, unwrap
 from widthwise.groups import ChannelGroup
 from widthwise.norms import Mode, ModelChangedError, NormPlan
-from widthwise.store import Run, RunStore
+from widthwise.store import Run, RunStore, mark_changed
 
 if TYPE_CHECKING:
     from widthwise.report import Report
@@ -75,8 +75,11 @@ class WidthTracker:
             read of the run still sees every snapshot taken before it; ``close()`` and the end
             of the process write what is pending, but a process killed with SIGKILL loses the
             snapshots still pending, a few milliseconds' worth). ``None`` (default): in the
-            background for an in-memory run, in the calling thread for a run file, so that a
-            snapshot is in the file when ``snapshot()`` returns.
+            background for an in-memory run; for a run file, the calling thread commits the
+            reductions in one small transaction and the writer thread writes the statistics
+            rows (:meth:`widthwise.store.RunStore.append_pending`), so a snapshot is in the
+            file, and survives a SIGKILL, when ``snapshot()`` returns. ``False``: all of it in
+            the calling thread.
 
     Raises:
         RunFileError: ``store`` cannot be created or written, is not a run file, or holds
@@ -158,6 +161,8 @@ class WidthTracker:
         else:
             self.store = RunStore.create(store, self.plan.groups, info, append=True)
         self._preexisting = self.store.n_snapshots
+        # a run file by default: the caller commits the reductions, the writer the statistics
+        self._reductions_first = background is None and self.store.path is not None
         if background is None:
             self.background = self.store.path is None
 
@@ -207,6 +212,27 @@ class WidthTracker:
             if metrics is not None:  # the values now: a tensor may change before the write
                 metrics = {k: _now(v) for k, v in metrics.items()}
             # the only pass over the weights; the writer thread gets NumPy (no torch call there)
+            if self._reductions_first:
+                # the plan's own buffer where it can: append_pending copies it at once
+                out = self.plan.reduce(fresh=False)
+                reduced = (out if out.device.type == "cpu" else out.cpu()).numpy()
+                # durable now, cheap for the caller: the reductions in one small transaction;
+                # the statistics rows follow on the writer thread (readers compute them until
+                # then, from the same numbers with the same code)
+                self.store.append_pending(
+                    step,
+                    epoch,
+                    wall,
+                    metrics,
+                    reduced,
+                    self.plan.layout,
+                    changed=swapped,
+                    keep_norms=self.keep_channel_norms,
+                )
+                # the job holds the tensor: freeing a torch tensor releases the GIL, which
+                # would hand it to the woken writer in the middle of this call
+                self.store.defer_expansion(functools.partial(self._expansion_failed, reduced))
+                return True
             reduced = self.plan.reduce().cpu().numpy()
             write = functools.partial(self._write, reduced, step, epoch, wall, metrics, swapped)
             if not self.background:
@@ -230,18 +256,21 @@ class WidthTracker:
         ``background``)."""
         try:
             stats = self.plan.stats_from(reduced)
-            if swapped:
-                cols = stats.columns
-                cols["flag"] = [
-                    ",".join(filter(None, (f, "model_changed"))) if g in swapped else f
-                    for g, f in zip(cols["group"], cols["flag"])
-                ]
+            mark_changed(stats.columns, swapped)
             norms = stats.norms if self.keep_channel_norms else None
             self.store.append_snapshot(step, epoch, wall, metrics, stats.columns, norms)
             return True
         except Exception as exc:
             self._failed(exc, step, epoch, metrics, late=self.background)
             return False
+
+    def _expansion_failed(self, reduced: Any, failed: list[tuple[int, str]]) -> None:
+        """On the writer thread: statistics of pending snapshots that could not be computed
+        (recorded by the store as failed snapshots); warned at the next call."""
+        with self._count:
+            self._n_failed += len(failed)
+        if self._late is None:
+            self._late = failed[0][1]
 
     @property
     def n_failed(self) -> int:
