@@ -201,6 +201,7 @@ def one(name: str) -> dict:
         with torch.no_grad():
             for p in fresh.parameters():
                 p.copy_(torch.randn_like(p) / (p[0].numel() ** 0.5 if p.ndim > 1 else 4.0))
+            fresh.eval()  # timm's LeViT-style attention-bias caches are cleared by train(False)
             ref = outputs(fresh)
 
             def ok(gs, seed):
