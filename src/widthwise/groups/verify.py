@@ -11,6 +11,7 @@ that copy nested inputs and collect output tensors, shared with the finder and w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,22 @@ from torch import nn
 
 from widthwise.groups.types import ChannelGroup
 
-__all__ = ["Symmetry", "call_model", "map_tensors", "out_tensors"]
+__all__ = ["RTOL", "Symmetry", "call_model", "map_tensors", "out_tensors"]
+
+#: The check's tolerance, relative to each output tensor's largest finite value. Float32
+#: rounding (the same sums in another order) moved the outputs of right groups by at most
+#: 1.41e-6 of it (99th percentile 1.06e-6) over 599 passing checks: the tests' architectures,
+#: the Hugging Face battery and 15 timm models (docs/design.md); wrong groups moved them by
+#: 2.7e-4 or more, CoaT's heads (coupled by convolutions the tracer cannot see) by 1e-4 to 4e-4.
+#: 1e-5 is 7x the largest rounding change; the former 1e-4 let CoaT's heads through.
+RTOL = 1e-5
+#: A pass that moved the output by more than RTOL / _NARROW (about the largest rounding change
+#: measured) is drawn again with fresh permutations, and must pass both: a coupling's change
+#: varies 10x between draws, and a head-count search tries several candidates, each a chance
+#: of a lucky draw.
+_NARROW = 10
+#: the extra draws of a narrow pass
+_REDRAWS = 1
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
@@ -104,10 +120,16 @@ class Symmetry:
 
     def _perm(self, g: ChannelGroup) -> torch.Tensor:
         """A random permutation within each block that moves something in every block of 2+
-        (an identity draw, half the time for 2 channels, would pass any group)."""
+        (an identity draw, half the time for 2 channels, would pass any group). Blocks of one
+        channel (GroupNorm with a group per channel) permute nothing: then the channels permute
+        freely, a stronger symmetry that vouches for the weaker one."""
         block = g.width // g.divisor
+        if block < 2:
+            block, divisor = g.width, 1
+        else:
+            divisor = g.divisor
         parts = []
-        for b in range(g.divisor):
+        for b in range(divisor):
             p = torch.randperm(block, generator=self.gen)
             if block > 1 and bool((p == torch.arange(block)).all()):
                 p = p.roll(1)
@@ -115,7 +137,23 @@ class Symmetry:
         return torch.cat(parts)
 
     def passes(self, groups: Sequence[ChannelGroup]) -> bool:
-        """One forward with every group of ``groups`` permuted (groups must not overlap)."""
+        """Whether permuting every group of ``groups`` at once (groups must not overlap) leaves
+        the output unchanged: one forward, a second with fresh permutations after a narrow pass.
+
+        A group of one channel permutes nothing, so it never passes."""
+        if any(g.width < 2 for g in groups):
+            return False
+        change = self.change(groups)
+        for _ in range(_REDRAWS):
+            if not 1 / _NARROW < change <= 1:
+                break
+            change = max(change, self.change(groups))
+        return change <= 1
+
+    def change(self, groups: Sequence[ChannelGroup]) -> float:
+        """How far one random joint permutation of ``groups`` moves the output, in units of the
+        tolerance (the largest ``max|a - b| / (RTOL * max|a|)`` over the output tensors): at
+        most 1 passes; ``inf`` where a shape contract breaks or a finite value turns NaN/inf."""
         params, buffers = dict(self.params), dict(self.buffers)
         index: dict[tuple[str, int], torch.Tensor] = {}
         for g in groups:
@@ -141,20 +179,25 @@ class Symmetry:
         try:
             out = self._run(params, buffers)
         except Exception:  # a permutation that breaks a shape contract is not a symmetry
-            return False
+            return math.inf
         if len(out) != len(self.base):
-            return False
+            return math.inf
+        worst = 0.0
         for a, b in zip(self.base, out):
-            finite = a[a.isfinite()]
-            tol = 1e-4 * finite.abs().max().item() + 1e-7 if finite.numel() else 0.0
             if a.shape != b.shape:
-                return False
+                return math.inf
             # equal where both are the same inf or both NaN (a NaN in the base output must not
             # fail every group)
-            same = ((a - b).abs() <= tol) | (a == b) | (a.isnan() & b.isnan())
-            if not bool(same.all()):
-                return False
-        return True
+            moved = ~((a == b) | (a.isnan() & b.isnan()))
+            if not bool(moved.any()):
+                continue
+            diff = (a - b)[moved].abs().max().item()
+            finite = a[a.isfinite()]
+            scale = finite.abs().max().item() if finite.numel() else 0.0
+            if not math.isfinite(diff) or scale == 0.0:
+                return math.inf
+            worst = max(worst, diff / (RTOL * scale))
+        return worst
 
     def failing(self, groups: Sequence[ChannelGroup], ks: list[int] | None = None) -> list[int]:
         """Indices of the groups that break the symmetry: all at once, halving only on failure."""
