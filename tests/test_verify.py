@@ -198,3 +198,49 @@ def test_a_deep_float32_model_keeps_every_group():
     expected |= {f"blocks.{i}.fc1" for i in range(12)}
     assert {g.name for g in groups} == expected
     assert all(g.divisor == 4 for g in groups if g.kind == "attention")
+    # with a margin: all 25 groups permuted at once stay below the narrow-pass band
+    sym = Symmetry(model, x)
+    assert max(sym.change(groups) for _ in range(3)) < 0.1  # measured: 0.02 to 0.04
+
+
+# ---------------------------------------------------------------------------------------------
+# a permutation that moves nothing proves nothing
+
+
+def per_channel_groupnorm():
+    """conv 3->8, GroupNorm with one group per channel (blocks of one), conv 8->4."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.GroupNorm(8, 8), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten()
+    )
+    return model, torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+
+
+def test_blocks_of_one_channel_permute_freely():
+    model, x = per_channel_groupnorm()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GroupingWarning)
+        groups = find_groups(model, x)
+    assert [(g.name, g.width, g.divisor) for g in groups] == [("0", 8, 8)]
+    # the same group without its consumer: an identity permutation within blocks of one would
+    # pass it; a free permutation of the 8 channels does not
+    g = groups[0]
+    broken = ChannelGroup(
+        g.name, g.width, tuple(m for m in g.members if m.role != "consumer"), g.layers, g.kind, 8
+    )
+    sym = Symmetry(model, x)
+    assert sym.passes([g])
+    assert not any(sym.passes([broken]) for _ in range(4))
+
+
+def test_one_channel_is_never_verified():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 1), nn.ReLU(), nn.Linear(1, 3))
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    wrong = ChannelGroup("0", 1, (Member("0.weight", 0, "producer"),), ("0",), "linear", 1)
+    assert not Symmetry(model, x).passes([wrong])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert find_groups(model, x) == []
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    assert len(msgs) == 1 and "one channel cannot be permuted" in msgs[0]
