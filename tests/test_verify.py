@@ -20,6 +20,7 @@ from torch import nn
 import archs
 from test_groups import _outputs, _permute_copy
 from widthwise import GroupingWarning, find_groups
+from widthwise.groups import verify
 from widthwise.groups.types import ChannelGroup, Member
 from widthwise.groups.verify import RTOL, Symmetry
 
@@ -244,3 +245,103 @@ def test_one_channel_is_never_verified():
         assert find_groups(model, x) == []
     msgs = [str(r.message) for r in record if r.category is GroupingWarning]
     assert len(msgs) == 1 and "one channel cannot be permuted" in msgs[0]
+
+
+class StarBlock(nn.Module):
+    """timm's StarNet block: depthwise conv, two 1x1 expansions multiplied element-wise (the
+    "star" operation), 1x1 back, depthwise conv, residual add."""
+
+    def __init__(self, dim: int, ratio: int = 3):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.bn = nn.BatchNorm2d(dim)
+        self.f1, self.f2 = nn.Conv2d(dim, ratio * dim, 1), nn.Conv2d(dim, ratio * dim, 1)
+        self.g = nn.Conv2d(ratio * dim, dim, 1)
+        self.dw2 = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+
+    def forward(self, x):
+        y = self.bn(self.dw(x))
+        return x + self.dw2(self.g(F.relu6(self.f1(y)) * self.f2(y)))
+
+
+class StarNetLike(nn.Module):
+    """15 star blocks over four stages: each product squares the activations' scale, so the
+    output's float32 rounding grows far beyond the check's tolerance."""
+
+    def __init__(self, dims=(16, 32, 64, 128), depths=(2, 2, 8, 3)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 3, 2, 1), nn.BatchNorm2d(dims[0]))
+        layers, cin = [], dims[0]
+        for d, n in zip(dims, depths):
+            layers.append(nn.Sequential(nn.Conv2d(cin, d, 3, 2, 1), nn.BatchNorm2d(d)))
+            layers += [StarBlock(d) for _ in range(n)]
+            cin = d
+        self.stages = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        return self.head(self.stages(F.relu6(self.stem(x))).mean((2, 3)))
+
+
+def test_products_of_activations_are_checked_in_float64(monkeypatch):
+    """In float32 the right groups of a deep star network move the output by hundreds of
+    tolerances (rounding, amplified by the products), so a float32 check would leave them all
+    out; the check runs in float64, where they move it by less than 1e-3 of one."""
+    torch.manual_seed(0)
+    model = StarNetLike().eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GroupingWarning)
+        groups = find_groups(model, x)
+    # every stage's stream, every block's expansion (f1 and f2 tied by the product)
+    assert len(groups) == 4 + 15 + 1
+    sym = Symmetry(model, x)
+    assert sym.dtype == torch.float64
+    assert max(sym.change([g]) for g in groups) < 1e-3
+    monkeypatch.setattr(verify, "_FLOAT64_MAX", 0)  # what float32 alone would have measured
+    sym32 = Symmetry(model, x)
+    assert sym32.dtype == torch.float32
+    assert max(sym32.change([g]) for g in groups) > 10
+
+
+class SharedConv(nn.Module):
+    """A positional conv shared by two blocks (timm CoaT's ``cpe1`` reached as each serial
+    block's ``cpe``): one module, two names."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.embed = nn.Linear(4, dim)
+        self.cpe = nn.Conv1d(dim, dim, 3, padding=1, groups=dim)
+        self.blocks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(2))
+        for b in self.blocks:
+            b.cpe = self.cpe
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for b in self.blocks:
+            x = x + b.cpe(x.transpose(1, 2)).transpose(1, 2)
+            x = x + b(x)
+        return self.head(x.mean(1))
+
+
+@pytest.mark.parametrize("float64", [True, False])
+def test_the_check_leaves_a_shared_module_as_it_was(monkeypatch, float64):
+    """functional_call leaves its tensors in a module reached under two names; the check puts
+    the model's own back (before, find_groups overwrote CoaT's shared convolutions with its
+    jittered, permuted copies)."""
+    if not float64:
+        monkeypatch.setattr(verify, "_FLOAT64_MAX", 0)
+    torch.manual_seed(0)
+    model = SharedConv().eval()
+    x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    assert [g.name for g in find_groups(model, x)] == ["blocks (residual)"]
+    sym = Symmetry(model, x)
+    assert sym.dtype == (torch.float64 if float64 else torch.float32)
+    sym.change([ChannelGroup("cpe", 8, (Member("cpe.weight", 0, "producer"),), ("cpe",))])
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys()
+    for n, (p, value) in before.items():
+        assert after[n] is p and p.dtype == torch.float32 and torch.equal(p, value), n
+    assert model.blocks[0].cpe is model.cpe and model.blocks[0].cpe.weight is model.cpe.weight
