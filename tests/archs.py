@@ -2027,3 +2027,89 @@ def lite_mla(seed: int = 0):
 
 
 PATTERNS["lite_mla"] = lite_mla
+
+
+# --- timm CNN patterns ---
+
+
+class InceptionDWBlock(nn.Module):
+    """timm's InceptionNeXt block: the channels split four ways (``torch.split``), three pieces
+    through depthwise convs (square, wide, tall), concatenated back; BatchNorm, a 1x1 MLP, a
+    per-channel scale applied as ``x.mul(gamma.reshape(1, -1, 1, 1))``, a residual. Two stages
+    joined by a 2x2 stride-2 downsampling conv; head on the mean."""
+
+    def __init__(self, dims: tuple[int, ...] = (8, 16), gc: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dims[0], 2, stride=2)
+        self.down = nn.ModuleList(
+            [nn.Identity()]
+            + [nn.Conv2d(dims[i], dims[i + 1], 2, stride=2) for i in range(len(dims) - 1)]
+        )
+        self.splits = [(d - 3 * gc, gc, gc, gc) for d in dims]
+        self.dw = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    nn.Conv2d(gc, gc, 3, padding=1, groups=gc),
+                    nn.Conv2d(gc, gc, (1, 5), padding=(0, 2), groups=gc),
+                    nn.Conv2d(gc, gc, (5, 1), padding=(2, 0), groups=gc),
+                ]
+            )
+            for _ in dims
+        )
+        self.norm = nn.ModuleList(nn.BatchNorm2d(d) for d in dims)
+        self.fc1 = nn.ModuleList(nn.Conv2d(d, 2 * d, 1) for d in dims)
+        self.fc2 = nn.ModuleList(nn.Conv2d(2 * d, d, 1) for d in dims)
+        self.gamma = nn.ParameterList(nn.Parameter(torch.rand(d) + 0.5) for d in dims)
+        self.head = nn.Linear(dims[-1], 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for s in range(len(self.splits)):
+            x = self.down[s](x)
+            x_id, *rest = torch.split(x, self.splits[s], dim=1)
+            y = torch.cat([x_id, *(conv(r) for conv, r in zip(self.dw[s], rest))], dim=1)
+            y = self.fc2[s](F.gelu(self.fc1[s](self.norm[s](y))))
+            x = x + y.mul(self.gamma[s].reshape(1, -1, 1, 1))
+        return self.head(x.mean((2, 3)))
+
+
+def inception_dw(seed: int = 0):
+    g = _seed(seed)
+    return InceptionDWBlock(), torch.randn(2, 3, 16, 16, generator=g)
+
+
+class PartialAttention(nn.Module):
+    """timm's SHViT single-head attention on part of the channels: ``x1, x2 = split(x, [p,
+    C - p])``, q/k/v from a 1x1 conv on ``x1`` (``split([d, d, p])``, ``flatten(2)``),
+    ``(v @ attn.T).reshape(B, p, H, W)`` concatenated back with the untouched ``x2`` into a
+    1x1 projection; conv stem, residual, head on the mean."""
+
+    def __init__(self, width: int = 12, part: int = 4, qk: int = 3):
+        super().__init__()
+        self.part, self.qk = part, qk
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.pre_norm = nn.BatchNorm2d(part)
+        self.qkv = nn.Conv2d(part, 2 * qk + part, 1)
+        self.proj = nn.Conv2d(width, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        x1, x2 = torch.split(x, [self.part, c - self.part], dim=1)
+        q, k, v = torch.split(self.qkv(self.pre_norm(x1)), [self.qk, self.qk, self.part], dim=1)
+        q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+        attn = (q.transpose(-2, -1) @ k).softmax(dim=-1)
+        x1 = (v @ attn.transpose(-2, -1)).reshape(b, self.part, h, w)
+        x = x + self.proj(F.relu(torch.cat([x1, x2], dim=1)))
+        return self.head(x.mean((2, 3)))
+
+
+def partial_attention(seed: int = 0):
+    g = _seed(seed)
+    return PartialAttention(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["inception_dw"] = inception_dw
+#: timm patterns that are grouped only in part (tested one by one, not as fully grouped)
+PARTLY_GROUPED = {"partial_attention": partial_attention}

@@ -612,3 +612,64 @@ def test_a_bilinearly_resampled_position_table_is_a_member_not_a_matmul():
     assert stream.width == model.patch.out_channels
     assert M("pos", 2, "other") in stream.members
     assert {*rows("patch"), *norm("norm"), *consumer("fc1"), *rows("fc2")} <= set(stream.members)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm CNN patterns
+
+
+def test_inception_split_pieces_and_reshaped_layer_scale():
+    model, x, groups, msgs = run("inception_dw")
+    assert msgs == []
+    # stage 0: the stream's x_id piece and each depthwise piece are separate groups; the
+    # per-channel scale gamma.reshape(1, -1, 1, 1) keeps every channel where it is
+    first = model.splits[0][0]
+    ident = [
+        M("stem.weight", 0, "producer", 0),
+        M("stem.bias", 0, "other", 0),
+        M("down.1.weight", 1, "consumer", 0),
+        *(M(f"norm.0.{w}", 0, "norm", 0) for w in ("weight", "bias")),
+        M("fc1.0.weight", 1, "consumer", 0),
+        M("fc2.0.weight", 0, "producer", 0),
+        M("fc2.0.bias", 0, "other", 0),
+        M("gamma.0", 0, "other", 0),
+    ]
+    got = {g.name: g for g in groups}
+    g = got["stem+fc2.0 (residual)"]
+    assert (g.width, set(g.members)) == (first, set(ident))
+    for k in range(3):
+        off = first + k * model.splits[0][k + 1]
+        g = got[f"stem+dw.0.{k}+fc2.0 (residual)"]
+        assert M(f"dw.0.{k}.weight", 0, "producer", 0) in g.members
+        assert M("gamma.0", 0, "other", off) in g.members
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_partial_attention_untouched_channels_and_values_are_groups():
+    model, x = archs.PARTLY_GROUPED["partial_attention"]()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    p, qk, c = model.part, model.qk, model.proj.out_channels
+    stream = ["stem", "proj"]
+    first = [m for n in stream for m in rows(n)] + [
+        *norm("pre_norm"),
+        *consumer("qkv"),
+        *consumer("head"),
+    ]
+    rest = [m for n in stream for m in rows(n, p)] + [*consumer("proj", p), *consumer("head", p)]
+    values = [*rows("qkv", 2 * qk), *consumer("proj")]
+    check(
+        groups,
+        {
+            "stem+proj (residual)": (p, "residual", 1, first),
+            "stem+proj (residual) #2": (c - p, "residual", 1, rest),
+            "qkv (attention)": (p, "attention", 1, values),
+        },
+    )
+    # q and k meet in q^T @ k: their rows are tied, and left out with the reason
+    assert len(msgs) == 1 and "'qkv'" in msgs[0] and "multiplied" in msgs[0]
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)

@@ -770,29 +770,39 @@ class _Finder:
         """Split a group whose channels go different ways (``torch.split``/``chunk`` in CSP and
         Res2Net blocks) into the classes of root channels that every layer treats alike; each
         class is converted again on its own (and verified like any group)."""
-        sig: dict[int, list[int]] = {r: [] for r in range(raw.width)}
+        # root channels that reach the same index of one tensor are one channel of the group
+        # (EdgeNeXt's chunks added to each other through depthwise convs: channel j of every
+        # chunk), except where channels are multiplied together or meet inside attention
+        # (``q^T @ k``): those are refused below (a fused projection's heads are placed by the
+        # candidates)
+        tied_pairs = self.walk_collisions | (self.walk_merges if raw.attention else set())
+        rep = _root_classes(raw.width, () if tied_pairs else self.walk_merges)
+        held: dict[int, list[int]] = {}  # class -> its roots
+        for r, c in rep.items():
+            held.setdefault(c, []).append(r)
+        size = {c: len(rs) for c, rs in held.items()}
+        sig: dict[int, list[int]] = {c: [] for c in size}
         for k, (_, _, _, roots) in enumerate(items):
-            for r in set(roots):
-                if r in sig:
-                    sig[r].append(k)
+            for c in {rep[r] for r in roots if r in rep}:
+                sig[c].append(k)
         classes: dict[tuple[int, ...], list[int]] = {}
-        for r, ks in sig.items():
-            classes.setdefault(tuple(ks), []).append(r)
-        if len(classes) < 2:
+        for c, ks in sig.items():
+            classes.setdefault((size[c], *ks), []).append(c)
+        if len(classes) < 2 and len(size) == raw.width:
             return [raw]
         # classes whose channels are multiplied together (MobileViT-V2's key and value, rows of
         # one conv): as separate groups they would be wrong, and the permutation check can miss
         # it where the output barely depends on them
-        cls_of = {r: k for k, cls in enumerate(classes.values()) for r in cls}
+        cls_of = {r: k for k, cls in enumerate(classes.values()) for c in cls for r in held[c]}
         tied = {
             cls_of[r]
-            for pair in self.walk_collisions
+            for pair in tied_pairs
             if len({cls_of.get(r) for r in pair}) == 2 and None not in {cls_of.get(r) for r in pair}
             for r in pair
         }
         subs = []
         for k, cls in enumerate(classes.values()):
-            pos = {r: k for k, r in enumerate(cls)}
+            pos = {r: k for k, c in enumerate(cls) for r in held[c]}
             sub = _Raw(len(cls), raw.root)
             for node, handler, idxs, roots in items:
                 sel = [(i, pos[r]) for i, r in zip(idxs, roots) if r in pos]
@@ -829,6 +839,7 @@ class _Finder:
         node0 = dg.module2node[root]
         # pairs of root channels multiplied together (k * v, gate * up of one projection)
         self.walk_collisions: set[tuple[int, int]] = set()
+        self.walk_merges: set[tuple[int, int]] = set()  # other roots that meet at one index
         start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
         dep0 = Dependency(fn, fn, source=node0, target=node0)
         order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
@@ -869,8 +880,11 @@ class _Finder:
                 slot = merged[key]
                 for h in new:
                     first = slot.setdefault(h.idx, h.root_idx)
-                    if first != h.root_idx and _is_product(key[0]):
-                        self.walk_collisions.add((first, h.root_idx))
+                    if first != h.root_idx and None not in (first, h.root_idx):
+                        if _is_product(key[0]):
+                            self.walk_collisions.add((first, h.root_idx))
+                        else:
+                            self.walk_merges.add((first, h.root_idx))
                 stack.append((new_dep, new))
         out: list[_WalkItem] = []
         for key in order:
@@ -1788,6 +1802,23 @@ def _scoring_vectors(
         return set()
     # the operand must be the parameter itself (a transpose would make it [1, C])
     return {unwrapped[w[0]]} if getattr(parents[1], "variable", None) is w[0] else set()
+
+
+def _root_classes(width: int, pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Root channel -> the smallest root it is tied to through ``pairs`` (union-find)."""
+    parent = list(range(width))
+
+    def find(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    for a, b in pairs:
+        if 0 <= a < width and 0 <= b < width:
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)
+    return {r: find(r) for r in range(width)}
 
 
 def _span(m: Member, width: int) -> set[int]:
