@@ -2086,7 +2086,7 @@ class PartialAttention(nn.Module):
 
     def __init__(self, width: int = 12, part: int = 4, qk: int = 3):
         super().__init__()
-        self.part, self.qk = part, qk
+        self.pdim, self.qk_dim = part, qk  # timm's names
         self.stem = nn.Conv2d(3, width, 3, padding=1)
         self.pre_norm = nn.BatchNorm2d(part)
         self.qkv = nn.Conv2d(part, 2 * qk + part, 1)
@@ -2096,11 +2096,12 @@ class PartialAttention(nn.Module):
     def forward(self, x):
         x = self.stem(x)
         b, c, h, w = x.shape
-        x1, x2 = torch.split(x, [self.part, c - self.part], dim=1)
-        q, k, v = torch.split(self.qkv(self.pre_norm(x1)), [self.qk, self.qk, self.part], dim=1)
+        p, qk = self.pdim, self.qk_dim
+        x1, x2 = torch.split(x, [p, c - p], dim=1)
+        q, k, v = torch.split(self.qkv(self.pre_norm(x1)), [qk, qk, p], dim=1)
         q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
         attn = (q.transpose(-2, -1) @ k).softmax(dim=-1)
-        x1 = (v @ attn.transpose(-2, -1)).reshape(b, self.part, h, w)
+        x1 = (v @ attn.transpose(-2, -1)).reshape(b, p, h, w)
         x = x + self.proj(F.relu(torch.cat([x1, x2], dim=1)))
         return self.head(x.mean((2, 3)))
 
@@ -2110,6 +2111,4 @@ def partial_attention(seed: int = 0):
     return PartialAttention(), torch.randn(2, 3, 4, 4, generator=g)
 
 
-PATTERNS["inception_dw"] = inception_dw
-#: timm patterns that are grouped only in part (tested one by one, not as fully grouped)
-PARTLY_GROUPED = {"partial_attention": partial_attention}
+PATTERNS.update({"inception_dw": inception_dw, "partial_attention": partial_attention})

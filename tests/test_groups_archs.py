@@ -646,13 +646,10 @@ def test_inception_split_pieces_and_reshaped_layer_scale():
         assert_each_group_is_a_symmetry(model, x, groups)
 
 
-def test_partial_attention_untouched_channels_and_values_are_groups():
-    model, x = archs.PARTLY_GROUPED["partial_attention"]()
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        groups = find_groups(model, x)
-    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
-    p, qk, c = model.part, model.qk, model.proj.out_channels
+def test_partial_attention_untouched_channels_values_and_keys_are_groups():
+    model, x, groups, msgs = run("partial_attention")
+    assert msgs == []
+    p, qk, c = model.pdim, model.qk_dim, model.proj.out_channels
     stream = ["stem", "proj"]
     first = [m for n in stream for m in rows(n)] + [
         *norm("pre_norm"),
@@ -661,15 +658,15 @@ def test_partial_attention_untouched_channels_and_values_are_groups():
     ]
     rest = [m for n in stream for m in rows(n, p)] + [*consumer("proj", p), *consumer("head", p)]
     values = [*rows("qkv", 2 * qk), *consumer("proj")]
+    keys = [*rows("qkv"), *rows("qkv", qk)]  # q and k meet in q^T @ k: one permutation
     check(
         groups,
         {
             "stem+proj (residual)": (p, "residual", 1, first),
             "stem+proj (residual) #2": (c - p, "residual", 1, rest),
             "qkv (attention)": (p, "attention", 1, values),
+            "attention (keys)": (qk, "attention", 1, keys),
         },
     )
-    # q and k meet in q^T @ k: their rows are tied, and left out with the reason
-    assert len(msgs) == 1 and "'qkv'" in msgs[0] and "multiplied" in msgs[0]
     with torch.no_grad():
         assert_each_group_is_a_symmetry(model, x, groups)
