@@ -2112,3 +2112,89 @@ def partial_attention(seed: int = 0):
 
 
 PATTERNS.update({"inception_dw": inception_dw, "partial_attention": partial_attention})
+
+
+class PartialConvNet(nn.Module):
+    """timm's FasterNet block: a 3x3 conv on the first ``part`` channels only
+    (``split([part, C - part])``, conv, ``cat`` back), a 1x1 MLP, a residual; conv stem, head
+    on the mean."""
+
+    def __init__(self, width: int = 8, part: int = 2):
+        super().__init__()
+        self.part = part
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.partial_conv3 = nn.Conv2d(part, part, 3, padding=1, bias=False)
+        self.fc1 = nn.Conv2d(width, 2 * width, 1)
+        self.bn = nn.BatchNorm2d(2 * width)
+        self.fc2 = nn.Conv2d(2 * width, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x1, x2 = torch.split(x, [self.part, x.shape[1] - self.part], dim=1)
+        y = torch.cat((self.partial_conv3(x1), x2), 1)
+        x = x + self.fc2(F.relu(self.bn(self.fc1(y))))
+        return self.head(x.mean((2, 3)))
+
+
+def partial_conv(seed: int = 0):
+    g = _seed(seed)
+    return PartialConvNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+class PartialResidualNet(nn.Module):
+    """timm's RexNet block: the block widens its input (``cin -> cout``) and the shortcut is
+    added to the first ``cin`` channels only: ``cat([x[:, :cin] + shortcut, x[:, cin:]])``."""
+
+    def __init__(self, cin: int = 4, cout: int = 7):
+        super().__init__()
+        self.cin = cin
+        self.stem = nn.Conv2d(3, cin, 3, padding=1)
+        self.expand = nn.Conv2d(cin, 2 * cin, 1)
+        self.dw = nn.Conv2d(2 * cin, 2 * cin, 3, padding=1, groups=2 * cin)
+        self.pwl = nn.Conv2d(2 * cin, cout, 1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.head = nn.Linear(cout, 3)
+
+    def forward(self, x):
+        shortcut = self.stem(x)
+        x = self.bn(self.pwl(F.relu(self.dw(F.relu(self.expand(shortcut))))))
+        x = torch.cat([x[:, 0 : self.cin] + shortcut, x[:, self.cin :]], dim=1)
+        return self.head(x.mean((2, 3)))
+
+
+def partial_residual(seed: int = 0):
+    g = _seed(seed)
+    return PartialResidualNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+class GhostSliceNet(nn.Module):
+    """timm's GhostNet module: ``cat([x1, cheap(x1)])[:, :out]`` with a depthwise ``cheap``
+    conv and an odd ``out`` (the last cheap channel is cut off), read by a 1x1 conv."""
+
+    def __init__(self, out: int = 7):
+        super().__init__()
+        init = -(-out // 2)
+        self.out = out
+        self.conv_stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.primary_conv = nn.Conv2d(4, init, 1, bias=False)
+        self.cheap_operation = nn.Conv2d(init, init, 3, padding=1, groups=init, bias=False)
+        self.conv_head = nn.Conv2d(out, 6, 1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv_stem(x)))
+        x1 = self.primary_conv(x)
+        y = torch.cat([x1, self.cheap_operation(x1)], dim=1)[:, : self.out]
+        return self.head(self.conv_head(y).mean((2, 3)))
+
+
+def ghost_slice(seed: int = 0):
+    g = _seed(seed)
+    return GhostSliceNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS.update(
+    {"partial_conv": partial_conv, "partial_residual": partial_residual, "ghost_slice": ghost_slice}
+)

@@ -670,3 +670,74 @@ def test_partial_attention_untouched_channels_values_and_keys_are_groups():
     )
     with torch.no_grad():
         assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_partial_conv_splits_the_stream_where_the_conv_reads_it():
+    model, x, groups, msgs = run("partial_conv")
+    assert msgs == []
+    p, c = model.part, model.stem.out_channels
+    stream = ["stem", "fc2"]
+    conv_part = [m for n in stream for m in rows(n)] + [
+        *consumer("partial_conv3"),
+        *consumer("head"),
+    ]
+    untouched = [m for n in stream for m in rows(n, p)] + [
+        *consumer("fc1", p),
+        *consumer("head", p),
+    ]
+    check(
+        groups,
+        {
+            "stem+fc2 (residual)": (p, "residual", 1, conv_part),
+            "stem+fc2 (residual) #2": (c - p, "residual", 1, untouched),
+            "partial_conv3": (p, "conv", 1, [*rows("partial_conv3", bias=False), *consumer("fc1")]),
+            "fc1": (2 * c, "conv", 1, [*rows("fc1"), *norm("bn"), *consumer("fc2")]),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_a_shortcut_added_to_the_first_channels_leaves_the_rest_a_group():
+    model, x, groups, msgs = run("partial_residual")
+    assert msgs == []
+    cin, cout = model.cin, model.pwl.out_channels
+    first = [*rows("stem"), *consumer("expand"), *rows("pwl"), *norm("bn"), *consumer("head")]
+    bn_rest = [M(f"bn.{w}", 0, "norm", cin) for w in ("weight", "bias")]
+    rest = [*rows("pwl", cin), *bn_rest, *consumer("head", cin)]
+    expand = [*rows("expand"), *rows("dw"), *consumer("pwl")]
+    check(
+        groups,
+        {
+            "stem+pwl (residual)": (cin, "residual", 1, first),
+            "pwl": (cout - cin, "conv", 1, rest),
+            "expand": (2 * cin, "conv", 1, expand),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_ghost_concat_cut_short_reads_all_but_the_last_channels_twice():
+    model, x, groups, msgs = run("ghost_slice")
+    assert msgs == []
+    init = model.primary_conv.out_channels
+    twice = model.out - init  # channels whose cheap copy survives the [:, :out] slice
+    stem = [*rows("conv_stem"), *norm("bn1"), *consumer("primary_conv")]
+    head = [*rows("conv_head"), *consumer("head")]
+
+    def ghost(off, reads):
+        out = [*rows("primary_conv", off, bias=False), *rows("cheap_operation", off, bias=False)]
+        return out + [m for r in reads for m in consumer("conv_head", r)]
+
+    check(
+        groups,
+        {
+            "conv_stem": (4, "conv", 1, stem),
+            "primary_conv": (twice, "conv", 1, ghost(0, [0, init])),
+            "primary_conv #2": (init - twice, "conv", 1, ghost(twice, [twice])),
+            "conv_head": (6, "conv", 1, head),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)

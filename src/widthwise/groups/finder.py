@@ -47,6 +47,7 @@ import functools
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -692,21 +693,20 @@ class _Finder:
         # no index list can be longer than the longest tensor dimension it could address
         self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
         visited: set[object] = set()  # modules and parameters
+        # root layers reached with only some of their output channels: those reached
+        covered: dict[nn.Module, set[int]] = {}
         late: list[str] = []
         raws: list[_Raw] = []
-        for root in roots:
-            if root in visited:
-                continue
+
+        def walk_from(root: nn.Module, start: list[int] | None) -> None:
             rname = self.module_name[root]
             if time.monotonic() > self.deadline:
                 late.append(rname)
-                continue
-            if _is_head_table(root, self._owners([rname])):
-                continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+                return
             pruner = dg.get_pruner_of_module(root)
-            width = pruner.get_out_channels(root)
+            width = pruner.get_out_channels(root) if start is None else len(start)
             try:
-                items = self._walk(dg, root, pruner.prune_out_channels, width, budget)
+                items = self._walk(dg, root, pruner.prune_out_channels, width, budget, start)
             except _OutOfTime:
                 if time.monotonic() > self.deadline:
                     late.append(rname)
@@ -718,15 +718,17 @@ class _Finder:
                         "(Torch-Pruning's index maps cycle or multiply here: reshaped heads, "
                         "rotary embeddings, repeated key/value heads)"
                     )
-                continue
+                return
             except Exception as e:
                 self.left_out[rname] = f"Torch-Pruning failed on it ({type(e).__name__}: {e})"
                 self.unfinished.append(root)
-                continue
+                return
             raw = _Raw(width, rname)
             for node, handler, idxs, roots_ in items:
                 if dg.is_out_channel_pruning_fn(handler):
                     visited.add(node.module)
+                    if node.module in self.module_name:
+                        covered.setdefault(node.module, set()).update(idxs)
                 self._convert_item(raw, node, handler, idxs, roots_)
             raw.attention &= not raw.declared
             raw.output |= raw.broadcast and not raw.declared
@@ -735,6 +737,27 @@ class _Finder:
                 raws.extend(self._refine(raw, items))
             else:
                 raws.append(raw)
+
+        for root in roots:
+            if root in visited:
+                continue
+            if _is_head_table(root, self._owners([self.module_name[root]])):
+                continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+            walk_from(root, None)
+        # the rest of a convolution whose walk reached only some of its outputs (RexNet's
+        # shortcut added to the first channels of a wider block): a walk from the channels not
+        # reached. (Not Linear layers: in attention, a rotary table reaches half of each head.)
+        for root in roots:
+            reached = covered.get(root)
+            if reached is None or root in self.unfinished:
+                continue
+            if not isinstance(root, nn.modules.conv._ConvNd):
+                continue
+            rest = sorted(
+                set(range(dg.get_pruner_of_module(root).get_out_channels(root))) - reached
+            )
+            if rest and len(rest) < len(reached) + len(rest):
+                walk_from(root, rest)
         raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
@@ -781,11 +804,14 @@ class _Finder:
         for r, c in rep.items():
             held.setdefault(c, []).append(r)
         size = {c: len(rs) for c, rs in held.items()}
-        sig: dict[int, list[int]] = {c: [] for c in size}
+        # per class: the items it reaches and how many entries of each (GhostNet's
+        # ``cat([x, cheap(x)])[:, :out]`` reads all but the last channels twice)
+        sig: dict[int, list[tuple[int, int]]] = {c: [] for c in size}
         for k, (_, _, _, roots) in enumerate(items):
-            for c in {rep[r] for r in roots if r in rep}:
-                sig[c].append(k)
-        classes: dict[tuple[int, ...], list[int]] = {}
+            counts = Counter(rep[r] for r in roots if r in rep)
+            for c, n in counts.items():
+                sig[c].append((k, n // size[c]))
+        classes: dict[tuple[object, ...], list[int]] = {}
         for c, ks in sig.items():
             classes.setdefault((size[c], *ks), []).append(c)
         if len(classes) < 2 and len(size) == raw.width:
@@ -826,12 +852,19 @@ class _Finder:
         )
 
     def _walk(
-        self, dg: TPGraph, root: nn.Module, fn: PruningFn, width: int, budget: int
+        self,
+        dg: TPGraph,
+        root: nn.Module,
+        fn: PruningFn,
+        width: int,
+        budget: int,
+        channels: list[int] | None = None,
     ) -> list[_WalkItem]:
         """Torch-Pruning's ``get_pruning_group`` with a step and time bound and O(1) dedup.
 
-        Returns ``(node, handler, idxs, root_idxs)`` per (node, handler), indices merged in
-        first-seen order as Torch-Pruning merges them.
+        Starts from output channels ``channels`` of ``root`` (root channel ``k`` is ``channels[k]``;
+        default: all ``width``). Returns ``(node, handler, idxs, root_idxs)`` per (node,
+        handler), indices merged in first-seen order as Torch-Pruning merges them.
         """
         from torch_pruning import _helpers
         from torch_pruning.dependency.dependency import Dependency
@@ -840,10 +873,12 @@ class _Finder:
         # pairs of root channels multiplied together (k * v, gate * up of one projection)
         self.walk_collisions: set[tuple[int, int]] = set()
         self.walk_merges: set[tuple[int, int]] = set()  # other roots that meet at one index
-        start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
+        first_idxs = list(range(width)) if channels is None else channels
+        start = [_helpers._HybridIndex(idx=i, root_idx=k) for k, i in enumerate(first_idxs)]
         dep0 = Dependency(fn, fn, source=node0, target=node0)
         order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
-        merged = {(node0, fn): {i: i for i in range(width)}}  # (node, handler) -> {idx: root}
+        # (node, handler) -> {idx: root}
+        merged = {(node0, fn): {i: k for k, i in enumerate(first_idxs)}}
         seen: dict[tuple[TPNode, PruningFn], set[frozenset[Any]]] = {
             (node0, fn): {frozenset(start)}
         }

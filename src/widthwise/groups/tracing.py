@@ -852,9 +852,11 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
             return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
     edges = [d for d in node.dependencies if d.target in node.inputs]
     edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
-    before = {}
+    before: dict[int, IndexMap | None] = {}
     for d in edges:
         old = d.index_mapping[0]
+        if isinstance(old, tp.dependency.index_mapping._SliceIndexMapping):
+            old = None  # this slice's own map from the first update (applied twice: x[:, c:])
         before[id(d)] = old.piece if isinstance(old, _PieceThenSlice) else old
     tp.dependency.index_mapping.update_slice_index_mapping(dg, node)
     for d in edges:
