@@ -2198,3 +2198,42 @@ def ghost_slice(seed: int = 0):
 PATTERNS.update(
     {"partial_conv": partial_conv, "partial_residual": partial_residual, "ghost_slice": ghost_slice}
 )
+
+
+class SplitChainNet(nn.Module):
+    """timm's EdgeNeXt ``SplitTransposeBlock`` (convolutional part): the stream chunked into
+    ``scales`` pieces; piece 0 through a depthwise conv, each next piece added to the previous
+    conv's output before its own depthwise conv, the last piece untouched; ``cat`` back, a
+    1x1 MLP, a residual; conv stem, head on the mean."""
+
+    def __init__(self, width: int = 9, scales: int = 3):
+        super().__init__()
+        self.scales = scales
+        w = width // scales
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(w, w, 3, padding=1, groups=w) for _ in range(scales - 1)
+        )
+        self.norm = nn.BatchNorm2d(width)
+        self.fc1 = nn.Conv2d(width, 2 * width, 1)
+        self.fc2 = nn.Conv2d(2 * width, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        spx = x.chunk(self.scales, dim=1)
+        spo, sp = [], spx[0]
+        for i, conv in enumerate(self.convs):
+            sp = conv(sp if i == 0 else sp + spx[i])
+            spo.append(sp)
+        y = torch.cat([*spo, spx[-1]], dim=1)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(y))))
+        return self.head(x.mean((2, 3)))
+
+
+def split_chain(seed: int = 0):
+    g = _seed(seed)
+    return SplitChainNet(), torch.randn(2, 3, 5, 5, generator=g)
+
+
+PATTERNS["split_chain"] = split_chain

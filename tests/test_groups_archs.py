@@ -741,3 +741,29 @@ def test_ghost_concat_cut_short_reads_all_but_the_last_channels_twice():
     )
     with torch.no_grad():
         assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_chained_split_pieces_move_together_and_the_last_piece_alone():
+    model, x, groups, msgs = run("split_chain")
+    assert msgs == []
+    w = model.convs[0].out_channels
+    stream = ["stem", "fc2"]
+
+    def at(off):
+        out = [m for n in stream for m in rows(n, off)]
+        bn = [M(f"norm.{p}", 0, "norm", off) for p in ("weight", "bias")]
+        return [*out, *bn, *consumer("fc1", off), *consumer("head", off)]
+
+    # piece 0 goes through convs.0, whose output is added to piece 1: channel j of both pieces
+    # is one channel (two blocks); the last piece is untouched
+    chained = at(0) + at(w) + [m for k in range(len(model.convs)) for m in rows(f"convs.{k}")]
+    check(
+        groups,
+        {
+            "convs (residual)": (w, "residual", 1, chained),
+            "stem+fc2 (residual)": (w, "residual", 1, at(2 * w)),
+            "fc1": (6 * w, "conv", 1, [*rows("fc1"), *consumer("fc2")]),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)

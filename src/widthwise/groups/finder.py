@@ -879,9 +879,11 @@ class _Finder:
         order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
         # (node, handler) -> {idx: root}
         merged = {(node0, fn): {i: k for k, i in enumerate(first_idxs)}}
-        seen: dict[tuple[TPNode, PruningFn], set[frozenset[Any]]] = {
-            (node0, fn): {frozenset(start)}
-        }
+        # the (index, root) pairs that reached each (node, handler), and in how many batches:
+        # index maps act on each pair alone, so only pairs not seen there yet go on (EdgeNeXt's
+        # chunks added to each other reach the split again and again with known pairs)
+        reached: dict[tuple[TPNode, PruningFn], set[Any]] = {(node0, fn): set(start)}
+        batches: dict[tuple[TPNode, PruningFn], int] = {(node0, fn): 1}
         stack = [(dep0, start)]
         steps = 0
         while stack:
@@ -902,13 +904,14 @@ class _Finder:
                 if len(new) > self.max_idxs:  # a flatten/reshape map that multiplies indices
                     raise _OutOfTime
                 key = (new_dep.target, new_dep.handler)
-                fs = frozenset(new)
-                done = seen.setdefault(key, set())
-                if fs in done:
+                done = reached.setdefault(key, set())
+                new = [h for h in dict.fromkeys(new) if h not in done]
+                if not new:
                     continue
-                if len(done) >= _SETS_PER_NODE:  # the same layer reached with ever new indices
+                if batches.get(key, 0) >= _SETS_PER_NODE:  # reached with ever new indices
                     raise _OutOfTime
-                done.add(fs)
+                batches[key] = batches.get(key, 0) + 1
+                done.update(new)
                 if key not in merged:
                     merged[key] = {}
                     order.append(key)
