@@ -795,10 +795,14 @@ class _Finder:
         class is converted again on its own (and verified like any group)."""
         # root channels that reach the same index of one tensor are one channel of the group
         # (EdgeNeXt's chunks added to each other through depthwise convs: channel j of every
-        # chunk), except where channels are multiplied together or meet inside attention
-        # (``q^T @ k``): those are refused below (a fused projection's heads are placed by the
+        # chunk; iFormer's and SHViT's conv q and k rows, which meet in ``q^T @ k``), except
+        # where channels are multiplied together, or meet in the attention of Linear
+        # projections: those are refused below (a fused projection's heads are placed by the
         # candidates)
-        tied_pairs = self.walk_collisions | (self.walk_merges if raw.attention else set())
+        linear = isinstance(self.modules.get(raw.root), nn.Linear)
+        tied_pairs = self.walk_collisions | (
+            self.walk_merges if raw.attention and linear else set()
+        )
         rep = _root_classes(raw.width, () if tied_pairs else self.walk_merges)
         held: dict[int, list[int]] = {}  # class -> its roots
         for r, c in rep.items():
