@@ -2237,3 +2237,62 @@ def split_chain(seed: int = 0):
 
 
 PATTERNS["split_chain"] = split_chain
+
+
+class ConvNormQK(nn.Module):
+    """timm EfficientFormer-V2's ``ConvNorm``: ``conv`` then ``bn``."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class TalkingHeadsAttention2d(nn.Module):
+    """timm's EfficientFormer-V2 ``Attention2d``: conv-norm q, k, v on a feature map reshaped
+    to ``B, heads, dim, N``; logits ``q @ k`` mixed across heads by 1x1 convs (talking heads)
+    before and after the softmax; ``attn @ v`` back to ``B, C, H, W`` plus a depthwise
+    ``v_local`` of v, a 1x1 projection, a residual; conv stem, head on the mean."""
+
+    def __init__(self, width: int = 8, num_heads: int = 2, key_dim: int = 3, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.dh = ratio * key_dim * num_heads
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.q = ConvNormQK(width, num_heads * key_dim)
+        self.k = ConvNormQK(width, num_heads * key_dim)
+        self.v = ConvNormQK(width, self.dh)
+        self.v_local = ConvNormQK(self.dh, self.dh, 3, groups=self.dh)
+        self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
+        self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
+        self.proj = ConvNormQK(self.dh, width)
+        self.head = nn.Linear(width, 3)
+
+    def attn(self, x):
+        b, _, h, w = x.shape
+        n = h * w
+        q = self.q(x).reshape(b, self.num_heads, -1, n).permute(0, 1, 3, 2)
+        k = self.k(x).reshape(b, self.num_heads, -1, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(b, self.num_heads, -1, n).permute(0, 1, 3, 2)
+        a = self.talking_head2(self.talking_head1(q @ k * self.key_dim**-0.5).softmax(dim=-1))
+        out = (a @ v).transpose(2, 3).reshape(b, self.dh, h, w) + v_local
+        return self.proj(F.gelu(out))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.attn(x)
+        return self.head(x.mean((2, 3)))
+
+
+def talking_heads_2d(seed: int = 0):
+    g = _seed(seed)
+    return TalkingHeadsAttention2d(), torch.randn(2, 3, 3, 3, generator=g)
+
+
+#: timm patterns grouped in part only (tested one by one, not among the fully grouped)
+PARTLY_GROUPED = {"talking_heads_2d": talking_heads_2d}

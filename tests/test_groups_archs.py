@@ -767,3 +767,35 @@ def test_chained_split_pieces_move_together_and_the_last_piece_alone():
     )
     with torch.no_grad():
         assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_talking_heads_attention_on_feature_maps_keys_permute_in_every_head():
+    model, x = archs.PARTLY_GROUPED["talking_heads_2d"]()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    heads, kd = model.num_heads, model.key_dim
+    keys = [
+        m
+        for n in ("q", "k")
+        for h in range(heads)
+        for m in [
+            M(f"{n}.conv.weight", 0, "producer", h * kd),
+            *(M(f"{n}.bn.{w}", 0, "norm", h * kd) for w in ("weight", "bias")),
+        ]
+    ]
+    got = {g.name: g for g in groups}
+    g = got["attention (keys)"]
+    assert (g.width, g.kind, set(g.members)) == (kd, "attention", set(keys))
+    # the stream reaches q, k and v as their inputs only
+    stream = got["stem+proj.conv (residual)"]
+    assert {m.param for m in stream.members if m.role == "consumer"} >= {
+        "q.conv.weight",
+        "k.conv.weight",
+        "v.conv.weight",
+    }
+    # what is left is named in the one warning (the value dims: heads reshaped)
+    assert len(msgs) == 1 and "v.conv" in msgs[0] and "q.conv" not in msgs[0]
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)

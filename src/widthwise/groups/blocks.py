@@ -57,6 +57,7 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _rel_pos_attention(name, module)
             or _lite_mla(name, module)
             or _single_head_keys(name, module)
+            or _conv_head_keys(name, module)
         )
         if block is not None:
             out.append(block)
@@ -359,3 +360,37 @@ def _single_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
         ("single-head attention: dim i of the query and the key, written from its definition",),
     )
     return KnownBlock(name, (keys,), (path,))
+
+
+def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
+    """EfficientFormer-V2's attention on feature maps (timm's ``Attention2d``): 1x1 conv-norm
+    ``q`` and ``k`` of ``num_heads * key_dim`` channels, reshaped to ``B, heads, key_dim, N``,
+    logits ``q @ k`` mixed across heads (talking heads). The walks cannot follow the head
+    reshape; the key dims permute in q and k at once, each dim in every head (the heads do
+    not permute: the talking-head convs and the bias tables index them)."""
+    heads, kd = getattr(m, "num_heads", None), getattr(m, "key_dim", None)
+    if not (isinstance(heads, int) and isinstance(kd, int) and heads > 0 and kd > 1):
+        return None
+    p = f"{name}." if name else ""
+    q, k = _conv_norm(m, p, "q"), _conv_norm(m, p, "k")
+    if q is None or k is None:
+        return None
+    if any(c.groups != 1 or c.out_channels != heads * kd for _, c, _ in (q, k)):
+        return None
+    members = []
+    for path, conv, bn in (q, k):
+        for h in range(heads):
+            members.append(Member(f"{path}.weight", 0, "producer", h * kd))
+            if conv.bias is not None:
+                members.append(Member(f"{path}.bias", 0, "other", h * kd))
+            members += [Member(f"{bn}.{w}", 0, "norm", h * kd) for w in ("weight", "bias") if bn]
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)",
+        kd,
+        tuple(members),
+        (q[0], k[0]),
+        "attention",
+        1,
+        ("attention on feature maps: dim i of every head's query and key, from its definition",),
+    )
+    return KnownBlock(name, (keys,), (q[0], k[0]))
