@@ -2030,3 +2030,272 @@ def lite_mla(seed: int = 0):
 
 
 PATTERNS["lite_mla"] = lite_mla
+
+
+# --- timm CNN patterns ---
+
+
+class InceptionDWBlock(nn.Module):
+    """timm's InceptionNeXt block: the channels split four ways (``torch.split``), three pieces
+    through depthwise convs (square, wide, tall), concatenated back; BatchNorm, a 1x1 MLP, a
+    per-channel scale applied as ``x.mul(gamma.reshape(1, -1, 1, 1))``, a residual. Two stages
+    joined by a 2x2 stride-2 downsampling conv; head on the mean."""
+
+    def __init__(self, dims: tuple[int, ...] = (8, 16), gc: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dims[0], 2, stride=2)
+        self.down = nn.ModuleList(
+            [nn.Identity()]
+            + [nn.Conv2d(dims[i], dims[i + 1], 2, stride=2) for i in range(len(dims) - 1)]
+        )
+        self.splits = [(d - 3 * gc, gc, gc, gc) for d in dims]
+        self.dw = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    nn.Conv2d(gc, gc, 3, padding=1, groups=gc),
+                    nn.Conv2d(gc, gc, (1, 5), padding=(0, 2), groups=gc),
+                    nn.Conv2d(gc, gc, (5, 1), padding=(2, 0), groups=gc),
+                ]
+            )
+            for _ in dims
+        )
+        self.norm = nn.ModuleList(nn.BatchNorm2d(d) for d in dims)
+        self.fc1 = nn.ModuleList(nn.Conv2d(d, 2 * d, 1) for d in dims)
+        self.fc2 = nn.ModuleList(nn.Conv2d(2 * d, d, 1) for d in dims)
+        self.gamma = nn.ParameterList(nn.Parameter(torch.rand(d) + 0.5) for d in dims)
+        self.head = nn.Linear(dims[-1], 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for s in range(len(self.splits)):
+            x = self.down[s](x)
+            x_id, *rest = torch.split(x, self.splits[s], dim=1)
+            y = torch.cat([x_id, *(conv(r) for conv, r in zip(self.dw[s], rest))], dim=1)
+            y = self.fc2[s](F.gelu(self.fc1[s](self.norm[s](y))))
+            x = x + y.mul(self.gamma[s].reshape(1, -1, 1, 1))
+        return self.head(x.mean((2, 3)))
+
+
+def inception_dw(seed: int = 0):
+    g = _seed(seed)
+    return InceptionDWBlock(), torch.randn(2, 3, 16, 16, generator=g)
+
+
+class PartialAttention(nn.Module):
+    """timm's SHViT single-head attention on part of the channels: ``x1, x2 = split(x, [p,
+    C - p])``, q/k/v from a 1x1 conv on ``x1`` (``split([d, d, p])``, ``flatten(2)``),
+    ``(v @ attn.T).reshape(B, p, H, W)`` concatenated back with the untouched ``x2`` into a
+    1x1 projection; conv stem, residual, head on the mean."""
+
+    def __init__(self, width: int = 12, part: int = 4, qk: int = 3):
+        super().__init__()
+        self.pdim, self.qk_dim = part, qk  # timm's names
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.pre_norm = nn.BatchNorm2d(part)
+        self.qkv = nn.Conv2d(part, 2 * qk + part, 1)
+        self.proj = nn.Conv2d(width, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        p, qk = self.pdim, self.qk_dim
+        x1, x2 = torch.split(x, [p, c - p], dim=1)
+        q, k, v = torch.split(self.qkv(self.pre_norm(x1)), [qk, qk, p], dim=1)
+        q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+        attn = (q.transpose(-2, -1) @ k).softmax(dim=-1)
+        x1 = (v @ attn.transpose(-2, -1)).reshape(b, p, h, w)
+        x = x + self.proj(F.relu(torch.cat([x1, x2], dim=1)))
+        return self.head(x.mean((2, 3)))
+
+
+def partial_attention(seed: int = 0):
+    g = _seed(seed)
+    return PartialAttention(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS.update({"inception_dw": inception_dw, "partial_attention": partial_attention})
+
+
+class PartialConvNet(nn.Module):
+    """timm's FasterNet block: a 3x3 conv on the first ``part`` channels only
+    (``split([part, C - part])``, conv, ``cat`` back), a 1x1 MLP, a residual; conv stem, head
+    on the mean."""
+
+    def __init__(self, width: int = 8, part: int = 2):
+        super().__init__()
+        self.part = part
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.partial_conv3 = nn.Conv2d(part, part, 3, padding=1, bias=False)
+        self.fc1 = nn.Conv2d(width, 2 * width, 1)
+        self.bn = nn.BatchNorm2d(2 * width)
+        self.fc2 = nn.Conv2d(2 * width, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x1, x2 = torch.split(x, [self.part, x.shape[1] - self.part], dim=1)
+        y = torch.cat((self.partial_conv3(x1), x2), 1)
+        x = x + self.fc2(F.relu(self.bn(self.fc1(y))))
+        return self.head(x.mean((2, 3)))
+
+
+def partial_conv(seed: int = 0):
+    g = _seed(seed)
+    return PartialConvNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+class PartialResidualNet(nn.Module):
+    """timm's RexNet block: the block widens its input (``cin -> cout``) and the shortcut is
+    added to the first ``cin`` channels only: ``cat([x[:, :cin] + shortcut, x[:, cin:]])``."""
+
+    def __init__(self, cin: int = 4, cout: int = 7):
+        super().__init__()
+        self.cin = cin
+        self.stem = nn.Conv2d(3, cin, 3, padding=1)
+        self.expand = nn.Conv2d(cin, 2 * cin, 1)
+        self.dw = nn.Conv2d(2 * cin, 2 * cin, 3, padding=1, groups=2 * cin)
+        self.pwl = nn.Conv2d(2 * cin, cout, 1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.head = nn.Linear(cout, 3)
+
+    def forward(self, x):
+        shortcut = self.stem(x)
+        x = self.bn(self.pwl(F.relu(self.dw(F.relu(self.expand(shortcut))))))
+        x = torch.cat([x[:, 0 : self.cin] + shortcut, x[:, self.cin :]], dim=1)
+        return self.head(x.mean((2, 3)))
+
+
+def partial_residual(seed: int = 0):
+    g = _seed(seed)
+    return PartialResidualNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+class GhostSliceNet(nn.Module):
+    """timm's GhostNet module: ``cat([x1, cheap(x1)])[:, :out]`` with a depthwise ``cheap``
+    conv and an odd ``out`` (the last cheap channel is cut off), read by a 1x1 conv."""
+
+    def __init__(self, out: int = 7):
+        super().__init__()
+        init = -(-out // 2)
+        self.out = out
+        self.conv_stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.primary_conv = nn.Conv2d(4, init, 1, bias=False)
+        self.cheap_operation = nn.Conv2d(init, init, 3, padding=1, groups=init, bias=False)
+        self.conv_head = nn.Conv2d(out, 6, 1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv_stem(x)))
+        x1 = self.primary_conv(x)
+        y = torch.cat([x1, self.cheap_operation(x1)], dim=1)[:, : self.out]
+        return self.head(self.conv_head(y).mean((2, 3)))
+
+
+def ghost_slice(seed: int = 0):
+    g = _seed(seed)
+    return GhostSliceNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS.update(
+    {"partial_conv": partial_conv, "partial_residual": partial_residual, "ghost_slice": ghost_slice}
+)
+
+
+class SplitChainNet(nn.Module):
+    """timm's EdgeNeXt ``SplitTransposeBlock`` (convolutional part): the stream chunked into
+    ``scales`` pieces; piece 0 through a depthwise conv, each next piece added to the previous
+    conv's output before its own depthwise conv, the last piece untouched; ``cat`` back, a
+    1x1 MLP, a residual; conv stem, head on the mean."""
+
+    def __init__(self, width: int = 9, scales: int = 3):
+        super().__init__()
+        self.scales = scales
+        w = width // scales
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(w, w, 3, padding=1, groups=w) for _ in range(scales - 1)
+        )
+        self.norm = nn.BatchNorm2d(width)
+        self.fc1 = nn.Conv2d(width, 2 * width, 1)
+        self.fc2 = nn.Conv2d(2 * width, width, 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        spx = x.chunk(self.scales, dim=1)
+        spo, sp = [], spx[0]
+        for i, conv in enumerate(self.convs):
+            sp = conv(sp if i == 0 else sp + spx[i])
+            spo.append(sp)
+        y = torch.cat([*spo, spx[-1]], dim=1)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(y))))
+        return self.head(x.mean((2, 3)))
+
+
+def split_chain(seed: int = 0):
+    g = _seed(seed)
+    return SplitChainNet(), torch.randn(2, 3, 5, 5, generator=g)
+
+
+PATTERNS["split_chain"] = split_chain
+
+
+class ConvNormQK(nn.Module):
+    """timm EfficientFormer-V2's ``ConvNorm``: ``conv`` then ``bn``."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class TalkingHeadsAttention2d(nn.Module):
+    """timm's EfficientFormer-V2 ``Attention2d``: conv-norm q, k, v on a feature map reshaped
+    to ``B, heads, dim, N``; logits ``q @ k`` mixed across heads by 1x1 convs (talking heads)
+    before and after the softmax; ``attn @ v`` back to ``B, C, H, W`` plus a depthwise
+    ``v_local`` of v, a 1x1 projection, a residual; conv stem, head on the mean."""
+
+    def __init__(self, width: int = 8, num_heads: int = 2, key_dim: int = 3, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.dh = ratio * key_dim * num_heads
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.q = ConvNormQK(width, num_heads * key_dim)
+        self.k = ConvNormQK(width, num_heads * key_dim)
+        self.v = ConvNormQK(width, self.dh)
+        self.v_local = ConvNormQK(self.dh, self.dh, 3, groups=self.dh)
+        self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
+        self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
+        self.proj = ConvNormQK(self.dh, width)
+        self.head = nn.Linear(width, 3)
+
+    def attn(self, x):
+        b, _, h, w = x.shape
+        n = h * w
+        q = self.q(x).reshape(b, self.num_heads, -1, n).permute(0, 1, 3, 2)
+        k = self.k(x).reshape(b, self.num_heads, -1, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(b, self.num_heads, -1, n).permute(0, 1, 3, 2)
+        a = self.talking_head2(self.talking_head1(q @ k * self.key_dim**-0.5).softmax(dim=-1))
+        out = (a @ v).transpose(2, 3).reshape(b, self.dh, h, w) + v_local
+        return self.proj(F.gelu(out))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.attn(x)
+        return self.head(x.mean((2, 3)))
+
+
+def talking_heads_2d(seed: int = 0):
+    g = _seed(seed)
+    return TalkingHeadsAttention2d(), torch.randn(2, 3, 3, 3, generator=g)
+
+
+#: timm patterns grouped in part only (tested one by one, not among the fully grouped)
+PARTLY_GROUPED = {"talking_heads_2d": talking_heads_2d}

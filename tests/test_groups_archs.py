@@ -612,3 +612,190 @@ def test_a_bilinearly_resampled_position_table_is_a_member_not_a_matmul():
     assert stream.width == model.patch.out_channels
     assert M("pos", 2, "other") in stream.members
     assert {*rows("patch"), *norm("norm"), *consumer("fc1"), *rows("fc2")} <= set(stream.members)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm CNN patterns
+
+
+def test_inception_split_pieces_and_reshaped_layer_scale():
+    model, x, groups, msgs = run("inception_dw")
+    assert msgs == []
+    # stage 0: the stream's x_id piece and each depthwise piece are separate groups; the
+    # per-channel scale gamma.reshape(1, -1, 1, 1) keeps every channel where it is
+    first = model.splits[0][0]
+    ident = [
+        M("stem.weight", 0, "producer", 0),
+        M("stem.bias", 0, "other", 0),
+        M("down.1.weight", 1, "consumer", 0),
+        *(M(f"norm.0.{w}", 0, "norm", 0) for w in ("weight", "bias")),
+        M("fc1.0.weight", 1, "consumer", 0),
+        M("fc2.0.weight", 0, "producer", 0),
+        M("fc2.0.bias", 0, "other", 0),
+        M("gamma.0", 0, "other", 0),
+    ]
+    got = {g.name: g for g in groups}
+    g = got["stem+fc2.0 (residual)"]
+    assert (g.width, set(g.members)) == (first, set(ident))
+    for k in range(3):
+        off = first + k * model.splits[0][k + 1]
+        g = got[f"stem+dw.0.{k}+fc2.0 (residual)"]
+        assert M(f"dw.0.{k}.weight", 0, "producer", 0) in g.members
+        assert M("gamma.0", 0, "other", off) in g.members
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_partial_attention_untouched_channels_values_and_keys_are_groups():
+    model, x, groups, msgs = run("partial_attention")
+    assert msgs == []
+    p, qk, c = model.pdim, model.qk_dim, model.proj.out_channels
+    stream = ["stem", "proj"]
+    first = [m for n in stream for m in rows(n)] + [
+        *norm("pre_norm"),
+        *consumer("qkv"),
+        *consumer("head"),
+    ]
+    rest = [m for n in stream for m in rows(n, p)] + [*consumer("proj", p), *consumer("head", p)]
+    values = [*rows("qkv", 2 * qk), *consumer("proj")]
+    keys = [*rows("qkv"), *rows("qkv", qk)]  # q and k meet in q^T @ k: one permutation
+    check(
+        groups,
+        {
+            "stem+proj (residual)": (p, "residual", 1, first),
+            "stem+proj (residual) #2": (c - p, "residual", 1, rest),
+            "qkv (attention)": (p, "attention", 1, values),
+            "attention (keys)": (qk, "attention", 1, keys),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_partial_conv_splits_the_stream_where_the_conv_reads_it():
+    model, x, groups, msgs = run("partial_conv")
+    assert msgs == []
+    p, c = model.part, model.stem.out_channels
+    stream = ["stem", "fc2"]
+    conv_part = [m for n in stream for m in rows(n)] + [
+        *consumer("partial_conv3"),
+        *consumer("head"),
+    ]
+    untouched = [m for n in stream for m in rows(n, p)] + [
+        *consumer("fc1", p),
+        *consumer("head", p),
+    ]
+    check(
+        groups,
+        {
+            "stem+fc2 (residual)": (p, "residual", 1, conv_part),
+            "stem+fc2 (residual) #2": (c - p, "residual", 1, untouched),
+            "partial_conv3": (p, "conv", 1, [*rows("partial_conv3", bias=False), *consumer("fc1")]),
+            "fc1": (2 * c, "conv", 1, [*rows("fc1"), *norm("bn"), *consumer("fc2")]),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_a_shortcut_added_to_the_first_channels_leaves_the_rest_a_group():
+    model, x, groups, msgs = run("partial_residual")
+    assert msgs == []
+    cin, cout = model.cin, model.pwl.out_channels
+    first = [*rows("stem"), *consumer("expand"), *rows("pwl"), *norm("bn"), *consumer("head")]
+    bn_rest = [M(f"bn.{w}", 0, "norm", cin) for w in ("weight", "bias")]
+    rest = [*rows("pwl", cin), *bn_rest, *consumer("head", cin)]
+    expand = [*rows("expand"), *rows("dw"), *consumer("pwl")]
+    check(
+        groups,
+        {
+            "stem+pwl (residual)": (cin, "residual", 1, first),
+            "pwl": (cout - cin, "conv", 1, rest),
+            "expand": (2 * cin, "conv", 1, expand),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_ghost_concat_cut_short_reads_all_but_the_last_channels_twice():
+    model, x, groups, msgs = run("ghost_slice")
+    assert msgs == []
+    init = model.primary_conv.out_channels
+    twice = model.out - init  # channels whose cheap copy survives the [:, :out] slice
+    stem = [*rows("conv_stem"), *norm("bn1"), *consumer("primary_conv")]
+    head = [*rows("conv_head"), *consumer("head")]
+
+    def ghost(off, reads):
+        out = [*rows("primary_conv", off, bias=False), *rows("cheap_operation", off, bias=False)]
+        return out + [m for r in reads for m in consumer("conv_head", r)]
+
+    check(
+        groups,
+        {
+            "conv_stem": (4, "conv", 1, stem),
+            "primary_conv": (twice, "conv", 1, ghost(0, [0, init])),
+            "primary_conv #2": (init - twice, "conv", 1, ghost(twice, [twice])),
+            "conv_head": (6, "conv", 1, head),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_chained_split_pieces_move_together_and_the_last_piece_alone():
+    model, x, groups, msgs = run("split_chain")
+    assert msgs == []
+    w = model.convs[0].out_channels
+    stream = ["stem", "fc2"]
+
+    def at(off):
+        out = [m for n in stream for m in rows(n, off)]
+        bn = [M(f"norm.{p}", 0, "norm", off) for p in ("weight", "bias")]
+        return [*out, *bn, *consumer("fc1", off), *consumer("head", off)]
+
+    # piece 0 goes through convs.0, whose output is added to piece 1: channel j of both pieces
+    # is one channel (two blocks); the last piece is untouched
+    chained = at(0) + at(w) + [m for k in range(len(model.convs)) for m in rows(f"convs.{k}")]
+    check(
+        groups,
+        {
+            "convs (residual)": (w, "residual", 1, chained),
+            "stem+fc2 (residual)": (w, "residual", 1, at(2 * w)),
+            "fc1": (6 * w, "conv", 1, [*rows("fc1"), *consumer("fc2")]),
+        },
+    )
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_talking_heads_attention_on_feature_maps_keys_permute_in_every_head():
+    model, x = archs.PARTLY_GROUPED["talking_heads_2d"]()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    heads, kd = model.num_heads, model.key_dim
+    keys = [
+        m
+        for n in ("q", "k")
+        for h in range(heads)
+        for m in [
+            M(f"{n}.conv.weight", 0, "producer", h * kd),
+            *(M(f"{n}.bn.{w}", 0, "norm", h * kd) for w in ("weight", "bias")),
+        ]
+    ]
+    got = {g.name: g for g in groups}
+    g = got["attention (keys)"]
+    assert (g.width, g.kind, set(g.members)) == (kd, "attention", set(keys))
+    # the stream reaches q, k and v as their inputs only
+    stream = got["stem+proj.conv (residual)"]
+    assert {m.param for m in stream.members if m.role == "consumer"} >= {
+        "q.conv.weight",
+        "k.conv.weight",
+        "v.conv.weight",
+    }
+    # what is left is named in the one warning (the value dims: heads reshaped)
+    assert len(msgs) == 1 and "v.conv" in msgs[0] and "q.conv" not in msgs[0]
+    with torch.no_grad():
+        assert_each_group_is_a_symmetry(model, x, groups)

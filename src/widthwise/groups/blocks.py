@@ -56,6 +56,8 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _levit_attention(name, module)
             or _rel_pos_attention(name, module)
             or _lite_mla(name, module)
+            or _single_head_keys(name, module)
+            or _conv_head_keys(name, module)
         )
         if block is not None:
             out.append(block)
@@ -258,13 +260,13 @@ def _conv_norm(
     mod, path = getattr(block, attr, None), f"{prefix}{attr}"
     if isinstance(mod, nn.Conv2d):
         return path, mod, None
-    conv = getattr(mod, "conv", None)
-    if not isinstance(conv, nn.Conv2d):
+    c = next((c for c in ("conv", "c") if isinstance(getattr(mod, c, None), nn.Conv2d)), None)
+    if c is None:
         return None
     bn = next(
         (b for b in ("norm", "bn") if isinstance(getattr(mod, b, None), nn.BatchNorm2d)), None
     )
-    return f"{path}.conv", conv, f"{path}.{bn}" if bn else None
+    return f"{path}.{c}", getattr(mod, c), f"{path}.{bn}" if bn else None
 
 
 def _lite_mla(name: str, m: nn.Module) -> KnownBlock | None:
@@ -326,3 +328,69 @@ def _lite_mla(name: str, m: nn.Module) -> KnownBlock | None:
                                    (note.format(f" at scale {k + 1}"),)))  # fmt: skip
     layers = (qkv[0], *(x for s in scales for x in (s[0], s[2])))
     return KnownBlock(name, tuple(groups), layers)
+
+
+def _single_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
+    """SHViT's single-head attention on part of the channels (timm's ``SHSA``): a 1x1
+    conv-norm ``qkv`` whose rows are ``[q | k | v]`` of ``qk_dim``, ``qk_dim`` and ``pdim``,
+    logits ``q^T @ k`` on ``B, C, H*W`` maps. The walks tie the query and key rows (they meet
+    in the product) but cannot place them; the key dims permute in q and k at once. The
+    values and the untouched channels are found by the walks."""
+    qk, pdim = getattr(m, "qk_dim", None), getattr(m, "pdim", None)
+    if not (isinstance(qk, int) and isinstance(pdim, int) and qk > 1):
+        return None
+    p = f"{name}." if name else ""
+    qkv = _conv_norm(m, p, "qkv")
+    if qkv is None or qkv[1].groups != 1 or qkv[1].out_channels != 2 * qk + pdim:
+        return None
+    path, conv, bn = qkv
+    members = []
+    for off in (0, qk):
+        members.append(Member(f"{path}.weight", 0, "producer", off))
+        if conv.bias is not None:
+            members.append(Member(f"{path}.bias", 0, "other", off))
+        members += [Member(f"{bn}.{w}", 0, "norm", off) for w in ("weight", "bias") if bn]
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)",
+        qk,
+        tuple(members),
+        (path,),
+        "attention",
+        1,
+        ("single-head attention: dim i of the query and the key, written from its definition",),
+    )
+    return KnownBlock(name, (keys,), (path,))
+
+
+def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
+    """EfficientFormer-V2's attention on feature maps (timm's ``Attention2d``): 1x1 conv-norm
+    ``q`` and ``k`` of ``num_heads * key_dim`` channels, reshaped to ``B, heads, key_dim, N``,
+    logits ``q @ k`` mixed across heads (talking heads). The walks cannot follow the head
+    reshape; the key dims permute in q and k at once, each dim in every head (the heads do
+    not permute: the talking-head convs and the bias tables index them)."""
+    heads, kd = getattr(m, "num_heads", None), getattr(m, "key_dim", None)
+    if not (isinstance(heads, int) and isinstance(kd, int) and heads > 0 and kd > 1):
+        return None
+    p = f"{name}." if name else ""
+    q, k = _conv_norm(m, p, "q"), _conv_norm(m, p, "k")
+    if q is None or k is None:
+        return None
+    if any(c.groups != 1 or c.out_channels != heads * kd for _, c, _ in (q, k)):
+        return None
+    members = []
+    for path, conv, bn in (q, k):
+        for h in range(heads):
+            members.append(Member(f"{path}.weight", 0, "producer", h * kd))
+            if conv.bias is not None:
+                members.append(Member(f"{path}.bias", 0, "other", h * kd))
+            members += [Member(f"{bn}.{w}", 0, "norm", h * kd) for w in ("weight", "bias") if bn]
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)",
+        kd,
+        tuple(members),
+        (q[0], k[0]),
+        "attention",
+        1,
+        ("attention on feature maps: dim i of every head's query and key, from its definition",),
+    )
+    return KnownBlock(name, (keys,), (q[0], k[0]))

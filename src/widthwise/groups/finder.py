@@ -47,6 +47,7 @@ import functools
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -692,21 +693,20 @@ class _Finder:
         # no index list can be longer than the longest tensor dimension it could address
         self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
         visited: set[object] = set()  # modules and parameters
+        # root layers reached with only some of their output channels: those reached
+        covered: dict[nn.Module, set[int]] = {}
         late: list[str] = []
         raws: list[_Raw] = []
-        for root in roots:
-            if root in visited:
-                continue
+
+        def walk_from(root: nn.Module, start: list[int] | None) -> None:
             rname = self.module_name[root]
             if time.monotonic() > self.deadline:
                 late.append(rname)
-                continue
-            if _is_head_table(root, self._owners([rname])):
-                continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+                return
             pruner = dg.get_pruner_of_module(root)
-            width = pruner.get_out_channels(root)
+            width = pruner.get_out_channels(root) if start is None else len(start)
             try:
-                items = self._walk(dg, root, pruner.prune_out_channels, width, budget)
+                items = self._walk(dg, root, pruner.prune_out_channels, width, budget, start)
             except _OutOfTime:
                 if time.monotonic() > self.deadline:
                     late.append(rname)
@@ -718,15 +718,17 @@ class _Finder:
                         "(Torch-Pruning's index maps cycle or multiply here: reshaped heads, "
                         "rotary embeddings, repeated key/value heads)"
                     )
-                continue
+                return
             except Exception as e:
                 self.left_out[rname] = f"Torch-Pruning failed on it ({type(e).__name__}: {e})"
                 self.unfinished.append(root)
-                continue
+                return
             raw = _Raw(width, rname)
             for node, handler, idxs, roots_ in items:
                 if dg.is_out_channel_pruning_fn(handler):
                     visited.add(node.module)
+                    if node.module in self.module_name:
+                        covered.setdefault(node.module, set()).update(idxs)
                 self._convert_item(raw, node, handler, idxs, roots_)
             raw.attention &= not raw.declared
             raw.output |= raw.broadcast and not raw.declared
@@ -735,6 +737,27 @@ class _Finder:
                 raws.extend(self._refine(raw, items))
             else:
                 raws.append(raw)
+
+        for root in roots:
+            if root in visited:
+                continue
+            if _is_head_table(root, self._owners([self.module_name[root]])):
+                continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+            walk_from(root, None)
+        # the rest of a convolution whose walk reached only some of its outputs (RexNet's
+        # shortcut added to the first channels of a wider block): a walk from the channels not
+        # reached. (Not Linear layers: in attention, a rotary table reaches half of each head.)
+        for root in roots:
+            reached = covered.get(root)
+            if reached is None or root in self.unfinished:
+                continue
+            if not isinstance(root, nn.modules.conv._ConvNd):
+                continue
+            rest = sorted(
+                set(range(dg.get_pruner_of_module(root).get_out_channels(root))) - reached
+            )
+            if rest and len(rest) < len(reached) + len(rest):
+                walk_from(root, rest)
         raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
@@ -770,29 +793,46 @@ class _Finder:
         """Split a group whose channels go different ways (``torch.split``/``chunk`` in CSP and
         Res2Net blocks) into the classes of root channels that every layer treats alike; each
         class is converted again on its own (and verified like any group)."""
-        sig: dict[int, list[int]] = {r: [] for r in range(raw.width)}
+        # root channels that reach the same index of one tensor are one channel of the group
+        # (EdgeNeXt's chunks added to each other through depthwise convs: channel j of every
+        # chunk; iFormer's and SHViT's conv q and k rows, which meet in ``q^T @ k``), except
+        # where channels are multiplied together, or meet in the attention of Linear
+        # projections: those are refused below (a fused projection's heads are placed by the
+        # candidates)
+        linear = isinstance(self.modules.get(raw.root), nn.Linear)
+        tied_pairs = self.walk_collisions | (
+            self.walk_merges if raw.attention and linear else set()
+        )
+        rep = _root_classes(raw.width, () if tied_pairs else self.walk_merges)
+        held: dict[int, list[int]] = {}  # class -> its roots
+        for r, c in rep.items():
+            held.setdefault(c, []).append(r)
+        size = {c: len(rs) for c, rs in held.items()}
+        # per class: the items it reaches and how many entries of each (GhostNet's
+        # ``cat([x, cheap(x)])[:, :out]`` reads all but the last channels twice)
+        sig: dict[int, list[tuple[int, int]]] = {c: [] for c in size}
         for k, (_, _, _, roots) in enumerate(items):
-            for r in set(roots):
-                if r in sig:
-                    sig[r].append(k)
-        classes: dict[tuple[int, ...], list[int]] = {}
-        for r, ks in sig.items():
-            classes.setdefault(tuple(ks), []).append(r)
-        if len(classes) < 2:
+            counts = Counter(rep[r] for r in roots if r in rep)
+            for c, n in counts.items():
+                sig[c].append((k, n // size[c]))
+        classes: dict[tuple[object, ...], list[int]] = {}
+        for c, ks in sig.items():
+            classes.setdefault((size[c], *ks), []).append(c)
+        if len(classes) < 2 and len(size) == raw.width:
             return [raw]
         # classes whose channels are multiplied together (MobileViT-V2's key and value, rows of
         # one conv): as separate groups they would be wrong, and the permutation check can miss
         # it where the output barely depends on them
-        cls_of = {r: k for k, cls in enumerate(classes.values()) for r in cls}
+        cls_of = {r: k for k, cls in enumerate(classes.values()) for c in cls for r in held[c]}
         tied = {
             cls_of[r]
-            for pair in self.walk_collisions
+            for pair in tied_pairs
             if len({cls_of.get(r) for r in pair}) == 2 and None not in {cls_of.get(r) for r in pair}
             for r in pair
         }
         subs = []
         for k, cls in enumerate(classes.values()):
-            pos = {r: k for k, r in enumerate(cls)}
+            pos = {r: k for k, c in enumerate(cls) for r in held[c]}
             sub = _Raw(len(cls), raw.root)
             for node, handler, idxs, roots in items:
                 sel = [(i, pos[r]) for i, r in zip(idxs, roots) if r in pos]
@@ -816,12 +856,19 @@ class _Finder:
         )
 
     def _walk(
-        self, dg: TPGraph, root: nn.Module, fn: PruningFn, width: int, budget: int
+        self,
+        dg: TPGraph,
+        root: nn.Module,
+        fn: PruningFn,
+        width: int,
+        budget: int,
+        channels: list[int] | None = None,
     ) -> list[_WalkItem]:
         """Torch-Pruning's ``get_pruning_group`` with a step and time bound and O(1) dedup.
 
-        Returns ``(node, handler, idxs, root_idxs)`` per (node, handler), indices merged in
-        first-seen order as Torch-Pruning merges them.
+        Starts from output channels ``channels`` of ``root`` (root channel ``k`` is ``channels[k]``;
+        default: all ``width``). Returns ``(node, handler, idxs, root_idxs)`` per (node,
+        handler), indices merged in first-seen order as Torch-Pruning merges them.
         """
         from torch_pruning import _helpers
         from torch_pruning.dependency.dependency import Dependency
@@ -829,13 +876,18 @@ class _Finder:
         node0 = dg.module2node[root]
         # pairs of root channels multiplied together (k * v, gate * up of one projection)
         self.walk_collisions: set[tuple[int, int]] = set()
-        start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in range(width)]
+        self.walk_merges: set[tuple[int, int]] = set()  # other roots that meet at one index
+        first_idxs = list(range(width)) if channels is None else channels
+        start = [_helpers._HybridIndex(idx=i, root_idx=k) for k, i in enumerate(first_idxs)]
         dep0 = Dependency(fn, fn, source=node0, target=node0)
         order: list[tuple[TPNode, PruningFn]] = [(node0, fn)]
-        merged = {(node0, fn): {i: i for i in range(width)}}  # (node, handler) -> {idx: root}
-        seen: dict[tuple[TPNode, PruningFn], set[frozenset[Any]]] = {
-            (node0, fn): {frozenset(start)}
-        }
+        # (node, handler) -> {idx: root}
+        merged = {(node0, fn): {i: k for k, i in enumerate(first_idxs)}}
+        # the (index, root) pairs that reached each (node, handler), and in how many batches:
+        # index maps act on each pair alone, so only pairs not seen there yet go on (EdgeNeXt's
+        # chunks added to each other reach the split again and again with known pairs)
+        reached: dict[tuple[TPNode, PruningFn], set[Any]] = {(node0, fn): set(start)}
+        batches: dict[tuple[TPNode, PruningFn], int] = {(node0, fn): 1}
         stack = [(dep0, start)]
         steps = 0
         while stack:
@@ -856,21 +908,25 @@ class _Finder:
                 if len(new) > self.max_idxs:  # a flatten/reshape map that multiplies indices
                     raise _OutOfTime
                 key = (new_dep.target, new_dep.handler)
-                fs = frozenset(new)
-                done = seen.setdefault(key, set())
-                if fs in done:
+                done = reached.setdefault(key, set())
+                new = [h for h in dict.fromkeys(new) if h not in done]
+                if not new:
                     continue
-                if len(done) >= _SETS_PER_NODE:  # the same layer reached with ever new indices
+                if batches.get(key, 0) >= _SETS_PER_NODE:  # reached with ever new indices
                     raise _OutOfTime
-                done.add(fs)
+                batches[key] = batches.get(key, 0) + 1
+                done.update(new)
                 if key not in merged:
                     merged[key] = {}
                     order.append(key)
                 slot = merged[key]
                 for h in new:
                     first = slot.setdefault(h.idx, h.root_idx)
-                    if first != h.root_idx and _is_product(key[0]):
-                        self.walk_collisions.add((first, h.root_idx))
+                    if first != h.root_idx and None not in (first, h.root_idx):
+                        if _is_product(key[0]):
+                            self.walk_collisions.add((first, h.root_idx))
+                        else:
+                            self.walk_merges.add((first, h.root_idx))
                 stack.append((new_dep, new))
         out: list[_WalkItem] = []
         for key in order:
@@ -1795,6 +1851,23 @@ def _scoring_vectors(
         return set()
     # the operand must be the parameter itself (a transpose would make it [1, C])
     return {unwrapped[w[0]]} if getattr(parents[1], "variable", None) is w[0] else set()
+
+
+def _root_classes(width: int, pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Root channel -> the smallest root it is tied to through ``pairs`` (union-find)."""
+    parent = list(range(width))
+
+    def find(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    for a, b in pairs:
+        if 0 <= a < width and 0 <= b < width:
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)
+    return {r: find(r) for r in range(width)}
 
 
 def _span(m: Member, width: int) -> set[int]:

@@ -109,6 +109,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
         t.SLICE: _slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
+    _cut_contractions(dg, nodes)
     for node in nodes:
         if node.type == t.CONCAT and _feature_cat_2d(node.grad_fn):
             # Torch-Pruning turns off the map of every concat below a 3-D parameter (a ViT's
@@ -125,6 +126,27 @@ def _update_index_mapping(dg: TPGraph) -> None:
         if fn is not None:
             with contextlib.suppress(Exception):
                 fn(dg, node)
+    _cat_before_split(nodes)
+
+
+def _cat_before_split(nodes: list[TPNode]) -> None:
+    """On the edge from a ``torch.cat`` back to the ``split`` whose piece it reads (SHViT:
+    ``cat([f(x1), x2])`` of ``x1, x2 = split(x)``), map cat -> piece before piece -> split.
+    Torch-Pruning keeps the split's map in slot 0 and the concat's in slot 1 and applies them
+    in that order, which is right from the split to the cat only: the other way it shifts the
+    indices into the split's input before asking which piece of the cat they are in."""
+    import torch_pruning as tp
+
+    im = tp.dependency.index_mapping
+    for node in nodes:
+        if node.type != tp.ops.OPTYPE.CONCAT:
+            continue
+        for dep in node.dependencies:
+            first, second = dep.index_mapping[0], dep.index_mapping[1]
+            if isinstance(first, im._SplitIndexMapping) and isinstance(
+                second, im._ConcatIndexMapping
+            ):
+                dep.index_mapping[0], dep.index_mapping[1] = second, first
 
 
 def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
@@ -147,8 +169,46 @@ def _concat_index_mapping(dg: TPGraph, node: TPNode) -> None:
     """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`)."""
     import torch_pruning as tp
 
-    if not _along_tokens(node, dg):
+    if not _along_tokens(node, dg) and not _map_conv_concat(node):
         tp.dependency.index_mapping.update_concat_index_mapping(dg, node)
+
+
+def _map_conv_concat(node: TPNode) -> bool:
+    """Index maps of a ``torch.cat`` on dim 1 of ``N, C, H, W`` maps, with each piece's size
+    read from the autograd graph. Torch-Pruning infers the sizes by walking the graph for a
+    layer, and keeps no map when one piece comes from an op it cannot size (SHViT's
+    ``cat([attention output, untouched channels])``): the walk then carries the untouched
+    channels into the attention. False if the pieces cannot be told apart."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if gf is None or not meta or dim is None or len(meta[0].shape) not in (4, 5):
+        return False
+    dim = dim - 2**64 if dim >= 2**63 else dim
+    if dim % len(meta[0].shape) != 1:
+        return False
+    edges = [(f, nr) for f, nr in gf.next_functions if f is not None]
+    if [n.grad_fn for n in node.inputs] != [f for f, _ in edges]:
+        return False  # a piece read twice, or an input that is not traced
+    offsets = [0]
+    for f, nr in edges:
+        offsets.append(offsets[-1] + int(f._input_metadata[nr].shape[1]))
+    node.module.concat_sizes = [int(f._input_metadata[nr].shape[1]) for f, nr in edges]
+    node.module.offsets = offsets
+    if not node.enable_index_mapping:
+        return True
+    cat_map = tp.dependency.index_mapping._ConcatIndexMapping
+    for i, in_node in enumerate(node.inputs):
+        piece = offsets[i : i + 2]
+        for dep in node.dependencies:
+            if dep.target is in_node:
+                dep.index_mapping[1] = cat_map(offset=piece, reverse=True)
+        for dep in in_node.dependencies:
+            if dep.target is node:
+                dep.index_mapping[1] = cat_map(offset=piece, reverse=False)
+    return True
 
 
 def _feature_cat_2d(gf: GradFn | None) -> bool:
@@ -547,12 +607,17 @@ def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
         return None
     name = gf.name().lower()
     f0 = parents[0][0]
+    if name.startswith(_PRODUCTS):
+        kept = _product_channels(gf, dims, depth - 1)
+        return next((d for d in kept if d is not None), None)
     if "permute" in name:
-        order = [int(d) % nd for d in getattr(gf, "_saved_dims", ())]
+        order = [_signed(d) % nd for d in getattr(gf, "_saved_dims", ())]
         c = _channel_dim(f0, dims, depth - 1)
         return order.index(c) if c is not None and c in order else None
     if "transpose" in name or name.startswith("tbackward"):
-        d0, d1 = (int(getattr(gf, d, k)) % nd for k, d in enumerate(("_saved_dim0", "_saved_dim1")))
+        d0, d1 = (
+            _signed(getattr(gf, d, k)) % nd for k, d in enumerate(("_saved_dim0", "_saved_dim1"))
+        )
         c = _channel_dim(f0, dims, depth - 1)
         return None if c is None else {d0: d1, d1: d0}.get(c, c)
     if any(k in name for k in ("view", "reshape")):
@@ -573,6 +638,62 @@ def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
         if c is not None:
             return c + nd - _ndim(f)
     return None
+
+
+def _signed(dim: Any) -> int:
+    """A dim autograd saved: a negative one (``transpose(-2, -1)``) reads as an unsigned int."""
+    d = int(dim)
+    return d - 2**64 if d >= 2**63 else d
+
+
+#: autograd nodes of matrix products (``a @ b`` of 2-D or 3-D tensors)
+_PRODUCTS = ("bmmbackward", "mmbackward")
+
+
+def _product_channels(gf: GradFn, dims: _Dims, depth: int) -> tuple[int | None, int | None]:
+    """For ``a @ b`` (``out[i, j] = sum_k a[i, k] b[k, j]``): the output dim that holds the
+    channels of ``a`` and of ``b``, or None for an operand whose channels are summed over
+    (``k``) or unknown."""
+    ops = [f for f, _ in gf.next_functions]
+    nd = _ndim(gf)
+    if len(ops) != 2 or nd < 2 or any(f is None or _ndim(f) != nd for f in ops):
+        return None, None
+    ca, cb = (None if f is None else _channel_dim(f, dims, depth) for f in ops)
+    return (nd - 2 if ca == nd - 2 else None), (nd - 1 if cb == nd - 1 else None)
+
+
+def _cut_contractions(dg: TPGraph, nodes: list[TPNode]) -> None:
+    """Cut the operands of ``a @ b`` whose channels are summed over from the product's output.
+    Torch-Pruning treats a matrix product of two activations as element-wise, so its walks
+    carry channel ``i`` of ``v`` into row ``i`` of an attention map and from there into the
+    queries and keys (SHViT's and EfficientViT-MSRA's single-head attention on ``B, C, H*W``
+    maps: ``q^T @ k``, ``v @ attn^T``). Where one operand keeps its channels in the output
+    (``v``'s rows), the other is cut; where both are summed over (``q^T @ k``: channel ``i``
+    of ``q`` meets channel ``i`` of ``k``), the output is cut and the operands stay tied to
+    each other. Operands whose channel dim is unknown are left as Torch-Pruning has them."""
+    found = _dims(dg)
+    for node in nodes:
+        gf = node.grad_fn
+        if gf is None or not gf.name().lower().startswith(_PRODUCTS):
+            continue
+        ops = [f for f, _ in gf.next_functions]
+        nd = _ndim(gf)
+        if len(ops) != 2 or any(f is None or _ndim(f) != nd for f in ops) or nd < 2:
+            continue
+        ca, cb = (_channel_dim(f, found) if f is not None else None for f in ops)
+        keep_a, keep_b = _product_channels(gf, found, 16)
+        summed_a, summed_b = ca == nd - 1, cb == nd - 2
+        if summed_a and summed_b:
+            cut = list(node.outputs)
+        elif keep_a is not None and keep_b is None:
+            cut = [n for n in node.inputs if n.grad_fn is ops[1]]
+        elif keep_b is not None and keep_a is None:
+            cut = [n for n in node.inputs if n.grad_fn is ops[0]]
+        else:
+            continue
+        for other in cut:
+            node.dependencies = [d for d in node.dependencies if d.target is not other]
+            other.dependencies = [d for d in other.dependencies if d.target is not node]
 
 
 #: autograd nodes of element-wise arithmetic that broadcasts, and of reductions (keepdim)
@@ -650,7 +771,28 @@ def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
         parents = [f for f, _ in gf.next_functions if f is not None]
         if parents and _channels_last(parents[0], found) and _channels_last(gf, found):
             return
+    if gf is not None and _keeps_channels(gf, dg):
+        return
     tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
+
+
+def _keeps_channels(gf: GradFn, dg: TPGraph) -> bool:
+    """A reshape that leaves every channel index where it is: one that only adds or drops
+    size-1 dims (a per-channel scale ``gamma.reshape(1, -1, 1, 1)``: InceptionNeXt, ConvNeXt),
+    or one that keeps the dims up to the channels (``B, C, H*W -> B, C, H, W`` after an
+    attention product: SHViT). Torch-Pruning infers a flatten from channel counts it guesses
+    through the graph, which here multiplies the indices."""
+    before = [int(x) for x in getattr(gf, "_saved_self_sym_sizes", ())]
+    meta = getattr(gf, "_input_metadata", None)
+    if not before or not meta:
+        return False
+    after = [int(x) for x in meta[0].shape]
+    if [s for s in before if s != 1] == [s for s in after if s != 1]:
+        return True
+    parents = [f for f, _ in gf.next_functions if f is not None]
+    c = _channel_dim(parents[0], _dims(dg)) if parents else None
+    c = 1 if c is None else c  # Torch-Pruning's own assumption: channels first
+    return c < min(len(before), len(after)) - 1 and before[: c + 1] == after[: c + 1]
 
 
 def _cut_scoring_products(dg: TPGraph) -> None:
@@ -710,9 +852,11 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
             return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
     edges = [d for d in node.dependencies if d.target in node.inputs]
     edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
-    before = {}
+    before: dict[int, IndexMap | None] = {}
     for d in edges:
         old = d.index_mapping[0]
+        if isinstance(old, tp.dependency.index_mapping._SliceIndexMapping):
+            old = None  # this slice's own map from the first update (applied twice: x[:, c:])
         before[id(d)] = old.piece if isinstance(old, _PieceThenSlice) else old
     tp.dependency.index_mapping.update_slice_index_mapping(dg, node)
     for d in edges:
