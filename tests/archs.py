@@ -2198,9 +2198,7 @@ def ghost_slice(seed: int = 0):
     return GhostSliceNet(), torch.randn(2, 3, 6, 6, generator=g)
 
 
-PATTERNS.update(
-    {"partial_conv": partial_conv, "partial_residual": partial_residual, "ghost_slice": ghost_slice}
-)
+PATTERNS.update({"partial_conv": partial_conv, "partial_residual": partial_residual})
 
 
 class SplitChainNet(nn.Module):
@@ -2298,4 +2296,5 @@ def talking_heads_2d(seed: int = 0):
 
 
 #: timm patterns grouped in part only (tested one by one, not among the fully grouped)
-PARTLY_GROUPED = {"talking_heads_2d": talking_heads_2d}
+# the odd cut leaves one ghost channel alone, which the permutation check cannot verify
+PARTLY_GROUPED = {"talking_heads_2d": talking_heads_2d, "ghost_slice": ghost_slice}
