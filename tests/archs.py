@@ -2027,3 +2027,77 @@ def lite_mla(seed: int = 0):
 
 
 PATTERNS["lite_mla"] = lite_mla
+
+
+# --- timm attention patterns ---
+
+
+class CatBiasAttention(nn.Module):
+    """timm's BEiT / Eva / Swin-V2 attention: a fused ``qkv`` Linear without bias, called as
+    ``F.linear(x, qkv.weight, cat(q_bias, k_bias, v_bias))`` with raw ``q_bias``/``v_bias``
+    parameters and a zero ``k_bias`` buffer; optionally a relative position bias table of shape
+    ``(positions, heads)`` indexed per token pair and added to the scores (BEiT, Swin)."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, window: int = 3, table: bool = True):
+        super().__init__()
+        self.num_heads, self.hd = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        self.v_bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = None
+        if table:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.randn((2 * window - 1) ** 2, heads) * 0.1
+            )
+            pos = torch.stack(torch.meshgrid(*[torch.arange(window)] * 2, indexing="ij"))
+            rel = (pos.flatten(1)[:, :, None] - pos.flatten(1)[:, None, :]).permute(1, 2, 0)
+            rel = rel + window - 1
+            self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+
+    def forward(self, x):
+        b, n, c = x.shape
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = F.linear(x, weight=self.qkv.weight, bias=bias)
+        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = (q * self.hd**-0.5) @ k.transpose(-2, -1)
+        if self.relative_position_bias_table is not None:
+            rel = self.relative_position_bias_table[self.index.view(-1)].view(n, n, -1)
+            scores = scores + rel.permute(2, 0, 1).unsqueeze(0)
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(o)
+
+
+class CatBiasViT(nn.Module):
+    """A one-block pre-norm ViT around :class:`CatBiasAttention` (a 3x3 patch map, no class
+    token), head on the token mean."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, table: bool = True):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = CatBiasAttention(dim, heads, 3, table)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm1(x))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+def cat_bias_vit(seed: int = 0):
+    g = _seed(seed)
+    return CatBiasViT(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+def cat_bias_vit_no_table(seed: int = 0):
+    g = _seed(seed)
+    return CatBiasViT(table=False), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["cat_bias_vit"] = cat_bias_vit
+PATTERNS["cat_bias_vit_no_table"] = cat_bias_vit_no_table

@@ -444,3 +444,35 @@ def test_lite_mla_head_channels_share_one_permutation_per_scale():
     assert set(got) == {frozenset(first), frozenset(second), frozenset(stream)}
     assert got[frozenset(first)].width == got[frozenset(second)].width == d
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm attention patterns
+
+
+def _stream(qkv="attn.qkv"):
+    out = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    out += [*consumer(qkv), *rows("attn.proj"), M("norm2.weight", 0, "norm")]
+    return [*out, M("norm2.bias", 0, "norm"), *consumer("fc1"), *rows("fc2"), *consumer("head")]
+
+
+@pytest.mark.parametrize("arch", ["cat_bias_vit", "cat_bias_vit_no_table"])
+def test_fused_qkv_with_a_concatenated_raw_bias_is_grouped_within_heads(arch):
+    # BEiT/Eva/Swin-V2: F.linear(x, qkv.weight, cat(q_bias, zero k_bias buffer, v_bias))
+    model, x, groups, msgs = run(arch)
+    assert msgs == []
+    c, heads = model.attn.proj.in_features, model.attn.num_heads
+    qkv = [M("attn.qkv.weight", 0, "producer", k * c, 1, g) for k, g in enumerate("qkv")]
+    # q_bias is added to q's rows, v_bias to v's: each indexed like its block's channels
+    attn = [*qkv, M("attn.q_bias", 0, "other"), M("attn.v_bias", 0, "other")]
+    expected = {
+        frozenset(_stream()): (c, 1),
+        # the position table is per head: channels permute within heads, heads stay
+        frozenset([*attn, *consumer("attn.proj")]): (c, heads),
+        frozenset([*rows("fc1"), *consumer("fc2")]): (2 * c, 1),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)

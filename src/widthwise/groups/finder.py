@@ -494,7 +494,8 @@ class _Finder:
         and the call is routed through it (Torch-Pruning would treat the product as
         element-wise). The stand-in's members are renamed to ``w`` and ``b``."""
         pairs = self._raw_linear_pairs()
-        if not pairs:
+        unbiased = self._unbiased_linears()
+        if not pairs and not unbiased:
             yield
             return
         shadows = {}
@@ -511,11 +512,24 @@ class _Finder:
             self.canonical[f"{name}.weight"] = self.param_name[w]
             self.canonical[f"{name}.bias"] = self.param_name[b]
         try:
-            with _RouteLinear(shadows):
+            with _RouteLinear(shadows, unbiased=unbiased):
                 yield
         finally:
             for sh in shadows.values():
                 self.model._modules.pop(self.module_name[sh], None)
+
+    def _unbiased_linears(self) -> dict[int, nn.Linear]:
+        """Bias-less Linears beside raw 1-D parameters (BEiT's ``qkv`` with ``q_bias``,
+        ``v_bias``), by id of their weight: ``F.linear(x, qkv.weight, bias)`` is traced through
+        them (:class:`._RouteLinear`)."""
+        out: dict[int, nn.Linear] = {}
+        for name, m in self.modules.items():
+            if type(m) is not nn.Linear or m.bias is not None:
+                continue
+            parent = self.modules.get(name.rpartition(".")[0])
+            if parent is not None and any(p.ndim == 1 for p in parent.parameters(recurse=False)):
+                out[id(m.weight)] = m
+        return out
 
     def _raw_linear_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """(weight, bias) raw parameters that the forward passes to ``F.linear`` together."""

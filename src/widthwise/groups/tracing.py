@@ -105,7 +105,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
         t.SPLIT: _split_index_mapping,
         t.RESHAPE: _reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
-        t.EXPAND: im.update_expand_index_mapping,
+        t.EXPAND: _expand_index_mapping,
         t.SLICE: _slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
@@ -303,15 +303,20 @@ def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
 
 class _RouteLinear(torch.overrides.TorchFunctionMode):
     """Routes ``F.linear`` on known (weight, bias) pairs through stand-in modules, or (with
-    ``raw``) records the pairs of raw parameters it is called with."""
+    ``raw``) records the pairs of raw parameters it is called with. ``F.linear(x, m.weight, b)``
+    on the weight of a bias-less Linear ``m`` with a computed bias (BEiT's, Eva's and Swin-V2's
+    ``cat(q_bias, k_bias, v_bias)``) is traced as ``m(x) + b``: the same values, with ``m`` a
+    layer Torch-Pruning sees."""
 
     def __init__(
         self,
         shadows: dict[tuple[int, int], nn.Linear],
         raw: dict[int, nn.Parameter] | None = None,
+        unbiased: dict[int, nn.Linear] | None = None,
     ):
         super().__init__()
         self.shadows, self.raw = shadows, raw
+        self.unbiased = unbiased or {}
         self.seen: list[tuple[nn.Parameter, nn.Parameter]] = []
 
     def __torch_function__(
@@ -332,6 +337,8 @@ class _RouteLinear(torch.overrides.TorchFunctionMode):
                     self.seen.append((pw, pb))
             elif (id(w), id(b)) in self.shadows:
                 return self.shadows[(id(w), id(b))](x)
+            elif b is not None and id(w) in self.unbiased:
+                return self.unbiased[id(w)](x) + b
         return func(*args, **kwargs)
 
 
@@ -719,3 +726,31 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
         old, new = before[id(d)], d.index_mapping[0]
         if old is not None and new is not None and old is not new:
             d.index_mapping[0] = _PieceThenSlice(old, new, towards_slice=d.target is node)
+
+
+def _expand_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's expand map, which reads every 5-D expand as Hugging Face's repeat of
+    key/value heads ``(B, kv_heads, 1, T, hd) -> (B, kv_heads, n_rep, T, hd)``, only for such
+    an expand: a 5-D matmul's broadcast (timm's windowed attention, ``q @ k^T`` on
+    ``(B, windows, heads, T, hd)``) repeats nothing along dim 2, and the map built for it
+    divides by zero when the walk crosses it."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    sizes = getattr(gf, "_saved_self_sym_sizes", None)
+    meta = getattr(gf, "_input_metadata", None)
+    if sizes is None or len(sizes) != 5 or sizes[2] != 1 or not meta:
+        return
+    out = list(meta[0].shape)
+    if len(out) != 5 or out[2] < 2 or min(int(s) for s in sizes) < 1:
+        return
+    tp.dependency.index_mapping.update_expand_index_mapping(dg, node)
+    maps = [d.index_mapping[0] for d in node.dependencies]
+    maps += [d.index_mapping[0] for n in node.inputs for d in n.dependencies if d.target is node]
+    if any(getattr(m, "repeat", 1) < 1 or getattr(m, "head_dim", 1) < 1 for m in maps):
+        for d in node.dependencies:
+            d.index_mapping[0] = None
+        for n in node.inputs:
+            for d in n.dependencies:
+                if d.target is node:
+                    d.index_mapping[0] = None
