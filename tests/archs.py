@@ -2101,3 +2101,45 @@ def cat_bias_vit_no_table(seed: int = 0):
 
 PATTERNS["cat_bias_vit"] = cat_bias_vit
 PATTERNS["cat_bias_vit_no_table"] = cat_bias_vit_no_table
+
+
+class WindowedAttentionViT(nn.Module):
+    """timm Twins' locally grouped attention: tokens cut into ``ws x ws`` windows, a fused
+    ``qkv`` Linear on the 6-D windowed map, heads as a 5-D ``(B, windows, heads, T, hd)``
+    tensor, ``q @ k^T`` and ``attn @ v`` as 5-D matmuls (Torch-Pruning reads their broadcast
+    expand as a key/value-head repeat), windows merged back, ``proj``; pre-norm residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, ws: int = 2):
+        super().__init__()
+        self.num_heads, self.ws = heads, ws
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attn(self, x, h, w):
+        b, n, c = x.shape
+        ws, nh = self.ws, self.num_heads
+        x = x.view(b, h // ws, ws, w // ws, ws, c).transpose(2, 3)
+        qkv = self.qkv(x).reshape(b, -1, ws * ws, 3, nh, c // nh).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.unbind(0)
+        a = ((q * (c // nh) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        o = (a @ v).transpose(2, 3).reshape(b, h // ws, w // ws, ws, ws, c)
+        o = o.transpose(2, 3).reshape(b, n, c)
+        return self.proj(o)
+
+    def forward(self, x):
+        x = self.patch(x)
+        h, w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm1(x), h, w)
+        return self.head(x.mean(1))
+
+
+def windowed_attention_vit(seed: int = 0):
+    g = _seed(seed)
+    return WindowedAttentionViT(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["windowed_attention_vit"] = windowed_attention_vit

@@ -476,3 +476,23 @@ def test_fused_qkv_with_a_concatenated_raw_bias_is_grouped_within_heads(arch):
     for members, (width, divisor) in expected.items():
         assert (got[members].width, got[members].divisor) == (width, divisor)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_windowed_attention_keys_and_values_are_grouped_within_heads():
+    # Twins: 5-D matmuls whose broadcast Torch-Pruning read as a key/value-head repeat (it
+    # divided by zero); q and k end at q @ k^T, so they are one group, v another with proj
+    model, x, groups, msgs = run("windowed_attention_vit")
+    assert msgs == []
+    c, heads = model.proj.in_features, model.num_heads
+    stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("qkv"), *rows("proj"), *consumer("head")]
+    expected = {
+        frozenset(stream): (c, 1),
+        frozenset([*rows("qkv"), *rows("qkv", offset=c)]): (c, heads),
+        frozenset([*rows("qkv", offset=2 * c), *consumer("proj")]): (c, heads),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -448,6 +448,7 @@ class _Finder:
         self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
         self.fallbacks: list[ProjectionSpec] = []
+        self.keys_of: dict[str, str] = {}  # keys group (:meth:`_keys_together`) -> its root
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -819,7 +820,38 @@ class _Finder:
                     "one projection tied together, e.g. key and value)"
                 )
             subs.append(sub)
-        return subs
+        return self._keys_together(raw, subs)
+
+    def _keys_together(self, raw: _Raw, subs: list[_Raw]) -> list[_Raw]:
+        """Classes of a fused projection that reach nothing but its own rows (timm Twins'
+        ``qkv``: q and k end at the score product ``q @ k^T``, cut from the walk) are one
+        group, channel ``j`` of each together: ``q k^T`` is unchanged when both permute alike
+        within heads. The head size comes from the attention module; the check decides."""
+        parent = self.modules.get(raw.root.rpartition(".")[0])
+        if not raw.attention or parent is None:
+            return subs
+        if any(p.ndim == 1 for p in parent.parameters(recurse=False)):
+            return subs  # raw q/v biases beside it (BEiT): left to the projection candidates
+        own = [
+            s
+            for s in subs
+            if s.members
+            and not s.reasons
+            and all(_module_of(m.param) == raw.root and m.role != "consumer" for m in s.members)
+        ]
+        if len(own) < 2 or len({s.width for s in own}) != 1:
+            return subs
+        keys = _Raw(own[0].width, raw.root)
+        for s in own:
+            keys.add(s.members)
+        hd = _declared_head_dim(self._owners([raw.root]), keys.width, keys.width)
+        if not hd or hd == keys.width:
+            return subs
+        keys.divisor = keys.width // hd
+        keys.name, keys.kind = f"{raw.root.rpartition('.')[0] or raw.root} (keys)", "attention"
+        keys.notes.append("query and key channels permute alike within each head")
+        self.keys_of[keys.name] = raw.root
+        return [s for s in subs if not any(s is o for o in own)] + [keys]
 
     def _late(self, names: list[str]) -> None:
         shown = ", ".join(f"'{n}'" for n in names[:5]) + (
@@ -1245,6 +1277,9 @@ class _Finder:
         cands, placements = self._known_blocks(cands, placements)
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
+        # a keys group whose other classes were left out gives way to the projection
+        # candidates, which group the whole fused projection (one group for q, k and v)
+        groups = [g for g in groups if not self.root_keys.get(self.keys_of.get(g.name, ""))]
         extra = self._projections(groups)
         extra += self._declared_inner(groups + extra)
         extra += self._place(placements, groups + extra)
