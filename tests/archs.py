@@ -2143,3 +2143,35 @@ def windowed_attention_vit(seed: int = 0):
 
 
 PATTERNS["windowed_attention_vit"] = windowed_attention_vit
+
+
+class FlattenPatchMerging(nn.Module):
+    """timm Swin's patch merging on a channels-last ``(B, H, W, C)`` map: each 2x2
+    neighbourhood flattened as ``reshape(B, H/2, 2, W/2, 2, C).permute(0, 1, 3, 4, 2, 5)
+    .flatten(3)`` (channel ``c`` lands at ``c + j*C`` for the four positions ``j``),
+    LayerNorm over the ``4C`` features, a bias-less reduction; a residual MLP before it."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x).permute(0, 2, 3, 1)  # B, H, W, C
+        x = x + self.fc2(F.gelu(self.fc1(self.norm1(x))))
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        x = self.reduction(self.norm(x))
+        return self.head(x.mean((1, 2)))
+
+
+def flatten_patch_merging(seed: int = 0):
+    g = _seed(seed)
+    return FlattenPatchMerging(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["flatten_patch_merging"] = flatten_patch_merging

@@ -496,3 +496,24 @@ def test_windowed_attention_keys_and_values_are_grouped_within_heads():
     for members, (width, divisor) in expected.items():
         assert (got[members].width, got[members].divisor) == (width, divisor)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_flatten_patch_merging_reads_each_channel_at_four_offsets():
+    # timm Swin: (B, H, W, C) -> (B, H/2, W/2, 2, 2, C) flattened: channel c is feature
+    # c + j*C of the merged map for each of the four neighbours j
+    model, x, groups, msgs = run("flatten_patch_merging")
+    assert msgs == []
+    c = model.patch.out_channels
+    merge = [M(f"norm.{p}", 0, "norm", j * c) for p in ("weight", "bias") for j in range(4)]
+    merge += [M("reduction.weight", 1, "consumer", j * c) for j in range(4)]
+    stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("fc1"), *rows("fc2"), *merge]
+    expected = {
+        frozenset(stream): c,
+        frozenset([*rows("fc1"), *consumer("fc2")]): 2 * c,
+        frozenset([*rows("reduction", bias=False), *consumer("head")]): 2 * c,
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import weakref
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -652,12 +653,49 @@ def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
     import torch_pruning as tp
 
     gf = node.grad_fn
-    if gf is not None and "view" in gf.name().lower():
+    if gf is not None and any(k in gf.name().lower() for k in ("view", "reshapealias")):
         found = _dims(dg)
         parents = [f for f, _ in gf.next_functions if f is not None]
         if parents and _channels_last(parents[0], found) and _channels_last(gf, found):
             return
+        if parents and _channels_last(parents[0], found) and _merged_last(dg, node):
+            return
     tp.dependency.index_mapping.update_reshape_index_mapping(dg, node)
+
+
+def _merged_last(dg: TPGraph, node: TPNode) -> bool:
+    """A view that merges trailing dims ``(..., a, b, C) -> (..., a*b*C)`` of a channels-last
+    tensor (timm Swin's patch merging: ``reshape(B, H/2, 2, W/2, 2, C).permute(...)
+    .flatten(3)``): channel ``c`` becomes features ``c + j*C`` for each of the ``a*b``
+    positions. Sets those maps; False where the view is not such a merge."""
+    from torch_pruning import _helpers
+
+    gf = node.grad_fn
+    sizes = [int(n) for n in getattr(gf, "_saved_self_sym_sizes", ())]
+    meta = getattr(gf, "_input_metadata", None)
+    if len(sizes) < 3 or not meta:
+        return False
+    out, c = [int(n) for n in meta[0].shape], sizes[-1]
+    m = len(out) - 1
+    if m < 1 or out[:m] != sizes[:m] or math.prod(sizes[m:]) != out[-1] or out[-1] == c:
+        return False
+    k = out[-1] // c
+    H = _helpers._HybridIndex
+
+    def spread(idxs: list[Any]) -> list[Any]:
+        return [H(idx=i.idx + j * c, root_idx=i.root_idx) for i in idxs for j in range(k)]
+
+    def fold(idxs: list[Any]) -> list[Any]:
+        return [H(idx=i.idx % c, root_idx=i.root_idx) for i in idxs]
+
+    for d in node.dependencies:
+        if d.target in node.inputs:
+            d.index_mapping[0] = fold
+    for n in node.inputs:
+        for d in n.dependencies:
+            if d.target is node:
+                d.index_mapping[0] = spread
+    return True
 
 
 def _cut_scoring_products(dg: TPGraph) -> None:
