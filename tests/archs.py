@@ -2175,3 +2175,12 @@ def flatten_patch_merging(seed: int = 0):
 
 
 PATTERNS["flatten_patch_merging"] = flatten_patch_merging
+
+
+def windowed_attention_vit_one_head(seed: int = 0):
+    """:class:`WindowedAttentionViT` with one head (timm Hiera's first stage)."""
+    g = _seed(seed)
+    return WindowedAttentionViT(heads=1), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["windowed_attention_vit_one_head"] = windowed_attention_vit_one_head

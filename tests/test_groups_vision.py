@@ -478,10 +478,11 @@ def test_fused_qkv_with_a_concatenated_raw_bias_is_grouped_within_heads(arch):
     assert_each_group_is_a_symmetry(model, x, groups)
 
 
-def test_windowed_attention_keys_and_values_are_grouped_within_heads():
-    # Twins: 5-D matmuls whose broadcast Torch-Pruning read as a key/value-head repeat (it
-    # divided by zero); q and k end at q @ k^T, so they are one group, v another with proj
-    model, x, groups, msgs = run("windowed_attention_vit")
+@pytest.mark.parametrize("arch", ["windowed_attention_vit", "windowed_attention_vit_one_head"])
+def test_windowed_attention_keys_and_values_are_grouped_within_heads(arch):
+    # Twins, Hiera: 5-D matmuls whose broadcast Torch-Pruning read as a key/value-head repeat
+    # (it divided by zero); q and k end at q @ k^T, so they are one group, v another with proj
+    model, x, groups, msgs = run(arch)
     assert msgs == []
     c, heads = model.proj.in_features, model.num_heads
     stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]

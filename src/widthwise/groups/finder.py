@@ -845,9 +845,9 @@ class _Finder:
         for s in own:
             keys.add(s.members)
         hd = _declared_head_dim(self._owners([raw.root]), keys.width, keys.width)
-        if not hd or hd == keys.width:
+        if not hd:
             return subs
-        keys.divisor = keys.width // hd
+        keys.divisor = keys.width // hd  # one head: q and k channels permute freely
         keys.name, keys.kind = f"{raw.root.rpartition('.')[0] or raw.root} (keys)", "attention"
         keys.notes.append("query and key channels permute alike within each head")
         self.keys_of[keys.name] = raw.root
