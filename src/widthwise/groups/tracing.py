@@ -673,11 +673,16 @@ def _merged_last(dg: TPGraph, node: TPNode) -> bool:
     gf = node.grad_fn
     sizes = [int(n) for n in getattr(gf, "_saved_self_sym_sizes", ())]
     meta = getattr(gf, "_input_metadata", None)
-    if len(sizes) < 3 or not meta:
+    if len(sizes) < 5 or not meta:
         return False
     out, c = [int(n) for n in meta[0].shape], sizes[-1]
     m = len(out) - 1
-    if m < 1 or out[:m] != sizes[:m] or math.prod(sizes[m:]) != out[-1] or out[-1] == c:
+    # a map (B, H, W, kC) out of small neighbourhoods: not a flatten of the spatial dims of a
+    # (B, C, H, W) map, nor a pooled (B, C, 1, 1) view, whose channel dim can read as last
+    # where the sizes coincide
+    if m < 3 or out[:m] != sizes[:m] or math.prod(sizes[m:]) != out[-1] or out[-1] == c:
+        return False
+    if c < 2 or out[-1] // c > 16:
         return False
     k = out[-1] // c
     H = _helpers._HybridIndex
