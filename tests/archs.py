@@ -2184,3 +2184,34 @@ def windowed_attention_vit_one_head(seed: int = 0):
 
 
 PATTERNS["windowed_attention_vit_one_head"] = windowed_attention_vit_one_head
+
+
+class OneHotPositionTable(nn.Module):
+    """timm Gemma-4 ViT's position embedding: a raw ``(2, P, C)`` table read as
+    ``one_hot(positions) @ table`` (one row per axis, summed), added to the patch embedding;
+    a residual MLP and a head on the token mean."""
+
+    def __init__(self, dim: int = 12, side: int = 3):
+        super().__init__()
+        self.side = side
+        self.input_proj = nn.Linear(12, dim, bias=False)
+        self.position_embedding_table = nn.Parameter(torch.randn(2, side, dim) * 0.1)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b = x.shape[0]
+        ys, xs = torch.meshgrid(*[torch.arange(self.side)] * 2, indexing="ij")
+        pos = torch.stack([xs.flatten(), ys.flatten()], -1).expand(b, -1, -1)
+        one_hot = F.one_hot(pos, self.side).permute(0, 2, 1, 3).to(x.dtype)
+        x = self.input_proj(x) + (one_hot @ self.position_embedding_table).sum(1)
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+def one_hot_position_table(seed: int = 0):
+    g = _seed(seed)
+    return OneHotPositionTable(), torch.randn(2, 9, 12, generator=g)
+
+
+PATTERNS["one_hot_position_table"] = one_hot_position_table

@@ -518,3 +518,17 @@ def test_flatten_patch_merging_reads_each_channel_at_four_offsets():
     assert set(got) == set(expected)
     assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_one_hot_position_table_is_a_member_of_the_stream():
+    # Gemma-4 ViT: one_hot(positions) @ table, a lookup whose last dim is the stream's channels
+    model, x, groups, msgs = run("one_hot_position_table")
+    assert msgs == []
+    c = model.input_proj.out_features
+    stream = [M("position_embedding_table", 2, "other"), *rows("input_proj", bias=False)]
+    stream += [*consumer("fc1"), *rows("fc2"), *consumer("head")]
+    expected = {frozenset(stream): c, frozenset([*rows("fc1"), *consumer("fc2")]): 2 * c}
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
+    assert_each_group_is_a_symmetry(model, x, groups)

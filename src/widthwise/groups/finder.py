@@ -996,6 +996,7 @@ class _Finder:
             params = sorted(
                 {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
                 - _scoring_vectors(parents, weights, self.unwrapped)
+                - _lookup_tables(gf, self.unwrapped)
             )
             if params:
                 for p in params:
@@ -1837,6 +1838,31 @@ def _scoring_vectors(
         return set()
     # the operand must be the parameter itself (a transpose would make it [1, C])
     return {unwrapped[w[0]]} if getattr(parents[1], "variable", None) is w[0] else set()
+
+
+def _lookup_tables(gf: GradFn, unwrapped: dict[Any, str]) -> set[str]:
+    """A raw parameter ``w`` that a matrix product reads as its right operand, as it is (up to
+    views and broadcasts that keep its last dim), against a constant (Gemma-4's position
+    table: ``one_hot(positions) @ w``): a table lookup, whose output channels are ``w``'s
+    last dim, the dim Torch-Pruning assigns to a raw parameter. The check confirms it."""
+    nxt = list(gf.next_functions)
+    if len(nxt) != 2 or nxt[0][0] is not None or nxt[1][0] is None:
+        return set()
+    f = nxt[1][0]
+    for _ in range(6):
+        var = getattr(f, "variable", None)
+        if var is not None:
+            return {unwrapped[var]} if var in unwrapped else set()
+        name = f.name().lower()
+        parents = [g for g, _ in f.next_functions if g is not None]
+        if len(parents) != 1 or not name.startswith(("view", "unsafeview", "expand", "clone")):
+            return set()
+        sizes = getattr(f, "_saved_self_sym_sizes", None)
+        meta = getattr(f, "_input_metadata", None)
+        if sizes is not None and meta and int(sizes[-1]) != int(meta[0].shape[-1]):
+            return set()  # the last dim merged or split
+        f = parents[0]
+    return set()
 
 
 def _span(m: Member, width: int) -> set[int]:
