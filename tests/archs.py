@@ -2215,3 +2215,38 @@ def one_hot_position_table(seed: int = 0):
 
 
 PATTERNS["one_hot_position_table"] = one_hot_position_table
+
+
+class LinearWeightsAttention(nn.Module):
+    """timm VOLO's outlook attention, reduced: the attention weights are made by a Linear
+    (``heads * T`` outputs per token, no query or key), softmaxed and multiplied with the
+    values of ``v`` per head, merged into ``proj``; pre-norm residual over ``T`` tokens."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, tokens: int = 9):
+        super().__init__()
+        self.num_heads, self.tokens = heads, tokens
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.attn = nn.Linear(dim, heads * tokens)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def mix(self, x):
+        b, n, c = x.shape
+        v = self.v(x).reshape(b, n, self.num_heads, -1).transpose(1, 2)
+        a = self.attn(x).reshape(b, n, self.num_heads, n).transpose(1, 2).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.mix(self.norm1(x))
+        return self.head(x.mean(1))
+
+
+def linear_weights_attention(seed: int = 0):
+    g = _seed(seed)
+    return LinearWeightsAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["linear_weights_attention"] = linear_weights_attention

@@ -532,3 +532,23 @@ def test_one_hot_position_table_is_a_member_of_the_stream():
     assert set(got) == set(expected)
     assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_values_of_attention_weights_made_by_a_linear_are_grouped_without_its_rows():
+    # VOLO: attention weights are a Linear's outputs (positions, not channels), so the walk
+    # from v through attn @ v reaching them is refused; v and proj permute within heads
+    model, x, groups, msgs = run("linear_weights_attention")
+    assert msgs == []
+    c, heads = model.proj.in_features, model.num_heads
+    stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("v"), *consumer("attn"), *rows("proj"), *consumer("head")]
+    expected = {
+        frozenset(stream): (c, 1),
+        frozenset([*rows("v", bias=False), *consumer("proj")]): (c, heads),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert all(m.param != "attn.weight" or m.dim == 1 for g in groups for m in g.members)
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -64,6 +64,8 @@ from widthwise.groups.candidates import (
     _head_tables,
     _in_width,
     _is_head_table,
+    _is_weight_layer,
+    _out_width,
     _placed_candidates,
     _projection_candidates,
     _projection_norms,
@@ -745,6 +747,8 @@ class _Finder:
                 self._convert_item(raw, node, handler, idxs, roots_)
             raw.attention &= not raw.declared
             raw.output |= raw.broadcast and not raw.declared
+            if raw.attention:
+                self._score_rows(raw)
             misplaced = sum("split or rearranged" in r for r in raw.reasons)
             if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
                 raws.extend(self._refine(raw, items))
@@ -772,6 +776,25 @@ class _Finder:
                     raw.reasons.append(self.cuts.problems[mname])
                 raws.append(raw)
         return raws
+
+    def _score_rows(self, raw: _Raw) -> None:
+        """Refuse a walk that reached, through an attention product, the rows of a layer whose
+        width is neither a multiple nor a divisor of the group's (VOLO's outlook attention:
+        weights made by a Linear multiply the values): Torch-Pruning passes indices through
+        the product as if element-wise, but those rows are scores, not channels. The
+        projection candidates group the values without them, no forward spent on this one."""
+        for m in raw.members:
+            name = _module_of(m.param)
+            mod = self.modules.get(name)
+            if m.role != "producer" or name == raw.root or not _is_weight_layer(mod):
+                continue
+            w = _out_width(mod)
+            if w % raw.width and raw.width % w:
+                raw.reasons.append(
+                    f"its channels reach the rows of '{name}' through an attention product "
+                    "(scores, not channels)"
+                )
+                return
 
     def _fits(self, raw: _Raw) -> bool:
         """Every member lies inside its tensor (else Torch-Pruning's index maps went wrong)."""
@@ -1535,7 +1558,9 @@ class _Finder:
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
             if tables := _head_tables(omod, prods, [m for m in owners if m is not None]):
                 rest = [p for p in prods if p not in tables]
-                cands += _projection_candidates(oname, omod, rest, self.canonical, owners)
+                cands += _projection_candidates(
+                    oname, omod, rest, self.canonical, owners, alone=True
+                )
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
