@@ -853,8 +853,6 @@ class _Finder:
         parent = self.modules.get(raw.root.rpartition(".")[0])
         if not raw.attention or parent is None:
             return subs
-        if any(p.ndim == 1 for p in parent.parameters(recurse=False)):
-            return subs  # raw q/v biases beside it (BEiT): left to the projection candidates
         own = [
             s
             for s in subs
@@ -863,6 +861,12 @@ class _Finder:
             and all(_module_of(m.param) == raw.root and m.role != "consumer" for m in s.members)
         ]
         if len(own) < 2 or len({s.width for s in own}) != 1:
+            return subs
+        if any(p.ndim == 1 for p in parent.parameters(recurse=False)):
+            # raw q/v biases beside it (BEiT), added outside the traced graph: refused without
+            # a forward, left to the projection candidates, which hold those biases
+            for s in own:
+                s.reasons.append("its query/key rows take raw biases the trace cannot see")
             return subs
         keys = _Raw(own[0].width, raw.root)
         for s in own:
