@@ -2250,3 +2250,29 @@ def linear_weights_attention(seed: int = 0):
 
 
 PATTERNS["linear_weights_attention"] = linear_weights_attention
+
+
+class MapPositionEmbedding(nn.Module):
+    """timm Visformer's and SAM2-Hiera's position embedding: a raw ``(1, C, H, W)`` parameter
+    added to a conv stem's map (Torch-Pruning guesses a raw parameter's channels are its last
+    dim, here the width of the map); a residual 1x1-conv MLP, a head on the mean."""
+
+    def __init__(self, dim: int = 8, side: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.pos_embed = nn.Parameter(torch.randn(1, dim, side, side) * 0.1)
+        self.fc1, self.fc2 = nn.Conv2d(dim, 2 * dim, 1), nn.Conv2d(2 * dim, dim, 1)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x) + self.pos_embed
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def map_position_embedding(seed: int = 0):
+    g = _seed(seed)
+    return MapPositionEmbedding(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["map_position_embedding"] = map_position_embedding

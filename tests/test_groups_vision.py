@@ -552,3 +552,17 @@ def test_values_of_attention_weights_made_by_a_linear_are_grouped_without_its_ro
         assert (got[members].width, got[members].divisor) == (width, divisor)
     assert all(m.param != "attn.weight" or m.dim == 1 for g in groups for m in g.members)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_position_embedding_map_joins_the_stream_along_its_channel_dim():
+    # Visformer, SAM2-Hiera: pos_embed (1, C, H, W) added to a conv map: channels are dim 1
+    model, x, groups, msgs = run("map_position_embedding")
+    assert msgs == []
+    c = model.stem.out_channels
+    stream = [*rows("stem"), M("pos_embed", 1, "other"), *consumer("fc1"), *rows("fc2")]
+    stream += consumer("head")
+    expected = {frozenset(stream): c, frozenset([*rows("fc1"), *consumer("fc2")]): 2 * c}
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
+    assert_each_group_is_a_symmetry(model, x, groups)

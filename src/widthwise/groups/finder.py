@@ -348,6 +348,9 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
     if p.ndim == 2 and p.shape[1] == 1 < p.shape[0]:
         dim = 0  # a [C, 1] scoring vector (SwiftFormer's w_g): its rows are the channels
+    need = off + raw.width * rep
+    if p.ndim == 4 and p.shape[dim] < need and p.shape[1] == need:
+        dim = 1  # a (1, C, H, W) map added to a conv's output (Visformer's, SAM2's pos_embed)
     name = f.param_name[p]
     if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
         f._declared_member(raw, it, name)
