@@ -2298,3 +2298,252 @@ def talking_heads_2d(seed: int = 0):
 #: timm patterns grouped in part only (tested one by one, not among the fully grouped)
 # the odd cut leaves one ghost channel alone, which the permutation check cannot verify
 PARTLY_GROUPED = {"talking_heads_2d": talking_heads_2d, "ghost_slice": ghost_slice}
+
+
+# --- timm attention patterns ---
+
+
+class CatBiasAttention(nn.Module):
+    """timm's BEiT / Eva / Swin-V2 attention: a fused ``qkv`` Linear without bias, called as
+    ``F.linear(x, qkv.weight, cat(q_bias, k_bias, v_bias))`` with raw ``q_bias``/``v_bias``
+    parameters and a zero ``k_bias`` buffer; optionally a relative position bias table of shape
+    ``(positions, heads)`` indexed per token pair and added to the scores (BEiT, Swin)."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, window: int = 3, table: bool = True):
+        super().__init__()
+        self.num_heads, self.hd = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        self.v_bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = None
+        if table:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.randn((2 * window - 1) ** 2, heads) * 0.1
+            )
+            pos = torch.stack(torch.meshgrid(*[torch.arange(window)] * 2, indexing="ij"))
+            rel = (pos.flatten(1)[:, :, None] - pos.flatten(1)[:, None, :]).permute(1, 2, 0)
+            rel = rel + window - 1
+            self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+
+    def forward(self, x):
+        b, n, c = x.shape
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = F.linear(x, weight=self.qkv.weight, bias=bias)
+        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = (q * self.hd**-0.5) @ k.transpose(-2, -1)
+        if self.relative_position_bias_table is not None:
+            rel = self.relative_position_bias_table[self.index.view(-1)].view(n, n, -1)
+            scores = scores + rel.permute(2, 0, 1).unsqueeze(0)
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(o)
+
+
+class CatBiasViT(nn.Module):
+    """A one-block pre-norm ViT around :class:`CatBiasAttention` (a 3x3 patch map, no class
+    token), head on the token mean."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, table: bool = True):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = CatBiasAttention(dim, heads, 3, table)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm1(x))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+def cat_bias_vit(seed: int = 0):
+    g = _seed(seed)
+    return CatBiasViT(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+def cat_bias_vit_no_table(seed: int = 0):
+    g = _seed(seed)
+    return CatBiasViT(table=False), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["cat_bias_vit"] = cat_bias_vit
+PATTERNS["cat_bias_vit_no_table"] = cat_bias_vit_no_table
+
+
+class WindowedAttentionViT(nn.Module):
+    """timm Twins' locally grouped attention: tokens cut into ``ws x ws`` windows, a fused
+    ``qkv`` Linear on the 6-D windowed map, heads as a 5-D ``(B, windows, heads, T, hd)``
+    tensor, ``q @ k^T`` and ``attn @ v`` as 5-D matmuls (Torch-Pruning reads their broadcast
+    expand as a key/value-head repeat), windows merged back, ``proj``; pre-norm residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, ws: int = 2):
+        super().__init__()
+        self.num_heads, self.ws = heads, ws
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attn(self, x, h, w):
+        b, n, c = x.shape
+        ws, nh = self.ws, self.num_heads
+        x = x.view(b, h // ws, ws, w // ws, ws, c).transpose(2, 3)
+        qkv = self.qkv(x).reshape(b, -1, ws * ws, 3, nh, c // nh).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.unbind(0)
+        a = ((q * (c // nh) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        o = (a @ v).transpose(2, 3).reshape(b, h // ws, w // ws, ws, ws, c)
+        o = o.transpose(2, 3).reshape(b, n, c)
+        return self.proj(o)
+
+    def forward(self, x):
+        x = self.patch(x)
+        h, w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm1(x), h, w)
+        return self.head(x.mean(1))
+
+
+def windowed_attention_vit(seed: int = 0):
+    g = _seed(seed)
+    return WindowedAttentionViT(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["windowed_attention_vit"] = windowed_attention_vit
+
+
+class FlattenPatchMerging(nn.Module):
+    """timm Swin's patch merging on a channels-last ``(B, H, W, C)`` map: each 2x2
+    neighbourhood flattened as ``reshape(B, H/2, 2, W/2, 2, C).permute(0, 1, 3, 4, 2, 5)
+    .flatten(3)`` (channel ``c`` lands at ``c + j*C`` for the four positions ``j``),
+    LayerNorm over the ``4C`` features, a bias-less reduction; a residual MLP before it."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x).permute(0, 2, 3, 1)  # B, H, W, C
+        x = x + self.fc2(F.gelu(self.fc1(self.norm1(x))))
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        x = self.reduction(self.norm(x))
+        return self.head(x.mean((1, 2)))
+
+
+def flatten_patch_merging(seed: int = 0):
+    g = _seed(seed)
+    return FlattenPatchMerging(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["flatten_patch_merging"] = flatten_patch_merging
+
+
+def windowed_attention_vit_one_head(seed: int = 0):
+    """:class:`WindowedAttentionViT` with one head (timm Hiera's first stage)."""
+    g = _seed(seed)
+    return WindowedAttentionViT(heads=1), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["windowed_attention_vit_one_head"] = windowed_attention_vit_one_head
+
+
+class OneHotPositionTable(nn.Module):
+    """timm Gemma-4 ViT's position embedding: a raw ``(2, P, C)`` table read as
+    ``one_hot(positions) @ table`` (one row per axis, summed), added to the patch embedding;
+    a residual MLP and a head on the token mean."""
+
+    def __init__(self, dim: int = 12, side: int = 3):
+        super().__init__()
+        self.side = side
+        self.input_proj = nn.Linear(12, dim, bias=False)
+        self.position_embedding_table = nn.Parameter(torch.randn(2, side, dim) * 0.1)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b = x.shape[0]
+        ys, xs = torch.meshgrid(*[torch.arange(self.side)] * 2, indexing="ij")
+        pos = torch.stack([xs.flatten(), ys.flatten()], -1).expand(b, -1, -1)
+        one_hot = F.one_hot(pos, self.side).permute(0, 2, 1, 3).to(x.dtype)
+        x = self.input_proj(x) + (one_hot @ self.position_embedding_table).sum(1)
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+def one_hot_position_table(seed: int = 0):
+    g = _seed(seed)
+    return OneHotPositionTable(), torch.randn(2, 9, 12, generator=g)
+
+
+PATTERNS["one_hot_position_table"] = one_hot_position_table
+
+
+class LinearWeightsAttention(nn.Module):
+    """timm VOLO's outlook attention, reduced: the attention weights are made by a Linear
+    (``heads * T`` outputs per token, no query or key), softmaxed and multiplied with the
+    values of ``v`` per head, merged into ``proj``; pre-norm residual over ``T`` tokens."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, tokens: int = 9):
+        super().__init__()
+        self.num_heads, self.tokens = heads, tokens
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1 = nn.LayerNorm(dim)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.attn = nn.Linear(dim, heads * tokens)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def mix(self, x):
+        b, n, c = x.shape
+        v = self.v(x).reshape(b, n, self.num_heads, -1).transpose(1, 2)
+        a = self.attn(x).reshape(b, n, self.num_heads, n).transpose(1, 2).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.mix(self.norm1(x))
+        return self.head(x.mean(1))
+
+
+def linear_weights_attention(seed: int = 0):
+    g = _seed(seed)
+    return LinearWeightsAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["linear_weights_attention"] = linear_weights_attention
+
+
+class MapPositionEmbedding(nn.Module):
+    """timm Visformer's and SAM2-Hiera's position embedding: a raw ``(1, C, H, W)`` parameter
+    added to a conv stem's map (Torch-Pruning guesses a raw parameter's channels are its last
+    dim, here the width of the map); a residual 1x1-conv MLP, a head on the mean."""
+
+    def __init__(self, dim: int = 8, side: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.pos_embed = nn.Parameter(torch.randn(1, dim, side, side) * 0.1)
+        self.fc1, self.fc2 = nn.Conv2d(dim, 2 * dim, 1), nn.Conv2d(2 * dim, dim, 1)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x) + self.pos_embed
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def map_position_embedding(seed: int = 0):
+    g = _seed(seed)
+    return MapPositionEmbedding(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["map_position_embedding"] = map_position_embedding

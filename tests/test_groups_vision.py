@@ -444,3 +444,125 @@ def test_lite_mla_head_channels_share_one_permutation_per_scale():
     assert set(got) == {frozenset(first), frozenset(second), frozenset(stream)}
     assert got[frozenset(first)].width == got[frozenset(second)].width == d
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm attention patterns
+
+
+def _stream(qkv="attn.qkv"):
+    out = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    out += [*consumer(qkv), *rows("attn.proj"), M("norm2.weight", 0, "norm")]
+    return [*out, M("norm2.bias", 0, "norm"), *consumer("fc1"), *rows("fc2"), *consumer("head")]
+
+
+@pytest.mark.parametrize("arch", ["cat_bias_vit", "cat_bias_vit_no_table"])
+def test_fused_qkv_with_a_concatenated_raw_bias_is_grouped_within_heads(arch):
+    # BEiT/Eva/Swin-V2: F.linear(x, qkv.weight, cat(q_bias, zero k_bias buffer, v_bias))
+    model, x, groups, msgs = run(arch)
+    assert msgs == []
+    c, heads = model.attn.proj.in_features, model.attn.num_heads
+    qkv = [M("attn.qkv.weight", 0, "producer", k * c, 1, g) for k, g in enumerate("qkv")]
+    # q_bias is added to q's rows, v_bias to v's: each indexed like its block's channels
+    attn = [*qkv, M("attn.q_bias", 0, "other"), M("attn.v_bias", 0, "other")]
+    expected = {
+        frozenset(_stream()): (c, 1),
+        # the position table is per head: channels permute within heads, heads stay
+        frozenset([*attn, *consumer("attn.proj")]): (c, heads),
+        frozenset([*rows("fc1"), *consumer("fc2")]): (2 * c, 1),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+@pytest.mark.parametrize("arch", ["windowed_attention_vit", "windowed_attention_vit_one_head"])
+def test_windowed_attention_keys_and_values_are_grouped_within_heads(arch):
+    # Twins, Hiera: 5-D matmuls whose broadcast Torch-Pruning read as a key/value-head repeat
+    # (it divided by zero); q and k end at q @ k^T, so they are one group, v another with proj
+    model, x, groups, msgs = run(arch)
+    assert msgs == []
+    c, heads = model.proj.in_features, model.num_heads
+    stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("qkv"), *rows("proj"), *consumer("head")]
+    expected = {
+        frozenset(stream): (c, 1),
+        frozenset([*rows("qkv"), *rows("qkv", offset=c)]): (c, heads),
+        frozenset([*rows("qkv", offset=2 * c), *consumer("proj")]): (c, heads),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_flatten_patch_merging_reads_each_channel_at_four_offsets():
+    # timm Swin: (B, H, W, C) -> (B, H/2, W/2, 2, 2, C) flattened: channel c is feature
+    # c + j*C of the merged map for each of the four neighbours j
+    model, x, groups, msgs = run("flatten_patch_merging")
+    assert msgs == []
+    c = model.patch.out_channels
+    merge = [M(f"norm.{p}", 0, "norm", j * c) for p in ("weight", "bias") for j in range(4)]
+    merge += [M("reduction.weight", 1, "consumer", j * c) for j in range(4)]
+    stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("fc1"), *rows("fc2"), *merge]
+    expected = {
+        frozenset(stream): c,
+        frozenset([*rows("fc1"), *consumer("fc2")]): 2 * c,
+        frozenset([*rows("reduction", bias=False), *consumer("head")]): 2 * c,
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_one_hot_position_table_is_a_member_of_the_stream():
+    # Gemma-4 ViT: one_hot(positions) @ table, a lookup whose last dim is the stream's channels
+    model, x, groups, msgs = run("one_hot_position_table")
+    assert msgs == []
+    c = model.input_proj.out_features
+    stream = [M("position_embedding_table", 2, "other"), *rows("input_proj", bias=False)]
+    stream += [*consumer("fc1"), *rows("fc2"), *consumer("head")]
+    expected = {frozenset(stream): c, frozenset([*rows("fc1"), *consumer("fc2")]): 2 * c}
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_values_of_attention_weights_made_by_a_linear_are_grouped_without_its_rows():
+    # VOLO: attention weights are a Linear's outputs (positions, not channels), so the walk
+    # from v through attn @ v reaching them is refused; v and proj permute within heads
+    model, x, groups, msgs = run("linear_weights_attention")
+    assert msgs == []
+    c, heads = model.proj.in_features, model.num_heads
+    stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
+    stream += [*consumer("v"), *consumer("attn"), *rows("proj"), *consumer("head")]
+    expected = {
+        frozenset(stream): (c, 1),
+        frozenset([*rows("v", bias=False), *consumer("proj")]): (c, heads),
+    }
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    for members, (width, divisor) in expected.items():
+        assert (got[members].width, got[members].divisor) == (width, divisor)
+    assert all(m.param != "attn.weight" or m.dim == 1 for g in groups for m in g.members)
+    assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_position_embedding_map_joins_the_stream_along_its_channel_dim():
+    # Visformer, SAM2-Hiera: pos_embed (1, C, H, W) added to a conv map: channels are dim 1
+    model, x, groups, msgs = run("map_position_embedding")
+    assert msgs == []
+    c = model.stem.out_channels
+    stream = [*rows("stem"), M("pos_embed", 1, "other"), *consumer("fc1"), *rows("fc2")]
+    stream += consumer("head")
+    expected = {frozenset(stream): c, frozenset([*rows("fc1"), *consumer("fc2")]): 2 * c}
+    got = by_members(groups)
+    assert set(got) == set(expected)
+    assert all(got[k].width == w and got[k].divisor == 1 for k, w in expected.items())
+    assert_each_group_is_a_symmetry(model, x, groups)

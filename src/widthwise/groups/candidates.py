@@ -198,8 +198,10 @@ def _projection_candidates(
     prods: list[tuple[str, WeightLayer]],
     canonical: dict[str, str],
     owners: Sequence[nn.Module | None],
+    alone: bool = False,
 ) -> list[Candidate]:
-    """Candidate groups for producers ``prods`` read by ``o`` (see ``_Finder._projections``)."""
+    """Candidate groups for producers ``prods`` read by ``o`` (see ``_Finder._projections``);
+    ``alone``: also for one producer read whole (the others were head tables or scores)."""
     din = _in_width(o)
     widths = [_out_width(p) for _, p in prods]
     parts: list[
@@ -218,7 +220,9 @@ def _projection_candidates(
             return []
     # 2*din rows read as din columns are [q | k | v] with half-width k/v (Phi-3 with half the
     # key/value heads) as much as [gate | up]: both are proposed, the check decides
-    cands = _layout_candidates(oname, o, prods, parts, canonical, owners) if len(parts) > 1 else []
+    # one block read whole is the walk's group, unless the walk failed on a block beside it
+    many = len(parts) > 1 or (alone and len(parts) == 1)
+    cands = _layout_candidates(oname, o, prods, parts, canonical, owners) if many else []
     if gqa and gqa != parts:
         extra = _layout_candidates(oname, o, prods, gqa, canonical, owners)
         cands += [(("q|k|v", key), g) for key, g in extra]
@@ -349,10 +353,17 @@ def _head_tables(
     added to the attention scores, not read as channels by ``o``. The candidates are also
     proposed without them; the permutation check decides."""
     din = _in_width(o)
+    # attention weights made by a layer (VOLO's outlook attention), multiplying the values:
+    # a width neither a multiple nor a divisor of the consumer's cannot be read as its channels
+    scores = [(n, p) for n, p in prods if _out_width(p) % din and din % _out_width(p)]
+    if len(prods) < 2 or len(scores) == len(prods):
+        scores = []
     hd = _declared_head_dim(owners, din, din)
     if not hd or hd == din:
-        return []
-    return [(n, p) for n, p in prods if _out_width(p) == din // hd]
+        return scores
+    return scores + [
+        (n, p) for n, p in prods if _out_width(p) == din // hd and (n, p) not in scores
+    ]
 
 
 def _is_head_table(module: object, owners: Sequence[nn.Module]) -> bool:

@@ -65,6 +65,8 @@ from widthwise.groups.candidates import (
     _head_tables,
     _in_width,
     _is_head_table,
+    _is_weight_layer,
+    _out_width,
     _placed_candidates,
     _projection_candidates,
     _projection_norms,
@@ -347,6 +349,9 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     dim = it.node.pruning_dim if it.node.pruning_dim >= 0 else p.ndim - 1
     if p.ndim == 2 and p.shape[1] == 1 < p.shape[0]:
         dim = 0  # a [C, 1] scoring vector (SwiftFormer's w_g): its rows are the channels
+    need = off + raw.width * rep
+    if p.ndim == 4 and p.shape[dim] < need and p.shape[1] == need:
+        dim = 1  # a (1, C, H, W) map added to a conv's output (Visformer's, SAM2's pos_embed)
     name = f.param_name[p]
     if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
         f._declared_member(raw, it, name)
@@ -449,6 +454,7 @@ class _Finder:
         self.unfinished: list[nn.Module] = []  # roots whose dependency walk did not end
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
         self.fallbacks: list[ProjectionSpec] = []
+        self.keys_of: dict[str, str] = {}  # keys group (:meth:`_keys_together`) -> its root
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -495,7 +501,8 @@ class _Finder:
         and the call is routed through it (Torch-Pruning would treat the product as
         element-wise). The stand-in's members are renamed to ``w`` and ``b``."""
         pairs = self._raw_linear_pairs()
-        if not pairs:
+        unbiased = self._unbiased_linears()
+        if not pairs and not unbiased:
             yield
             return
         shadows = {}
@@ -512,11 +519,24 @@ class _Finder:
             self.canonical[f"{name}.weight"] = self.param_name[w]
             self.canonical[f"{name}.bias"] = self.param_name[b]
         try:
-            with _RouteLinear(shadows):
+            with _RouteLinear(shadows, unbiased=unbiased):
                 yield
         finally:
             for sh in shadows.values():
                 self.model._modules.pop(self.module_name[sh], None)
+
+    def _unbiased_linears(self) -> dict[int, nn.Linear]:
+        """Bias-less Linears beside raw 1-D parameters (BEiT's ``qkv`` with ``q_bias``,
+        ``v_bias``), by id of their weight: ``F.linear(x, qkv.weight, bias)`` is traced through
+        them (:class:`._RouteLinear`)."""
+        out: dict[int, nn.Linear] = {}
+        for name, m in self.modules.items():
+            if type(m) is not nn.Linear or m.bias is not None:
+                continue
+            parent = self.modules.get(name.rpartition(".")[0])
+            if parent is not None and any(p.ndim == 1 for p in parent.parameters(recurse=False)):
+                out[id(m.weight)] = m
+        return out
 
     def _raw_linear_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """(weight, bias) raw parameters that the forward passes to ``F.linear`` together."""
@@ -732,6 +752,8 @@ class _Finder:
                 self._convert_item(raw, node, handler, idxs, roots_)
             raw.attention &= not raw.declared
             raw.output |= raw.broadcast and not raw.declared
+            if raw.attention:
+                self._score_rows(raw)
             misplaced = sum("split or rearranged" in r for r in raw.reasons)
             if misplaced and misplaced > len(raw.unplaced):  # not all placeable: split it
                 raws.extend(self._refine(raw, items))
@@ -780,6 +802,25 @@ class _Finder:
                     raw.reasons.append(self.cuts.problems[mname])
                 raws.append(raw)
         return raws
+
+    def _score_rows(self, raw: _Raw) -> None:
+        """Refuse a walk that reached, through an attention product, the rows of a layer whose
+        width is neither a multiple nor a divisor of the group's (VOLO's outlook attention:
+        weights made by a Linear multiply the values): Torch-Pruning passes indices through
+        the product as if element-wise, but those rows are scores, not channels. The
+        projection candidates group the values without them, no forward spent on this one."""
+        for m in raw.members:
+            name = _module_of(m.param)
+            mod = self.modules.get(name)
+            if m.role != "producer" or name == raw.root or not _is_weight_layer(mod):
+                continue
+            w = _out_width(mod)
+            if w % raw.width and raw.width % w:
+                raw.reasons.append(
+                    f"its channels reach the rows of '{name}' through an attention product "
+                    "(scores, not channels)"
+                )
+                return
 
     def _fits(self, raw: _Raw) -> bool:
         """Every member lies inside its tensor (else Torch-Pruning's index maps went wrong)."""
@@ -845,7 +886,42 @@ class _Finder:
                     "one projection tied together, e.g. key and value)"
                 )
             subs.append(sub)
-        return subs
+        return self._keys_together(raw, subs)
+
+    def _keys_together(self, raw: _Raw, subs: list[_Raw]) -> list[_Raw]:
+        """Classes of a fused projection that reach nothing but its own rows (timm Twins'
+        ``qkv``: q and k end at the score product ``q @ k^T``, cut from the walk) are one
+        group, channel ``j`` of each together: ``q k^T`` is unchanged when both permute alike
+        within heads. The head size comes from the attention module; the check decides."""
+        parent = self.modules.get(raw.root.rpartition(".")[0])
+        if not raw.attention or parent is None:
+            return subs
+        own = [
+            s
+            for s in subs
+            if s.members
+            and not s.reasons
+            and all(_module_of(m.param) == raw.root and m.role != "consumer" for m in s.members)
+        ]
+        if len(own) < 2 or len({s.width for s in own}) != 1:
+            return subs
+        if any(p.ndim == 1 for p in parent.parameters(recurse=False)):
+            # raw q/v biases beside it (BEiT), added outside the traced graph: refused without
+            # a forward, left to the projection candidates, which hold those biases
+            for s in own:
+                s.reasons.append("its query/key rows take raw biases the trace cannot see")
+            return subs
+        keys = _Raw(own[0].width, raw.root)
+        for s in own:
+            keys.add(s.members)
+        hd = _declared_head_dim(self._owners([raw.root]), keys.width, keys.width)
+        if not hd:
+            return subs
+        keys.divisor = keys.width // hd  # one head: q and k channels permute freely
+        keys.name, keys.kind = f"{raw.root.rpartition('.')[0] or raw.root} (keys)", "attention"
+        keys.notes.append("query and key channels permute alike within each head")
+        self.keys_of[keys.name] = raw.root
+        return [s for s in subs if not any(s is o for o in own)] + [keys]
 
     def _late(self, names: list[str]) -> None:
         shown = ", ".join(f"'{n}'" for n in names[:5]) + (
@@ -1006,6 +1082,7 @@ class _Finder:
             params = sorted(
                 {self.unwrapped[p] for w in weights if w for p in w if p in self.unwrapped}
                 - _scoring_vectors(parents, weights, self.unwrapped)
+                - _lookup_tables(gf, self.unwrapped)
             )
             if params:
                 for p in params:
@@ -1292,6 +1369,9 @@ class _Finder:
                 self.root_keys.setdefault(raw.root, set()).add(group.name)
         cands = self._drop_overlaps(cands)
         groups = self._verify(cands)
+        # a keys group whose other classes were left out gives way to the projection
+        # candidates, which group the whole fused projection (one group for q, k and v)
+        groups = [g for g in groups if not self.root_keys.get(self.keys_of.get(g.name, ""))]
         extra = self._projections(groups)
         extra += self._declared_inner(groups + extra)
         extra += self._place(placements, groups + extra)
@@ -1546,7 +1626,9 @@ class _Finder:
             cands = _projection_candidates(oname, omod, prods, self.canonical, owners)
             if tables := _head_tables(omod, prods, [m for m in owners if m is not None]):
                 rest = [p for p in prods if p not in tables]
-                cands += _projection_candidates(oname, omod, rest, self.canonical, owners)
+                cands += _projection_candidates(
+                    oname, omod, rest, self.canonical, owners, alone=True
+                )
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
@@ -1868,6 +1950,31 @@ def _root_classes(width: int, pairs: Iterable[tuple[int, int]]) -> dict[int, int
             ra, rb = find(a), find(b)
             parent[max(ra, rb)] = min(ra, rb)
     return {r: find(r) for r in range(width)}
+
+
+def _lookup_tables(gf: GradFn, unwrapped: dict[Any, str]) -> set[str]:
+    """A raw parameter ``w`` that a matrix product reads as its right operand, as it is (up to
+    views and broadcasts that keep its last dim), against a constant (Gemma-4's position
+    table: ``one_hot(positions) @ w``): a table lookup, whose output channels are ``w``'s
+    last dim, the dim Torch-Pruning assigns to a raw parameter. The check confirms it."""
+    nxt = list(gf.next_functions)
+    if len(nxt) != 2 or nxt[0][0] is not None or nxt[1][0] is None:
+        return set()
+    f = nxt[1][0]
+    for _ in range(6):
+        var = getattr(f, "variable", None)
+        if var is not None:
+            return {unwrapped[var]} if var in unwrapped else set()
+        name = f.name().lower()
+        parents = [g for g, _ in f.next_functions if g is not None]
+        if len(parents) != 1 or not name.startswith(("view", "unsafeview", "expand", "clone")):
+            return set()
+        sizes = getattr(f, "_saved_self_sym_sizes", None)
+        meta = getattr(f, "_input_metadata", None)
+        if sizes is not None and meta and int(sizes[-1]) != int(meta[0].shape[-1]):
+            return set()  # the last dim merged or split
+        f = parents[0]
+    return set()
 
 
 def _span(m: Member, width: int) -> set[int]:

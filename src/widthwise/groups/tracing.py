@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import weakref
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -105,7 +106,7 @@ def _update_index_mapping(dg: TPGraph) -> None:
         t.SPLIT: _split_index_mapping,
         t.RESHAPE: _reshape_index_mapping,
         t.UNBIND: im.update_unbind_index_mapping,
-        t.EXPAND: im.update_expand_index_mapping,
+        t.EXPAND: _expand_index_mapping,
         t.SLICE: _slice_index_mapping,
     }
     nodes = list(dg.module2node.values())
@@ -363,15 +364,20 @@ def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
 
 class _RouteLinear(torch.overrides.TorchFunctionMode):
     """Routes ``F.linear`` on known (weight, bias) pairs through stand-in modules, or (with
-    ``raw``) records the pairs of raw parameters it is called with."""
+    ``raw``) records the pairs of raw parameters it is called with. ``F.linear(x, m.weight, b)``
+    on the weight of a bias-less Linear ``m`` with a computed bias (BEiT's, Eva's and Swin-V2's
+    ``cat(q_bias, k_bias, v_bias)``) is traced as ``m(x) + b``: the same values, with ``m`` a
+    layer Torch-Pruning sees."""
 
     def __init__(
         self,
         shadows: dict[tuple[int, int], nn.Linear],
         raw: dict[int, nn.Parameter] | None = None,
+        unbiased: dict[int, nn.Linear] | None = None,
     ):
         super().__init__()
         self.shadows, self.raw = shadows, raw
+        self.unbiased = unbiased or {}
         self.seen: list[tuple[nn.Parameter, nn.Parameter]] = []
 
     def __torch_function__(
@@ -392,6 +398,8 @@ class _RouteLinear(torch.overrides.TorchFunctionMode):
                     self.seen.append((pw, pb))
             elif (id(w), id(b)) in self.shadows:
                 return self.shadows[(id(w), id(b))](x)
+            elif b is not None and id(w) in self.unbiased:
+                return self.unbiased[id(w)](x) + b.detach()
         return func(*args, **kwargs)
 
 
@@ -766,10 +774,12 @@ def _reshape_index_mapping(dg: TPGraph, node: TPNode) -> None:
     import torch_pruning as tp
 
     gf = node.grad_fn
-    if gf is not None and "view" in gf.name().lower():
+    if gf is not None and any(k in gf.name().lower() for k in ("view", "reshapealias")):
         found = _dims(dg)
         parents = [f for f, _ in gf.next_functions if f is not None]
         if parents and _channels_last(parents[0], found) and _channels_last(gf, found):
+            return
+        if parents and _channels_last(parents[0], found) and _merged_last(dg, node):
             return
     if gf is not None and _keeps_channels(gf, dg):
         return
@@ -793,6 +803,46 @@ def _keeps_channels(gf: GradFn, dg: TPGraph) -> bool:
     c = _channel_dim(parents[0], _dims(dg)) if parents else None
     c = 1 if c is None else c  # Torch-Pruning's own assumption: channels first
     return c < min(len(before), len(after)) - 1 and before[: c + 1] == after[: c + 1]
+
+
+def _merged_last(dg: TPGraph, node: TPNode) -> bool:
+    """A view that merges trailing dims ``(..., a, b, C) -> (..., a*b*C)`` of a channels-last
+    tensor (timm Swin's patch merging: ``reshape(B, H/2, 2, W/2, 2, C).permute(...)
+    .flatten(3)``): channel ``c`` becomes features ``c + j*C`` for each of the ``a*b``
+    positions. Sets those maps; False where the view is not such a merge."""
+    from torch_pruning import _helpers
+
+    gf = node.grad_fn
+    sizes = [int(n) for n in getattr(gf, "_saved_self_sym_sizes", ())]
+    meta = getattr(gf, "_input_metadata", None)
+    if len(sizes) < 5 or not meta:
+        return False
+    out, c = [int(n) for n in meta[0].shape], sizes[-1]
+    m = len(out) - 1
+    # a map (B, H, W, kC) out of small neighbourhoods: not a flatten of the spatial dims of a
+    # (B, C, H, W) map, nor a pooled (B, C, 1, 1) view, whose channel dim can read as last
+    # where the sizes coincide
+    if m < 3 or out[:m] != sizes[:m] or math.prod(sizes[m:]) != out[-1] or out[-1] == c:
+        return False
+    if c < 2 or out[-1] // c > 16:
+        return False
+    k = out[-1] // c
+    H = _helpers._HybridIndex
+
+    def spread(idxs: list[Any]) -> list[Any]:
+        return [H(idx=i.idx + j * c, root_idx=i.root_idx) for i in idxs for j in range(k)]
+
+    def fold(idxs: list[Any]) -> list[Any]:
+        return [H(idx=i.idx % c, root_idx=i.root_idx) for i in idxs]
+
+    for d in node.dependencies:
+        if d.target in node.inputs:
+            d.index_mapping[0] = fold
+    for n in node.inputs:
+        for d in n.dependencies:
+            if d.target is node:
+                d.index_mapping[0] = spread
+    return True
 
 
 def _cut_scoring_products(dg: TPGraph) -> None:
@@ -863,3 +913,31 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
         old, new = before[id(d)], d.index_mapping[0]
         if old is not None and new is not None and old is not new:
             d.index_mapping[0] = _PieceThenSlice(old, new, towards_slice=d.target is node)
+
+
+def _expand_index_mapping(dg: TPGraph, node: TPNode) -> None:
+    """Torch-Pruning's expand map, which reads every 5-D expand as Hugging Face's repeat of
+    key/value heads ``(B, kv_heads, 1, T, hd) -> (B, kv_heads, n_rep, T, hd)``, only for such
+    an expand: a 5-D matmul's broadcast (timm's windowed attention, ``q @ k^T`` on
+    ``(B, windows, heads, T, hd)``) repeats nothing along dim 2, and the map built for it
+    divides by zero when the walk crosses it."""
+    import torch_pruning as tp
+
+    gf = node.grad_fn
+    sizes = getattr(gf, "_saved_self_sym_sizes", None)
+    meta = getattr(gf, "_input_metadata", None)
+    if sizes is None or len(sizes) != 5 or sizes[2] != 1 or not meta:
+        return
+    out = list(meta[0].shape)
+    if len(out) != 5 or out[2] < 2 or min(int(s) for s in sizes) < 1:
+        return
+    tp.dependency.index_mapping.update_expand_index_mapping(dg, node)
+    maps = [d.index_mapping[0] for d in node.dependencies]
+    maps += [d.index_mapping[0] for n in node.inputs for d in n.dependencies if d.target is node]
+    if any(getattr(m, "repeat", 1) < 1 or getattr(m, "head_dim", 1) < 1 for m in maps):
+        for d in node.dependencies:
+            d.index_mapping[0] = None
+        for n in node.inputs:
+            for d in n.dependencies:
+                if d.target is node:
+                    d.index_mapping[0] = None
