@@ -479,18 +479,23 @@ def test_fused_qkv_with_a_concatenated_raw_bias_is_grouped_within_heads(arch):
 
 
 @pytest.mark.parametrize("arch", ["windowed_attention_vit", "windowed_attention_vit_one_head"])
-def test_windowed_attention_keys_and_values_are_grouped_within_heads(arch):
+def test_windowed_attention_is_grouped_within_heads(arch):
     # Twins, Hiera: 5-D matmuls whose broadcast Torch-Pruning read as a key/value-head repeat
-    # (it divided by zero); q and k end at q @ k^T, so they are one group, v another with proj
+    # (it divided by zero); the attention is grouped like any fused-qkv attention: channel i of
+    # q, k and v in each head with proj's column (channels met at one index are one channel)
     model, x, groups, msgs = run(arch)
     assert msgs == []
     c, heads = model.proj.in_features, model.num_heads
     stream = [*rows("patch"), M("norm1.weight", 0, "norm"), M("norm1.bias", 0, "norm")]
     stream += [*consumer("qkv"), *rows("proj"), *consumer("head")]
+    qkv = [
+        M(f"qkv.{p}", 0, role, j * c, 1, gate)
+        for j, gate in enumerate("qkv")
+        for p, role in (("weight", "producer"), ("bias", "other"))
+    ]
     expected = {
         frozenset(stream): (c, 1),
-        frozenset([*rows("qkv"), *rows("qkv", offset=c)]): (c, heads),
-        frozenset([*rows("qkv", offset=2 * c), *consumer("proj")]): (c, heads),
+        frozenset([*qkv, *consumer("proj")]): (c, heads),
     }
     got = by_members(groups)
     assert set(got) == set(expected)
