@@ -1759,8 +1759,6 @@ class _Finder:
                 continue  # a head count that passes was found
             if time.monotonic() > self.deadline:
                 why = f"not verified within timeout={self.timeout:g} s"
-            elif g.width < 2:
-                why = "one channel cannot be permuted, so the permutation check cannot verify it"
             elif bufs := self._tied_buffers(sym, g):
                 why = (
                     "fixed tensors "
