@@ -180,7 +180,6 @@ def _map_conv_concat(node: TPNode) -> bool:
     layer, and keeps no map when one piece comes from an op it cannot size (SHViT's
     ``cat([attention output, untouched channels])``): the walk then carries the untouched
     channels into the attention. False if the pieces cannot be told apart."""
-    import torch_pruning as tp
 
     gf = node.grad_fn
     meta = getattr(gf, "_input_metadata", None)
@@ -200,6 +199,15 @@ def _map_conv_concat(node: TPNode) -> bool:
     node.module.offsets = offsets
     if not node.enable_index_mapping:
         return True
+    _set_concat_maps(node, offsets)
+    return True
+
+
+def _set_concat_maps(node: TPNode, offsets: list[int]) -> None:
+    """Torch-Pruning's concat index maps on both edges between ``node`` and each input, piece
+    ``i`` spanning ``offsets[i]:offsets[i + 1]``."""
+    import torch_pruning as tp
+
     cat_map = tp.dependency.index_mapping._ConcatIndexMapping
     for i, in_node in enumerate(node.inputs):
         piece = offsets[i : i + 2]
@@ -209,7 +217,6 @@ def _map_conv_concat(node: TPNode) -> bool:
         for dep in in_node.dependencies:
             if dep.target is node:
                 dep.index_mapping[1] = cat_map(offset=piece, reverse=False)
-    return True
 
 
 def _feature_cat_2d(gf: GradFn | None) -> bool:
@@ -261,15 +268,7 @@ def _features_last_cat(node: TPNode, dg: TPGraph) -> None:
     offsets = [0]
     for f, nr in edges:
         offsets.append(offsets[-1] + int(f._input_metadata[nr].shape[-1]))
-    cat_map = tp.dependency.index_mapping._ConcatIndexMapping
-    for i, in_node in enumerate(node.inputs):
-        piece = offsets[i : i + 2]
-        for dep in node.dependencies:
-            if dep.target is in_node:
-                dep.index_mapping[1] = cat_map(offset=piece, reverse=True)
-        for dep in in_node.dependencies:
-            if dep.target is node:
-                dep.index_mapping[1] = cat_map(offset=piece, reverse=False)
+    _set_concat_maps(node, offsets)
 
 
 def _pieces_channels_last(node: TPNode, dg: TPGraph) -> bool:
