@@ -974,15 +974,7 @@ class RunStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (snap, glob, epoch, float(wall_time), error, user),
                 )
-                # the same statement text every time, so sqlite3 prepares it once (its cache)
-                c.executemany(
-                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(snap, *r) for r in rows],
-                )
-                if blobs is not None:
-                    c.executemany(
-                        "INSERT INTO norms VALUES (?, ?, ?, ?)", [(snap, *b) for b in blobs]
-                    )
+                self._insert_rows(c, snap, rows, blobs)
                 self._insert_metrics(c, snap, glob, user, epoch, wall_time, metrics)
             # the clock moves only once the snapshot is committed
             self.clock = clock
@@ -1125,14 +1117,7 @@ class RunStore:
             for snap, stats, norms, error in done:
                 if c.execute("DELETE FROM pending WHERE snapshot = ?", (snap,)).rowcount != 1:
                     continue  # another store of the file wrote it meanwhile
-                c.executemany(
-                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(snap, *r) for r in stats],
-                )
-                if norms is not None:
-                    c.executemany(
-                        "INSERT INTO norms VALUES (?, ?, ?, ?)", [(snap, *b) for b in norms]
-                    )
+                self._insert_rows(c, snap, stats, norms)
                 if error is not None:
                     c.execute("UPDATE snapshots SET error = ? WHERE snapshot = ?", (error, snap))
         if self._checkpointer is not None:
@@ -1163,6 +1148,19 @@ class RunStore:
                 return (0, 0, 0)
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             return (int(row[0]), int(row[1]), int(row[2]))
+
+    @staticmethod
+    def _insert_rows(
+        c: sqlite3.Connection, snap: int, stats: Sequence[Any], norms: Sequence[Any] | None
+    ) -> None:
+        """One snapshot's stats rows and (if any) norm blobs."""
+        # the same statement text every time, so sqlite3 prepares it once (its cache)
+        c.executemany(
+            "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(snap, *r) for r in stats],
+        )
+        if norms is not None:
+            c.executemany("INSERT INTO norms VALUES (?, ?, ?, ?)", [(snap, *b) for b in norms])
 
     @staticmethod
     def _insert_metrics(
