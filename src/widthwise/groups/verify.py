@@ -28,8 +28,8 @@ __all__ = ["RTOL", "Symmetry", "call_model", "map_tensors", "out_tensors"]
 #: 1.41e-6 of it (99th percentile 1.06e-6) over 599 passing checks: the tests' architectures,
 #: the Hugging Face battery and 15 timm models (docs/design.md); wrong groups moved them by
 #: 2.7e-4 or more; coat_tiny's heads (coupled by convolutions the tracer cannot see) by 1.8e-4
-#: to 4.0e-4 (its near-miss candidates), which the former 1e-4 let through now and then. 1e-5 is 7x the largest rounding
-#: change and 18x below the smallest change of CoaT's heads.
+#: to 4.0e-4 (its near-miss candidates), which the former 1e-4 let through now and then.
+#: 1e-5 is 7x the largest rounding change and 18x below the smallest change of CoaT's heads.
 RTOL = 1e-5
 #: A pass that moved the output by more than RTOL / _NARROW (about the largest rounding change
 #: measured) is drawn again with fresh permutations, and must pass both: a coupling's change
@@ -126,21 +126,24 @@ class Symmetry:
 
         params = {n: wide(p) for n, p in self.params.items()}
         buffers = {n: wide(b) for n, b in self.buffers.items()}
-        inputs = self.inputs
-        self.inputs = map_tensors(inputs, wide)
+        inputs = map_tensors(self.inputs, wide)
         try:
-            base = self._run(params, buffers)
+            base = self._run(params, buffers, inputs)
         except Exception:  # an op without float64, a dtype assertion, mixed dtypes inside
-            base = None
-        if base is None or not base or any(t.dtype != torch.float64 for t in base):
-            self.inputs = inputs
             return None
-        self.params, self.buffers = params, buffers
+        if not base or any(t.dtype != torch.float64 for t in base):
+            return None
+        self.params, self.buffers, self.inputs = params, buffers, inputs
         return base
 
     def _run(
-        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        inputs: Any = None,
     ) -> list[torch.Tensor]:
+        """The model's output tensors with ``params`` and ``buffers`` in place of its own, on
+        fresh copies of ``inputs`` (default: the example inputs)."""
         from torch.func import functional_call
 
         # functional_call leaves some of its tensors in a module reached under two names (a
@@ -153,7 +156,8 @@ class Symmetry:
         ]
         try:
             with torch.no_grad():
-                inputs = map_tensors(self.inputs)  # fresh copies: a forward may write into them
+                # fresh copies: a forward may write into them
+                inputs = map_tensors(self.inputs if inputs is None else inputs)
                 state = {**params, **buffers}
                 if isinstance(inputs, Mapping):
                     out = functional_call(self.model, state, (), dict(inputs))
