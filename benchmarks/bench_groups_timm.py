@@ -162,16 +162,12 @@ def select() -> list[str]:
 
 def one(name: str) -> dict:
     """Build, group and check one model (runs in a child process)."""
-    import copy
     import warnings
 
     import torch
 
     timm = _import_timm()
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from test_groups import _permute_copy
     from widthwise import GroupingWarning, find_groups
-    from widthwise.groups.verify import call_model, out_tensors
 
     row: dict = {"model": name}
     torch.manual_seed(0)
@@ -192,27 +188,9 @@ def one(name: str) -> dict:
     row["left"] = [m for m in msgs if "left out" in m]
     row["warnings"] = [m for m in msgs if "left out" not in m]
     if groups:
+        from bench_groups import wrong_groups
 
-        def outputs(m):
-            return torch.cat([o.flatten() for o in out_tensors(call_model(m, x))])
-
-        fresh = copy.deepcopy(model)
-        torch.manual_seed(3)
-        with torch.no_grad():
-            for p in fresh.parameters():
-                p.copy_(torch.randn_like(p) / (p[0].numel() ** 0.5 if p.ndim > 1 else 4.0))
-            fresh.eval()  # timm's LeViT-style attention-bias caches are cleared by train(False)
-            ref = outputs(fresh)
-
-            def ok(gs, seed):
-                out = outputs(_permute_copy(fresh, gs, seed=seed).eval())
-                return bool(torch.allclose(out, ref, rtol=1e-4, atol=1e-5))
-
-            row["wrong"] = (
-                []
-                if ok(groups, 0)
-                else [g.name for k, g in enumerate(groups) if not ok([g], k + 1)]
-            )
+        row["wrong"] = wrong_groups(model, x, groups)
     return row
 
 
