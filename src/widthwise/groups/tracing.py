@@ -159,7 +159,7 @@ def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
     dim = getattr(gf, "_saved_dim", None)
     if gf is None or not meta or dim is None:
         return False
-    dim = dim - 2**64 if dim >= 2**63 else dim  # saved as an unsigned int when negative
+    dim = _signed(dim)
     if len(meta[0].shape) != 3 or dim not in (1, -2):
         return False
     found = _dims(dg)
@@ -186,7 +186,7 @@ def _map_conv_concat(node: TPNode) -> bool:
     dim = getattr(gf, "_saved_dim", None)
     if gf is None or not meta or dim is None or len(meta[0].shape) not in (4, 5):
         return False
-    dim = dim - 2**64 if dim >= 2**63 else dim
+    dim = _signed(dim)
     if dim % len(meta[0].shape) != 1:
         return False
     edges = [(f, nr) for f, nr in gf.next_functions if f is not None]
@@ -257,7 +257,7 @@ def _features_last_cat(node: TPNode, dg: TPGraph) -> None:
     if gf is None or not meta or dim is None:
         return
     nd = len(meta[0].shape)
-    dim = dim - 2**64 if dim >= 2**63 else dim  # autograd saves cat(dim=-1) as an unsigned int
+    dim = _signed(dim)  # autograd saves cat(dim=-1) as an unsigned int
     if nd < 3 or dim not in (nd - 1, -1):
         return
     if not _read_by_features_layer(node, tp.ops.OPTYPE) and not _pieces_channels_last(node, dg):
@@ -308,7 +308,7 @@ def _cut_from_channels(gf: GradFn, dims: _Dims, depth: int = 8) -> bool:
         nd = _ndim(f)
         dim = getattr(f, "_saved_dim", None)
         if f.name().lower().startswith(_CUTTING) and nd and isinstance(dim, int):
-            dim = (dim - 2**64 if dim >= 2**63 else dim) % nd  # negative: saved unsigned
+            dim = _signed(dim) % nd
             before = [int(x) for x in getattr(f, "_saved_self_sym_sizes", ())]
             after = int(getattr(f, "_input_metadata")[0].shape[dim])  # noqa: B009
             if dim == nd - 1 and (not before or before[dim] != after):
