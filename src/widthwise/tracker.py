@@ -215,7 +215,7 @@ class WidthTracker:
             if self._reductions_first:
                 # the plan's own buffer where it can: append_pending copies it at once
                 out = self.plan.reduce(fresh=False)
-                reduced = (out if out.device.type == "cpu" else out.cpu()).numpy()
+                reduced = out.cpu().numpy()  # (on the CPU already: the same tensor, no copy)
                 # durable now, cheap for the caller: the reductions in one small transaction;
                 # the statistics rows follow on the writer thread (readers compute them until
                 # then, from the same numbers with the same code)
