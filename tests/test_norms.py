@@ -463,3 +463,53 @@ def test_same_shape_weights_reduced_as_a_batch_match_naive_and_one_at_a_time(mon
     for a, b in zip(before, plans["product"].stats().norms):
         np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
     assert_matches_naive(model, groups)
+
+
+class _LastDimChannels(nn.Module):
+    """Raw parameters with their channels along the last of 3+ dims (a ViT's position table
+    and class token), beside the Linear that makes those channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(5, 6)
+        self.pos = nn.Parameter(torch.randn(1, 7, 6))
+        self.table = nn.Parameter(torch.randn(2, 3, 4, 6))
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.proj(x) + self.pos + self.table.sum((0, 1))[:1])
+
+
+def _last_dim_groups(model):
+    members = (
+        Member("proj.weight", 0, "producer"),
+        Member("pos", 2, "other"),
+        Member("table", 3, "other"),
+        Member("head.weight", 1, "consumer"),
+    )
+    return [ChannelGroup("proj", 6, members)]
+
+
+def test_channels_along_the_last_dim_match_naive_on_every_path(monkeypatch):
+    from widthwise import norms
+
+    torch.manual_seed(0)
+    model = _LastDimChannels()
+    groups = _last_dim_groups(model)
+    assert_matches_naive(model, groups)
+    plan = NormPlan(model, groups)
+    assert all(r.kind for r in plan._readers)  # white-box: all four on the fast path
+    fast = plan.stats().norms
+    # the same values in a layout the fast path does not take (_sums_of_squares): same bits
+    model.pos = nn.Parameter(model.pos.detach().transpose(0, 1).contiguous().transpose(0, 1))
+    model.table = nn.Parameter(
+        model.table.detach().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0)
+    )
+    assert not model.table.is_contiguous()
+    slow = NormPlan(model, groups).stats().norms
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
+    # above CHUNK_ELEMENTS: blocks of rows, the last one partial
+    monkeypatch.setattr(norms, "CHUNK_ELEMENTS", 30)
+    assert_matches_naive(model, groups)
+    assert_matches_naive(model.to(torch.bfloat16), groups)
