@@ -8,7 +8,7 @@ puts a stand-in torchvision (``benchmarks/_stubs``) on the path first:
     pip install --no-deps timm==1.0.31
     OMP_NUM_THREADS=1 python benchmarks/bench_groups_timm.py --out timm.jsonl [--jobs 2] [--only NAME ...]
 
-Each model runs in its own process under a wall-clock bound (``--limit`` seconds; a model past it
+Each model runs in its own forked process under a wall-clock bound (``--limit`` seconds; a model past it
 counts as a hang). Per model: ``find_groups(model, x, timeout=60)`` on one example of the model's
 default input size, the groups, the left-out warning, the seconds, and an independent
 permutation check: every returned group permuted at once with the naive per-channel loops of
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 #: The smallest registered model of each of timm 1.0.31's 98 model modules (by parameter count,
@@ -132,6 +132,84 @@ BATTERY = [
     "xcit_nano_12_p8_224",
 ]
 
+#: A second battery: another model of each module, drawn by ``--variants`` (seed 0, at most 30M
+#: parameters; 26 modules have no other model under the cap). Drawn after the first battery's
+#: fixes and measured before any fix written from it.
+VARIANTS = [
+    "lambda_resnet26t",
+    "gcresnext26ts",
+    "cait_xxs24_384",
+    "coat_lite_small",
+    "convit_small",
+    "convmixer_1024_20_ks9_p14",
+    "convnext_tiny",
+    "cpubone_s0",
+    "crossvit_9_240",
+    "csatv2_21m",
+    "cspdarknet53",
+    "cspnext_m",
+    "deit3_small_patch16_384",
+    "densenet161",
+    "dla46_c",
+    "dpn68",
+    "edgenext_small",
+    "efficientformerv2_l",
+    "efficientnetv2_s",
+    "efficientvim_m3_dist",
+    "efficientvit_b2",
+    "efficientvit_m4",
+    "vit_small_patch16_rope_ape_224",
+    "fasternet_t1",
+    "fastvit_t12",
+    "focalnet_tiny_lrf",
+    "gcvit_xtiny",
+    "ghostnetv3_130",
+    "hardcorenas_e",
+    "hgnet_tiny",
+    "hrnet_w18_small_v2",
+    "iformer_l",
+    "inception_next_tiny",
+    "lcnetv2_base",
+    "levit_conv_128s",
+    "lowformer_b1",
+    "mambaout_femto",
+    "maxvit_pico_rw_256",
+    "caformer_s18",
+    "mixer_s16_224",
+    "lcnet_075",
+    "mobilevitv2_100",
+    "nest_tiny_jx",
+    "eca_nfnet_l0",
+    "pit_s_distilled_224",
+    "pvt_v2_b2",
+    "regnetz_040_h",
+    "repghostnet_150",
+    "repvit_m0_9",
+    "res2net50_48w_2s",
+    "resnest50d_1s4x24d",
+    "resnext50d_32x4d",
+    "resnetv2_50x1_bit",
+    "rexnet_150",
+    "legacy_seresnet34",
+    "shvit_s4",
+    "skresnet50d",
+    "starnet_s3",
+    "swiftformer_l1",
+    "swin_s3_tiny_224",
+    "swinv2_tiny_window16_256",
+    "swinv2_cr_tiny_384",
+    "tiny_vit_11m_224",
+    "tnt_s_patch16_224",
+    "twins_pcpvt_small",
+    "vit_small_patch14_reg4_dinov2",
+    "vit_tiny_r_s16_p8_384",
+    "vit_relpos_small_patch16_rpn_224",
+    "volo_d1_384",
+    "ese_vovnet39b",
+    "xception41",
+    "xcit_nano_12_p16_224",
+]
+
 
 def _import_timm():
     sys.path.insert(0, str(HERE / "_stubs"))
@@ -160,20 +238,61 @@ def select() -> list[str]:
     return [name for _, (_, name) in sorted(smallest.items())]
 
 
-def one(name: str) -> dict:
-    """Build, group and check one model (runs in a child process)."""
-    import warnings
+def variants(seed: int = 0, max_params: float = 30e6) -> list[str]:
+    """Another model of each timm module, drawn at random (seeded) among its registered models
+    other than ``BATTERY``'s and under ``max_params`` parameters (counted on the meta device).
+
+    A second battery: the same modules' code, other configurations (sizes, rotary or relative
+    positions, register tokens, other block types).
+    """
+    import random
 
     import torch
 
     timm = _import_timm()
-    from widthwise import GroupingWarning, find_groups
+    from timm.models import _registry
 
+    by_module: dict[str, list[str]] = {}
+    for name in timm.list_models():
+        module = _registry.model_entrypoint(name).__module__.rpartition(".")[2]
+        by_module.setdefault(module, []).append(name)
+    rng = random.Random(seed)
+    chosen = []
+    for module in sorted(by_module):
+        names = [n for n in sorted(by_module[module]) if n not in BATTERY]
+        rng.shuffle(names)
+        for name in names:
+            try:
+                with torch.device("meta"):
+                    n = sum(p.numel() for p in timm.create_model(name).parameters())
+            except Exception:
+                continue
+            if n <= max_params:
+                chosen.append(name)
+                break
+    return chosen
+
+
+def one(name: str) -> dict:
+    """Build, group and check one model (runs in a child process)."""
+    import torch
+
+    timm = _import_timm()
     row: dict = {"model": name}
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
     size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
     x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+    return group_row(row, model, x)
+
+
+def group_row(row: dict, model, x) -> dict:
+    """``row`` with the measurement of one model: parameters, seconds, groups, left-out and other
+    warnings, and the groups the independent permutation check finds wrong."""
+    import warnings
+
+    from widthwise import GroupingWarning, find_groups
+
     row["params"] = sum(p.numel() for p in model.parameters())
     t = time.perf_counter()
     with warnings.catch_warnings(record=True) as record:
@@ -194,6 +313,61 @@ def one(name: str) -> dict:
     return row
 
 
+def _child(one_fn: Callable[[str], dict], name: str, conn) -> None:
+    try:
+        row = one_fn(name)
+    except BaseException as e:  # reported as a crash of this model, not of the battery
+        row = {"model": name, "crash": f"{type(e).__name__}: {str(e)[:300]}"}
+    conn.send(json.dumps(row))
+    conn.close()
+
+
+def run_battery(
+    one_fn: Callable[[str], dict], names: list[str], out: Path, jobs: int, limit: float
+) -> None:
+    """Run ``one_fn(name)`` for every name not yet in ``out`` (JSON lines, resumable), each in
+    a forked child (the parent has imported the heavy libraries once), at most ``jobs`` at once,
+    each killed after ``limit`` wall seconds (a hang)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    done = {json.loads(line)["model"] for line in out.open()} if out.exists() else set()
+    todo = [n for n in names if n not in done]
+    running: list[tuple[str, Any, Any, float]] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            name = todo.pop(0)
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(one_fn, name, send), daemon=True)
+            proc.start()
+            send.close()
+            running.append((name, proc, recv, time.monotonic()))
+        time.sleep(0.2)
+        for item in list(running):
+            name, proc, recv, start = item
+            if recv.poll():
+                try:
+                    row = json.loads(recv.recv())
+                except EOFError:
+                    row = None
+                proc.join()
+                if row is None:
+                    row = {"model": name, "crash": f"exit {proc.exitcode}"}
+            elif proc.is_alive() and time.monotonic() - start < limit:
+                continue
+            elif proc.is_alive():
+                proc.kill()
+                proc.join()
+                row = {"model": name, "hang": f"still running after {limit:g} s"}
+            else:
+                row = {"model": name, "crash": f"exit {proc.exitcode}"}
+            recv.close()
+            running.remove(item)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(_line(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_groups_timm.jsonl", help="JSON lines, resumable")
@@ -201,6 +375,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="models run at once")
     ap.add_argument("--limit", type=float, default=600, help="wall seconds per model")
     ap.add_argument("--select", action="store_true", help="print the battery anew and exit")
+    ap.add_argument(
+        "--variants", action="store_true", help="print the second battery (VARIANTS) anew and exit"
+    )
+    ap.add_argument("--battery", choices=["smallest", "variants"], default="smallest")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -209,38 +387,15 @@ def main() -> None:
     if args.select:
         print(" ".join(select()))
         return
-    names = args.only or BATTERY
+    if args.variants:
+        print(" ".join(variants()))
+        return
+    names = args.only or (BATTERY if args.battery == "smallest" else VARIANTS)
+    _import_timm()
+    import widthwise  # noqa: F401  (imported once, before the children fork)
+
+    run_battery(one, names, Path(args.out), args.jobs, args.limit)
     out = Path(args.out)
-    done = {json.loads(line)["model"] for line in out.open()} if out.exists() else set()
-    todo = [n for n in names if n not in done]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    running: list[tuple[str, subprocess.Popen, float]] = []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            name = todo.pop(0)
-            cmd = [sys.executable, __file__, "--one", name]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            running.append((name, proc, time.monotonic()))
-        time.sleep(0.2)
-        for item in list(running):
-            name, proc, start = item
-            if proc.poll() is None and time.monotonic() - start < args.limit:
-                continue
-            if proc.poll() is None:
-                proc.kill()
-                row = {"model": name, "hang": f"still running after {args.limit:g} s"}
-            else:
-                stdout, stderr = proc.communicate()
-                lines = stdout.decode().strip().splitlines()
-                if proc.returncode == 0 and lines:
-                    row = json.loads(lines[-1])
-                else:
-                    last = (stderr.decode().strip().splitlines() or ["?"])[-1]
-                    row = {"model": name, "crash": f"exit {proc.returncode}: {last[:300]}"}
-            running.remove(item)
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(_line(row), flush=True)
     summary([json.loads(line) for line in out.open() if json.loads(line)["model"] in set(names)])
 
 
@@ -253,7 +408,7 @@ def _clean(row: dict) -> bool:
 
 def _line(row: dict) -> str:
     why = (
-        row.get("hang") or row.get("crash") or row.get("error")
+        row.get("hang") or row.get("crash") or row.get("error") or row.get("not_built")
         or (f"WRONG {row['wrong']}" if row.get("wrong") else "")
         or (row["left"][0] if row.get("left") else "")
     )  # fmt: skip

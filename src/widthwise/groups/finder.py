@@ -783,10 +783,15 @@ class _Finder:
         raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
+        # a root whose every walk reached the model's output is fixed: no candidate built
+        # from it can pass, and trying one per reader costs a forward each (a ViT whose output
+        # is its residual stream: one per block)
+        fixed = {r.root for r in raws if r.output} - {r.root for r in raws if not r.output}
         retry = set(self.unfinished) | {
             self.modules[r.root]
             for r in raws
-            if r.reasons or r.attention or r.rearranged or not self._fits(r)
+            if (r.reasons or r.attention or r.rearranged or not self._fits(r))
+            and r.root not in fixed
         }
         self.fallbacks = _projection_specs(dg, retry, self.module_name)
         # groups inside the recurrent and attention modules

@@ -633,11 +633,27 @@ def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
         c = _channel_dim(f0, dims, depth - 1)
         if c is None or not before:
             return None
-        if c == len(before) - 1 and after[-1:] == before[-1:]:
-            return nd - 1  # the last dim kept whole (B, H*W, C <-> B, H, W, C)
-        if after[: c + 1] == before[: c + 1]:
-            return c  # the dims up to the channels kept (B, C, H, W -> B, C, H*W)
-        return None
+        # the channel dim kept whole, with as many elements before it: B, H*W, C <-> B, H, W, C;
+        # B, C, H, W -> B, C, H*W; B, C, H*W -> B, 1, C, H*W (GCNet's context matmul)
+        lead = math.prod(before[:c])
+        return next(
+            (
+                j
+                for j in range(len(after))
+                if after[j] == before[c] and math.prod(after[:j]) == lead
+            ),
+            None,
+        )
+    if "unsqueeze" in name or "squeeze" in name:
+        d = getattr(gf, "_saved_dim", None)
+        c = _channel_dim(f0, dims, depth - 1)
+        if d is None or c is None or isinstance(d, tuple):
+            return None
+        if "unsqueeze" in name:
+            d = _signed(d) % nd
+            return c + 1 if c >= d else c
+        d = _signed(d) % _ndim(f0)
+        return None if d == c else (c - 1 if c > d else c)
     if _ndim(f0) != nd and not any(k in name for k in _BROADCASTING):
         return None  # squeeze, unsqueeze, select, a reduction without keepdim
     for f, _ in parents:  # element-wise (right-aligned when broadcast), slice, pad, clone
