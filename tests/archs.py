@@ -2708,3 +2708,40 @@ def selective_kernel(seed: int = 0):
 
 
 PATTERNS["selective_kernel"] = selective_kernel
+
+
+class FactorizedPositions(nn.Module):
+    """timm NaFlexViT's factorised position embedding: row and column tables ``(1, H, C)``
+    and ``(1, W, C)`` summed by broadcasting (``pos_y[:, :, None] + pos_x[:, None]``: every
+    operand broadcast, channels last) and written *in place* into the patch Linear's output
+    (a view of a 3-D matmul), then register tokens and a pre-norm MLP block."""
+
+    def __init__(self, dim: int = 8, patch: int = 2, side: int = 3):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Linear(3 * patch * patch, dim)
+        self.pos_embed_y = nn.Parameter(torch.randn(1, side, dim) * 0.1)
+        self.pos_embed_x = nn.Parameter(torch.randn(1, side, dim) * 0.1)
+        self.reg_token = nn.Parameter(torch.randn(1, 2, dim) * 0.1)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        p = self.patch
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+        x = self.proj(x.reshape(b, (h // p) * (w // p), p, p, c).flatten(2))
+        pos = self.pos_embed_y.unsqueeze(2) + self.pos_embed_x.unsqueeze(1)
+        x.add_(pos.flatten(1, 2))
+        x = torch.cat([self.reg_token.expand(b, -1, -1), x], 1)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.head(x.mean(1))
+
+
+def factorized_positions(seed: int = 0):
+    g = _seed(seed)
+    return FactorizedPositions(), torch.randn(1, 3, 6, 6, generator=g)
+
+
+PATTERNS["factorized_positions"] = factorized_positions

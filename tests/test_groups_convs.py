@@ -163,3 +163,28 @@ def test_selective_kernel_paths_share_their_output_channels():
         },
     )
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_factorized_positions_written_in_place_join_the_stream():
+    # NaFlexViT: the outer sum of the row and column tables is not a gate over channels, and
+    # the patch Linear written into in place stays in the graph
+    model, x, groups = run("factorized_positions")
+    stream = [
+        M("pos_embed_y", 2, "other"),
+        M("pos_embed_x", 2, "other"),
+        M("reg_token", 2, "other"),
+        *rows("proj"),
+        *norm("norm"),
+        M("fc1.weight", 1, "consumer"),
+        *rows("fc2"),
+        *consumer("head"),
+    ]
+    check(
+        groups,
+        {
+            "proj+fc2 (residual)": (8, "residual", 1, stream),
+            "fc1": (16, "linear", 1, [*rows("fc1"), *consumer("fc2")]),
+        },
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)
+    assert model.proj._forward_pre_hooks == {} and model.proj._forward_hooks == {}

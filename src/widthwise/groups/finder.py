@@ -610,7 +610,10 @@ class _Finder:
         ]
         if odd:
             attempts.append(self._with_grad(self.example_inputs))
-        for k, traced_inputs in enumerate(attempts):
+        clone: list[nn.Module] = []  # Linears whose output view the forward writes into
+        k = 0
+        while k < len(attempts):
+            traced_inputs = attempts[k]
             outputs.clear()
             with (
                 rec.CutHooks(self.model) as cuts,
@@ -619,7 +622,7 @@ class _Finder:
                 if self.trace_frozen
                 else contextlib.nullcontext(),
                 _tolerant_index_mapping(),
-                _out_of_place(self.model),
+                _out_of_place(self.model, clone) as rewritten,
                 self._linear_shadows(),
                 warnings.catch_warnings(),
             ):
@@ -635,9 +638,9 @@ class _Finder:
                         unwrapped_parameters=[(m.weight, 1) for m in odd] if k == 2 else None,
                         verbose=False,
                     )
-                    break
                 except Exception as e:
                     if k + 1 < len(attempts):
+                        k += 1
                         continue
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                     raise GroupingError(
@@ -646,6 +649,9 @@ class _Finder:
                         "(tensor: model(x), tuple/list: model(*x), dict: model(**x)) and that "
                         "its forward builds an autograd graph"
                     ) from e
+            if not rewritten or clone:
+                break
+            clone = rewritten  # traced again with those views copied
         del attempts
         if not outputs:
             raise GroupingError(
