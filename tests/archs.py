@@ -2745,3 +2745,22 @@ def factorized_positions(seed: int = 0):
 
 
 PATTERNS["factorized_positions"] = factorized_positions
+
+
+class MultiplierFeatures(DepthwiseMultiplier):
+    """``DepthwiseMultiplier`` that also returns the map its multiplier convs read (a
+    features-only backbone): those channels are fixed, and the convs' outputs keep their own
+    group, permutable within the blocks of each input channel."""
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        y = F.relu(self.bn2(self.large(x) + self.small(x)))
+        return self.head(F.relu(self.pw(y)).mean((2, 3))), x
+
+
+def multiplier_features(seed: int = 0):
+    g = _seed(seed)
+    return MultiplierFeatures(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["multiplier_features"] = multiplier_features

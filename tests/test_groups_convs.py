@@ -188,3 +188,22 @@ def test_factorized_positions_written_in_place_join_the_stream():
     )
     assert_each_group_is_a_symmetry(model, x, groups)
     assert model.proj._forward_pre_hooks == {} and model.proj._forward_hooks == {}
+
+
+def test_a_multiplier_on_fixed_channels_leaves_its_outputs_their_own_group():
+    model, x, groups = run("multiplier_features")
+    k = 2
+    outputs = [
+        *rows("large"),
+        *rows("small", bias=False),
+        *norm("bn2"),
+        *consumer("pw"),
+    ]
+    check(
+        groups,
+        {  # within the blocks of k outputs of each (fixed) input channel: divisor = 4 blocks
+            "large+small (residual)": (k * 4, "residual", 4, outputs),
+            "pw": (6, "conv", 1, [*rows("pw"), *consumer("head")]),
+        },
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)

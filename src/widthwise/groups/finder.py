@@ -1268,7 +1268,8 @@ class _Finder:
         while changed:
             changed = False
             for raw in raws:
-                if id(raw) in gone:
+                # a fixed or failed input group would take the outputs' own groups down with it
+                if id(raw) in gone or raw.reasons or raw.output or raw.tied_input:
                     continue
                 for entry in list(raw.grouped_in):
                     mname, conv, off, rep = entry
