@@ -2548,3 +2548,219 @@ def map_position_embedding(seed: int = 0):
 
 
 PATTERNS["map_position_embedding"] = map_position_embedding
+
+
+# ---------------------------------------------------------------------------------------------
+# convs (helper branch `convs`): convolution patterns of timm CNN-ish models
+
+
+class DepthwiseMultiplier(nn.Module):
+    """FastViT's downsample (and MobileNet's "depth multiplier"): two convolutions with
+    ``groups == in_channels`` and ``k`` outputs per input channel, summed; input channel ``i``
+    owns outputs ``k*i .. k*i+k-1``, so those blocks move with it."""
+
+    def __init__(self, dim: int = 4, k: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.bn = nn.BatchNorm2d(dim)
+        self.large = nn.Conv2d(dim, k * dim, 3, stride=2, padding=1, groups=dim)
+        self.small = nn.Conv2d(dim, k * dim, 1, stride=2, groups=dim, bias=False)
+        self.bn2 = nn.BatchNorm2d(k * dim)
+        self.pw = nn.Conv2d(k * dim, 6, 1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.relu(self.bn2(self.large(x) + self.small(x)))
+        return self.head(F.relu(self.pw(x)).mean((2, 3)))
+
+
+def depthwise_multiplier(seed: int = 0):
+    g = _seed(seed)
+    return DepthwiseMultiplier(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["depthwise_multiplier"] = depthwise_multiplier
+
+
+class MultiplierStages(nn.Module):
+    """PiT's pooling between stages: a residual stream pooled by a depthwise conv with 2
+    outputs per channel into the next stage's stream (twice, so the last stream holds blocks of
+    4); a Linear on the pooled mean (PiT's class token) adds to the next stream too."""
+
+    def __init__(self, dim: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.fc1a, self.fc1b = nn.Conv2d(dim, 2 * dim, 1), nn.Conv2d(2 * dim, dim, 1)
+        self.pool1 = nn.Conv2d(dim, 2 * dim, 3, stride=2, padding=1, groups=dim)
+        self.token = nn.Linear(dim, 2 * dim)
+        self.fc2a, self.fc2b = nn.Conv2d(2 * dim, 3 * dim, 1), nn.Conv2d(3 * dim, 2 * dim, 1)
+        self.pool2 = nn.Conv2d(2 * dim, 4 * dim, 3, stride=2, padding=1, groups=2 * dim)
+        self.head = nn.Linear(4 * dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.fc1b(F.gelu(self.fc1a(x)))
+        x = self.pool1(x) + self.token(x.mean((2, 3)))[:, :, None, None]
+        x = x + self.fc2b(F.gelu(self.fc2a(x)))
+        return self.head(self.pool2(x).mean((2, 3)))
+
+
+def multiplier_stages(seed: int = 0):
+    g = _seed(seed)
+    return MultiplierStages(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["multiplier_stages"] = multiplier_stages
+
+
+class _GainConv(nn.Conv2d):
+    """timm's ScaledStdConv2d, reduced: each filter standardised, scaled by a learned
+    per-output-channel ``gain`` of shape ``(out, 1, 1, 1)``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def forward(self, x):
+        w = F.batch_norm(
+            self.weight.reshape(1, self.out_channels, -1),
+            None,
+            None,
+            weight=self.gain.view(-1),
+            training=True,
+            momentum=0.0,
+            eps=1e-6,
+        ).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class GroupedGainConvs(nn.Module):
+    """NFNet's bottleneck with group_size: two grouped weight-standardised convs in a row; the
+    grouped convs' ``gain`` rows belong to their outputs like their weight rows."""
+
+    def __init__(self, dim: int = 8, groups: int = 2):
+        super().__init__()
+        self.conv1 = _GainConv(3, dim, 1)
+        self.conv2 = _GainConv(dim, dim, 3, padding=1, groups=groups)
+        self.conv2b = _GainConv(dim, dim, 3, padding=1, groups=groups)
+        self.conv3 = _GainConv(dim, 6, 1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = F.silu(self.conv1(x))
+        x = F.silu(self.conv2b(F.silu(self.conv2(x))))
+        return self.head(F.silu(self.conv3(x)).mean((2, 3)))
+
+
+def grouped_gain_convs(seed: int = 0):
+    g = _seed(seed)
+    return GroupedGainConvs(), torch.randn(2, 3, 5, 5, generator=g)
+
+
+PATTERNS["grouped_gain_convs"] = grouped_gain_convs
+
+
+class _SelectiveKernelAttn(nn.Module):
+    def __init__(self, dim: int, paths: int, rd: int):
+        super().__init__()
+        self.num_paths = paths
+        self.fc_reduce = nn.Conv2d(dim, rd, 1, bias=False)
+        self.bn = nn.BatchNorm2d(rd)
+        self.fc_select = nn.Conv2d(rd, dim * paths, 1, bias=False)
+
+    def forward(self, x):
+        x = self.fc_reduce(x.sum(1).mean((2, 3), keepdim=True))
+        x = self.fc_select(F.relu(self.bn(x)))
+        b, c, h, w = x.shape
+        return torch.softmax(x.view(b, self.num_paths, c // self.num_paths, h, w), dim=1)
+
+
+class SelectiveKernel(nn.Module):
+    """timm's SelectiveKernel (SKNet), reduced: the input split between two conv paths, their
+    outputs stacked on a new dim 1 (``B, paths, C, H, W``), weighted by a softmax over the
+    paths from ``fc_select`` (rows ``[path 0 | path 1]``, viewed as ``B, paths, C``) and
+    summed; output channel ``c`` is channel ``c`` of every path and rows ``c`` and ``C + c``
+    of ``fc_select``."""
+
+    def __init__(self, dim: int = 4, out: int = 6, rd: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 1)
+        self.paths = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(dim // 2, out, 3, padding=d, dilation=d), nn.BatchNorm2d(out))
+            for d in (1, 2)
+        )
+        self.attn = _SelectiveKernelAttn(out, 2, rd)
+        self.conv2 = nn.Conv2d(out, 5, 1)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        xs = torch.split(x, x.shape[1] // 2, 1)
+        x = torch.stack([F.relu(p(xi)) for p, xi in zip(self.paths, xs)], dim=1)
+        x = (x * self.attn(x)).sum(1)
+        return self.head(F.relu(self.conv2(x)).mean((2, 3)))
+
+
+def selective_kernel(seed: int = 0):
+    g = _seed(seed)
+    return SelectiveKernel(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["selective_kernel"] = selective_kernel
+
+
+class FactorizedPositions(nn.Module):
+    """timm NaFlexViT's factorised position embedding: row and column tables ``(1, H, C)``
+    and ``(1, W, C)`` summed by broadcasting (``pos_y[:, :, None] + pos_x[:, None]``: every
+    operand broadcast, channels last) and written *in place* into the patch Linear's output
+    (a view of a 3-D matmul), then register tokens and a pre-norm MLP block."""
+
+    def __init__(self, dim: int = 8, patch: int = 2, side: int = 3):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Linear(3 * patch * patch, dim)
+        self.pos_embed_y = nn.Parameter(torch.randn(1, side, dim) * 0.1)
+        self.pos_embed_x = nn.Parameter(torch.randn(1, side, dim) * 0.1)
+        self.reg_token = nn.Parameter(torch.randn(1, 2, dim) * 0.1)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        p = self.patch
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+        x = self.proj(x.reshape(b, (h // p) * (w // p), p, p, c).flatten(2))
+        pos = self.pos_embed_y.unsqueeze(2) + self.pos_embed_x.unsqueeze(1)
+        x.add_(pos.flatten(1, 2))
+        x = torch.cat([self.reg_token.expand(b, -1, -1), x], 1)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.head(x.mean(1))
+
+
+def factorized_positions(seed: int = 0):
+    g = _seed(seed)
+    return FactorizedPositions(), torch.randn(1, 3, 6, 6, generator=g)
+
+
+PATTERNS["factorized_positions"] = factorized_positions
+
+
+class MultiplierFeatures(DepthwiseMultiplier):
+    """``DepthwiseMultiplier`` that also returns the map its multiplier convs read (a
+    features-only backbone): those channels are fixed, and the convs' outputs keep their own
+    group, permutable within the blocks of each input channel."""
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        y = F.relu(self.bn2(self.large(x) + self.small(x)))
+        return self.head(F.relu(self.pw(y)).mean((2, 3))), x
+
+
+def multiplier_features(seed: int = 0):
+    g = _seed(seed)
+    return MultiplierFeatures(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["multiplier_features"] = multiplier_features

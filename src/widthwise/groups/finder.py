@@ -228,6 +228,9 @@ class _Raw:
         self.rnn_out: list[tuple[str | None, nn.RNNBase, int, int]] = []  # (name, rnn, off, rep)
         # (name, conv, offset, repeat)
         self.grouped_in: list[tuple[str | None, nn.modules.conv._ConvNd, int, int]] = []
+        # convs with k outputs per input channel (groups == in_channels) that compute these
+        # channels: their groups bind this width unless the input group takes it over
+        self.multiplied: list[nn.modules.conv._ConvNd] = []
         self.fused: list[tuple[str | None, object]] = []  # producers feeding a split/reshape
         # layers reached through a reshape Torch-Pruning cannot map: (builder, item, size)
         self.unplaced: list[tuple[_Builder, _Item, int]] = []
@@ -274,10 +277,14 @@ def _conv(f: _Finder, raw: _Raw, it: _Item) -> None:
         elif it.is_in:
             raw.grouped_in.append((it.mname, mod, off, rep))
         else:  # rows of block g compute outputs [g*C/G, (g+1)*C/G): permutable within blocks
-            raw.divisor = math.lcm(raw.divisor, mod.groups)
+            if _multiplier(mod):
+                raw.multiplied.append(mod)  # the divisor is set by _merge_multipliers
+            else:
+                raw.divisor = math.lcm(raw.divisor, mod.groups)
             raw.add([Member(f"{it.mname}.weight", 0, "producer", off, rep)])
             if mod.bias is not None:
                 raw.add([Member(f"{it.mname}.bias", 0, "other", off, rep)])
+            raw.add(f._extra_rows(it.mname, mod, mod.out_channels, off, rep))
         return
     wdim = 1 if mod.transposed else 0
     if not it.is_in:
@@ -287,6 +294,12 @@ def _conv(f: _Finder, raw: _Raw, it: _Item) -> None:
         raw.add(f._extra_rows(it.mname, mod, mod.out_channels, off, rep))
     else:
         raw.add([Member(f"{it.mname}.weight", 1 - wdim, "consumer", off, rep)])
+
+
+def _multiplier(conv: nn.modules.conv._ConvNd) -> bool:
+    """A depthwise conv with a channel multiplier: ``k > 1`` outputs per input channel."""
+    c = conv.in_channels
+    return not conv.transposed and conv.groups == c > 1 and conv.out_channels % c == 0
 
 
 def _depthwise(f: _Finder, raw: _Raw, it: _Item) -> None:
@@ -597,7 +610,10 @@ class _Finder:
         ]
         if odd:
             attempts.append(self._with_grad(self.example_inputs))
-        for k, traced_inputs in enumerate(attempts):
+        clone: list[nn.Module] = []  # Linears whose output view the forward writes into
+        k = 0
+        while k < len(attempts):
+            traced_inputs = attempts[k]
             outputs.clear()
             with (
                 rec.CutHooks(self.model) as cuts,
@@ -606,7 +622,7 @@ class _Finder:
                 if self.trace_frozen
                 else contextlib.nullcontext(),
                 _tolerant_index_mapping(),
-                _out_of_place(self.model),
+                _out_of_place(self.model, clone) as rewritten,
                 self._linear_shadows(),
                 warnings.catch_warnings(),
             ):
@@ -622,9 +638,9 @@ class _Finder:
                         unwrapped_parameters=[(m.weight, 1) for m in odd] if k == 2 else None,
                         verbose=False,
                     )
-                    break
                 except Exception as e:
                     if k + 1 < len(attempts):
+                        k += 1
                         continue
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                     raise GroupingError(
@@ -633,6 +649,9 @@ class _Finder:
                         "(tensor: model(x), tuple/list: model(*x), dict: model(**x)) and that "
                         "its forward builds an autograd graph"
                     ) from e
+            if not rewritten or clone:
+                break
+            clone = rewritten  # traced again with those views copied
         del attempts
         if not outputs:
             raise GroupingError(
@@ -1237,6 +1256,69 @@ class _Finder:
         raw.width, raw.divisor = a, div
         raw.notes.append(f"each channel is one channel in each of the {big} conv groups")
 
+    def _merge_multipliers(self, raws: list[_Raw]) -> list[_Raw]:
+        """A group read by a depthwise conv with a channel multiplier (``groups ==
+        in_channels``, ``k`` outputs per input: PiT's pooling, FastViT's downsample) takes over
+        the group of the conv's outputs: input channel ``i`` owns outputs ``[k*i, k*i+k)``, so
+        every member there becomes a block of ``k`` (``repeat`` times ``k``). Chains compose
+        (PiT's three stages become one group). The outputs' permutations within blocks are not
+        returned separately: they would share members with this group."""
+        owner: dict[str, _Raw] = {}  # a multiplier conv's weight -> the group of its outputs
+        for raw in raws:
+            for conv in raw.multiplied:
+                if conv in self.module_name:
+                    owner.setdefault(self.module_name[conv] + ".weight", raw)
+        gone: set[int] = set()
+        changed = bool(owner)
+        while changed:
+            changed = False
+            for raw in raws:
+                # a fixed or failed input group would take the outputs' own groups down with it
+                if id(raw) in gone or raw.reasons or raw.output or raw.tied_input:
+                    continue
+                for entry in list(raw.grouped_in):
+                    mname, conv, off, rep = entry
+                    if not _multiplier(conv) or off or conv.in_channels != raw.width * rep:
+                        continue
+                    out = owner.get(f"{mname}.weight")
+                    if out is not raw and (
+                        out is None or id(out) in gone or out.width != conv.out_channels
+                    ):
+                        continue
+                    raw.grouped_in.remove(entry)
+                    changed = True
+                    if out is raw:  # a second conv into the same outputs (FastViT's small)
+                        continue
+                    self._take_outputs(raw, out, out.width // raw.width)
+                    gone.add(id(out))
+                    for k, v in owner.items():
+                        if v is out:
+                            owner[k] = raw
+        for raw in raws:
+            for conv in raw.multiplied:
+                raw.divisor = math.lcm(raw.divisor, conv.groups)
+        return [r for r in raws if id(r) not in gone]
+
+    @staticmethod
+    def _take_outputs(raw: _Raw, out: _Raw, f: int) -> None:
+        """``raw`` absorbs ``out``, whose channels ``[f*i, f*i+f)`` are its channel ``i``."""
+        raw.add(replace(m, repeat=m.repeat * f) for m in out.members)
+        raw.grouped_in += [(n, c, off, rep * f) for n, c, off, rep in out.grouped_in]
+        raw.divisor = math.lcm(raw.divisor, out.divisor // math.gcd(out.divisor, f))
+        raw.reasons += out.reasons
+        raw.notes += out.notes
+        raw.notes.append(f"each channel owns {f} channels of '{out.name or out.root}'")
+        raw.unplaced += out.unplaced
+        raw.rnn_out += [(n, r, off, rep * f) for n, r, off, rep in out.rnn_out]
+        raw.output |= out.output
+        raw.tied_input |= out.tied_input
+        raw.residual |= out.residual
+        raw.attention |= out.attention
+        raw.rearranged |= out.rearranged
+        raw.input_product |= out.input_product
+        raw.declared |= out.declared
+        raw.broadcast |= out.broadcast
+
     def _merge_shared(self, raws: list[_Raw]) -> list[_Raw]:
         """One group for raw groups that hold the same slice of one tensor: a tied weight used
         twice (T5's shared embedding starts the encoder and the decoder stream; Torch-Pruning
@@ -1324,7 +1406,7 @@ class _Finder:
     def _finish(self, raws: list[_Raw]) -> list[ChannelGroup]:
         cands: list[tuple[_Raw, ChannelGroup]] = []
         placements: list[_Placement] = []
-        for raw in self._merge_shared(self._untraced_siblings(raws)):
+        for raw in self._merge_multipliers(self._merge_shared(self._untraced_siblings(raws))):
             if raw.output or raw.tied_input:
                 continue
             if raw.grouped_in and not raw.reasons:
@@ -1755,6 +1837,10 @@ class _Finder:
             ]
             for k in retry
         ]
+        # a view Torch-Pruning read as (C, k) that is (k, C): SKNet's paths, stacked on dim 1
+        unfold = [k for k in failing if k not in retry and cands[k][0].rearranged]
+        retry += unfold
+        options += [self._outer_blocks(checked[k]) for k in unfold]
         groups: list[ChannelGroup | None] = list(checked)  # None: left out
         for k, fixed in zip(retry, self._search(sym, options)):
             groups[k] = fixed
@@ -1791,6 +1877,35 @@ class _Finder:
             self.root_keys.setdefault(raw.root, set()).add(g.name)
             groups[k] = None
         return [g for g in groups if g is not None]
+
+    def _outer_blocks(self, g: ChannelGroup) -> list[Candidate]:
+        """``g`` with members Torch-Pruning placed as ``k`` consecutive entries per channel
+        over a whole dim (a view it read as ``(C, k)``) placed as ``k`` blocks of the width
+        instead (the view is ``(k, C)``: SKNet's ``fc_select`` rows viewed as paths by
+        channels): all such members at once, then each alone."""
+        spread = [
+            m
+            for m in g.members
+            if m.repeat > 1
+            and not m.offset
+            and self.params[m.param].shape[m.dim] == m.repeat * g.width
+        ]
+
+        def unfolded(which: list[Member]) -> ChannelGroup:
+            members = [
+                replace(m, offset=j * g.width, repeat=1) if m in which else m
+                for m in g.members
+                for j in range(m.repeat if m in which else 1)
+            ]
+            note = "channel i is entry i of every block of " + ", ".join(
+                f"'{_module_of(m.param)}'" for m in which
+            )
+            return replace(g, members=tuple(members), notes=(*g.notes, note))
+
+        out: list[Candidate] = [("outer blocks", unfolded(spread))] if spread else []
+        if len(spread) > 1:
+            out += [(("outer blocks", m.param, m.dim), unfolded([m])) for m in spread]
+        return out
 
     def _tied_buffers(self, sym: Symmetry, g: ChannelGroup) -> list[str]:
         """The floating-point buffers (not a norm's running statistics) whose last dim,

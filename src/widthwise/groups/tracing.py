@@ -445,16 +445,43 @@ def _frozen_params_traced(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _out_of_place(model: nn.Module) -> Iterator[None]:
+def _out_of_place(model: nn.Module, clone: Container[nn.Module] = ()) -> Iterator[list[nn.Module]]:
     """Run in-place activations (``nn.ReLU(inplace=True)``) out of place during the trace: one
     applied to a Linear's output on 3-D or larger input (a view) rewrites the view's autograd
-    node, and the Linear drops out of the graph (Swin-V2's position bias MLP)."""
+    node, and the Linear drops out of the graph (Swin-V2's position bias MLP).
+
+    Other in-place writes into such a view (NaFlexViT's ``x.add_(pos)`` after its patch
+    Linear) cannot be switched off: the Linears whose output view was written to are listed
+    in the yielded list when the block exits; traced again with them in ``clone``, each one's
+    output is copied after Torch-Pruning's hook has recorded the view."""
     changed = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    seen: list[tuple[nn.Module, torch.Tensor, int]] = []
+    hooked: dict[nn.Module, Any] = {}
+
+    def after(mod: nn.Module, args: Any, out: Any) -> Any:
+        if not isinstance(out, torch.Tensor) or out._base is None:
+            return None
+        if mod in clone:
+            return out.clone()
+        seen.append((mod, out, out._version))
+        return None
+
+    def before(mod: nn.Module, args: Any) -> None:
+        # registered at the first call, so after the hooks Torch-Pruning's trace registered
+        if mod not in hooked:
+            hooked[mod] = mod.register_forward_hook(after)
+
+    pre = [m.register_forward_pre_hook(before) for m in model.modules() if type(m) is nn.Linear]
+    rewritten: list[nn.Module] = []
     try:
         for m in changed:
             m.inplace = False  # type: ignore[assignment]
-        yield
+        yield rewritten
     finally:
+        rewritten += dict.fromkeys(m for m, t, v in seen if t._version != v)
+        seen.clear()
+        for h in [*pre, *hooked.values()]:
+            h.remove()
         for m in changed:
             m.inplace = True  # type: ignore[assignment]
 
@@ -760,6 +787,7 @@ def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
         if not arithmetic and not reduction:
             continue  # a view, permute, unsqueeze or matmul changes shapes for other reasons
         out = tuple(meta[0].shape)
+        shapes = []
         for f, nr in gf.next_functions:
             in_meta = getattr(f, "_input_metadata", None)
             if f is None or not in_meta or nr >= len(in_meta):
@@ -767,7 +795,12 @@ def _cut_channel_broadcasts(dg: TPGraph) -> set[TPNode]:
             shape = tuple(in_meta[nr].shape)
             if len(shape) < len(out):
                 shape = (1,) * (len(out) - len(shape)) + shape
-            if len(shape) != len(out) or not out:
+            shapes.append((f, shape))
+        # every operand broadcast and no layer says where the channels are: an outer sum of
+        # tables (NaFlexViT's pos_y[:, :, None] + pos_x[:, None], channels last), not a gate
+        outer = all(s != out for _, s in shapes) and _channel_dim(gf, found) is None
+        for f, shape in shapes:
+            if len(shape) != len(out) or not out or (arithmetic and outer):
                 continue
             wide = {d for d, (a, b) in enumerate(zip(shape, out)) if a == 1 < b}
             narrow = {d for d, (a, b) in enumerate(zip(shape, out)) if a > 1 == b}
