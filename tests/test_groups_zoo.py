@@ -6,6 +6,9 @@
 * a ViT whose output is its residual stream (a feature extractor, timm's DINOv2 with
   ``num_classes=0``): the stream is fixed, and trying it as an attention group once per block
   made the search quadratic in depth.
+
+And one first seen in the Hugging Face held-out battery (``benchmarks/bench_groups_hf_all.py``):
+an embedding module that calls ``F.embedding`` on its own parameter (I-BERT's QuantEmbedding).
 """
 
 from __future__ import annotations
@@ -146,3 +149,44 @@ def test_stream_reaching_the_output_is_not_searched_per_block(monkeypatch):
     model = FeatureViT(3)
     x = torch.randn(2, 5, 12)
     assert_each_group_is_a_symmetry(model, x, find_groups(model, x))
+
+
+class RawEmbedding(nn.Module):
+    """An embedding that calls ``F.embedding`` on its own parameter (I-BERT's QuantEmbedding)."""
+
+    def __init__(self, n: int, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, d))
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight)
+
+
+class RawEmbeddingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.words, self.positions = RawEmbedding(11, 8), RawEmbedding(6, 8)
+        self.fc1, self.fc2, self.head = nn.Linear(8, 12), nn.Linear(12, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        x = self.words(ids) + self.positions(torch.arange(ids.shape[1]))
+        x = x + self.fc2(F.relu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+def test_raw_parameter_embedding_is_a_lookup_table():
+    torch.manual_seed(0)
+    model, ids = RawEmbeddingNet(), torch.randint(0, 11, (2, 5))
+    groups, msgs = _quiet(model, ids)
+    assert msgs == []
+    lin = [M("fc2.weight", 0, "producer"), M("fc2.bias", 0, "other")]
+    # the tables are read along their columns, like nn.Embedding's (raw parameters: "other")
+    stream = [M("words.weight", 1, "other"), M("positions.weight", 1, "other")]
+    check(
+        groups,
+        {
+            "fc2": (8, "linear", 1, [*stream, *consumer("fc1"), *lin, *consumer("head")]),
+            "fc1": (12, "linear", 1, [*_conv("fc1"), *consumer("fc2")]),
+        },
+    )
+    assert_each_group_is_a_symmetry(model, ids, groups)

@@ -2073,9 +2073,14 @@ def _root_classes(width: int, pairs: Iterable[tuple[int, int]]) -> dict[int, int
 def _lookup_tables(gf: GradFn, unwrapped: dict[Any, str]) -> set[str]:
     """A raw parameter ``w`` that a matrix product reads as its right operand, as it is (up to
     views and broadcasts that keep its last dim), against a constant (Gemma-4's position
-    table: ``one_hot(positions) @ w``): a table lookup, whose output channels are ``w``'s
-    last dim, the dim Torch-Pruning assigns to a raw parameter. The check confirms it."""
+    table: ``one_hot(positions) @ w``), or that ``F.embedding`` reads: a table lookup, whose
+    output channels are ``w``'s last dim, the dim Torch-Pruning assigns to a raw parameter. The
+    check confirms it."""
     nxt = list(gf.next_functions)
+    if gf.name().lower().startswith("embeddingbackward"):
+        # F.embedding(ids, w) on a raw parameter (I-BERT's quantised embeddings): a lookup
+        var = next((getattr(f, "variable", None) for f, _ in nxt if f is not None), None)
+        return {unwrapped[var]} if var is not None and var in unwrapped else set()
     if len(nxt) != 2 or nxt[0][0] is not None or nxt[1][0] is None:
         return set()
     f = nxt[1][0]

@@ -523,8 +523,8 @@ def _weight_leaves(
     if var is not None:
         return [var] if var in params else None
     parents = [f for f, _ in grad_fn.next_functions if f is not None]
-    if depth == 0 or not parents:
-        return None
+    if depth == 0 or not parents or grad_fn.name().lower().startswith("embedding"):
+        return None  # a lookup reads the input ids too (autograd does not list them)
     leaves: list[torch.Tensor] = []
     for f in parents:
         sub = _weight_leaves(f, params, depth - 1)
