@@ -2548,3 +2548,51 @@ def map_position_embedding(seed: int = 0):
 
 
 PATTERNS["map_position_embedding"] = map_position_embedding
+
+
+# ---------------------------------------------------------------------------------------------
+# branch `mults` (issue 13): per-head norms and channel products
+
+
+class SpatialGatingMlp(nn.Module):
+    """timm gMLP's gated MLP: ``fc1`` makes ``2d`` features, chunked into ``u | v``; ``v`` is
+    normalised (``gate.norm``) and mixed across tokens (``gate.proj``, a Linear over the token
+    axis), then multiplies ``u`` feature by feature; ``fc2`` reads the ``d`` products. Feature
+    ``j`` of ``u`` and feature ``j`` of ``v`` are one channel."""
+
+    def __init__(self, dim: int = 8, hidden: int = 12, tokens: int = 9):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.gate = nn.Module()
+        self.gate.norm = nn.LayerNorm(hidden)
+        self.gate.proj = nn.Linear(tokens, tokens)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        u, v = F.gelu(self.fc1(x)).chunk(2, dim=-1)
+        v = self.gate.proj(self.gate.norm(v).transpose(-1, -2)).transpose(-1, -2)
+        return self.fc2(u * v)
+
+
+class SpatialGatingNet(nn.Module):
+    """A patch stem, a pre-norm residual gMLP block, a head on the mean token."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = SpatialGatingMlp(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.mlp(self.norm(x))
+        return self.head(x.mean(1))
+
+
+def spatial_gating(seed: int = 0):
+    g = _seed(seed)
+    return SpatialGatingNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["spatial_gating"] = spatial_gating

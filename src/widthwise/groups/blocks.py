@@ -1,5 +1,6 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
-attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention.
+attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention,
+gMLP's spatial gating unit.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
@@ -58,6 +59,7 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _lite_mla(name, module)
             or _single_head_keys(name, module)
             or _conv_head_keys(name, module)
+            or _spatial_gate(name, module)
         )
         if block is not None:
             out.append(block)
@@ -394,3 +396,48 @@ def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
         ("attention on feature maps: dim i of every head's query and key, from its definition",),
     )
     return KnownBlock(name, (keys,), (q[0], k[0]))
+
+
+def _spatial_gate(name: str, m: nn.Module) -> KnownBlock | None:
+    """gMLP's gated MLP (timm's ``GatedMlp`` with a ``SpatialGatingUnit``): ``fc1`` makes
+    ``2d`` features, chunked into ``u | v``; ``v`` is normalised (``gate.norm``) and mixed
+    across tokens (``gate.proj``, a Linear over the token axis), then multiplies ``u``
+    feature by feature; an optional ``norm`` and ``fc2`` read the ``d`` products. Feature
+    ``j`` of ``u`` and of ``v`` are one channel (rows ``j`` and ``d + j`` of ``fc1``). The
+    walks cannot follow it: Torch-Pruning maps neither a chunk of the last dim nor a Linear
+    applied to the token axis."""
+    fc1, fc2, gate = (getattr(m, a, None) for a in ("fc1", "fc2", "gate"))
+    gnorm, proj = getattr(gate, "norm", None), getattr(gate, "proj", None)
+    if not (
+        isinstance(fc1, nn.Linear)
+        and isinstance(fc2, nn.Linear)
+        and isinstance(gnorm, nn.Module)
+        and isinstance(proj, nn.Linear)
+    ):
+        return None
+    d = fc2.in_features
+    if fc1.out_features != 2 * d or d < 2 or proj.in_features != proj.out_features:
+        return None
+    p = f"{name}." if name else ""
+    norms = []
+    for path, mod in ((f"{p}gate.norm", gnorm), (f"{p}norm", getattr(m, "norm", None))):
+        for w in ("weight", "bias"):
+            t = getattr(mod, w, None)
+            if isinstance(t, nn.Parameter):
+                if t.shape != (d,):
+                    return None
+                norms.append(Member(f"{path}.{w}", 0, "norm"))
+    members = [Member(f"{p}fc1.weight", 0, "producer", off) for off in (0, d)]
+    if fc1.bias is not None:
+        members += [Member(f"{p}fc1.bias", 0, "other", off) for off in (0, d)]
+    members += [*norms, Member(f"{p}fc2.weight", 1, "consumer")]
+    group = ChannelGroup(
+        f"{p}fc1",
+        d,
+        tuple(members),
+        (f"{p}fc1", f"{p}fc2"),
+        "linear",
+        1,
+        ("spatial gating: feature j of both halves of 'fc1', written from its definition",),
+    )
+    return KnownBlock(name, (group,), (f"{p}fc1",))
