@@ -2596,3 +2596,49 @@ def spatial_gating(seed: int = 0):
 
 
 PATTERNS["spatial_gating"] = spatial_gating
+
+
+class DecomposedRelPosAttention(nn.Module):
+    """timm SAM-ViT's attention: a fused ``qkv`` Linear, ``heads`` heads on a ``side x side``
+    map, logits plus ``q`` against relative-position tables ``rel_pos_h/w`` of shape
+    ``(2 * side - 1, head_dim)``, raw parameters shared by all heads (gathered by relative
+    coordinates, then ``einsum`` with ``q``); ``proj``; pre-norm residual over a patch stem."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, side: int = 3):
+        super().__init__()
+        self.heads, self.side, hd = heads, side, dim // heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.randn(2 * side - 1, hd) * 0.5)
+        self.rel_pos_w = nn.Parameter(torch.randn(2 * side - 1, hd) * 0.5)
+        self.head = nn.Linear(dim, 3)
+
+    def attend(self, x):
+        b, n, c = x.shape
+        s, h = self.side, self.heads
+        qkv = self.qkv(x).view(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * h, n, -1).unbind(0)
+        coords = torch.arange(s)[:, None] - torch.arange(s)[None, :] + s - 1
+        rh, rw = self.rel_pos_h[coords], self.rel_pos_w[coords]  # (s, s, hd)
+        r_q = q.reshape(b * h, s, s, -1)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(-1, n, n)
+        attn = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + bias).softmax(-1)
+        out = (attn @ v).view(b, h, n, -1).transpose(1, 2).reshape(b, n, c)
+        return self.proj(out)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attend(self.norm(x))
+        return self.head(x.mean(1))
+
+
+def decomposed_rel_pos(seed: int = 0):
+    g = _seed(seed)
+    return DecomposedRelPosAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["decomposed_rel_pos"] = decomposed_rel_pos

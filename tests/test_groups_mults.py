@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from test_groups import (
+    M,
     _outputs,
     _permute_copy,
     assert_each_group_is_a_symmetry,
@@ -48,3 +49,33 @@ def test_spatial_gating_unit_pairs_both_halves_of_fc1():
     # why both halves: permuting the u half alone (with fc2's columns) is not a symmetry
     half = ChannelGroup("u", h, (*rows("mlp.fc1"), *consumer("mlp.fc2")))
     assert not torch.allclose(_outputs(_permute_copy(model, [half], seed=5).eval(), x), ref)
+
+
+def test_relative_position_tables_shared_by_heads_stay_fixed_under_whole_heads():
+    model, x, groups, msgs = run("decomposed_rel_pos")
+    assert msgs == []  # the tables are not named as left out
+    d, h = model.proj.in_features, model.heads
+    hd = d // h
+    qkv = [m for k, g in enumerate("qkv") for m in rows("qkv", k * d, hd, g)]
+    check(
+        groups,
+        {
+            "stem+proj (residual)": (
+                d,
+                "residual",
+                1,
+                [*rows("stem"), *norm("norm"), *consumer("qkv"), *rows("proj"), *consumer("head")],
+            ),
+            "qkv (attention)": (h, "attention", 1, [*qkv, *consumer("proj", repeat=hd)]),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # the tables matter: permuting their head-dim columns alone changes the output, so whole
+    # heads pass because the tables are shared by the heads, not because they are ignored
+    tables = ChannelGroup("t", hd, (M("rel_pos_h", 1, "other"), M("rel_pos_w", 1, "other")))
+    assert not torch.allclose(_outputs(_permute_copy(model, [tables], seed=5).eval(), x), ref)
+    # and channels permuted within heads (the tables fixed) are not a symmetry
+    within = ChannelGroup(
+        "w", d, (*[m for k in range(3) for m in rows("qkv", k * d)], *consumer("proj")), divisor=h
+    )
+    assert not torch.allclose(_outputs(_permute_copy(model, [within], seed=6).eval(), x), ref)

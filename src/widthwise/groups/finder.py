@@ -455,6 +455,8 @@ class _Finder:
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
         self.fallbacks: list[ProjectionSpec] = []
         self.keys_of: dict[str, str] = {}  # keys group (:meth:`_keys_together`) -> its root
+        # left_out key of a raw parameter met in a product -> the roots whose walks met it
+        self.param_roots: dict[str, set[str]] = {}
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -1091,6 +1093,7 @@ class _Finder:
                         f"used by {op}() outside a module (F.linear/matmul/einsum on a raw "
                         "nn.Parameter); wrap it in nn.Linear to have it grouped",
                     )
+                    self.param_roots.setdefault(f"parameter '{p}'", set()).add(raw.root)
                 raw.reasons.append(
                     "parameter "
                     + ", ".join(f"'{p}'" for p in params)
@@ -1657,7 +1660,25 @@ class _Finder:
             for pname, _ in prods:
                 for key in self.root_keys.pop(pname, ()):
                     self.left_out.pop(key, None)
+                self._release_params(pname, g)
         return out
+
+    def _release_params(self, root: str, g: ChannelGroup) -> None:
+        """A raw parameter indexed by head dim (its last dim is the ``repeat`` of ``g``'s
+        consumer columns: one head) that only the walks from verified groups' producers met in
+        a matrix product is not left out: those groups passed the permutation check with it
+        fixed (SAM's relative-position tables ``(positions, head_dim)``, shared by all heads,
+        under whole heads)."""
+        heads = {m.repeat for m in g.consumers if m.repeat > 1}
+        for key, roots in list(self.param_roots.items()):
+            name = key[len("parameter '") : -1]
+            p = self.params.get(name)
+            if p is None or p.ndim != 2 or p.shape[-1] not in heads:
+                continue
+            roots.discard(root)
+            if not roots:
+                del self.param_roots[key]
+                self.left_out.pop(key, None)
 
     # -- raw parameters whose layout is declared (.layouts) -----------------------------------
 
