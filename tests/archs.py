@@ -2642,3 +2642,42 @@ def decomposed_rel_pos(seed: int = 0):
 
 
 PATTERNS["decomposed_rel_pos"] = decomposed_rel_pos
+
+
+class BiasedInterleavedAttention(nn.Module):
+    """timm EfficientFormer's (L1) attention: one Linear *with a bias* makes q/k/v interleaved
+    per head (``reshape(B, N, heads, -1).split([key, key, val])``), a per-head bias table
+    indexed by the offset of two points, ``proj`` back to the stream; patch stem, residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, key_dim: int = 4, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, key_dim, ratio * key_dim
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.qkv = nn.Linear(dim, heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Linear(heads * self.val_dim, dim)
+        pos = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij"))
+        rel = (pos.flatten(1)[:, :, None] - pos.flatten(1)[:, None, :]).abs()
+        self.attention_biases = nn.Parameter(torch.randn(heads, 9) * 0.5)
+        self.register_buffer("attention_bias_idxs", rel[0] * 3 + rel[1])
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, self.num_heads, -1).permute(0, 2, 1, 3)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        att = (q @ k.transpose(-2, -1)) * self.key_dim**-0.5
+        att = (att + self.attention_biases[:, self.attention_bias_idxs]).softmax(-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attention(x)
+        return self.head(x.mean(1))
+
+
+def biased_interleaved_attention(seed: int = 0):
+    g = _seed(seed)
+    return BiasedInterleavedAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["biased_interleaved_attention"] = biased_interleaved_attention

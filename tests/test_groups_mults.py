@@ -79,3 +79,31 @@ def test_relative_position_tables_shared_by_heads_stay_fixed_under_whole_heads()
         "w", d, (*[m for k in range(3) for m in rows("qkv", k * d)], *consumer("proj")), divisor=h
     )
     assert not torch.allclose(_outputs(_permute_copy(model, [within], seed=6).eval(), x), ref)
+
+
+def test_interleaved_attention_with_a_biased_qkv_takes_the_bias_rows():
+    model, x, groups, msgs = run("biased_interleaved_attention")
+    assert msgs == []
+    h, kd, vd, d = model.num_heads, model.key_dim, model.val_dim, model.proj.out_features
+    step = 2 * kd + vd
+    keys = [m for j in range(h) for off in (0, kd) for m in rows("qkv", j * step + off)]
+    values = [m for j in range(h) for m in rows("qkv", j * step + 2 * kd)]
+    values += [M("proj.weight", 1, "consumer", j * vd) for j in range(h)]
+    check(
+        groups,
+        {
+            "stem+proj (residual)": (
+                d,
+                "residual",
+                1,
+                [*rows("stem"), *consumer("qkv"), *rows("proj"), *consumer("head")],
+            ),
+            "attention (keys)": (kd, "attention", 1, keys),
+            "attention (values)": (vd, "attention", 1, values),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # the bias rows are needed: the key rows permuted without them change the output
+    g = next(g for g in groups if g.name == "attention (keys)")
+    bare = ChannelGroup("k", kd, tuple(m for m in g.members if m.param != "qkv.bias"))
+    assert not torch.allclose(_outputs(_permute_copy(model, [bare], seed=5).eval(), x), ref)

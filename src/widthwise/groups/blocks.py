@@ -156,11 +156,12 @@ def _linear_bn(
 
 
 def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
-    """LeViT's attention (Hugging Face and timm): q/k/v of each head interleaved in one
-    Linear+BatchNorm (``view(B, N, heads, -1).split([key, key, value])``), per-head bias
-    tables; the subsampling variant has separate ``queries`` and ``keys_values``. The key dims
-    (q and k alike) and the value dims permute, each dim in every head at once: whole heads
-    would move the bias tables too (and Hugging Face caches them in eval mode)."""
+    """LeViT's and EfficientFormer's attention (Hugging Face and timm): q/k/v of each head
+    interleaved in one Linear+BatchNorm, or one Linear with a bias (``view(B, N, heads, -1)
+    .split([key, key, value])``), per-head bias tables; the subsampling variant has separate
+    ``queries`` and ``keys_values``. The key dims (q and k alike) and the value dims permute,
+    each dim in every head at once: whole heads would move the bias tables too (and Hugging
+    Face caches them in eval mode)."""
     heads = getattr(m, "num_attention_heads", getattr(m, "num_heads", None))
     kd = getattr(m, "key_dim", None)
     ratio = getattr(m, "attention_ratio", None)
@@ -176,8 +177,10 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
         return None
 
     def rows(part: tuple[str, nn.Linear, str | None], offset: int) -> list[Member]:
-        path, _, bn = part
+        path, lin, bn = part
         out = [Member(f"{path}.weight", 0, "producer", offset)]
+        if lin.bias is not None:  # EfficientFormer's qkv: a Linear with a bias, no BatchNorm
+            out.append(Member(f"{path}.bias", 0, "other", offset))
         out += [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
         return out
 
