@@ -2681,3 +2681,59 @@ def biased_interleaved_attention(seed: int = 0):
 
 
 PATTERNS["biased_interleaved_attention"] = biased_interleaved_attention
+
+
+class LocalGlobalQuery(nn.Module):
+    """timm EfficientFormer-V2's downsampling query: a strided depthwise conv plus a strided
+    pool of the map, then a 1x1 conv-norm ``proj``."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.local = nn.Conv2d(cin, cin, 3, stride=2, padding=1, groups=cin)
+        self.pool = nn.AvgPool2d(1, 2, 0)
+        self.proj = ConvNormQK(cin, cout)
+
+    def forward(self, x):
+        return self.proj(self.local(x) + self.pool(x))
+
+
+class DownsampleAttention2d(nn.Module):
+    """timm EfficientFormer-V2's ``Attention2dDownsample``: the query at half resolution
+    (:class:`LocalGlobalQuery`), conv-norm k and v at full resolution, per-head bias table,
+    ``attn @ v`` merged to ``B, dh, H/2, W/2`` plus a strided depthwise ``v_local`` of v,
+    GELU, conv-norm ``proj`` to a new width; conv stem, head on the mean."""
+
+    def __init__(self, width: int = 8, num_heads: int = 2, key_dim: int = 3, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.dh = ratio * key_dim * num_heads
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.q = LocalGlobalQuery(width, num_heads * key_dim)
+        self.k = ConvNormQK(width, num_heads * key_dim)
+        self.v = ConvNormQK(width, self.dh)
+        self.v_local = ConvNormQK(self.dh, self.dh, 3, groups=self.dh)
+        self.v_local.conv.stride = (2, 2)  # strided, as in timm
+        self.attention_biases = nn.Parameter(torch.randn(num_heads, 16) * 0.5)
+        self.proj = ConvNormQK(self.dh, 2 * width)
+        self.head = nn.Linear(2 * width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, _, h, w = x.shape
+        n, n2 = h * w, (h // 2) * (w // 2)
+        q = self.q(x).reshape(b, self.num_heads, -1, n2).permute(0, 1, 3, 2)
+        k = self.k(x).reshape(b, self.num_heads, -1, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(b, self.num_heads, -1, n).permute(0, 1, 3, 2)
+        a = (q @ k * self.key_dim**-0.5 + self.attention_biases[:, None, :n]).softmax(-1)
+        out = (a @ v).transpose(2, 3).reshape(b, self.dh, h // 2, w // 2) + v_local
+        return self.head(self.proj(F.gelu(out)).mean((2, 3)))
+
+
+def downsample_attention_2d(seed: int = 0):
+    g = _seed(seed)
+    return DownsampleAttention2d(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["downsample_attention_2d"] = downsample_attention_2d

@@ -4,9 +4,13 @@ definition and the naive-loop permutation check of every group returned."""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
+
 import pytest
 import torch
 
+import archs
 from test_groups import (
     M,
     _outputs,
@@ -17,7 +21,7 @@ from test_groups import (
     norm,
 )
 from test_groups_archs import rows, run
-from widthwise import ChannelGroup
+from widthwise import ChannelGroup, GroupingWarning, find_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,3 +111,37 @@ def test_interleaved_attention_with_a_biased_qkv_takes_the_bias_rows():
     g = next(g for g in groups if g.name == "attention (keys)")
     bare = ChannelGroup("k", kd, tuple(m for m in g.members if m.param != "qkv.bias"))
     assert not torch.allclose(_outputs(_permute_copy(model, [bare], seed=5).eval(), x), ref)
+
+
+def _conv_norm_rows(name, offset=0):
+    return [
+        M(f"{name}.conv.weight", 0, "producer", offset),
+        *(M(f"{name}.bn.{w}", 0, "norm", offset) for w in ("weight", "bias")),
+    ]
+
+
+@pytest.mark.parametrize("arch", ["talking_heads_2d", "downsample_attention_2d"])
+def test_values_of_attention_on_feature_maps_permute_within_heads(arch):
+    make = archs.PATTERNS.get(arch) or archs.PARTLY_GROUPED[arch]
+    model, x = make()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    assert [r for r in record if r.category is GroupingWarning] == []
+    heads, kd, dh = model.num_heads, model.key_dim, model.dh
+    q = "q.proj" if arch == "downsample_attention_2d" else "q"
+    keys = [m for n in (q, "k") for h in range(heads) for m in _conv_norm_rows(n, h * kd)]
+    values = [
+        *_conv_norm_rows("v"),
+        *_conv_norm_rows("v_local"),
+        M("proj.conv.weight", 1, "consumer"),
+    ]
+    got = {g.name: g for g in groups}
+    assert (got["attention (keys)"].width, set(got["attention (keys)"].members)) == (kd, set(keys))
+    g = got["attention (values)"]
+    assert (g.width, g.kind, g.divisor) == (dh, "attention", heads)
+    assert set(g.members) == set(values) and len(g.members) == len(values)
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # within heads only: swapping the two heads' value channels changes the output
+    swap = ChannelGroup("heads", heads, tuple(replace(m, repeat=dh // heads) for m in values))
+    assert not torch.allclose(_outputs(_permute_copy(model, [swap], seed=5).eval(), x), ref)

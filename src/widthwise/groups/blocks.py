@@ -368,16 +368,21 @@ def _single_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
 
 
 def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
-    """EfficientFormer-V2's attention on feature maps (timm's ``Attention2d``): 1x1 conv-norm
-    ``q`` and ``k`` of ``num_heads * key_dim`` channels, reshaped to ``B, heads, key_dim, N``,
-    logits ``q @ k`` mixed across heads (talking heads). The walks cannot follow the head
-    reshape; the key dims permute in q and k at once, each dim in every head (the heads do
-    not permute: the talking-head convs and the bias tables index them)."""
+    """EfficientFormer-V2's attention on feature maps (timm's ``Attention2d`` and
+    ``Attention2dDownsample``): 1x1 conv-norm ``q`` (in the downsampling variant the ``proj``
+    of a local-global query) and ``k`` of ``num_heads * key_dim`` channels, reshaped to
+    ``B, heads, key_dim, N``, logits ``q @ k`` mixed across heads (talking heads). The walks
+    cannot follow the head reshape; the key dims permute in q and k at once, each dim in every
+    head (the heads do not permute: the talking-head convs and the bias tables index them).
+    The values (:func:`_conv_head_values`) permute within heads."""
     heads, kd = getattr(m, "num_heads", None), getattr(m, "key_dim", None)
     if not (isinstance(heads, int) and isinstance(kd, int) and heads > 0 and kd > 1):
         return None
     p = f"{name}." if name else ""
     q, k = _conv_norm(m, p, "q"), _conv_norm(m, p, "k")
+    query = getattr(m, "q", None)
+    if q is None and isinstance(query, nn.Module):
+        q = _conv_norm(query, f"{p}q.", "proj")  # LocalGlobalQuery: local conv + pool, then proj
     if q is None or k is None:
         return None
     if any(c.groups != 1 or c.out_channels != heads * kd for _, c, _ in (q, k)):
@@ -398,7 +403,55 @@ def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
         1,
         ("attention on feature maps: dim i of every head's query and key, from its definition",),
     )
-    return KnownBlock(name, (keys,), (q[0], k[0]))
+    values = _conv_head_values(name, m, heads)
+    if values is None:
+        return KnownBlock(name, (keys,), (q[0], k[0]))
+    group, layers = values
+    return KnownBlock(name, (keys, group), (q[0], k[0], *layers))
+
+
+def _conv_head_values(
+    name: str, m: nn.Module, heads: int
+) -> tuple[ChannelGroup, tuple[str, ...]] | None:
+    """The values of EfficientFormer-V2's attention: conv-norm ``v`` of ``heads * d``
+    channels, ``attn @ v`` per head (channel ``h * d + j`` is dim ``j`` of head ``h``), merged
+    back to a map and added to ``v_local`` (a depthwise conv-norm of ``v``), activation,
+    conv-norm ``proj``. Each head's ``attn`` is one token mixing for all its ``d`` channels,
+    so the channels permute within heads; the walks go through ``attn @ v`` into the
+    attention map (and the talking-head convs), which Torch-Pruning reads as element-wise."""
+    p = f"{name}." if name else ""
+    v, proj = _conv_norm(m, p, "v"), _conv_norm(m, p, "proj")
+    local = _conv_norm(m, p, "v_local") if hasattr(m, "v_local") else None
+    if v is None or proj is None or (hasattr(m, "v_local") and local is None):
+        return None
+    dh = v[1].out_channels
+    if v[1].groups != 1 or dh % heads or dh // heads < 2 or proj[1].in_channels != dh:
+        return None
+    if proj[1].groups != 1:
+        return None
+    if local is not None and not (
+        local[1].groups == local[1].in_channels == dh == local[1].out_channels
+    ):
+        return None
+    members = []
+    for path, conv, bn in (x for x in (v, local) if x is not None):
+        members.append(Member(f"{path}.weight", 0, "producer"))
+        if conv.bias is not None:
+            members.append(Member(f"{path}.bias", 0, "other"))
+        members += [Member(f"{bn}.{w}", 0, "norm") for w in ("weight", "bias") if bn]
+    members.append(Member(f"{proj[0]}.weight", 1, "consumer"))
+    layers = tuple(x[0] for x in (v, local) if x is not None)
+    group = ChannelGroup(
+        f"{name or 'attention'} (values)",
+        dh,
+        tuple(members),
+        (*layers, proj[0]),
+        "attention",
+        heads,
+        ("attention on feature maps: value channels permute within each head, from its "
+         "definition",),
+    )  # fmt: skip
+    return group, layers
 
 
 def _spatial_gate(name: str, m: nn.Module) -> KnownBlock | None:
