@@ -2737,3 +2737,37 @@ def downsample_attention_2d(seed: int = 0):
 
 
 PATTERNS["downsample_attention_2d"] = downsample_attention_2d
+
+
+class GatedSingleHeadAttention(nn.Module):
+    """timm iFormer's ``SHMA``: conv-norm q and k of ``a`` channels, one head (``q^T @ k`` on
+    ``B, C, H*W`` maps); conv-norm ``v_gate`` of ``2m`` channels, sigmoid, chunked into
+    ``v | gate``; ``(v @ attn^T) * gate`` into conv-norm ``proj``; conv stem, residual, head."""
+
+    def __init__(self, width: int = 8, a: int = 4, mid: int = 6):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.q, self.k = ConvNormQK(width, a), ConvNormQK(width, a)
+        self.v_gate = ConvNormQK(width, 2 * mid)
+        self.proj = ConvNormQK(mid, width)
+        self.head = nn.Linear(width, 3)
+
+    def attend(self, x):
+        b, _, h, w = x.shape
+        v, gate = torch.sigmoid(self.v_gate(x)).chunk(2, dim=1)
+        q, k, v = self.q(x).flatten(2), self.k(x).flatten(2), v.flatten(2)
+        attn = (q.transpose(-2, -1) @ k * q.shape[1] ** -0.5).softmax(dim=-1)
+        return self.proj((v @ attn.transpose(-2, -1)).view(b, -1, h, w) * gate)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.attend(x)
+        return self.head(x.mean((2, 3)))
+
+
+def gated_single_head(seed: int = 0):
+    g = _seed(seed)
+    return GatedSingleHeadAttention(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["gated_single_head"] = gated_single_head

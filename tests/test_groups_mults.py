@@ -145,3 +145,36 @@ def test_values_of_attention_on_feature_maps_permute_within_heads(arch):
     # within heads only: swapping the two heads' value channels changes the output
     swap = ChannelGroup("heads", heads, tuple(replace(m, repeat=dh // heads) for m in values))
     assert not torch.allclose(_outputs(_permute_copy(model, [swap], seed=5).eval(), x), ref)
+
+
+def test_gated_single_head_attention_pairs_value_and_gate_rows():
+    model, x, groups, msgs = run("gated_single_head")
+    assert msgs == []
+    a, mid, w = model.q.conv.out_channels, model.proj.conv.in_channels, model.stem.out_channels
+    keys = [*_conv_norm_rows("q"), *_conv_norm_rows("k")]
+    values = [*_conv_norm_rows("v_gate"), *_conv_norm_rows("v_gate", mid)]
+    stream = [
+        *rows("stem"),
+        *(M(f"{n}.conv.weight", 1, "consumer") for n in ("q", "k", "v_gate")),
+        *_conv_norm_rows("proj"),
+        *consumer("head"),
+    ]
+    check(
+        groups,
+        {
+            "stem+proj.conv (residual)": (w, "residual", 1, stream),
+            "attention (keys)": (a, "attention", 1, keys),
+            "attention (values)": (
+                mid,
+                "attention",
+                1,
+                [*values, M("proj.conv.weight", 1, "consumer")],
+            ),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # the value rows without their gate rows are not a symmetry
+    v_only = ChannelGroup(
+        "v", mid, (*_conv_norm_rows("v_gate"), M("proj.conv.weight", 1, "consumer"))
+    )
+    assert not torch.allclose(_outputs(_permute_copy(model, [v_only], seed=5).eval(), x), ref)

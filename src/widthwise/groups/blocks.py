@@ -1,6 +1,6 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
 attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention,
-gMLP's spatial gating unit.
+gMLP's spatial gating unit, iFormer's single-head modulation attention.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
@@ -60,6 +60,7 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _single_head_keys(name, module)
             or _conv_head_keys(name, module)
             or _spatial_gate(name, module)
+            or _gated_single_head(name, module)
         )
         if block is not None:
             out.append(block)
@@ -497,3 +498,51 @@ def _spatial_gate(name: str, m: nn.Module) -> KnownBlock | None:
         ("spatial gating: feature j of both halves of 'fc1', written from its definition",),
     )
     return KnownBlock(name, (group,), (f"{p}fc1",))
+
+
+def _gated_single_head(name: str, m: nn.Module) -> KnownBlock | None:
+    """iFormer's single-head modulation attention (timm's ``SHMA``): conv-norm ``q`` and
+    ``k`` of ``a`` channels, logits ``q^T @ k`` (one head); conv-norm ``v_gate`` of ``2m``
+    channels, sigmoid, chunked into ``v | gate``; ``(v @ attn^T) * gate`` into conv-norm
+    ``proj``. The key dims permute in q and k at once; value channel ``j`` is rows ``j`` and
+    ``m + j`` of ``v_gate`` (multiplied together), read by column ``j`` of ``proj``. The walks
+    carry channels through the attention products as if element-wise."""
+    p = f"{name}." if name else ""
+    q, k = _conv_norm(m, p, "q"), _conv_norm(m, p, "k")
+    vg, proj = _conv_norm(m, p, "v_gate"), _conv_norm(m, p, "proj")
+    if q is None or k is None or vg is None or proj is None:
+        return None
+    a, mid = q[1].out_channels, proj[1].in_channels
+    if any(c.groups != 1 for _, c, _ in (q, k, vg, proj)) or k[1].out_channels != a:
+        return None
+    if vg[1].out_channels != 2 * mid or a < 2 or mid < 2:
+        return None
+
+    def rows(part: tuple[str, nn.Conv2d, str | None], offset: int) -> list[Member]:
+        path, conv, bn = part
+        out = [Member(f"{path}.weight", 0, "producer", offset)]
+        if conv.bias is not None:
+            out.append(Member(f"{path}.bias", 0, "other", offset))
+        return out + [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
+
+    label = name or "attention"
+    keys = ChannelGroup(
+        f"{label} (keys)",
+        a,
+        (*rows(q, 0), *rows(k, 0)),
+        (q[0], k[0]),
+        "attention",
+        1,
+        ("single-head attention: dim i of the query and the key, from its definition",),
+    )
+    values = ChannelGroup(
+        f"{label} (values)",
+        mid,
+        (*rows(vg, 0), *rows(vg, mid), Member(f"{proj[0]}.weight", 1, "consumer")),
+        (vg[0], proj[0]),
+        "attention",
+        1,
+        ("single-head attention: value j and gate j (rows j and m + j of 'v_gate'), from its "
+         "definition",),
+    )  # fmt: skip
+    return KnownBlock(name, (keys, values), (q[0], k[0], vg[0]))
