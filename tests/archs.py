@@ -2771,3 +2771,51 @@ def gated_single_head(seed: int = 0):
 
 
 PATTERNS["gated_single_head"] = gated_single_head
+
+
+class PooledAttention(nn.Module):
+    """timm MViT-v2's pooled attention: a fused ``qkv`` Linear, ``heads`` heads; q, k and v of
+    every head pooled by depthwise convs over ``head_dim`` channels (on ``B * heads, hd, H,
+    W``: one conv shared by the heads; k and v strided) and LayerNorms of ``head_dim``;
+    ``attn @ v + q`` (residual pooling), ``proj``; patch stem, residual, head on the mean."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, side: int = 4):
+        super().__init__()
+        self.heads, self.side, hd = heads, side, dim // heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.pool_q = nn.Conv2d(hd, hd, 3, padding=1, groups=hd, bias=False)
+        self.pool_k = nn.Conv2d(hd, hd, 3, stride=2, padding=1, groups=hd, bias=False)
+        self.pool_v = nn.Conv2d(hd, hd, 3, stride=2, padding=1, groups=hd, bias=False)
+        self.norm_q, self.norm_k, self.norm_v = nn.LayerNorm(hd), nn.LayerNorm(hd), nn.LayerNorm(hd)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def pool(self, t, conv, norm):
+        b, h, _, d = t.shape
+        t = t.reshape(b * h, self.side, self.side, d).permute(0, 3, 1, 2)
+        t = conv(t)
+        return norm(t.reshape(b, h, d, -1).transpose(2, 3))
+
+    def attend(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q = self.pool(q, self.pool_q, self.norm_q)
+        k = self.pool(k, self.pool_k, self.norm_k)
+        v = self.pool(v, self.pool_v, self.norm_v)
+        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        out = attn @ v + q
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attend(x)
+        return self.head(x.mean(1))
+
+
+def pooled_attention(seed: int = 0):
+    g = _seed(seed)
+    return PooledAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["pooled_attention"] = pooled_attention

@@ -178,3 +178,29 @@ def test_gated_single_head_attention_pairs_value_and_gate_rows():
         "v", mid, (*_conv_norm_rows("v_gate"), M("proj.conv.weight", 1, "consumer"))
     )
     assert not torch.allclose(_outputs(_permute_copy(model, [v_only], seed=5).eval(), x), ref)
+
+
+def test_pooled_attention_moves_whole_heads_past_per_head_pooling():
+    model, x, groups, msgs = run("pooled_attention")
+    assert msgs == []
+    d, h = model.proj.in_features, model.heads
+    hd = d // h
+    qkv = [m for k, g in enumerate("qkv") for m in rows("qkv", k * d, hd, g)]
+    check(
+        groups,
+        {
+            "stem+proj (residual)": (
+                d,
+                "residual",
+                1,
+                [*rows("stem"), *consumer("qkv"), *rows("proj"), *consumer("head")],
+            ),
+            "qkv (attention)": (h, "attention", 1, [*qkv, *consumer("proj", repeat=hd)]),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # the pooling convs and norms are shared by the heads: channels within heads cannot move
+    within = ChannelGroup(
+        "w", d, (*[m for k in range(3) for m in rows("qkv", k * d)], *consumer("proj")), divisor=h
+    )
+    assert not torch.allclose(_outputs(_permute_copy(model, [within], seed=6).eval(), x), ref)

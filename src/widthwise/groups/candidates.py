@@ -93,7 +93,7 @@ def _projection_specs(
 
     norms: list[nn.LayerNorm] = []  # passed on the way (patch merging normalises 4C features)
 
-    def reach(node: TPNode, forward: bool, limit: int = 400) -> list[WeightLayer]:
+    def reach(node: TPNode, forward: bool, width: int, limit: int = 400) -> list[WeightLayer]:
         found: list[WeightLayer] = []
         seen, stack = {node}, [node]
         while stack and len(seen) < limit:
@@ -103,7 +103,9 @@ def _projection_specs(
                     continue
                 seen.add(nxt)
                 mod = nxt.module
-                if _is_weight_layer(mod) and mod in module_name:
+                if _per_head_depthwise(mod, width):
+                    stack.append(nxt)  # fixed under whole heads: the check decides
+                elif _is_weight_layer(mod) and mod in module_name:
                     found.append(mod)
                 elif (mod not in module_name and not isinstance(mod, nn.Parameter)) or isinstance(
                     mod, nn.LayerNorm
@@ -124,16 +126,30 @@ def _projection_specs(
         if node is None or not _is_weight_layer(root):
             continue
         norms.clear()
-        readers = reach(node, True)
+        readers = reach(node, True, _out_width(root))
         passed = [(module_name[n], n) for n in dict.fromkeys(norms)]
         for o in readers:
             if o in specs or getattr(o, "groups", 1) != 1:
                 continue
-            prods = [p for p in reach(dg.module2node[o], False) if getattr(p, "groups", 1) == 1]
+            prods = [
+                p
+                for p in reach(dg.module2node[o], False, _in_width(o))
+                if getattr(p, "groups", 1) == 1
+            ]
             if root in prods:
                 ps = sorted({module_name[p]: p for p in prods}.items(), key=lambda x: order[x[0]])
                 specs[o] = (ps, passed if len(readers) == 1 else [])
     return [(module_name[o], o, ps, ns) for o, (ps, ns) in specs.items()]
+
+
+def _per_head_depthwise(module: object, width: int) -> bool:
+    """A depthwise convolution over fewer channels than ``width``, a divisor of it: applied to
+    each head's ``head_dim`` channels alike (MViT-v2's pooling convs on ``B * heads, hd, H,
+    W``), so a layer read through it is read head by head; whole heads leave it fixed."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return False
+    c = module.in_channels
+    return module.groups == c == module.out_channels and 1 < c < width and width % c == 0
 
 
 def _placed_candidates(
