@@ -2819,3 +2819,51 @@ def pooled_attention(seed: int = 0):
 
 
 PATTERNS["pooled_attention"] = pooled_attention
+
+
+class WrappedLinear(nn.Module):
+    """timm Gemma-4's ``Gemma4ClippableLinear`` without clipping: a module holding a Linear."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+class PerHeadNormAttention(nn.Module):
+    """timm Gemma-4 ViT's (and Qwen3's) attention: q, k, v projections (wrapped Linears),
+    ``q_norm``/``k_norm`` LayerNorms over ``head_dim`` shared by all heads, ``o_proj``;
+    pre-norm residual over a patch stem, a gated MLP, head on the mean token."""
+
+    def __init__(self, dim: int = 16, heads: int = 4):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.q_proj, self.k_proj = WrappedLinear(dim, dim), WrappedLinear(dim, dim)
+        self.v_proj, self.o_proj = WrappedLinear(dim, dim), WrappedLinear(dim, dim)
+        self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attend(self, x):
+        b, n, c = x.shape
+        shape = (b, n, self.num_heads, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(shape)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(shape)).transpose(1, 2)
+        v = self.v_proj(x).view(shape).transpose(1, 2)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)
+        return self.o_proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attend(x)
+        return self.head(x.mean(1))
+
+
+def per_head_norm_attention(seed: int = 0):
+    g = _seed(seed)
+    return PerHeadNormAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["per_head_norm_attention"] = per_head_norm_attention

@@ -204,3 +204,51 @@ def test_pooled_attention_moves_whole_heads_past_per_head_pooling():
         "w", d, (*[m for k in range(3) for m in rows("qkv", k * d)], *consumer("proj")), divisor=h
     )
     assert not torch.allclose(_outputs(_permute_copy(model, [within], seed=6).eval(), x), ref)
+
+
+def test_per_head_norms_move_whole_heads_tried_first(monkeypatch):
+    from widthwise.groups.verify import Symmetry
+
+    tried: list[str] = []
+    passes = Symmetry.passes
+
+    def spy(self, groups):
+        tried.extend(g.notes[0] if g.notes else g.name for g in groups)
+        return passes(self, groups)
+
+    monkeypatch.setattr(Symmetry, "passes", spy)
+    model, x, groups, msgs = run("per_head_norm_attention")
+    assert msgs == []
+    d, h, hd = model.o_proj.linear.in_features, model.num_heads, model.head_dim
+    heads = [M(f"{n}.linear.weight", 0, "producer", 0, hd) for n in ("q_proj", "k_proj", "v_proj")]
+    lin = [M(f"{n}.linear.weight", 1, "consumer") for n in ("q_proj", "k_proj", "v_proj")]
+    check(
+        groups,
+        {
+            "stem+o_proj.linear (residual)": (
+                d,
+                "residual",
+                1,
+                [*rows("stem"), *lin, M("o_proj.linear.weight", 0, "producer"), *consumer("head")],
+            ),
+            "q_proj.linear+k_proj.linear+v_proj.linear (attention)": (
+                h,
+                "attention",
+                1,
+                [*heads, *consumer("o_proj.linear", repeat=hd)],
+            ),
+        },
+    )
+    # the per-head norms rule out every within-head candidate: whole heads are tried first
+    assert [t for t in tried if "head" in t] == [
+        f"one channel is one key/value head ({hd} columns of 'o_proj.linear')"
+    ]
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    within = ChannelGroup(
+        "w",
+        d,
+        (*[M(f"{n}.linear.weight", 0, "producer") for n in ("q_proj", "k_proj", "v_proj")],
+         *consumer("o_proj.linear")),
+        divisor=h,
+    )  # fmt: skip
+    assert not torch.allclose(_outputs(_permute_copy(model, [within], seed=6).eval(), x), ref)

@@ -490,3 +490,39 @@ def _with_projection_norms(
         if {m.param for m in more} == {n for n, _ in norms}:
             out.append((("projection norms", key), replace(g, members=(*g.members, *more))))
     return out + cands
+
+
+def _per_head_norms(
+    prods: list[tuple[str, WeightLayer]],
+    modules: dict[str, nn.Module],
+    owners: Sequence[nn.Module | None],
+) -> bool:
+    """A norm beside the producers (a child of their parent) whose 1-D weight has the head size
+    the attention declares, smaller than the producers' widths: a per-head norm shared by all
+    heads (Qwen3's, Gemma-3's and Gemma-4's ``q_norm``/``k_norm`` over ``head_dim``), under
+    which channels cannot permute within heads but whole heads can."""
+    # the producers' parent and grandparent (Gemma-4 wraps each Linear in a module)
+    parents = {n.rpartition(".")[0] for n, _ in prods}
+    parents |= {n.rpartition(".")[0] for n in parents}
+    widths = [_out_width(p) for _, p in prods]
+    din = min(widths)
+    hd = _declared_head_dim([m for m in owners if m is not None], din, din)
+    if not hd or hd == din:
+        return False
+    for mname, m in modules.items():
+        if mname.rpartition(".")[0] not in parents or "norm" not in type(m).__name__.lower():
+            continue
+        w = getattr(m, "weight", None)
+        if isinstance(w, nn.Parameter) and w.shape == (hd,):
+            return True
+    return False
+
+
+def _whole_heads_first(cands: list[Candidate]) -> list[Candidate]:
+    """The whole-head candidates ahead of the rest (stable): on a large model each candidate
+    that fails costs a forward, and per-head norms make every within-head candidate fail."""
+
+    def kinds(key: Hashable) -> list[Hashable]:
+        return [k for part in key for k in kinds(part)] if isinstance(key, tuple) else [key]
+
+    return sorted(cands, key=lambda c: "heads" not in kinds(c[0]))

@@ -67,11 +67,13 @@ from widthwise.groups.candidates import (
     _is_head_table,
     _is_weight_layer,
     _out_width,
+    _per_head_norms,
     _placed_candidates,
     _projection_candidates,
     _projection_norms,
     _projection_specs,
     _rows,
+    _whole_heads_first,
     _with_head_params,
     _with_projection_norms,
 )
@@ -457,6 +459,7 @@ class _Finder:
         self.keys_of: dict[str, str] = {}  # keys group (:meth:`_keys_together`) -> its root
         # left_out key of a raw parameter met in a product -> the roots whose walks met it
         self.param_roots: dict[str, set[str]] = {}
+        self._sym: Symmetry | None = None
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -788,7 +791,8 @@ class _Finder:
         retry = set(self.unfinished) | {
             self.modules[r.root]
             for r in raws
-            if r.reasons or r.attention or r.rearranged or not self._fits(r)
+            if (r.reasons or r.attention or r.rearranged or not self._fits(r))
+            and not self._fixed_by_output(r)
         }
         self.fallbacks = _projection_specs(dg, retry, self.module_name)
         # groups inside the recurrent and attention modules
@@ -804,6 +808,13 @@ class _Finder:
                     raw.reasons.append(self.cuts.problems[mname])
                 raws.append(raw)
         return raws
+
+    def _fixed_by_output(self, raw: _Raw) -> bool:
+        """A clean walk (no reason, no attention product, every member in place) that reached
+        the model's output: its channels are fixed by the data, so candidates around its
+        readers would only propose them again (a transformer's residual stream: a forward each,
+        for every reader of the stream in every block)."""
+        return raw.output and not raw.reasons and not raw.attention and self._fits(raw)
 
     def _score_rows(self, raw: _Raw) -> None:
         """Refuse a walk that reached, through an attention product, the rows of a layer whose
@@ -1636,6 +1647,8 @@ class _Finder:
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
+            if _per_head_norms(prods, self.modules, owners):
+                cands = _whole_heads_first(cands)
             cands = [
                 (key, c)
                 for key, c in cands
@@ -1648,7 +1661,7 @@ class _Finder:
         if not options:
             return []
         out: list[ChannelGroup] = []
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         for prods, g in zip(specs, self._search(sym, options)):
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
             if g is None or spans & claimed:  # two readers of one producer: keep the first
@@ -1714,7 +1727,7 @@ class _Finder:
                     owner.append(k)
         if not todo or time.monotonic() > self.deadline:
             return []
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         out: list[ChannelGroup] = []
         failed: set[int] = set()
         for k, opts, g in zip(owner, todo, self._search(sym, todo)):
@@ -1749,7 +1762,7 @@ class _Finder:
         if time.monotonic() > self.deadline:
             self._late([g.name for _, g in cands])
             return []
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         checked: list[ChannelGroup] = []
         search: list[int] = []  # attention groups whose head count is not declared
         for k, (raw, g) in enumerate(cands):
@@ -1860,7 +1873,7 @@ class _Finder:
         if not placements:
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         options: list[list[Candidate]] = [
             [(k, g) for k, g in opts if not any((m.param, m.dim) in claimed for m in g.members)]
             for *_, opts in placements
@@ -1875,6 +1888,13 @@ class _Finder:
             out.append(replace(g, notes=(*g.notes, "placed by the permutation check")))
             claimed |= spans
         return out
+
+    def _symmetry(self) -> Symmetry:
+        """One permutation check per search: its base forward (float64 where the model runs
+        so) is the costly part on a large model, and the model does not change meanwhile."""
+        if self._sym is None:
+            self._sym = Symmetry(self.model, self.example_inputs)
+        return self._sym
 
     def _owners(self, layers: Iterable[str]) -> list[nn.Module]:
         """The modules around ``layers``, nearest first up to the model (where a head count or
