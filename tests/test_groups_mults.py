@@ -252,3 +252,20 @@ def test_per_head_norms_move_whole_heads_tried_first(monkeypatch):
         divisor=h,
     )  # fmt: skip
     assert not torch.allclose(_outputs(_permute_copy(model, [within], seed=6).eval(), x), ref)
+
+
+def test_candidates_not_tried_in_time_are_named_in_the_warning(monkeypatch):
+    from widthwise.groups import finder
+
+    verify = finder._Finder._verify
+
+    def then_late(self, cands):
+        out = verify(self, cands)
+        self.deadline = float("-inf")  # the walks' groups are verified; the time is now up
+        return out
+
+    monkeypatch.setattr(finder._Finder, "_verify", then_late)
+    _, _, groups, msgs = run("per_head_norm_attention", timeout=30)
+    assert [g.name for g in groups] == ["stem+o_proj.linear (residual)"]
+    assert len(msgs) == 1
+    assert "(attention)" in msgs[0] and "not tried within timeout=30 s" in msgs[0]

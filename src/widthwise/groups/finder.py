@@ -1628,7 +1628,11 @@ class _Finder:
         embeddings, grouped key/value heads): q rows in blocks of ``r * head_dim``, k/v rows in
         blocks of ``head_dim``, o columns like q.
         """
-        if not self.fallbacks or time.monotonic() > self.deadline:
+        if not self.fallbacks:
+            return []
+        if time.monotonic() > self.deadline:
+            for _, _, prods, _ in self.fallbacks:
+                self._not_tried(prods)
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         specs, options = [], []
@@ -1664,6 +1668,8 @@ class _Finder:
         sym = self._symmetry()
         for prods, g in zip(specs, self._search(sym, options)):
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
+            if g is None and time.monotonic() > self.deadline:
+                self._not_tried(prods)
             if g is None or spans & claimed:  # two readers of one producer: keep the first
                 continue
             out.append(g)
@@ -1675,6 +1681,16 @@ class _Finder:
                     self.left_out.pop(key, None)
                 self._release_params(pname, g)
         return out
+
+    def _not_tried(self, prods: list[tuple[str, Any]]) -> None:
+        """Say so where the candidates around left-out producers ran out of time (Gemma-4's
+        ViT at 768 x 768: a forward takes seconds), so the reason shown is not taken for the
+        last word."""
+        note = f"; candidate groups around it not tried within timeout={self.timeout:g} s"
+        for pname, _ in prods:
+            for key in self.root_keys.get(pname, ()):
+                if key in self.left_out and note not in self.left_out[key]:
+                    self.left_out[key] += note
 
     def _release_params(self, root: str, g: ChannelGroup) -> None:
         """A raw parameter indexed by head dim (its last dim is the ``repeat`` of ``g``'s
