@@ -2867,3 +2867,13 @@ def per_head_norm_attention(seed: int = 0):
 
 
 PATTERNS["per_head_norm_attention"] = per_head_norm_attention
+
+
+def pooled_attention_one_head(seed: int = 0):
+    """:class:`PooledAttention` with one head (MViT-v2's first stage): the pooling convs and
+    norms run over all the channels, which permute together with them."""
+    g = _seed(seed)
+    return PooledAttention(dim=8, heads=1), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["pooled_attention_one_head"] = pooled_attention_one_head

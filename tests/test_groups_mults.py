@@ -269,3 +269,33 @@ def test_candidates_not_tried_in_time_are_named_in_the_warning(monkeypatch):
     assert [g.name for g in groups] == ["stem+o_proj.linear (residual)"]
     assert len(msgs) == 1
     assert "(attention)" in msgs[0] and "not tried within timeout=30 s" in msgs[0]
+
+
+def test_one_head_pooled_attention_permutes_channels_with_the_pooling_convs_and_norms():
+    model, x, groups, msgs = run("pooled_attention_one_head")
+    assert msgs == []
+    d = model.proj.in_features
+    qkv = [m for k, g in enumerate("qkv") for m in rows("qkv", k * d, 1, g)]
+    pools = [M(f"pool_{t}.weight", 0, "producer") for t in "qkv"]
+    check(
+        groups,
+        {
+            "stem+proj (residual)": (
+                d,
+                "residual",
+                1,
+                [*rows("stem"), *consumer("qkv"), *rows("proj"), *consumer("head")],
+            ),
+            "qkv (attention)": (
+                d,
+                "attention",
+                1,
+                [*qkv, *pools, *(m for t in "qkv" for m in norm(f"norm_{t}")), *consumer("proj")],
+            ),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # without the pooling convs and norms (what the candidates proposed before) it fails
+    g = next(g for g in groups if g.name == "qkv (attention)")
+    bare = replace(g, members=tuple(m for m in g.members if m.param.startswith(("qkv", "proj"))))
+    assert not torch.allclose(_outputs(_permute_copy(model, [bare], seed=5).eval(), x), ref)

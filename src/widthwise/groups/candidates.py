@@ -133,7 +133,7 @@ def _projection_specs(
                 continue
             prods = [
                 p
-                for p in reach(dg.module2node[o], False, _in_width(o))
+                for p in reach(dg.module2node[o], False, _out_width(root))
                 if getattr(p, "groups", 1) == 1
             ]
             if root in prods:
@@ -526,3 +526,56 @@ def _whole_heads_first(cands: list[Candidate]) -> list[Candidate]:
         return [k for part in key for k in kinds(part)] if isinstance(key, tuple) else [key]
 
     return sorted(cands, key=lambda c: "heads" not in kinds(c[0]))
+
+
+def _with_head_modules(
+    cands: list[Candidate],
+    oname: str,
+    prods: list[tuple[str, WeightLayer]],
+    modules: dict[str, nn.Module],
+) -> list[Candidate]:
+    """Each candidate whose channel ``j`` is channel ``j`` of every head (heads in place, or one
+    head) with what the attention module applies to every head alike over ``head_dim``, just
+    ahead of that candidate (the order of kinds kept: whole heads first); the check decides.
+    MViT-v2's pooled attention: depthwise pooling convs and LayerNorms over ``head_dim``
+    (rows), relative-position tables ``(positions, head_dim)`` (columns), one head in its
+    first stage. Only the children of the attention module (the one holding the producers
+    and ``oname``) are looked at."""
+    owner = _common_prefix([*(n for n, _ in prods), oname])
+    if owner not in modules:
+        return cands
+    parents = {owner}
+    out: list[Candidate] = []
+    for key, g in cands:
+        cols = [m for m in g.members if m.role == "consumer"]
+        spans = {(m.offset, m.repeat) for m in cols}
+        heads = len(spans)
+        if not cols or spans != {(h * g.width, 1) for h in range(heads)}:
+            out.append((key, g))
+            continue
+        more: list[Member] = []
+        for mname, m in modules.items():
+            owner, _, _ = mname.rpartition(".")
+            if owner not in parents or not mname:
+                continue
+            conv = isinstance(m, nn.modules.conv._ConvNd)
+            if conv and m.groups == m.in_channels == m.out_channels == g.width:
+                more.append(Member(f"{mname}.weight", 0, "producer"))
+                if m.bias is not None:
+                    more.append(Member(f"{mname}.bias", 0, "other"))
+            elif not conv and "norm" in type(m).__name__.lower():
+                for pname, p in m.named_parameters(recurse=False):
+                    if p.shape == (g.width,):
+                        more.append(Member(f"{mname}.{pname}", 0, "norm"))
+        for pname, p in (
+            (f"{o}.{n}" if o else n, p)
+            for o in parents
+            if o in modules
+            for n, p in modules[o].named_parameters(recurse=False)
+        ):
+            if p.ndim == 2 and p.shape[-1] == g.width:
+                more.append(Member(pname, 1, "other"))
+        if more:
+            out.append((("head modules", key), replace(g, members=(*g.members, *more))))
+        out.append((key, g))
+    return out

@@ -74,6 +74,7 @@ from widthwise.groups.candidates import (
     _projection_specs,
     _rows,
     _whole_heads_first,
+    _with_head_modules,
     _with_head_params,
     _with_projection_norms,
 )
@@ -1650,6 +1651,7 @@ class _Finder:
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
+            cands = _with_head_modules(cands, oname, prods, self.modules)
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             if _per_head_norms(prods, self.modules, owners):
                 cands = _whole_heads_first(cands)
