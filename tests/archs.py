@@ -2764,3 +2764,332 @@ def multiplier_features(seed: int = 0):
 
 
 PATTERNS["multiplier_features"] = multiplier_features
+
+
+# ---------------------------------------------------------------------------------------------
+# branch `mults` (issue 13): per-head norms and channel products
+
+
+class SpatialGatingMlp(nn.Module):
+    """timm gMLP's gated MLP: ``fc1`` makes ``2d`` features, chunked into ``u | v``; ``v`` is
+    normalised (``gate.norm``) and mixed across tokens (``gate.proj``, a Linear over the token
+    axis), then multiplies ``u`` feature by feature; ``fc2`` reads the ``d`` products. Feature
+    ``j`` of ``u`` and feature ``j`` of ``v`` are one channel."""
+
+    def __init__(self, dim: int = 8, hidden: int = 12, tokens: int = 9):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.gate = nn.Module()
+        self.gate.norm = nn.LayerNorm(hidden)
+        self.gate.proj = nn.Linear(tokens, tokens)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        u, v = F.gelu(self.fc1(x)).chunk(2, dim=-1)
+        v = self.gate.proj(self.gate.norm(v).transpose(-1, -2)).transpose(-1, -2)
+        return self.fc2(u * v)
+
+
+class SpatialGatingNet(nn.Module):
+    """A patch stem, a pre-norm residual gMLP block, a head on the mean token."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = SpatialGatingMlp(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.mlp(self.norm(x))
+        return self.head(x.mean(1))
+
+
+def spatial_gating(seed: int = 0):
+    g = _seed(seed)
+    return SpatialGatingNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["spatial_gating"] = spatial_gating
+
+
+class DecomposedRelPosAttention(nn.Module):
+    """timm SAM-ViT's attention: a fused ``qkv`` Linear, ``heads`` heads on a ``side x side``
+    map, logits plus ``q`` against relative-position tables ``rel_pos_h/w`` of shape
+    ``(2 * side - 1, head_dim)``, raw parameters shared by all heads (gathered by relative
+    coordinates, then ``einsum`` with ``q``); ``proj``; pre-norm residual over a patch stem."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, side: int = 3):
+        super().__init__()
+        self.heads, self.side, hd = heads, side, dim // heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.randn(2 * side - 1, hd) * 0.5)
+        self.rel_pos_w = nn.Parameter(torch.randn(2 * side - 1, hd) * 0.5)
+        self.head = nn.Linear(dim, 3)
+
+    def attend(self, x):
+        b, n, c = x.shape
+        s, h = self.side, self.heads
+        qkv = self.qkv(x).view(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * h, n, -1).unbind(0)
+        coords = torch.arange(s)[:, None] - torch.arange(s)[None, :] + s - 1
+        rh, rw = self.rel_pos_h[coords], self.rel_pos_w[coords]  # (s, s, hd)
+        r_q = q.reshape(b * h, s, s, -1)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(-1, n, n)
+        attn = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + bias).softmax(-1)
+        out = (attn @ v).view(b, h, n, -1).transpose(1, 2).reshape(b, n, c)
+        return self.proj(out)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attend(self.norm(x))
+        return self.head(x.mean(1))
+
+
+def decomposed_rel_pos(seed: int = 0):
+    g = _seed(seed)
+    return DecomposedRelPosAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["decomposed_rel_pos"] = decomposed_rel_pos
+
+
+class BiasedInterleavedAttention(nn.Module):
+    """timm EfficientFormer's (L1) attention: one Linear *with a bias* makes q/k/v interleaved
+    per head (``reshape(B, N, heads, -1).split([key, key, val])``), a per-head bias table
+    indexed by the offset of two points, ``proj`` back to the stream; patch stem, residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, key_dim: int = 4, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, key_dim, ratio * key_dim
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.qkv = nn.Linear(dim, heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Linear(heads * self.val_dim, dim)
+        pos = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij"))
+        rel = (pos.flatten(1)[:, :, None] - pos.flatten(1)[:, None, :]).abs()
+        self.attention_biases = nn.Parameter(torch.randn(heads, 9) * 0.5)
+        self.register_buffer("attention_bias_idxs", rel[0] * 3 + rel[1])
+        self.head = nn.Linear(dim, 3)
+
+    def attention(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, self.num_heads, -1).permute(0, 2, 1, 3)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        att = (q @ k.transpose(-2, -1)) * self.key_dim**-0.5
+        att = (att + self.attention_biases[:, self.attention_bias_idxs]).softmax(-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attention(x)
+        return self.head(x.mean(1))
+
+
+def biased_interleaved_attention(seed: int = 0):
+    g = _seed(seed)
+    return BiasedInterleavedAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["biased_interleaved_attention"] = biased_interleaved_attention
+
+
+class LocalGlobalQuery(nn.Module):
+    """timm EfficientFormer-V2's downsampling query: a strided depthwise conv plus a strided
+    pool of the map, then a 1x1 conv-norm ``proj``."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.local = nn.Conv2d(cin, cin, 3, stride=2, padding=1, groups=cin)
+        self.pool = nn.AvgPool2d(1, 2, 0)
+        self.proj = ConvNormQK(cin, cout)
+
+    def forward(self, x):
+        return self.proj(self.local(x) + self.pool(x))
+
+
+class DownsampleAttention2d(nn.Module):
+    """timm EfficientFormer-V2's ``Attention2dDownsample``: the query at half resolution
+    (:class:`LocalGlobalQuery`), conv-norm k and v at full resolution, per-head bias table,
+    ``attn @ v`` merged to ``B, dh, H/2, W/2`` plus a strided depthwise ``v_local`` of v,
+    GELU, conv-norm ``proj`` to a new width; conv stem, head on the mean."""
+
+    def __init__(self, width: int = 8, num_heads: int = 2, key_dim: int = 3, ratio: int = 2):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.dh = ratio * key_dim * num_heads
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.q = LocalGlobalQuery(width, num_heads * key_dim)
+        self.k = ConvNormQK(width, num_heads * key_dim)
+        self.v = ConvNormQK(width, self.dh)
+        self.v_local = ConvNormQK(self.dh, self.dh, 3, groups=self.dh)
+        self.v_local.conv.stride = (2, 2)  # strided, as in timm
+        self.attention_biases = nn.Parameter(torch.randn(num_heads, 16) * 0.5)
+        self.proj = ConvNormQK(self.dh, 2 * width)
+        self.head = nn.Linear(2 * width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, _, h, w = x.shape
+        n, n2 = h * w, (h // 2) * (w // 2)
+        q = self.q(x).reshape(b, self.num_heads, -1, n2).permute(0, 1, 3, 2)
+        k = self.k(x).reshape(b, self.num_heads, -1, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(b, self.num_heads, -1, n).permute(0, 1, 3, 2)
+        a = (q @ k * self.key_dim**-0.5 + self.attention_biases[:, None, :n]).softmax(-1)
+        out = (a @ v).transpose(2, 3).reshape(b, self.dh, h // 2, w // 2) + v_local
+        return self.head(self.proj(F.gelu(out)).mean((2, 3)))
+
+
+def downsample_attention_2d(seed: int = 0):
+    g = _seed(seed)
+    return DownsampleAttention2d(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["downsample_attention_2d"] = downsample_attention_2d
+
+
+class GatedSingleHeadAttention(nn.Module):
+    """timm iFormer's ``SHMA``: conv-norm q and k of ``a`` channels, one head (``q^T @ k`` on
+    ``B, C, H*W`` maps); conv-norm ``v_gate`` of ``2m`` channels, sigmoid, chunked into
+    ``v | gate``; ``(v @ attn^T) * gate`` into conv-norm ``proj``; conv stem, residual, head."""
+
+    def __init__(self, width: int = 8, a: int = 4, mid: int = 6):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.q, self.k = ConvNormQK(width, a), ConvNormQK(width, a)
+        self.v_gate = ConvNormQK(width, 2 * mid)
+        self.proj = ConvNormQK(mid, width)
+        self.head = nn.Linear(width, 3)
+
+    def attend(self, x):
+        b, _, h, w = x.shape
+        v, gate = torch.sigmoid(self.v_gate(x)).chunk(2, dim=1)
+        q, k, v = self.q(x).flatten(2), self.k(x).flatten(2), v.flatten(2)
+        attn = (q.transpose(-2, -1) @ k * q.shape[1] ** -0.5).softmax(dim=-1)
+        return self.proj((v @ attn.transpose(-2, -1)).view(b, -1, h, w) * gate)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.attend(x)
+        return self.head(x.mean((2, 3)))
+
+
+def gated_single_head(seed: int = 0):
+    g = _seed(seed)
+    return GatedSingleHeadAttention(), torch.randn(2, 3, 4, 4, generator=g)
+
+
+PATTERNS["gated_single_head"] = gated_single_head
+
+
+class PooledAttention(nn.Module):
+    """timm MViT-v2's pooled attention: a fused ``qkv`` Linear, ``heads`` heads; q, k and v of
+    every head pooled by depthwise convs over ``head_dim`` channels (on ``B * heads, hd, H,
+    W``: one conv shared by the heads; k and v strided) and LayerNorms of ``head_dim``;
+    ``attn @ v + q`` (residual pooling), ``proj``; patch stem, residual, head on the mean."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, side: int = 4):
+        super().__init__()
+        self.heads, self.side, hd = heads, side, dim // heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.pool_q = nn.Conv2d(hd, hd, 3, padding=1, groups=hd, bias=False)
+        self.pool_k = nn.Conv2d(hd, hd, 3, stride=2, padding=1, groups=hd, bias=False)
+        self.pool_v = nn.Conv2d(hd, hd, 3, stride=2, padding=1, groups=hd, bias=False)
+        self.norm_q, self.norm_k, self.norm_v = nn.LayerNorm(hd), nn.LayerNorm(hd), nn.LayerNorm(hd)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def pool(self, t, conv, norm):
+        b, h, _, d = t.shape
+        t = t.reshape(b * h, self.side, self.side, d).permute(0, 3, 1, 2)
+        t = conv(t)
+        return norm(t.reshape(b, h, d, -1).transpose(2, 3))
+
+    def attend(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q = self.pool(q, self.pool_q, self.norm_q)
+        k = self.pool(k, self.pool_k, self.norm_k)
+        v = self.pool(v, self.pool_v, self.norm_v)
+        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        out = attn @ v + q
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attend(x)
+        return self.head(x.mean(1))
+
+
+def pooled_attention(seed: int = 0):
+    g = _seed(seed)
+    return PooledAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["pooled_attention"] = pooled_attention
+
+
+class WrappedLinear(nn.Module):
+    """timm Gemma-4's ``Gemma4ClippableLinear`` without clipping: a module holding a Linear."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+class PerHeadNormAttention(nn.Module):
+    """timm Gemma-4 ViT's (and Qwen3's) attention: q, k, v projections (wrapped Linears),
+    ``q_norm``/``k_norm`` LayerNorms over ``head_dim`` shared by all heads, ``o_proj``;
+    pre-norm residual over a patch stem, a gated MLP, head on the mean token."""
+
+    def __init__(self, dim: int = 16, heads: int = 4):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.q_proj, self.k_proj = WrappedLinear(dim, dim), WrappedLinear(dim, dim)
+        self.v_proj, self.o_proj = WrappedLinear(dim, dim), WrappedLinear(dim, dim)
+        self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+        self.head = nn.Linear(dim, 3)
+
+    def attend(self, x):
+        b, n, c = x.shape
+        shape = (b, n, self.num_heads, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(shape)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(shape)).transpose(1, 2)
+        v = self.v_proj(x).view(shape).transpose(1, 2)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)
+        return self.o_proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.attend(x)
+        return self.head(x.mean(1))
+
+
+def per_head_norm_attention(seed: int = 0):
+    g = _seed(seed)
+    return PerHeadNormAttention(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["per_head_norm_attention"] = per_head_norm_attention
+
+
+def pooled_attention_one_head(seed: int = 0):
+    """:class:`PooledAttention` with one head (MViT-v2's first stage): the pooling convs and
+    norms run over all the channels, which permute together with them."""
+    g = _seed(seed)
+    return PooledAttention(dim=8, heads=1), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["pooled_attention_one_head"] = pooled_attention_one_head

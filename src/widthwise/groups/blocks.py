@@ -1,5 +1,6 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
-attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention.
+attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention,
+gMLP's spatial gating unit, iFormer's single-head modulation attention.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
@@ -58,6 +59,8 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _lite_mla(name, module)
             or _single_head_keys(name, module)
             or _conv_head_keys(name, module)
+            or _spatial_gate(name, module)
+            or _gated_single_head(name, module)
         )
         if block is not None:
             out.append(block)
@@ -154,11 +157,12 @@ def _linear_bn(
 
 
 def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
-    """LeViT's attention (Hugging Face and timm): q/k/v of each head interleaved in one
-    Linear+BatchNorm (``view(B, N, heads, -1).split([key, key, value])``), per-head bias
-    tables; the subsampling variant has separate ``queries`` and ``keys_values``. The key dims
-    (q and k alike) and the value dims permute, each dim in every head at once: whole heads
-    would move the bias tables too (and Hugging Face caches them in eval mode)."""
+    """LeViT's and EfficientFormer's attention (Hugging Face and timm): q/k/v of each head
+    interleaved in one Linear+BatchNorm, or one Linear with a bias (``view(B, N, heads, -1)
+    .split([key, key, value])``), per-head bias tables; the subsampling variant has separate
+    ``queries`` and ``keys_values``. The key dims (q and k alike) and the value dims permute,
+    each dim in every head at once: whole heads would move the bias tables too (and Hugging
+    Face caches them in eval mode)."""
     heads = getattr(m, "num_attention_heads", getattr(m, "num_heads", None))
     kd = getattr(m, "key_dim", None)
     ratio = getattr(m, "attention_ratio", None)
@@ -174,8 +178,10 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
         return None
 
     def rows(part: tuple[str, nn.Linear, str | None], offset: int) -> list[Member]:
-        path, _, bn = part
+        path, lin, bn = part
         out = [Member(f"{path}.weight", 0, "producer", offset)]
+        if lin.bias is not None:  # EfficientFormer's qkv: a Linear with a bias, no BatchNorm
+            out.append(Member(f"{path}.bias", 0, "other", offset))
         out += [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
         return out
 
@@ -363,16 +369,21 @@ def _single_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
 
 
 def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
-    """EfficientFormer-V2's attention on feature maps (timm's ``Attention2d``): 1x1 conv-norm
-    ``q`` and ``k`` of ``num_heads * key_dim`` channels, reshaped to ``B, heads, key_dim, N``,
-    logits ``q @ k`` mixed across heads (talking heads). The walks cannot follow the head
-    reshape; the key dims permute in q and k at once, each dim in every head (the heads do
-    not permute: the talking-head convs and the bias tables index them)."""
+    """EfficientFormer-V2's attention on feature maps (timm's ``Attention2d`` and
+    ``Attention2dDownsample``): 1x1 conv-norm ``q`` (in the downsampling variant the ``proj``
+    of a local-global query) and ``k`` of ``num_heads * key_dim`` channels, reshaped to
+    ``B, heads, key_dim, N``, logits ``q @ k`` mixed across heads (talking heads). The walks
+    cannot follow the head reshape; the key dims permute in q and k at once, each dim in every
+    head (the heads do not permute: the talking-head convs and the bias tables index them).
+    The values (:func:`_conv_head_values`) permute within heads."""
     heads, kd = getattr(m, "num_heads", None), getattr(m, "key_dim", None)
     if not (isinstance(heads, int) and isinstance(kd, int) and heads > 0 and kd > 1):
         return None
     p = f"{name}." if name else ""
     q, k = _conv_norm(m, p, "q"), _conv_norm(m, p, "k")
+    query = getattr(m, "q", None)
+    if q is None and isinstance(query, nn.Module):
+        q = _conv_norm(query, f"{p}q.", "proj")  # LocalGlobalQuery: local conv + pool, then proj
     if q is None or k is None:
         return None
     if any(c.groups != 1 or c.out_channels != heads * kd for _, c, _ in (q, k)):
@@ -393,4 +404,145 @@ def _conv_head_keys(name: str, m: nn.Module) -> KnownBlock | None:
         1,
         ("attention on feature maps: dim i of every head's query and key, from its definition",),
     )
-    return KnownBlock(name, (keys,), (q[0], k[0]))
+    values = _conv_head_values(name, m, heads)
+    if values is None:
+        return KnownBlock(name, (keys,), (q[0], k[0]))
+    group, layers = values
+    return KnownBlock(name, (keys, group), (q[0], k[0], *layers))
+
+
+def _conv_head_values(
+    name: str, m: nn.Module, heads: int
+) -> tuple[ChannelGroup, tuple[str, ...]] | None:
+    """The values of EfficientFormer-V2's attention: conv-norm ``v`` of ``heads * d``
+    channels, ``attn @ v`` per head (channel ``h * d + j`` is dim ``j`` of head ``h``), merged
+    back to a map and added to ``v_local`` (a depthwise conv-norm of ``v``), activation,
+    conv-norm ``proj``. Each head's ``attn`` is one token mixing for all its ``d`` channels,
+    so the channels permute within heads; the walks go through ``attn @ v`` into the
+    attention map (and the talking-head convs), which Torch-Pruning reads as element-wise."""
+    p = f"{name}." if name else ""
+    v, proj = _conv_norm(m, p, "v"), _conv_norm(m, p, "proj")
+    local = _conv_norm(m, p, "v_local") if hasattr(m, "v_local") else None
+    if v is None or proj is None or (hasattr(m, "v_local") and local is None):
+        return None
+    dh = v[1].out_channels
+    if v[1].groups != 1 or dh % heads or dh // heads < 2 or proj[1].in_channels != dh:
+        return None
+    if proj[1].groups != 1:
+        return None
+    if local is not None and not (
+        local[1].groups == local[1].in_channels == dh == local[1].out_channels
+    ):
+        return None
+    members = []
+    for path, conv, bn in (x for x in (v, local) if x is not None):
+        members.append(Member(f"{path}.weight", 0, "producer"))
+        if conv.bias is not None:
+            members.append(Member(f"{path}.bias", 0, "other"))
+        members += [Member(f"{bn}.{w}", 0, "norm") for w in ("weight", "bias") if bn]
+    members.append(Member(f"{proj[0]}.weight", 1, "consumer"))
+    layers = tuple(x[0] for x in (v, local) if x is not None)
+    group = ChannelGroup(
+        f"{name or 'attention'} (values)",
+        dh,
+        tuple(members),
+        (*layers, proj[0]),
+        "attention",
+        heads,
+        ("attention on feature maps: value channels permute within each head, from its "
+         "definition",),
+    )  # fmt: skip
+    return group, layers
+
+
+def _spatial_gate(name: str, m: nn.Module) -> KnownBlock | None:
+    """gMLP's gated MLP (timm's ``GatedMlp`` with a ``SpatialGatingUnit``): ``fc1`` makes
+    ``2d`` features, chunked into ``u | v``; ``v`` is normalised (``gate.norm``) and mixed
+    across tokens (``gate.proj``, a Linear over the token axis), then multiplies ``u``
+    feature by feature; an optional ``norm`` and ``fc2`` read the ``d`` products. Feature
+    ``j`` of ``u`` and of ``v`` are one channel (rows ``j`` and ``d + j`` of ``fc1``). The
+    walks cannot follow it: Torch-Pruning maps neither a chunk of the last dim nor a Linear
+    applied to the token axis."""
+    fc1, fc2, gate = (getattr(m, a, None) for a in ("fc1", "fc2", "gate"))
+    gnorm, proj = getattr(gate, "norm", None), getattr(gate, "proj", None)
+    if not (
+        isinstance(fc1, nn.Linear)
+        and isinstance(fc2, nn.Linear)
+        and isinstance(gnorm, nn.Module)
+        and isinstance(proj, nn.Linear)
+    ):
+        return None
+    d = fc2.in_features
+    if fc1.out_features != 2 * d or d < 2 or proj.in_features != proj.out_features:
+        return None
+    p = f"{name}." if name else ""
+    norms = []
+    for path, mod in ((f"{p}gate.norm", gnorm), (f"{p}norm", getattr(m, "norm", None))):
+        for w in ("weight", "bias"):
+            t = getattr(mod, w, None)
+            if isinstance(t, nn.Parameter):
+                if t.shape != (d,):
+                    return None
+                norms.append(Member(f"{path}.{w}", 0, "norm"))
+    members = [Member(f"{p}fc1.weight", 0, "producer", off) for off in (0, d)]
+    if fc1.bias is not None:
+        members += [Member(f"{p}fc1.bias", 0, "other", off) for off in (0, d)]
+    members += [*norms, Member(f"{p}fc2.weight", 1, "consumer")]
+    group = ChannelGroup(
+        f"{p}fc1",
+        d,
+        tuple(members),
+        (f"{p}fc1", f"{p}fc2"),
+        "linear",
+        1,
+        ("spatial gating: feature j of both halves of 'fc1', written from its definition",),
+    )
+    return KnownBlock(name, (group,), (f"{p}fc1",))
+
+
+def _gated_single_head(name: str, m: nn.Module) -> KnownBlock | None:
+    """iFormer's single-head modulation attention (timm's ``SHMA``): conv-norm ``q`` and
+    ``k`` of ``a`` channels, logits ``q^T @ k`` (one head); conv-norm ``v_gate`` of ``2m``
+    channels, sigmoid, chunked into ``v | gate``; ``(v @ attn^T) * gate`` into conv-norm
+    ``proj``. The key dims permute in q and k at once; value channel ``j`` is rows ``j`` and
+    ``m + j`` of ``v_gate`` (multiplied together), read by column ``j`` of ``proj``. The walks
+    carry channels through the attention products as if element-wise."""
+    p = f"{name}." if name else ""
+    q, k = _conv_norm(m, p, "q"), _conv_norm(m, p, "k")
+    vg, proj = _conv_norm(m, p, "v_gate"), _conv_norm(m, p, "proj")
+    if q is None or k is None or vg is None or proj is None:
+        return None
+    a, mid = q[1].out_channels, proj[1].in_channels
+    if any(c.groups != 1 for _, c, _ in (q, k, vg, proj)) or k[1].out_channels != a:
+        return None
+    if vg[1].out_channels != 2 * mid or a < 2 or mid < 2:
+        return None
+
+    def rows(part: tuple[str, nn.Conv2d, str | None], offset: int) -> list[Member]:
+        path, conv, bn = part
+        out = [Member(f"{path}.weight", 0, "producer", offset)]
+        if conv.bias is not None:
+            out.append(Member(f"{path}.bias", 0, "other", offset))
+        return out + [Member(f"{bn}.{w}", 0, "norm", offset) for w in ("weight", "bias") if bn]
+
+    label = name or "attention"
+    keys = ChannelGroup(
+        f"{label} (keys)",
+        a,
+        (*rows(q, 0), *rows(k, 0)),
+        (q[0], k[0]),
+        "attention",
+        1,
+        ("single-head attention: dim i of the query and the key, from its definition",),
+    )
+    values = ChannelGroup(
+        f"{label} (values)",
+        mid,
+        (*rows(vg, 0), *rows(vg, mid), Member(f"{proj[0]}.weight", 1, "consumer")),
+        (vg[0], proj[0]),
+        "attention",
+        1,
+        ("single-head attention: value j and gate j (rows j and m + j of 'v_gate'), from its "
+         "definition",),
+    )  # fmt: skip
+    return KnownBlock(name, (keys, values), (q[0], k[0], vg[0]))

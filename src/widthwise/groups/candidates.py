@@ -93,7 +93,7 @@ def _projection_specs(
 
     norms: list[nn.LayerNorm] = []  # passed on the way (patch merging normalises 4C features)
 
-    def reach(node: TPNode, forward: bool, limit: int = 400) -> list[WeightLayer]:
+    def reach(node: TPNode, forward: bool, width: int, limit: int = 400) -> list[WeightLayer]:
         found: list[WeightLayer] = []
         seen, stack = {node}, [node]
         while stack and len(seen) < limit:
@@ -103,7 +103,9 @@ def _projection_specs(
                     continue
                 seen.add(nxt)
                 mod = nxt.module
-                if _is_weight_layer(mod) and mod in module_name:
+                if _per_head_depthwise(mod, width):
+                    stack.append(nxt)  # fixed under whole heads: the check decides
+                elif _is_weight_layer(mod) and mod in module_name:
                     found.append(mod)
                 elif (mod not in module_name and not isinstance(mod, nn.Parameter)) or isinstance(
                     mod, nn.LayerNorm
@@ -124,16 +126,30 @@ def _projection_specs(
         if node is None or not _is_weight_layer(root):
             continue
         norms.clear()
-        readers = reach(node, True)
+        readers = reach(node, True, _out_width(root))
         passed = [(module_name[n], n) for n in dict.fromkeys(norms)]
         for o in readers:
             if o in specs or getattr(o, "groups", 1) != 1:
                 continue
-            prods = [p for p in reach(dg.module2node[o], False) if getattr(p, "groups", 1) == 1]
+            prods = [
+                p
+                for p in reach(dg.module2node[o], False, _out_width(root))
+                if getattr(p, "groups", 1) == 1
+            ]
             if root in prods:
                 ps = sorted({module_name[p]: p for p in prods}.items(), key=lambda x: order[x[0]])
                 specs[o] = (ps, passed if len(readers) == 1 else [])
     return [(module_name[o], o, ps, ns) for o, (ps, ns) in specs.items()]
+
+
+def _per_head_depthwise(module: object, width: int) -> bool:
+    """A depthwise convolution over fewer channels than ``width``, a divisor of it: applied to
+    each head's ``head_dim`` channels alike (MViT-v2's pooling convs on ``B * heads, hd, H,
+    W``), so a layer read through it is read head by head; whole heads leave it fixed."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return False
+    c = module.in_channels
+    return module.groups == c == module.out_channels and 1 < c < width and width % c == 0
 
 
 def _placed_candidates(
@@ -474,3 +490,92 @@ def _with_projection_norms(
         if {m.param for m in more} == {n for n, _ in norms}:
             out.append((("projection norms", key), replace(g, members=(*g.members, *more))))
     return out + cands
+
+
+def _per_head_norms(
+    prods: list[tuple[str, WeightLayer]],
+    modules: dict[str, nn.Module],
+    owners: Sequence[nn.Module | None],
+) -> bool:
+    """A norm beside the producers (a child of their parent) whose 1-D weight has the head size
+    the attention declares, smaller than the producers' widths: a per-head norm shared by all
+    heads (Qwen3's, Gemma-3's and Gemma-4's ``q_norm``/``k_norm`` over ``head_dim``), under
+    which channels cannot permute within heads but whole heads can."""
+    # the producers' parent and grandparent (Gemma-4 wraps each Linear in a module)
+    parents = {n.rpartition(".")[0] for n, _ in prods}
+    parents |= {n.rpartition(".")[0] for n in parents}
+    widths = [_out_width(p) for _, p in prods]
+    din = min(widths)
+    hd = _declared_head_dim([m for m in owners if m is not None], din, din)
+    if not hd or hd == din:
+        return False
+    for mname, m in modules.items():
+        if mname.rpartition(".")[0] not in parents or "norm" not in type(m).__name__.lower():
+            continue
+        w = getattr(m, "weight", None)
+        if isinstance(w, nn.Parameter) and w.shape == (hd,):
+            return True
+    return False
+
+
+def _whole_heads_first(cands: list[Candidate]) -> list[Candidate]:
+    """The whole-head candidates ahead of the rest (stable): on a large model each candidate
+    that fails costs a forward, and per-head norms make every within-head candidate fail."""
+
+    def kinds(key: Hashable) -> list[Hashable]:
+        return [k for part in key for k in kinds(part)] if isinstance(key, tuple) else [key]
+
+    return sorted(cands, key=lambda c: "heads" not in kinds(c[0]))
+
+
+def _with_head_modules(
+    cands: list[Candidate],
+    oname: str,
+    prods: list[tuple[str, WeightLayer]],
+    modules: dict[str, nn.Module],
+) -> list[Candidate]:
+    """Each candidate whose channel ``j`` is channel ``j`` of every head (heads in place, or one
+    head) with what the attention module applies to every head alike over ``head_dim``, just
+    ahead of that candidate (the order of kinds kept: whole heads first); the check decides.
+    MViT-v2's pooled attention: depthwise pooling convs and LayerNorms over ``head_dim``
+    (rows), relative-position tables ``(positions, head_dim)`` (columns), one head in its
+    first stage. Only the children of the attention module (the one holding the producers
+    and ``oname``) are looked at."""
+    owner = _common_prefix([*(n for n, _ in prods), oname])
+    if owner not in modules:
+        return cands
+    parents = {owner}
+    out: list[Candidate] = []
+    for key, g in cands:
+        cols = [m for m in g.members if m.role == "consumer"]
+        spans = {(m.offset, m.repeat) for m in cols}
+        heads = len(spans)
+        if not cols or spans != {(h * g.width, 1) for h in range(heads)}:
+            out.append((key, g))
+            continue
+        more: list[Member] = []
+        for mname, m in modules.items():
+            owner, _, _ = mname.rpartition(".")
+            if owner not in parents or not mname:
+                continue
+            conv = isinstance(m, nn.modules.conv._ConvNd)
+            if conv and m.groups == m.in_channels == m.out_channels == g.width:
+                more.append(Member(f"{mname}.weight", 0, "producer"))
+                if m.bias is not None:
+                    more.append(Member(f"{mname}.bias", 0, "other"))
+            elif not conv and "norm" in type(m).__name__.lower():
+                for pname, p in m.named_parameters(recurse=False):
+                    if p.shape == (g.width,):
+                        more.append(Member(f"{mname}.{pname}", 0, "norm"))
+        for pname, p in (
+            (f"{o}.{n}" if o else n, p)
+            for o in parents
+            if o in modules
+            for n, p in modules[o].named_parameters(recurse=False)
+        ):
+            if p.ndim == 2 and p.shape[-1] == g.width:
+                more.append(Member(pname, 1, "other"))
+        if more:
+            out.append((("head modules", key), replace(g, members=(*g.members, *more))))
+        out.append((key, g))
+    return out

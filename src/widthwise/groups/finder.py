@@ -67,11 +67,14 @@ from widthwise.groups.candidates import (
     _is_head_table,
     _is_weight_layer,
     _out_width,
+    _per_head_norms,
     _placed_candidates,
     _projection_candidates,
     _projection_norms,
     _projection_specs,
     _rows,
+    _whole_heads_first,
+    _with_head_modules,
     _with_head_params,
     _with_projection_norms,
 )
@@ -468,6 +471,9 @@ class _Finder:
         self.root_keys: dict[str, set[str]] = {}  # root layer -> left_out keys that name it
         self.fallbacks: list[ProjectionSpec] = []
         self.keys_of: dict[str, str] = {}  # keys group (:meth:`_keys_together`) -> its root
+        # left_out key of a raw parameter met in a product -> the roots whose walks met it
+        self.param_roots: dict[str, set[str]] = {}
+        self._sym: Symmetry | None = None
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -802,15 +808,11 @@ class _Finder:
         raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
-        # a root whose every walk reached the model's output is fixed: no candidate built
-        # from it can pass, and trying one per reader costs a forward each (a ViT whose output
-        # is its residual stream: one per block)
-        fixed = {r.root for r in raws if r.output} - {r.root for r in raws if not r.output}
         retry = set(self.unfinished) | {
             self.modules[r.root]
             for r in raws
             if (r.reasons or r.attention or r.rearranged or not self._fits(r))
-            and r.root not in fixed
+            and not self._fixed_by_output(r)
         }
         self.fallbacks = _projection_specs(dg, retry, self.module_name)
         # groups inside the recurrent and attention modules
@@ -826,6 +828,13 @@ class _Finder:
                     raw.reasons.append(self.cuts.problems[mname])
                 raws.append(raw)
         return raws
+
+    def _fixed_by_output(self, raw: _Raw) -> bool:
+        """A clean walk (no reason, no attention product, every member in place) that reached
+        the model's output: its channels are fixed by the data, so candidates around its
+        readers would only propose them again (a transformer's residual stream: a forward each,
+        for every reader of the stream in every block)."""
+        return raw.output and not raw.reasons and not raw.attention and self._fits(raw)
 
     def _score_rows(self, raw: _Raw) -> None:
         """Refuse a walk that reached, through an attention product, the rows of a layer whose
@@ -1115,6 +1124,7 @@ class _Finder:
                         f"used by {op}() outside a module (F.linear/matmul/einsum on a raw "
                         "nn.Parameter); wrap it in nn.Linear to have it grouped",
                     )
+                    self.param_roots.setdefault(f"parameter '{p}'", set()).add(raw.root)
                 raw.reasons.append(
                     "parameter "
                     + ", ".join(f"'{p}'" for p in params)
@@ -1701,7 +1711,11 @@ class _Finder:
         embeddings, grouped key/value heads): q rows in blocks of ``r * head_dim``, k/v rows in
         blocks of ``head_dim``, o columns like q.
         """
-        if not self.fallbacks or time.monotonic() > self.deadline:
+        if not self.fallbacks:
+            return []
+        if time.monotonic() > self.deadline:
+            for _, _, prods, _ in self.fallbacks:
+                self._not_tried(prods)
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         specs, options = [], []
@@ -1719,7 +1733,10 @@ class _Finder:
             din = _in_width(omod)
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
+            cands = _with_head_modules(cands, oname, prods, self.modules)
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
+            if _per_head_norms(prods, self.modules, owners):
+                cands = _whole_heads_first(cands)
             cands = [
                 (key, c)
                 for key, c in cands
@@ -1732,9 +1749,11 @@ class _Finder:
         if not options:
             return []
         out: list[ChannelGroup] = []
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         for prods, g in zip(specs, self._search(sym, options)):
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
+            if g is None and time.monotonic() > self.deadline:
+                self._not_tried(prods)
             if g is None or spans & claimed:  # two readers of one producer: keep the first
                 continue
             out.append(g)
@@ -1744,7 +1763,35 @@ class _Finder:
             for pname, _ in prods:
                 for key in self.root_keys.pop(pname, ()):
                     self.left_out.pop(key, None)
+                self._release_params(pname, g)
         return out
+
+    def _not_tried(self, prods: list[tuple[str, Any]]) -> None:
+        """Say so where the candidates around left-out producers ran out of time (Gemma-4's
+        ViT at 768 x 768: a forward takes seconds), so the reason shown is not taken for the
+        last word."""
+        note = f"; candidate groups around it not tried within timeout={self.timeout:g} s"
+        for pname, _ in prods:
+            for key in self.root_keys.get(pname, ()):
+                if key in self.left_out and note not in self.left_out[key]:
+                    self.left_out[key] += note
+
+    def _release_params(self, root: str, g: ChannelGroup) -> None:
+        """A raw parameter indexed by head dim (its last dim is the ``repeat`` of ``g``'s
+        consumer columns: one head) that only the walks from verified groups' producers met in
+        a matrix product is not left out: those groups passed the permutation check with it
+        fixed (SAM's relative-position tables ``(positions, head_dim)``, shared by all heads,
+        under whole heads)."""
+        heads = {m.repeat for m in g.consumers if m.repeat > 1}
+        for key, roots in list(self.param_roots.items()):
+            name = key[len("parameter '") : -1]
+            p = self.params.get(name)
+            if p is None or p.ndim != 2 or p.shape[-1] not in heads:
+                continue
+            roots.discard(root)
+            if not roots:
+                del self.param_roots[key]
+                self.left_out.pop(key, None)
 
     # -- raw parameters whose layout is declared (.layouts) -----------------------------------
 
@@ -1780,7 +1827,7 @@ class _Finder:
                     owner.append(k)
         if not todo or time.monotonic() > self.deadline:
             return []
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         out: list[ChannelGroup] = []
         failed: set[int] = set()
         for k, opts, g in zip(owner, todo, self._search(sym, todo)):
@@ -1815,7 +1862,7 @@ class _Finder:
         if time.monotonic() > self.deadline:
             self._late([g.name for _, g in cands])
             return []
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         checked: list[ChannelGroup] = []
         search: list[int] = []  # attention groups whose head count is not declared
         for k, (raw, g) in enumerate(cands):
@@ -1959,7 +2006,7 @@ class _Finder:
         if not placements:
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
-        sym = Symmetry(self.model, self.example_inputs)
+        sym = self._symmetry()
         options: list[list[Candidate]] = [
             [(k, g) for k, g in opts if not any((m.param, m.dim) in claimed for m in g.members)]
             for *_, opts in placements
@@ -1974,6 +2021,13 @@ class _Finder:
             out.append(replace(g, notes=(*g.notes, "placed by the permutation check")))
             claimed |= spans
         return out
+
+    def _symmetry(self) -> Symmetry:
+        """One permutation check per search: its base forward (float64 where the model runs
+        so) is the costly part on a large model, and the model does not change meanwhile."""
+        if self._sym is None:
+            self._sym = Symmetry(self.model, self.example_inputs)
+        return self._sym
 
     def _owners(self, layers: Iterable[str]) -> list[nn.Module]:
         """The modules around ``layers``, nearest first up to the model (where a head count or

@@ -660,17 +660,17 @@ def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
         c = _channel_dim(f0, dims, depth - 1)
         if c is None or not before:
             return None
-        # the channel dim kept whole, with as many elements before it: B, H*W, C <-> B, H, W, C;
-        # B, C, H, W -> B, C, H*W; B, C, H*W -> B, 1, C, H*W (GCNet's context matmul)
-        lead = math.prod(before[:c])
-        return next(
-            (
-                j
-                for j in range(len(after))
-                if after[j] == before[c] and math.prod(after[:j]) == lead
-            ),
-            None,
-        )
+        if c == len(before) - 1 and after[-1:] == before[-1:]:
+            return nd - 1  # the last dim kept whole (B, H*W, C <-> B, H, W, C)
+        if after[: c + 1] == before[: c + 1]:
+            return c  # the dims up to the channels kept (B, C, H, W -> B, C, H*W)
+        # only size-1 dims added or dropped up to the channels (GCNet's context matmul:
+        # B, 1, C, H*W <-> B, C, H*W; B, 1, C, 1 -> B, C, 1, 1)
+        lead = [d for d in before[:c] if d != 1]
+        for j in range(len(after)):
+            if after[j] == before[c] and [d for d in after[:j] if d != 1] == lead:
+                return j
+        return None
     if "unsqueeze" in name or "squeeze" in name:
         d = getattr(gf, "_saved_dim", None)
         c = _channel_dim(f0, dims, depth - 1)
