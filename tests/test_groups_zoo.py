@@ -190,3 +190,58 @@ def test_raw_parameter_embedding_is_a_lookup_table():
         },
     )
     assert_each_group_is_a_symmetry(model, ids, groups)
+
+
+class UngatedExperts(nn.Module):
+    """Nemotron-H's experts: ``up_proj`` (E, I, H), ReLU², ``down_proj`` (E, H, I), raw."""
+
+    def __init__(self, e: int, h: int, i: int):
+        super().__init__()
+        self.up_proj = nn.Parameter(torch.randn(e, i, h) / h**0.5)
+        self.down_proj = nn.Parameter(torch.randn(e, h, i) / i**0.5)
+
+    def forward(self, x, idx, weight):
+        out = torch.zeros_like(x)
+        for e in range(self.up_proj.shape[0]):
+            sel = (idx == e).nonzero()[:, 0]
+            y = F.linear(F.relu(F.linear(x[sel], self.up_proj[e])) ** 2, self.down_proj[e])
+            out = out.index_add(0, sel, y * weight[sel, None])
+        return out
+
+
+class UngatedMoE(nn.Module):
+    def __init__(self, d: int = 16, experts: int = 3, inner: int = 10):
+        super().__init__()
+        self.emb = nn.Embedding(20, d)
+        self.router = nn.Linear(d, experts, bias=False)
+        self.experts = UngatedExperts(experts, d, inner)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        flat = x.reshape(-1, x.shape[-1])
+        weight, idx = self.router(flat).softmax(-1).max(-1)
+        return self.head(x + self.experts(flat, idx, weight).view_as(x))
+
+
+def test_ungated_expert_stacks():
+    torch.manual_seed(0)
+    model, ids = UngatedMoE(), torch.randint(0, 20, (2, 12))
+    _, idx = model.router(model.emb(ids).reshape(-1, 16)).max(-1)
+    assert len(set(idx.tolist())) > 1  # the input reaches several experts
+    groups, msgs = _quiet(model, ids)
+    assert msgs == []
+    inner = next(g for g in groups if g.name == "experts (experts)")
+    assert inner.width == 10
+    assert set(inner.members) == {
+        M("experts.up_proj", 1, "producer"),
+        M("experts.down_proj", 2, "consumer"),
+    }
+    stream = next(g for g in groups if g.width == 16)
+    assert {
+        M("emb.weight", 1, "producer"),
+        M("experts.up_proj", 2, "consumer"),
+        M("experts.down_proj", 1, "producer"),
+        M("head.weight", 1, "consumer"),
+    } <= set(stream.members)
+    assert_each_group_is_a_symmetry(model, ids, groups)

@@ -6,7 +6,8 @@ structures whose layout follows from the shapes alone, this module declares it i
 
 * mixture-of-experts stacks (Mixtral and most Hugging Face MoE models): ``gate_up_proj``
   ``(E, 2I, H)`` and ``down_proj`` ``(E, H, I)`` (or the transposed ``(E, H, 2I)``/``(E, I, H)``,
-  GPT-OSS), optional ``*_bias``, and the router's raw ``weight`` ``(E, H)`` in a sibling module;
+  GPT-OSS; or ungated, ``up_proj`` ``(E, I, H)``, Nemotron-H), optional ``*_bias``, and the
+  router's raw ``weight`` ``(E, H)`` in a sibling module;
 * Transformer-XL relative attention (XLNet): raw ``q``, ``k``, ``v``, ``o`` of one shape
   ``(H, heads, head_dim)``, the position kernel ``r``, the biases ``r_w_bias``/``r_r_bias``/
   ``r_s_bias`` ``(heads, head_dim)`` and ``seg_embed`` ``(2, heads, head_dim)``;
@@ -71,25 +72,28 @@ def _experts(
     name: str,
     out: Declared,
 ) -> bool:
-    gu, dn = params.get("gate_up_proj"), params.get("down_proj")
+    # gated experts (gate and up rows in one tensor), or ungated ones (Nemotron-H: up_proj)
+    up = "gate_up_proj" if "gate_up_proj" in params else "up_proj"
+    gates = 2 if up == "gate_up_proj" else 1
+    gu, dn = params.get(up), params.get("down_proj")
     if gu is None or dn is None or gu.ndim != 3 or dn.ndim != 3 or gu.shape[0] != dn.shape[0]:
         return False
     e = gu.shape[0]
-    if gu.shape[1] == 2 * dn.shape[2] and gu.shape[2] == dn.shape[1]:  # rows out: F.linear
+    if gu.shape[1] == gates * dn.shape[2] and gu.shape[2] == dn.shape[1]:  # rows out: F.linear
         h, i, gu_in, gu_out, dn_in, dn_out = dn.shape[1], dn.shape[2], 2, 1, 2, 1
-    elif gu.shape[2] == 2 * dn.shape[1] and gu.shape[1] == dn.shape[2]:  # x @ W (GPT-OSS)
+    elif gu.shape[2] == gates * dn.shape[1] and gu.shape[1] == dn.shape[2]:  # x @ W (GPT-OSS)
         h, i, gu_in, gu_out, dn_in, dn_out = dn.shape[2], dn.shape[1], 1, 2, 1, 2
     else:
         return False
-    gu_n, dn_n = f"{prefix}gate_up_proj", f"{prefix}down_proj"
-    gu_b = params.get("gate_up_proj_bias")
+    gu_n, dn_n = f"{prefix}{up}", f"{prefix}down_proj"
+    gu_b = params.get(f"{up}_bias")
     dn_b = params.get("down_proj_bias")
     out.stream[gu_n] = (gu_in, "consumer")
     out.stream[dn_n] = (dn_out, "producer")
     if dn_b is not None and dn_b.shape == (e, h):
         out.stream[f"{prefix}down_proj_bias"] = (1, "other")
     if gu_b is not None:
-        out.stream[f"{prefix}gate_up_proj_bias"] = None
+        out.stream[f"{gu_n}_bias"] = None
     # the router: a raw (E, H) weight in a sibling module (a Linear is traced as one already)
     parent = name.rpartition(".")[0]
     for mname, m in modules.items():
@@ -100,12 +104,13 @@ def _experts(
             out.stream[f"{mname}.weight"] = (1, "consumer")
     # gate and up rows as two blocks [gate | up], or interleaved (g0 u0 g1 u1 ...)
     options: _Options = []
-    for key, places in (("blocks", [(0, 1), (i, 1)]), ("interleaved", [(0, 2)])):
+    layouts = (("blocks", [(0, 1), (i, 1)]), ("interleaved", [(0, 2)]))
+    for key, places in layouts if gates == 2 else (("rows", [(0, 1)]),):
         members = [Member(gu_n, gu_out, "producer", off, rep) for off, rep in places]
-        if gu_b is not None and gu_b.shape == (e, 2 * i):
-            members += [Member(f"{prefix}gate_up_proj_bias", 1, "other", o, r) for o, r in places]
+        if gu_b is not None and gu_b.shape == (e, gates * i):
+            members += [Member(f"{gu_n}_bias", 1, "other", o, r) for o, r in places]
         members.append(Member(dn_n, dn_in, "consumer"))
-        note = f"channel j is channel j of each of the {e} experts ({key} gate/up rows)"
+        note = f"channel j is channel j of each of the {e} experts ({key} of {up})"
         label = name or "experts"
         g = ChannelGroup(f"{label} (experts)", i, tuple(members), (name,), "linear", 1, (note,))
         options.append((key, g))
