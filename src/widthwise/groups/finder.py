@@ -841,10 +841,14 @@ class _Finder:
         # projections: those are refused below (a fused projection's heads are placed by the
         # candidates)
         linear = isinstance(self.modules.get(raw.root), nn.Linear)
-        tied_pairs = self.walk_collisions | (
+        tied_pairs = (self.walk_collisions if raw.attention else set()) | (
             self.walk_merges if raw.attention and linear else set()
         )
-        rep = _root_classes(raw.width, () if tied_pairs else self.walk_merges)
+        # outside attention, channels multiplied channel by channel are one channel: a gated
+        # unit ``act(g) * u`` of one projection (MambaOut's ``g * cat(i, conv(c))``, MobileViT-V2's
+        # ``relu(v) * context(k)``) permutes ``g`` and ``u`` alike
+        merged = self.walk_merges | (set() if raw.attention else self.walk_collisions)
+        rep = _root_classes(raw.width, () if tied_pairs else merged)
         held: dict[int, list[int]] = {}  # class -> its roots
         for r, c in rep.items():
             held.setdefault(c, []).append(r)
