@@ -8,9 +8,11 @@ output unchanged.
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import pytest
+from torch import nn
 
 import archs
 from test_groups import M, assert_each_group_is_a_symmetry, check, consumer, norm
@@ -108,3 +110,34 @@ def test_dim_major_heads_move_whole_with_every_heads_th_column():
         },
     )
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# time out after a walk that did not end: the warning says that more time may group it
+
+
+class _Slow(nn.Module):
+    """``inner`` with a fixed delay per forward, as a large model's forwards take seconds."""
+
+    def __init__(self, inner: nn.Module, delay: float):
+        super().__init__()
+        self.inner, self.delay = inner, delay
+
+    def forward(self, x):
+        time.sleep(self.delay)
+        return self.inner(x)
+
+
+def test_a_walk_left_to_candidates_that_time_ran_out_for_says_to_pass_more_time():
+    model, x = archs.dim_major_heads_attention()
+    # the qkv walk does not end (heads merged dim-major): it is left to the projection
+    # candidates, which need forwards; two forwards of 0.5 s outlast timeout=0.5
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        find_groups(_Slow(model, 0.5), x, timeout=0.5)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
+    assert len(msgs) == 1
+    start = msgs[0].index("(inner.qkv: the dependency walk from it did not end")
+    part = msgs[0][start : msgs[0].index("). The groups", start)]
+    assert part.endswith("were not all tried within timeout=0.5 s: pass a larger timeout")
+    # with time, the same model is grouped (test_dim_major_heads_move_whole_...)

@@ -1618,7 +1618,10 @@ class _Finder:
         embeddings, grouped key/value heads): q rows in blocks of ``r * head_dim``, k/v rows in
         blocks of ``head_dim``, o columns like q.
         """
-        if not self.fallbacks or time.monotonic() > self.deadline:
+        if not self.fallbacks:
+            return []
+        if time.monotonic() > self.deadline:
+            self._untried([n for *_, prods, _ in self.fallbacks for n, _ in prods])
             return []
         claimed = {(m.param, m.dim) for g in accepted for m in g.members}
         specs, options = [], []
@@ -1650,7 +1653,10 @@ class _Finder:
             return []
         out: list[ChannelGroup] = []
         sym = Symmetry(self.model, self.example_inputs)
-        for prods, g in zip(specs, self._search(sym, options)):
+        found = self._search(sym, options)
+        if time.monotonic() > self.deadline:
+            self._untried([n for p, g in zip(specs, found) if g is None for n, _ in p])
+        for prods, g in zip(specs, found):
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
             if g is None or spans & claimed:  # two readers of one producer: keep the first
                 continue
@@ -1662,6 +1668,19 @@ class _Finder:
                 for key in self.root_keys.pop(pname, ()):
                     self.left_out.pop(key, None)
         return out
+
+    def _untried(self, producers: list[str]) -> None:
+        """Say so where time ran out before the candidates for a walk that did not end were
+        tried (a large model whose every forward takes seconds): more time may group it."""
+        why = (
+            f"; the candidates that group it without the walk were not all tried within "
+            f"timeout={self.timeout:g} s: pass a larger timeout"
+        )
+        unfinished = {self.module_name.get(m) for m in self.unfinished}
+        for pname in dict.fromkeys(producers):
+            left = self.left_out.get(pname)
+            if pname in unfinished and left is not None and not left.endswith(why):
+                self.left_out[pname] = left + why
 
     # -- raw parameters whose layout is declared (.layouts) -----------------------------------
 
