@@ -783,10 +783,14 @@ class _Finder:
         raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
+        # not a stream whose walk ended at the model's output or input (Qwen3 ViT's tokens):
+        # its channels are fixed, so every projection candidate around it fails its check,
+        # each a forward of the whole model
         retry = set(self.unfinished) | {
             self.modules[r.root]
             for r in raws
-            if r.reasons or r.attention or r.rearranged or not self._fits(r)
+            if (r.reasons or r.attention or r.rearranged or not self._fits(r))
+            and not ((r.output or r.tied_input) and not r.reasons and not r.attention)
         }
         self.fallbacks = _projection_specs(dg, retry, self.module_name)
         # groups inside the recurrent and attention modules
