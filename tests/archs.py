@@ -3093,3 +3093,71 @@ def pooled_attention_one_head(seed: int = 0):
 
 
 PATTERNS["pooled_attention_one_head"] = pooled_attention_one_head
+
+
+# ---------------------------------------------------------------------------------------------
+# walks that did not end (branch `walks`): timm models whose dependency walks cycled
+
+
+class GatedConvBlock(nn.Module):
+    """timm MambaOut's gated CNN block on channels-last maps: one Linear makes
+    ``[g | i | c]``, split on the last dim; ``c`` goes through a depthwise conv (permuted to
+    channels first and back) and is concatenated back with ``i``; ``act(g) * cat(i, c)``;
+    a Linear back to the stream; residual. The split and the concat of its pieces made
+    Torch-Pruning's index maps shift the indices on every lap."""
+
+    def __init__(self, dim: int = 8, hidden: int = 12, conv: int = 8):
+        super().__init__()
+        self.split = (hidden, hidden - conv, conv)
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.conv = nn.Conv2d(conv, conv, 3, padding=1, groups=conv)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)  # B, H, W, C
+        g, i, c = torch.split(self.fc1(self.norm(x)), self.split, dim=-1)
+        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = x + self.fc2(F.gelu(g) * torch.cat((i, c), dim=-1))
+        return self.head(x.mean((1, 2)))
+
+
+def gated_conv_block(seed: int = 0):
+    g = _seed(seed)
+    return GatedConvBlock(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["gated_conv_block"] = gated_conv_block
+
+
+class DimMajorHeadsAttention(nn.Module):
+    """timm NesT's attention on ``B, T, N, C`` blocks: a fused ``[q | k | v]`` Linear,
+    ``(attn @ v).permute(0, 2, 3, 4, 1).reshape(B, T, N, C)``: the heads are merged back
+    dim-major, so dim j of head h is channel ``j * heads + h`` of the projection's input."""
+
+    def __init__(self, dim: int = 8, heads: int = 2):
+        super().__init__()
+        self.heads = self.num_heads = heads
+        self.stem = nn.Linear(3, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, t, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, t, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # B, heads, T, N, hd
+        attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
+        y = (attn @ v).permute(0, 2, 3, 4, 1).reshape(b, t, n, c)
+        return self.head((x + self.proj(y)).mean((1, 2)))
+
+
+def dim_major_heads_attention(seed: int = 0):
+    g = _seed(seed)
+    return DimMajorHeadsAttention(), torch.randn(2, 3, 4, 3, generator=g)
+
+
+PATTERNS["dim_major_heads_attention"] = dim_major_heads_attention

@@ -398,20 +398,25 @@ def test_hf_swiftformer_attention_is_grouped():
 
 
 # ---------------------------------------------------------------------------------------------
-# MobileViT-V2: key and value rows of one conv multiplied together: left out, never split
+# MobileViT-V2: key and value rows of one conv multiplied together: one channel, never split
 
 
-def test_separable_attention_key_and_value_are_not_split_into_groups():
+def test_separable_attention_key_and_value_move_as_one_channel():
     model, x = archs.separable_attention()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         groups = find_groups(model, x)
-    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
-    assert len(msgs) == 1 and "qkv" in msgs[0] and "multiplied" in msgs[0]
-    assert all(m.param != "qkv.weight" or m.dim == 1 for g in groups for m in g.members)
-    ref = assert_each_group_is_a_symmetry(model, x, groups)
-    # why: permuting the key rows alone (what a split would return) is not a symmetry
+    assert [r for r in record if r.category is GroupingWarning] == []
     c = model.dim
+    g = next(g for g in groups if any(m.param == "qkv.weight" and m.dim == 0 for m in g.members))
+    # channel j: key row 1 + j and value row 1 + c + j (the one query row stays), out column j
+    assert g.width == c
+    assert set(g.members) == {
+        M("qkv.weight", 0, "producer", 1), M("qkv.weight", 0, "producer", 1 + c),
+        M("qkv.bias", 0, "other", 1), M("qkv.bias", 0, "other", 1 + c), *consumer("out"),
+    }  # fmt: skip
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # why not split: permuting the key rows alone is not a symmetry
     keys = ChannelGroup(
         "keys", c, (M("qkv.weight", 0, "producer", 1), M("qkv.bias", 0, "other", 1))
     )

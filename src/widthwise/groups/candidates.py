@@ -301,6 +301,14 @@ def _layout_candidates(
         note = f"one channel is one key/value head ({din // heads} columns of '{oname}')"
         if heads >= 2:
             cands.append((("heads", hd), group(heads, members, 1, note)))
+        if heads >= 2 and din // heads >= 2:
+            # heads merged back dim-major (NesT: ``(attn @ v).permute(0, 2, 3, 4, 1)``
+            # .reshape(B, T, N, C)``): dim j of head h is column j*heads + h of o
+            members[-1:] = [
+                replace(_cols(oname, o, 1), offset=j * heads) for j in range(din // heads)
+            ]
+            note = f"one channel is one head (every {heads}th column of '{oname}')"
+            cands.append((("dim-major heads", hd), group(heads, members, 1, note)))
         elif din // hd >= 2:  # one key/value head: the query heads permute alone
             members = [m for n, p, off, w in parts if w == din for m in _rows(n, p, off, hd, None)]
             members.append(_cols(oname, o, hd))

@@ -808,6 +808,9 @@ class _Finder:
         raws += self._walk_value_merges(dg, budget)
         if late:
             self._late(late)
+        # not a stream whose walk ended at the model's output or input (Qwen3 ViT's tokens):
+        # its channels are fixed, so every projection candidate around it fails its check,
+        # each a forward of the whole model
         retry = set(self.unfinished) | {
             self.modules[r.root]
             for r in raws
@@ -830,11 +833,11 @@ class _Finder:
         return raws
 
     def _fixed_by_output(self, raw: _Raw) -> bool:
-        """A clean walk (no reason, no attention product, every member in place) that reached
-        the model's output: its channels are fixed by the data, so candidates around its
+        """A clean walk (no reason, no attention product) that reached the model's output or
+        is tied to its input: its channels are fixed by the data, so candidates around its
         readers would only propose them again (a transformer's residual stream: a forward each,
         for every reader of the stream in every block)."""
-        return raw.output and not raw.reasons and not raw.attention and self._fits(raw)
+        return (raw.output or raw.tied_input) and not raw.reasons and not raw.attention
 
     def _score_rows(self, raw: _Raw) -> None:
         """Refuse a walk that reached, through an attention product, the rows of a layer whose
@@ -874,10 +877,14 @@ class _Finder:
         # projections: those are refused below (a fused projection's heads are placed by the
         # candidates)
         linear = isinstance(self.modules.get(raw.root), nn.Linear)
-        tied_pairs = self.walk_collisions | (
+        tied_pairs = (self.walk_collisions if raw.attention else set()) | (
             self.walk_merges if raw.attention and linear else set()
         )
-        rep = _root_classes(raw.width, () if tied_pairs else self.walk_merges)
+        # outside attention, channels multiplied channel by channel are one channel: a gated
+        # unit ``act(g) * u`` of one projection (MambaOut's ``g * cat(i, conv(c))``, MobileViT-V2's
+        # ``relu(v) * context(k)``) permutes ``g`` and ``u`` alike
+        merged = self.walk_merges | (set() if raw.attention else self.walk_collisions)
+        rep = _root_classes(raw.width, () if tied_pairs else merged)
         held: dict[int, list[int]] = {}  # class -> its roots
         for r, c in rep.items():
             held.setdefault(c, []).append(r)
@@ -1770,7 +1777,10 @@ class _Finder:
         """Say so where the candidates around left-out producers ran out of time (Gemma-4's
         ViT at 768 x 768: a forward takes seconds), so the reason shown is not taken for the
         last word."""
-        note = f"; candidate groups around it not tried within timeout={self.timeout:g} s"
+        note = (
+            f"; candidate groups around it not tried within timeout={self.timeout:g} s: "
+            "pass a larger timeout"
+        )
         for pname, _ in prods:
             for key in self.root_keys.get(pname, ()):
                 if key in self.left_out and note not in self.left_out[key]:

@@ -333,8 +333,10 @@ def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
     if _along_tokens(node, dg):
         return None
     dim = dim + len(shape) if dim < 0 else dim
-    if dim != 1:  # not the channel dimension: no index map
-        return None
+    last = _signed(dim) % len(shape)  # a negative dim reads as an unsigned int here
+    if dim != 1 and not _split_channels_last(node, dg, last, len(shape)):
+        return None  # not the channel dimension: no index map
+    dim = last
     total = int(shape[dim])
     sizes = getattr(gf, "_saved_split_sizes", None)
     if sizes is None:
@@ -359,6 +361,25 @@ def _split_index_mapping(dg: TPGraph, node: TPNode) -> None:
             if dep.target is node:
                 dep.index_mapping[0] = Map(offset=offsets[i : i + 2], reverse=True)
     return None
+
+
+def _split_channels_last(node: TPNode, dg: TPGraph, dim: int, nd: int) -> bool:
+    """A split along the last dim of a tensor of 3+ dims that holds its channels last, whose
+    pieces are concatenated back on the last dim (MambaOut's ``g, i, c = split(fc1(x), sizes,
+    dim=-1)``, ``g * cat((i, conv(c)), -1)``). Left without a map, it passed indices through
+    unchanged while that concat (:func:`_features_last_cat`) shifted them, so every lap of the
+    walk found new ones. Other last-dim splits (GPT-2's fused ``[q | k | v]``) keep no map:
+    their attention is grouped from the projections' candidates."""
+    import torch_pruning as tp
+
+    parents = [f for f, _ in getattr(node.grad_fn, "next_functions", ()) if f is not None]
+    if nd < 3 or dim != nd - 1 or not parents or not _channels_last(parents[0], _dims(dg)):
+        return False
+    return any(
+        out.type == tp.ops.OPTYPE.CONCAT
+        and _signed(getattr(out.grad_fn, "_saved_dim", 0)) in (-1, nd - 1)
+        for out in node.outputs
+    )
 
 
 class _RouteLinear(torch.overrides.TorchFunctionMode):
