@@ -211,6 +211,72 @@ VARIANTS = [
 ]
 
 
+#: A third battery, drawn last (``--variants 1``: seed 1, neither in ``BATTERY`` nor in
+#: ``VARIANTS``, at most 30M parameters) and run once, on the final code of the stop that drew
+#: it: the held-out measurement.
+VARIANTS2 = [
+    "lamhalobotnet50ts_256",
+    "repvgg_a0",
+    "cait_xs24_384",
+    "coat_lite_tiny",
+    "convnextv2_nano",
+    "cpubone_b1_dwnorm",
+    "crossvit_15_dagger_240",
+    "cs3darknet_l",
+    "cspnext_s",
+    "deit_small_distilled_patch16_224",
+    "densenet169",
+    "dla34",
+    "dpn68b",
+    "edgenext_base",
+    "efficientformerv2_s2",
+    "tf_efficientnet_lite4",
+    "efficientvim_m4_dist",
+    "efficientvit_b1",
+    "efficientvit_m2",
+    "eva02_tiny_patch14_336",
+    "fasternet_t2",
+    "fastvit_s12",
+    "gcvit_tiny",
+    "ghostnetv3_100",
+    "hardcorenas_f",
+    "hgnetv2_b1",
+    "hrnet_w18",
+    "iformer_l_distilled",
+    "lcnetv2_large",
+    "levit_conv_192",
+    "lowformer_e2",
+    "mambaout_kobe",
+    "maxxvitv2_nano_rw_256",
+    "poolformer_s24",
+    "gmixer_24_224",
+    "tf_mobilenetv3_small_minimal_100",
+    "mobilevitv2_050",
+    "nf_ecaresnet50",
+    "pit_xs_distilled_224",
+    "pvt_v2_b1",
+    "regnetx_004_tv",
+    "repghostnet_130",
+    "repvit_m3",
+    "res2net50d",
+    "resnest50d",
+    "seresnext26t_32x4d",
+    "resnetv2_50d_evos",
+    "rexnetr_200",
+    "legacy_seresnext50_32x4d",
+    "shvit_s3",
+    "skresnet34",
+    "starnet_s100",
+    "swiftformer_s",
+    "swinv2_cr_tiny_ns_224",
+    "tiny_vit_21m_384",
+    "test_vit2",
+    "vit_relpos_small_patch16_224",
+    "ese_vovnet19b_slim",
+    "xcit_tiny_12_p8_384",
+]
+
+
 def _import_timm():
     sys.path.insert(0, str(HERE / "_stubs"))
     import timm
@@ -240,7 +306,8 @@ def select() -> list[str]:
 
 def variants(seed: int = 0, max_params: float = 30e6) -> list[str]:
     """Another model of each timm module, drawn at random (seeded) among its registered models
-    other than ``BATTERY``'s and under ``max_params`` parameters (counted on the meta device).
+    other than ``BATTERY``'s (and, from seed 1, ``VARIANTS``') and under ``max_params``
+    parameters (counted on the meta device).
 
     A second battery: the same modules' code, other configurations (sizes, rotary or relative
     positions, register tokens, other block types).
@@ -259,7 +326,8 @@ def variants(seed: int = 0, max_params: float = 30e6) -> list[str]:
     rng = random.Random(seed)
     chosen = []
     for module in sorted(by_module):
-        names = [n for n in sorted(by_module[module]) if n not in BATTERY]
+        taken = set(BATTERY) | (set(VARIANTS) if seed else set())
+        names = [n for n in sorted(by_module[module]) if n not in taken]
         rng.shuffle(names)
         for name in names:
             try:
@@ -376,9 +444,12 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=600, help="wall seconds per model")
     ap.add_argument("--select", action="store_true", help="print the battery anew and exit")
     ap.add_argument(
-        "--variants", action="store_true", help="print the second battery (VARIANTS) anew and exit"
+        "--variants",
+        type=int,
+        metavar="SEED",
+        help="draw another battery (seed 0: VARIANTS, 1: VARIANTS2), print it and exit",
     )
-    ap.add_argument("--battery", choices=["smallest", "variants"], default="smallest")
+    ap.add_argument("--battery", choices=["smallest", "variants", "variants2"], default="smallest")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -387,10 +458,11 @@ def main() -> None:
     if args.select:
         print(" ".join(select()))
         return
-    if args.variants:
-        print(" ".join(variants()))
+    if args.variants is not None:
+        print(" ".join(variants(args.variants)))
         return
-    names = args.only or (BATTERY if args.battery == "smallest" else VARIANTS)
+    batteries = {"smallest": BATTERY, "variants": VARIANTS, "variants2": VARIANTS2}
+    names = args.only or batteries[args.battery]
     _import_timm()
     import widthwise  # noqa: F401  (imported once, before the children fork)
 
