@@ -167,9 +167,24 @@ def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
 
 
 def _concat_index_mapping(dg: TPGraph, node: TPNode) -> None:
-    """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`)."""
+    """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`) and along any
+    dim but 1 (a concat on the last dim is mapped by :func:`_features_last_cat` or not at all).
+    Torch-Pruning means to map dim 1 only, but autograd saves ``dim=-1`` as a huge unsigned
+    int that passes its test: the rotary ``cat((-x2, x1), dim=-1)`` of a key narrower than
+    the query was mapped as two key-wide pieces, and every lap of the walk through it shifted
+    the indices by one more key width (eager Llama-like attention: the walks did not end)."""
     import torch_pruning as tp
 
+    gf = node.grad_fn
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if (
+        meta
+        and dim is not None
+        and len(meta[0].shape) >= 3
+        and _signed(dim) % len(meta[0].shape) != 1
+    ):
+        return
     if not _along_tokens(node, dg) and not _map_conv_concat(node):
         tp.dependency.index_mapping.update_concat_index_mapping(dg, node)
 
