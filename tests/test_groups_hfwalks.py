@@ -208,3 +208,61 @@ def test_ungroupable_heads_are_left_out_without_hitting_the_walk_bound():
     assert "q_proj" in warned[0] and "did not end" not in warned[0]
     assert not any(g.kind == "attention" for g in groups)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+class CausalConvMixer(nn.Module):
+    """A depthwise causal convolution over time, as in Mamba-like and Inkling-2 mixers:
+    ``conv(in_proj(x)^T)[:, :, -T:]``, a slice with a negative start along the time axis of
+    ``B, C, T``. Autograd saves that start as ``2**64 - T``; Torch-Pruning mapped the slice
+    as one on channels (dim 2 of a 3-D tensor), so the walk from ``in_proj`` carried indices
+    near ``2**64``."""
+
+    def __init__(self, d=8, inner=12, k=3):
+        super().__init__()
+        self.embed = nn.Embedding(20, d)
+        self.in_proj = nn.Linear(d, inner)
+        self.conv = nn.Conv1d(inner, inner, k, groups=inner, padding=k - 1)
+        self.out_proj = nn.Linear(inner, d)
+        self.head = nn.Linear(d, 20)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        t = x.shape[1]
+        h = self.conv(self.in_proj(x).transpose(1, 2))[:, :, -t:]
+        return self.head(x + self.out_proj(torch.nn.functional.silu(h).transpose(1, 2)))
+
+
+def test_negative_slice_on_time_of_a_causal_conv():
+    model, x = CausalConvMixer().eval(), ids()
+    groups, warned = grouped(model, x)
+    assert warned == []
+    check(
+        groups,
+        {
+            "embed+out_proj (residual)": (
+                8,
+                "residual",
+                1,
+                [
+                    M("embed.weight", 1, "producer"),
+                    M("out_proj.weight", 0, "producer"),
+                    M("out_proj.bias", 0, "other"),
+                    M("in_proj.weight", 1, "consumer"),
+                    M("head.weight", 1, "consumer"),
+                ],
+            ),
+            "in_proj": (
+                12,
+                "linear",
+                1,
+                [
+                    M("in_proj.weight", 0, "producer"),
+                    M("in_proj.bias", 0, "other"),
+                    M("conv.weight", 0, "producer"),  # depthwise: one filter per channel
+                    M("conv.bias", 0, "other"),
+                    M("out_proj.weight", 1, "consumer"),
+                ],
+            ),
+        },
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -984,6 +984,19 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
         found = _dims(dg)
         if parents and _channels_last(parents[0], found):
             return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
+    saved = getattr(gf, "_saved_dim", None)
+    if gf is not None and sizes is not None and saved is not None and len(sizes) in (3, 4):
+        # Torch-Pruning maps dim 1 of 4-D and dim 2 of 3-D slices only, but autograd saves
+        # negative dims and bounds as huge unsigned ints, which pass its test: a rotary half
+        # ``x[..., -k:]`` of ``B, heads, T, hd`` was mapped as channels from 2**64 - k on
+        nd, axis = len(sizes), _signed(saved) % len(sizes)
+        if axis != {4: 1, 3: 2}[nd]:
+            return
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        if nd == 3 and parents and _channel_dim(parents[0], _dims(dg)) == 1:
+            return  # the time axis of ``B, C, T`` (a causal conv's ``out[:, :, -seq_len:]``)
+        bounds = slice(_signed(node.module.start), _signed(node.module.end), int(node.module.step))
+        node.module.start, node.module.end, node.module.step = bounds.indices(int(sizes[axis]))
     edges = [d for d in node.dependencies if d.target in node.inputs]
     edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
     before: dict[int, IndexMap | None] = {}
