@@ -421,13 +421,19 @@ def _head_params(
     """Raw parameters held by the module that holds the producers, not by a layer, shaped like
     the heads: ``(din,)`` (DeBERTa's ``q_bias``/``v_bias`` beside a fused projection without
     bias) or ``(..., heads, head_dim)`` with ``heads * head_dim == din`` (Funnel's and XLNet's
-    relative-position biases, segment embeddings and position kernel). (name, shape) each."""
+    relative-position biases, segment embeddings and position kernel), or one entry per query
+    head, ``(heads,)`` with ``heads`` dividing ``din`` (the attention sinks of GPT-OSS-like
+    attention, Beam's per-head gate bias). (name, shape) each."""
     owners = {n.rpartition(".")[0] for n, _ in prods}
     return [
         (n, tuple(p.shape))
         for n, p in params.items()
         if n.rpartition(".")[0] in owners
-        and (p.shape == (din,) or (p.ndim >= 2 and p.shape[-2] * p.shape[-1] == din > p.shape[-1]))
+        and (
+            p.shape == (din,)
+            or (p.ndim == 1 and 1 < p.shape[0] < din and din % p.shape[0] == 0)
+            or (p.ndim >= 2 and p.shape[-2] * p.shape[-1] == din > p.shape[-1])
+        )
     ]
 
 
@@ -438,7 +444,9 @@ def _with_head_params(
     them; the check decides. A ``(din,)`` bias added to q or v lies in the space the output
     projection reads, so it is indexed like the consumer's columns; a ``(..., heads, hd)``
     tensor joins whole-head candidates along its head dim and shared-channel candidates along
-    its last dim (channels permuted independently within each head are not expressible)."""
+    its last dim (channels permuted independently within each head are not expressible); a
+    ``(heads,)`` vector joins candidates that move whole heads, one entry per ``din // heads``
+    consumer columns, and is left alone by those that keep the heads in place."""
     if not extras:
         return cands
     out: list[Candidate] = []
@@ -449,6 +457,14 @@ def _with_head_params(
             if shape == (din,):
                 more += [Member(n, 0, "other", m.offset, m.repeat) for m in cols]
                 continue
+            if len(shape) == 1:  # one entry per query head
+                hd = din // shape[0]
+                if len({m.repeat for m in cols}) == 1 and all(
+                    m.offset == 0 and m.repeat % hd == 0 for m in cols
+                ):
+                    more += [Member(n, 0, "other", 0, cols[0].repeat // hd)]
+                    continue
+                break
             heads, hd = shape[-2:]
             if g.width == heads and all((m.offset, m.repeat) == (0, hd) for m in cols):
                 more.append(Member(n, len(shape) - 2, "other"))

@@ -167,9 +167,24 @@ def _along_tokens(node: TPNode, dg: TPGraph) -> bool:
 
 
 def _concat_index_mapping(dg: TPGraph, node: TPNode) -> None:
-    """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`)."""
+    """Torch-Pruning's concat maps, except along tokens (:func:`_along_tokens`) and along any
+    dim but 1 (a concat on the last dim is mapped by :func:`_features_last_cat` or not at all).
+    Torch-Pruning means to map dim 1 only, but autograd saves ``dim=-1`` as a huge unsigned
+    int that passes its test: the rotary ``cat((-x2, x1), dim=-1)`` of a key narrower than
+    the query was mapped as two key-wide pieces, and every lap of the walk through it shifted
+    the indices by one more key width (eager Llama-like attention: the walks did not end)."""
     import torch_pruning as tp
 
+    gf = node.grad_fn
+    meta = getattr(gf, "_input_metadata", None)
+    dim = getattr(gf, "_saved_dim", None)
+    if (
+        meta
+        and dim is not None
+        and len(meta[0].shape) >= 3
+        and _signed(dim) % len(meta[0].shape) != 1
+    ):
+        return
     if not _along_tokens(node, dg) and not _map_conv_concat(node):
         tp.dependency.index_mapping.update_concat_index_mapping(dg, node)
 
@@ -969,6 +984,19 @@ def _slice_index_mapping(dg: TPGraph, node: TPNode) -> None:
         found = _dims(dg)
         if parents and _channels_last(parents[0], found):
             return  # a slice of rows of a B, H, W, C map (Swin's patch merging): no channel map
+    saved = getattr(gf, "_saved_dim", None)
+    if gf is not None and sizes is not None and saved is not None and len(sizes) in (3, 4):
+        # Torch-Pruning maps dim 1 of 4-D and dim 2 of 3-D slices only, but autograd saves
+        # negative dims and bounds as huge unsigned ints, which pass its test: a rotary half
+        # ``x[..., -k:]`` of ``B, heads, T, hd`` was mapped as channels from 2**64 - k on
+        nd, axis = len(sizes), _signed(saved) % len(sizes)
+        if axis != {4: 1, 3: 2}[nd]:
+            return
+        parents = [f for f, _ in gf.next_functions if f is not None]
+        if nd == 3 and parents and _channel_dim(parents[0], _dims(dg)) == 1:
+            return  # the time axis of ``B, C, T`` (a causal conv's ``out[:, :, -seq_len:]``)
+        bounds = slice(_signed(node.module.start), _signed(node.module.end), int(node.module.step))
+        node.module.start, node.module.end, node.module.step = bounds.indices(int(sizes[axis]))
     edges = [d for d in node.dependencies if d.target in node.inputs]
     edges += [d for n in node.inputs for d in n.dependencies if d.target is node]
     before: dict[int, IndexMap | None] = {}
