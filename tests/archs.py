@@ -3093,3 +3093,124 @@ def pooled_attention_one_head(seed: int = 0):
 
 
 PATTERNS["pooled_attention_one_head"] = pooled_attention_one_head
+
+
+# ---------------------------------------------------------------------------------------------
+# branch `tokens` (issue 13): Linears over the token axis, talking heads
+
+
+class TokenMixingNet(nn.Module):
+    """MLP-Mixer (timm's ``MixerBlock``): a patch stem, then per block a token-mixing MLP
+    applied to ``norm1(x).transpose(1, 2)`` (``mlp_tokens.fc1: tokens -> hidden``,
+    ``fc2: hidden -> tokens``) and transposed back into the stream, then a channel MLP; a
+    head on the mean token. The token MLP is applied to each channel alike: the stream's
+    channel ``c`` stays channel ``c`` through it; its hidden units are a group of their own;
+    its inputs and outputs are tokens (fixed by the data)."""
+
+    def __init__(self, dim: int = 8, tokens: int = 9, hidden: int = 5, blocks: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.blocks = nn.ModuleList()
+        for _ in range(blocks):
+            b = nn.Module()
+            b.norm1, b.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            b.mlp_tokens = nn.Sequential(
+                OrderedDict(
+                    fc1=nn.Linear(tokens, hidden), act=nn.GELU(), fc2=nn.Linear(hidden, tokens)
+                )
+            )
+            b.mlp_channels = nn.Sequential(
+                OrderedDict(fc1=nn.Linear(dim, 2 * dim), act=nn.GELU(), fc2=nn.Linear(2 * dim, dim))
+            )
+            self.blocks.append(b)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        for b in self.blocks:
+            x = x + b.mlp_tokens(b.norm1(x).transpose(1, 2)).transpose(1, 2)
+            x = x + b.mlp_channels(b.norm2(x))
+        return self.head(self.norm(x).mean(1))
+
+
+def token_mixing(seed: int = 0):
+    g = _seed(seed)
+    return TokenMixingNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["token_mixing"] = token_mixing
+
+
+class _Affine(nn.Module):
+    """ResMLP's ``Affine`` norm: ``beta + alpha * x`` with ``(1, 1, C)`` parameters."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+class TokenLinearNet(nn.Module):
+    """ResMLP (timm's ``ResBlock``): one Linear over the tokens (``linear_tokens``, square)
+    on ``norm1(x).transpose(1, 2)``, transposed back, scaled per channel by ``ls1`` and added
+    to the stream; then a channel MLP scaled by ``ls2``. The stream's channels pass through
+    ``linear_tokens`` unchanged, and its rows and columns are tokens. Twelve blocks: deep enough
+    that the channel dim of a late block's input is followed back past the first blocks."""
+
+    def __init__(self, dim: int = 8, tokens: int = 9, blocks: int = 12):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.blocks = nn.ModuleList()
+        for _ in range(blocks):
+            b = nn.Module()
+            b.norm1, b.norm2 = _Affine(dim), _Affine(dim)
+            b.linear_tokens = nn.Linear(tokens, tokens)
+            b.fc1, b.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+            b.ls1 = nn.Parameter(torch.rand(dim) + 0.5)
+            b.ls2 = nn.Parameter(torch.rand(dim) + 0.5)
+            self.blocks.append(b)
+        self.norm = _Affine(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        for b in self.blocks:
+            x = x + b.ls1 * b.linear_tokens(b.norm1(x).transpose(1, 2)).transpose(1, 2)
+            x = x + b.ls2 * b.fc2(F.gelu(b.fc1(b.norm2(x))))
+        return self.head(self.norm(x).mean(1))
+
+
+def token_linear(seed: int = 0):
+    g = _seed(seed)
+    return TokenLinearNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["token_linear"] = token_linear
+
+
+class PerStepHeads(nn.Module):
+    """:class:`MHAModel` and :class:`RecurrentModel` with their heads applied at every step of
+    the ``(batch, time, features)`` output, not to one pooled vector: the heads read the
+    features (last dim) of a batch-first layer, not a time axis."""
+
+    def __init__(self, cell: type[nn.Module] | None):
+        super().__init__()
+        self.embed = nn.Linear(6, 16 if cell is None else 10)
+        if cell is None:
+            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        else:
+            self.rnn = cell(10, 8, num_layers=2, batch_first=True)
+        self.head = nn.Linear(16 if cell is None else 8, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        out = self.attn(h, h, h, need_weights=False)[0] if hasattr(self, "attn") else self.rnn(h)[0]
+        return self.head(out).mean(1)
+
+
+PATTERNS["per_step_attention"] = lambda seed=0: (PerStepHeads(None), mha_model(seed)[1])
+PATTERNS["per_step_lstm"] = lambda seed=0: (PerStepHeads(nn.LSTM), lstm_model(seed)[1])
