@@ -3214,3 +3214,70 @@ class PerStepHeads(nn.Module):
 
 PATTERNS["per_step_attention"] = lambda seed=0: (PerStepHeads(None), mha_model(seed)[1])
 PATTERNS["per_step_lstm"] = lambda seed=0: (PerStepHeads(nn.LSTM), lstm_model(seed)[1])
+
+
+class _ConvNorm(nn.Module):
+    """timm LeViT-conv's ``ConvNorm``: a 1x1 convolution (named ``linear``) and a BatchNorm."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.linear(x))
+
+
+class LeViTConvAttention(nn.Module):
+    """timm's ``levit_conv`` attention on ``B, C, H, W`` maps: a ConvNorm ``qkv`` with q/k/v
+    interleaved per head (``view(B, heads, -1, H*W).split([key, key, val], dim=2)``), logits
+    ``q^T @ k`` plus per-head bias tables, ``(v @ attn^T).view(B, -1, H, W)`` into
+    Hardswish + ConvNorm ``proj``; then the subsampling attention (``AttentionDownsample``):
+    ConvNorm ``kv`` with k/v interleaved per head, ``q`` a stride-2 pool then a ConvNorm, its
+    output of another width (no residual). Head on the mean pixel."""
+
+    def __init__(self, dim: int = 16, out: int = 24, heads: int = 2, key_dim: int = 4):
+        super().__init__()
+        self.heads, self.key_dim, self.val_dim = heads, key_dim, 2 * key_dim
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        vd = self.val_dim
+        self.attn = nn.Module()
+        self.attn.qkv = _ConvNorm(dim, heads * (2 * key_dim + vd))
+        self.attn.proj = nn.Sequential(
+            OrderedDict(act=nn.Hardswish(), ln=_ConvNorm(heads * vd, dim))
+        )
+        self.attn.attention_biases = nn.Parameter(torch.randn(heads, 16, 16) * 0.1)
+        self.down = nn.Module()
+        self.down.kv = _ConvNorm(dim, heads * (key_dim + vd))
+        self.down.q = nn.Sequential(
+            OrderedDict(down=nn.AvgPool2d(1, stride=2), ln=_ConvNorm(dim, heads * key_dim))
+        )
+        self.down.proj = nn.Sequential(
+            OrderedDict(act=nn.Hardswish(), ln=_ConvNorm(heads * vd, out))
+        )
+        self.down.attention_biases = nn.Parameter(torch.randn(heads, 4, 16) * 0.1)
+        for m in (self.attn, self.down):  # as timm's modules carry them
+            m.num_heads, m.key_dim, m.val_dim = heads, key_dim, vd
+        self.head = nn.Linear(out, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, _, h, w = x.shape
+        a, kd, vd = self.attn, self.key_dim, self.val_dim
+        q, k, v = a.qkv(x).view(b, self.heads, -1, h * w).split([kd, kd, vd], dim=2)
+        att = ((q.transpose(-2, -1) @ k) * kd**-0.5 + a.attention_biases).softmax(-1)
+        x = x + a.proj((v @ att.transpose(-2, -1)).view(b, -1, h, w))
+        d = self.down
+        k, v = d.kv(x).view(b, self.heads, -1, h * w).split([kd, vd], dim=2)
+        q = d.q(x).view(b, self.heads, kd, -1)
+        att = ((q.transpose(-2, -1) @ k) * kd**-0.5 + d.attention_biases).softmax(-1)
+        x = d.proj((v @ att.transpose(-2, -1)).reshape(b, -1, h // 2, w // 2))
+        return self.head(x.mean((2, 3)))
+
+
+def levit_conv_attention(seed: int = 0):
+    g = _seed(seed)
+    return LeViTConvAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["levit_conv_attention"] = levit_conv_attention

@@ -93,3 +93,59 @@ def test_heads_at_every_step_of_batch_first_layers_read_features(arch, expected)
     assert msgs == []
     check(groups, expected(model, x))
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+def test_levit_conv_attention_and_subsampling_attention_permute_dims_in_every_head():
+    model, x, groups, msgs = run("levit_conv_attention")
+    assert msgs == []  # before: the walks from qkv and kv did not end
+    h, kd, vd = model.heads, model.key_dim, model.val_dim
+
+    def rows_bn(conv_norm, offset):
+        return [
+            M(f"{conv_norm}.linear.weight", 0, "producer", offset),
+            M(f"{conv_norm}.bn.weight", 0, "norm", offset),
+            M(f"{conv_norm}.bn.bias", 0, "norm", offset),
+        ]
+
+    keys, values, dkeys, dvalues = [], [], [], []
+    for head in range(h):
+        step = 2 * kd + vd  # one head's [q | k | v] rows
+        keys += [*rows_bn("attn.qkv", head * step), *rows_bn("attn.qkv", head * step + kd)]
+        values += rows_bn("attn.qkv", head * step + 2 * kd)
+        values.append(M("attn.proj.ln.linear.weight", 1, "consumer", head * vd))
+        step = kd + vd  # one head's [k | v] rows
+        dkeys += [*rows_bn("down.kv", head * step), *rows_bn("down.q.ln", head * kd)]
+        dvalues += rows_bn("down.kv", head * step + kd)
+        dvalues.append(M("down.proj.ln.linear.weight", 1, "consumer", head * vd))
+    d = model.stem[0].out_channels
+    stream = [*rows("stem.0"), *norm("stem.1"), *consumer("attn.qkv.linear")]
+    stream += [M("attn.proj.ln.linear.weight", 0, "producer"), *norm("attn.proj.ln.bn")]
+    stream += [*consumer("down.kv.linear"), *consumer("down.q.ln.linear")]
+    out = [M("down.proj.ln.linear.weight", 0, "producer"), *norm("down.proj.ln.bn")]
+    check(
+        groups,
+        {
+            "stem.0+attn.proj.ln.linear (residual)": (d, "residual", 1, stream),
+            "attn (keys)": (kd, "attention", 1, keys),
+            "attn (values)": (vd, "attention", 1, values),
+            "down (keys)": (kd, "attention", 1, dkeys),
+            "down (values)": (vd, "attention", 1, dvalues),
+            "down.proj.ln.linear": (model.head.in_features, "conv", 1, [*out, *consumer("head")]),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # why dim i of every head: whole heads would move the per-head bias tables
+    whole = ChannelGroup(
+        "heads",
+        h,
+        (
+            M("down.kv.linear.weight", 0, "producer", 0, kd + vd),
+            M("down.kv.bn.weight", 0, "norm", 0, kd + vd),
+            M("down.kv.bn.bias", 0, "norm", 0, kd + vd),
+            M("down.q.ln.linear.weight", 0, "producer", 0, kd),
+            M("down.q.ln.bn.weight", 0, "norm", 0, kd),
+            M("down.q.ln.bn.bias", 0, "norm", 0, kd),
+            M("down.proj.ln.linear.weight", 1, "consumer", 0, vd),
+        ),
+    )
+    assert not torch.allclose(_outputs(_permute_copy(model, [whole], seed=5).eval(), x), ref)

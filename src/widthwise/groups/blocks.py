@@ -138,10 +138,11 @@ def _mamba_mixer(name: str, m: nn.Module) -> KnownBlock | None:
 
 def _linear_bn(
     block: nn.Module, prefix: str, names: tuple[str, ...]
-) -> tuple[str, nn.Linear, str | None] | None:
+) -> tuple[str, nn.Linear | nn.Conv2d, str | None] | None:
     """The first of ``names`` on ``block`` as (path of its Linear, the Linear, path of the
     BatchNorm after it): a bare Linear, a Linear+BatchNorm pair (LeViT's ``linear`` and
-    ``batch_norm``/``bn``), or the last module of a Sequential holding one."""
+    ``batch_norm``/``bn``; in timm's ``levit_conv`` models a 1x1 convolution), or the last
+    module of a Sequential holding one."""
     for n in names:
         mod, path = getattr(block, n, None), f"{prefix}{n}"
         if isinstance(mod, nn.Sequential) and len(mod):
@@ -150,10 +151,28 @@ def _linear_bn(
         if isinstance(mod, nn.Linear):
             return path, mod, None
         lin = getattr(mod, "linear", None)
-        if isinstance(lin, nn.Linear):
+        if isinstance(lin, nn.Linear) or _pointwise(lin):
+            assert isinstance(lin, (nn.Linear, nn.Conv2d))
             bn = next((b for b in ("batch_norm", "bn") if hasattr(mod, b)), None)
             return f"{path}.linear", lin, f"{path}.{bn}" if bn else None
     return None
+
+
+def _pointwise(mod: object) -> bool:
+    """A 1x1 convolution of one group: a Linear on each pixel."""
+    return (
+        isinstance(mod, nn.Conv2d)
+        and mod.groups == 1
+        and tuple(mod.kernel_size) == (1, 1)
+        and tuple(mod.stride) == (1, 1)
+    )
+
+
+def _widths(layer: nn.Linear | nn.Conv2d) -> tuple[int, int]:
+    """(inputs, outputs) of a Linear or a 1x1 convolution."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels
 
 
 def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
@@ -174,10 +193,10 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
     proj = _linear_bn(m, p, ("projection", "proj"))
     qkv = _linear_bn(m, p, ("queries_keys_values", "qkv"))
     kv, q = _linear_bn(m, p, ("keys_values", "kv")), _linear_bn(m, p, ("queries", "q"))
-    if proj is None or proj[1].in_features != heads * vd:
+    if proj is None or _widths(proj[1])[0] != heads * vd:
         return None
 
-    def rows(part: tuple[str, nn.Linear, str | None], offset: int) -> list[Member]:
+    def rows(part: tuple[str, nn.Linear | nn.Conv2d, str | None], offset: int) -> list[Member]:
         path, lin, bn = part
         out = [Member(f"{path}.weight", 0, "producer", offset)]
         if lin.bias is not None:  # EfficientFormer's qkv: a Linear with a bias, no BatchNorm
@@ -187,7 +206,7 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
 
     keys: list[Member] = []
     values = [Member(f"{proj[0]}.weight", 1, "consumer", h * vd) for h in range(heads)]
-    if qkv is not None and qkv[1].out_features == heads * (2 * kd + vd):
+    if qkv is not None and _widths(qkv[1])[1] == heads * (2 * kd + vd):
         step = 2 * kd + vd
         for h in range(heads):
             keys += [*rows(qkv, h * step), *rows(qkv, h * step + kd)]
@@ -196,8 +215,8 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
     elif (
         kv is not None
         and q is not None
-        and kv[1].out_features == heads * (kd + vd)
-        and q[1].out_features == heads * kd
+        and _widths(kv[1])[1] == heads * (kd + vd)
+        and _widths(q[1])[1] == heads * kd
     ):
         for h in range(heads):
             keys += [*rows(q, h * kd), *rows(kv, h * (kd + vd))]
