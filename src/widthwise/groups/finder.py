@@ -816,7 +816,14 @@ class _Finder:
             if (r.reasons or r.attention or r.rearranged or not self._fits(r))
             and not self._fixed_by_output(r)
         }
-        self.fallbacks = _projection_specs(dg, retry, self.module_name)
+        # the rows of a token-mixing Linear are positions (tracing._cut_token_linears): no
+        # producer of channels for the candidates (each of those a forward, all refused)
+        tokens = {self.module_name.get(n.module) for n in self.token_rows}
+        self.fallbacks = [
+            (o, om, kept, norms)
+            for o, om, prods, norms in _projection_specs(dg, retry, self.module_name)
+            if (kept := [p for p in prods if p[0] not in tokens])
+        ]
         # groups inside the recurrent and attention modules
         for module, mname in self.module_name.items():
             if isinstance(module, nn.RNNBase):
