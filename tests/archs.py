@@ -3281,3 +3281,48 @@ def levit_conv_attention(seed: int = 0):
 
 
 PATTERNS["levit_conv_attention"] = levit_conv_attention
+
+
+class TalkingHeadsNet(nn.Module):
+    """CaiT (timm's ``LayerScaleBlock`` with ``TalkingHeadAttn``): a patch stem; a pre-norm
+    block whose fused ``qkv`` Linear makes ``[q | k | v]`` of ``heads`` heads, logits mixed
+    across heads by ``proj_l`` (a Linear over the heads dim of ``B, H, N, N``) before the
+    softmax and by ``proj_w`` after it, ``attn @ v`` into ``proj``, scaled per channel by
+    ``gamma_1``; then an MLP scaled by ``gamma_2``; a head on the mean token."""
+
+    def __init__(self, dim: int = 12, heads: int = 3):
+        super().__init__()
+        self.heads = heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.Module()
+        self.attn.num_heads = heads
+        self.attn.qkv = nn.Linear(dim, 3 * dim)
+        self.attn.proj_l, self.attn.proj_w = nn.Linear(heads, heads), nn.Linear(heads, heads)
+        self.attn.proj = nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.gamma_1 = nn.Parameter(torch.rand(dim) + 0.5)
+        self.gamma_2 = nn.Parameter(torch.rand(dim) + 0.5)
+        self.head = nn.Linear(dim, 3)
+
+    def attend(self, x):
+        a, (b, n, c) = self.attn, x.shape
+        qkv = a.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * (c // self.heads) ** -0.5, qkv[1], qkv[2]
+        att = a.proj_l((q @ k.transpose(-2, -1)).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        att = a.proj_w(att.softmax(-1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return a.proj((att @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.gamma_1 * self.attend(self.norm1(x))
+        x = x + self.gamma_2 * self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+def talking_heads(seed: int = 0):
+    g = _seed(seed)
+    return TalkingHeadsNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["talking_heads"] = talking_heads

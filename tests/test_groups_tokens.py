@@ -149,3 +149,37 @@ def test_levit_conv_attention_and_subsampling_attention_permute_dims_in_every_he
         ),
     )
     assert not torch.allclose(_outputs(_permute_copy(model, [whole], seed=5).eval(), x), ref)
+
+
+def test_talking_heads_keys_and_values_permute_within_each_head():
+    model, x, groups, msgs = run("talking_heads")
+    assert msgs == []
+    d, h = model.stem.out_channels, model.heads
+    hd = d // h
+    stream = [M("gamma_1", 0, "other"), M("gamma_2", 0, "other"), *rows("stem")]
+    stream += [*norm("norm1"), *norm("norm2"), *consumer("attn.qkv"), *rows("attn.proj")]
+    stream += [*consumer("fc1"), *rows("fc2"), *consumer("head")]
+    check(
+        groups,
+        {
+            "stem+attn.proj+fc2 (residual)": (d, "residual", 1, stream),
+            "attn (keys)": (d, "attention", h, [*rows("attn.qkv"), *rows("attn.qkv", d)]),
+            "attn (values)": (
+                d,
+                "attention",
+                h,
+                [*rows("attn.qkv", 2 * d), *consumer("attn.proj")],
+            ),
+            # the heads of the logits mixed by proj_l, read by proj_w after the softmax
+            "attn.proj_l": (h, "linear", 1, [*rows("attn.proj_l"), *consumer("attn.proj_w")]),
+            "fc1": (2 * d, "linear", 1, [*rows("fc1"), *consumer("fc2")]),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # keys and values permute independently: both at once, with different permutations
+    keys, values = (next(g for g in groups if g.name == f"attn ({k})") for k in ("keys", "values"))
+    assert torch.allclose(_outputs(_permute_copy(model, [keys, values], seed=7).eval(), x), ref)
+    # whole heads of q, k, v and proj's columns are no symmetry: proj_l and proj_w mix heads
+    qkv = [m for g, _ in enumerate("qkv") for m in rows("attn.qkv", g * d, hd)]
+    heads = ChannelGroup("heads", h, (*qkv, *consumer("attn.proj", repeat=hd)))
+    assert not torch.allclose(_outputs(_permute_copy(model, [heads], seed=5).eval(), x), ref)

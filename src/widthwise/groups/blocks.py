@@ -1,6 +1,6 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
 attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention,
-gMLP's spatial gating unit, iFormer's single-head modulation attention.
+gMLP's spatial gating unit, iFormer's single-head modulation attention, CaiT's talking heads.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
@@ -61,6 +61,7 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _conv_head_keys(name, module)
             or _spatial_gate(name, module)
             or _gated_single_head(name, module)
+            or _talking_heads(name, module)
         )
         if block is not None:
             out.append(block)
@@ -565,3 +566,46 @@ def _gated_single_head(name: str, m: nn.Module) -> KnownBlock | None:
          "definition",),
     )  # fmt: skip
     return KnownBlock(name, (keys, values), (q[0], k[0], vg[0]))
+
+
+def _talking_heads(name: str, m: nn.Module) -> KnownBlock | None:
+    """CaiT's talking-heads attention (timm's ``TalkingHeadAttn``): a fused ``qkv`` Linear
+    (``[q | k | v]``, ``heads`` heads each), logits ``q @ k^T`` mixed across heads by
+    ``proj_l`` (a Linear over the heads dim of the attention map), softmax, mixed again by
+    ``proj_w``, ``attn @ v`` per head into ``proj``. Each head's logits are sums over its own
+    query and key dims, so those permute together within each head; the value dims permute
+    within each head with ``proj``'s columns. Whole heads do not move on their own:
+    ``proj_l`` and ``proj_w`` index them (their rows and columns are grouped by the walks).
+    The walks carry the channels through the head-mixing Linears as if they were channels."""
+    heads = getattr(m, "num_heads", None)
+    qkv, proj = getattr(m, "qkv", None), getattr(m, "proj", None)
+    mix = [getattr(m, a, None) for a in ("proj_l", "proj_w")]
+    if not (isinstance(heads, int) and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
+        return None
+    if not all(isinstance(x, nn.Linear) and x.in_features == x.out_features == heads for x in mix):
+        return None
+    c = proj.in_features
+    if qkv.out_features != 3 * c or c % heads or c // heads < 2:
+        return None
+    p = f"{name}." if name else ""
+
+    def rows(offset: int) -> list[Member]:
+        out = [Member(f"{p}qkv.weight", 0, "producer", offset)]
+        if qkv.bias is not None:
+            out.append(Member(f"{p}qkv.bias", 0, "other", offset))
+        return out
+
+    label = name or "attention"
+    note = "talking-heads attention: the {} dims permute within each head, from its definition"
+    keys = ChannelGroup(f"{label} (keys)", c, (*rows(0), *rows(c)), (f"{p}qkv",), "attention",
+                        heads, (note.format("query and key"),))  # fmt: skip
+    values = ChannelGroup(
+        f"{label} (values)",
+        c,
+        (*rows(2 * c), Member(f"{p}proj.weight", 1, "consumer")),
+        (f"{p}qkv", f"{p}proj"),
+        "attention",
+        heads,
+        (note.format("value"),),
+    )
+    return KnownBlock(name, (keys, values), (f"{p}qkv",))
