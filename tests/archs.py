@@ -3326,3 +3326,23 @@ def talking_heads(seed: int = 0):
 
 
 PATTERNS["talking_heads"] = talking_heads
+
+
+class SharedSlopeMlp(nn.Module):
+    """Linears on ``(batch, tokens, features)`` with a one-slope ``nn.PReLU()`` between them:
+    a layer with a parameter that is element-wise, not a channels-first layer, so the second
+    Linear reads features (no token-mixing Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(5, 8), nn.PReLU(), nn.Linear(8, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.b(self.act(self.a(x)))).mean(1)
+
+
+PATTERNS["shared_slope_mlp"] = lambda seed=0: (
+    SharedSlopeMlp(),
+    torch.randn(2, 4, 5, generator=_seed(seed)),
+)

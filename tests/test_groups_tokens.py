@@ -183,3 +183,16 @@ def test_talking_heads_keys_and_values_permute_within_each_head():
     qkv = [m for g, _ in enumerate("qkv") for m in rows("attn.qkv", g * d, hd)]
     heads = ChannelGroup("heads", h, (*qkv, *consumer("attn.proj", repeat=hd)))
     assert not torch.allclose(_outputs(_permute_copy(model, [heads], seed=5).eval(), x), ref)
+
+
+def test_one_slope_prelu_between_linears_on_tokens_is_element_wise():
+    model, x, groups, msgs = run("shared_slope_mlp")
+    assert msgs == []
+    check(
+        groups,
+        {
+            "a": (8, "linear", 1, [*rows("a"), *consumer("b")]),
+            "b": (6, "linear", 1, [*rows("b"), *consumer("head")]),
+        },
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -636,7 +636,8 @@ def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
         return nd - 1
     if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
         return nd - 1  # features last, time and batch first in either order
-    if isinstance(mod, nn.Module) and next(mod.parameters(recurse=False), None) is not None:
+    shared = isinstance(mod, nn.PReLU) and mod.weight.numel() == 1  # one slope: element-wise
+    if isinstance(mod, nn.Module) and _has_own_params(mod) and not shared:
         return 1 if nd >= 2 else None  # channels first (a 2-D output: also last)
     parents = [(f, nr) for f, nr in gf.next_functions if f is not None and _ndim(f) > 0]
     if depth == 0 or not parents or not nd:
