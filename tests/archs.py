@@ -3161,3 +3161,256 @@ def dim_major_heads_attention(seed: int = 0):
 
 
 PATTERNS["dim_major_heads_attention"] = dim_major_heads_attention
+
+
+# ---------------------------------------------------------------------------------------------
+# branch `tokens` (issue 13): Linears over the token axis, talking heads
+
+
+class TokenMixingNet(nn.Module):
+    """MLP-Mixer (timm's ``MixerBlock``): a patch stem, then per block a token-mixing MLP
+    applied to ``norm1(x).transpose(1, 2)`` (``mlp_tokens.fc1: tokens -> hidden``,
+    ``fc2: hidden -> tokens``) and transposed back into the stream, then a channel MLP; a
+    head on the mean token. The token MLP is applied to each channel alike: the stream's
+    channel ``c`` stays channel ``c`` through it; its hidden units are a group of their own;
+    its inputs and outputs are tokens (fixed by the data)."""
+
+    def __init__(self, dim: int = 8, tokens: int = 9, hidden: int = 5, blocks: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.blocks = nn.ModuleList()
+        for _ in range(blocks):
+            b = nn.Module()
+            b.norm1, b.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            b.mlp_tokens = nn.Sequential(
+                OrderedDict(
+                    fc1=nn.Linear(tokens, hidden), act=nn.GELU(), fc2=nn.Linear(hidden, tokens)
+                )
+            )
+            b.mlp_channels = nn.Sequential(
+                OrderedDict(fc1=nn.Linear(dim, 2 * dim), act=nn.GELU(), fc2=nn.Linear(2 * dim, dim))
+            )
+            self.blocks.append(b)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        for b in self.blocks:
+            x = x + b.mlp_tokens(b.norm1(x).transpose(1, 2)).transpose(1, 2)
+            x = x + b.mlp_channels(b.norm2(x))
+        return self.head(self.norm(x).mean(1))
+
+
+def token_mixing(seed: int = 0):
+    g = _seed(seed)
+    return TokenMixingNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["token_mixing"] = token_mixing
+
+
+class _Affine(nn.Module):
+    """ResMLP's ``Affine`` norm: ``beta + alpha * x`` with ``(1, 1, C)`` parameters."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+class TokenLinearNet(nn.Module):
+    """ResMLP (timm's ``ResBlock``): one Linear over the tokens (``linear_tokens``, square)
+    on ``norm1(x).transpose(1, 2)``, transposed back, scaled per channel by ``ls1`` and added
+    to the stream; then a channel MLP scaled by ``ls2``. The stream's channels pass through
+    ``linear_tokens`` unchanged, and its rows and columns are tokens. Twelve blocks: deep enough
+    that the channel dim of a late block's input is followed back past the first blocks."""
+
+    def __init__(self, dim: int = 8, tokens: int = 9, blocks: int = 12):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.blocks = nn.ModuleList()
+        for _ in range(blocks):
+            b = nn.Module()
+            b.norm1, b.norm2 = _Affine(dim), _Affine(dim)
+            b.linear_tokens = nn.Linear(tokens, tokens)
+            b.fc1, b.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+            b.ls1 = nn.Parameter(torch.rand(dim) + 0.5)
+            b.ls2 = nn.Parameter(torch.rand(dim) + 0.5)
+            self.blocks.append(b)
+        self.norm = _Affine(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        for b in self.blocks:
+            x = x + b.ls1 * b.linear_tokens(b.norm1(x).transpose(1, 2)).transpose(1, 2)
+            x = x + b.ls2 * b.fc2(F.gelu(b.fc1(b.norm2(x))))
+        return self.head(self.norm(x).mean(1))
+
+
+def token_linear(seed: int = 0):
+    g = _seed(seed)
+    return TokenLinearNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["token_linear"] = token_linear
+
+
+class PerStepHeads(nn.Module):
+    """:class:`MHAModel` and :class:`RecurrentModel` with their heads applied at every step of
+    the ``(batch, time, features)`` output, not to one pooled vector: the heads read the
+    features (last dim) of a batch-first layer, not a time axis."""
+
+    def __init__(self, cell: type[nn.Module] | None):
+        super().__init__()
+        self.embed = nn.Linear(6, 16 if cell is None else 10)
+        if cell is None:
+            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        else:
+            self.rnn = cell(10, 8, num_layers=2, batch_first=True)
+        self.head = nn.Linear(16 if cell is None else 8, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        out = self.attn(h, h, h, need_weights=False)[0] if hasattr(self, "attn") else self.rnn(h)[0]
+        return self.head(out).mean(1)
+
+
+PATTERNS["per_step_attention"] = lambda seed=0: (PerStepHeads(None), mha_model(seed)[1])
+PATTERNS["per_step_lstm"] = lambda seed=0: (PerStepHeads(nn.LSTM), lstm_model(seed)[1])
+
+
+class _ConvNorm(nn.Module):
+    """timm LeViT-conv's ``ConvNorm``: a 1x1 convolution (named ``linear``) and a BatchNorm."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.linear(x))
+
+
+class LeViTConvAttention(nn.Module):
+    """timm's ``levit_conv`` attention on ``B, C, H, W`` maps: a ConvNorm ``qkv`` with q/k/v
+    interleaved per head (``view(B, heads, -1, H*W).split([key, key, val], dim=2)``), logits
+    ``q^T @ k`` plus per-head bias tables, ``(v @ attn^T).view(B, -1, H, W)`` into
+    Hardswish + ConvNorm ``proj``; then the subsampling attention (``AttentionDownsample``):
+    ConvNorm ``kv`` with k/v interleaved per head, ``q`` a stride-2 pool then a ConvNorm, its
+    output of another width (no residual). Head on the mean pixel."""
+
+    def __init__(self, dim: int = 16, out: int = 24, heads: int = 2, key_dim: int = 4):
+        super().__init__()
+        self.heads, self.key_dim, self.val_dim = heads, key_dim, 2 * key_dim
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        vd = self.val_dim
+        self.attn = nn.Module()
+        self.attn.qkv = _ConvNorm(dim, heads * (2 * key_dim + vd))
+        self.attn.proj = nn.Sequential(
+            OrderedDict(act=nn.Hardswish(), ln=_ConvNorm(heads * vd, dim))
+        )
+        self.attn.attention_biases = nn.Parameter(torch.randn(heads, 16, 16) * 0.1)
+        self.down = nn.Module()
+        self.down.kv = _ConvNorm(dim, heads * (key_dim + vd))
+        self.down.q = nn.Sequential(
+            OrderedDict(down=nn.AvgPool2d(1, stride=2), ln=_ConvNorm(dim, heads * key_dim))
+        )
+        self.down.proj = nn.Sequential(
+            OrderedDict(act=nn.Hardswish(), ln=_ConvNorm(heads * vd, out))
+        )
+        self.down.attention_biases = nn.Parameter(torch.randn(heads, 4, 16) * 0.1)
+        for m in (self.attn, self.down):  # as timm's modules carry them
+            m.num_heads, m.key_dim, m.val_dim = heads, key_dim, vd
+        self.head = nn.Linear(out, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, _, h, w = x.shape
+        a, kd, vd = self.attn, self.key_dim, self.val_dim
+        q, k, v = a.qkv(x).view(b, self.heads, -1, h * w).split([kd, kd, vd], dim=2)
+        att = ((q.transpose(-2, -1) @ k) * kd**-0.5 + a.attention_biases).softmax(-1)
+        x = x + a.proj((v @ att.transpose(-2, -1)).view(b, -1, h, w))
+        d = self.down
+        k, v = d.kv(x).view(b, self.heads, -1, h * w).split([kd, vd], dim=2)
+        q = d.q(x).view(b, self.heads, kd, -1)
+        att = ((q.transpose(-2, -1) @ k) * kd**-0.5 + d.attention_biases).softmax(-1)
+        x = d.proj((v @ att.transpose(-2, -1)).reshape(b, -1, h // 2, w // 2))
+        return self.head(x.mean((2, 3)))
+
+
+def levit_conv_attention(seed: int = 0):
+    g = _seed(seed)
+    return LeViTConvAttention(), torch.randn(2, 3, 8, 8, generator=g)
+
+
+PATTERNS["levit_conv_attention"] = levit_conv_attention
+
+
+class TalkingHeadsNet(nn.Module):
+    """CaiT (timm's ``LayerScaleBlock`` with ``TalkingHeadAttn``): a patch stem; a pre-norm
+    block whose fused ``qkv`` Linear makes ``[q | k | v]`` of ``heads`` heads, logits mixed
+    across heads by ``proj_l`` (a Linear over the heads dim of ``B, H, N, N``) before the
+    softmax and by ``proj_w`` after it, ``attn @ v`` into ``proj``, scaled per channel by
+    ``gamma_1``; then an MLP scaled by ``gamma_2``; a head on the mean token."""
+
+    def __init__(self, dim: int = 12, heads: int = 3):
+        super().__init__()
+        self.heads = heads
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.Module()
+        self.attn.num_heads = heads
+        self.attn.qkv = nn.Linear(dim, 3 * dim)
+        self.attn.proj_l, self.attn.proj_w = nn.Linear(heads, heads), nn.Linear(heads, heads)
+        self.attn.proj = nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.gamma_1 = nn.Parameter(torch.rand(dim) + 0.5)
+        self.gamma_2 = nn.Parameter(torch.rand(dim) + 0.5)
+        self.head = nn.Linear(dim, 3)
+
+    def attend(self, x):
+        a, (b, n, c) = self.attn, x.shape
+        qkv = a.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * (c // self.heads) ** -0.5, qkv[1], qkv[2]
+        att = a.proj_l((q @ k.transpose(-2, -1)).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        att = a.proj_w(att.softmax(-1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return a.proj((att @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.gamma_1 * self.attend(self.norm1(x))
+        x = x + self.gamma_2 * self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+def talking_heads(seed: int = 0):
+    g = _seed(seed)
+    return TalkingHeadsNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["talking_heads"] = talking_heads
+
+
+class SharedSlopeMlp(nn.Module):
+    """Linears on ``(batch, tokens, features)`` with a one-slope ``nn.PReLU()`` between them:
+    a layer with a parameter that is element-wise, not a channels-first layer, so the second
+    Linear reads features (no token-mixing Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(5, 8), nn.PReLU(), nn.Linear(8, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.b(self.act(self.a(x)))).mean(1)
+
+
+PATTERNS["shared_slope_mlp"] = lambda seed=0: (
+    SharedSlopeMlp(),
+    torch.randn(2, 4, 5, generator=_seed(seed)),
+)

@@ -1,6 +1,6 @@
 """Blocks whose channel groups are written from their definition: the Mamba mixer, LeViT's
 attention, BoTNet's relative-position attention, EfficientViT's lite multi-scale attention,
-gMLP's spatial gating unit, iFormer's single-head modulation attention.
+gMLP's spatial gating unit, iFormer's single-head modulation attention, CaiT's talking heads.
 
 Contract: :func:`known_blocks` only *proposes* groups for modules it recognises by their
 attributes; the finder verifies each one with the permutation check (:mod:`.verify`) like any
@@ -61,6 +61,7 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _conv_head_keys(name, module)
             or _spatial_gate(name, module)
             or _gated_single_head(name, module)
+            or _talking_heads(name, module)
         )
         if block is not None:
             out.append(block)
@@ -138,10 +139,11 @@ def _mamba_mixer(name: str, m: nn.Module) -> KnownBlock | None:
 
 def _linear_bn(
     block: nn.Module, prefix: str, names: tuple[str, ...]
-) -> tuple[str, nn.Linear, str | None] | None:
+) -> tuple[str, nn.Linear | nn.Conv2d, str | None] | None:
     """The first of ``names`` on ``block`` as (path of its Linear, the Linear, path of the
     BatchNorm after it): a bare Linear, a Linear+BatchNorm pair (LeViT's ``linear`` and
-    ``batch_norm``/``bn``), or the last module of a Sequential holding one."""
+    ``batch_norm``/``bn``; in timm's ``levit_conv`` models a 1x1 convolution), or the last
+    module of a Sequential holding one."""
     for n in names:
         mod, path = getattr(block, n, None), f"{prefix}{n}"
         if isinstance(mod, nn.Sequential) and len(mod):
@@ -150,10 +152,28 @@ def _linear_bn(
         if isinstance(mod, nn.Linear):
             return path, mod, None
         lin = getattr(mod, "linear", None)
-        if isinstance(lin, nn.Linear):
+        if isinstance(lin, nn.Linear) or _pointwise(lin):
+            assert isinstance(lin, (nn.Linear, nn.Conv2d))
             bn = next((b for b in ("batch_norm", "bn") if hasattr(mod, b)), None)
             return f"{path}.linear", lin, f"{path}.{bn}" if bn else None
     return None
+
+
+def _pointwise(mod: object) -> bool:
+    """A 1x1 convolution of one group: a Linear on each pixel."""
+    return (
+        isinstance(mod, nn.Conv2d)
+        and mod.groups == 1
+        and tuple(mod.kernel_size) == (1, 1)
+        and tuple(mod.stride) == (1, 1)
+    )
+
+
+def _widths(layer: nn.Linear | nn.Conv2d) -> tuple[int, int]:
+    """(inputs, outputs) of a Linear or a 1x1 convolution."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels
 
 
 def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
@@ -174,10 +194,10 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
     proj = _linear_bn(m, p, ("projection", "proj"))
     qkv = _linear_bn(m, p, ("queries_keys_values", "qkv"))
     kv, q = _linear_bn(m, p, ("keys_values", "kv")), _linear_bn(m, p, ("queries", "q"))
-    if proj is None or proj[1].in_features != heads * vd:
+    if proj is None or _widths(proj[1])[0] != heads * vd:
         return None
 
-    def rows(part: tuple[str, nn.Linear, str | None], offset: int) -> list[Member]:
+    def rows(part: tuple[str, nn.Linear | nn.Conv2d, str | None], offset: int) -> list[Member]:
         path, lin, bn = part
         out = [Member(f"{path}.weight", 0, "producer", offset)]
         if lin.bias is not None:  # EfficientFormer's qkv: a Linear with a bias, no BatchNorm
@@ -187,7 +207,7 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
 
     keys: list[Member] = []
     values = [Member(f"{proj[0]}.weight", 1, "consumer", h * vd) for h in range(heads)]
-    if qkv is not None and qkv[1].out_features == heads * (2 * kd + vd):
+    if qkv is not None and _widths(qkv[1])[1] == heads * (2 * kd + vd):
         step = 2 * kd + vd
         for h in range(heads):
             keys += [*rows(qkv, h * step), *rows(qkv, h * step + kd)]
@@ -196,8 +216,8 @@ def _levit_attention(name: str, m: nn.Module) -> KnownBlock | None:
     elif (
         kv is not None
         and q is not None
-        and kv[1].out_features == heads * (kd + vd)
-        and q[1].out_features == heads * kd
+        and _widths(kv[1])[1] == heads * (kd + vd)
+        and _widths(q[1])[1] == heads * kd
     ):
         for h in range(heads):
             keys += [*rows(q, h * kd), *rows(kv, h * (kd + vd))]
@@ -546,3 +566,46 @@ def _gated_single_head(name: str, m: nn.Module) -> KnownBlock | None:
          "definition",),
     )  # fmt: skip
     return KnownBlock(name, (keys, values), (q[0], k[0], vg[0]))
+
+
+def _talking_heads(name: str, m: nn.Module) -> KnownBlock | None:
+    """CaiT's talking-heads attention (timm's ``TalkingHeadAttn``): a fused ``qkv`` Linear
+    (``[q | k | v]``, ``heads`` heads each), logits ``q @ k^T`` mixed across heads by
+    ``proj_l`` (a Linear over the heads dim of the attention map), softmax, mixed again by
+    ``proj_w``, ``attn @ v`` per head into ``proj``. Each head's logits are sums over its own
+    query and key dims, so those permute together within each head; the value dims permute
+    within each head with ``proj``'s columns. Whole heads do not move on their own:
+    ``proj_l`` and ``proj_w`` index them (their rows and columns are grouped by the walks).
+    The walks carry the channels through the head-mixing Linears as if they were channels."""
+    heads = getattr(m, "num_heads", None)
+    qkv, proj = getattr(m, "qkv", None), getattr(m, "proj", None)
+    mix = [getattr(m, a, None) for a in ("proj_l", "proj_w")]
+    if not (isinstance(heads, int) and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
+        return None
+    if not all(isinstance(x, nn.Linear) and x.in_features == x.out_features == heads for x in mix):
+        return None
+    c = proj.in_features
+    if qkv.out_features != 3 * c or c % heads or c // heads < 2:
+        return None
+    p = f"{name}." if name else ""
+
+    def rows(offset: int) -> list[Member]:
+        out = [Member(f"{p}qkv.weight", 0, "producer", offset)]
+        if qkv.bias is not None:
+            out.append(Member(f"{p}qkv.bias", 0, "other", offset))
+        return out
+
+    label = name or "attention"
+    note = "talking-heads attention: the {} dims permute within each head, from its definition"
+    keys = ChannelGroup(f"{label} (keys)", c, (*rows(0), *rows(c)), (f"{p}qkv",), "attention",
+                        heads, (note.format("query and key"),))  # fmt: skip
+    values = ChannelGroup(
+        f"{label} (values)",
+        c,
+        (*rows(2 * c), Member(f"{p}proj.weight", 1, "consumer")),
+        (f"{p}qkv", f"{p}proj"),
+        "attention",
+        heads,
+        (note.format("value"),),
+    )
+    return KnownBlock(name, (keys, values), (f"{p}qkv",))

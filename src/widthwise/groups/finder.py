@@ -89,6 +89,7 @@ from widthwise.groups.tracing import (
     _conv1d_pruner,
     _cut_channel_broadcasts,
     _cut_scoring_products,
+    _cut_token_linears,
     _embedding_bag_pruner,
     _frozen_params_traced,
     _is_conv1d,
@@ -729,6 +730,7 @@ class _Finder:
             if self.param_name[p] not in self.declared.stream
         }
         self.traced = {self.module_name[m] for m in dg.module2node if m in self.module_name}
+        self.token_rows = _cut_token_linears(dg)
         self.broadcast_operands = _cut_channel_broadcasts(dg)
         _cut_scoring_products(dg)
         self.value_merges = self._cut_value_merges(dg)
@@ -817,7 +819,14 @@ class _Finder:
             if (r.reasons or r.attention or r.rearranged or not self._fits(r))
             and not self._fixed_by_output(r)
         }
-        self.fallbacks = _projection_specs(dg, retry, self.module_name)
+        # the rows of a token-mixing Linear are positions (tracing._cut_token_linears): no
+        # producer of channels for the candidates (each of those a forward, all refused)
+        tokens = {self.module_name.get(n.module) for n in self.token_rows}
+        self.fallbacks = [
+            (o, om, kept, norms)
+            for o, om, prods, norms in _projection_specs(dg, retry, self.module_name)
+            if (kept := [p for p in prods if p[0] not in tokens])
+        ]
         # groups inside the recurrent and attention modules
         for module, mname in self.module_name.items():
             if isinstance(module, nn.RNNBase):
@@ -1068,6 +1077,9 @@ class _Finder:
         if node.grad_fn in self.out_fns and not is_in:
             raw.output = True
         if t == tp.ops.OPTYPE.OUTPUT:
+            raw.output = True
+            return
+        if node in self.token_rows and not is_in:  # a token-mixing Linear's rows: positions
             raw.output = True
             return
         if node in self.broadcast_operands:  # a one-channel gate broadcast over channels

@@ -670,7 +670,10 @@ def _find_channel_dim(gf: GradFn, dims: _Dims, depth: int) -> int | None:
     nd = _ndim(gf)
     if isinstance(mod, (nn.Linear, nn.LayerNorm, nn.Embedding)) or _is_conv1d(mod):
         return nd - 1
-    if isinstance(mod, nn.Module) and next(mod.parameters(recurse=False), None) is not None:
+    if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
+        return nd - 1  # features last, time and batch first in either order
+    shared = isinstance(mod, nn.PReLU) and mod.weight.numel() == 1  # one slope: element-wise
+    if isinstance(mod, nn.Module) and _has_own_params(mod) and not shared:
         return 1 if nd >= 2 else None  # channels first (a 2-D output: also last)
     parents = [(f, nr) for f, nr in gf.next_functions if f is not None and _ndim(f) > 0]
     if depth == 0 or not parents or not nd:
@@ -1038,3 +1041,122 @@ def _expand_index_mapping(dg: TPGraph, node: TPNode) -> None:
             for d in n.dependencies:
                 if d.target is node:
                     d.index_mapping[0] = None
+
+
+#: autograd nodes of the matrix product inside ``nn.Linear`` (2-D ``addmm``; ``mm`` on a
+#: non-contiguous input, the bias added after)
+_LINEAR_PRODUCTS = ("addmmbackward", "mmbackward")
+
+
+def _linear_input(gf: GradFn, layer: nn.Module, depth: int = 4) -> GradFn | None:
+    """The autograd node of the tensor a Linear read, found from its output node ``gf``: the
+    activation operand of the product with its weight, before the view that flattened its
+    leading dims (``B, T, C -> B*T, C``). None where that product is not found."""
+    weight = getattr(layer, "weight")  # noqa: B009
+    params = set(layer.parameters(recurse=False))
+    todo, seen = [(gf, depth)], set()
+    while todo:
+        f, left = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        parents = [p for p, _ in f.next_functions if p is not None]
+        if f.name().lower().startswith(_LINEAR_PRODUCTS):
+            leaves = [_weight_leaves(p, params) for p in parents]
+            acts = [p for p, w in zip(parents, leaves) if w is None]
+            if (
+                any(w is not None and any(t is weight for t in w) for w in leaves)
+                and len(acts) == 1
+            ):
+                act = acts[0]
+                before = [int(x) for x in getattr(act, "_saved_self_sym_sizes", ())]
+                name = act.name().lower()
+                after = [int(x) for x in getattr(act, "_input_metadata")[0].shape]  # noqa: B009
+                merge = len(before) > 2 and before[-1:] == after[-1:]  # not a flatten (VGG's)
+                if merge and any(k in name for k in ("view", "reshape")):
+                    up = [p for p, _ in act.next_functions if p is not None]
+                    return up[0] if up else None  # the merge of the leading dims undone
+                return act
+        if left:
+            todo += [(p, left - 1) for p in parents]
+    return None
+
+
+def _features_from(gf: GradFn, dims: _Dims, depth: int = 8) -> nn.Module | None:
+    """The Linear whose output features are the last dim of the tensor ``gf`` computes,
+    followed back through element-wise ops of one activation and views that keep the last dim
+    (not through a transpose or permute); None where there is none."""
+    f: GradFn | None = gf
+    for _ in range(depth):
+        if f is None:
+            return None
+        mod = dims.layers.get(f)
+        if isinstance(mod, nn.Linear) or _is_conv1d(mod):
+            return mod
+        if isinstance(mod, nn.Module) and _has_own_params(mod):
+            return None  # another layer made these features
+        name, nd = f.name().lower(), _ndim(f)
+        if any(k in name for k in ("transpose", "permute")) or name.startswith("tbackward"):
+            return None
+        if any(k in name for k in ("view", "reshape")):
+            before = [int(x) for x in getattr(f, "_saved_self_sym_sizes", ())]
+            after = [int(x) for x in getattr(f, "_input_metadata")[0].shape]  # noqa: B009
+            if not before or before[-1:] != after[-1:]:
+                return None
+        acts = [
+            p for p, _ in f.next_functions if p is not None and getattr(p, "variable", None) is None
+        ]
+        if len(acts) != 1 or (
+            _ndim(acts[0]) != nd and "view" not in name and "reshape" not in name
+        ):
+            return None
+        f = acts[0]
+    return None
+
+
+def _cut_token_linears(dg: TPGraph) -> set[TPNode]:
+    """Cut Linears applied along a dim that does not hold the channels (MLP-Mixer's and
+    ResMLP's token mixing, ``mlp(norm(x).transpose(1, 2)).transpose(1, 2)``; gMLP's spatial
+    gate) from the channels they read and write. Such a Linear is applied to each channel
+    alike, so channel ``c`` stays channel ``c`` through it; its inputs and outputs are tokens
+    (positions, fixed by the data), while Torch-Pruning ties its columns and rows to the
+    channels. The Linears that then read its output features (the token MLP's ``fc2``) keep
+    its hidden units (rows of one, columns of the next: a group of their own). Returns the
+    nodes of the last Linear of each such chain: their rows are positions, fixed like an
+    output."""
+    import torch_pruning as tp
+
+    # asked in the order of the forward, with no answers from earlier questions: those could
+    # have stopped at the depth bound far down a deep residual stream
+    found = _Dims(dg)
+    nodes = [
+        n
+        for n in dg.module2node.values()
+        if n.grad_fn is not None
+        and (n.type == tp.ops.OPTYPE.LINEAR or _is_conv1d(n.module))
+        and isinstance(getattr(n.module, "weight", None), torch.Tensor)
+    ]
+    chain: dict[nn.Module, TPNode] = {}  # token Linears, and those reading their features
+    fed: set[nn.Module] = set()  # members of a chain whose features another member reads
+    for node in sorted(nodes, key=lambda n: n.grad_fn._sequence_nr()):  # type: ignore[union-attr]
+        assert node.grad_fn is not None
+        act = _linear_input(node.grad_fn, node.module)
+        if act is None or _ndim(act) < 3:  # (batch, channels, tokens) at least
+            continue
+        c = _channel_dim(act, found)
+        if c is not None and c != _ndim(act) - 1:
+            chain[node.module] = node
+            for other in list(node.inputs):  # its columns read tokens, not channels
+                node.dependencies = [d for d in node.dependencies if d.target is not other]
+                other.dependencies = [d for d in other.dependencies if d.target is not node]
+            continue
+        src = _features_from(act, found)
+        if src is not None and src in chain:
+            chain[node.module] = node
+            fed.add(src)
+    writers = {n for m, n in chain.items() if m not in fed}
+    for node in writers:  # its rows are tokens: added back to the stream after a transpose
+        for other in list(node.outputs):
+            node.dependencies = [d for d in node.dependencies if d.target is not other]
+            other.dependencies = [d for d in other.dependencies if d.target is not node]
+    return writers
