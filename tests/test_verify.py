@@ -347,3 +347,34 @@ def test_the_check_leaves_a_shared_module_as_it_was(monkeypatch, float64):
     for n, (p, value) in before.items():
         assert after[n] is p and p.dtype == torch.float32 and torch.equal(p, value), n
     assert model.blocks[0].cpe is model.cpe and model.blocks[0].cpe.weight is model.cpe.weight
+
+
+class PairedProducts(nn.Module):
+    """fc1's 4 outputs multiplied in pairs (h0*h2, h1*h3): fc1's rows alone are no group; only
+    the swap of both pairs at once ((0 2)(1 3)) leaves the output alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.head = nn.Linear(3, 4), nn.Linear(2, 2)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.head(h[:, :2] * h[:, 2:])
+
+
+def test_a_small_wrong_group_fails_for_every_draw():
+    # one random draw of 4 channels lands on (0 2)(1 3), a symmetry of this wrong group, 1 time
+    # in 23; a rotation and a swap generate every permutation, so the check fails every time
+    torch.manual_seed(0)
+    model, x = PairedProducts(), torch.randn(5, 3)
+    wrong = ChannelGroup(
+        "fc1", 4, (Member("fc1.weight", 0, "producer"), Member("fc1.bias", 0, "other")), ("fc1",)
+    )
+    sym = Symmetry(model, x)
+    lucky = 0
+    for seed in range(60):
+        sym.gen.manual_seed(seed)
+        lucky += sym.change([wrong]) <= 1  # one random draw, as before
+        sym.gen.manual_seed(seed)
+        assert not sym.passes([wrong]), seed
+    assert lucky > 0  # the single draw alone did pass it for some seed
