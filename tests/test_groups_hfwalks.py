@@ -12,7 +12,6 @@ checked from a tiny config (random weights, no download).
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import replace
 
 import pytest
@@ -20,21 +19,9 @@ import torch
 from torch import nn
 
 from test_groups import M, _outputs, _permute_copy, assert_each_group_is_a_symmetry, check
-from widthwise import GroupingWarning, find_groups
+from test_groups_text import grouped, ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def grouped(model, x):
-    """(groups, GroupingWarning messages)."""
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        groups = find_groups(model, x)
-    return groups, [str(r.message) for r in record if r.category is GroupingWarning]
-
-
-def ids(vocab=20, t=6, seed=0):
-    return torch.randint(0, vocab, (2, t), generator=torch.Generator().manual_seed(seed))
 
 
 def rotate_half(x):

@@ -16,19 +16,10 @@ from torch import nn
 
 import archs
 from test_groups import M, assert_each_group_is_a_symmetry, check, consumer, norm
+from test_groups_archs import run
 from widthwise import GroupingWarning, find_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(arch):
-    """(model, inputs, groups, GroupingWarning messages)."""
-    model, x = archs.PATTERNS[arch]()
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        groups = find_groups(model, x)
-    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
-    return model, x, groups, msgs
 
 
 def rows(name, offsets, gate=None, repeat=1):

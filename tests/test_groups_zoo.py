@@ -13,25 +13,17 @@ an embedding module that calls ``F.embedding`` on its own parameter (I-BERT's Qu
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from test_groups import M, assert_each_group_is_a_symmetry, check, consumer
-from widthwise import GroupingWarning, find_groups
+from test_groups_text import grouped
+from widthwise import find_groups
 from widthwise.groups import verify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _quiet(model, x):
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        groups = find_groups(model, x)
-    return groups, [str(r.message) for r in record if r.category is GroupingWarning]
 
 
 def _conv(name):
@@ -68,7 +60,7 @@ class GCNet(nn.Module):
 def test_global_context_block():
     torch.manual_seed(0)
     model, x = GCNet(), torch.randn(2, 3, 9, 9)
-    groups, msgs = _quiet(model, x)
+    groups, msgs = grouped(model, x)
     assert msgs == []
     stream = next(g for g in groups if g.width == 12)
     assert set(stream.members) == {
@@ -128,7 +120,7 @@ def _checks(depth: int, monkeypatch) -> tuple[int, list]:
 
     monkeypatch.setattr(verify.Symmetry, "_run", counted)
     torch.manual_seed(0)
-    groups, msgs = _quiet(FeatureViT(depth), torch.randn(2, 5, 12))
+    groups, msgs = grouped(FeatureViT(depth), torch.randn(2, 5, 12))
     monkeypatch.undo()
     assert msgs == []
     return len(calls), groups
@@ -177,7 +169,7 @@ class RawEmbeddingNet(nn.Module):
 def test_raw_parameter_embedding_is_a_lookup_table():
     torch.manual_seed(0)
     model, ids = RawEmbeddingNet(), torch.randint(0, 11, (2, 5))
-    groups, msgs = _quiet(model, ids)
+    groups, msgs = grouped(model, ids)
     assert msgs == []
     lin = [M("fc2.weight", 0, "producer"), M("fc2.bias", 0, "other")]
     # the tables are read along their columns, like nn.Embedding's (raw parameters: "other")
@@ -229,7 +221,7 @@ def test_ungated_expert_stacks():
     model, ids = UngatedMoE(), torch.randint(0, 20, (2, 12))
     _, idx = model.router(model.emb(ids).reshape(-1, 16)).max(-1)
     assert len(set(idx.tolist())) > 1  # the input reaches several experts
-    groups, msgs = _quiet(model, ids)
+    groups, msgs = grouped(model, ids)
     assert msgs == []
     inner = next(g for g in groups if g.name == "experts (experts)")
     assert inner.width == 10
