@@ -306,7 +306,7 @@ def select() -> list[str]:
 
 def variants(seed: int = 0, max_params: float = 30e6) -> list[str]:
     """Another model of each timm module, drawn at random (seeded) among its registered models
-    other than ``BATTERY``'s (and, from seed 1, ``VARIANTS``') and under ``max_params``
+    other than ``BATTERY``'s (and, from seed 1, ``VARIANTS``', from seed 2 ``VARIANTS2``') and under ``max_params``
     parameters (counted on the meta device).
 
     A second battery: the same modules' code, other configurations (sizes, rotary or relative
@@ -326,7 +326,8 @@ def variants(seed: int = 0, max_params: float = 30e6) -> list[str]:
     rng = random.Random(seed)
     chosen = []
     for module in sorted(by_module):
-        taken = set(BATTERY) | (set(VARIANTS) if seed else set())
+        taken = set(BATTERY) | (set(VARIANTS) if seed >= 1 else set())
+        taken |= set(VARIANTS2) if seed >= 2 else set()
         names = [n for n in sorted(by_module[module]) if n not in taken]
         rng.shuffle(names)
         for name in names:
