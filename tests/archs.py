@@ -3414,3 +3414,74 @@ PATTERNS["shared_slope_mlp"] = lambda seed=0: (
     SharedSlopeMlp(),
     torch.randn(2, 4, 5, generator=_seed(seed)),
 )
+
+
+class Mamba2Mixer(nn.Module):
+    """A Mamba-2 mixer (Hugging Face's ``Mamba2Mixer``/``NemotronHMamba2Mixer``, torch path):
+    ``in_proj`` makes ``[z | x | B | C | dt]`` (``inner = heads * head_dim``, ``B``/``C`` of
+    ``groups * state`` each, ``dt`` one per head), split off with ``split``; a causal depthwise
+    ``conv1d`` over ``x | B | C``; per-head ``dt_bias``, ``A_log`` and ``D``; a sequential scan
+    whose heads read the ``B``/``C`` of their group (``heads // groups`` heads each); a gated
+    RMSNorm over ``inner // norm_groups`` channels at a time; ``out_proj``."""
+
+    def __init__(self, dim=6, heads=4, head_dim=3, state=2, groups=1, norm_groups=1):
+        super().__init__()
+        self.num_heads, self.head_dim, self.n_groups, self.state = heads, head_dim, groups, state
+        self.inner, self.norm_groups = heads * head_dim, norm_groups
+        self.conv_dim = self.inner + 2 * groups * state
+        self.in_proj = nn.Linear(dim, self.inner + self.conv_dim + heads, bias=False)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, 3, groups=self.conv_dim, padding=2)
+        self.dt_bias = nn.Parameter(torch.rand(heads))
+        self.A_log = nn.Parameter(torch.rand(heads))
+        self.D = nn.Parameter(torch.rand(heads) + 0.5)
+        self.norm = nn.Module()
+        self.norm.weight = nn.Parameter(torch.rand(self.inner) + 0.5)
+        self.out_proj = nn.Linear(self.inner, dim, bias=False)
+
+    def forward(self, u):
+        b, t, _ = u.shape
+        h, p, g, n = self.num_heads, self.head_dim, self.n_groups, self.state
+        z, xbc, dt = self.in_proj(u).split([self.inner, self.conv_dim, h], dim=-1)
+        xbc = F.silu(self.conv1d(xbc.transpose(1, 2))[..., :t].transpose(1, 2))
+        x, B, C = xbc.split([self.inner, g * n, g * n], dim=-1)
+        x = x.reshape(b, t, h, p)
+        B = B.reshape(b, t, g, n).repeat_interleave(h // g, dim=2)  # (b, t, h, n)
+        C = C.reshape(b, t, g, n).repeat_interleave(h // g, dim=2)
+        dt = F.softplus(dt + self.dt_bias)  # (b, t, h)
+        decay = torch.exp(dt * -torch.exp(self.A_log))
+        state = u.new_zeros(b, h, p, n)
+        ys = []
+        for i in range(t):
+            upd = (dt[:, i, :, None] * x[:, i])[..., None] * B[:, i, :, None, :]
+            state = decay[:, i, :, None, None] * state + upd
+            ys.append((state * C[:, i, :, None, :]).sum(-1) + self.D[:, None] * x[:, i])
+        y = torch.stack(ys, 1).reshape(b, t, h * p) * F.silu(z)
+        yg = y.reshape(b, t, self.norm_groups, -1)
+        y = (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + 1e-6)).reshape(b, t, -1)
+        return self.out_proj(y * self.norm.weight)
+
+
+class Mamba2Net(nn.Module):
+    """An embedding, one pre-norm residual block around :class:`Mamba2Mixer`, a head."""
+
+    def __init__(self, dim=6, **kw):
+        super().__init__()
+        self.embed = nn.Embedding(10, dim)
+        self.ln = nn.LayerNorm(dim)
+        self.mixer = Mamba2Mixer(dim, **kw)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        return self.head(x + self.mixer(self.ln(x)))
+
+
+def mamba2_mixer(seed: int = 0, **kw):
+    g = _seed(seed)
+    return Mamba2Net(**kw), torch.randint(0, 10, (2, 5), generator=g)
+
+
+PATTERNS["mamba2_mixer"] = mamba2_mixer
+PATTERNS["mamba2_mixer_groups"] = lambda seed=0: mamba2_mixer(
+    seed, heads=4, groups=2, norm_groups=2
+)

@@ -79,6 +79,7 @@ from widthwise.groups.candidates import (
     _with_projection_norms,
 )
 from widthwise.groups.layouts import declared_layouts
+from widthwise.groups.ssm import mamba_candidates
 from widthwise.groups.tracing import (
     GradFn,
     PruningFn,
@@ -1488,7 +1489,8 @@ class _Finder:
         # a keys group whose other classes were left out gives way to the projection
         # candidates, which group the whole fused projection (one group for q, k and v)
         groups = [g for g in groups if not self.root_keys.get(self.keys_of.get(g.name, ""))]
-        extra = self._projections(groups)
+        extra = self._mamba(groups)
+        extra += self._projections(groups + extra)
         extra += self._declared_inner(groups + extra)
         extra += self._place(placements, groups + extra)
         groups += [  # ignore= applies to these too
@@ -1783,6 +1785,49 @@ class _Finder:
                 for key in self.root_keys.pop(pname, ()):
                     self.left_out.pop(key, None)
                 self._release_params(pname, g)
+        return out
+
+    def _mamba(self, accepted: list[ChannelGroup]) -> list[ChannelGroup]:
+        """Whole heads and state entries of the Mamba-2 mixers among the walk's failed
+        producers (:mod:`.ssm`), each kept only if the permutation check passes. The heads group
+        covers the mixer's ``in_proj`` (its walk's failure is no longer named); a state group
+        that fails beside it is named."""
+        if time.monotonic() > self.deadline:
+            return []
+        claimed = {(m.param, m.dim) for g in accepted for m in g.members}
+        found: list[tuple[list[tuple[str, Any]], list[list[Candidate]]]] = []
+        for oname, omod, prods, _ in self.fallbacks:
+            opts = mamba_candidates(oname, omod, prods, self.modules, self.canonical)
+            opts = [
+                [
+                    (k, g)
+                    for k, g in o
+                    if not {(m.param, m.dim) for m in g.members} & claimed
+                    and self._shape_problem(g) is None
+                ]
+                for o in opts
+            ]
+            if len(opts) == 2 and all(opts):
+                found.append((prods, opts))
+        if not found:
+            return []
+        results = self._search(self._symmetry(), [o for _, opts in found for o in opts])
+        out: list[ChannelGroup] = []
+        for k, (prods, opts) in enumerate(found):
+            heads, state = results[2 * k], results[2 * k + 1]
+            if heads is None:
+                continue  # the walk's reason stands
+            out += [heads] if state is None else [heads, state]
+            if state is None:
+                self.left_out[opts[1][0][1].name] = (
+                    "permuting its channels (state entries of B and C) changes the model output"
+                )
+            for g in (heads, state):
+                for m in g.members if g is not None else ():
+                    self.left_out.pop(f"parameter '{m.param}'", None)
+            for pname, _ in prods:
+                for key in self.root_keys.pop(pname, ()):
+                    self.left_out.pop(key, None)
         return out
 
     def _not_tried(self, prods: list[tuple[str, Any]]) -> None:
