@@ -157,3 +157,51 @@ def test_hf_nemotron_h_mamba_layer():
     check_mixer(groups, "model.layers.0.mixer", heads=4, hd=4, bc=4, n_groups=2)
     assert_each_group_is_a_symmetry(model, x, groups)
     assert torch.isfinite(_outputs(model, x)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Gated DeltaNet (OLMo-Hybrid's linear attention): separate q/k/v/a/b/g projections, a causal
+# depthwise conv over cat([q, k, v]), per-head A_log/dt_bias, a norm over head_v_dim shared by
+# every head (fixed under whole heads), o_proj
+
+
+def test_hf_olmo_hybrid_gated_deltanet_whole_heads_with_the_conv():
+    # q/k of 3 heads x 4 (wider than o_proj's 6 columns), v/g of 3 heads x 2
+    model, x = hf_tiny(
+        "OlmoHybridForCausalLM",
+        vocab_size=20,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=12,
+        linear_num_key_heads=3,
+        linear_num_value_heads=3,
+        linear_key_head_dim=4,
+        linear_value_head_dim=2,
+        linear_conv_kernel_dim=3,
+    )
+    groups, msgs = grouped(model, x)
+    assert msgs == []
+    pre = "model.layers.0.linear_attn"
+    att = {g.name: g for g in groups}[f"{pre} (attention)"]
+    assert (att.width, att.kind, att.divisor) == (3, "attention", 1)
+    rows = [
+        M(f"{pre}.{p}_proj.weight", 0, "producer", 0, r)
+        for p, r in zip("qkvabg", (4, 4, 2, 1, 1, 2))
+    ]
+    conv = [
+        M(f"{pre}.conv1d.weight", 0, "producer", off, r) for off, r in ((0, 4), (12, 4), (24, 2))
+    ]
+    expected = {
+        *rows,
+        *conv,
+        M(f"{pre}.A_log", 0, "other"),
+        M(f"{pre}.dt_bias", 0, "other"),
+        M(f"{pre}.o_proj.weight", 1, "consumer", 0, 2),
+    }
+    assert set(att.members) == expected and len(att.members) == len(expected)
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -79,7 +79,11 @@ from widthwise.groups.candidates import (
     _with_projection_norms,
 )
 from widthwise.groups.layouts import declared_layouts
-from widthwise.groups.ssm import mamba_candidates
+from widthwise.groups.ssm import (
+    mamba_candidates,
+    param_head_candidates,
+    with_concat_convs,
+)
 from widthwise.groups.tracing import (
     GradFn,
     PruningFn,
@@ -1755,6 +1759,8 @@ class _Finder:
             cands = _with_head_params(cands, _head_params(prods, din, self.params), din)
             cands = _with_projection_norms(cands, prods, _projection_norms(prods, self.modules))
             cands = _with_head_modules(cands, oname, prods, self.modules)
+            cands += param_head_candidates(oname, omod, prods, self.params, self.canonical)
+            cands = with_concat_convs(cands, prods, self.modules, self.canonical)
             cands += _placed_candidates(oname, omod, prods, norms, self.canonical)
             if _per_head_norms(prods, self.modules, owners):
                 cands = _whole_heads_first(cands)

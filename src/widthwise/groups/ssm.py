@@ -128,3 +128,113 @@ def mamba_candidates(
             (("ssm state", g), group(f"{parent} (state)", bc, state_members, g, note))
         )
     return [heads_opts, state_opts] if heads_opts else []
+
+
+def with_concat_convs(
+    cands: list[Candidate],
+    prods: Sequence[tuple[str, object]],
+    modules: dict[str, nn.Module],
+    canonical: dict[str, str],
+) -> list[Candidate]:
+    """Each candidate with the rows of a causal depthwise convolution run over the producers'
+    outputs concatenated in model order (Gated DeltaNet, OLMo-Hybrid's linear attention:
+    ``conv1d(cat([q, k, v]))``): a conv beside the producers (a child of their parent) whose
+    width is the sum of a run of consecutive producers' widths; each producer row member gets
+    the conv rows at its offset in the concatenation. Ahead of the candidate without them; the
+    check decides."""
+    parents = {n.rpartition(".")[0] for n, _ in prods}
+    convs = [
+        (n, m)
+        for n, m in modules.items()
+        if n.rpartition(".")[0] in parents
+        and isinstance(m, nn.Conv1d)
+        and m.groups == m.in_channels == m.out_channels > 1
+    ]
+    widths = [
+        int(p.out_features) if isinstance(p, nn.Linear) else -1 for _, p in prods
+    ]  # Linears only
+    runs: list[tuple[str, nn.Conv1d, dict[str, int]]] = []
+    for cname, conv in convs:
+        for i in range(len(prods)):
+            acc, base = 0, {}
+            for j in range(i, len(prods)):
+                if widths[j] < 0:
+                    break
+                name = f"{prods[j][0]}.weight"
+                base[canonical.get(name, name)] = acc
+                acc += widths[j]
+                if acc >= conv.in_channels:
+                    break
+            if acc == conv.in_channels and len(base) > 1:
+                runs.append((cname, conv, base))
+    if not runs:
+        return cands
+    out: list[Candidate] = []
+    for key, g in cands:
+        for k, (cname, conv, base) in enumerate(runs):
+            more: list[Member] = []
+            for m in g.members:
+                if m.role == "producer" and m.dim == 0 and m.param in base:
+                    off = base[m.param] + m.offset
+                    more.append(Member(f"{cname}.weight", 0, "producer", off, m.repeat))
+                    if conv.bias is not None:
+                        more.append(Member(f"{cname}.bias", 0, "other", off, m.repeat))
+            if more:
+                more = [replace(m, param=canonical.get(m.param, m.param)) for m in more]
+                out.append((("concat conv", k, key), replace(g, members=(*g.members, *more))))
+    return out + cands
+
+
+def param_head_candidates(
+    oname: str,
+    o: object,
+    prods: Sequence[tuple[str, object]],
+    params: dict[str, nn.Parameter],
+    canonical: dict[str, str],
+) -> list[Candidate]:
+    """Whole heads counted by the per-head vectors beside the producers (Gated DeltaNet's
+    ``A_log``/``dt_bias`` of ``(heads,)``), for producers whose widths are not multiples or
+    divisors of the consumer's (q/k of ``heads * d_k`` rows, v and the gate of
+    ``heads * d_v``): ``h`` heads, each producer's rows in ``width // h`` blocks, ``o``'s
+    columns in ``din // h``, the vectors in ``heads // h`` entries; ``h`` from ``heads`` down
+    (key heads shared by several value heads: ``h`` the key heads). The check decides."""
+    if not isinstance(o, nn.Linear) or not all(isinstance(p, nn.Linear) for _, p in prods):
+        return []
+    din = int(o.in_features)
+    widths = [int(p.out_features) for _, p in prods if isinstance(p, nn.Linear)]
+    parents = {n.rpartition(".")[0] for n, _ in prods}
+    vecs: dict[int, list[str]] = {}
+    for n, t in params.items():
+        if n.rpartition(".")[0] in parents and t.ndim == 1 and 1 < t.shape[0] < din:
+            vecs.setdefault(int(t.shape[0]), []).append(n)
+    out: list[Candidate] = []
+    for heads, names in sorted(vecs.items(), reverse=True):
+        for h in range(heads, 1, -1):
+            if heads % h or din % h or any(w % h for w in widths):
+                continue
+            members: list[Member] = []
+            for (name, p), w in zip(prods, widths):
+                members.append(Member(f"{name}.weight", 0, "producer", 0, w // h))
+                if getattr(p, "bias", None) is not None:
+                    members.append(Member(f"{name}.bias", 0, "other", 0, w // h))
+            members += [Member(n, 0, "other", 0, heads // h) for n in names]
+            members.append(Member(f"{oname}.weight", 1, "consumer", 0, din // h))
+            members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
+            label = _common_prefix([n for n, _ in prods]) or prods[0][0]
+            note = f"one channel is one head ({din // h} columns of '{oname}')"
+            layers = tuple(dict.fromkeys([*(n for n, _ in prods), oname]))
+            g = ChannelGroup(
+                f"{label} (attention)", h, tuple(members), layers, "attention", 1, (note,)
+            )
+            out.append((("param heads", heads // h), g))
+    return out
+
+
+def _common_prefix(names: list[str]) -> str:
+    parts = [n.split(".") for n in names]
+    common: list[str] = []
+    for segs in zip(*parts):
+        if len(set(segs)) != 1:
+            break
+        common.append(segs[0])
+    return ".".join(common)
