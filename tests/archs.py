@@ -3485,3 +3485,44 @@ PATTERNS["mamba2_mixer"] = mamba2_mixer
 PATTERNS["mamba2_mixer_groups"] = lambda seed=0: mamba2_mixer(
     seed, heads=4, groups=2, norm_groups=2
 )
+
+
+class HsmSsdNet(nn.Module):
+    """EfficientViM's HSM-SSD mixer (timm ``HSMSSD``): a 1x1 ``BCdt_proj`` makes ``[B | C | dt]``
+    of ``state`` rows each, a depthwise 3x3 ``dw`` conv over all three, ``a = softmax_tokens(dt +
+    A)`` with ``A`` of ``(state,)``, the hidden state ``h = x @ (a * B)^T`` (channels x states),
+    gated by ``hz_proj`` and projected by ``out_proj`` along the channels, ``y = h @ C``; the head
+    reads ``y`` and ``h`` (normalised over channels, averaged over states)."""
+
+    def __init__(self, dim=6, state=4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.mixer = nn.Module()
+        self.mixer.BCdt_proj = nn.Conv1d(dim, 3 * state, 1, bias=False)
+        self.mixer.dw = nn.Conv2d(3 * state, 3 * state, 3, padding=1, groups=3 * state)
+        self.mixer.hz_proj = nn.Conv1d(dim, 2 * dim, 1, bias=False)
+        self.mixer.out_proj = nn.Conv1d(dim, dim, 1, bias=False)
+        self.mixer.A = nn.Parameter(torch.rand(state) * 4)
+        self.mixer.D = nn.Parameter(torch.ones(1))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        m, (b, _, hh, ww) = self.mixer, x.shape
+        x = x.flatten(2)
+        bcdt = m.dw(m.BCdt_proj(x).reshape(b, -1, hh, ww)).flatten(2)
+        bb, cc, dt = bcdt.chunk(3, dim=1)
+        a = (dt + m.A.view(1, -1, 1)).softmax(-1)
+        h = x @ (a * bb).transpose(-2, -1)
+        h, z = m.hz_proj(h).chunk(2, dim=1)
+        h = m.out_proj(h * F.silu(z) + h * m.D)
+        y = (h @ cc).mean(-1)
+        hs = self.norm(h.transpose(1, 2)).mean(1)
+        return self.head(torch.cat([y, hs], dim=1))
+
+
+def hsm_ssd(seed: int = 0):
+    """Not in PATTERNS: its stream channels (read through ``x @ (a * B)^T``) are left out, with
+    a warning (tests/test_groups_ssm.py)."""
+    return HsmSsdNet(), torch.randn(2, 3, 6, 6, generator=_seed(seed))

@@ -205,3 +205,27 @@ def test_hf_olmo_hybrid_gated_deltanet_whole_heads_with_the_conv():
     }
     assert set(att.members) == expected and len(att.members) == len(expected)
     assert_each_group_is_a_symmetry(model, x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientViM's HSM-SSD: the state entries of [B | C | dt] with the per-entry A
+
+
+def test_hsm_ssd_state_entries_of_the_three_blocks_with_a():
+    model, x = archs.hsm_ssd()
+    groups, msgs = grouped(model, x)
+    # left out: the channels of the stream read through ``x @ (a * B)^T`` (the stem's, and
+    # out_proj's through ``h @ C``), not the state entries
+    assert len(msgs) == 1 and "left out 2 part(s)" in msgs[0], msgs
+    assert "(state)" not in msgs[0] and "mixer.out_proj (attention)" in msgs[0]
+    st = {g.name: g for g in groups}["mixer (state)"]
+    assert (st.width, st.kind, st.divisor) == (4, "attention", 1)
+    expected = {M("mixer.A", 0, "other")}
+    for j in range(3):
+        expected |= {
+            M("mixer.BCdt_proj.weight", 0, "producer", 4 * j),
+            M("mixer.dw.weight", 0, "producer", 4 * j),
+            M("mixer.dw.bias", 0, "other", 4 * j),
+        }
+    assert set(st.members) == expected and len(st.members) == len(expected)
+    assert_each_group_is_a_symmetry(model, x, groups)

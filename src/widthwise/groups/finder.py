@@ -82,6 +82,7 @@ from widthwise.groups.layouts import declared_layouts
 from widthwise.groups.ssm import (
     mamba_candidates,
     param_head_candidates,
+    state_block_candidates,
     with_concat_convs,
 )
 from widthwise.groups.tracing import (
@@ -1815,10 +1816,26 @@ class _Finder:
             ]
             if len(opts) == 2 and all(opts):
                 found.append((prods, opts))
-        if not found:
-            return []
-        results = self._search(self._symmetry(), [o for _, opts in found for o in opts])
+        blocks: list[tuple[str, list[Candidate]]] = []
+        for root in list(self.root_keys):
+            cands = [
+                (k, g)
+                for k, g in state_block_candidates(root, self.modules, self.canonical)
+                if not {(m.param, m.dim) for m in g.members} & claimed
+                and self._shape_problem(g) is None
+            ]
+            if cands:
+                blocks.append((root, cands))
         out: list[ChannelGroup] = []
+        if blocks:
+            for (root, _), g in zip(blocks, self._search(self._symmetry(), [c for _, c in blocks])):
+                if g is not None:
+                    out.append(g)
+                    for key in self.root_keys.pop(root, ()):
+                        self.left_out.pop(key, None)
+        if not found:
+            return out
+        results = self._search(self._symmetry(), [o for _, opts in found for o in opts])
         for k, (prods, opts) in enumerate(found):
             heads, state = results[2 * k], results[2 * k + 1]
             if heads is None:

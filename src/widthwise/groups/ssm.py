@@ -238,3 +238,54 @@ def _common_prefix(names: list[str]) -> str:
             break
         common.append(segs[0])
     return ".".join(common)
+
+
+def state_block_candidates(
+    root: str, modules: dict[str, nn.Module], canonical: dict[str, str]
+) -> list[Candidate]:
+    """The state entries of a projection split into ``k`` equal blocks that share a per-entry
+    vector (EfficientViM's HSM-SSD: ``BCdt_proj`` makes ``[B | C | dt]`` of ``state`` rows
+    each, a depthwise conv runs over all three, ``dt + A`` with ``A`` of ``(state,)``): entry
+    ``s`` is row ``j * state + s`` of every block of the projection and of the depthwise conv
+    and entry ``s`` of the vector. Looked for in the module holding the projection's parent
+    (or its parent); the check decides."""
+    layer = modules.get(root)
+    if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)) or getattr(layer, "groups", 1) != 1:
+        return []
+    width = int(layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels)
+    out: list[Candidate] = []
+    parent = root.rpartition(".")[0]
+    for owner in dict.fromkeys([parent, parent.rpartition(".")[0]]):
+        holder = modules.get(owner)
+        if holder is None:
+            continue
+        pre = f"{owner}." if owner else ""
+        convs = [
+            (n, m)
+            for n, m in modules.items()
+            if n.startswith(pre)
+            and n.count(".") - pre.count(".") <= 1
+            and isinstance(m, nn.modules.conv._ConvNd)
+            and m.groups == m.in_channels == m.out_channels == width
+        ]
+        for pname, t in holder.named_parameters(recurse=False):
+            size = int(t.shape[0]) if t.ndim == 1 else 0
+            if size < 2 or width % size or width == size:
+                continue
+            members = [Member(f"{pre}{pname}", 0, "other")]
+            for j in range(width // size):
+                members.append(Member(f"{root}.weight", 0, "producer", j * size))
+                if getattr(layer, "bias", None) is not None:
+                    members.append(Member(f"{root}.bias", 0, "other", j * size))
+                for cname, conv in convs:
+                    members.append(Member(f"{cname}.weight", 0, "producer", j * size))
+                    if conv.bias is not None:
+                        members.append(Member(f"{cname}.bias", 0, "other", j * size))
+            members = [replace(m, param=canonical.get(m.param, m.param)) for m in members]
+            note = f"one channel is entry s of each of the {width // size} blocks of '{root}'"
+            layers = tuple(dict.fromkeys([root, *(n for n, _ in convs)]))
+            g = ChannelGroup(
+                f"{owner} (state)", size, tuple(members), layers, "attention", 1, (note,)
+            )
+            out.append((("state blocks", width // size), g))
+    return out
