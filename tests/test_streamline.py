@@ -646,3 +646,22 @@ def test_apply_turns_every_failure_into_one_resize_error_naming_the_moved_groups
     text = str(err.value)
     assert "\n" not in text and "could not be applied" in text
     assert all(g in text for g in moved) and "refuses to run" in text
+
+
+def test_floors_off_a_rules_multiples_are_rounded_up_so_the_need_pool_never_crashes():
+    # GroupNorm(3, 12): widths stay multiples of 3, and min_width=4 is not one. Before, the
+    # need pool planned 4 channels and streamline raised a ResizeError from its own search.
+    import archs
+
+    model, x = archs.groupnorm_cnn()
+    groups = find_groups(model, x)
+    rules = streamline_module.width_rules(model, groups)
+    assert {g.name: rules[g.name].multiple_of for g in groups} == {"0": 4, "3": 3}
+    table = verdict_table({"0": ("DS", 0.9), "3": ("undetermined", 0.9)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetWarning)
+        plan = streamline(model, table, x, budget=0.6 * count_params(model), budget_kind="params")
+    assert plan.widths["3"] < 12
+    assert all(w % rules[g].multiple_of == 0 and w >= 4 for g, w in plan.widths.items())
+    new = plan.apply(model)
+    assert {g.name: g.width for g in find_groups(new, x)} == plan.widths

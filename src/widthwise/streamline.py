@@ -469,7 +469,7 @@ def streamline(
         lo = _narrowest(u, min_width, min_fraction)
         if floor == "ifm":
             lo = max([lo] + [ifm_width(channel_vectors(model, g)) for g in u.groups])
-        u.floor = lo
+        u.floor = math.ceil(lo / u.step) * u.step
     _trial_resizes(model, groups, units, example_inputs)
     moving = [u for u in units if u.direction]
 
@@ -492,7 +492,10 @@ def streamline(
     def cost(w: dict[str, int]) -> float:
         key = tuple(sorted(w.items()))
         if key not in cache:
-            cache[key] = cost_fn(_trial_resize(model, groups, w))
+            try:
+                cache[key] = cost_fn(_trial_resize(model, groups, w))
+            except Exception:  # widths each fine alone, not together: out of reach
+                cache[key] = math.inf
         return cache[key]
 
     t_max = max(
@@ -531,6 +534,11 @@ def streamline(
                 best.update({g.name: g.width for g in u.groups})
         moving = [u for u in units if u.direction]
         best = _refine(best, moving, cost, target, tolerance, max_factor)
+    if _plan_failures(model, groups, units, best, example_inputs):  # still: keep every width
+        for u in moving:
+            u.direction, u.shrunk_by_need = 0, False
+            u.reason = "kept: no plan moving it could be resized and run"
+        best = {g.name: g.width for g in groups}
     achieved = cost(best)
     met = abs(achieved - target) <= tolerance * target
 
@@ -723,8 +731,8 @@ def _shrink_by_need(
 
 def _narrowest(u: _Unit, min_width: int, min_fraction: float) -> int:
     """The leader width ``u`` may narrow to under the amount rules (before any IFM floor)."""
-    step_floor = math.ceil(min_fraction * u.lead.width / u.step) * u.step
-    return max(u.floor, min_width, step_floor)
+    lo = max(u.floor, min_width, min_fraction * u.lead.width)
+    return math.ceil(lo / u.step) * u.step  # a floor off the rule's multiples breaks resize
 
 
 def _one_line(exc: BaseException) -> str:
