@@ -252,9 +252,12 @@ class WidthPlan:
         change of the output is stored in ``self.output_change``, with a :class:`UserWarning`
         when a function-preserving ``init`` moved it by more than ``OUTPUT_CHANGE_WARN``.
         """
-        if not self.widths:
-            return copy.deepcopy(model)
         moved = [g for g, w in self.widths.items() if w != self.old_widths.get(g, w)]
+        if not moved:
+            try:
+                return copy.deepcopy(model)
+            except Exception as exc:
+                raise ResizeError(f"the model cannot be copied: {_one_line(exc)}") from None
         failures = []
         # Narrowing is Torch-Pruning's job where it can cut the group; the rest (widening,
         # recurrent and attention-internal groups) is widthwise's own surgery. Where the cut
@@ -487,7 +490,10 @@ def streamline(
             out.update(_spread(u, w))
         return out
 
-    cache: dict[tuple[tuple[str, int], ...], float] = {}
+    # today's widths cost what the model costs (a model that cannot be copied still has a plan)
+    cache: dict[tuple[tuple[str, int], ...], float] = {
+        tuple(sorted((g.name, g.width) for g in groups)): original
+    }
 
     def cost(w: dict[str, int]) -> float:
         key = tuple(sorted(w.items()))
