@@ -792,6 +792,8 @@ class _Finder:
                 continue
             if _is_head_table(root, self._owners([self.module_name[root]])):
                 continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+            if self._rows_declared(root):
+                continue
             walk_from(root, None)
         # the rest of a convolution whose walk reached only some of its outputs (RexNet's
         # shortcut added to the first channels of a wider block): a walk from the channels not
@@ -1547,6 +1549,23 @@ class _Finder:
             if b.tiled:
                 self.tiled_merges[node] = b.tiled
         return out
+
+    def _rows_declared(self, root: nn.Module) -> bool:
+        """Every output row of ``root`` is in a group of a block written from its definition
+        (:mod:`.blocks`, value rows folded from a merge included): the groups replace what
+        its walk would build, and through the block's head reshapes that walk does not end
+        (CoaT's qkv and shared depthwise convs: each ran to its step bound)."""
+        w = getattr(root, "weight", None)
+        if not isinstance(root, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or w is None:
+            return False
+        param, held = f"{self.module_name[root]}.weight", set()
+        for b in self.blocks:
+            found = [(m, g.width) for g in b.groups for m in g.members]
+            found += [(m, b.tiled[0]) for m in b.tiled[1]] if b.tiled else []
+            for m, width in found:
+                if m.param == param and m.dim == 0:
+                    held |= _span(m, width)
+        return bool(held) and held >= set(range(w.shape[0]))
 
     def _walk_value_merges(self, dg: TPGraph, budget: int) -> list[_Raw]:
         """Walk from each head merge (:meth:`_cut_value_merges`) that no layer's walk reached
