@@ -3414,3 +3414,192 @@ PATTERNS["shared_slope_mlp"] = lambda seed=0: (
     SharedSlopeMlp(),
     torch.randn(2, 4, 5, generator=_seed(seed)),
 )
+
+
+def _halo_rel_logits_1d(q, rel_k, permute_mask):
+    """timm's halo ``rel_logits_1d``: logits of a block's queries against relative offsets
+    within its window (block plus halo), along one axis."""
+    b, h, w, _ = q.shape
+    rel_size = rel_k.shape[0]
+    win = (rel_size + 1) // 2
+    x = (q @ rel_k.transpose(-1, -2)).reshape(-1, w, rel_size)
+    x = F.pad(F.pad(x, [0, 1]).flatten(1), [0, rel_size - w]).reshape(-1, w + 1, rel_size)
+    x = x[:, :w, win - 1 :].reshape(b, h, 1, w, win).expand(-1, -1, win, -1, -1)
+    return x.permute(permute_mask)
+
+
+class HaloPosEmbedRel(nn.Module):
+    """timm's halo ``PosEmbedRel``: tables [2 * window - 1, key head dim] per axis."""
+
+    def __init__(self, block: int, win: int, dim_head: int):
+        super().__init__()
+        self.block, self.dim_head = block, dim_head
+        self.height_rel = nn.Parameter(torch.randn(2 * win - 1, dim_head) * 0.1)
+        self.width_rel = nn.Parameter(torch.randn(2 * win - 1, dim_head) * 0.1)
+
+    def forward(self, q):
+        b, bb, hw, _ = q.shape
+        q = q.reshape(-1, self.block, self.block, self.dim_head)
+        rel_w = _halo_rel_logits_1d(q, self.width_rel, (0, 1, 3, 2, 4))
+        rel_h = _halo_rel_logits_1d(q.transpose(1, 2), self.height_rel, (0, 3, 1, 4, 2))
+        return (rel_h + rel_w).reshape(b, bb, hw, -1)
+
+
+class HaloAttn(nn.Module):
+    """timm's ``HaloAttn``: 1x1 ``q`` conv (``heads * dqk``), 1x1 ``kv`` conv (``[k | v]``
+    per head), padded and unfolded into overlapping windows around each block, ``q @ k`` plus
+    relative-position logits, ``attn @ v`` folded back to the map."""
+
+    def __init__(self, dim: int, heads: int = 2, dqk: int = 4, dv: int = 3, block: int = 2):
+        super().__init__()
+        self.num_heads, self.dim_head_qk, self.dim_head_v = heads, dqk, dv
+        self.dim_out_qk, self.dim_out_v = heads * dqk, heads * dv
+        self.block_size, self.halo_size, self.win_size = block, 1, block + 2
+        self.q = nn.Conv2d(dim, self.dim_out_qk, 1, bias=False)
+        self.kv = nn.Conv2d(dim, self.dim_out_qk + self.dim_out_v, 1, bias=False)
+        self.pos_embed = HaloPosEmbedRel(block, self.win_size, dqk)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        bs, nh, nw = self.block_size, h // self.block_size, w // self.block_size
+        q = self.q(x).reshape(-1, self.dim_head_qk, nh, bs, nw, bs).permute(0, 1, 3, 5, 2, 4)
+        q = q.reshape(b * self.num_heads, self.dim_head_qk, -1, nh * nw).transpose(1, 3)
+        kv = F.pad(self.kv(x), [self.halo_size] * 4)
+        kv = kv.unfold(2, self.win_size, bs).unfold(3, self.win_size, bs)
+        kv = kv.reshape(b * self.num_heads, self.dim_head_qk + self.dim_head_v, nh * nw, -1)
+        k, v = torch.split(kv.permute(0, 2, 3, 1), [self.dim_head_qk, self.dim_head_v], dim=-1)
+        att = (q @ k.transpose(-1, -2)) * self.dim_head_qk**-0.5 + self.pos_embed(q)
+        out = (att.softmax(-1) @ v).transpose(1, 3)
+        out = out.reshape(-1, bs, bs, nh, nw).permute(0, 3, 1, 4, 2)
+        return out.contiguous().view(b, self.dim_out_v, h, w)
+
+
+class LambdaLayer(nn.Module):
+    """timm's ``LambdaLayer`` (LambdaNet): one 1x1 ``qkv`` conv split into q (``heads * K``,
+    BatchNorm), k (``K``, softmax over positions) and v (``V``, BatchNorm); content lambda
+    ``k @ v``, position lambda a Conv3d over v's map; every head reads one v."""
+
+    def __init__(self, dim: int, heads: int = 2, dk: int = 4, dv: int = 3, r: int = 3):
+        super().__init__()
+        self.num_heads, self.dim_qk, self.dim_v = heads, dk, dv
+        self.qkv = nn.Conv2d(dim, heads * dk + dk + dv, 1, bias=False)
+        self.norm_q, self.norm_v = nn.BatchNorm2d(heads * dk), nn.BatchNorm2d(dv)
+        self.conv_lambda = nn.Conv3d(1, dk, (r, r, 1), padding=(r // 2, r // 2, 0))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        m, hd = h * w, self.num_heads
+        q, k, v = torch.split(self.qkv(x), [hd * self.dim_qk, self.dim_qk, self.dim_v], 1)
+        q = self.norm_q(q).reshape(b, hd, self.dim_qk, m).transpose(-1, -2)
+        v = self.norm_v(v).reshape(b, self.dim_v, m).transpose(-1, -2)
+        k = F.softmax(k.reshape(b, self.dim_qk, m), dim=-1)
+        content = q @ (k @ v).unsqueeze(1)
+        lam = self.conv_lambda(v.reshape(b, 1, h, w, self.dim_v))
+        lam = lam.reshape(b, 1, self.dim_qk, m, self.dim_v).transpose(2, 3)
+        position = (q.unsqueeze(-2) @ lam).squeeze(-2)
+        return (content + position).transpose(-1, -2).reshape(b, hd * self.dim_v, h, w)
+
+
+class AttnBottleneck(nn.Module):
+    """timm's ByobNet ``SelfAttnBlock`` around an attention over the map: 1x1 conv-bn in, the
+    attention, BatchNorm + ReLU, 1x1 conv-bn out, residual."""
+
+    def __init__(self, attn: str, dim: int = 8, inner: int = 6):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        self.conv1 = nn.Sequential(nn.Conv2d(dim, inner, 1, bias=False), nn.BatchNorm2d(inner))
+        self.self_attn = HaloAttn(inner) if attn == "halo" else LambdaLayer(inner)
+        out = self.self_attn.num_heads * getattr(self.self_attn, "dim_v", 3)
+        self.post_attn = nn.BatchNorm2d(out)
+        self.conv3 = nn.Sequential(nn.Conv2d(out, dim, 1, bias=False), nn.BatchNorm2d(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.post_attn(self.self_attn(y)))
+        x = F.relu(x + self.conv3(y))
+        return self.head(x.mean((2, 3)))
+
+
+PATTERNS["halo_attn"] = lambda seed=0: (
+    AttnBottleneck("halo"),
+    torch.randn(2, 3, 8, 8, generator=_seed(seed)),
+)
+PATTERNS["lambda_layer"] = lambda seed=0: (
+    AttnBottleneck("lambda"),
+    torch.randn(2, 3, 8, 8, generator=_seed(seed)),
+)
+
+
+class ConvRelPosEnc(nn.Module):
+    """CoaT's convolutional relative position encoding: v's channels split by groups of heads
+    into depthwise convs of one kernel size each, ``q * conv(v)`` (class token left out)."""
+
+    def __init__(self, d: int, window: dict[int, int]):
+        super().__init__()
+        self.conv_list = nn.ModuleList(
+            nn.Conv2d(s * d, s * d, k, padding=k // 2, groups=s * d) for k, s in window.items()
+        )
+        self.head_splits = list(window.values())
+        self.channel_splits = [s * d for s in self.head_splits]
+
+    def forward(self, q, v, size):
+        b, heads, _, d = q.shape
+        h, w = size
+        v_img = v[:, :, 1:, :].transpose(-1, -2).reshape(b, heads * d, h, w)
+        pieces = torch.split(v_img, self.channel_splits, dim=1)
+        conv_v = torch.cat([c(p) for c, p in zip(self.conv_list, pieces)], dim=1)
+        conv_v = conv_v.reshape(b, heads, d, h * w).transpose(-1, -2)
+        return F.pad(q[:, :, 1:, :] * conv_v, (0, 0, 1, 0, 0, 0))
+
+
+class FactorAttnConvRelPosEnc(nn.Module):
+    """CoaT's factorized attention: ``q @ (softmax(k)^T @ v)`` plus a shared ``crpe``."""
+
+    def __init__(self, dim: int, heads: int, crpe: ConvRelPosEnc):
+        super().__init__()
+        self.num_heads, self.crpe = heads, crpe
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x, size):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        att = q @ (k.softmax(dim=2).transpose(-1, -2) @ v)
+        x = (c // self.num_heads) ** -0.5 * att + self.crpe(q, v, size)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class CoaTLite(nn.Module):
+    """CoaT-Lite's serial blocks: a patch conv, a class token, two pre-norm blocks whose
+    factorized attentions share one ``crpe`` (3 heads: kernel 3 for two heads, 5 for one),
+    an MLP each, the class token to the head."""
+
+    def __init__(self, dim: int = 12, heads: int = 3):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.crpe = ConvRelPosEnc(dim // heads, {3: 2, 5: 1})
+        self.norm1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.attn = nn.ModuleList(FactorAttnConvRelPosEnc(dim, heads, self.crpe) for _ in range(2))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.fc1 = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(2))
+        self.fc2 = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(2))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x)
+        size = x.shape[2:]
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for i in range(2):
+            x = x + self.attn[i](self.norm1[i](x), size)
+            x = x + self.fc2[i](F.gelu(self.fc1[i](self.norm2[i](x))))
+        return self.head(x[:, 0])
+
+
+PATTERNS["coat_factor_attn"] = lambda seed=0: (
+    CoaTLite(),
+    torch.randn(2, 3, 8, 8, generator=_seed(seed)),
+)

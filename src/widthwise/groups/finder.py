@@ -792,6 +792,8 @@ class _Finder:
                 continue
             if _is_head_table(root, self._owners([self.module_name[root]])):
                 continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+            if self._rows_declared(root):
+                continue
             walk_from(root, None)
         # the rest of a convolution whose walk reached only some of its outputs (RexNet's
         # shortcut added to the first channels of a wider block): a walk from the channels not
@@ -1089,6 +1091,10 @@ class _Finder:
             return
         if node in self.value_merges:  # a block's output merged from heads (blocks.py)
             self.merges_reached.add(node)
+            if node in self.tiled_merges:  # folded onto its head dims by its own walk only
+                merged = _module_of(self.value_merges[node][0].param)
+                raw.reasons.append(f"reaches the merged heads of '{merged}'")
+                return
             layout = _layout(idxs, roots, raw.width)
             rows, heads = self.value_merges[node]
             if layout is None:
@@ -1525,30 +1531,55 @@ class _Finder:
         self.blocks = known_blocks(self.model)
         out: dict[TPNode, tuple[Member, int]] = {}
         self.merges_reached: set[TPNode] = set()
+        self.tiled_merges: dict[TPNode, tuple[int, tuple[Member, ...]]] = {}
         for b in self.blocks:
             if b.values is None or b.values[0] not in dg.module2node:
                 continue
             producer, rows, heads = b.values
             width = self.params[rows.param].shape[rows.dim] - rows.offset
-            node = _head_merge(dg.module2node[producer], width)
+            if b.tiled:
+                width = heads * b.tiled[0]
+            node = _head_merge(dg.module2node[producer], width, any_shape=b.tiled is not None)
             if node is None:
                 continue
             for n in list(node.inputs):
                 node.dependencies = [d for d in node.dependencies if d.target is not n]
                 n.dependencies = [d for d in n.dependencies if d.target is not node]
             out[node] = (rows, heads)
+            if b.tiled:
+                self.tiled_merges[node] = b.tiled
         return out
+
+    def _rows_declared(self, root: nn.Module) -> bool:
+        """Every output row of ``root`` is in a group of a block written from its definition
+        (:mod:`.blocks`, value rows folded from a merge included): the groups replace what
+        its walk would build, and through the block's head reshapes that walk does not end
+        (CoaT's qkv and shared depthwise convs: each ran to its step bound)."""
+        w = getattr(root, "weight", None)
+        if not isinstance(root, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or w is None:
+            return False
+        param, held = f"{self.module_name[root]}.weight", set()
+        for b in self.blocks:
+            found = [(m, g.width) for g in b.groups for m in g.members]
+            found += [(m, b.tiled[0]) for m in b.tiled[1]] if b.tiled else []
+            for m, width in found:
+                if m.param == param and m.dim == 0:
+                    held |= _span(m, width)
+        return bool(held) and held >= set(range(w.shape[0]))
 
     def _walk_value_merges(self, dg: TPGraph, budget: int) -> list[_Raw]:
         """Walk from each head merge (:meth:`_cut_value_merges`) that no layer's walk reached
         downstream (timm's BoTNet: the attention's values are read by a BatchNorm and a conv,
         not added to a stream): their channels are the producer rows it names."""
         out = []
-        for node, (rows, _) in self.value_merges.items():
+        for node, (rows, heads) in self.value_merges.items():
             if node in self.merges_reached or time.monotonic() > self.deadline:
                 continue
             fn = dg.get_pruner_of_module(node.module).prune_out_channels
             width = self.params[rows.param].shape[rows.dim] - rows.offset
+            tiled = self.tiled_merges.get(node)
+            if tiled:
+                width = heads * tiled[0]
             root = _module_of(rows.param)
             raw = _Raw(width, root)
             raw.name, raw.kind = f"{root} (values)", "attention"
@@ -1558,8 +1589,9 @@ class _Finder:
                 self.left_out[raw.name] = f"the dependency walk from it did not end within {budget}"
                 continue
             for item in items:
-                self._convert_item(raw, *item)
-            out.append(raw)
+                if not (tiled and item[0] is node):
+                    self._convert_item(raw, *item)
+            out.append(_fold_heads(raw, heads, *tiled) if tiled else raw)
         return out
 
     def _known_blocks(
@@ -2181,7 +2213,9 @@ def _span(m: Member, width: int) -> set[int]:
     return set(range(m.offset, m.offset + width * m.repeat))
 
 
-def _head_merge(start: TPNode, width: int, limit: int = 200) -> TPNode | None:
+def _head_merge(
+    start: TPNode, width: int, limit: int = 200, any_shape: bool = False
+) -> TPNode | None:
     """The first reshape after an attention product (``attn @ v``) downstream of ``start``,
     through parameter-free ops, that makes a tensor of ``width`` channels (dim 1 of a 4-D
     map, or the last dim of tokens) out of a differently shaped one: where the heads are
@@ -2205,11 +2239,31 @@ def _head_merge(start: TPNode, width: int, limit: int = 200) -> TPNode | None:
                 fits = (len(shape) == 4 and shape[1] == width and len(before) == 3) or (
                     len(shape) == 3 and shape[-1] == width and len(before) == 4
                 )
+                # any_shape: from B, heads, d, HW or a halo's B*heads, blocks, b, b, d
+                fits |= any_shape and len(shape) == 4 and shape[1] == width and before != shape
                 if fits:
                     return nxt
             if next(iter(getattr(nxt.module, "parameters", lambda: iter(()))()), None) is None:
                 queue.append((nxt, product))
     return None
+
+
+def _fold_heads(raw: _Raw, heads: int, d: int, rows: tuple[Member, ...]) -> _Raw:
+    """The walk ``raw`` from a merge of ``heads`` heads of ``d`` dims (its channel ``h * d +
+    j``) as a group of the ``d`` dims: each member repeated at every head's offset, and the
+    producer ``rows`` of dim ``j`` of every head (:attr:`.blocks.KnownBlock.tiled`)."""
+    out = _Raw(d, raw.root)
+    per_channel = ("width", "members", "rnn_out", "grouped_in", "multiplied", "fused", "unplaced")
+    for k, v in vars(raw).items():
+        if k not in per_channel:
+            setattr(out, k, v)
+        elif k != "width" and k != "members" and v:  # laid out on the merged channels
+            out.reasons.append(f"reaches a layer that reads the merged heads of '{raw.root}'")
+    out.add(rows)
+    out.add(
+        replace(m, offset=m.offset + h * d * m.repeat) for m in raw.members for h in range(heads)
+    )
+    return out
 
 
 def _divisors(n: int) -> list[int]:
