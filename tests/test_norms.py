@@ -513,36 +513,3 @@ def test_channels_along_the_last_dim_match_naive_on_every_path(monkeypatch):
     monkeypatch.setattr(norms, "CHUNK_ELEMENTS", 30)
     assert_matches_naive(model, groups)
     assert_matches_naive(model.to(torch.bfloat16), groups)
-
-
-@pytest.mark.parametrize("chunk", [None, 3_000])
-def test_column_sums_by_matrix_vector_product_are_the_same_on_both_paths(chunk, monkeypatch):
-    # Weights of MV_ELEMENTS or more get their column sums as squares.T @ ones (BLAS) on the
-    # CPU: the fast path and the general one (a non-contiguous weight) must store the same
-    # bits, in one block and in blocks of rows (the last one partial), convs included.
-    from widthwise import norms
-
-    monkeypatch.setattr(norms, "MV_ELEMENTS", 2_000)
-    if chunk is not None:
-        monkeypatch.setattr(norms, "CHUNK_ELEMENTS", chunk)
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv1d(3, 40, 3), nn.ReLU(), nn.Conv1d(40, 30, 3), nn.ReLU(), nn.Flatten(),
-        nn.Linear(30 * 6, 70), nn.ReLU(), nn.Linear(70, 50), nn.ReLU(), nn.Linear(50, 3),
-    )  # fmt: skip
-    groups = find_groups(model, torch.randn(2, 3, 10))
-    plan = NormPlan(model, groups)
-    fast = plan.stats().norms
-    _, views, _ = plan._fast[torch.device("cpu")]
-    assert sum(v is not None and v.ones is not None for v in views) >= 3  # white-box
-    if chunk is not None:
-        assert any(v is not None and len(v.blocks) > 1 and v.ones is not None for v in views)
-    assert_matches_naive(model, groups)
-    for i in (2, 5, 7):  # the same values, not contiguous: the general path (_sums_of_squares)
-        w = model[i].weight.detach()
-        model[i].weight = nn.Parameter(w.transpose(0, 1).contiguous().transpose(0, 1))
-        assert not model[i].weight.is_contiguous()
-    slow = NormPlan(model, groups).stats().norms
-    for a, b in zip(fast, slow):
-        np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
-    assert_matches_naive(model.to(torch.bfloat16), groups, rtol=1e-5)

@@ -128,16 +128,6 @@ CHUNK_ELEMENTS = 1 << 20
 #: pairs were 15% slower and a pair of 64x64 ones no faster, so a batch has three or more).
 BATCH_ELEMENTS = 1 << 17
 
-#: On the CPU, weights of at least this many elements that need their column sums (a weight
-#: that consumes a group's channels) get them as a BLAS matrix-vector product of their squares
-#: with a ones vector (``squares.T @ ones``) instead of ``torch.sum(dim=0)``. Measured on the
-#: shared 2-core machine (caller CPU, interleaved): a 1024x1024 weight's square + row sums +
-#: column sums 416 -> 383 us (floor 150), blocked 512x4608 and 3072x768 weights ~8% less; from
-#: 256x384 to 512x1536 level or up to 5% slower, so only from here. Both NormPlan paths use it
-#: (_square_sums), so they store the same numbers; a weight reduced in a batch (at most
-#: BATCH_ELEMENTS // 8 elements) never takes it.
-MV_ELEMENTS = 1 << 20
-
 # What a weight's reductions are (NormPlan._fast_views): row sums, column sums, or both.
 _ROWS, _COLS, _BOTH = 1, 2, 3
 _KINDS = {(0,): _ROWS, (1,): _COLS, (0, 1): _BOTH}
@@ -171,7 +161,6 @@ class _Views(NamedTuple):
     per: int  # rows per block (all of them when the weight is one block)
     part: torch.Tensor | None  # one block's column sums, added to the rest (several blocks)
     blocks: _Blocks  # (_COLS, _BOTH)
-    ones: torch.Tensor | None  # [per] ones: column sums by matrix-vector product (_uses_mv)
 
 
 class _Reader(NamedTuple):
@@ -244,12 +233,6 @@ def _blocks(sq: torch.Tensor, rows_out: torch.Tensor | None, rows: int, per: int
     return tuple(out)
 
 
-def _uses_mv(shape: Sequence[int], device: torch.device) -> bool:
-    """Whether the column sums of a [rows, rest] weight are a matrix-vector product with ones
-    (MV_ELEMENTS); the same answer for both NormPlan paths."""
-    return device.type == "cpu" and math.prod(shape) >= MV_ELEMENTS
-
-
 def _checked(module: nn.Module, leaf: str, name: str, shape: torch.Size) -> torch.Tensor:
     """The parameter now, if it still has the shape the plan was made for."""
     param = cast(torch.Tensor, module._parameters[leaf])
@@ -293,12 +276,7 @@ def _square_into(m: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _square_sums(
-    m: torch.Tensor,
-    per: int,
-    blocks: _Blocks,
-    cols: torch.Tensor,
-    part: torch.Tensor | None,
-    ones: torch.Tensor | None = None,
+    m: torch.Tensor, per: int, blocks: _Blocks, cols: torch.Tensor, part: torch.Tensor | None
 ) -> None:
     """Row sums (into each block's row-sum view, where it has one) and column sums (into
     ``cols``) of the squares of ``m`` [rows, rest], ``per`` rows at a time.
@@ -307,25 +285,7 @@ def _square_sums(
     into its scratch view and summed both ways while it is in cache: the weight is read from
     memory once instead of three times. The column sums of later blocks are added to the first
     block's in order (into ``part`` first), so the block size fixes the float32 sums.
-
-    With ``ones`` ([per] ones, MV_ELEMENTS), the column sums are ``squares.T @ ones`` (BLAS),
-    later blocks accumulated by ``addmv_``, into ``part`` and then copied to ``cols``: BLAS
-    rounds some elements differently with the output at another address modulo its vector
-    width, and ``part``, like the scratch and ``ones``, starts an allocation on both paths.
     """
-    if ones is not None:
-        acc = cast(torch.Tensor, part)
-        for i, (block, (s, r)) in enumerate(zip(torch.split(m, per), blocks)):
-            _square_into(block, s)
-            if r is not None:
-                torch.sum(s, 1, out=r)
-            o = ones if s.shape[0] == per else ones[: s.shape[0]]
-            if i == 0:
-                torch.mv(s.t(), o, out=acc)
-            else:
-                acc.addmv_(s.t(), o)
-        cols.copy_(acc)
-        return
     if len(blocks) == 1:  # most weights: no split, no loop (a small model's cost is calls)
         s, r = blocks[0]
         _square_into(m, s)
@@ -553,7 +513,6 @@ class NormPlan:
         )
         self._device_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._ones_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._fast: dict[
             torch.device, tuple[torch.Tensor, list[_Views | None], dict[int, _Batch]]
         ] = {}
@@ -621,14 +580,6 @@ class NormPlan:
             buf = self._buffers[key] = torch.empty(like.numel(), dtype=dtype, device=like.device)
         return buf[: like.numel()].view(like.shape)
 
-    def _ones(self, device: torch.device, dtype: torch.dtype, n: int) -> torch.Tensor:
-        """``n`` ones (a view of one cached vector per device and dtype)."""
-        key = (device, dtype)
-        ones = self._ones_cache.get(key)
-        if ones is None or ones.numel() < n:
-            ones = self._ones_cache[key] = torch.ones(n, dtype=dtype, device=device)
-        return ones[:n]
-
     def _sums_of_squares(self, t: torch.Tensor, dims: list[int]) -> list[torch.Tensor]:
         acc = torch.float64 if t.dtype == torch.float64 else torch.float32
         if t.numel() == 0:
@@ -653,9 +604,8 @@ class NormPlan:
         new = functools.partial(torch.empty, dtype=acc, device=m.device)
         rows = new(n_rows) if dims == [0, 1] else None
         col_sums = new(width)
-        ones = self._ones(m.device, acc, per) if _uses_mv(m.shape, m.device) else None
-        part = new(width) if per < n_rows or ones is not None else None
-        _square_sums(m, per, _blocks(sq, rows, n_rows, per), col_sums, part, ones)
+        part = new(width) if per < n_rows else None
+        _square_sums(m, per, _blocks(sq, rows, n_rows, per), col_sums, part)
         cols = col_sums.view(t.shape[1], -1).sum(1)
         return [cols] if dims == [1] else [cast(torch.Tensor, rows), cols]
 
@@ -698,9 +648,7 @@ class NormPlan:
                 continue
             rows = shape[0]
             if kind == _ROWS:
-                views.append(
-                    _Views(kind, rows, reduced[a : a + rows], None, None, rows, None, (), None)
-                )
+                views.append(_Views(kind, rows, reduced[a : a + rows], None, None, rows, None, ()))
                 continue
             width = math.prod(shape) // rows
             per = _rows_per_block(shape, device)
@@ -709,7 +657,6 @@ class NormPlan:
             sq = scratch[: per * width].view(per, width)
             # column sums of the [rows, columns * kernel] view go to tmp first for a conv
             col_tmp = tmp[:width] if k > 1 else None
-            mv = _uses_mv(shape, device)
             views.append(
                 _Views(
                     kind,
@@ -718,9 +665,8 @@ class NormPlan:
                     reduced[c0 : c0 + shape[1]],
                     col_tmp,
                     per,
-                    part[:width] if per < rows or mv else None,
+                    part[:width] if per < rows else None,
                     _blocks(sq, dst_rows, rows, per),
-                    self._ones(device, f32, per) if mv else None,
                 )
             )
         batches: dict[int, _Batch] = {}
@@ -802,7 +748,7 @@ class NormPlan:
                     continue
                 tmp = v.tmp
                 blocks = v.blocks
-                if len(blocks) == 1 and v.ones is None:  # _square_sums' first case, inline
+                if len(blocks) == 1:  # _square_sums' first case, inline
                     sq, r = blocks[0]
                     torch.square(m, out=sq)
                     if r is not None:
@@ -810,7 +756,7 @@ class NormPlan:
                     torch.sum(sq, 0, out=v.cols_out if tmp is None else tmp)
                 else:
                     cols = v.cols_out if tmp is None else tmp
-                    _square_sums(m, v.per, blocks, cast(torch.Tensor, cols), v.part, v.ones)
+                    _square_sums(m, v.per, blocks, cast(torch.Tensor, cols), v.part)
                 if tmp is not None:
                     out = cast(torch.Tensor, v.cols_out)
                     torch.sum(tmp.view(out.shape[0], -1), 1, out=out)
