@@ -3414,3 +3414,50 @@ PATTERNS["shared_slope_mlp"] = lambda seed=0: (
     SharedSlopeMlp(),
     torch.randn(2, 4, 5, generator=_seed(seed)),
 )
+
+
+class SelectiveKernelNet(nn.Module):
+    """timm's SKNet unit (``SelectiveKernel`` with ``SelectiveKernelAttn``): a stem conv; two
+    paths (a 3x3 and a dilated 3x3 conv, each with BN and ReLU) of ``c`` channels, stacked on
+    dim 1 as ``(B, 2, c, H, W)``; their sum, pooled, goes through ``fc_reduce`` (1x1 conv),
+    ``attn_bn``, a ReLU and ``fc_select`` (1x1 conv, ``2 * c`` rows) viewed as
+    ``(B, 2, c, 1, 1)`` (row ``p * c + i`` weighs channel ``i`` of path ``p``: two blocks),
+    softmax over the paths; the paths' weighted sum feeds a 1x1 conv and a head.
+    ``dead_bias``: ``attn_bn``'s bias (-100: the ReLU is zero for every input, by
+    construction, so ``fc_select`` has no effect on the output)."""
+
+    def __init__(self, c: int = 8, attn: int = 4, dead_bias: float | None = None):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.paths = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(6, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c), nn.ReLU()
+            )
+            for d in (1, 2)
+        )
+        self.fc_reduce = nn.Conv2d(c, attn, 1, bias=False)
+        self.attn_bn = nn.BatchNorm2d(attn)
+        self.fc_select = nn.Conv2d(attn, 2 * c, 1, bias=False)
+        self.conv3 = nn.Conv2d(c, 5, 1)
+        self.head = nn.Linear(5, 3)
+        if dead_bias is not None:
+            with torch.no_grad():
+                self.attn_bn.bias.fill_(dead_bias)
+
+    def forward(self, x):
+        x = self.stem(x)
+        xs = torch.stack([p(x) for p in self.paths], dim=1)
+        b, k, c = xs.shape[:3]
+        s = xs.sum(1).mean((2, 3), keepdim=True)
+        a = self.fc_select(F.relu(self.attn_bn(self.fc_reduce(s))))
+        a = a.view(b, k, c, 1, 1).softmax(dim=1)
+        return self.head(self.conv3((xs * a).sum(1)).mean((2, 3)))
+
+
+def selective_kernel(seed: int = 0, dead_bias: float | None = None):
+    g = _seed(seed)
+    torch.manual_seed(seed)
+    return SelectiveKernelNet(dead_bias=dead_bias), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["selective_kernel"] = selective_kernel
