@@ -3416,8 +3416,9 @@ PATTERNS["shared_slope_mlp"] = lambda seed=0: (
 )
 
 
-class SelectiveKernelNet(nn.Module):
-    """timm's SKNet unit (``SelectiveKernel`` with ``SelectiveKernelAttn``): a stem conv; two
+class SelectiveKernelUnit(nn.Module):
+    """timm's SKNet unit (``SelectiveKernel`` with ``SelectiveKernelAttn``) as in its
+    bottlenecks (``split_input=False``, unlike :class:`SelectiveKernel`): a stem conv; two
     paths (a 3x3 and a dilated 3x3 conv, each with BN and ReLU) of ``c`` channels, stacked on
     dim 1 as ``(B, 2, c, H, W)``; their sum, pooled, goes through ``fc_reduce`` (1x1 conv),
     ``attn_bn``, a ReLU and ``fc_select`` (1x1 conv, ``2 * c`` rows) viewed as
@@ -3454,10 +3455,10 @@ class SelectiveKernelNet(nn.Module):
         return self.head(self.conv3((xs * a).sum(1)).mean((2, 3)))
 
 
-def selective_kernel(seed: int = 0, dead_bias: float | None = None):
+def selective_kernel_unit(seed: int = 0, dead_bias: float | None = None):
     g = _seed(seed)
     torch.manual_seed(seed)
-    return SelectiveKernelNet(dead_bias=dead_bias), torch.randn(2, 3, 6, 6, generator=g)
+    return SelectiveKernelUnit(dead_bias=dead_bias), torch.randn(2, 3, 6, 6, generator=g)
 
 
-PATTERNS["selective_kernel"] = selective_kernel
+PATTERNS["selective_kernel_unit"] = selective_kernel_unit

@@ -72,7 +72,7 @@ def blind_first_draw(monkeypatch):
 
 
 def test_selective_kernel_blocks_with_a_live_check():
-    model, x = archs.PATTERNS["selective_kernel"]()
+    model, x = archs.PATTERNS["selective_kernel_unit"]()
     groups = quiet_groups(model, x)
     check(groups, expected_sk(model))
     assert_each_group_is_a_symmetry(model, x, groups)
@@ -80,7 +80,7 @@ def test_selective_kernel_blocks_with_a_live_check():
 
 def test_a_blind_first_draw_takes_the_layout_from_a_second_draw(monkeypatch):
     blind_first_draw(monkeypatch)
-    model, x = archs.PATTERNS["selective_kernel"]()
+    model, x = archs.PATTERNS["selective_kernel_unit"]()
     groups = quiet_groups(model, x)
     check(groups, expected_sk(model))  # the blocks, not consecutive rows
     paths = next(g for g in groups if g.name == "paths.0.0")
@@ -98,7 +98,7 @@ def test_a_blind_first_draw_takes_the_layout_from_a_second_draw(monkeypatch):
 
 def test_a_layer_dead_by_construction_is_left_out_not_guessed():
     # attn_bn's bias of -100: every draw keeps it near -100, so no draw can see fc_select
-    model, x = archs.PATTERNS["selective_kernel"](dead_bias=-100.0)
+    model, x = archs.PATTERNS["selective_kernel_unit"](dead_bias=-100.0)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         groups = find_groups(model, x)
