@@ -1995,6 +1995,11 @@ class _Finder:
         (left out, with the reason). A check that passes two layouts of one member cannot see
         that member (SKNet's ``fc_select`` behind a ReLU that is zero for every input under
         the draw), so it must not choose between them."""
+        if not alts:
+            return g
+        if time.monotonic() > self.deadline:
+            self.left_out[g.name] = f"not verified within timeout={self.timeout:g} s"
+            return None
         passing = [g, *(a for a in alts if sym.passes([a]))]
         if len(passing) == 1:
             return g
