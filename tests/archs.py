@@ -3462,3 +3462,44 @@ def selective_kernel_unit(seed: int = 0, dead_bias: float | None = None):
 
 
 PATTERNS["selective_kernel_unit"] = selective_kernel_unit
+
+
+class SplitAttnNet(nn.Module):
+    """timm's ResNeSt split attention (``SplitAttn`` with ``RadixSoftmax``), radix 2,
+    cardinality 1: ``conv`` (groups = radix) makes ``radix * c`` channels, reshaped to
+    ``(B, radix, c, H, W)`` and summed over the radix for the pooled ``fc1`` -> ``bn1`` ->
+    ReLU -> ``fc2`` (``radix * c`` rows), viewed as ``(B, cardinality, radix, -1)``,
+    transposed, softmaxed over the radix and reshaped back; the radix paths' weighted sum feeds
+    a 1x1 conv and a head. Channel ``i`` of the output is rows ``i`` and ``c + i`` of ``conv``,
+    ``bn0`` and ``fc2``, column ``i`` of ``fc1`` and of ``conv3``."""
+
+    def __init__(self, cin: int = 8, c: int = 6, radix: int = 2, card: int = 1, attn: int = 4):
+        super().__init__()
+        self.radix, self.card = radix, card
+        self.stem = nn.Conv2d(3, cin, 3, padding=1)
+        self.conv = nn.Conv2d(cin, c * radix, 3, padding=1, groups=card * radix, bias=False)
+        self.bn0 = nn.BatchNorm2d(c * radix)
+        self.fc1 = nn.Conv2d(c, attn, 1, groups=card)
+        self.bn1 = nn.BatchNorm2d(attn)
+        self.fc2 = nn.Conv2d(attn, c * radix, 1, groups=card)
+        self.conv3 = nn.Conv2d(c, 5, 1)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.conv(self.stem(x))))
+        b, rc, h, w = x.shape
+        x = x.reshape(b, self.radix, rc // self.radix, h, w)
+        a = self.fc2(F.relu(self.bn1(self.fc1(x.sum(1).mean((2, 3), keepdim=True)))))
+        a = a.view(b, self.card, self.radix, -1).transpose(1, 2)
+        a = F.softmax(a, dim=1).reshape(b, -1).view(b, -1, 1, 1)
+        out = (x * a.reshape(b, self.radix, rc // self.radix, 1, 1)).sum(1)
+        return self.head(self.conv3(out).mean((2, 3)))
+
+
+def split_attn(seed: int = 0):
+    g = _seed(seed)
+    torch.manual_seed(seed)
+    return SplitAttnNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["split_attn"] = split_attn
