@@ -3603,3 +3603,92 @@ PATTERNS["coat_factor_attn"] = lambda seed=0: (
     CoaTLite(),
     torch.randn(2, 3, 8, 8, generator=_seed(seed)),
 )
+
+
+class SelectiveKernelUnit(nn.Module):
+    """timm's SKNet unit (``SelectiveKernel`` with ``SelectiveKernelAttn``) as in its
+    bottlenecks (``split_input=False``, unlike :class:`SelectiveKernel`): a stem conv; two
+    paths (a 3x3 and a dilated 3x3 conv, each with BN and ReLU) of ``c`` channels, stacked on
+    dim 1 as ``(B, 2, c, H, W)``; their sum, pooled, goes through ``fc_reduce`` (1x1 conv),
+    ``attn_bn``, a ReLU and ``fc_select`` (1x1 conv, ``2 * c`` rows) viewed as
+    ``(B, 2, c, 1, 1)`` (row ``p * c + i`` weighs channel ``i`` of path ``p``: two blocks),
+    softmax over the paths; the paths' weighted sum feeds a 1x1 conv and a head.
+    ``dead_bias``: ``attn_bn``'s bias (-100: the ReLU is zero for every input, by
+    construction, so ``fc_select`` has no effect on the output)."""
+
+    def __init__(self, c: int = 8, attn: int = 4, dead_bias: float | None = None):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.paths = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(6, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c), nn.ReLU()
+            )
+            for d in (1, 2)
+        )
+        self.fc_reduce = nn.Conv2d(c, attn, 1, bias=False)
+        self.attn_bn = nn.BatchNorm2d(attn)
+        self.fc_select = nn.Conv2d(attn, 2 * c, 1, bias=False)
+        self.conv3 = nn.Conv2d(c, 5, 1)
+        self.head = nn.Linear(5, 3)
+        if dead_bias is not None:
+            with torch.no_grad():
+                self.attn_bn.bias.fill_(dead_bias)
+
+    def forward(self, x):
+        x = self.stem(x)
+        xs = torch.stack([p(x) for p in self.paths], dim=1)
+        b, k, c = xs.shape[:3]
+        s = xs.sum(1).mean((2, 3), keepdim=True)
+        a = self.fc_select(F.relu(self.attn_bn(self.fc_reduce(s))))
+        a = a.view(b, k, c, 1, 1).softmax(dim=1)
+        return self.head(self.conv3((xs * a).sum(1)).mean((2, 3)))
+
+
+def selective_kernel_unit(seed: int = 0, dead_bias: float | None = None):
+    g = _seed(seed)
+    torch.manual_seed(seed)
+    return SelectiveKernelUnit(dead_bias=dead_bias), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["selective_kernel_unit"] = selective_kernel_unit
+
+
+class SplitAttnNet(nn.Module):
+    """timm's ResNeSt split attention (``SplitAttn`` with ``RadixSoftmax``), radix 2,
+    cardinality 1: ``conv`` (groups = radix) makes ``radix * c`` channels, reshaped to
+    ``(B, radix, c, H, W)`` and summed over the radix for the pooled ``fc1`` -> ``bn1`` ->
+    ReLU -> ``fc2`` (``radix * c`` rows), viewed as ``(B, cardinality, radix, -1)``,
+    transposed, softmaxed over the radix and reshaped back; the radix paths' weighted sum feeds
+    a 1x1 conv and a head. Channel ``i`` of the output is rows ``i`` and ``c + i`` of ``conv``,
+    ``bn0`` and ``fc2``, column ``i`` of ``fc1`` and of ``conv3``."""
+
+    def __init__(self, cin: int = 8, c: int = 6, radix: int = 2, card: int = 1, attn: int = 4):
+        super().__init__()
+        self.radix, self.card = radix, card
+        self.stem = nn.Conv2d(3, cin, 3, padding=1)
+        self.conv = nn.Conv2d(cin, c * radix, 3, padding=1, groups=card * radix, bias=False)
+        self.bn0 = nn.BatchNorm2d(c * radix)
+        self.fc1 = nn.Conv2d(c, attn, 1, groups=card)
+        self.bn1 = nn.BatchNorm2d(attn)
+        self.fc2 = nn.Conv2d(attn, c * radix, 1, groups=card)
+        self.conv3 = nn.Conv2d(c, 5, 1)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.conv(self.stem(x))))
+        b, rc, h, w = x.shape
+        x = x.reshape(b, self.radix, rc // self.radix, h, w)
+        a = self.fc2(F.relu(self.bn1(self.fc1(x.sum(1).mean((2, 3), keepdim=True)))))
+        a = a.view(b, self.card, self.radix, -1).transpose(1, 2)
+        a = F.softmax(a, dim=1).reshape(b, -1).view(b, -1, 1, 1)
+        out = (x * a.reshape(b, self.radix, rc // self.radix, 1, 1)).sum(1)
+        return self.head(self.conv3(out).mean((2, 3)))
+
+
+def split_attn(seed: int = 0):
+    g = _seed(seed)
+    torch.manual_seed(seed)
+    return SplitAttnNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["split_attn"] = split_attn

@@ -187,6 +187,9 @@ def find_groups(
             m.training = training
 
 
+#: the seed of the second weight draw (:meth:`_Finder._second_symmetry`)
+_SECOND_SEED = 2
+
 _MATMUL_OPS = ("mm", "matmul", "einsum", "linear", "convolution", "dot", "attention", "embedding")
 
 
@@ -475,6 +478,7 @@ class _Finder:
         # left_out key of a raw parameter met in a product -> the roots whose walks met it
         self.param_roots: dict[str, set[str]] = {}
         self._sym: Symmetry | None = None
+        self._sym2: Symmetry | None = None  # the second, independent weight draw
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -1945,6 +1949,12 @@ class _Finder:
         groups: list[ChannelGroup | None] = list(checked)  # None: left out
         for k, fixed in zip(retry, self._search(sym, options)):
             groups[k] = fixed
+        for k in range(len(checked)):  # a layout read from a view: can the check tell?
+            if k not in failing and cands[k][0].rearranged:
+                alts = [a for _, a in self._outer_blocks(checked[k])]
+                groups[k] = self._one_layout(sym, checked[k], alts)
+                if groups[k] is None:
+                    self.root_keys.setdefault(cands[k][0].root, set()).add(checked[k].name)
         for k in failing:
             raw, g = cands[k]
             if k in retry and groups[k] is not None:
@@ -2008,6 +2018,42 @@ class _Finder:
             out += [(("outer blocks", m.param, m.dim), unfolded([m])) for m in spread]
         return out
 
+    def _one_layout(
+        self, sym: Symmetry, g: ChannelGroup, alts: list[ChannelGroup]
+    ) -> ChannelGroup | None:
+        """``g``, which passed ``sym``, if none of its other layouts ``alts`` (the same channels
+        placed otherwise in some member: blocks instead of consecutive entries) passes too;
+        else the one layout that alone passes a second, independent weight draw; else None
+        (left out, with the reason). A check that passes two layouts of one member cannot see
+        that member (SKNet's ``fc_select`` behind a ReLU that is zero for every input under
+        the draw), so it must not choose between them."""
+        if not alts:
+            return g
+        if time.monotonic() > self.deadline:
+            self.left_out[g.name] = f"not verified within timeout={self.timeout:g} s"
+            return None
+        passing = [g, *(a for a in alts if sym.passes([a]))]
+        if len(passing) == 1:
+            return g
+        second = self._second_symmetry()
+        alone = [c for c in passing if second.passes([c])]
+        if len(alone) == 1:
+            return alone[0]
+        moved = sorted({m.param for a in passing[1:] for m in set(a.members) ^ set(g.members)})
+        self.left_out[g.name] = (
+            "the permutation check cannot tell apart the layouts of its channels in "
+            + ", ".join(f"'{n}'" for n in moved)
+            + " (permuting them there has no effect on the output for these inputs and "
+            "weights, e.g. behind a ReLU that is zero for every input)"
+        )
+        return None
+
+    def _second_symmetry(self) -> Symmetry:
+        """The check under a second weight draw (and other permutations), made when needed."""
+        if self._sym2 is None:
+            self._sym2 = Symmetry(self.model, self.example_inputs, seed=_SECOND_SEED)
+        return self._sym2
+
     def _tied_buffers(self, sym: Symmetry, g: ChannelGroup) -> list[str]:
         """The floating-point buffers (not a norm's running statistics) whose last dim,
         permuted with ``g``, makes ``g`` pass: fixed tables added to the channels (XGLM's one,
@@ -2066,7 +2112,11 @@ class _Finder:
             for *_, opts in placements
         ]
         out: list[ChannelGroup] = []
-        for (raw, group, why, _), g in zip(placements, self._search(sym, options)):
+        for (raw, group, why, _), g, opts in zip(placements, self._search(sym, options), options):
+            if g is not None:  # blocks or consecutive entries: only if the check tells them apart
+                g = self._one_layout(sym, g, [o for _, o in opts if o is not g])
+                if g is None:
+                    why = self.left_out.pop(group.name)
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
             if g is None or spans & claimed:
                 self.left_out[group.name] = why
