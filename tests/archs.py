@@ -3414,3 +3414,103 @@ PATTERNS["shared_slope_mlp"] = lambda seed=0: (
     SharedSlopeMlp(),
     torch.randn(2, 4, 5, generator=_seed(seed)),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-written norms (timm's EvoNorm): statistics computed with reshapes, not nn modules
+
+
+def _group_std(x, groups: int, flatten: bool = False):
+    """timm's ``group_std``: one standard deviation per sample and group of channels."""
+    b, c, h, w = x.shape
+    if flatten:
+        x = x.reshape(b, groups, -1)
+        std = x.var(dim=2, unbiased=False, keepdim=True).add(1e-5).sqrt()
+    else:
+        x = x.reshape(b, groups, c // groups, h, w)
+        std = x.var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-5).sqrt()
+    return std.expand(x.shape).reshape(b, c, h, w)
+
+
+class EvoNormS0(nn.Module):
+    """timm's ``EvoNorm2dS0``: ``x * sigmoid(v * x) / group_std(x)``, then a per-channel affine;
+    the statistic is computed by hand (reshape into groups, variance, expand back)."""
+
+    def __init__(self, c: int, groups: int, flatten: bool = False):
+        super().__init__()
+        self.groups, self.flatten = groups, flatten
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.randn(c) / 4)
+        self.v = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        v = self.v.view(1, -1, 1, 1)
+        x = x * (x * v).sigmoid() / _group_std(x, self.groups, self.flatten)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class EvoNormB0(nn.Module):
+    """timm's ``EvoNorm2dB0`` in eval mode: ``x / max(sqrt(running_var), v * x +
+    instance_std(x))``, per channel (a running-variance buffer, a per-channel spatial std)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.randn(c) / 4)
+        self.v = nn.Parameter(torch.rand(c) + 0.5)
+        self.register_buffer("running_var", torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1)
+        left = self.running_var.add(1e-3).sqrt().view(shape).expand_as(x)
+        std = x.var(dim=(2, 3), unbiased=False, keepdim=True).add(1e-5).sqrt().expand(x.shape)
+        x = x / left.max(x * self.v.view(shape) + std)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+class EvoNormResNet(nn.Module):
+    """A pre-activation residual block normalised by EvoNorms (timm's ``resnetv2_50d_evos``,
+    ``ese_vovnet39b_evos``): the stream's norm has 4 groups of 2 channels, the hidden one 3
+    groups of 4 (the ``(B, G, -1)`` form), the stem's is an EvoNorm-B0 (per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.n0 = EvoNormB0(8)
+        self.n1 = EvoNormS0(8, groups=4)
+        self.conv1 = nn.Conv2d(8, 12, 3, padding=1)
+        self.n2 = EvoNormS0(12, groups=3, flatten=True)
+        self.conv2 = nn.Conv2d(12, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.n0(self.stem(x))
+        x = x + self.conv2(self.n2(self.conv1(self.n1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+class EvoNormConcat(nn.Module):
+    """Two convs concatenated, then one hand-written group norm over the concatenation: ``a``'s
+    8 channels are whole groups of 4 of it (they permute within each); ``b``'s 6 channels
+    with ``c``'s 2 share a group (``b`` covers one and a half groups: no block structure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 6, 1)
+        self.c = nn.Conv2d(3, 2, 1)
+        self.norm = EvoNormS0(16, groups=4)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.norm(torch.cat([self.a(x), self.b(x), self.c(x)], 1))
+        return self.head(y.mean((2, 3)))
+
+
+PATTERNS["evonorm_resnet"] = lambda seed=0: (
+    EvoNormResNet(),
+    torch.randn(2, 3, 6, 6, generator=_seed(seed)),
+)
+PATTERNS["evonorm_concat"] = lambda seed=0: (
+    EvoNormConcat(),
+    torch.randn(2, 3, 5, 5, generator=_seed(seed)),
+)

@@ -1,0 +1,70 @@
+"""find_groups on hand-written norms and the blocks of timm models that use them (tests/archs.py,
+end of file): EvoNorm's group statistic written with reshapes. The groups expected from each
+architecture's definition, and every returned group permuted with naive per-channel loops on a
+randomised copy must leave the output unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_groups import (
+    M,
+    _outputs,
+    _permute_copy,
+    assert_each_group_is_a_symmetry,
+    check,
+    consumer,
+)
+from test_groups_archs import rows, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def affine(name, v=True):
+    out = [M(f"{name}.weight", 0, "norm"), M(f"{name}.bias", 0, "norm")]
+    return [*out, M(f"{name}.v", 0, "norm")] if v else out
+
+
+def test_a_hand_written_group_std_permutes_within_its_groups():
+    # EvoNorm-S0: x.reshape(B, G, C/G, H, W).var(...).expand(...).reshape(B, C, H, W); the
+    # stream's norm has 4 groups (divisor 4), the hidden norm 3 groups in the (B, G, -1) form;
+    # the stem's EvoNorm-B0 is per channel (its running_var moves with its weight)
+    model, x, groups, msgs = run("evonorm_resnet")
+    assert msgs == []
+    stream = [
+        *rows("stem"),
+        *affine("n0"),
+        *affine("n1"),
+        *consumer("conv1"),
+        *rows("conv2"),
+        *consumer("head"),
+    ]
+    hidden = [*rows("conv1"), *affine("n2"), *consumer("conv2")]
+    check(
+        groups,
+        {
+            "stem+conv2 (residual)": (8, "residual", 4, stream),
+            "conv1": (12, "conv", 3, hidden),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    # across the norm's groups it is not a symmetry: the divisor is needed
+    free = [g.__class__(g.name, g.width, g.members, g.layers, g.kind, 1) for g in groups]
+    for k, g in enumerate(free):
+        out = _outputs(_permute_copy(model, [g], seed=10 + k).eval(), x)
+        assert not torch.allclose(out, ref, rtol=1e-4, atol=1e-5), g.name
+
+
+def test_a_concatenated_piece_of_a_group_norm_permutes_within_its_whole_groups():
+    # cat([a (8), b (6), c (2)]) normalised in 4 groups of 4: a holds two whole groups (divisor
+    # 2); b and c share a group, so neither is a block structure: left out, the reason named
+    model, x, groups, msgs = run("evonorm_concat")
+    check(
+        groups,
+        {"a": (8, "conv", 2, [*rows("a"), *affine("norm"), *consumer("head")])},
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)
+    assert len(msgs) == 1
+    for name in ("b", "c"):
+        assert f"{name}: a group statistic computed by hand (reshape into 4 groups" in msgs[0]
