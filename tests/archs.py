@@ -3514,3 +3514,64 @@ PATTERNS["evonorm_concat"] = lambda seed=0: (
     EvoNormConcat(),
     torch.randn(2, 3, 5, 5, generator=_seed(seed)),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# GC-ViT: a global query made from the stream, a per-head relative position table
+
+
+class GlobalQueryAttention(nn.Module):
+    """timm GC-ViT's ``WindowAttentionGlobal`` with a global query: keys and values from
+    ``qkv`` (``2 * dim`` rows), queries from a tensor made outside (``q_global``), a
+    ``(positions, heads)`` relative position table added to the scores per head."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.num_heads, self.window = heads, window
+        self.qkv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos = nn.Module()
+        table = torch.randn((2 * window - 1) ** 2, heads) / 4
+        self.rel_pos.relative_position_bias_table = nn.Parameter(table)
+        ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        pos = torch.stack([ys.flatten(), xs.flatten()])
+        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]).flatten())
+
+    def forward(self, x, q_global):
+        b, n, c = x.shape
+        h = self.num_heads
+        kv = self.qkv(x).reshape(b, n, 2, h, c // h).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        q = q_global.reshape(b, n, h, c // h).permute(0, 2, 1, 3) * (c // h) ** -0.5
+        bias = self.rel_pos.relative_position_bias_table[self.index].view(n, n, h)
+        attn = (q @ k.transpose(-2, -1) + bias.permute(2, 0, 1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class GlobalQueryNet(nn.Module):
+    """A GC-ViT block on one window: the global query is the stream after a residual conv
+    (GC-ViT's ``global_block``), so the keys' rows meet the stream's channels within heads."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, window: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.gconv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = GlobalQueryAttention(dim, heads, window)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        q = (x + self.gconv(x)).flatten(2).transpose(1, 2)
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.attn(self.norm1(t), q)
+        t = t + self.fc2(F.gelu(self.fc1(self.norm2(t))))
+        return self.head(t.mean(1))
+
+
+PATTERNS["global_query_window"] = lambda seed=0: (
+    GlobalQueryNet(),
+    torch.randn(2, 3, 4, 4, generator=_seed(seed)),
+)

@@ -15,6 +15,7 @@ from test_groups import (
     assert_each_group_is_a_symmetry,
     check,
     consumer,
+    norm,
 )
 from test_groups_archs import rows, run
 
@@ -68,3 +69,40 @@ def test_a_concatenated_piece_of_a_group_norm_permutes_within_its_whole_groups()
     assert len(msgs) == 1
     for name in ("b", "c"):
         assert f"{name}: a group statistic computed by hand (reshape into 4 groups" in msgs[0]
+
+
+def test_a_per_head_position_table_met_through_the_scores_is_not_a_member():
+    # GC-ViT: the query is the stream (after a residual conv), so the keys' rows (and, through
+    # attn @ v, the values' rows and proj's columns) permute with the stream within each head;
+    # the (positions, heads) table added to the scores is reached along its heads dim and is
+    # not a member (it used to fail the group: 2 entries along dim 1, the group needs 8)
+    model, x, groups, msgs = run("global_query_window")
+    assert msgs == []
+    stream = [
+        *rows("stem"),
+        M("gconv.weight", 0, "producer"),
+        M("gconv.weight", 1, "consumer"),
+        M("gconv.bias", 0, "other"),
+        *norm("norm1"),
+        *norm("norm2"),
+        *rows("attn.qkv"),
+        *rows("attn.qkv", 8),
+        *consumer("attn.qkv"),
+        *rows("attn.proj"),
+        *consumer("attn.proj"),
+        *consumer("fc1"),
+        *rows("fc2"),
+        *consumer("head"),
+    ]
+    check(
+        groups,
+        {
+            "stem+gconv+attn.qkv+attn.proj+fc2 (attention)": (8, "attention", 2, stream),
+            "fc1": (16, "linear", 1, [*rows("fc1"), *consumer("fc2")]),
+        },
+    )
+    ref = assert_each_group_is_a_symmetry(model, x, groups)
+    g = groups[0]
+    free = g.__class__(g.name, g.width, g.members, g.layers, g.kind, 1)  # across heads
+    out = _outputs(_permute_copy(model, [free], seed=5).eval(), x)
+    assert not torch.allclose(out, ref, rtol=1e-4, atol=1e-5)

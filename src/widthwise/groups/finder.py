@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from widthwise.groups.candidates import (
+    _HEADS_ATTRS,
     Candidate,
     ProjectionSpec,
     _channel_size,
@@ -373,6 +374,8 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     name = f.param_name[p]
     if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
         f._declared_member(raw, it, name)
+        return
+    if f._head_table_in_scores(name, p, dim, need):
         return
     owner = f.modules.get(name.rpartition(".")[0])
     # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
@@ -1124,6 +1127,20 @@ class _Finder:
             raw.rearranged = True
             return
         builder(self, raw, _Item(node, module, mname, is_in, layout))
+
+    def _head_table_in_scores(self, name: str, p: torch.Tensor, dim: int, need: int) -> bool:
+        """A raw ``(positions, heads)`` table (Swin's and GC-ViT's relative position bias) reached
+        along its heads dim with more channels than it has heads: the walk went through a score
+        product ``q @ k^T`` into the scores the table is added to. Its entries are heads, not
+        these channels: not a member (a permutation within heads leaves it in place; the
+        permutation check decides)."""
+        if p.ndim != 2 or dim != p.ndim - 1 or need <= p.shape[dim]:
+            return False
+        for owner in self._owners([name])[:3]:
+            heads = next((getattr(owner, a) for a in _HEADS_ATTRS if hasattr(owner, a)), None)
+            if isinstance(heads, int):
+                return heads == p.shape[dim]
+        return False
 
     def _group_statistic(self, raw: _Raw, node: TPNode, idxs: list[int], roots: list[int]) -> None:
         """The channels reach a per-group statistic (:func:`._cut_group_statistics`): like
