@@ -3510,7 +3510,7 @@ PATTERNS["evonorm_resnet"] = lambda seed=0: (
     EvoNormResNet(),
     torch.randn(2, 3, 6, 6, generator=_seed(seed)),
 )
-PATTERNS["evonorm_concat"] = lambda seed=0: (
+PARTLY_GROUPED["evonorm_concat"] = lambda seed=0: (
     EvoNormConcat(),
     torch.randn(2, 3, 5, 5, generator=_seed(seed)),
 )

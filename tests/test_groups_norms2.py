@@ -5,9 +5,12 @@ randomised copy must leave the output unchanged."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
+import archs
 from test_groups import (
     M,
     _outputs,
@@ -18,6 +21,7 @@ from test_groups import (
     norm,
 )
 from test_groups_archs import rows, run
+from widthwise.groups import GroupingWarning, find_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,7 +64,11 @@ def test_a_hand_written_group_std_permutes_within_its_groups():
 def test_a_concatenated_piece_of_a_group_norm_permutes_within_its_whole_groups():
     # cat([a (8), b (6), c (2)]) normalised in 4 groups of 4: a holds two whole groups (divisor
     # 2); b and c share a group, so neither is a block structure: left out, the reason named
-    model, x, groups, msgs = run("evonorm_concat")
+    model, x = archs.PARTLY_GROUPED["evonorm_concat"]()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        groups = find_groups(model, x)
+    msgs = [str(r.message) for r in record if r.category is GroupingWarning]
     check(
         groups,
         {"a": (8, "conv", 2, [*rows("a"), *affine("norm"), *consumer("head")])},
