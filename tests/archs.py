@@ -3575,3 +3575,79 @@ PATTERNS["global_query_window"] = lambda seed=0: (
     GlobalQueryNet(),
     torch.randn(2, 3, 4, 4, generator=_seed(seed)),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# EdgeNeXt: split-depthwise blocks with cross-covariance attention (a 3-D parameter)
+
+
+class CrossCovarianceAttention(nn.Module):
+    """timm EdgeNeXt's ``CrossCovarianceAttn`` (XCA): q and k normalised over tokens, a
+    channels-by-channels attention within each head scaled by a per-head ``temperature`` of
+    shape ``(heads, 1, 1)``, applied to v; ``proj`` after."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv.unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = (attn * self.temperature).softmax(dim=-1)
+        return self.proj((attn @ v).permute(0, 3, 1, 2).reshape(b, n, c))
+
+
+class SplitTransposeBlock(nn.Module):
+    """timm EdgeNeXt's ``SplitTransposeBlock``: the chained split-depthwise convs of
+    :class:`SplitChainNet`, then XCA on the tokens (channels last) and an MLP, residual."""
+
+    def __init__(self, dim: int = 9, scales: int = 3, heads: int = 3):
+        super().__init__()
+        self.scales = scales
+        w = dim // scales
+        self.convs = nn.ModuleList(
+            nn.Conv2d(w, w, 3, padding=1, groups=w) for _ in range(scales - 1)
+        )
+        self.norm_xca, self.norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.xca = CrossCovarianceAttention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        shortcut = x
+        spx = x.chunk(self.scales, dim=1)
+        spo, sp = [], spx[0]
+        for i, conv in enumerate(self.convs):
+            sp = conv(sp if i == 0 else sp + spx[i])
+            spo.append(sp)
+        x = torch.cat([*spo, spx[-1]], dim=1)
+        b, c, h, w = x.shape
+        t = x.reshape(b, c, h * w).permute(0, 2, 1)
+        t = t + self.xca(self.norm_xca(t))
+        y = self.fc2(F.gelu(self.fc1(self.norm(t.reshape(b, h, w, c)))))
+        return shortcut + y.permute(0, 3, 1, 2)
+
+
+class SplitTransposeNet(nn.Module):
+    """Two EdgeNeXt split-transpose blocks on a conv stem, a head on the mean. Torch-Pruning
+    turns off the index maps of every concat below a 3-D parameter (XCA's ``temperature``):
+    the blocks' ``cat`` then dropped its pieces' offsets and tied all the pieces together."""
+
+    def __init__(self, dim: int = 9):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.blocks = nn.Sequential(SplitTransposeBlock(dim), SplitTransposeBlock(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+PATTERNS["split_transpose_xca"] = lambda seed=0: (
+    SplitTransposeNet(),
+    torch.randn(2, 3, 4, 4, generator=_seed(seed)),
+)

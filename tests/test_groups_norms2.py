@@ -114,3 +114,50 @@ def test_a_per_head_position_table_met_through_the_scores_is_not_a_member():
     free = g.__class__(g.name, g.width, g.members, g.layers, g.kind, 1)  # across heads
     out = _outputs(_permute_copy(model, [free], seed=5).eval(), x)
     assert not torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_split_depthwise_blocks_beside_a_3d_parameter_keep_their_pieces_apart():
+    # EdgeNeXt's split-transpose blocks: pieces 0 and 1 of the stream are chained (channel j of
+    # both is one channel), piece 2 is untouched; XCA's (heads, 1, 1) temperature made
+    # Torch-Pruning turn off the concat's index maps, which tied all three pieces (left out)
+    model, x, groups, msgs = run("split_transpose_xca")
+    assert msgs == []
+    w = model.blocks[0].convs[0].out_channels
+
+    def stream(off):
+        out = [*rows("stem", off), *consumer("head", off)]
+        for b in ("blocks.0", "blocks.1"):
+            out += [
+                *(
+                    M(f"{b}.{n}.{p}", 0, "norm", off)
+                    for n in ("norm_xca", "norm")
+                    for p in ("weight", "bias")
+                ),
+                *consumer(f"{b}.xca.qkv", off),
+                *rows(f"{b}.xca.proj", off),
+                *consumer(f"{b}.fc1", off),
+                *rows(f"{b}.fc2", off),
+            ]
+        return out
+
+    convs = [m for b in ("blocks.0", "blocks.1") for k in (0, 1) for m in rows(f"{b}.convs.{k}")]
+
+    def xca(b):
+        qkv = [m for k, g in enumerate("qkv") for m in rows(f"{b}.xca.qkv", k * 3 * w, gate=g)]
+        return (3 * w, "attention", 3, [*qkv, *consumer(f"{b}.xca.proj")])
+
+    def mlp(b):
+        return (6 * w, "linear", 1, [*rows(f"{b}.fc1"), *consumer(f"{b}.fc2")])
+
+    check(
+        groups,
+        {
+            "blocks (residual)": (w, "residual", 1, stream(0) + stream(w) + convs),
+            "blocks (residual) #2": (w, "residual", 1, stream(2 * w)),
+            "blocks.0.xca (attention)": xca("blocks.0"),
+            "blocks.1.xca (attention)": xca("blocks.1"),
+            "blocks.0.fc1": mlp("blocks.0"),
+            "blocks.1.fc1": mlp("blocks.1"),
+        },
+    )
+    assert_each_group_is_a_symmetry(model, x, groups)

@@ -212,8 +212,10 @@ def _map_conv_concat(node: TPNode) -> bool:
         offsets.append(offsets[-1] + int(f._input_metadata[nr].shape[1]))
     node.module.concat_sizes = [int(f._input_metadata[nr].shape[1]) for f, nr in edges]
     node.module.offsets = offsets
-    if not node.enable_index_mapping:
-        return True
+    # mapped even where Torch-Pruning turned the map off: it does so for every concat below a
+    # 3-D parameter (meant for a class token concatenated along tokens), which on channel maps
+    # drops the pieces' offsets (EdgeNeXt's split blocks beside XCA's ``temperature``)
+    node.enable_index_mapping = True
     _set_concat_maps(node, offsets)
     return True
 
