@@ -3692,3 +3692,240 @@ def split_attn(seed: int = 0):
 
 
 PATTERNS["split_attn"] = split_attn
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-written norms (timm's EvoNorm): statistics computed with reshapes, not nn modules
+
+
+def _group_std(x, groups: int, flatten: bool = False):
+    """timm's ``group_std``: one standard deviation per sample and group of channels."""
+    b, c, h, w = x.shape
+    if flatten:
+        x = x.reshape(b, groups, -1)
+        std = x.var(dim=2, unbiased=False, keepdim=True).add(1e-5).sqrt()
+    else:
+        x = x.reshape(b, groups, c // groups, h, w)
+        std = x.var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-5).sqrt()
+    return std.expand(x.shape).reshape(b, c, h, w)
+
+
+class EvoNormS0(nn.Module):
+    """timm's ``EvoNorm2dS0``: ``x * sigmoid(v * x) / group_std(x)``, then a per-channel affine;
+    the statistic is computed by hand (reshape into groups, variance, expand back)."""
+
+    def __init__(self, c: int, groups: int, flatten: bool = False):
+        super().__init__()
+        self.groups, self.flatten = groups, flatten
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.randn(c) / 4)
+        self.v = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        v = self.v.view(1, -1, 1, 1)
+        x = x * (x * v).sigmoid() / _group_std(x, self.groups, self.flatten)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class EvoNormB0(nn.Module):
+    """timm's ``EvoNorm2dB0`` in eval mode: ``x / max(sqrt(running_var), v * x +
+    instance_std(x))``, per channel (a running-variance buffer, a per-channel spatial std)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.randn(c) / 4)
+        self.v = nn.Parameter(torch.rand(c) + 0.5)
+        self.register_buffer("running_var", torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1)
+        left = self.running_var.add(1e-3).sqrt().view(shape).expand_as(x)
+        std = x.var(dim=(2, 3), unbiased=False, keepdim=True).add(1e-5).sqrt().expand(x.shape)
+        x = x / left.max(x * self.v.view(shape) + std)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+class EvoNormResNet(nn.Module):
+    """A pre-activation residual block normalised by EvoNorms (timm's ``resnetv2_50d_evos``,
+    ``ese_vovnet39b_evos``): the stream's norm has 4 groups of 2 channels, the hidden one 3
+    groups of 4 (the ``(B, G, -1)`` form), the stem's is an EvoNorm-B0 (per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.n0 = EvoNormB0(8)
+        self.n1 = EvoNormS0(8, groups=4)
+        self.conv1 = nn.Conv2d(8, 12, 3, padding=1)
+        self.n2 = EvoNormS0(12, groups=3, flatten=True)
+        self.conv2 = nn.Conv2d(12, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.n0(self.stem(x))
+        x = x + self.conv2(self.n2(self.conv1(self.n1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+class EvoNormConcat(nn.Module):
+    """Two convs concatenated, then one hand-written group norm over the concatenation: ``a``'s
+    8 channels are whole groups of 4 of it (they permute within each); ``b``'s 6 channels
+    with ``c``'s 2 share a group (``b`` covers one and a half groups: no block structure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 6, 1)
+        self.c = nn.Conv2d(3, 2, 1)
+        self.norm = EvoNormS0(16, groups=4)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.norm(torch.cat([self.a(x), self.b(x), self.c(x)], 1))
+        return self.head(y.mean((2, 3)))
+
+
+PATTERNS["evonorm_resnet"] = lambda seed=0: (
+    EvoNormResNet(),
+    torch.randn(2, 3, 6, 6, generator=_seed(seed)),
+)
+PARTLY_GROUPED["evonorm_concat"] = lambda seed=0: (
+    EvoNormConcat(),
+    torch.randn(2, 3, 5, 5, generator=_seed(seed)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# GC-ViT: a global query made from the stream, a per-head relative position table
+
+
+class GlobalQueryAttention(nn.Module):
+    """timm GC-ViT's ``WindowAttentionGlobal`` with a global query: keys and values from
+    ``qkv`` (``2 * dim`` rows), queries from a tensor made outside (``q_global``), a
+    ``(positions, heads)`` relative position table added to the scores per head."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.num_heads, self.window = heads, window
+        self.qkv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos = nn.Module()
+        table = torch.randn((2 * window - 1) ** 2, heads) / 4
+        self.rel_pos.relative_position_bias_table = nn.Parameter(table)
+        ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        pos = torch.stack([ys.flatten(), xs.flatten()])
+        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]).flatten())
+
+    def forward(self, x, q_global):
+        b, n, c = x.shape
+        h = self.num_heads
+        kv = self.qkv(x).reshape(b, n, 2, h, c // h).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        q = q_global.reshape(b, n, h, c // h).permute(0, 2, 1, 3) * (c // h) ** -0.5
+        bias = self.rel_pos.relative_position_bias_table[self.index].view(n, n, h)
+        attn = (q @ k.transpose(-2, -1) + bias.permute(2, 0, 1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class GlobalQueryNet(nn.Module):
+    """A GC-ViT block on one window: the global query is the stream after a residual conv
+    (GC-ViT's ``global_block``), so the keys' rows meet the stream's channels within heads."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, window: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.gconv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = GlobalQueryAttention(dim, heads, window)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        q = (x + self.gconv(x)).flatten(2).transpose(1, 2)
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.attn(self.norm1(t), q)
+        t = t + self.fc2(F.gelu(self.fc1(self.norm2(t))))
+        return self.head(t.mean(1))
+
+
+PATTERNS["global_query_window"] = lambda seed=0: (
+    GlobalQueryNet(),
+    torch.randn(2, 3, 4, 4, generator=_seed(seed)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# EdgeNeXt: split-depthwise blocks with cross-covariance attention (a 3-D parameter)
+
+
+class CrossCovarianceAttention(nn.Module):
+    """timm EdgeNeXt's ``CrossCovarianceAttn`` (XCA): q and k normalised over tokens, a
+    channels-by-channels attention within each head scaled by a per-head ``temperature`` of
+    shape ``(heads, 1, 1)``, applied to v; ``proj`` after."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv.unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = (attn * self.temperature).softmax(dim=-1)
+        return self.proj((attn @ v).permute(0, 3, 1, 2).reshape(b, n, c))
+
+
+class SplitTransposeBlock(nn.Module):
+    """timm EdgeNeXt's ``SplitTransposeBlock``: the chained split-depthwise convs of
+    :class:`SplitChainNet`, then XCA on the tokens (channels last) and an MLP, residual."""
+
+    def __init__(self, dim: int = 9, scales: int = 3, heads: int = 3):
+        super().__init__()
+        self.scales = scales
+        w = dim // scales
+        self.convs = nn.ModuleList(
+            nn.Conv2d(w, w, 3, padding=1, groups=w) for _ in range(scales - 1)
+        )
+        self.norm_xca, self.norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.xca = CrossCovarianceAttention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        shortcut = x
+        spx = x.chunk(self.scales, dim=1)
+        spo, sp = [], spx[0]
+        for i, conv in enumerate(self.convs):
+            sp = conv(sp if i == 0 else sp + spx[i])
+            spo.append(sp)
+        x = torch.cat([*spo, spx[-1]], dim=1)
+        b, c, h, w = x.shape
+        t = x.reshape(b, c, h * w).permute(0, 2, 1)
+        t = t + self.xca(self.norm_xca(t))
+        y = self.fc2(F.gelu(self.fc1(self.norm(t.reshape(b, h, w, c)))))
+        return shortcut + y.permute(0, 3, 1, 2)
+
+
+class SplitTransposeNet(nn.Module):
+    """Two EdgeNeXt split-transpose blocks on a conv stem, a head on the mean. Torch-Pruning
+    turns off the index maps of every concat below a 3-D parameter (XCA's ``temperature``):
+    the blocks' ``cat`` then dropped its pieces' offsets and tied all the pieces together."""
+
+    def __init__(self, dim: int = 9):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.blocks = nn.Sequential(SplitTransposeBlock(dim), SplitTransposeBlock(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+PATTERNS["split_transpose_xca"] = lambda seed=0: (
+    SplitTransposeNet(),
+    torch.randn(2, 3, 4, 4, generator=_seed(seed)),
+)

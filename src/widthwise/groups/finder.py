@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from widthwise.groups.candidates import (
+    _HEADS_ATTRS,
     Candidate,
     ProjectionSpec,
     _channel_size,
@@ -88,6 +89,7 @@ from widthwise.groups.tracing import (
     _blocks,
     _conv1d_pruner,
     _cut_channel_broadcasts,
+    _cut_group_statistics,
     _cut_scoring_products,
     _cut_token_linears,
     _embedding_bag_pruner,
@@ -375,6 +377,8 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     name = f.param_name[p]
     if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
         f._declared_member(raw, it, name)
+        return
+    if f._head_table_in_scores(name, p, dim, need):
         return
     owner = f.modules.get(name.rpartition(".")[0])
     # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
@@ -740,6 +744,7 @@ class _Finder:
         self.value_merges = self._cut_value_merges(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
+        self.group_stats = _cut_group_statistics(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
         # no index list can be longer than the longest tensor dimension it could address
         self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
@@ -1093,6 +1098,9 @@ class _Finder:
             # a router's expert channels reach a per-token weight several at a time
             raw.broadcast = True
             return
+        if node in self.group_stats:  # a hand-written group norm's statistic reads them
+            self._group_statistic(raw, node, idxs, roots)
+            return
         if node in self.value_merges:  # a block's output merged from heads (blocks.py)
             self.merges_reached.add(node)
             if node in self.tiled_merges:  # folded onto its head dims by its own walk only
@@ -1129,6 +1137,35 @@ class _Finder:
             raw.rearranged = True
             return
         builder(self, raw, _Item(node, module, mname, is_in, layout))
+
+    def _head_table_in_scores(self, name: str, p: torch.Tensor, dim: int, need: int) -> bool:
+        """A raw ``(positions, heads)`` table (Swin's and GC-ViT's relative position bias) reached
+        along its heads dim with more channels than it has heads: the walk went through a score
+        product ``q @ k^T`` into the scores the table is added to. Its entries are heads, not
+        these channels: not a member (a permutation within heads leaves it in place; the
+        permutation check decides)."""
+        if p.ndim != 2 or dim != p.ndim - 1 or need <= p.shape[dim]:
+            return False
+        for owner in self._owners([name])[:3]:
+            heads = next((getattr(owner, a) for a in _HEADS_ATTRS if hasattr(owner, a)), None)
+            if isinstance(heads, int):
+                return heads == p.shape[dim]
+        return False
+
+    def _group_statistic(self, raw: _Raw, node: TPNode, idxs: list[int], roots: list[int]) -> None:
+        """The channels reach a per-group statistic (:func:`._cut_group_statistics`): like
+        ``nn.GroupNorm``, they permute within its groups, so a group that covers whole groups
+        of it (all its channels, or a concatenated piece) gets one block per such group."""
+        channels, groups = self.group_stats[node]
+        size = channels // groups
+        off, rep = _layout(idxs, roots, raw.width) or (-1, 0)
+        if rep == 1 and off % size == 0 and raw.width % size == 0:
+            raw.divisor = math.lcm(raw.divisor, raw.width // size)
+            return
+        raw.reasons.append(
+            f"a group statistic computed by hand (reshape into {groups} groups of {size} "
+            "channels, reduce, expand back) mixes its channels with others in a group"
+        )
 
     def _inspect_op(self, raw: _Raw, node: TPNode) -> None:
         gf = node.grad_fn
