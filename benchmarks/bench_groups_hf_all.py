@@ -10,6 +10,11 @@ tuned per model: a type whose config does not build or run with these rules is r
 same measurement and independent permutation check as ``bench_groups_timm.py``:
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_groups_hf_all.py --out hf.jsonl --jobs 2
+
+``--variant``: a second, held-out battery over every model type (the hand-configured ones too):
+the class of the last mapping that has the type (sequence classification before causal LM),
+other sizes (hidden 48 in 6 heads of 8, one key/value head where the config has the field, FFN
+80, untied embeddings) — the same generic rules otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ _MAPPINGS = [
 ]
 
 
+#: the sizes of ``--variant`` (over ``bench_groups._TINY``)
+_VARIANT = dict(
+    hidden_size=48, num_attention_heads=6, intermediate_size=80, d_model=48,
+    encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=80, decoder_ffn_dim=80,
+    n_embd=48, n_head=6, d_ff=80, num_heads=6, tie_word_embeddings=False,
+)  # fmt: skip
+VARIANT = False  # set by --variant before the children fork
+
 #: larger models after shrinking are not built (memory: two run at once beside other work)
 MAX_PARAMS = 50e6
 
@@ -45,6 +58,14 @@ def candidates() -> dict[str, tuple[str, str]]:
     """model type: (class name, inputs), for types no hand-configured list covers."""
     from transformers.models.auto import modeling_auto
 
+    if VARIANT:
+        last: dict[str, tuple[str, str]] = {}
+        for mapping, kind in _MAPPINGS[::-1]:
+            for model_type, cls in getattr(modeling_auto, mapping).items():
+                last.setdefault(
+                    model_type, (cls[0] if isinstance(cls, (list, tuple)) else cls, kind)
+                )
+        return dict(sorted(last.items()))
     covered = {cls for cls, _, _ in B.HF_BATTERY.values()}
     covered |= {cls for cls, _, _ in BT.HF_TEXT_EXTRA.values()}
     covered_types: set[str] = set()
@@ -61,7 +82,8 @@ def candidates() -> dict[str, tuple[str, str]]:
 
 def _shrink(defaults, kind: str) -> dict:
     """Generic size overrides for one config (attributes it has only)."""
-    kw = {k: v for k, v in B._TINY.items() if hasattr(defaults, k)}
+    sizes = {**B._TINY, **_VARIANT} if VARIANT else B._TINY
+    kw = {k: v for k, v in sizes.items() if hasattr(defaults, k)}
     if kind == B._IMAGE:
         kw = {k: v for k, v in kw.items() if k in ("num_hidden_layers", "num_labels")}
         if isinstance(getattr(defaults, "depths", None), (list, tuple)):
@@ -70,7 +92,7 @@ def _shrink(defaults, kind: str) -> dict:
             kw["image_size"] = 64
     for key in ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"):
         if isinstance(getattr(defaults, key, None), int):
-            kw[key] = 2  # grouped-query attention where the model has it
+            kw[key] = 1 if VARIANT else 2  # grouped-query attention where the model has it
     if isinstance(getattr(defaults, "head_dim", None), int):
         kw["head_dim"] = 8
     return kw
@@ -123,9 +145,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="models run at once")
     ap.add_argument("--limit", type=float, default=300, help="wall seconds per model")
     ap.add_argument("--list", action="store_true", help="print the candidates and exit")
+    ap.add_argument("--variant", action="store_true", help="the second, held-out battery")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    global VARIANT
+    VARIANT = args.variant
     if args.one:
         print(json.dumps(one(args.one)))
         return

@@ -10,9 +10,16 @@ change is printed too, relative to the output's scale (at least 1), as ``resize`
 
     PYTHONPATH=src python benchmarks/resize_battery.py [--only hf_] [--counts]
     PYTHONPATH=src python benchmarks/resize_battery.py --timm test_vit resnet18 ...
+    PYTHONPATH=src python benchmarks/resize_battery.py --streamline [--timm NAME ...]
 
 ``--timm NAME ...``: timm models instead (random weights, default input size; timm installed
 with ``pip install --no-deps timm``, see ``bench_groups_timm.py``).
+
+``--streamline``: instead of one group at a time, what a user of ``streamline`` gets: every
+group is given a random verdict (DS, IS or undetermined, seeded by the model's name), a plan is
+made at equal parameters and at 0.6x the parameters, and applied with net2net; a plan counts as
+``applied`` when ``WidthPlan.apply`` returns (it finds the groups again and compares every
+width with the plan), ``ResizeError`` as a refusal naming the group, anything else as a crash.
 
 Hugging Face models are also saved with ``save_pretrained`` and loaded back after every resize
 that raised no ``ResizeWarning``: ``config ok`` when the loaded model has the resized model's
@@ -76,6 +83,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="only the builders whose name contains this")
     parser.add_argument("--counts", action="store_true", help="print the counts only")
     parser.add_argument("--timm", nargs="*", default=[], help="timm model names instead")
+    parser.add_argument("--streamline", action="store_true", help="random-verdict plans, applied")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -90,6 +98,9 @@ def main() -> None:
     builders.update({n: b for n, b in archs.PATTERNS.items() if n not in builders})
     if args.timm:
         builders = {n: (lambda n=n: _timm(n)) for n in args.timm}
+    if args.streamline:
+        streamline_battery({n: b for n, b in builders.items() if args.only in n}, args.counts)
+        return
     tally: Counter[str] = Counter()
     worst = 0.0
     for name in sorted(n for n in builders if args.only in n):
@@ -141,6 +152,62 @@ def main() -> None:
             if not args.counts:
                 print(f"{name} | {g.name} ({g.width}) | " + "; ".join(cells))
     print(dict(sorted(tally.items())), f"largest net2net output change (relative): {worst:.1e}")
+
+
+def streamline_battery(builders: dict, counts: bool) -> None:
+    """Random-verdict plans at equal and at 0.6x the parameters, applied with net2net."""
+    import random
+    import time
+    import zlib
+
+    import pandas as pd
+
+    from widthwise import streamline
+
+    tally: Counter[str] = Counter()
+    for name in sorted(builders):
+        try:
+            model, x = builders[name]()
+            groups = find_groups(model.eval(), x)
+        except Exception as exc:
+            print(f"{name}: not grouped ({type(exc).__name__})")
+            continue
+        if not groups:
+            continue
+        rng = random.Random(zlib.crc32(name.encode()))
+        table = pd.DataFrame(
+            {
+                "group": [g.name for g in groups],
+                "label": [rng.choice(["DS", "IS", "undetermined"]) for _ in groups],
+                "confidence": [0.9] * len(groups),
+            }
+        )
+        cells = []
+        for budget in ("params", 0.6):
+            t = time.perf_counter()
+            try:
+                target = budget if budget == "params" else budget * count_params(model)
+                plan = streamline(
+                    model, table, x, budget=target, budget_kind="params", groups=groups
+                )
+                moved = int((plan.table.new_width != plan.table.old_width).sum())
+                plan.apply(model)
+                tally["applied"] += 1
+                cell = f"{budget}: applied ({moved} groups moved, {time.perf_counter() - t:.0f} s)"
+            except ResizeError as exc:
+                tally["refused"] += 1
+                cell = f"{budget}: ResizeError {str(exc)[:120]}"
+            except Exception as exc:
+                tally["crashed"] += 1
+                cell = f"{budget}: CRASH {type(exc).__name__}: {str(exc)[:160]}"
+            cells.append(cell)
+        if not counts:
+            print(f"{name} ({len(groups)} groups) | " + "; ".join(cells), flush=True)
+    print(dict(sorted(tally.items())))
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 if __name__ == "__main__":

@@ -546,7 +546,10 @@ def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) 
 
     Other = load_other(src)
     print(f"caller-thread CPU / floor, median of {repeats} per round, median over {rounds} rounds")
-    print(f"{'model':<18} {'floor ms':>8}  file: before  after   background: before  after")
+    print(
+        f"{'model':<18} {'floor ms':>8}  file: before  after   background: before  after"
+        "   file after/before per round: median [min-max]"
+    )
     for name, model, x in models(large):
         if only and only not in name:
             continue
@@ -584,9 +587,12 @@ def against(src: str, large: bool, only: str | None, repeats: int, rounds: int) 
                 tr.close()
         r = {k: statistics.median(d[k] / d["floor"] for d in per_round) for k in fns}
         floor_ms = statistics.median(d["floor"] for d in per_round) * 1e3
+        # paired: both timed in the same round, so a slow phase of the machine cancels out
+        pair = [d[("after", None)] / d[("before", None)] for d in per_round]
         print(
             f"{name:<18} {floor_ms:>8.3f}  {r[('before', None)]:>12.2f} {r[('after', None)]:>6.2f}"
-            f"   {r[('before', True)]:>18.2f} {r[('after', True)]:>6.2f}",
+            f"   {r[('before', True)]:>18.2f} {r[('after', True)]:>6.2f}"
+            f"   {statistics.median(pair):.2f} [{min(pair):.2f}-{max(pair):.2f}]",
             flush=True,
         )
 

@@ -3416,6 +3416,521 @@ PATTERNS["shared_slope_mlp"] = lambda seed=0: (
 )
 
 
+def _halo_rel_logits_1d(q, rel_k, permute_mask):
+    """timm's halo ``rel_logits_1d``: logits of a block's queries against relative offsets
+    within its window (block plus halo), along one axis."""
+    b, h, w, _ = q.shape
+    rel_size = rel_k.shape[0]
+    win = (rel_size + 1) // 2
+    x = (q @ rel_k.transpose(-1, -2)).reshape(-1, w, rel_size)
+    x = F.pad(F.pad(x, [0, 1]).flatten(1), [0, rel_size - w]).reshape(-1, w + 1, rel_size)
+    x = x[:, :w, win - 1 :].reshape(b, h, 1, w, win).expand(-1, -1, win, -1, -1)
+    return x.permute(permute_mask)
+
+
+class HaloPosEmbedRel(nn.Module):
+    """timm's halo ``PosEmbedRel``: tables [2 * window - 1, key head dim] per axis."""
+
+    def __init__(self, block: int, win: int, dim_head: int):
+        super().__init__()
+        self.block, self.dim_head = block, dim_head
+        self.height_rel = nn.Parameter(torch.randn(2 * win - 1, dim_head) * 0.1)
+        self.width_rel = nn.Parameter(torch.randn(2 * win - 1, dim_head) * 0.1)
+
+    def forward(self, q):
+        b, bb, hw, _ = q.shape
+        q = q.reshape(-1, self.block, self.block, self.dim_head)
+        rel_w = _halo_rel_logits_1d(q, self.width_rel, (0, 1, 3, 2, 4))
+        rel_h = _halo_rel_logits_1d(q.transpose(1, 2), self.height_rel, (0, 3, 1, 4, 2))
+        return (rel_h + rel_w).reshape(b, bb, hw, -1)
+
+
+class HaloAttn(nn.Module):
+    """timm's ``HaloAttn``: 1x1 ``q`` conv (``heads * dqk``), 1x1 ``kv`` conv (``[k | v]``
+    per head), padded and unfolded into overlapping windows around each block, ``q @ k`` plus
+    relative-position logits, ``attn @ v`` folded back to the map."""
+
+    def __init__(self, dim: int, heads: int = 2, dqk: int = 4, dv: int = 3, block: int = 2):
+        super().__init__()
+        self.num_heads, self.dim_head_qk, self.dim_head_v = heads, dqk, dv
+        self.dim_out_qk, self.dim_out_v = heads * dqk, heads * dv
+        self.block_size, self.halo_size, self.win_size = block, 1, block + 2
+        self.q = nn.Conv2d(dim, self.dim_out_qk, 1, bias=False)
+        self.kv = nn.Conv2d(dim, self.dim_out_qk + self.dim_out_v, 1, bias=False)
+        self.pos_embed = HaloPosEmbedRel(block, self.win_size, dqk)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        bs, nh, nw = self.block_size, h // self.block_size, w // self.block_size
+        q = self.q(x).reshape(-1, self.dim_head_qk, nh, bs, nw, bs).permute(0, 1, 3, 5, 2, 4)
+        q = q.reshape(b * self.num_heads, self.dim_head_qk, -1, nh * nw).transpose(1, 3)
+        kv = F.pad(self.kv(x), [self.halo_size] * 4)
+        kv = kv.unfold(2, self.win_size, bs).unfold(3, self.win_size, bs)
+        kv = kv.reshape(b * self.num_heads, self.dim_head_qk + self.dim_head_v, nh * nw, -1)
+        k, v = torch.split(kv.permute(0, 2, 3, 1), [self.dim_head_qk, self.dim_head_v], dim=-1)
+        att = (q @ k.transpose(-1, -2)) * self.dim_head_qk**-0.5 + self.pos_embed(q)
+        out = (att.softmax(-1) @ v).transpose(1, 3)
+        out = out.reshape(-1, bs, bs, nh, nw).permute(0, 3, 1, 4, 2)
+        return out.contiguous().view(b, self.dim_out_v, h, w)
+
+
+class LambdaLayer(nn.Module):
+    """timm's ``LambdaLayer`` (LambdaNet): one 1x1 ``qkv`` conv split into q (``heads * K``,
+    BatchNorm), k (``K``, softmax over positions) and v (``V``, BatchNorm); content lambda
+    ``k @ v``, position lambda a Conv3d over v's map; every head reads one v."""
+
+    def __init__(self, dim: int, heads: int = 2, dk: int = 4, dv: int = 3, r: int = 3):
+        super().__init__()
+        self.num_heads, self.dim_qk, self.dim_v = heads, dk, dv
+        self.qkv = nn.Conv2d(dim, heads * dk + dk + dv, 1, bias=False)
+        self.norm_q, self.norm_v = nn.BatchNorm2d(heads * dk), nn.BatchNorm2d(dv)
+        self.conv_lambda = nn.Conv3d(1, dk, (r, r, 1), padding=(r // 2, r // 2, 0))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        m, hd = h * w, self.num_heads
+        q, k, v = torch.split(self.qkv(x), [hd * self.dim_qk, self.dim_qk, self.dim_v], 1)
+        q = self.norm_q(q).reshape(b, hd, self.dim_qk, m).transpose(-1, -2)
+        v = self.norm_v(v).reshape(b, self.dim_v, m).transpose(-1, -2)
+        k = F.softmax(k.reshape(b, self.dim_qk, m), dim=-1)
+        content = q @ (k @ v).unsqueeze(1)
+        lam = self.conv_lambda(v.reshape(b, 1, h, w, self.dim_v))
+        lam = lam.reshape(b, 1, self.dim_qk, m, self.dim_v).transpose(2, 3)
+        position = (q.unsqueeze(-2) @ lam).squeeze(-2)
+        return (content + position).transpose(-1, -2).reshape(b, hd * self.dim_v, h, w)
+
+
+class AttnBottleneck(nn.Module):
+    """timm's ByobNet ``SelfAttnBlock`` around an attention over the map: 1x1 conv-bn in, the
+    attention, BatchNorm + ReLU, 1x1 conv-bn out, residual."""
+
+    def __init__(self, attn: str, dim: int = 8, inner: int = 6):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 2, stride=2), nn.BatchNorm2d(dim))
+        self.conv1 = nn.Sequential(nn.Conv2d(dim, inner, 1, bias=False), nn.BatchNorm2d(inner))
+        self.self_attn = HaloAttn(inner) if attn == "halo" else LambdaLayer(inner)
+        out = self.self_attn.num_heads * getattr(self.self_attn, "dim_v", 3)
+        self.post_attn = nn.BatchNorm2d(out)
+        self.conv3 = nn.Sequential(nn.Conv2d(out, dim, 1, bias=False), nn.BatchNorm2d(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.post_attn(self.self_attn(y)))
+        x = F.relu(x + self.conv3(y))
+        return self.head(x.mean((2, 3)))
+
+
+PATTERNS["halo_attn"] = lambda seed=0: (
+    AttnBottleneck("halo"),
+    torch.randn(2, 3, 8, 8, generator=_seed(seed)),
+)
+PATTERNS["lambda_layer"] = lambda seed=0: (
+    AttnBottleneck("lambda"),
+    torch.randn(2, 3, 8, 8, generator=_seed(seed)),
+)
+
+
+class ConvRelPosEnc(nn.Module):
+    """CoaT's convolutional relative position encoding: v's channels split by groups of heads
+    into depthwise convs of one kernel size each, ``q * conv(v)`` (class token left out)."""
+
+    def __init__(self, d: int, window: dict[int, int]):
+        super().__init__()
+        self.conv_list = nn.ModuleList(
+            nn.Conv2d(s * d, s * d, k, padding=k // 2, groups=s * d) for k, s in window.items()
+        )
+        self.head_splits = list(window.values())
+        self.channel_splits = [s * d for s in self.head_splits]
+
+    def forward(self, q, v, size):
+        b, heads, _, d = q.shape
+        h, w = size
+        v_img = v[:, :, 1:, :].transpose(-1, -2).reshape(b, heads * d, h, w)
+        pieces = torch.split(v_img, self.channel_splits, dim=1)
+        conv_v = torch.cat([c(p) for c, p in zip(self.conv_list, pieces)], dim=1)
+        conv_v = conv_v.reshape(b, heads, d, h * w).transpose(-1, -2)
+        return F.pad(q[:, :, 1:, :] * conv_v, (0, 0, 1, 0, 0, 0))
+
+
+class FactorAttnConvRelPosEnc(nn.Module):
+    """CoaT's factorized attention: ``q @ (softmax(k)^T @ v)`` plus a shared ``crpe``."""
+
+    def __init__(self, dim: int, heads: int, crpe: ConvRelPosEnc):
+        super().__init__()
+        self.num_heads, self.crpe = heads, crpe
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x, size):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        att = q @ (k.softmax(dim=2).transpose(-1, -2) @ v)
+        x = (c // self.num_heads) ** -0.5 * att + self.crpe(q, v, size)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class CoaTLite(nn.Module):
+    """CoaT-Lite's serial blocks: a patch conv, a class token, two pre-norm blocks whose
+    factorized attentions share one ``crpe`` (3 heads: kernel 3 for two heads, 5 for one),
+    an MLP each, the class token to the head."""
+
+    def __init__(self, dim: int = 12, heads: int = 3):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.crpe = ConvRelPosEnc(dim // heads, {3: 2, 5: 1})
+        self.norm1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.attn = nn.ModuleList(FactorAttnConvRelPosEnc(dim, heads, self.crpe) for _ in range(2))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.fc1 = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(2))
+        self.fc2 = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(2))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.patch(x)
+        size = x.shape[2:]
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for i in range(2):
+            x = x + self.attn[i](self.norm1[i](x), size)
+            x = x + self.fc2[i](F.gelu(self.fc1[i](self.norm2[i](x))))
+        return self.head(x[:, 0])
+
+
+PATTERNS["coat_factor_attn"] = lambda seed=0: (
+    CoaTLite(),
+    torch.randn(2, 3, 8, 8, generator=_seed(seed)),
+)
+
+
+class SelectiveKernelUnit(nn.Module):
+    """timm's SKNet unit (``SelectiveKernel`` with ``SelectiveKernelAttn``) as in its
+    bottlenecks (``split_input=False``, unlike :class:`SelectiveKernel`): a stem conv; two
+    paths (a 3x3 and a dilated 3x3 conv, each with BN and ReLU) of ``c`` channels, stacked on
+    dim 1 as ``(B, 2, c, H, W)``; their sum, pooled, goes through ``fc_reduce`` (1x1 conv),
+    ``attn_bn``, a ReLU and ``fc_select`` (1x1 conv, ``2 * c`` rows) viewed as
+    ``(B, 2, c, 1, 1)`` (row ``p * c + i`` weighs channel ``i`` of path ``p``: two blocks),
+    softmax over the paths; the paths' weighted sum feeds a 1x1 conv and a head.
+    ``dead_bias``: ``attn_bn``'s bias (-100: the ReLU is zero for every input, by
+    construction, so ``fc_select`` has no effect on the output)."""
+
+    def __init__(self, c: int = 8, attn: int = 4, dead_bias: float | None = None):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.paths = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(6, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c), nn.ReLU()
+            )
+            for d in (1, 2)
+        )
+        self.fc_reduce = nn.Conv2d(c, attn, 1, bias=False)
+        self.attn_bn = nn.BatchNorm2d(attn)
+        self.fc_select = nn.Conv2d(attn, 2 * c, 1, bias=False)
+        self.conv3 = nn.Conv2d(c, 5, 1)
+        self.head = nn.Linear(5, 3)
+        if dead_bias is not None:
+            with torch.no_grad():
+                self.attn_bn.bias.fill_(dead_bias)
+
+    def forward(self, x):
+        x = self.stem(x)
+        xs = torch.stack([p(x) for p in self.paths], dim=1)
+        b, k, c = xs.shape[:3]
+        s = xs.sum(1).mean((2, 3), keepdim=True)
+        a = self.fc_select(F.relu(self.attn_bn(self.fc_reduce(s))))
+        a = a.view(b, k, c, 1, 1).softmax(dim=1)
+        return self.head(self.conv3((xs * a).sum(1)).mean((2, 3)))
+
+
+def selective_kernel_unit(seed: int = 0, dead_bias: float | None = None):
+    g = _seed(seed)
+    torch.manual_seed(seed)
+    return SelectiveKernelUnit(dead_bias=dead_bias), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["selective_kernel_unit"] = selective_kernel_unit
+
+
+class SplitAttnNet(nn.Module):
+    """timm's ResNeSt split attention (``SplitAttn`` with ``RadixSoftmax``), radix 2,
+    cardinality 1: ``conv`` (groups = radix) makes ``radix * c`` channels, reshaped to
+    ``(B, radix, c, H, W)`` and summed over the radix for the pooled ``fc1`` -> ``bn1`` ->
+    ReLU -> ``fc2`` (``radix * c`` rows), viewed as ``(B, cardinality, radix, -1)``,
+    transposed, softmaxed over the radix and reshaped back; the radix paths' weighted sum feeds
+    a 1x1 conv and a head. Channel ``i`` of the output is rows ``i`` and ``c + i`` of ``conv``,
+    ``bn0`` and ``fc2``, column ``i`` of ``fc1`` and of ``conv3``."""
+
+    def __init__(self, cin: int = 8, c: int = 6, radix: int = 2, card: int = 1, attn: int = 4):
+        super().__init__()
+        self.radix, self.card = radix, card
+        self.stem = nn.Conv2d(3, cin, 3, padding=1)
+        self.conv = nn.Conv2d(cin, c * radix, 3, padding=1, groups=card * radix, bias=False)
+        self.bn0 = nn.BatchNorm2d(c * radix)
+        self.fc1 = nn.Conv2d(c, attn, 1, groups=card)
+        self.bn1 = nn.BatchNorm2d(attn)
+        self.fc2 = nn.Conv2d(attn, c * radix, 1, groups=card)
+        self.conv3 = nn.Conv2d(c, 5, 1)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.conv(self.stem(x))))
+        b, rc, h, w = x.shape
+        x = x.reshape(b, self.radix, rc // self.radix, h, w)
+        a = self.fc2(F.relu(self.bn1(self.fc1(x.sum(1).mean((2, 3), keepdim=True)))))
+        a = a.view(b, self.card, self.radix, -1).transpose(1, 2)
+        a = F.softmax(a, dim=1).reshape(b, -1).view(b, -1, 1, 1)
+        out = (x * a.reshape(b, self.radix, rc // self.radix, 1, 1)).sum(1)
+        return self.head(self.conv3(out).mean((2, 3)))
+
+
+def split_attn(seed: int = 0):
+    g = _seed(seed)
+    torch.manual_seed(seed)
+    return SplitAttnNet(), torch.randn(2, 3, 6, 6, generator=g)
+
+
+PATTERNS["split_attn"] = split_attn
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-written norms (timm's EvoNorm): statistics computed with reshapes, not nn modules
+
+
+def _group_std(x, groups: int, flatten: bool = False):
+    """timm's ``group_std``: one standard deviation per sample and group of channels."""
+    b, c, h, w = x.shape
+    if flatten:
+        x = x.reshape(b, groups, -1)
+        std = x.var(dim=2, unbiased=False, keepdim=True).add(1e-5).sqrt()
+    else:
+        x = x.reshape(b, groups, c // groups, h, w)
+        std = x.var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-5).sqrt()
+    return std.expand(x.shape).reshape(b, c, h, w)
+
+
+class EvoNormS0(nn.Module):
+    """timm's ``EvoNorm2dS0``: ``x * sigmoid(v * x) / group_std(x)``, then a per-channel affine;
+    the statistic is computed by hand (reshape into groups, variance, expand back)."""
+
+    def __init__(self, c: int, groups: int, flatten: bool = False):
+        super().__init__()
+        self.groups, self.flatten = groups, flatten
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.randn(c) / 4)
+        self.v = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        v = self.v.view(1, -1, 1, 1)
+        x = x * (x * v).sigmoid() / _group_std(x, self.groups, self.flatten)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class EvoNormB0(nn.Module):
+    """timm's ``EvoNorm2dB0`` in eval mode: ``x / max(sqrt(running_var), v * x +
+    instance_std(x))``, per channel (a running-variance buffer, a per-channel spatial std)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.randn(c) / 4)
+        self.v = nn.Parameter(torch.rand(c) + 0.5)
+        self.register_buffer("running_var", torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1)
+        left = self.running_var.add(1e-3).sqrt().view(shape).expand_as(x)
+        std = x.var(dim=(2, 3), unbiased=False, keepdim=True).add(1e-5).sqrt().expand(x.shape)
+        x = x / left.max(x * self.v.view(shape) + std)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+class EvoNormResNet(nn.Module):
+    """A pre-activation residual block normalised by EvoNorms (timm's ``resnetv2_50d_evos``,
+    ``ese_vovnet39b_evos``): the stream's norm has 4 groups of 2 channels, the hidden one 3
+    groups of 4 (the ``(B, G, -1)`` form), the stem's is an EvoNorm-B0 (per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.n0 = EvoNormB0(8)
+        self.n1 = EvoNormS0(8, groups=4)
+        self.conv1 = nn.Conv2d(8, 12, 3, padding=1)
+        self.n2 = EvoNormS0(12, groups=3, flatten=True)
+        self.conv2 = nn.Conv2d(12, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.n0(self.stem(x))
+        x = x + self.conv2(self.n2(self.conv1(self.n1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+class EvoNormConcat(nn.Module):
+    """Two convs concatenated, then one hand-written group norm over the concatenation: ``a``'s
+    8 channels are whole groups of 4 of it (they permute within each); ``b``'s 6 channels
+    with ``c``'s 2 share a group (``b`` covers one and a half groups: no block structure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 6, 1)
+        self.c = nn.Conv2d(3, 2, 1)
+        self.norm = EvoNormS0(16, groups=4)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.norm(torch.cat([self.a(x), self.b(x), self.c(x)], 1))
+        return self.head(y.mean((2, 3)))
+
+
+PATTERNS["evonorm_resnet"] = lambda seed=0: (
+    EvoNormResNet(),
+    torch.randn(2, 3, 6, 6, generator=_seed(seed)),
+)
+PARTLY_GROUPED["evonorm_concat"] = lambda seed=0: (
+    EvoNormConcat(),
+    torch.randn(2, 3, 5, 5, generator=_seed(seed)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# GC-ViT: a global query made from the stream, a per-head relative position table
+
+
+class GlobalQueryAttention(nn.Module):
+    """timm GC-ViT's ``WindowAttentionGlobal`` with a global query: keys and values from
+    ``qkv`` (``2 * dim`` rows), queries from a tensor made outside (``q_global``), a
+    ``(positions, heads)`` relative position table added to the scores per head."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.num_heads, self.window = heads, window
+        self.qkv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos = nn.Module()
+        table = torch.randn((2 * window - 1) ** 2, heads) / 4
+        self.rel_pos.relative_position_bias_table = nn.Parameter(table)
+        ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        pos = torch.stack([ys.flatten(), xs.flatten()])
+        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]).flatten())
+
+    def forward(self, x, q_global):
+        b, n, c = x.shape
+        h = self.num_heads
+        kv = self.qkv(x).reshape(b, n, 2, h, c // h).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        q = q_global.reshape(b, n, h, c // h).permute(0, 2, 1, 3) * (c // h) ** -0.5
+        bias = self.rel_pos.relative_position_bias_table[self.index].view(n, n, h)
+        attn = (q @ k.transpose(-2, -1) + bias.permute(2, 0, 1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class GlobalQueryNet(nn.Module):
+    """A GC-ViT block on one window: the global query is the stream after a residual conv
+    (GC-ViT's ``global_block``), so the keys' rows meet the stream's channels within heads."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, window: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.gconv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = GlobalQueryAttention(dim, heads, window)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        q = (x + self.gconv(x)).flatten(2).transpose(1, 2)
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.attn(self.norm1(t), q)
+        t = t + self.fc2(F.gelu(self.fc1(self.norm2(t))))
+        return self.head(t.mean(1))
+
+
+PATTERNS["global_query_window"] = lambda seed=0: (
+    GlobalQueryNet(),
+    torch.randn(2, 3, 4, 4, generator=_seed(seed)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# EdgeNeXt: split-depthwise blocks with cross-covariance attention (a 3-D parameter)
+
+
+class CrossCovarianceAttention(nn.Module):
+    """timm EdgeNeXt's ``CrossCovarianceAttn`` (XCA): q and k normalised over tokens, a
+    channels-by-channels attention within each head scaled by a per-head ``temperature`` of
+    shape ``(heads, 1, 1)``, applied to v; ``proj`` after."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv.unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = (attn * self.temperature).softmax(dim=-1)
+        return self.proj((attn @ v).permute(0, 3, 1, 2).reshape(b, n, c))
+
+
+class SplitTransposeBlock(nn.Module):
+    """timm EdgeNeXt's ``SplitTransposeBlock``: the chained split-depthwise convs of
+    :class:`SplitChainNet`, then XCA on the tokens (channels last) and an MLP, residual."""
+
+    def __init__(self, dim: int = 9, scales: int = 3, heads: int = 3):
+        super().__init__()
+        self.scales = scales
+        w = dim // scales
+        self.convs = nn.ModuleList(
+            nn.Conv2d(w, w, 3, padding=1, groups=w) for _ in range(scales - 1)
+        )
+        self.norm_xca, self.norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.xca = CrossCovarianceAttention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        shortcut = x
+        spx = x.chunk(self.scales, dim=1)
+        spo, sp = [], spx[0]
+        for i, conv in enumerate(self.convs):
+            sp = conv(sp if i == 0 else sp + spx[i])
+            spo.append(sp)
+        x = torch.cat([*spo, spx[-1]], dim=1)
+        b, c, h, w = x.shape
+        t = x.reshape(b, c, h * w).permute(0, 2, 1)
+        t = t + self.xca(self.norm_xca(t))
+        y = self.fc2(F.gelu(self.fc1(self.norm(t.reshape(b, h, w, c)))))
+        return shortcut + y.permute(0, 3, 1, 2)
+
+
+class SplitTransposeNet(nn.Module):
+    """Two EdgeNeXt split-transpose blocks on a conv stem, a head on the mean. Torch-Pruning
+    turns off the index maps of every concat below a 3-D parameter (XCA's ``temperature``):
+    the blocks' ``cat`` then dropped its pieces' offsets and tied all the pieces together."""
+
+    def __init__(self, dim: int = 9):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.blocks = nn.Sequential(SplitTransposeBlock(dim), SplitTransposeBlock(dim))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+PATTERNS["split_transpose_xca"] = lambda seed=0: (
+    SplitTransposeNet(),
+    torch.randn(2, 3, 4, 4, generator=_seed(seed)),
+)
+
+
 class Mamba2Mixer(nn.Module):
     """A Mamba-2 mixer (Hugging Face's ``Mamba2Mixer``/``NemotronHMamba2Mixer``, torch path):
     ``in_proj`` makes ``[z | x | B | C | dt]`` (``inner = heads * head_dim``, ``B``/``C`` of

@@ -586,3 +586,82 @@ def test_the_need_pool_keeps_disagreeing_ties_other_widths_and_failed_resizes(mo
     assert "cannot narrow" in rows.reason[b]
     assert all(plan.widths[n] < w for n, w in ((a, 16), (c, 16), (d, 8)))
     assert plan.budget["met"]
+
+
+class FixedReshape(nn.Module):
+    """A width written into the forward: ``fc2``'s 16 outputs are viewed as (4, 4) by constants
+    (its group is the 4 inner channels, each a block of 4 rows), so resizing that group succeeds
+    as surgery and fails only when the model runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 24)
+        self.fc2 = nn.Linear(24, 16)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc2(torch.relu(self.fc1(x)))
+        return self.head(h.view(x.shape[0], 4, 4).relu().mean(1))
+
+
+def test_a_width_fixed_in_the_forward_is_kept_and_every_planned_resize_runs():
+    torch.manual_seed(0)
+    net, x = FixedReshape(), torch.randn(3, 6)
+    groups = find_groups(net, x)
+    assert {g.name: g.width for g in groups} == {"fc1": 24, "fc2": 4}
+    # the surgery alone succeeds: only running the model shows the fixed view
+    with pytest.raises(RuntimeError, match="shape"):
+        resize(net, groups, {"fc2": 3}, init="reinit")(x)
+    for label in ("DS", "IS"):
+        table = verdict_table({"fc1": (label, 0.9), "fc2": (label, 0.9)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BudgetWarning)
+            plan = streamline(net, table, x, budget=0.6 * count_params(net), budget_kind="params")
+        rows = plan.table.set_index("group")
+        assert plan.widths["fc2"] == 4
+        assert rows.reason["fc2"].startswith("kept: resizing it failed")
+        assert "shape" in rows.reason["fc2"]
+        assert plan.widths["fc1"] != 24  # the other group still moves
+        new = plan.apply(net)
+        assert {g.name: g.width for g in find_groups(new, x)} == plan.widths
+        assert new(x).shape == (3, 3)
+
+
+def test_apply_turns_every_failure_into_one_resize_error_naming_the_moved_groups(cnn):
+    net, x, groups = cnn
+    a, b, c = (g.name for g in groups)
+    table = verdict_table({a: ("DS", 1.0), b: ("IS", 1.0), c: ("IS", 1.0)})
+    plan = streamline(net, table, x, budget="flops", floor="none")
+    moved = [g for g, w in plan.widths.items() if w != plan.old_widths[g]]
+    assert moved
+
+    class Broken(type(net)):  # the resized copy cannot even be traced
+        def forward(self, x):
+            raise ValueError("this model refuses to run")
+
+    broken = Broken.__new__(Broken)
+    broken.__dict__ = dict(net.__dict__)
+    with pytest.raises(ResizeError) as err:
+        plan.apply(broken)
+    text = str(err.value)
+    assert "\n" not in text and "could not be applied" in text
+    assert all(g in text for g in moved) and "refuses to run" in text
+
+
+def test_floors_off_a_rules_multiples_are_rounded_up_so_the_need_pool_never_crashes():
+    # GroupNorm(3, 12): widths stay multiples of 3, and min_width=4 is not one. Before, the
+    # need pool planned 4 channels and streamline raised a ResizeError from its own search.
+    import archs
+
+    model, x = archs.groupnorm_cnn()
+    groups = find_groups(model, x)
+    rules = streamline_module.width_rules(model, groups)
+    assert {g.name: rules[g.name].multiple_of for g in groups} == {"0": 4, "3": 3}
+    table = verdict_table({"0": ("DS", 0.9), "3": ("undetermined", 0.9)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetWarning)
+        plan = streamline(model, table, x, budget=0.6 * count_params(model), budget_kind="params")
+    assert plan.widths["3"] < 12
+    assert all(w % rules[g].multiple_of == 0 and w >= 4 for g, w in plan.widths.items())
+    new = plan.apply(model)
+    assert {g.name: g.width for g in find_groups(new, x)} == plan.widths

@@ -442,6 +442,8 @@ class NormPlan:
         partial = [n for n in by_param if sharded[n] is not None]
         self._params = [(n, sorted(by_param[n])) for n in complete + partial]
         self._links = _links(self.model, sorted({slots[n][2] for n in by_param}))
+        # (the parent's _modules dict, name, child): stale()'s check without attribute lookups
+        self._link_dicts = [(parent._modules, name, child) for parent, name, child in self._links]
         self._shapes = {n: tuple(self._param(n).shape) for n in by_param}
         dtensor = _dtensor_type()
         base: dict[tuple[str, int], int] = {}
@@ -523,6 +525,11 @@ class NormPlan:
     def stale(self) -> list[str]:
         """Paths of modules the plan reads that the model no longer holds (cheap: one identity
         check per module on the way to a member)."""
+        for held, name, child in self._link_dicts:  # every snapshot: the cheap check first
+            if held.get(name) is not child:
+                break
+        else:
+            return []
         return [
             f"{_path_of(parent, self.model)}{name}"
             for parent, name, child in self._links
@@ -682,7 +689,6 @@ class NormPlan:
         self._fast[device] = (reduced, views, batches)
         return reduced, views, batches
 
-    @torch.no_grad()
     def reduce(self, *, fresh: bool = True) -> torch.Tensor:
         """Sums of squares of every (weight, dimension) the groups read, float32, on the model's
         device, summed across ranks for sharded parameters: the only part of a snapshot that
@@ -690,46 +696,70 @@ class NormPlan:
         (``fresh=False``: the plan's own buffer where it has one, valid until the next call —
         for a caller that copies it at once);
         :meth:`stats_from` turns it into the statistics."""
+        # torch.no_grad() without its context-manager objects (a decorator costs ~3 us a call,
+        # a tenth of a small model's reductions)
+        grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            return self._reduce(fresh)
+        finally:
+            torch._C._set_grad_enabled(grad)
+
+    def _reduce(self, fresh: bool) -> torch.Tensor:
         f32 = torch.float32
         device = None
         reduced = None
         views: list[_Views | None] = []
         batches: dict[int, _Batch] = {}
         readers = self._readers
+        cpu = False
         done = 0  # readers before this one were reduced with their batch
         for i, (module, leaf, name, dims, shape, plain, _, _, a) in enumerate(readers):
             if i < done:
                 continue
-            param = cast(torch.Tensor, module._parameters[leaf])
-            if param.shape != shape:
+            param = module._parameters[leaf]
+            if param is None or param.shape != shape:
                 _checked(module, leaf, name, shape)  # raises ModelChangedError
+                continue  # (not reached)
             if reduced is None:
                 device = param.device if plain else local_shard(param).tensor.device
                 reduced, views, batches = self._fast_views(device)
-            batch = batches.get(i)
-            if batch is not None:
-                ms = [param, *(_checked(*r[:3], r.shape) for r in readers[i + 1 : i + batch.n])]
-                if all(_fast_ok(m, device) for m in ms):
-                    _reduce_batch(batch, ms)
-                    done = i + batch.n
-                    continue
+                cpu = device.type == "cpu"
+            if batches:
+                batch = batches.get(i)
+                if batch is not None:
+                    ms = [param, *(_checked(*r[:3], r.shape) for r in readers[i + 1 : i + batch.n])]
+                    if all(_fast_ok(m, device) for m in ms):
+                        _reduce_batch(batch, ms)
+                        done = i + batch.n
+                        continue
             v = views[i]
             if (
                 v is not None
-                and param.dtype == f32
-                and param.device == device
+                and param.dtype is f32
+                and (param.is_cpu if cpu else param.device == device)
                 and param.is_contiguous()
             ):
                 # the kernels of _sums_of_squares, so the same numbers
                 m = param if param.ndim == 2 else param.view(v.rows, -1)
-                if v.kind == _ROWS:
+                kind = v.kind
+                if kind == _ROWS:
                     torch.linalg.vector_norm(m, dim=1, out=v.rows_out).square_()
                     continue
-                cols = cast(torch.Tensor, v.cols_out if v.tmp is None else v.tmp)
-                _square_sums(m, v.per, v.blocks, cols, v.part)
-                if v.tmp is not None:
+                tmp = v.tmp
+                blocks = v.blocks
+                if len(blocks) == 1:  # _square_sums' first case, inline
+                    sq, r = blocks[0]
+                    torch.square(m, out=sq)
+                    if r is not None:
+                        torch.sum(sq, 1, out=r)
+                    torch.sum(sq, 0, out=v.cols_out if tmp is None else tmp)
+                else:
+                    cols = v.cols_out if tmp is None else tmp
+                    _square_sums(m, v.per, blocks, cast(torch.Tensor, cols), v.part)
+                if tmp is not None:
                     out = cast(torch.Tensor, v.cols_out)
-                    torch.sum(v.tmp.view(out.shape[0], -1), 1, out=out)
+                    torch.sum(tmp.view(out.shape[0], -1), 1, out=out)
                 continue
             # plain tensors skip local_shard (a per-call import and dataclass: fixed cost that
             # dominates a small model's snapshot)

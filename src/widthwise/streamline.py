@@ -32,8 +32,12 @@ Contract:
 * every group obeys its width rule (:func:`widthwise.resize.width_rules`): widths are multiples
   of ``multiple_of`` and at least ``minimum``, tied groups move together (by one factor), and a
   group whose rule says ``widen=False`` is never widened;
-* every resize the plan asks for runs: each moving group is first resized once on its own, and
-  a group whose trial resize fails is kept at its width with the error as its reason;
+* every resize the plan asks for runs: each moving group is first resized once on its own and
+  run on the example inputs, and a group whose trial fails is kept at its width with the error
+  as its reason; the finished plan is then resized whole, run and grouped again (the checks of
+  :meth:`WidthPlan.apply`), and a group it fails on is kept too;
+* ``WidthPlan.apply`` raises :class:`ResizeError` naming the moved groups, and nothing else, for
+  any failure (Torch-Pruning's cut is retried with widthwise's own surgery first);
 * a budget the rules cannot meet is never silently missed: the closest plan comes back with
   ``plan.budget["met"] == False`` and a :class:`BudgetWarning` naming what stopped it
   (``on_miss="raise"`` raises :class:`BudgetError` instead);
@@ -248,32 +252,29 @@ class WidthPlan:
         change of the output is stored in ``self.output_change``, with a :class:`UserWarning`
         when a function-preserving ``init`` moved it by more than ``OUTPUT_CHANGE_WARN``.
         """
-        groups, widths, base = self.groups, self.widths, model
-        if not widths:
-            return copy.deepcopy(model)
-        if self.example_inputs is not None and init != "reinit":
-            # Narrowing is Torch-Pruning's job where it can cut the group; the rest (widening,
-            # recurrent and attention-internal groups) is widthwise's own surgery.
-            base, cut = shrink_with_torch_pruning(model, groups, widths, self.example_inputs)
-            if cut:
-                found = {g.name: g for g in find_groups(base, self.example_inputs)}
-                lost = sorted(set(widths) - set(found))
-                if lost:
-                    raise ResizeError(f"after Torch-Pruning's cuts, groups not found again: {lost}")
-                groups = list(found.values())
-                widths = {k: v for k, v in widths.items() if k not in cut}
-        new = resize(base, groups, widths, init=init, seed=seed)
-        if self.example_inputs is not None:
+        moved = [g for g, w in self.widths.items() if w != self.old_widths.get(g, w)]
+        if not moved:
             try:
-                with torch.no_grad():
-                    after = _call(new.eval(), self.example_inputs)
-            except Exception as exc:  # surgery bug or unsupported module: say which
-                raise ResizeError(f"the resized model's forward pass failed: {exc}") from exc
-            new.train(model.training)
-            got = {g.name: g.width for g in find_groups(new, self.example_inputs)}
-            wrong = {k: (v, got.get(k)) for k, v in self.widths.items() if got.get(k) not in (v,)}
-            if wrong:
-                raise ResizeError(f"achieved widths differ from the plan (planned, got): {wrong}")
+                return copy.deepcopy(model)
+            except Exception as exc:
+                raise ResizeError(f"the model cannot be copied: {_one_line(exc)}") from None
+        failures = []
+        # Narrowing is Torch-Pruning's job where it can cut the group; the rest (widening,
+        # recurrent and attention-internal groups) is widthwise's own surgery. Where the cut
+        # model fails the checks, widthwise's surgery does it all.
+        paths = [True, False] if self.example_inputs is not None and init != "reinit" else [False]
+        for use_tp in paths:
+            try:
+                new, after = self._resized(model, init, seed, use_tp)
+                break
+            except Exception as exc:  # every failure becomes one ResizeError
+                failures.append(_one_line(exc))
+        else:
+            raise ResizeError(
+                f"the plan for {', '.join(moved) or 'these groups'} could not be applied: "
+                + failures[-1]
+            ) from None
+        if self.example_inputs is not None:
             self.output_change = _output_change(model, after, self.example_inputs)
             if (
                 init != "reinit"
@@ -287,6 +288,43 @@ class WidthPlan:
                     stacklevel=2,
                 )
         return new
+
+    def _resized(
+        self, model: nn.Module, init: Init, seed: int, use_tp: bool
+    ) -> tuple[nn.Module, Any]:
+        """The resized model and its output on ``example_inputs`` (None without them), with
+        Torch-Pruning's cuts first when ``use_tp``; raises where the widths are not met."""
+        groups, widths, base = self.groups, self.widths, model
+        if use_tp:
+            base, cut = shrink_with_torch_pruning(model, groups, widths, self.example_inputs)
+            if cut:
+                found = {g.name: g for g in find_groups(base, self.example_inputs)}
+                lost = sorted(set(widths) - set(found))
+                if lost:
+                    raise ResizeError(f"after Torch-Pruning's cuts, groups not found again: {lost}")
+                groups = list(found.values())
+                widths = {k: v for k, v in widths.items() if k not in cut}
+        new = resize(base, groups, widths, init=init, seed=seed)
+        if self.example_inputs is None:
+            return new, None
+        try:
+            with torch.no_grad():
+                after = _call(new.eval(), self.example_inputs)
+        except Exception as exc:  # surgery bug or unsupported module: say which
+            raise ResizeError(f"the resized model's forward pass failed: {exc}") from exc
+        new.train(model.training)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the groups it leaves out were left out before
+            got = {g.name: g.width for g in find_groups(new, self.example_inputs)}
+        wrong = {k: (v, got.get(k)) for k, v in self.widths.items() if got.get(k) not in (v,)}
+        if wrong:
+            raise ResizeError(f"achieved widths differ from the plan (planned, got): {wrong}")
+        return new, after
+
+    @property
+    def old_widths(self) -> dict[str, int]:
+        """``{group: width today}``."""
+        return {str(g): int(w) for g, w in zip(self.table.group, self.table.old_width)}
 
     def to_config(self, model: nn.Module) -> dict[str, Any]:
         """The zoo model's constructor arguments with the planned widths.
@@ -434,8 +472,8 @@ def streamline(
         lo = _narrowest(u, min_width, min_fraction)
         if floor == "ifm":
             lo = max([lo] + [ifm_width(channel_vectors(model, g)) for g in u.groups])
-        u.floor = lo
-    _trial_resizes(model, groups, units)
+        u.floor = math.ceil(lo / u.step) * u.step
+    _trial_resizes(model, groups, units, example_inputs)
     moving = [u for u in units if u.direction]
 
     def widths_at(k: float, t: float) -> dict[str, int]:
@@ -452,12 +490,18 @@ def streamline(
             out.update(_spread(u, w))
         return out
 
-    cache: dict[tuple[tuple[str, int], ...], float] = {}
+    # today's widths cost what the model costs (a model that cannot be copied still has a plan)
+    cache: dict[tuple[tuple[str, int], ...], float] = {
+        tuple(sorted((g.name, g.width) for g in groups)): original
+    }
 
     def cost(w: dict[str, int]) -> float:
         key = tuple(sorted(w.items()))
         if key not in cache:
-            cache[key] = cost_fn(_trial_resize(model, groups, w))
+            try:
+                cache[key] = cost_fn(_trial_resize(model, groups, w))
+            except Exception:  # widths each fine alone, not together: out of reach
+                cache[key] = math.inf
         return cache[key]
 
     t_max = max(
@@ -480,10 +524,27 @@ def streamline(
         else:
             best = widths_at(k_max, 0.0)
     if cost(best) > target * (1 + tolerance):  # only here: the IS groups alone fall short
-        _trial_narrowing(model, groups, [u for u in units if u.shrink_ok and u.direction >= 0])
+        pool = [u for u in units if u.shrink_ok and u.direction >= 0]
+        _trial_narrowing(model, groups, pool, example_inputs)
         best = _shrink_by_need(units, best, cost, target, min_width, min_fraction)
         moving = [u for u in units if u.direction]
     best = _refine(best, moving, cost, target, tolerance, max_factor)
+    for _ in range(3):  # every resize the plan asks for runs: the whole plan is tried once
+        bad = _plan_failures(model, groups, units, best, example_inputs)
+        if not bad:
+            break
+        for u in units:
+            if id(u) in bad:
+                u.direction, u.shrink_ok, u.shrunk_by_need = 0, False, False
+                u.reason = f"kept: the planned resize failed ({bad[id(u)]})"
+                best.update({g.name: g.width for g in u.groups})
+        moving = [u for u in units if u.direction]
+        best = _refine(best, moving, cost, target, tolerance, max_factor)
+    if _plan_failures(model, groups, units, best, example_inputs):  # still: keep every width
+        for u in moving:
+            u.direction, u.shrunk_by_need = 0, False
+            u.reason = "kept: no plan moving it could be resized and run"
+        best = {g.name: g.width for g in groups}
     achieved = cost(best)
     met = abs(achieved - target) <= tolerance * target
 
@@ -676,8 +737,72 @@ def _shrink_by_need(
 
 def _narrowest(u: _Unit, min_width: int, min_fraction: float) -> int:
     """The leader width ``u`` may narrow to under the amount rules (before any IFM floor)."""
-    step_floor = math.ceil(min_fraction * u.lead.width / u.step) * u.step
-    return max(u.floor, min_width, step_floor)
+    lo = max(u.floor, min_width, min_fraction * u.lead.width)
+    return math.ceil(lo / u.step) * u.step  # a floor off the rule's multiples breaks resize
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type where the message does not say it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, ResizeError):
+        text = f"{type(exc).__name__}: {text}"
+    return text[:300]
+
+
+def _runs(model: nn.Module, example_inputs: Any) -> None:
+    """A forward pass of a trial model on the example inputs (raises where it fails)."""
+    with torch.no_grad():
+        _call(model.eval(), example_inputs)
+
+
+def _plan_failures(
+    model: nn.Module,
+    groups: Sequence[ChannelGroup],
+    units: Sequence[_Unit],
+    widths: dict[str, int],
+    example_inputs: Any,
+) -> dict[int, str]:
+    """The moving units (by ``id``) whose planned resize does not run: the whole plan is resized
+    once, run on the example inputs and grouped again (the checks of ``WidthPlan.apply``);
+    where that fails, the units are blamed by the widths found again, else by resizing them
+    alone, else one at a time on top of the ones that passed."""
+    moved = [u for u in units if any(widths[g.name] != g.width for g in u.groups)]
+
+    def fails(ws: dict[str, int], regroup: bool) -> tuple[str | None, set[str]]:
+        try:
+            new = _trial_resize(model, groups, ws)
+            _runs(new, example_inputs)
+            if not regroup:
+                return None, set()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = {g.name: g.width for g in find_groups(new, example_inputs)}
+        except Exception as exc:  # any failure keeps the unit at its width
+            return _one_line(exc), set()
+        wrong = {k for k, v in ws.items() if got.get(k) != v}
+        return (f"found again at another width: {sorted(wrong)}" if wrong else None), wrong
+
+    if not moved:
+        return {}
+    why, wrong = fails(widths, regroup=True)
+    if why is None:
+        return {}
+    if wrong:
+        return {id(u): why for u in moved if any(g.name in wrong for g in u.groups)}
+    base = {g.name: g.width for g in groups}
+    alone = {id(u): fails({**base, **_spread(u, widths[u.lead.name])}, False)[0] for u in moved}
+    bad = {k: w for k, w in alone.items() if w is not None}
+    if bad:
+        return bad
+    ok = dict(base)
+    for u in moved:  # only a combination fails: keep adding units while the whole runs
+        trial = {**ok, **_spread(u, widths[u.lead.name])}
+        w = fails(trial, False)[0]
+        if w is None:
+            ok = trial
+        else:
+            bad[id(u)] = w
+    return bad
 
 
 def _trial_resize(
@@ -696,19 +821,25 @@ def _spread(u: _Unit, lead_width: int) -> dict[str, int]:
 
 
 def _trial_narrowing(
-    model: nn.Module, groups: Sequence[ChannelGroup], units: Sequence[_Unit]
+    model: nn.Module, groups: Sequence[ChannelGroup], units: Sequence[_Unit], example_inputs: Any
 ) -> None:
     """Resize each unit of the need pool one step narrower; one that fails leaves the pool."""
     for u in units:
         w = max(u.step, u.lead.width - u.step)
-        failed = "no narrower width" if w == u.lead.width else _resize_fails(model, groups, u, w)
+        failed = (
+            "no narrower width"
+            if w == u.lead.width
+            else _resize_fails(model, groups, u, w, example_inputs)
+        )
         if failed is not None:
             u.shrink_ok = False
             if not u.direction:
                 u.reason += f"; narrowing it failed ({failed})"
 
 
-def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list[_Unit]) -> None:
+def _trial_resizes(
+    model: nn.Module, groups: Sequence[ChannelGroup], units: list[_Unit], example_inputs: Any
+) -> None:
     """Resize every moving unit once, one step in its direction; keep those that fail."""
     for u in units:
         if not u.direction:
@@ -719,7 +850,7 @@ def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list
             u.direction, u.reason = 0, f"kept: no narrower width is a multiple of {u.step}"
             u.shrink_ok = False
             continue
-        failed = _resize_fails(model, groups, u, w)
+        failed = _resize_fails(model, groups, u, w, example_inputs)
         if failed is not None:
             # a failed narrowing also keeps it out of the need pool; a failed widening does not
             u.shrink_ok = u.shrink_ok and u.direction > 0
@@ -727,14 +858,20 @@ def _trial_resizes(model: nn.Module, groups: Sequence[ChannelGroup], units: list
 
 
 def _resize_fails(
-    model: nn.Module, groups: Sequence[ChannelGroup], u: _Unit, lead_width: int
+    model: nn.Module,
+    groups: Sequence[ChannelGroup],
+    u: _Unit,
+    lead_width: int,
+    example_inputs: Any,
 ) -> str | None:
-    """Why resizing ``u`` to ``lead_width`` fails, or None when it runs."""
+    """Why resizing ``u`` to ``lead_width`` fails, or None when it runs: resized, then run on
+    the example inputs (a width written into the forward, e.g. a reshape to fixed sizes, only
+    fails there)."""
     try:
         _check_widths(model, groups, _spread(u, lead_width))
-        _trial_resize(model, groups, _spread(u, lead_width))
-    except RuntimeError as exc:  # ResizeError, or a raw error from an unsupported module
-        return str(exc)
+        _runs(_trial_resize(model, groups, _spread(u, lead_width)), example_inputs)
+    except Exception as exc:  # ResizeError, or a raw error from any module
+        return _one_line(exc)
     return None
 
 

@@ -215,7 +215,8 @@ class WidthTracker:
             if self._reductions_first:
                 # the plan's own buffer where it can: append_pending copies it at once
                 out = self.plan.reduce(fresh=False)
-                reduced = out.cpu().numpy()  # (on the CPU already: the same tensor, no copy)
+                # (on the CPU already: the same memory, no copy)
+                reduced = out.numpy() if out.is_cpu else out.cpu().numpy()
                 # durable now, cheap for the caller: the reductions in one small transaction;
                 # the statistics rows follow on the writer thread (readers compute them until
                 # then, from the same numbers with the same code)

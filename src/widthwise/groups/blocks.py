@@ -44,6 +44,11 @@ class KnownBlock:
     #: the rows of output channel 0, the head count); the walks stop at that merge and take
     #: these rows, permuted within heads
     values: tuple[nn.Module, Member, int] | None = None
+    #: where the merged output's channel ``h * d + j`` is no row offset of the producer
+    #: (HaloAttn's ``kv`` rows ``[k | v]`` per head; LambdaLayer's one ``v`` for all heads):
+    #: (``d``, the producer members of dim ``j`` of every head); the walk from the merge is
+    #: then folded onto the ``d`` dims, its members repeated for every head
+    tiled: tuple[int, tuple[Member, ...]] | None = None
 
 
 def known_blocks(model: nn.Module) -> list[KnownBlock]:
@@ -62,10 +67,12 @@ def known_blocks(model: nn.Module) -> list[KnownBlock]:
             or _spatial_gate(name, module)
             or _gated_single_head(name, module)
             or _talking_heads(name, module)
+            or _halo_attention(name, module)
+            or _lambda_layer(name, module)
         )
         if block is not None:
             out.append(block)
-    return out
+    return out + _factor_attention(model)
 
 
 def _mamba_mixer(name: str, m: nn.Module) -> KnownBlock | None:
@@ -609,3 +616,151 @@ def _talking_heads(name: str, m: nn.Module) -> KnownBlock | None:
         (note.format("value"),),
     )
     return KnownBlock(name, (keys, values), (f"{p}qkv",))
+
+
+def _conv_rows(path: str, conv: nn.Conv2d | nn.Conv3d, offsets: range) -> list[Member]:
+    out = [Member(f"{path}.weight", 0, "producer", o) for o in offsets]
+    if conv.bias is not None:
+        out += [Member(f"{path}.bias", 0, "other", o) for o in offsets]
+    return out
+
+
+def _halo_attention(name: str, m: nn.Module) -> KnownBlock | None:
+    """Halo attention (timm's ``HaloAttn``): ``q`` conv of ``heads * dqk`` channels, ``kv``
+    conv of ``heads * (dqk + dv)`` channels, ``[k | v]`` per head, unfolded into halo blocks;
+    logits ``q @ k`` plus ``q`` against relative-position tables (``pos_embed``, last dim
+    ``dqk``, shared by all heads); ``attn @ v`` merged back to ``heads * dv`` channels. The
+    key dims permute in q, k and the tables, each dim in every head at once; value dim ``j``
+    of every head permutes with the readers of the output (the walks cannot follow the head
+    reshapes and the unfold)."""
+    heads, dqk, dv = (getattr(m, a, None) for a in ("num_heads", "dim_head_qk", "dim_head_v"))
+    q, kv, pos = getattr(m, "q", None), getattr(m, "kv", None), getattr(m, "pos_embed", None)
+    if not all(isinstance(v, int) and v > 1 for v in (dqk, dv)) or not isinstance(heads, int):
+        return None
+    assert isinstance(dqk, int) and isinstance(dv, int)
+    if not (isinstance(q, nn.Conv2d) and isinstance(kv, nn.Conv2d) and isinstance(pos, nn.Module)):
+        return None
+    if q.groups != 1 or kv.groups != 1 or heads < 1:
+        return None
+    if q.out_channels != heads * dqk or kv.out_channels != heads * (dqk + dv):
+        return None
+    tables = [n for n, t in pos.named_parameters() if t.ndim == 2 and t.shape[-1] == dqk]
+    if not tables or len(tables) != len(list(pos.parameters())):
+        return None
+    p = f"{name}." if name else ""
+    step = dqk + dv
+    members = _conv_rows(f"{p}q", q, range(0, heads * dqk, dqk))
+    members += _conv_rows(f"{p}kv", kv, range(0, heads * step, step))
+    members += [Member(f"{p}pos_embed.{t}", 1, "other") for t in tables]
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)", dqk, tuple(members), (f"{p}q", f"{p}kv"), "attention",
+        1, ("halo attention: dim i of every head's query, key and position tables",),
+    )  # fmt: skip
+    values = (kv, Member(f"{p}kv.weight", 0, "producer"), heads)
+    tiled = (dv, tuple(_conv_rows(f"{p}kv", kv, range(dqk, heads * step, step))))
+    layers = (f"{p}q", f"{p}kv", *(f"{p}pos_embed.{t}" for t in tables))
+    return KnownBlock(name, (keys,), layers, values, tiled)
+
+
+def _lambda_layer(name: str, m: nn.Module) -> KnownBlock | None:
+    """LambdaNet's lambda layer (timm's ``LambdaLayer``): one ``qkv`` conv split into q
+    (``heads * K``, BatchNorm ``norm_q``), k (``K``) and v (``V``, BatchNorm ``norm_v``);
+    content lambda ``softmax(k) @ v``, position lambda from ``conv_lambda`` (a Conv3d with
+    ``K`` outputs over v's map) or a relative-position table ``pos_emb`` (last dim ``K``);
+    every head's queries read both lambdas, and output channel ``h * V + j`` is value dim ``j``
+    of head ``h`` (one v for all heads). The key dims permute in q (every head), k, norm_q
+    and the position lambda; value dim ``j`` permutes with ``norm_v`` and the output's channel
+    ``j`` of every head."""
+    heads, dk, dv = (getattr(m, a, None) for a in ("num_heads", "dim_qk", "dim_v"))
+    qkv, nq, nv = (getattr(m, a, None) for a in ("qkv", "norm_q", "norm_v"))
+    conv, table = getattr(m, "conv_lambda", None), getattr(m, "pos_emb", None)
+    if not (isinstance(heads, int) and isinstance(dk, int) and isinstance(dv, int)):
+        return None
+    if not (isinstance(qkv, nn.Conv2d) and qkv.groups == 1 and heads > 0 and dk > 1 and dv > 1):
+        return None
+    if qkv.out_channels != heads * dk + dk + dv:
+        return None
+    norms = [(a, n) for a, n in (("norm_q", nq), ("norm_v", nv)) if isinstance(n, nn.Module)]
+    if any(not isinstance(n, nn.BatchNorm2d) for _, n in norms):
+        return None
+    p = f"{name}." if name else ""
+    members = _conv_rows(f"{p}qkv", qkv, range(0, heads * dk + 1, dk))
+    if isinstance(nq, nn.BatchNorm2d) and nq.affine:
+        members += [Member(f"{p}norm_q.{w}", 0, "norm", h * dk) for w in ("weight", "bias")
+                    for h in range(heads)]  # fmt: skip
+    layers = [f"{p}qkv"]
+    if isinstance(conv, nn.Conv3d) and conv.out_channels == dk and conv.in_channels == 1:
+        members += _conv_rows(f"{p}conv_lambda", conv, range(1))
+        layers.append(f"{p}conv_lambda")
+    elif isinstance(table, nn.Parameter) and table.shape[-1] == dk and conv is None:
+        members.append(Member(f"{p}pos_emb", table.ndim - 1, "other"))
+        layers.append(f"{p}pos_emb")
+    else:
+        return None
+    keys = ChannelGroup(
+        f"{name or 'attention'} (keys)", dk, tuple(members), tuple(layers), "attention", 1,
+        ("lambda layer: dim i of every head's query, the key and the position lambda",),
+    )  # fmt: skip
+    rows = _conv_rows(f"{p}qkv", qkv, range(heads * dk + dk, heads * dk + dk + 1))
+    if isinstance(nv, nn.BatchNorm2d) and nv.affine:
+        rows += [Member(f"{p}norm_v.{w}", 0, "norm") for w in ("weight", "bias")]
+    values = (qkv, Member(f"{p}qkv.weight", 0, "producer"), heads)
+    return KnownBlock(name, (keys,), tuple(layers), values, (dv, tuple(rows)))
+
+
+def _factor_attention(model: nn.Module) -> list[KnownBlock]:
+    """CoaT's factorized attention with convolutional relative position encoding (timm's
+    ``FactorAttnConvRelPosEnc``): a ``qkv`` Linear (``[q | k | v]``, ``heads`` heads of ``d``
+    dims), ``q @ (softmax(k)^T @ v)`` plus ``q * crpe(v)``, where ``crpe`` splits v's
+    channels by groups of heads into depthwise convs (``conv_list``, one kernel size per group)
+    and is shared by several blocks; ``proj`` reads the merged heads. Query, key and value
+    dim ``j`` meet each other in every head, so dim ``j`` of every head permutes in q, k, v,
+    the depthwise convs and ``proj``'s columns, in every block sharing one ``crpe`` at once.
+    (Whole heads could move only within one kernel group; not written.)"""
+    names = {id(mod): n for n, mod in model.named_modules()}
+    shared: dict[int, tuple[nn.Module, list[tuple[str, nn.Linear, nn.Linear, object]]]] = {}
+    for name, m in model.named_modules():
+        crpe, qkv, proj = (getattr(m, a, None) for a in ("crpe", "qkv", "proj"))
+        if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
+            continue
+        if isinstance(crpe, nn.Module) and isinstance(
+            getattr(crpe, "conv_list", None), nn.ModuleList
+        ):
+            entry = (name, qkv, proj, getattr(m, "num_heads", None))
+            shared.setdefault(id(crpe), (crpe, []))[1].append(entry)
+    out = []
+    for crpe, users in shared.values():
+        heads, c = users[0][3], users[0][2].in_features
+        splits = list(getattr(crpe, "head_splits", ()))
+        if not isinstance(heads, int) or heads < 1 or c % heads or sum(splits) != heads:
+            continue
+        d = c // heads
+        convs = list(getattr(crpe, "conv_list"))  # noqa: B009
+        if d < 2 or len(convs) != len(splits) or id(crpe) not in names:
+            continue
+        if any(not (isinstance(v, nn.Conv2d) and v.groups == v.in_channels == v.out_channels
+                    == s * d) for v, s in zip(convs, splits)):  # fmt: skip
+            continue
+        if any(h != heads or qkv.out_features != 3 * c or proj.in_features != c
+               for _, qkv, proj, h in users):  # fmt: skip
+            continue
+        cp = names[id(crpe)]
+        members: list[Member] = []
+        layers: list[str] = []
+        for name, qkv, _, _ in users:
+            p = f"{name}." if name else ""
+            members += [Member(f"{p}qkv.weight", 0, "producer", o) for o in range(0, 3 * c, d)]
+            if qkv.bias is not None:
+                members += [Member(f"{p}qkv.bias", 0, "other", o) for o in range(0, 3 * c, d)]
+            members += [Member(f"{p}proj.weight", 1, "consumer", o) for o in range(0, c, d)]
+            layers += [f"{p}qkv", f"{p}proj"]
+        for k, (v, s) in enumerate(zip(convs, splits)):
+            members += _conv_rows(f"{cp}.conv_list.{k}", v, range(0, s * d, d))
+            layers.append(f"{cp}.conv_list.{k}")
+        group = ChannelGroup(
+            f"{cp} (heads)", d, tuple(members), tuple(layers), "attention", 1,
+            ("factorized attention with conv position encoding: dim j of every head in q, k, "
+             "v, the depthwise convs and proj, in every block sharing the convs",),
+        )  # fmt: skip
+        out.append(KnownBlock(cp, (group,), tuple(n for n in layers if not n.endswith("proj"))))
+    return out

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from widthwise.groups.candidates import (
+    _HEADS_ATTRS,
     Candidate,
     ProjectionSpec,
     _channel_size,
@@ -94,6 +95,7 @@ from widthwise.groups.tracing import (
     _blocks,
     _conv1d_pruner,
     _cut_channel_broadcasts,
+    _cut_group_statistics,
     _cut_scoring_products,
     _cut_token_linears,
     _embedding_bag_pruner,
@@ -192,6 +194,9 @@ def find_groups(
         for m, training in modes.items():
             m.training = training
 
+
+#: the seed of the second weight draw (:meth:`_Finder._second_symmetry`)
+_SECOND_SEED = 2
 
 _MATMUL_OPS = ("mm", "matmul", "einsum", "linear", "convolution", "dot", "attention", "embedding")
 
@@ -379,6 +384,8 @@ def _parameter(f: _Finder, raw: _Raw, it: _Item) -> None:
     if name in f.declared.stream:  # a layout known from the module's structure (.layouts)
         f._declared_member(raw, it, name)
         return
+    if f._head_table_in_scores(name, p, dim, need):
+        return
     owner = f.modules.get(name.rpartition(".")[0])
     # the scale of a norm layer Torch-Pruning does not know (RMSNorm in Llama, T5, ...)
     norm = p.ndim == 1 and owner is not None and "norm" in type(owner).__name__.lower()
@@ -481,6 +488,7 @@ class _Finder:
         # left_out key of a raw parameter met in a product -> the roots whose walks met it
         self.param_roots: dict[str, set[str]] = {}
         self._sym: Symmetry | None = None
+        self._sym2: Symmetry | None = None  # the second, independent weight draw
         self.declared = declared_layouts(model)
 
     # -- input / output plumbing ------------------------------------------------------------
@@ -742,6 +750,7 @@ class _Finder:
         self.value_merges = self._cut_value_merges(dg)
         # once for all roots (Torch-Pruning redoes it per group: quadratic in model size)
         _update_index_mapping(dg)
+        self.group_stats = _cut_group_statistics(dg)
         budget = _STEPS_PER_NODE * max(len(dg.module2node), 50)
         # no index list can be longer than the longest tensor dimension it could address
         self.max_idxs = max((max(p.shape, default=1) for p in self.params.values()), default=1)
@@ -798,6 +807,8 @@ class _Finder:
                 continue
             if _is_head_table(root, self._owners([self.module_name[root]])):
                 continue  # one output per head (Swin-V2's position-bias MLP): fixed, no walk
+            if self._rows_declared(root):
+                continue
             walk_from(root, None)
         # the rest of a convolution whose walk reached only some of its outputs (RexNet's
         # shortcut added to the first channels of a wider block): a walk from the channels not
@@ -1093,8 +1104,15 @@ class _Finder:
             # a router's expert channels reach a per-token weight several at a time
             raw.broadcast = True
             return
+        if node in self.group_stats:  # a hand-written group norm's statistic reads them
+            self._group_statistic(raw, node, idxs, roots)
+            return
         if node in self.value_merges:  # a block's output merged from heads (blocks.py)
             self.merges_reached.add(node)
+            if node in self.tiled_merges:  # folded onto its head dims by its own walk only
+                merged = _module_of(self.value_merges[node][0].param)
+                raw.reasons.append(f"reaches the merged heads of '{merged}'")
+                return
             layout = _layout(idxs, roots, raw.width)
             rows, heads = self.value_merges[node]
             if layout is None:
@@ -1125,6 +1143,35 @@ class _Finder:
             raw.rearranged = True
             return
         builder(self, raw, _Item(node, module, mname, is_in, layout))
+
+    def _head_table_in_scores(self, name: str, p: torch.Tensor, dim: int, need: int) -> bool:
+        """A raw ``(positions, heads)`` table (Swin's and GC-ViT's relative position bias) reached
+        along its heads dim with more channels than it has heads: the walk went through a score
+        product ``q @ k^T`` into the scores the table is added to. Its entries are heads, not
+        these channels: not a member (a permutation within heads leaves it in place; the
+        permutation check decides)."""
+        if p.ndim != 2 or dim != p.ndim - 1 or need <= p.shape[dim]:
+            return False
+        for owner in self._owners([name])[:3]:
+            heads = next((getattr(owner, a) for a in _HEADS_ATTRS if hasattr(owner, a)), None)
+            if isinstance(heads, int):
+                return heads == p.shape[dim]
+        return False
+
+    def _group_statistic(self, raw: _Raw, node: TPNode, idxs: list[int], roots: list[int]) -> None:
+        """The channels reach a per-group statistic (:func:`._cut_group_statistics`): like
+        ``nn.GroupNorm``, they permute within its groups, so a group that covers whole groups
+        of it (all its channels, or a concatenated piece) gets one block per such group."""
+        channels, groups = self.group_stats[node]
+        size = channels // groups
+        off, rep = _layout(idxs, roots, raw.width) or (-1, 0)
+        if rep == 1 and off % size == 0 and raw.width % size == 0:
+            raw.divisor = math.lcm(raw.divisor, raw.width // size)
+            return
+        raw.reasons.append(
+            f"a group statistic computed by hand (reshape into {groups} groups of {size} "
+            "channels, reduce, expand back) mixes its channels with others in a group"
+        )
 
     def _inspect_op(self, raw: _Raw, node: TPNode) -> None:
         gf = node.grad_fn
@@ -1532,30 +1579,55 @@ class _Finder:
         self.blocks = known_blocks(self.model)
         out: dict[TPNode, tuple[Member, int]] = {}
         self.merges_reached: set[TPNode] = set()
+        self.tiled_merges: dict[TPNode, tuple[int, tuple[Member, ...]]] = {}
         for b in self.blocks:
             if b.values is None or b.values[0] not in dg.module2node:
                 continue
             producer, rows, heads = b.values
             width = self.params[rows.param].shape[rows.dim] - rows.offset
-            node = _head_merge(dg.module2node[producer], width)
+            if b.tiled:
+                width = heads * b.tiled[0]
+            node = _head_merge(dg.module2node[producer], width, any_shape=b.tiled is not None)
             if node is None:
                 continue
             for n in list(node.inputs):
                 node.dependencies = [d for d in node.dependencies if d.target is not n]
                 n.dependencies = [d for d in n.dependencies if d.target is not node]
             out[node] = (rows, heads)
+            if b.tiled:
+                self.tiled_merges[node] = b.tiled
         return out
+
+    def _rows_declared(self, root: nn.Module) -> bool:
+        """Every output row of ``root`` is in a group of a block written from its definition
+        (:mod:`.blocks`, value rows folded from a merge included): the groups replace what
+        its walk would build, and through the block's head reshapes that walk does not end
+        (CoaT's qkv and shared depthwise convs: each ran to its step bound)."""
+        w = getattr(root, "weight", None)
+        if not isinstance(root, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or w is None:
+            return False
+        param, held = f"{self.module_name[root]}.weight", set()
+        for b in self.blocks:
+            found = [(m, g.width) for g in b.groups for m in g.members]
+            found += [(m, b.tiled[0]) for m in b.tiled[1]] if b.tiled else []
+            for m, width in found:
+                if m.param == param and m.dim == 0:
+                    held |= _span(m, width)
+        return bool(held) and held >= set(range(w.shape[0]))
 
     def _walk_value_merges(self, dg: TPGraph, budget: int) -> list[_Raw]:
         """Walk from each head merge (:meth:`_cut_value_merges`) that no layer's walk reached
         downstream (timm's BoTNet: the attention's values are read by a BatchNorm and a conv,
         not added to a stream): their channels are the producer rows it names."""
         out = []
-        for node, (rows, _) in self.value_merges.items():
+        for node, (rows, heads) in self.value_merges.items():
             if node in self.merges_reached or time.monotonic() > self.deadline:
                 continue
             fn = dg.get_pruner_of_module(node.module).prune_out_channels
             width = self.params[rows.param].shape[rows.dim] - rows.offset
+            tiled = self.tiled_merges.get(node)
+            if tiled:
+                width = heads * tiled[0]
             root = _module_of(rows.param)
             raw = _Raw(width, root)
             raw.name, raw.kind = f"{root} (values)", "attention"
@@ -1565,8 +1637,9 @@ class _Finder:
                 self.left_out[raw.name] = f"the dependency walk from it did not end within {budget}"
                 continue
             for item in items:
-                self._convert_item(raw, *item)
-            out.append(raw)
+                if not (tiled and item[0] is node):
+                    self._convert_item(raw, *item)
+            out.append(_fold_heads(raw, heads, *tiled) if tiled else raw)
         return out
 
     def _known_blocks(
@@ -1981,6 +2054,12 @@ class _Finder:
         groups: list[ChannelGroup | None] = list(checked)  # None: left out
         for k, fixed in zip(retry, self._search(sym, options)):
             groups[k] = fixed
+        for k in range(len(checked)):  # a layout read from a view: can the check tell?
+            if k not in failing and cands[k][0].rearranged:
+                alts = [a for _, a in self._outer_blocks(checked[k])]
+                groups[k] = self._one_layout(sym, checked[k], alts)
+                if groups[k] is None:
+                    self.root_keys.setdefault(cands[k][0].root, set()).add(checked[k].name)
         for k in failing:
             raw, g = cands[k]
             if k in retry and groups[k] is not None:
@@ -2044,6 +2123,42 @@ class _Finder:
             out += [(("outer blocks", m.param, m.dim), unfolded([m])) for m in spread]
         return out
 
+    def _one_layout(
+        self, sym: Symmetry, g: ChannelGroup, alts: list[ChannelGroup]
+    ) -> ChannelGroup | None:
+        """``g``, which passed ``sym``, if none of its other layouts ``alts`` (the same channels
+        placed otherwise in some member: blocks instead of consecutive entries) passes too;
+        else the one layout that alone passes a second, independent weight draw; else None
+        (left out, with the reason). A check that passes two layouts of one member cannot see
+        that member (SKNet's ``fc_select`` behind a ReLU that is zero for every input under
+        the draw), so it must not choose between them."""
+        if not alts:
+            return g
+        if time.monotonic() > self.deadline:
+            self.left_out[g.name] = f"not verified within timeout={self.timeout:g} s"
+            return None
+        passing = [g, *(a for a in alts if sym.passes([a]))]
+        if len(passing) == 1:
+            return g
+        second = self._second_symmetry()
+        alone = [c for c in passing if second.passes([c])]
+        if len(alone) == 1:
+            return alone[0]
+        moved = sorted({m.param for a in passing[1:] for m in set(a.members) ^ set(g.members)})
+        self.left_out[g.name] = (
+            "the permutation check cannot tell apart the layouts of its channels in "
+            + ", ".join(f"'{n}'" for n in moved)
+            + " (permuting them there has no effect on the output for these inputs and "
+            "weights, e.g. behind a ReLU that is zero for every input)"
+        )
+        return None
+
+    def _second_symmetry(self) -> Symmetry:
+        """The check under a second weight draw (and other permutations), made when needed."""
+        if self._sym2 is None:
+            self._sym2 = Symmetry(self.model, self.example_inputs, seed=_SECOND_SEED)
+        return self._sym2
+
     def _tied_buffers(self, sym: Symmetry, g: ChannelGroup) -> list[str]:
         """The floating-point buffers (not a norm's running statistics) whose last dim,
         permuted with ``g``, makes ``g`` pass: fixed tables added to the channels (XGLM's one,
@@ -2102,7 +2217,11 @@ class _Finder:
             for *_, opts in placements
         ]
         out: list[ChannelGroup] = []
-        for (raw, group, why, _), g in zip(placements, self._search(sym, options)):
+        for (raw, group, why, _), g, opts in zip(placements, self._search(sym, options), options):
+            if g is not None:  # blocks or consecutive entries: only if the check tells them apart
+                g = self._one_layout(sym, g, [o for _, o in opts if o is not g])
+                if g is None:
+                    why = self.left_out.pop(group.name)
             spans = {(m.param, m.dim) for m in g.members} if g is not None else set()
             if g is None or spans & claimed:
                 self.left_out[group.name] = why
@@ -2249,7 +2368,9 @@ def _span(m: Member, width: int) -> set[int]:
     return set(range(m.offset, m.offset + width * m.repeat))
 
 
-def _head_merge(start: TPNode, width: int, limit: int = 200) -> TPNode | None:
+def _head_merge(
+    start: TPNode, width: int, limit: int = 200, any_shape: bool = False
+) -> TPNode | None:
     """The first reshape after an attention product (``attn @ v``) downstream of ``start``,
     through parameter-free ops, that makes a tensor of ``width`` channels (dim 1 of a 4-D
     map, or the last dim of tokens) out of a differently shaped one: where the heads are
@@ -2273,11 +2394,31 @@ def _head_merge(start: TPNode, width: int, limit: int = 200) -> TPNode | None:
                 fits = (len(shape) == 4 and shape[1] == width and len(before) == 3) or (
                     len(shape) == 3 and shape[-1] == width and len(before) == 4
                 )
+                # any_shape: from B, heads, d, HW or a halo's B*heads, blocks, b, b, d
+                fits |= any_shape and len(shape) == 4 and shape[1] == width and before != shape
                 if fits:
                     return nxt
             if next(iter(getattr(nxt.module, "parameters", lambda: iter(()))()), None) is None:
                 queue.append((nxt, product))
     return None
+
+
+def _fold_heads(raw: _Raw, heads: int, d: int, rows: tuple[Member, ...]) -> _Raw:
+    """The walk ``raw`` from a merge of ``heads`` heads of ``d`` dims (its channel ``h * d +
+    j``) as a group of the ``d`` dims: each member repeated at every head's offset, and the
+    producer ``rows`` of dim ``j`` of every head (:attr:`.blocks.KnownBlock.tiled`)."""
+    out = _Raw(d, raw.root)
+    per_channel = ("width", "members", "rnn_out", "grouped_in", "multiplied", "fused", "unplaced")
+    for k, v in vars(raw).items():
+        if k not in per_channel:
+            setattr(out, k, v)
+        elif k != "width" and k != "members" and v:  # laid out on the merged channels
+            out.reasons.append(f"reaches a layer that reads the merged heads of '{raw.root}'")
+    out.add(rows)
+    out.add(
+        replace(m, offset=m.offset + h * d * m.repeat) for m in raw.members for h in range(heads)
+    )
+    return out
 
 
 def _divisors(n: int) -> list[int]:

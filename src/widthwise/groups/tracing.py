@@ -212,8 +212,10 @@ def _map_conv_concat(node: TPNode) -> bool:
         offsets.append(offsets[-1] + int(f._input_metadata[nr].shape[1]))
     node.module.concat_sizes = [int(f._input_metadata[nr].shape[1]) for f, nr in edges]
     node.module.offsets = offsets
-    if not node.enable_index_mapping:
-        return True
+    # mapped even where Torch-Pruning turned the map off: it does so for every concat below a
+    # 3-D parameter (meant for a class token concatenated along tokens), which on channel maps
+    # drops the pieces' offsets (EdgeNeXt's split blocks beside XCA's ``temperature``)
+    node.enable_index_mapping = True
     _set_concat_maps(node, offsets)
     return True
 
@@ -1160,3 +1162,77 @@ def _cut_token_linears(dg: TPGraph) -> set[TPNode]:
             node.dependencies = [d for d in node.dependencies if d.target is not other]
             other.dependencies = [d for d in other.dependencies if d.target is not node]
     return writers
+
+
+def _cut_group_statistics(dg: TPGraph, limit: int = 32) -> dict[TPNode, tuple[int, int]]:
+    """Cut the per-group statistic of a hand-written group norm (timm's EvoNorm-S:
+    ``x.reshape(B, G, C // G, H, W).var((2, 3, 4), keepdim=True).expand(...).reshape(B, C, H,
+    W)``, or with ``(B, G, -1)``) out of the graph: it is one value per sample and group,
+    unchanged when channels move within their group and changed when they move across.
+    Torch-Pruning passes the channel indices through both reshapes as if they were a flatten,
+    which scatters the group. Cut: the reshape into groups from the branch below it, and the
+    reshape back from both sides; the branch must be parameter-free, read nothing else, reach
+    one value per group (a size-1 dim after the groups) and end in reshapes back to ``x``'s
+    shape. The edge from ``x`` to the reshape into groups is kept with no index map, so a walk
+    reaches it with ``x``'s channels. Returns that reshape's node -> ``(C, G)``; the
+    permutation check still vouches for every group."""
+    import torch_pruning as tp
+
+    def shape_out(n: TPNode) -> list[int] | None:
+        meta = getattr(n.grad_fn, "_input_metadata", None)
+        return [int(s) for s in meta[0].shape] if meta else None
+
+    def sever(a: TPNode, b: TPNode) -> None:
+        a.dependencies = [d for d in a.dependencies if d.target is not b]
+        b.dependencies = [d for d in b.dependencies if d.target is not a]
+
+    out: dict[TPNode, tuple[int, int]] = {}
+    for node in list(dg.module2node.values()):
+        gf = node.grad_fn
+        if node.type != tp.ops.OPTYPE.RESHAPE or gf is None or len(node.inputs) != 1:
+            continue
+        before = [int(s) for s in getattr(gf, "_saved_self_sym_sizes", ())]
+        after = shape_out(node)
+        if len(before) < 3 or not after or len(after) < 3 or after[0] != before[0]:
+            continue
+        c, g = before[1], after[1]
+        split = after[2:] == [c // g, *before[2:]] or after[2:] == [math.prod(before[1:]) // g]
+        if not (1 < g < c and c % g == 0 and split):
+            continue
+        # the branch below the reshape into groups, up to the reshapes back
+        branch, merges, stat, ok = {node}, [], False, True
+        queue = list(node.outputs)
+        while queue and ok:
+            n = queue.pop()
+            if n in branch or n in merges:
+                continue
+            shape = shape_out(n)
+            if n.type == tp.ops.OPTYPE.RESHAPE and shape == before:
+                merges.append(n)
+                continue
+            ok = (
+                len(branch) < limit
+                and shape is not None
+                and n.type not in (tp.ops.OPTYPE.PARAMETER, tp.ops.OPTYPE.OUTPUT)
+                and not (isinstance(n.module, nn.Module) and _has_own_params(n.module))
+                and bool(n.outputs)
+                and all(i in branch for i in n.inputs)
+            )
+            if shape is not None and len(shape) >= 3:  # one value per sample and group
+                stat |= shape[:2] == [before[0], g] and set(shape[2:]) == {1}
+            branch.add(n)
+            queue.extend(n.outputs)
+        if not ok or not stat or not merges:
+            continue
+        for n in list(node.outputs):
+            sever(node, n)
+        for m in merges:
+            for n in list(m.inputs) + list(m.outputs):
+                sever(m, n)
+        for d in node.inputs[0].dependencies:
+            if d.target is node:
+                d.index_mapping = [None] * len(d.index_mapping)
+        for d in node.dependencies:
+            d.index_mapping = [None] * len(d.index_mapping)
+        out[node] = (c, g)
+    return out

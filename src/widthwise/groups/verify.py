@@ -87,12 +87,17 @@ class Symmetry:
     norm weights or zero biases cannot hide a missing member), in eval mode and without grad.
     BatchNorm running statistics are permuted with their norm's affine members. A tied parameter
     appears once (``named_parameters()``), so permuting it permutes every use.
+
+    ``seed`` picks the weight draw (and the permutations, from ``seed + 1``): a second check
+    with another seed is independent of the first, for a member the first draw cannot see (a
+    ReLU that is zero for every input under one draw).
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Any):
+    def __init__(self, model: nn.Module, example_inputs: Any, seed: int = 0):
         self.model = model
         self.inputs = example_inputs
-        gen = torch.Generator().manual_seed(0)
+        self.seed = seed
+        gen = torch.Generator().manual_seed(seed)
         self.params: dict[str, torch.Tensor] = {}
         for n, param in model.named_parameters():
             p = param.detach()
@@ -104,7 +109,7 @@ class Symmetry:
                     p = p + (0.5 * p.abs().mean().item() + 0.1) * noise
             self.params[n] = p
         self.buffers = dict(model.named_buffers())
-        self.gen = torch.Generator().manual_seed(1)
+        self.gen = torch.Generator().manual_seed(seed + 1)
         model.eval()
         base = self._in_float64()
         #: float64 where the forward runs so; else float32, whose rounding RTOL covers
