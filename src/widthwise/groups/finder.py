@@ -1889,6 +1889,35 @@ class _Finder:
             ]
             if len(opts) == 2 and all(opts):
                 found.append((prods, opts))
+        out: list[ChannelGroup] = []
+        if not found:
+            return self._state_blocks(claimed)
+        results = self._search(self._symmetry(), [o for _, opts in found for o in opts])
+        for k, (prods, opts) in enumerate(found):
+            heads, state = results[2 * k], results[2 * k + 1]
+            if heads is None:
+                continue  # the walk's reason stands
+            out += [heads] if state is None else [heads, state]
+            if state is None:
+                self.left_out[opts[1][0][1].name] = (
+                    "permuting its channels (state entries of B and C) changes the model output"
+                )
+            for g in (heads, state):
+                for m in g.members if g is not None else ():
+                    self.left_out.pop(f"parameter '{m.param}'", None)
+            for pname, _ in prods:
+                for key in self.root_keys.pop(pname, ()):
+                    self.left_out.pop(key, None)
+        return out + self._state_blocks(
+            claimed | {(m.param, m.dim) for g in out for m in g.members}
+        )
+
+    def _state_blocks(self, claimed: set[tuple[str, int]]) -> list[ChannelGroup]:
+        """The state entries of left-out projections split into blocks that share a per-entry
+        vector (:func:`.ssm.state_block_candidates`, EfficientViM's HSM-SSD), each kept only if
+        the permutation check passes; the projection's walk failure is then no longer named."""
+        if time.monotonic() > self.deadline:
+            return []
         blocks: list[tuple[str, list[Candidate]]] = []
         for root in list(self.root_keys):
             cands = [
@@ -1906,24 +1935,6 @@ class _Finder:
                     out.append(g)
                     for key in self.root_keys.pop(root, ()):
                         self.left_out.pop(key, None)
-        if not found:
-            return out
-        results = self._search(self._symmetry(), [o for _, opts in found for o in opts])
-        for k, (prods, opts) in enumerate(found):
-            heads, state = results[2 * k], results[2 * k + 1]
-            if heads is None:
-                continue  # the walk's reason stands
-            out += [heads] if state is None else [heads, state]
-            if state is None:
-                self.left_out[opts[1][0][1].name] = (
-                    "permuting its channels (state entries of B and C) changes the model output"
-                )
-            for g in (heads, state):
-                for m in g.members if g is not None else ():
-                    self.left_out.pop(f"parameter '{m.param}'", None)
-            for pname, _ in prods:
-                for key in self.root_keys.pop(pname, ()):
-                    self.left_out.pop(key, None)
         return out
 
     def _not_tried(self, prods: list[tuple[str, Any]]) -> None:

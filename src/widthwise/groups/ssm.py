@@ -16,8 +16,12 @@ grouped variants); ``out_proj``. Two symmetries hold:
 
 Channels within a head permute too (alike in ``x``, ``z``, the norm and ``out_proj``), but
 that group overlaps the whole-head one; whole heads are proposed since they also carry the
-per-head parameters. As everywhere in :mod:`.candidates`, these are only proposed: the finder
-keeps a candidate only if the permutation check passes.
+per-head parameters. Also here, for other state-space and linear-attention mixers: whole heads
+counted by per-head vectors beside separate projections (Gated DeltaNet), the depthwise conv
+over concatenated projections moved with their rows, and the state entries of a projection
+split into blocks sharing a per-entry vector (EfficientViM's HSM-SSD). As everywhere in
+:mod:`.candidates`, these are only proposed: the finder keeps a candidate only if the
+permutation check passes.
 """
 
 from __future__ import annotations
@@ -268,6 +272,8 @@ def state_block_candidates(
             and isinstance(m, nn.modules.conv._ConvNd)
             and m.groups == m.in_channels == m.out_channels == width
         ]
+        if not convs:  # the depthwise conv over the blocks: what tells this layout apart
+            continue
         for pname, t in holder.named_parameters(recurse=False):
             size = int(t.shape[0]) if t.ndim == 1 else 0
             if size < 2 or width % size or width == size:
