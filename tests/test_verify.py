@@ -378,3 +378,40 @@ def test_a_small_wrong_group_fails_for_every_draw():
         sym.gen.manual_seed(seed)
         assert not sym.passes([wrong]), seed
     assert lucky > 0  # the single draw alone did pass it for some seed
+
+
+class DeadGate(nn.Module):
+    """fc -> ReLU behind a bias of -100 (dead for every input under any draw: the draw keeps
+    1-d parameters near the model's) -> gate; a live path beside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = nn.Linear(6, 5)
+        self.squeeze = nn.Linear(6, 3)
+        self.gate = nn.Linear(3, 5)
+        with torch.no_grad():
+            self.squeeze.bias.fill_(-100.0)
+
+    def forward(self, x):
+        return self.live(x) * torch.sigmoid(self.gate(torch.relu(self.squeeze(x))))
+
+
+def test_blind_names_the_parameters_the_check_cannot_see():
+    torch.manual_seed(0)
+    model, x = DeadGate(), torch.randn(4, 6)
+    names = [n for n, _ in model.named_parameters()]
+    sym = Symmetry(model, x)
+    # nothing reaches the output through the dead ReLU: the squeeze's weight and bias have no
+    # gradient; the gate's bias still moves the sigmoid, and the live path is seen
+    assert sym.blind(names) == {"squeeze.weight", "squeeze.bias", "gate.weight"}
+    # independent reference: perturbing a blind parameter leaves the output unchanged exactly,
+    # perturbing a seen one does not
+    base = model(x)
+    for n, p in model.named_parameters():
+        saved = p.detach().clone()
+        with torch.no_grad():
+            p.add_(torch.randn_like(p))
+        moved = not torch.equal(model(x), base)
+        with torch.no_grad():
+            p.copy_(saved)
+        assert moved == (n not in sym.blind(names)), n

@@ -110,6 +110,7 @@ class Symmetry:
             self.params[n] = p
         self.buffers = dict(model.named_buffers())
         self.gen = torch.Generator().manual_seed(seed + 1)
+        self._grads: dict[str, float] | None = None  # see blind()
         model.eval()
         base = self._in_float64()
         #: float64 where the forward runs so; else float32, whose rounding RTOL covers
@@ -143,11 +144,53 @@ class Symmetry:
         self.params, self.buffers, self.inputs = params, buffers, inputs
         return base
 
+    def blind(self, names: Sequence[str]) -> set[str]:
+        """The parameters among ``names`` this check cannot see: the gradient of a random
+        projection of the output is exactly zero on every entry, as behind a ReLU that is zero
+        for the example inputs under this draw (a random deep network's gradients span many
+        orders of magnitude, so no relative threshold separates "small" from "none").
+        One forward and backward for all parameters, once per check; every name counts as
+        blind where the backward fails (the caller then checks the slow way)."""
+        if self._grads is None:
+            self._grads = {}
+            try:
+                leaves = {
+                    n: p.detach().clone().requires_grad_(True)
+                    for n, p in self.params.items()
+                    if p.is_floating_point()
+                }
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                # the fused CPU attention's backward returns NaN on saturated scores (FastViT)
+                with sdpa_kernel([SDPBackend.MATH]):
+                    out = self._run({**self.params, **leaves}, self.buffers, grad=True)
+                gen = torch.Generator().manual_seed(self.seed + 2)
+                loss = sum(
+                    (o * torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device)).sum()
+                    for o in out
+                    if o.is_floating_point() and o.requires_grad
+                )
+                if isinstance(loss, torch.Tensor):
+                    with sdpa_kernel([SDPBackend.MATH]):
+                        got = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+                    self._grads = {
+                        n: 0.0 if g is None else float(g.abs().max()) if g.numel() else 0.0
+                        for n, g in zip(leaves, got)
+                    }
+            except Exception:  # an op without a backward, an in-place write to a leaf, ...
+                self._grads = {}
+        if not self._grads:
+            return set(names)
+        # exactly 0 (no path to the output under this draw) or NaN (a backward that is not
+        # defined there) counts as blind: the slow way decides
+        return {n for n in names if not 0.0 < self._grads.get(n, 0.0) < math.inf}
+
     def _run(
         self,
         params: dict[str, torch.Tensor],
         buffers: dict[str, torch.Tensor],
         inputs: Any = None,
+        grad: bool = False,
     ) -> list[torch.Tensor]:
         """The model's output tensors with ``params`` and ``buffers`` in place of its own, on
         fresh copies of ``inputs`` (default: the example inputs)."""
@@ -162,7 +205,7 @@ class Symmetry:
             for name, t in table.items()
         ]
         try:
-            with torch.no_grad():
+            with torch.enable_grad() if grad else torch.no_grad():
                 # fresh copies: a forward may write into them
                 inputs = map_tensors(self.inputs if inputs is None else inputs)
                 state = {**params, **buffers}
